@@ -1,0 +1,532 @@
+"""AWS Signature Version 4 verification: every API request passes through :meth:`SigV4Verifier.verify`.
+
+Contract
+--------
+``SigV4Verifier(keyring).verify(method, raw_path, raw_query, headers, body)`` returns the authenticated
+:class:`Caller` or raises one of the :class:`selfless.errors.AuthError` subclasses, with AWS's own messages:
+
+* ``MissingAuthenticationToken`` -- neither an ``Authorization`` header nor an ``X-Amz-Algorithm`` query
+  parameter.
+* ``IncompleteSignature`` -- the header or the query parameters are malformed or incomplete (a missing
+  ``Credential`` / ``SignedHeaders`` / ``Signature`` / date, a date not in ISO-8601 basic format, an
+  algorithm other than ``AWS4-HMAC-SHA256``, a credential that is not ``keyid/date/region/service/term``, a
+  bad ``X-Amz-Expires``).
+* ``InvalidSignature`` -- the signature does not match; or the request date is more than ``max_skew_s``
+  from now (a presigned URL: past its ``X-Amz-Expires``); or the credential scope has a wrong date or
+  terminator; or ``host`` is not a signed header; or the body does not match ``x-amz-content-sha256``.
+* ``UnrecognizedClient`` -- the access key id is unknown, or the session token is missing, unexpected or
+  wrong.
+
+The checks run in the order AWS's front end is observed to use: both mechanisms present; none present;
+parameters present; date format; clock window; ``host`` signed; algorithm; credential shape; scope
+(terminator, date); access key; signature; session token. Nothing is said beyond AWS's messages: in
+particular whether a key exists is said only as AWS says it (``UnrecognizedClient``), never which part of
+a canonical request differed.
+
+The canonical request agrees byte for byte with botocore's ``SigV4Auth`` / ``SigV4QueryAuth`` (what boto3
+and the aws CLI use):
+
+* URI: ``raw_path`` as received (still percent-encoded), dot segments and empty segments removed, then
+  percent-encoded *again* with ``safe='/~'`` (``%3A`` becomes ``%253A``), as botocore does for every
+  service but S3.
+* Query: ``raw_query`` split on ``&`` and on the first ``=``; each side percent-decoded (``+`` is a space,
+  as AWS reads it) and re-encoded with ``safe='-_.~'``; pairs sorted; for query auth ``X-Amz-Signature`` is
+  left out. For what botocore sends (already canonical) this is the identity.
+* Headers: the ``SignedHeaders``, lower-case and sorted, each value stripped with whitespace runs
+  collapsed (botocore's ``' '.join(value.split())``).
+* Payload: the ``x-amz-content-sha256`` header verbatim when present -- then the body must hash to it,
+  unless it is ``UNSIGNED-PAYLOAD`` -- else ``sha256(body)``. This holds for presigned URLs too:
+  botocore's ``SigV4QueryAuth`` hashes the body (only S3's presigner uses ``UNSIGNED-PAYLOAD``).
+
+Inputs are what ``selfless.httpserver`` hands over: ``headers`` with lower-case names, one value each
+(repeated headers joined with ``,``); ``raw_path`` and ``raw_query`` the request target exactly as
+received, split at the first ``?``; all three decoded from the wire as Latin-1, so that each code point is
+one wire byte. The canonical request is built over those wire bytes, reading header values as the UTF-8
+botocore encodes them with (so whitespace is collapsed exactly where botocore collapsed it).
+
+Signing keys are derived with a direct HMAC-SHA256 chain and cached per (secret, date, region, service)
+in a small bounded dict. Not thread-safe: one verifier per event loop.
+"""
+
+from __future__ import annotations
+
+import base64
+import dataclasses
+import datetime
+import email.utils
+import hashlib
+import hmac
+import secrets
+import string
+import time
+from collections.abc import Callable, Mapping
+from urllib.parse import quote, quote_from_bytes, unquote, unquote_to_bytes
+
+from selfless.errors import (
+    IncompleteSignature,
+    InvalidSignature,
+    MissingAuthenticationToken,
+    UnrecognizedClient,
+)
+
+__all__ = [
+    "ALGORITHM",
+    "UNSIGNED_PAYLOAD",
+    "Caller",
+    "Keyring",
+    "Principal",
+    "SigV4Verifier",
+    "generate_key_pair",
+    "generate_session_credentials",
+]
+
+ALGORITHM = "AWS4-HMAC-SHA256"
+UNSIGNED_PAYLOAD = "UNSIGNED-PAYLOAD"
+TERMINATOR = "aws4_request"
+MAX_PRESIGN_EXPIRES_S = 604800  # a week, as AWS caps X-Amz-Expires
+
+_SIGNING_KEY_CACHE_SIZE = 256
+_EMPTY_SHA256 = hashlib.sha256(b"").hexdigest()
+_HEX = frozenset("0123456789abcdefABCDEF")
+_QUERY_SAFE = "-_.~"
+_PATH_SAFE = "/~"
+_KEY_ID_ALPHABET = string.ascii_uppercase + string.digits
+
+_MSG_MISSING_TOKEN = "Missing Authentication Token"
+_MSG_UNRECOGNIZED = "The security token included in the request is invalid."
+_MSG_MISMATCH = (
+    "The request signature we calculated does not match the signature you provided. Check your AWS Secret "
+    "Access Key and signing method. Consult the service documentation for details."
+)
+_MSG_BOTH = "Found both 'X-Amz-Algorithm' as a query-string param and 'Authorization' as HTTP header."
+_MSG_HOST = "'Host' or ':authority' must be a 'SignedHeader' in the AWS Authorization."
+_MSG_REEXAMINE = "Re-examine the query-string parameters."
+
+
+@dataclasses.dataclass(frozen=True)
+class Principal:
+    """Who holds an access key: the administrator, or one function (whose environment holds the key)."""
+
+    access_key_id: str
+    kind: str  # "admin" or "function"
+    function_arn: str | None = None  # for kind == "function": the function whose environment holds the key
+
+    def __post_init__(self) -> None:
+        if self.kind not in ("admin", "function"):
+            raise ValueError(f"Principal.kind must be 'admin' or 'function', not {self.kind!r}")
+        if (self.kind == "function") != (self.function_arn is not None):
+            raise ValueError("Principal.function_arn is required for, and only for, kind 'function'")
+
+
+@dataclasses.dataclass(frozen=True)
+class Caller:
+    """An authenticated request: the key's principal and the scope it signed for."""
+
+    principal: Principal
+    service: str  # from the credential scope, e.g. "lambda", "logs"
+    region: str
+
+
+class Keyring:
+    """Secrets by access key id; thread-unsafe, event-loop only."""
+
+    __slots__ = ("_entries",)
+
+    def __init__(self) -> None:
+        self._entries: dict[str, tuple[str, Principal, str | None]] = {}
+
+    def add(
+        self, access_key_id: str, secret: str, principal: Principal, session_token: str | None = None
+    ) -> None:
+        """Register (or replace) a key. ``principal.access_key_id`` must be ``access_key_id``."""
+        if not access_key_id or not secret:
+            raise ValueError("access key id and secret must be non-empty")
+        if principal.access_key_id != access_key_id:
+            raise ValueError("principal.access_key_id does not match access_key_id")
+        if session_token == "":
+            raise ValueError("session_token must be None or non-empty")
+        self._entries[access_key_id] = (secret, principal, session_token)
+
+    def remove(self, access_key_id: str) -> None:
+        """Forget a key; forgetting an unknown key is not an error."""
+        self._entries.pop(access_key_id, None)
+
+    def get(self, access_key_id: str) -> tuple[str, Principal, str | None] | None:
+        """``(secret, principal, session_token)`` for a key, or ``None``."""
+        return self._entries.get(access_key_id)
+
+    def __len__(self) -> int:
+        return len(self._entries)
+
+
+def generate_key_pair() -> tuple[str, str]:
+    """A new long-term key: ``("AKIA" + 16 upper-case alphanumerics, 40-character secret)``."""
+    return _key_id("AKIA"), _secret()
+
+
+def generate_session_credentials() -> tuple[str, str, str]:
+    """Temporary credentials for a function's environment: ``("ASIA...", secret, session token)``."""
+    return _key_id("ASIA"), _secret(), base64.b64encode(secrets.token_bytes(96)).decode("ascii")
+
+
+def _key_id(prefix: str) -> str:
+    return prefix + "".join(secrets.choice(_KEY_ID_ALPHABET) for _ in range(16))
+
+
+def _secret() -> str:
+    # 30 random bytes are 40 base64 characters: 240 bits, in AWS's secret alphabet (A-Za-z0-9+/).
+    return base64.b64encode(secrets.token_bytes(30)).decode("ascii")
+
+
+class SigV4Verifier:
+    """Verifies SigV4-signed requests (``Authorization`` header or presigned query) against a keyring."""
+
+    __slots__ = ("_clock", "_keyring", "_max_skew_s", "_signing_keys")
+
+    def __init__(
+        self, keyring: Keyring, clock: Callable[[], float] = time.time, max_skew_s: float = 900.0
+    ) -> None:
+        if max_skew_s <= 0:
+            raise ValueError("max_skew_s must be positive")
+        self._keyring = keyring
+        self._clock = clock
+        self._max_skew_s = max_skew_s
+        self._signing_keys: dict[tuple[str, str, str, str], bytes] = {}
+
+    def verify(
+        self, method: str, raw_path: str, raw_query: str, headers: Mapping[str, str], body: bytes
+    ) -> Caller:
+        """Authenticate one request; see the module docstring for the contract and the errors."""
+        authorization = headers.get("authorization")
+        if authorization is not None and not authorization.strip():
+            authorization = None
+        pairs = _canonical_pairs(raw_query) if raw_query else []
+        presigned = False
+        for key, _ in pairs:
+            if key == "X-Amz-Algorithm":
+                presigned = True
+                break
+        if presigned and authorization is not None:
+            raise InvalidSignature(_MSG_BOTH)
+
+        expires: int | None = None
+        if presigned:
+            algorithm, credential, signed_headers, signature, raw_date, token, expires = _query_auth(pairs)
+            pairs = [pair for pair in pairs if pair[0] != "X-Amz-Signature"]
+        elif authorization is not None:
+            algorithm, credential, signed_headers, signature, raw_date = _header_auth(authorization, headers)
+            token = headers.get("x-amz-security-token")
+            if token is not None:
+                token = _client_text(token)
+        else:
+            raise MissingAuthenticationToken(_MSG_MISSING_TOKEN)
+
+        # The date: ISO-8601 basic format (X-Amz-Date), or an HTTP date (Date header).
+        parsed = _parse_date(raw_date, http_date_allowed=not presigned and not headers.get("x-amz-date"))
+        if parsed is None:
+            raise IncompleteSignature(
+                f"Date must be in ISO-8601 'basic format'. Got '{raw_date}'. "
+                "See http://en.wikipedia.org/wiki/ISO_8601"
+            )
+        amz_date, signed_at = parsed
+        self._check_window(amz_date, signed_at, expires)
+
+        names = sorted({name.strip().lower() for name in signed_headers.split(";")})
+        if "host" not in names and ":authority" not in names:
+            raise InvalidSignature(_MSG_HOST)
+        if algorithm != ALGORITHM:
+            raise IncompleteSignature(
+                f"Unsupported AWS 'algorithm': '{algorithm}' (only {ALGORITHM} for now)."
+            )
+
+        # Credential: keyid/date/region/service/terminator (trailing slashes ignored, as AWS does).
+        scope = credential.split("/")
+        while scope and not scope[-1]:
+            scope.pop()
+        if len(scope) != 5:
+            raise IncompleteSignature(
+                "Credential must have exactly 5 slash-delimited elements, "
+                f"e.g. keyid/date/region/service/term, got '{credential}'"
+            )
+        access_key_id, scope_date, region, service, terminator = scope
+        problems = []
+        if not region:
+            problems.append("Credential should be scoped to a valid region, not ''.")
+        if terminator != TERMINATOR:
+            problems.append(
+                f"Credential should be scoped with a valid terminator: '{TERMINATOR}', not '{terminator}'."
+            )
+        if scope_date != amz_date[:8]:
+            problems.append(
+                "Date in Credential scope does not match YYYYMMDD from ISO-8601 version of date from HTTP: "
+                f"'{scope_date}' != '{amz_date[:8]}', from '{amz_date}'."
+            )
+        if problems:
+            raise InvalidSignature(" ".join(problems))
+
+        entry = self._keyring.get(access_key_id)
+        if entry is None:
+            raise UnrecognizedClient(_MSG_UNRECOGNIZED)
+        secret, principal, expected_token = entry
+
+        # The canonical request, as botocore builds it.
+        declared = headers.get("x-amz-content-sha256")
+        if declared is not None:
+            declared = payload_hash = _client_text(declared)
+        elif body:
+            payload_hash = hashlib.sha256(body).hexdigest()
+        else:
+            payload_hash = _EMPTY_SHA256
+        header_lines = []
+        for name in names:
+            value = headers.get(name)
+            if value is None:
+                raise InvalidSignature(_MSG_MISMATCH)
+            header_lines.append(f"{name}:{' '.join(_client_text(value).split())}")
+        if len(pairs) > 1:
+            pairs.sort()
+        canonical_request = "\n".join(
+            (
+                method.upper(),
+                _canonical_uri(raw_path),
+                "&".join([f"{key}={value}" for key, value in pairs]),
+                "\n".join(header_lines) + "\n",
+                ";".join(names),
+                payload_hash,
+            )
+        )
+        credential_scope = f"{scope_date}/{region}/{service}/{TERMINATOR}"
+        string_to_sign = "\n".join(
+            (ALGORITHM, amz_date, credential_scope, hashlib.sha256(_utf8(canonical_request)).hexdigest())
+        )
+        signing_key = self._signing_key(secret, scope_date, region, service)
+        expected = hmac.digest(signing_key, _utf8(string_to_sign), "sha256").hex()
+        if not hmac.compare_digest(expected.encode("ascii"), _utf8(signature)):
+            raise InvalidSignature(_MSG_MISMATCH)
+
+        if expected_token is None:
+            if token is not None:
+                raise UnrecognizedClient(_MSG_UNRECOGNIZED)
+        elif token is None or not hmac.compare_digest(_utf8(expected_token), _utf8(token)):
+            raise UnrecognizedClient(_MSG_UNRECOGNIZED)
+
+        if declared is not None and declared != UNSIGNED_PAYLOAD:
+            # A declared digest is what was signed; the body must be what was declared.
+            actual = hashlib.sha256(body).hexdigest() if body else _EMPTY_SHA256
+            if len(declared) != 64 or not hmac.compare_digest(
+                actual.encode("ascii"), _utf8(declared.lower())
+            ):
+                raise InvalidSignature(_MSG_MISMATCH)
+
+        return Caller(principal, service, region)
+
+    def _check_window(self, amz_date: str, signed_at: float, expires: int | None) -> None:
+        now = self._clock()
+        skew = self._max_skew_s
+        if signed_at - now > skew:
+            raise InvalidSignature(
+                f"Signature not yet current: {amz_date} is still later than {_fmt(now + skew)} "
+                f"({_fmt(now)} + {skew / 60:g} min.)"
+            )
+        if expires is None:
+            if now - signed_at > skew:
+                raise InvalidSignature(
+                    f"Signature expired: {amz_date} is now earlier than {_fmt(now - skew)} "
+                    f"({_fmt(now)} - {skew / 60:g} min.)"
+                )
+        elif now - signed_at > expires:
+            raise InvalidSignature(
+                f"Signature expired: {amz_date} is now earlier than {_fmt(now - expires)} "
+                f"({_fmt(now)} - {expires} sec.)"
+            )
+
+    def _signing_key(self, secret: str, date: str, region: str, service: str) -> bytes:
+        cache_key = (secret, date, region, service)
+        key = self._signing_keys.get(cache_key)
+        if key is None:
+            key = hmac.digest(_utf8("AWS4" + secret), _utf8(date), "sha256")
+            key = hmac.digest(key, _utf8(region), "sha256")
+            key = hmac.digest(key, _utf8(service), "sha256")
+            key = hmac.digest(key, b"aws4_request", "sha256")
+            if len(self._signing_keys) >= _SIGNING_KEY_CACHE_SIZE:
+                del self._signing_keys[next(iter(self._signing_keys))]
+            self._signing_keys[cache_key] = key
+        return key
+
+
+def _header_auth(authorization: str, headers: Mapping[str, str]) -> tuple[str, str, str, str, str]:
+    """``(algorithm, credential, signed headers, signature, date)`` from an Authorization header."""
+    parts = _client_text(authorization).strip().split(None, 1)
+    algorithm = parts[0]
+    params: dict[str, str] = {}
+    if len(parts) == 2:
+        for item in parts[1].split(","):
+            item = item.strip()
+            if not item:
+                continue
+            key, eq, value = item.partition("=")
+            if not eq:
+                digest = base64.b64encode(hashlib.sha256(_wire_bytes(authorization)).digest()).decode("ascii")
+                raise IncompleteSignature(
+                    "Invalid key=value pair (missing equal-sign) in Authorization header "
+                    f"(hashed with SHA-256 and encoded with Base64): '{digest}'."
+                )
+            params[key.strip()] = value.strip()
+    credential = params.get("Credential", "")
+    signature = params.get("Signature", "")
+    signed_headers = params.get("SignedHeaders", "")
+    date = headers.get("x-amz-date") or headers.get("date") or ""
+    if not (credential and signature and signed_headers and date):
+        missing = []
+        if not credential:
+            missing.append("Authorization header requires 'Credential' parameter.")
+        if not signature:
+            missing.append("Authorization header requires 'Signature' parameter.")
+        if not signed_headers:
+            missing.append("Authorization header requires 'SignedHeaders' parameter.")
+        if not date:
+            missing.append(
+                "Authorization header requires existence of either a 'X-Amz-Date' or a 'Date' header."
+            )
+        missing.append(f"Authorization={algorithm}")
+        raise IncompleteSignature(" ".join(missing))
+    return algorithm, credential, signed_headers, signature, date
+
+
+def _query_auth(
+    pairs: list[tuple[str, str]],
+) -> tuple[str, str, str, str, str, str | None, int]:
+    """``(algorithm, credential, signed headers, signature, date, token, expires)`` from presigned params."""
+    found: dict[str, str] = {}
+    for key, value in pairs:
+        if key.startswith("X-Amz-") and key not in found:
+            found[key] = unquote(value)
+    required = ("X-Amz-Credential", "X-Amz-Signature", "X-Amz-SignedHeaders", "X-Amz-Date", "X-Amz-Expires")
+    missing = [
+        f"AWS query-string parameters must include '{name}'." for name in required if not found.get(name)
+    ]
+    if missing:
+        missing.append(_MSG_REEXAMINE)
+        raise IncompleteSignature(" ".join(missing))
+    raw_expires = found["X-Amz-Expires"]
+    digits = raw_expires[1:] if raw_expires[:1] == "-" else raw_expires
+    if not (digits.isascii() and digits.isdigit()):
+        raise IncompleteSignature("X-Amz-Expires should be a number")
+    expires = int(raw_expires) if len(digits) <= 9 else (-1 if raw_expires[0] == "-" else MAX_PRESIGN_EXPIRES_S + 1)
+    if expires < 0:
+        raise IncompleteSignature("X-Amz-Expires must be non-negative")
+    if expires > MAX_PRESIGN_EXPIRES_S:
+        raise IncompleteSignature(
+            f"X-Amz-Expires must be less than a week (in seconds) that is {MAX_PRESIGN_EXPIRES_S}"
+        )
+    return (
+        found["X-Amz-Algorithm"],
+        found["X-Amz-Credential"],
+        found["X-Amz-SignedHeaders"],
+        found["X-Amz-Signature"],
+        found["X-Amz-Date"],
+        found.get("X-Amz-Security-Token"),
+        expires,
+    )
+
+
+def _parse_date(raw: str, *, http_date_allowed: bool) -> tuple[str, float] | None:
+    """``(ISO-8601 basic string, epoch seconds)``, or ``None`` when ``raw`` is no date we accept."""
+    if len(raw) == 16 and raw[8] == "T" and raw[15] == "Z":
+        digits = raw[:8] + raw[9:15]
+        if digits.isascii() and digits.isdigit():
+            try:
+                moment = datetime.datetime(
+                    int(raw[0:4]),
+                    int(raw[4:6]),
+                    int(raw[6:8]),
+                    int(raw[9:11]),
+                    int(raw[11:13]),
+                    int(raw[13:15]),
+                    tzinfo=datetime.UTC,
+                )
+            except ValueError:
+                return None
+            return raw, moment.timestamp()
+    if http_date_allowed:
+        try:
+            moment = email.utils.parsedate_to_datetime(raw)
+        except (TypeError, ValueError, IndexError, OverflowError):
+            return None
+        if moment.tzinfo is None:
+            moment = moment.replace(tzinfo=datetime.UTC)
+        moment = moment.astimezone(datetime.UTC)
+        return moment.strftime("%Y%m%dT%H%M%SZ"), moment.timestamp()
+    return None
+
+
+def _canonical_pairs(raw_query: str) -> list[tuple[str, str]]:
+    """The query's ``(key, value)`` pairs, each side re-encoded canonically; unsorted."""
+    pairs = []
+    for item in raw_query.split("&"):
+        key, _, value = item.partition("=")
+        pairs.append((_requote(key), _requote(value)))
+    return pairs
+
+
+def _requote(part: str) -> str:
+    if "%" not in part and "+" not in part:
+        return quote(_wire_bytes(part), safe=_QUERY_SAFE)
+    return quote_from_bytes(unquote_to_bytes(_wire_bytes(part.replace("+", " "))), safe=_QUERY_SAFE)
+
+
+def _canonical_uri(raw_path: str) -> str:
+    """botocore's ``quote(normalize_url_path(path), safe='/~')`` applied to the path as sent."""
+    if not raw_path:
+        return "/"
+    if raw_path[0] == "/" and "//" not in raw_path and "/." not in raw_path:
+        path = raw_path  # no dot or empty segments: normalization is the identity
+    else:
+        path = _remove_dot_segments(raw_path)
+    return quote(_wire_bytes(path), safe=_PATH_SAFE)
+
+
+def _remove_dot_segments(path: str) -> str:
+    # RFC 3986 5.2.4, plus empty segments removed (botocore.utils.remove_dot_segments).
+    output: list[str] = []
+    for segment in path.split("/"):
+        if segment and segment != ".":
+            if segment == "..":
+                if output:
+                    output.pop()
+            else:
+                output.append(segment)
+    first = "/" if path[0] == "/" else ""
+    last = "/" if path[-1] == "/" and output else ""
+    return first + "/".join(output) + last
+
+
+def _client_text(value: str) -> str:
+    """The text a client meant, from a str whose code points are the wire bytes (the HTTP layer decodes
+    Latin-1; botocore encodes header values as UTF-8). Bytes that are not UTF-8 survive as surrogates."""
+    if value.isascii():
+        return value
+    try:
+        raw = value.encode("latin-1")
+    except UnicodeEncodeError:
+        return value  # not wire bytes: already text
+    return raw.decode("utf-8", "surrogateescape")
+
+
+def _wire_bytes(value: str) -> bytes:
+    """The bytes a str of wire code points (Latin-1) stands for; UTF-8 for anything past U+00FF."""
+    try:
+        return value.encode("latin-1")
+    except UnicodeEncodeError:
+        return _utf8(value)
+
+
+def _utf8(text: str) -> bytes:
+    try:
+        return text.encode("utf-8", "surrogateescape")  # undoes _client_text for bytes that were not UTF-8
+    except UnicodeEncodeError:
+        return text.encode("utf-8", "surrogatepass")
+
+
+def _fmt(epoch: float) -> str:
+    return time.strftime("%Y%m%dT%H%M%SZ", time.gmtime(epoch))

@@ -1,0 +1,52 @@
+"""The front door of the one public port: health, signed code downloads, then SigV4 and the service router.
+
+Requests are routed by the service named in their SigV4 credential scope, the way AWS SDKs sign them.
+Nothing past ``/health`` and a signed download link is reachable without a valid signature.
+"""
+
+from __future__ import annotations
+
+import json
+import uuid
+
+from selfless.api import errors as wire_errors
+from selfless.api.auth import SigV4Verifier
+from selfless.api.lambda_api import CodeUrls, LambdaApi
+from selfless.api.logs_api import LogsApi
+from selfless.errors import AuthError, UnsupportedOperation
+from selfless.httpserver import Request, Response
+
+
+class FrontDoor:
+    def __init__(self, verifier: SigV4Verifier, lambda_api: LambdaApi, logs_api: LogsApi, health: dict[str, str]):
+        self._verifier = verifier
+        self._lambda = lambda_api
+        self._logs = logs_api
+        self._health = health
+        self.ready = False
+
+    async def handle(self, request: Request) -> Response:
+        path = request.path
+        if request.method == "GET":
+            if path == "/health":
+                if not self.ready:
+                    return Response(503, b'{"status":"starting"}')
+                return Response(200, json.dumps({"status": "ok", **self._health}).encode())
+            if path.startswith(CodeUrls.PREFIX):
+                return self._lambda.download(request)
+        request_id = str(uuid.uuid4())
+        try:
+            caller = self._verifier.verify(request.method, path, request.query, request.headers, request.body)
+        except AuthError as exc:
+            return wire_errors.rest_json(exc, request_id)
+        if caller.service == "lambda":
+            return await self._lambda.handle(request, caller, request_id)
+        if caller.service == "logs":
+            if caller.principal.kind != "admin":
+                return wire_errors.json_1_1(UnsupportedOperation("Function credentials cannot read logs"), request_id)
+            return await self._logs.handle(request, request_id)
+        exc = UnsupportedOperation(f"The {caller.service} service is not offered by selfless yet")
+        return wire_errors.rest_json(exc, request_id)
+
+    def too_large(self, request: Request) -> Response:
+        return self._lambda.too_large(request)

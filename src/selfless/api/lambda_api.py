@@ -1,0 +1,312 @@
+"""The Lambda API (REST-JSON, 2015-03-31): route, parse, validate, call the domain, render.
+
+Handlers translate and never decide: rules live in ``selfless.functions`` and ``selfless.invocation``.
+Invoke has its own lean parser because it is the hot path; every other operation goes through the generic
+model-driven parser and validator.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import hmac
+import json
+import re
+import secrets
+import time
+import urllib.parse
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+from selfless.api import errors as wire_errors
+from selfless.api import model as m
+from selfless.api.auth import Caller
+from selfless.api.wire import configuration
+from selfless.artifacts.local import LocalCodeStore
+from selfless.config import Settings
+from selfless.errors import (
+    AccessDenied,
+    InvalidParameterValue,
+    RequestEntityTooLarge,
+    ResourceNotFound,
+    SelflessError,
+    UnsupportedOperation,
+    ValidationError,
+)
+from selfless.functions import MAX_ZIPPED, FunctionRegistry
+from selfless.httpserver import Request, Response
+from selfless.invocation.service import InvocationService
+from selfless.models import InvocationType, InvokeRequest
+
+# The largest request body any Lambda operation takes: a 50 MB zip as base64 inside JSON.
+MAX_REQUEST = 70_167_211
+_INVOKE_RE = re.compile(r"^/2015-03-31/functions/([^/]+)/invocations/?$")
+_CODE_URL_TTL_S = 600
+# What a function's own credentials may do until roles carry policies: read and invoke.
+_FUNCTION_ALLOWED = frozenset(
+    {"Invoke", "GetFunction", "GetFunctionConfiguration", "ListFunctions", "ListTags", "GetAccountSettings"}
+)
+_INVOCATION_TYPES = {t.value: t for t in InvocationType}
+
+Op = Callable[[dict[str, Any], Request], Awaitable[Response]]
+
+
+def _json(doc: Any, status: int = 200, headers: list[tuple[str, str]] | None = None) -> Response:
+    return Response(status, json.dumps(doc).encode(), headers or [])
+
+
+class CodeUrls:
+    """Time-limited download links for packages (GetFunction's Code.Location), signed with a server key."""
+
+    PREFIX = "/_selfless/code/"
+
+    def __init__(self) -> None:
+        self._key = secrets.token_bytes(32)
+
+    def _sig(self, key: str, expires: int) -> str:
+        return hmac.new(self._key, f"{key}:{expires}".encode(), hashlib.sha256).hexdigest()
+
+    def url(self, base: str, key: str) -> str:
+        expires = int(time.time()) + _CODE_URL_TTL_S
+        return f"{base}{self.PREFIX}{key}.zip?Expires={expires}&Signature={self._sig(key, expires)}"
+
+    def check(self, path: str, query: str) -> str | None:
+        """The package key a valid, unexpired link names; None otherwise."""
+        name = path[len(self.PREFIX) :]
+        if not name.endswith(".zip") or not re.fullmatch(r"[0-9a-f]{64}", name[:-4]):
+            return None
+        key = name[:-4]
+        qs = urllib.parse.parse_qs(query)
+        try:
+            expires = int(qs["Expires"][0])
+            sig = qs["Signature"][0]
+        except (KeyError, ValueError, IndexError):
+            return None
+        if expires < time.time() or not hmac.compare_digest(sig, self._sig(key, expires)):
+            return None
+        return key
+
+
+class LambdaApi:
+    def __init__(
+        self,
+        settings: Settings,
+        registry: FunctionRegistry,
+        invocations: InvocationService,
+        code: LocalCodeStore,
+        code_urls: CodeUrls,
+        concurrency_limit: int,
+    ) -> None:
+        self._settings = settings
+        self._registry = registry
+        self._invocations = invocations
+        self._code = code
+        self._code_urls = code_urls
+        self._concurrency_limit = concurrency_limit
+        self._model = m.service_model("lambda")
+        self._router = m.Router(self._model)
+        self._ops: dict[str, Op] = {
+            "CreateFunction": self._create_function,
+            "GetFunction": self._get_function,
+            "GetFunctionConfiguration": self._get_function_configuration,
+            "UpdateFunctionCode": self._update_function_code,
+            "UpdateFunctionConfiguration": self._update_function_configuration,
+            "DeleteFunction": self._delete_function,
+            "ListFunctions": self._list_functions,
+            "GetAccountSettings": self._get_account_settings,
+            "TagResource": self._tag_resource,
+            "UntagResource": self._untag_resource,
+            "ListTags": self._list_tags,
+        }
+
+    async def handle(self, request: Request, caller: Caller, request_id: str) -> Response:
+        try:
+            response = await self._handle(request, caller)
+        except SelflessError as exc:
+            return wire_errors.rest_json(exc, request_id)
+        response.headers.append(("x-amzn-RequestId", request_id))
+        return response
+
+    async def _handle(self, request: Request, caller: Caller) -> Response:
+        if request.method == "POST":
+            hit = _INVOKE_RE.match(request.path)
+            if hit is not None:
+                self._authorize(caller, "Invoke")
+                return await self._invoke(urllib.parse.unquote(hit.group(1)), request)
+        found = self._router.match(request.method, request.path)
+        if found is None:
+            raise UnsupportedOperation(f"No Lambda operation at {request.method} {request.path}")
+        route, labels = found
+        self._authorize(caller, route.operation)
+        handler = self._ops.get(route.operation)
+        if handler is None:
+            raise UnsupportedOperation(f"{route.operation} is not supported by selfless yet")
+        op = self._model.operation_model(route.operation)
+        params = m.coerce_params(op, m.parse(op, labels, request.query, request.headers, request.body))
+        m.validate(op, params)
+        response = await handler(params, request)
+        if response.status == 200 and route.status != 200:
+            response.status = route.status
+        return response
+
+    def _authorize(self, caller: Caller, operation: str) -> None:
+        p = caller.principal
+        if p.kind == "admin" or (p.kind == "function" and operation in _FUNCTION_ALLOWED):
+            return
+        raise AccessDenied(
+            f"User: {p.function_arn or p.access_key_id} is not authorized to perform: lambda:{operation}"
+        )
+
+    def too_large(self, request: Request) -> Response:
+        """A request body past what any operation takes."""
+        op = "InvokeFunction" if _INVOKE_RE.match(request.path) else "CreateFunction"
+        limit = 6_291_456 if op == "InvokeFunction" else MAX_REQUEST
+        exc = (
+            RequestEntityTooLarge(f"Request must be smaller than {limit} bytes for the {op} operation")
+            if op != "InvokeFunction"
+            else _invoke_too_large()
+        )
+        return wire_errors.rest_json(exc, "")
+
+    # -- invoke (hot path) ------------------------------------------------------------------------------
+
+    async def _invoke(self, function_name: str, request: Request) -> Response:
+        h = request.headers
+        qualifier = None
+        if request.query:
+            qualifier = urllib.parse.parse_qs(request.query).get("Qualifier", [None])[-1]
+        itype_raw = h.get("x-amz-invocation-type", "RequestResponse")
+        itype = _INVOCATION_TYPES.get(itype_raw)
+        if itype is None:
+            raise ValidationError(
+                f"1 validation error detected: Value '{itype_raw}' at 'invocationType' failed to satisfy "
+                "constraint: Member must satisfy enum value set: [Event, RequestResponse, DryRun]"
+            )
+        log_type = h.get("x-amz-log-type", "None")
+        if log_type not in ("None", "Tail"):
+            raise ValidationError(
+                f"1 validation error detected: Value '{log_type}' at 'logType' failed to satisfy constraint: "
+                "Member must satisfy enum value set: [None, Tail]"
+            )
+        if log_type == "Tail" and itype is not InvocationType.REQUEST_RESPONSE:
+            raise InvalidParameterValue("LogType Tail is only supported for RequestResponse invocations.")
+        result = await self._invocations.invoke(
+            InvokeRequest(
+                function_name,
+                qualifier,
+                request.body,
+                itype,
+                log_type == "Tail",
+                h.get("x-amz-client-context"),
+            )
+        )
+        headers = [("X-Amz-Executed-Version", result.executed_version)]
+        if result.function_error is not None:
+            headers.append(("X-Amz-Function-Error", result.function_error))
+        if result.log_tail is not None:
+            headers.append(("X-Amz-Log-Result", result.log_tail))
+        return Response(result.status, result.payload, headers, content_type="application/json")
+
+    # -- functions --------------------------------------------------------------------------------------
+
+    def _base_url(self, request: Request) -> str:
+        host = request.headers.get("host") or f"{self._settings.host}:{self._settings.port}"
+        return f"http://{host}"
+
+    async def _create_function(self, params: dict[str, Any], request: Request) -> Response:
+        if params.get("Publish"):
+            raise InvalidParameterValue("Publishing versions is not supported by selfless yet")
+        fn = await self._registry.create(params)
+        return _json(configuration(fn, self._settings.region), 201)
+
+    async def _get_function(self, params: dict[str, Any], request: Request) -> Response:
+        fn = self._registry.get(params["FunctionName"], params.get("Qualifier"))
+        doc: dict[str, Any] = {
+            "Configuration": configuration(fn, self._settings.region),
+            "Code": {"RepositoryType": "S3", "Location": self._code_urls.url(self._base_url(request), fn.code.key)},
+        }
+        if fn.tags:
+            doc["Tags"] = dict(fn.tags)
+        return _json(doc)
+
+    async def _get_function_configuration(self, params: dict[str, Any], request: Request) -> Response:
+        fn = self._registry.get(params["FunctionName"], params.get("Qualifier"))
+        return _json(configuration(fn, self._settings.region))
+
+    async def _update_function_code(self, params: dict[str, Any], request: Request) -> Response:
+        fn = await self._registry.update_code(params["FunctionName"], params)
+        return _json(configuration(fn, self._settings.region))
+
+    async def _update_function_configuration(self, params: dict[str, Any], request: Request) -> Response:
+        fn = await self._registry.update_configuration(params["FunctionName"], params)
+        return _json(configuration(fn, self._settings.region))
+
+    async def _delete_function(self, params: dict[str, Any], request: Request) -> Response:
+        await self._registry.delete(params["FunctionName"], params.get("Qualifier"))
+        return Response(204, b"", content_type=None)
+
+    async def _list_functions(self, params: dict[str, Any], request: Request) -> Response:
+        fns, marker = self._registry.list(params.get("Marker"), params.get("MaxItems"))
+        doc: dict[str, Any] = {"Functions": [configuration(f, self._settings.region) for f in fns]}
+        if marker is not None:
+            doc["NextMarker"] = marker
+        return _json(doc)
+
+    async def _get_account_settings(self, params: dict[str, Any], request: Request) -> Response:
+        fns = self._registry.all()
+        return _json(
+            {
+                "AccountLimit": {
+                    "TotalCodeSize": 80_530_636_800,
+                    "CodeSizeUnzipped": 262_144_000,
+                    "CodeSizeZipped": MAX_ZIPPED,
+                    "ConcurrentExecutions": self._concurrency_limit,
+                    "UnreservedConcurrentExecutions": self._concurrency_limit,
+                },
+                "AccountUsage": {
+                    "TotalCodeSize": self._code.total_size(f.code.key for f in fns),
+                    "FunctionCount": len(fns),
+                },
+            }
+        )
+
+    # -- tags -------------------------------------------------------------------------------------------
+
+    async def _tag_resource(self, params: dict[str, Any], request: Request) -> Response:
+        await self._registry.tag(params["Resource"], params["Tags"])
+        return Response(204, b"", content_type=None)
+
+    async def _untag_resource(self, params: dict[str, Any], request: Request) -> Response:
+        await self._registry.untag(params["Resource"], list(params["TagKeys"]))
+        return Response(204, b"", content_type=None)
+
+    async def _list_tags(self, params: dict[str, Any], request: Request) -> Response:
+        return _json({"Tags": self._registry.tags(params["Resource"])})
+
+    # -- code downloads ---------------------------------------------------------------------------------
+
+    def download(self, request: Request) -> Response:
+        key = self._code_urls.check(request.path, request.query)
+        if key is None:
+            return Response(
+                403,
+                b"<Error><Code>AccessDenied</Code><Message>Request has expired or the signature does not "
+                b"match</Message></Error>",
+                content_type="application/xml",
+            )
+        try:
+            data = self._code.blob(key).read_bytes()
+        except FileNotFoundError:
+            exc = ResourceNotFound("The package no longer exists")
+            return wire_errors.rest_json(exc, "")
+        return Response(200, data, content_type="application/zip")
+
+
+def _invoke_too_large() -> SelflessError:
+    from selfless.errors import RequestTooLarge
+
+    return RequestTooLarge("Request must be smaller than 6291456 bytes for the InvokeFunction operation")
+
+
+def b64(data: bytes) -> str:
+    return base64.b64encode(data).decode()

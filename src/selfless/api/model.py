@@ -1,0 +1,285 @@
+"""The Lambda service model from botocore: routes, request parsing and constraint validation.
+
+botocore ships the model every SDK is generated from; selfless reads it instead of retyping shapes. From it:
+
+- ``Router`` matches ``(method, raw path)`` to an operation, with each ``{Label}`` as one path segment and
+  ``{Label+}`` greedy (trailing slashes tolerated: ListFunctions arrives without one, older clients with).
+- ``parse`` builds an operation's input dict from URI labels, query string, headers and the JSON body (or
+  the raw payload for blob-payload operations such as Invoke).
+- ``validate`` checks the modelled constraints (required, type, min/max, length, pattern, enum) and raises
+  ``ValidationError`` with AWS's wording: ``1 validation error detected: Value '100' at 'memorySize'
+  failed to satisfy constraint: Member must have value greater than or equal to 128``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import json
+import re
+import urllib.parse
+from collections.abc import Mapping
+from typing import Any
+
+import botocore.session
+
+from selfless.errors import InvalidRequestContent, ValidationError
+
+# Limits AWS enforces beyond what the model states (the model allows memory to 32768 and has no timeout max).
+EXTRA_LIMITS: dict[str, dict[str, int]] = {
+    "MemorySize": {"max": 10240},
+    "Timeout": {"max": 900},
+}
+
+
+@functools.cache
+def service_model(name: str = "lambda") -> Any:
+    return botocore.session.get_session().get_service_model(name)
+
+
+@dataclasses.dataclass(frozen=True)
+class Route:
+    operation: str
+    method: str
+    regex: re.Pattern[str]
+    labels: tuple[str, ...]
+    status: int
+
+
+class Router:
+    def __init__(self, model: Any) -> None:
+        self._routes: dict[str, list[Route]] = {}
+        for name in model.operation_names:
+            op = model.operation_model(name)
+            uri = op.http["requestUri"].split("?")[0]
+            labels: list[str] = []
+
+            def label(m: re.Match[str], labels: list[str] = labels) -> str:
+                greedy = m.group(1).endswith("+")
+                labels.append(m.group(1).rstrip("+"))
+                return "(.+)" if greedy else "([^/]+)"
+
+            pattern = re.sub(r"\\\{([^}]+)\\\}", label, re.escape(uri).replace(r"\+", "+"))
+            regex = re.compile("^" + pattern.rstrip("/") + "/?$")
+            route = Route(name, op.http["method"], regex, tuple(labels), int(op.http.get("responseCode", 200)))
+            self._routes.setdefault(route.method, []).append(route)
+        # Literal routes before labelled ones, longer before shorter, so /functions/{F}/code beats /functions/{F}.
+        for routes in self._routes.values():
+            routes.sort(key=lambda r: (len(r.labels), -len(r.regex.pattern)))
+
+    def match(self, method: str, path: str) -> tuple[Route, dict[str, str]] | None:
+        for route in self._routes.get(method, ()):
+            m = route.regex.match(path)
+            if m:
+                return route, {k: urllib.parse.unquote(v) for k, v in zip(route.labels, m.groups(), strict=True)}
+        return None
+
+    def allows_path(self, path: str) -> bool:
+        return any(r.regex.match(path) for routes in self._routes.values() for r in routes)
+
+
+def parse(
+    op: Any, labels: Mapping[str, str], query: str, headers: Mapping[str, str], body: bytes
+) -> dict[str, Any]:
+    """The operation's input parameters from the wire, before validation."""
+    shape = op.input_shape
+    params: dict[str, Any] = {}
+    if shape is None:
+        return params
+    qs = urllib.parse.parse_qs(query, keep_blank_values=True)
+    payload_member = shape.serialization.get("payload")
+    for name, member in shape.members.items():
+        loc = member.serialization.get("location")
+        wire = member.serialization.get("name", name)
+        if loc == "uri":
+            if wire in labels:
+                params[name] = labels[wire]
+        elif loc == "querystring":
+            if wire in qs:
+                values = qs[wire]
+                params[name] = values if member.type_name == "list" else values[-1]
+        elif loc == "header":
+            value = headers.get(wire.lower())
+            if value is not None:
+                params[name] = value
+    if payload_member is not None:
+        member = shape.members[payload_member]
+        if member.type_name == "blob":
+            params[payload_member] = body
+        elif body:
+            params[payload_member] = _json_body(body)
+    elif body:
+        doc = _json_body(body)
+        if not isinstance(doc, dict):
+            raise InvalidRequestContent("Could not parse request body into json: expected an object")
+        for name, member in shape.members.items():
+            if "location" not in member.serialization and name in doc:
+                params[name] = doc[name]
+    return params
+
+
+def _json_body(body: bytes) -> Any:
+    try:
+        return json.loads(body)
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise InvalidRequestContent(f"Could not parse request body into json: {exc}") from None
+
+
+def _lower_camel(name: str) -> str:
+    return name[:1].lower() + name[1:]
+
+
+def _coerce(shape: Any, value: Any) -> Any:
+    """Values from the URI, query string and headers arrive as text; make them the modelled type."""
+    if isinstance(value, str):
+        if shape.type_name in ("integer", "long"):
+            try:
+                return int(value)
+            except ValueError:
+                raise ValidationError(
+                    f"1 validation error detected: Value '{value}' failed to satisfy constraint: "
+                    "Member must be a number"
+                ) from None
+        if shape.type_name == "boolean":
+            return value.lower() == "true"
+    return value
+
+
+def coerce_params(op: Any, params: dict[str, Any]) -> dict[str, Any]:
+    shape = op.input_shape
+    if shape is None:
+        return params
+    for name, member in shape.members.items():
+        if name in params and "location" in member.serialization:
+            params[name] = _coerce(member, params[name])
+    return params
+
+
+def validate(op: Any, params: Mapping[str, Any]) -> None:
+    """Raise ValidationError listing every modelled constraint the input breaks, in AWS's words."""
+    errors: list[str] = []
+    shape = op.input_shape
+    if shape is not None:
+        _check_structure(shape, params, "", errors, top=True)
+    if errors:
+        n = len(errors)
+        raise ValidationError(f"{n} validation error{'s' if n > 1 else ''} detected: " + "; ".join(errors))
+
+
+def _shown(shape: Any, value: Any) -> str:
+    if shape.metadata.get("sensitive"):
+        return "Value"
+    if isinstance(value, bool):
+        value = str(value).lower()
+    return f"Value '{value}'"
+
+
+def _check_structure(shape: Any, value: Any, path: str, errors: list[str], top: bool = False) -> None:
+    if not isinstance(value, Mapping):
+        errors.append(f"Value at '{path}' failed to satisfy constraint: Member must be a structure")
+        return
+    for req in shape.required_members:
+        if value.get(req) is None:
+            errors.append(
+                f"Value null at '{_join(path, req)}' failed to satisfy constraint: Member must not be null"
+            )
+    for name, member in shape.members.items():
+        if name in value and value[name] is not None:
+            _check(member, value[name], _join(path, name), errors, name if top else None)
+
+
+def _join(path: str, name: str) -> str:
+    return f"{path}.{_lower_camel(name)}" if path else _lower_camel(name)
+
+
+def _check(shape: Any, value: Any, path: str, errors: list[str], top_name: str | None = None) -> None:
+    t = shape.type_name
+    meta = dict(shape.metadata)
+    if top_name in EXTRA_LIMITS or shape.name in EXTRA_LIMITS:
+        meta.update(EXTRA_LIMITS.get(top_name or "", EXTRA_LIMITS.get(shape.name, {})))
+    shown = _shown(shape, value)
+    if t == "structure":
+        _check_structure(shape, value, path, errors)
+        return
+    if t == "list":
+        if not isinstance(value, list):
+            errors.append(f"{shown} at '{path}' failed to satisfy constraint: Member must be a list")
+            return
+        _length(meta, len(value), shown, path, errors)
+        for i, item in enumerate(value):
+            _check(shape.member, item, f"{path}.{i + 1}.member", errors)
+        return
+    if t == "map":
+        if not isinstance(value, Mapping):
+            errors.append(f"{shown} at '{path}' failed to satisfy constraint: Member must be a map")
+            return
+        _length(meta, len(value), shown, path, errors)
+        for k, v in value.items():
+            _check(shape.key, k, f"{path}.key", errors)
+            _check(shape.value, v, f"{path}.value", errors)
+        return
+    if t in ("integer", "long"):
+        if isinstance(value, bool) or not isinstance(value, int):
+            errors.append(f"{shown} at '{path}' failed to satisfy constraint: Member must be a number")
+            return
+        if "min" in meta and value < meta["min"]:
+            errors.append(
+                f"{shown} at '{path}' failed to satisfy constraint: "
+                f"Member must have value greater than or equal to {meta['min']}"
+            )
+        if "max" in meta and value > meta["max"]:
+            errors.append(
+                f"{shown} at '{path}' failed to satisfy constraint: "
+                f"Member must have value less than or equal to {meta['max']}"
+            )
+        return
+    if t == "boolean":
+        if not isinstance(value, bool):
+            errors.append(f"{shown} at '{path}' failed to satisfy constraint: Member must be a boolean")
+        return
+    if t == "blob":
+        return
+    if t == "string":
+        if not isinstance(value, str):
+            errors.append(f"{shown} at '{path}' failed to satisfy constraint: Member must be a string")
+            return
+        _length(meta, len(value), shown, path, errors)
+        enum = getattr(shape, "enum", None)
+        if enum and value not in enum:
+            errors.append(
+                f"{shown} at '{path}' failed to satisfy constraint: "
+                f"Member must satisfy enum value set: [{', '.join(enum)}]"
+            )
+        pattern = meta.get("pattern")
+        if pattern and not _full_match(pattern, value):
+            errors.append(
+                f"{shown} at '{path}' failed to satisfy constraint: "
+                f"Member must satisfy regular expression pattern: {pattern}"
+            )
+
+
+def _length(meta: Mapping[str, Any], n: int, shown: str, path: str, errors: list[str]) -> None:
+    if "min" in meta and n < meta["min"]:
+        errors.append(
+            f"{shown} at '{path}' failed to satisfy constraint: "
+            f"Member must have length greater than or equal to {meta['min']}"
+        )
+    if "max" in meta and n > meta["max"]:
+        errors.append(
+            f"{shown} at '{path}' failed to satisfy constraint: "
+            f"Member must have length less than or equal to {meta['max']}"
+        )
+
+
+@functools.cache
+def _compiled(pattern: str) -> re.Pattern[str]:
+    return re.compile(pattern)
+
+
+def _full_match(pattern: str, value: str) -> bool:
+    return _compiled(pattern).fullmatch(value) is not None
+
+
+def output_members(op: Any) -> dict[str, Any]:
+    shape = op.output_shape
+    return dict(shape.members) if shape is not None else {}

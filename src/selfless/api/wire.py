@@ -1,0 +1,51 @@
+"""Lambda's response shapes, built from our records (field names exactly as the service model has them)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from selfless.models import Function
+
+
+def configuration(fn: Function, region: str) -> dict[str, Any]:
+    runtime = fn.runtime or ""
+    doc: dict[str, Any] = {
+        "FunctionName": fn.name,
+        "FunctionArn": fn.arn,
+        "Runtime": fn.runtime,
+        "Role": fn.role,
+        "Handler": fn.handler,
+        "CodeSize": fn.code.size,
+        "Description": fn.description,
+        "Timeout": fn.timeout,
+        "MemorySize": fn.memory_size,
+        "LastModified": fn.last_modified,
+        "CodeSha256": fn.code.sha256,
+        "Version": "$LATEST",
+        "TracingConfig": {"Mode": "PassThrough"},
+        "RevisionId": fn.revision_id,
+        "State": fn.state.value,
+        "PackageType": "Zip",
+        "Architectures": list(fn.architectures),
+        "EphemeralStorage": {"Size": fn.ephemeral_storage},
+        "SnapStart": {"ApplyOn": "None", "OptimizationStatus": "Off"},
+        "RuntimeVersionConfig": {
+            "RuntimeVersionArn": f"arn:aws:lambda:{region}::runtime:selfless-{runtime}",
+        },
+        "LoggingConfig": {"LogFormat": "Text", "LogGroup": f"/aws/lambda/{fn.name}"},
+    }
+    if fn.environment:
+        doc["Environment"] = {"Variables": dict(fn.environment)}
+    if fn.state_reason is not None:
+        doc["StateReason"] = fn.state_reason
+    if fn.state_reason_code is not None:
+        doc["StateReasonCode"] = fn.state_reason_code
+    if fn.last_update_status is not None:
+        doc["LastUpdateStatus"] = fn.last_update_status.value
+    if fn.last_update_status_reason is not None:
+        doc["LastUpdateStatusReason"] = fn.last_update_status_reason
+    if fn.last_update_status_reason_code is not None:
+        doc["LastUpdateStatusReasonCode"] = fn.last_update_status_reason_code
+    for key, value in fn.extra.items():
+        doc[key] = value
+    return {k: v for k, v in doc.items() if v is not None}

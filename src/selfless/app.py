@@ -1,0 +1,181 @@
+"""The composition root: every component built explicitly from one ``Settings``, in dependency order."""
+
+from __future__ import annotations
+
+import configparser
+import contextlib
+import logging
+import os
+import shutil
+
+from selfless.api.auth import Keyring, Principal, SigV4Verifier, generate_key_pair
+from selfless.api.front import FrontDoor
+from selfless.api.lambda_api import MAX_REQUEST, CodeUrls, LambdaApi
+from selfless.api.logs_api import LogsApi
+from selfless.artifacts.local import LocalCodeStore
+from selfless.config import Settings
+from selfless.functions import FunctionRegistry
+from selfless.httpserver import HttpServer
+from selfless.invocation.service import InvocationService
+from selfless.models import Function
+from selfless.observability.logs import LogStore, stream_name
+from selfless.observability.metering import Meter
+from selfless.runtime.runtimes import RuntimeCatalog, discover_interpreters
+from selfless.sandbox import process as proc
+from selfless.sandbox.environment import Environment
+from selfless.sandbox.pool import EnvironmentPool
+from selfless.store.sqlite import SqliteStore
+
+log = logging.getLogger("selfless")
+
+PROFILE = "selfless"
+
+
+def load_or_create_credentials(settings: Settings) -> tuple[str, str, bool]:
+    """The admin key: from settings, else from <data-dir>/credentials, else newly generated there.
+    Returns (key id, secret, created)."""
+    if settings.access_key_id and settings.secret_access_key:
+        return settings.access_key_id, settings.secret_access_key, False
+    path = settings.data_dir / "credentials"
+    parser = configparser.ConfigParser()
+    if path.is_file():
+        parser.read(path)
+        if parser.has_section(PROFILE):
+            section = parser[PROFILE]
+            key_id, secret = section.get("aws_access_key_id"), section.get("aws_secret_access_key")
+            if key_id and secret:
+                return key_id, secret, False
+    key_id, secret = generate_key_pair()
+    parser[PROFILE] = {"aws_access_key_id": key_id, "aws_secret_access_key": secret}
+    tmp = path.with_suffix(".tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as f:
+        parser.write(f)
+    os.replace(tmp, path)
+    return key_id, secret, True
+
+
+class App:
+    """Owns every component; ``start`` and ``close`` run them up and down in order."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        data = settings.data_dir
+        self.envs_root = data / "envs"
+        self.reaper = proc.ChildReaper()
+        self.store = SqliteStore(data / "metadata.sqlite3")
+        self.code = LocalCodeStore(data / "code")
+        self.logs = LogStore(data / "logs")
+        self.meter = Meter(data / "metering")
+        self.keyring = Keyring()
+        self.runtimes = RuntimeCatalog(discover_interpreters(settings.python_interpreters))
+        self.mount_tmp = proc.can_mount()
+        self.pool = EnvironmentPool(
+            self._new_environment, keep_alive_s=settings.keep_alive_s, max_environments=settings.max_environments
+        )
+        self.registry = FunctionRegistry(settings, self.store, self.code, self.runtimes, self.pool.retire)
+        self.invocations = InvocationService(settings, self.registry, self.pool, self.store)
+        self.code_urls = CodeUrls()
+        self.lambda_api = LambdaApi(
+            settings, self.registry, self.invocations, self.code, self.code_urls, concurrency_limit=1000
+        )
+        self.front = FrontDoor(
+            SigV4Verifier(self.keyring),
+            self.lambda_api,
+            LogsApi(self.logs),
+            {"region": settings.region, "account": settings.account_id},
+        )
+        self.http = HttpServer(self.front.handle, max_body=MAX_REQUEST, on_too_large=self.front.too_large)
+        self.address: tuple[str, int] | None = None
+        self.created_credentials = False
+
+    def _new_environment(self, function: Function, env_id: str) -> Environment:
+        runtime = self.runtimes.get(function.runtime or "")
+        if runtime is None:
+            raise OSError(f"runtime {function.runtime} is not available on this server")
+        on_free, on_dead = self.pool.callbacks()
+        return Environment(
+            env_id=env_id,
+            function=function,
+            runtime=runtime,
+            settings=self.settings,
+            root=self.envs_root / env_id,
+            code_tree=self.code.tree(function.code.key),
+            stream=self.logs.stream(function.name, stream_name("$LATEST", env_id)),
+            meter=self.meter,
+            keyring=self.keyring,
+            reaper=self.reaper,
+            on_free=on_free,
+            on_dead=on_dead,
+            mount_tmp=self.mount_tmp,
+            endpoint=self.settings.endpoint,
+        )
+
+    async def start(self) -> tuple[str, int]:
+        import asyncio
+
+        s = self.settings
+        s.data_dir.mkdir(parents=True, exist_ok=True)
+        os.chmod(s.data_dir, 0o700)
+        key_id, secret, self.created_credentials = load_or_create_credentials(s)
+        self.keyring.add(key_id, secret, Principal(key_id, "admin"))
+        self._sweep_environments()
+        self.envs_root.mkdir(exist_ok=True)
+        proc.become_subreaper()
+        self.reaper.install(asyncio.get_running_loop())
+        await self.store.open()
+        self.code.open()
+        self.logs.open()
+        self.meter.open()
+        await self.registry.load()
+        self.pool.start()
+        await self.invocations.start()
+        self.address = await self.http.start(s.host, s.port)
+        self.front.ready = True
+        return self.address
+
+    def _sweep_environments(self) -> None:
+        """Remove what a previous run that died left behind: mounts first, then the directories."""
+        for mount in proc.mounts_under(self.envs_root):
+            proc.unmount(mount)
+        if self.envs_root.is_dir() and not self.envs_root.is_symlink():
+            shutil.rmtree(self.envs_root, ignore_errors=True)
+
+    async def close(self) -> None:
+        """Ordered shutdown: stop listening, drain invocations with a deadline, stop environments, close the
+        store. Leaves no child process behind."""
+        s = self.settings
+        self.front.ready = False
+        self.http.stop_listening()
+        drained = await self.invocations.drain(s.shutdown_timeout_s)
+        if not drained:
+            log.warning("shutdown deadline passed with invocations still running; stopping them")
+        await self.registry.wait_settled()
+        await self.pool.close(s.kill_grace_s)
+        self.http.close_all()
+        for pid in self.reaper.adopted_children():
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, 9)
+        self.reaper.uninstall()
+        self.meter.close()
+        await self.store.close()
+        self._sweep_environments()
+
+    def describe(self) -> str:
+        lines = [f"runtimes: {', '.join(self.runtimes.names())}"]
+        if not self.mount_tmp:
+            lines.append("note: not running as root; /tmp size limits are not enforced")
+        lines.append(
+            "sandbox: process (no memory/CPU/pids limits and no filesystem isolation: "
+            "run only trusted functions until the Linux sandbox lands)"
+        )
+        return "\n".join(lines)
+
+
+def default_credentials_hint(settings: Settings) -> str:
+    path = settings.data_dir / "credentials"
+    return (
+        f"  export AWS_SHARED_CREDENTIALS_FILE={path} AWS_PROFILE={PROFILE} AWS_DEFAULT_REGION={settings.region}\n"
+        f"  aws --endpoint-url {settings.endpoint} lambda list-functions"
+    )
+

@@ -1,0 +1,108 @@
+"""Settings: the one place that reads environment variables and command-line flags.
+
+``Settings.from_env(os.environ, **flags)`` builds one frozen object that is passed down to every component;
+nothing else in the package reads ``os.environ`` for configuration.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import re
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+DEFAULT_HOST = "127.0.0.1"
+DEFAULT_PORT = 9400
+DEFAULT_DATA_DIR = "./.selfless"
+
+_ACCOUNT_RE = re.compile(r"^\d{12}$")
+_REGION_RE = re.compile(r"^[a-z]{2}(-gov)?-[a-z]+-\d$")
+
+
+class SettingsError(ValueError):
+    """A flag or environment variable holds a value selfless cannot run with."""
+
+
+@dataclasses.dataclass(frozen=True)
+class Settings:
+    host: str = DEFAULT_HOST
+    port: int = DEFAULT_PORT
+    data_dir: Path = Path(DEFAULT_DATA_DIR)
+    access_key_id: str | None = None
+    secret_access_key: str | None = None
+    account_id: str = "000000000000"
+    region: str = "us-east-1"
+    # Idle environments stop after this many seconds (AWS keeps them for minutes, undocumented).
+    keep_alive_s: float = 300.0
+    # SIGTERM/SIGINT: in-flight invocations get this long to finish before environments are killed.
+    shutdown_timeout_s: float = 30.0
+    # Environments get this long after SIGTERM to exit before SIGKILL.
+    kill_grace_s: float = 2.0
+    # Upper bound on environments of all functions alive at once (a bounded resource, not a lease limit).
+    max_environments: int = 1000
+    # Accepted-but-not-yet-run asynchronous events held at once; past it Event invokes get 429.
+    async_queue_limit: int = 100_000
+    # Python runtimes: name -> interpreter path. Empty means "discover the installed ones".
+    python_interpreters: Mapping[str, str] = dataclasses.field(default_factory=dict)
+    log_level: str = "info"
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str], **flags: Any) -> Settings:
+        """Flags given explicitly (not None) win over SELFLESS_* variables, which win over defaults."""
+
+        def pick(name: str, env: str, default: Any) -> Any:
+            value = flags.get(name)
+            if value is not None:
+                return value
+            return environ.get(env, default)
+
+        try:
+            port = int(pick("port", "SELFLESS_PORT", DEFAULT_PORT))
+            keep_alive = float(pick("keep_alive_s", "SELFLESS_KEEP_ALIVE", 300.0))
+            shutdown = float(pick("shutdown_timeout_s", "SELFLESS_SHUTDOWN_TIMEOUT", 30.0))
+            max_envs = int(pick("max_environments", "SELFLESS_MAX_ENVIRONMENTS", 1000))
+        except ValueError as exc:
+            raise SettingsError(f"not a number: {exc}") from exc
+        if not 0 <= port <= 65535:
+            raise SettingsError(f"port out of range: {port}")
+        account = str(pick("account_id", "SELFLESS_ACCOUNT_ID", "000000000000"))
+        if not _ACCOUNT_RE.match(account):
+            raise SettingsError(f"SELFLESS_ACCOUNT_ID must be 12 digits, got {account!r}")
+        region = str(pick("region", "SELFLESS_REGION", "us-east-1"))
+        if not _REGION_RE.match(region):
+            raise SettingsError(f"SELFLESS_REGION is not a region name: {region!r}")
+        key_id = pick("access_key_id", "SELFLESS_ACCESS_KEY_ID", None)
+        secret = pick("secret_access_key", "SELFLESS_SECRET_ACCESS_KEY", None)
+        if (key_id is None) != (secret is None):
+            raise SettingsError("set both SELFLESS_ACCESS_KEY_ID and SELFLESS_SECRET_ACCESS_KEY, or neither")
+        interpreters: dict[str, str] = {}
+        for entry in str(environ.get("SELFLESS_PYTHON_RUNTIMES", "")).split(","):
+            if entry.strip():
+                name, _, path = entry.partition("=")
+                interpreters[name.strip()] = path.strip()
+        return cls(
+            host=str(pick("host", "SELFLESS_HOST", DEFAULT_HOST)),
+            port=port,
+            data_dir=Path(pick("data_dir", "SELFLESS_DATA_DIR", DEFAULT_DATA_DIR)).absolute(),
+            access_key_id=key_id,
+            secret_access_key=secret,
+            account_id=account,
+            region=region,
+            keep_alive_s=keep_alive,
+            shutdown_timeout_s=shutdown,
+            max_environments=max_envs,
+            python_interpreters=interpreters,
+            log_level=str(pick("log_level", "SELFLESS_LOG_LEVEL", "info")),
+        )
+
+    @property
+    def endpoint(self) -> str:
+        host = "127.0.0.1" if self.host in ("0.0.0.0", "") else self.host
+        return f"http://{host}:{self.port}"
+
+
+def environ_snapshot() -> dict[str, str]:
+    """A copy of the process environment, for the composition root only."""
+    return dict(os.environ)

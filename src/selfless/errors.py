@@ -1,0 +1,113 @@
+"""The domain exception tree.
+
+Every error a caller can see is one of these; each boundary (the HTTP API, the Runtime API, the CLI) maps
+them once to its own wire form (see ``selfless.api.errors``)::
+
+    SelflessError                      message: str, aws_type: the AWS error code the API renders
+    ├── ValidationError                a parameter broke a modelled constraint (ValidationException)
+    ├── InvalidParameterValue          a parameter is well-formed but not acceptable
+    ├── InvalidRequestContent          the body is not the JSON the operation expects
+    ├── ResourceNotFound               no such function / resource
+    ├── ResourceConflict               exists already, or is in a state that forbids the call
+    ├── PreconditionFailed             a RevisionId did not match
+    ├── RequestTooLarge                a payload past the synchronous / asynchronous limit
+    ├── RequestEntityTooLarge          a request body past what the operation accepts at all
+    ├── TooManyRequests                a bounded queue or limit said no
+    ├── UnsupportedOperation           an operation of the model this server does not offer yet
+    ├── ServiceError                   our fault; never leaks internals
+    └── AuthError                      SigV4 failed: the subclasses name AWS's codes
+        ├── MissingAuthenticationToken
+        ├── IncompleteSignature
+        ├── UnrecognizedClient
+        ├── InvalidSignature
+        └── AccessDenied
+"""
+
+from __future__ import annotations
+
+
+class SelflessError(Exception):
+    """Base of every error shown to a caller. ``aws_type`` is the AWS error code."""
+
+    aws_type = "ServiceException"
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message)
+        self.message = message
+
+
+class ValidationError(SelflessError):
+    aws_type = "ValidationException"
+
+
+class InvalidParameterValue(SelflessError):
+    aws_type = "InvalidParameterValueException"
+
+
+class InvalidRequestContent(SelflessError):
+    aws_type = "InvalidRequestContentException"
+
+
+class ResourceNotFound(SelflessError):
+    aws_type = "ResourceNotFoundException"
+
+
+class ResourceConflict(SelflessError):
+    aws_type = "ResourceConflictException"
+
+
+class PreconditionFailed(SelflessError):
+    aws_type = "PreconditionFailedException"
+
+
+class RequestTooLarge(SelflessError):
+    aws_type = "RequestTooLargeException"
+
+
+class RequestEntityTooLarge(SelflessError):
+    aws_type = "RequestEntityTooLargeException"
+
+
+class TooManyRequests(SelflessError):
+    aws_type = "TooManyRequestsException"
+
+    def __init__(self, message: str, reason: str, retry_after_s: int = 1) -> None:
+        super().__init__(message)
+        self.reason = reason
+        self.retry_after_s = retry_after_s
+
+
+class UnsupportedOperation(SelflessError):
+    aws_type = "UnsupportedOperationException"
+
+
+class ServiceError(SelflessError):
+    aws_type = "ServiceException"
+
+
+class AuthError(SelflessError):
+    aws_type = "AccessDeniedException"
+
+
+class MissingAuthenticationToken(AuthError):
+    aws_type = "MissingAuthenticationTokenException"
+
+
+class IncompleteSignature(AuthError):
+    aws_type = "IncompleteSignatureException"
+
+
+class UnrecognizedClient(AuthError):
+    aws_type = "UnrecognizedClientException"
+
+
+class InvalidSignature(AuthError):
+    aws_type = "InvalidSignatureException"
+
+
+class AccessDenied(AuthError):
+    aws_type = "AccessDeniedException"
+
+
+class PackageRefused(InvalidParameterValue):
+    """A code package was refused before anything of it was written outside its own new directory."""

@@ -1,0 +1,475 @@
+"""Functions: create, read, update, delete and tag $LATEST, with AWS's rules for each.
+
+The registry is the in-memory view of the metadata store (the store is the system of record; every change
+is durable before it is visible). Mutations of one function are serialised by a per-function lock, and
+conditional updates compare RevisionId under that lock. Invocations read the in-memory view only.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import binascii
+import datetime
+import json
+import re
+import uuid
+from collections.abc import Callable, Mapping
+from typing import Any
+
+from selfless.artifacts.local import LocalCodeStore
+from selfless.config import Settings
+from selfless.errors import (
+    InvalidParameterValue,
+    PreconditionFailed,
+    RequestEntityTooLarge,
+    ResourceConflict,
+    ResourceNotFound,
+    ValidationError,
+)
+from selfless.models import Function, FunctionState, UpdateStatus
+from selfless.runtime.runtimes import RuntimeCatalog
+from selfless.store.base import MetadataStore
+
+MAX_ZIPPED = 52_428_800  # 50 MB
+MAX_ENV_BYTES = 4096
+
+# Keys AWS reserves: setting any of them is refused (the runtime sets them).
+RESERVED_ENV_KEYS = frozenset(
+    {
+        "_HANDLER",
+        "_X_AMZN_TRACE_ID",
+        "AWS_DEFAULT_REGION",
+        "AWS_REGION",
+        "AWS_EXECUTION_ENV",
+        "AWS_LAMBDA_FUNCTION_NAME",
+        "AWS_LAMBDA_FUNCTION_MEMORY_SIZE",
+        "AWS_LAMBDA_FUNCTION_VERSION",
+        "AWS_LAMBDA_INITIALIZATION_TYPE",
+        "AWS_LAMBDA_LOG_GROUP_NAME",
+        "AWS_LAMBDA_LOG_STREAM_NAME",
+        "AWS_ACCESS_KEY",
+        "AWS_ACCESS_KEY_ID",
+        "AWS_SECRET_ACCESS_KEY",
+        "AWS_SESSION_TOKEN",
+        "AWS_LAMBDA_RUNTIME_API",
+        "LAMBDA_TASK_ROOT",
+        "LAMBDA_RUNTIME_DIR",
+    }
+)
+
+# Configuration we accept, store and echo back, but do not act on yet.
+_PASSTHROUGH = ("VpcConfig", "DeadLetterConfig", "KMSKeyArn", "TracingConfig", "LoggingConfig", "SnapStart")
+_UNSUPPORTED = {
+    "Layers": "Layers are not supported by selfless yet",
+    "FileSystemConfigs": "File systems are not supported by selfless",
+    "ImageConfig": "Container images are not supported by selfless yet",
+    "CodeSigningConfigArn": "Code signing is not supported by selfless yet",
+    "CapacityProviderConfig": "Capacity providers are not supported by selfless",
+    "DurableConfig": "Durable functions are not supported by selfless yet",
+}
+
+_NAME_RE = re.compile(
+    r"^(?:arn:(?:aws[a-zA-Z-]*)?:lambda:(?P<region>[a-z]{2}(?:-gov|-iso[a-z]?)?-[a-z]+-\d):"
+    r"(?P<account>\d{12}):function:|(?P<paccount>\d{12}):function:|(?P<short>\d{12}):)?"
+    r"(?P<name>[a-zA-Z0-9_-]+)(?::(?P<qualifier>\$LATEST|[a-zA-Z0-9_-]+))?$"
+)
+
+
+def now_lastmodified() -> str:
+    """Lambda's LastModified form: 2026-11-22T20:40:02.123+0000."""
+    t = datetime.datetime.now(datetime.UTC)
+    return t.strftime("%Y-%m-%dT%H:%M:%S.") + f"{t.microsecond // 1000:03d}+0000"
+
+
+class FunctionRegistry:
+    def __init__(
+        self,
+        settings: Settings,
+        store: MetadataStore,
+        code: LocalCodeStore,
+        runtimes: RuntimeCatalog,
+        on_change: Callable[[str, int | None], None],
+    ) -> None:
+        self._settings = settings
+        self._store = store
+        self._code = code
+        self._runtimes = runtimes
+        self._on_change = on_change  # (name, new generation or None when deleted): retire environments
+        self._functions: dict[str, Function] = {}
+        self._locks: dict[str, asyncio.Lock] = {}
+        self._tasks: set[asyncio.Task[None]] = set()
+
+    async def load(self) -> None:
+        for fn in await self._store.list_functions():
+            # A transition cut off by a restart completes now: the code was stored before it was recorded.
+            if fn.state is FunctionState.PENDING or fn.last_update_status is UpdateStatus.IN_PROGRESS:
+                fn = self._settled(fn)
+                await self._store.put_function(fn)
+            self._functions[fn.name] = fn
+
+    # -- names ------------------------------------------------------------------------------------------
+
+    def arn(self, name: str) -> str:
+        s = self._settings
+        return f"arn:aws:lambda:{s.region}:{s.account_id}:function:{name}"
+
+    def resolve_name(self, name_or_arn: str) -> tuple[str, str | None]:
+        """(function name, qualifier or None) from a name, partial ARN or ARN; ResourceNotFound when the
+        ARN names another account or region."""
+        m = _NAME_RE.match(name_or_arn)
+        if m is None:
+            raise ValidationError(
+                f"1 validation error detected: Value '{name_or_arn}' at 'functionName' failed to satisfy "
+                "constraint: Member must satisfy regular expression pattern: "
+                r"(arn:(aws[a-zA-Z-]*)?:lambda:)?([a-z]{2}(-gov)?-[a-z]+-\d{1}:)?(\d{12}:)?(function:)?"
+                r"([a-zA-Z0-9-_]+)(:(\$LATEST|[a-zA-Z0-9-_]+))?"
+            )
+        account = m.group("account") or m.group("paccount") or m.group("short")
+        region = m.group("region")
+        name = m.group("name")
+        if (account and account != self._settings.account_id) or (region and region != self._settings.region):
+            raise ResourceNotFound(f"Function not found: {self.arn(name)}")
+        if len(name) > 64:
+            raise ValidationError(
+                f"1 validation error detected: Value '{name}' at 'functionName' failed to satisfy constraint: "
+                "Member must have length less than or equal to 64"
+            )
+        return name, m.group("qualifier")
+
+    def get(self, name_or_arn: str, qualifier: str | None = None) -> Function:
+        name, q = self.resolve_name(name_or_arn)
+        q = qualifier or q
+        fn = self._functions.get(name)
+        if fn is None or (q is not None and q != "$LATEST"):
+            arn = self.arn(name) + (f":{q}" if q else "")
+            raise ResourceNotFound(f"Function not found: {arn}")
+        return fn
+
+    def list(self, marker: str | None, max_items: int | None) -> tuple[list[Function], str | None]:
+        names = sorted(self._functions)
+        start = 0
+        if marker:
+            try:
+                after = base64.urlsafe_b64decode(marker.encode()).decode()
+            except (binascii.Error, UnicodeDecodeError):
+                raise InvalidParameterValue("Invalid marker") from None
+            start = next((i for i, n in enumerate(names) if n > after), len(names))
+        limit = max_items or 50
+        page = names[start : start + limit]
+        next_marker = None
+        if start + limit < len(names) and page:
+            next_marker = base64.urlsafe_b64encode(page[-1].encode()).decode()
+        return [self._functions[n] for n in page], next_marker
+
+    def all(self) -> list[Function]:
+        return list(self._functions.values())
+
+    # -- mutations --------------------------------------------------------------------------------------
+
+    def _lock(self, name: str) -> asyncio.Lock:
+        lock = self._locks.get(name)
+        if lock is None:
+            lock = self._locks[name] = asyncio.Lock()
+        return lock
+
+    async def create(self, params: Mapping[str, Any]) -> Function:
+        name, qualifier = self.resolve_name(params["FunctionName"])
+        if qualifier is not None:
+            raise InvalidParameterValue("FunctionName cannot include a qualifier when creating a function")
+        self._refuse_unsupported(params)
+        package_type = params.get("PackageType", "Zip")
+        if package_type != "Zip":
+            raise InvalidParameterValue("Container images are not supported by selfless yet; use PackageType Zip")
+        runtime = params.get("Runtime")
+        handler = params.get("Handler")
+        if runtime is None:
+            raise InvalidParameterValue("Runtime must be set when PackageType is Zip")
+        self._check_runtime(runtime)
+        if handler is None and not runtime.startswith("provided"):
+            raise InvalidParameterValue("Handler must be set when PackageType is Zip")
+        env = self._check_environment(params.get("Environment"))
+        zip_bytes = self._zip_from(params.get("Code") or {})
+        async with self._lock(name):
+            if name in self._functions:
+                raise ResourceConflict(f"Function already exist: {name}")
+            code = await self._code.put(zip_bytes)
+            if name in self._functions:  # created meanwhile by a request that did not wait on the lock
+                raise ResourceConflict(f"Function already exist: {name}")
+            fn = Function(
+                name=name,
+                arn=self.arn(name),
+                runtime=runtime,
+                role=params["Role"],
+                handler=handler,
+                code=code,
+                description=params.get("Description", ""),
+                timeout=params.get("Timeout", 3),
+                memory_size=params.get("MemorySize", 128),
+                ephemeral_storage=(params.get("EphemeralStorage") or {}).get("Size", 512),
+                environment=env,
+                architectures=tuple(params.get("Architectures") or ("x86_64",)),
+                tags=dict(params.get("Tags") or {}),
+                extra={k: params[k] for k in _PASSTHROUGH if k in params},
+                last_modified=now_lastmodified(),
+                revision_id=str(uuid.uuid4()),
+                generation=1,
+                state=FunctionState.PENDING,
+                state_reason="The function is being created.",
+                state_reason_code="Creating",
+            )
+            await self._store.put_function(fn)
+            self._functions[name] = fn
+        self._on_change(name, fn.generation)
+        self._settle_soon(name)
+        return fn
+
+    async def update_code(self, name_or_arn: str, params: Mapping[str, Any]) -> Function:
+        fn = self.get(name_or_arn)
+        if params.get("ImageUri"):
+            raise InvalidParameterValue("Container images are not supported by selfless yet")
+        if params.get("Publish"):
+            raise InvalidParameterValue("Publishing versions is not supported by selfless yet")
+        zip_bytes = self._zip_from(params)
+        dry_run = bool(params.get("DryRun"))
+        async with self._lock(fn.name):
+            fn = self.get(fn.name)
+            self._check_revision(fn, params.get("RevisionId"))
+            self._check_updatable(fn)
+            code = await self._code.put(zip_bytes)
+            if dry_run:
+                return fn.replace(code=code)
+            fn = fn.replace(
+                code=code,
+                architectures=tuple(params.get("Architectures") or fn.architectures),
+                **self._update_fields(fn),
+            )
+            await self._store.put_function(fn)
+            self._functions[fn.name] = fn
+        self._on_change(fn.name, fn.generation)
+        self._settle_soon(fn.name)
+        await self._collect()
+        return fn
+
+    async def update_configuration(self, name_or_arn: str, params: Mapping[str, Any]) -> Function:
+        fn = self.get(name_or_arn)
+        self._refuse_unsupported(params)
+        if "Runtime" in params:
+            self._check_runtime(params["Runtime"])
+        env = self._check_environment(params["Environment"]) if "Environment" in params else None
+        async with self._lock(fn.name):
+            fn = self.get(fn.name)
+            self._check_revision(fn, params.get("RevisionId"))
+            self._check_updatable(fn)
+            changes: dict[str, Any] = {}
+            for key, field in (
+                ("Role", "role"),
+                ("Handler", "handler"),
+                ("Description", "description"),
+                ("Timeout", "timeout"),
+                ("MemorySize", "memory_size"),
+                ("Runtime", "runtime"),
+            ):
+                if key in params:
+                    changes[field] = params[key]
+            if env is not None:
+                changes["environment"] = env
+            if "EphemeralStorage" in params:
+                changes["ephemeral_storage"] = (params["EphemeralStorage"] or {}).get("Size", 512)
+            extra = dict(fn.extra)
+            extra.update({k: params[k] for k in _PASSTHROUGH if k in params})
+            fn = fn.replace(extra=extra, **changes, **self._update_fields(fn))
+            await self._store.put_function(fn)
+            self._functions[fn.name] = fn
+        self._on_change(fn.name, fn.generation)
+        self._settle_soon(fn.name)
+        return fn
+
+    async def delete(self, name_or_arn: str, qualifier: str | None) -> None:
+        name, q = self.resolve_name(name_or_arn)
+        q = qualifier or q
+        if q is not None and q != "$LATEST":
+            raise ResourceNotFound(f"Function not found: {self.arn(name)}:{q}")
+        if q == "$LATEST":
+            raise InvalidParameterValue("$LATEST version cannot be deleted without deleting the function.")
+        async with self._lock(name):
+            if name not in self._functions:
+                raise ResourceNotFound(f"Function not found: {self.arn(name)}")
+            await self._store.delete_function(name)
+            del self._functions[name]
+        self._locks.pop(name, None)
+        self._on_change(name, None)
+        await self._collect()
+
+    async def tag(self, arn: str, tags: Mapping[str, str]) -> None:
+        fn = self._by_arn(arn)
+        async with self._lock(fn.name):
+            fn = self._by_arn(arn)
+            merged = dict(fn.tags)
+            merged.update(tags)
+            if len(merged) > 50:
+                raise InvalidParameterValue("Number of tags exceeds resource tag limit.")
+            fn = fn.replace(tags=merged, revision_id=str(uuid.uuid4()))
+            await self._store.put_function(fn)
+            self._functions[fn.name] = fn
+
+    async def untag(self, arn: str, keys: list[str]) -> None:
+        fn = self._by_arn(arn)
+        async with self._lock(fn.name):
+            fn = self._by_arn(arn)
+            fn = fn.replace(
+                tags={k: v for k, v in fn.tags.items() if k not in set(keys)}, revision_id=str(uuid.uuid4())
+            )
+            await self._store.put_function(fn)
+            self._functions[fn.name] = fn
+
+    def tags(self, arn: str) -> dict[str, str]:
+        return dict(self._by_arn(arn).tags)
+
+    def _by_arn(self, arn: str) -> Function:
+        prefix = f"arn:aws:lambda:{self._settings.region}:{self._settings.account_id}:function:"
+        if not arn.startswith(prefix):
+            raise ResourceNotFound(f"Function not found: {arn}")
+        name = arn[len(prefix) :]
+        if ":" in name:
+            raise InvalidParameterValue("Tags are not supported on versions or aliases; use the function ARN")
+        fn = self._functions.get(name)
+        if fn is None:
+            raise ResourceNotFound(f"Function not found: {arn}")
+        return fn
+
+    # -- state transitions ------------------------------------------------------------------------------
+
+    @staticmethod
+    def _update_fields(fn: Function) -> dict[str, Any]:
+        return {
+            "last_modified": now_lastmodified(),
+            "revision_id": str(uuid.uuid4()),
+            "generation": fn.generation + 1,
+            "last_update_status": UpdateStatus.IN_PROGRESS,
+            "last_update_status_reason": "The function is being created.",
+            "last_update_status_reason_code": "Creating",
+        }
+
+    @staticmethod
+    def _settled(fn: Function) -> Function:
+        if fn.state is FunctionState.PENDING:
+            return fn.replace(
+                state=FunctionState.ACTIVE,
+                state_reason=None,
+                state_reason_code=None,
+                last_update_status=UpdateStatus.SUCCESSFUL,
+                revision_id=str(uuid.uuid4()),
+            )
+        return fn.replace(
+            last_update_status=UpdateStatus.SUCCESSFUL,
+            last_update_status_reason=None,
+            last_update_status_reason_code=None,
+            revision_id=str(uuid.uuid4()),
+        )
+
+    def _settle_soon(self, name: str) -> None:
+        """Pending -> Active and InProgress -> Successful once the response has gone out: the package was
+        validated and stored before the call returned, so nothing can fail any more."""
+        task = asyncio.get_running_loop().create_task(self._settle(name))
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def _settle(self, name: str) -> None:
+        await asyncio.sleep(0)
+        async with self._lock(name):
+            fn = self._functions.get(name)
+            if fn is None:
+                return
+            if fn.state is not FunctionState.PENDING and fn.last_update_status is not UpdateStatus.IN_PROGRESS:
+                return
+            fn = self._settled(fn)
+            await self._store.put_function(fn)
+            self._functions[name] = fn
+
+    async def wait_settled(self) -> None:
+        if self._tasks:
+            await asyncio.gather(*self._tasks, return_exceptions=True)
+
+    # -- checks -----------------------------------------------------------------------------------------
+
+    def _check_revision(self, fn: Function, revision: str | None) -> None:
+        if revision is not None and revision != fn.revision_id:
+            raise PreconditionFailed(
+                "The Revision Id provided does not match the latest Revision Id. "
+                "Call the GetFunction/GetAlias API to retrieve the latest Revision Id"
+            )
+
+    @staticmethod
+    def _check_updatable(fn: Function) -> None:
+        if fn.last_update_status is UpdateStatus.IN_PROGRESS:
+            raise ResourceConflict(
+                f"The operation cannot be performed at this time. An update is in progress for resource: {fn.arn}"
+            )
+
+    def _check_runtime(self, runtime: str) -> None:
+        if self._runtimes.get(runtime) is not None:
+            return
+        deprecated = ("python2.7", "python3.6", "python3.7", "python3.8")
+        if runtime in deprecated:
+            raise InvalidParameterValue(
+                f"The runtime parameter of {runtime} is no longer supported for creating or updating AWS Lambda "
+                "functions. We recommend you use a supported runtime while creating or updating functions."
+            )
+        raise InvalidParameterValue(
+            f"The runtime parameter of {runtime} is not supported by this server. "
+            f"Supported runtimes: {', '.join(self._runtimes.names())}"
+        )
+
+    @staticmethod
+    def _refuse_unsupported(params: Mapping[str, Any]) -> None:
+        for key, message in _UNSUPPORTED.items():
+            if params.get(key):
+                raise InvalidParameterValue(message)
+
+    @staticmethod
+    def _check_environment(environment: Any) -> dict[str, str]:
+        if not environment:
+            return {}
+        variables = environment.get("Variables") or {}
+        reserved = sorted(k for k in variables if k in RESERVED_ENV_KEYS)
+        if reserved:
+            raise InvalidParameterValue(
+                "Lambda was unable to configure your environment variables because the environment variables "
+                "you have provided contains reserved keys that are currently not supported for modification. "
+                f"Reserved keys used in this request: {', '.join(reserved)}"
+            )
+        measured = json.dumps(variables, separators=(",", ":"))
+        if len(measured.encode()) > MAX_ENV_BYTES:
+            raise InvalidParameterValue(
+                "Lambda was unable to configure your environment variables because the environment variables "
+                f"you have provided exceeded the 4KB limit. String measured: {measured}"
+            )
+        return {str(k): str(v) for k, v in variables.items()}
+
+    @staticmethod
+    def _zip_from(code: Mapping[str, Any]) -> bytes:
+        if code.get("S3Bucket") or code.get("S3Key"):
+            raise InvalidParameterValue(
+                "S3 code locations are not supported by selfless yet; upload the package as ZipFile"
+            )
+        if code.get("ImageUri"):
+            raise InvalidParameterValue("Container images are not supported by selfless yet")
+        raw = code.get("ZipFile")
+        if raw is None:
+            raise InvalidParameterValue("Please provide a source for function code.")
+        if isinstance(raw, bytes):
+            data = raw
+        else:
+            try:
+                data = base64.b64decode(str(raw), validate=True)
+            except (binascii.Error, ValueError):
+                raise InvalidParameterValue(
+                    "Could not unzip uploaded file. Please check your file, then try to upload again."
+                ) from None
+        if len(data) > MAX_ZIPPED:
+            raise RequestEntityTooLarge(f"Zipped size must be smaller than {MAX_ZIPPED} bytes")
+        return data
+
+    async def _collect(self) -> None:
+        await self._code.collect(fn.code.key for fn in self._functions.values())

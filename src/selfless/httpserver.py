@@ -1,0 +1,322 @@
+"""A small HTTP/1.1 server on ``asyncio.Protocol`` and httptools, shared by the public API and the Runtime API.
+
+Why not a framework: the warm invoke path crosses this layer four times (client in and out, environment in
+and out), and a framework costs ~100 µs each way here (docs/benchmarks.md). This module does only what both
+servers need:
+
+- one request at a time per connection (no pipelining: reading pauses until the response is written);
+- keep-alive, ``Connection: close``, HTTP/1.0;
+- bodies up to ``max_body`` bytes; a larger ``Content-Length`` is answered by ``on_too_large`` after the body
+  has been read and dropped (so that clients that send the whole body before reading see the answer), and a
+  body past ``2 * max_body`` closes the connection;
+- TCP_NODELAY on every connection (Nagle plus delayed ACK otherwise adds ~44 ms per leg);
+- an idle deadline per connection between requests.
+
+Handlers are ``async def handler(request) -> Response``. A handler that raises gets a bare 500; mapping domain
+errors to wire errors is the caller's job (``selfless.api.errors``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import dataclasses
+import logging
+import socket
+from collections.abc import Awaitable, Callable
+from http import HTTPStatus
+from typing import Any
+
+import httptools
+
+log = logging.getLogger(__name__)
+
+_REASONS = {s.value: s.phrase for s in HTTPStatus}
+
+
+@dataclasses.dataclass(slots=True)
+class Request:
+    method: str
+    path: str  # raw, still percent-encoded, without the query
+    query: str  # raw, after '?', may be ""
+    headers: dict[str, str]  # lower-case names; repeated headers joined with ","
+    body: bytes
+    peer: tuple[str, int] | None = None
+    # Per-server context (the Runtime API puts the environment here).
+    context: Any = None
+
+
+@dataclasses.dataclass(slots=True)
+class Response:
+    status: int = 200
+    body: bytes = b""
+    headers: list[tuple[str, str]] = dataclasses.field(default_factory=list)
+    content_type: str | None = "application/json"
+
+
+Handler = Callable[[Request], Awaitable[Response]]
+TooLargeHandler = Callable[[Request], Response]
+
+
+def _too_large_default(request: Request) -> Response:
+    return Response(413, b'{"message":"Request entity too large"}')
+
+
+class HttpProtocol(asyncio.Protocol):
+    __slots__ = (
+        "_body_parts",
+        "_body_size",
+        "_closing",
+        "_context",
+        "_discarding",
+        "_handler",
+        "_header_name",
+        "_headers",
+        "_idle_handle",
+        "_idle_timeout",
+        "_loop",
+        "_max_body",
+        "_on_too_large",
+        "_parser",
+        "_peer",
+        "_task",
+        "_transport",
+        "_url",
+        "_connections",
+    )
+
+    def __init__(
+        self,
+        handler: Handler,
+        *,
+        max_body: int,
+        idle_timeout: float,
+        context: Any,
+        on_too_large: TooLargeHandler,
+        connections: set[HttpProtocol],
+    ) -> None:
+        self._handler = handler
+        self._max_body = max_body
+        self._idle_timeout = idle_timeout
+        self._context = context
+        self._on_too_large = on_too_large
+        self._connections = connections
+        self._loop = asyncio.get_running_loop()
+        self._parser = httptools.HttpRequestParser(self)
+        self._transport: asyncio.Transport | None = None
+        self._url = b""
+        self._headers: dict[str, str] = {}
+        self._header_name = b""
+        self._body_parts: list[bytes] = []
+        self._body_size = 0
+        self._discarding = False
+        self._task: asyncio.Task[None] | None = None
+        self._closing = False
+        self._idle_handle: asyncio.TimerHandle | None = None
+        self._peer: tuple[str, int] | None = None
+
+    # -- asyncio.Protocol ---------------------------------------------------------------------------------
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self._transport = transport  # type: ignore[assignment]  # uvloop's transports are not subclasses
+        self._connections.add(self)
+        sock = transport.get_extra_info("socket")
+        if sock is not None and sock.family in (socket.AF_INET, socket.AF_INET6):
+            with contextlib.suppress(OSError):
+                sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        peer = transport.get_extra_info("peername")
+        self._peer = peer if isinstance(peer, tuple) else None
+        self._arm_idle()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._connections.discard(self)
+        self._closing = True
+        if self._idle_handle is not None:
+            self._idle_handle.cancel()
+        if self._task is not None and not self._task.done():
+            self._task.cancel()
+        self._transport = None
+
+    def data_received(self, data: bytes) -> None:
+        if self._idle_handle is not None:
+            self._idle_handle.cancel()
+            self._idle_handle = None
+        try:
+            self._parser.feed_data(data)
+        except httptools.HttpParserUpgrade:
+            self._send_error_and_close(400)
+        except httptools.HttpParserError:
+            self._send_error_and_close(400)
+
+    # -- httptools callbacks ------------------------------------------------------------------------------
+
+    def on_message_begin(self) -> None:
+        self._url = b""
+        self._headers = {}
+        self._body_parts = []
+        self._body_size = 0
+        self._discarding = False
+
+    def on_url(self, url: bytes) -> None:
+        self._url += url
+
+    def on_header(self, name: bytes, value: bytes) -> None:
+        key = name.decode("latin-1").lower()
+        text = value.decode("latin-1")
+        old = self._headers.get(key)
+        self._headers[key] = text if old is None else f"{old},{text}"
+
+    def on_headers_complete(self) -> None:
+        length = self._headers.get("content-length")
+        if length is not None and length.isdigit() and int(length) > self._max_body:
+            self._discarding = True
+
+    def on_body(self, body: bytes) -> None:
+        self._body_size += len(body)
+        if self._discarding or self._body_size > self._max_body:
+            self._discarding = True
+            self._body_parts = []
+            if self._body_size > 2 * self._max_body:
+                self._send_error_and_close(413)
+            return
+        self._body_parts.append(body)
+
+    def on_message_complete(self) -> None:
+        if self._transport is None or self._closing:
+            return
+        url = self._url.decode("latin-1")
+        path, _, query = url.partition("?")
+        body = self._body_parts[0] if len(self._body_parts) == 1 else b"".join(self._body_parts)
+        self._body_parts = []
+        request = Request(
+            self._parser.get_method().decode("ascii"), path, query, self._headers, body, self._peer, self._context
+        )
+        keep_alive = self._parser.should_keep_alive()
+        self._transport.pause_reading()
+        if self._discarding:
+            self._write(self._on_too_large(request), keep_alive=False)
+            return
+        self._task = self._loop.create_task(self._run(request, keep_alive))
+
+    # -- internals ----------------------------------------------------------------------------------------
+
+    async def _run(self, request: Request, keep_alive: bool) -> None:
+        try:
+            response = await self._handler(request)
+        except asyncio.CancelledError:
+            return
+        except Exception:
+            log.exception("unhandled error serving %s %s", request.method, request.path)
+            response = Response(500, b'{"message":"Internal server error"}')
+        self._task = None
+        self._write(response, keep_alive)
+
+    def _write(self, response: Response, keep_alive: bool) -> None:
+        transport = self._transport
+        if transport is None or transport.is_closing():
+            return
+        status = response.status
+        parts = [f"HTTP/1.1 {status} {_REASONS.get(status, 'Unknown')}\r\n"]
+        if response.content_type is not None:
+            parts.append(f"Content-Type: {response.content_type}\r\n")
+        for name, value in response.headers:
+            parts.append(f"{name}: {value}\r\n")
+        parts.append(f"Content-Length: {len(response.body)}\r\n")
+        if not keep_alive:
+            parts.append("Connection: close\r\n")
+        parts.append("\r\n")
+        head = "".join(parts).encode("latin-1")
+        # One write: headers and body leave in the same segment when they fit.
+        transport.write(head + response.body if len(response.body) < 65536 else head)
+        if len(response.body) >= 65536:
+            transport.write(response.body)
+        if keep_alive:
+            transport.resume_reading()
+            self._arm_idle()
+        else:
+            transport.close()
+
+    def _send_error_and_close(self, status: int) -> None:
+        if self._transport is not None and not self._transport.is_closing():
+            body = b'{"message":"Bad request"}' if status == 400 else b'{"message":"Request entity too large"}'
+            self._write(Response(status, body), keep_alive=False)
+
+    def _arm_idle(self) -> None:
+        if self._idle_timeout > 0:
+            self._idle_handle = self._loop.call_later(self._idle_timeout, self._idle_expired)
+
+    def _idle_expired(self) -> None:
+        self._idle_handle = None
+        if self._transport is not None and self._task is None:
+            self._transport.close()
+
+    def close(self) -> None:
+        """Close now; an in-flight handler is cancelled."""
+        if self._transport is not None:
+            self._transport.close()
+
+    @property
+    def busy(self) -> bool:
+        return self._task is not None
+
+
+class HttpServer:
+    """One listening socket and the connections it accepted."""
+
+    def __init__(
+        self,
+        handler: Handler,
+        *,
+        max_body: int = 1 << 20,
+        idle_timeout: float = 75.0,
+        context: Any = None,
+        on_too_large: TooLargeHandler = _too_large_default,
+    ) -> None:
+        self._handler = handler
+        self._max_body = max_body
+        self._idle_timeout = idle_timeout
+        self._context = context
+        self._on_too_large = on_too_large
+        self._server: asyncio.Server | None = None
+        self.connections: set[HttpProtocol] = set()
+
+    def _factory(self) -> HttpProtocol:
+        return HttpProtocol(
+            self._handler,
+            max_body=self._max_body,
+            idle_timeout=self._idle_timeout,
+            context=self._context,
+            on_too_large=self._on_too_large,
+            connections=self.connections,
+        )
+
+    async def start(self, host: str, port: int, *, sock: socket.socket | None = None) -> tuple[str, int]:
+        """Listen and return the bound (host, port)."""
+        loop = asyncio.get_running_loop()
+        if sock is not None:
+            self._server = await loop.create_server(self._factory, sock=sock, backlog=1024)
+        else:
+            self._server = await loop.create_server(
+                self._factory, host, port, backlog=1024, reuse_address=True
+            )
+        bound = self._server.sockets[0].getsockname()
+        return str(bound[0]), int(bound[1])
+
+    def stop_listening(self) -> None:
+        """Idempotent: stop accepting; open connections stay."""
+        if self._server is not None:
+            self._server.close()
+
+    def close_idle(self) -> None:
+        for conn in list(self.connections):
+            if not conn.busy:
+                conn.close()
+
+    def close_all(self) -> None:
+        self.stop_listening()
+        for conn in list(self.connections):
+            conn.close()
+
+    @property
+    def in_flight(self) -> int:
+        return sum(1 for c in self.connections if c.busy)

@@ -1,0 +1,1 @@
+"""The invocation path: the service that resolves and runs invocations, and the in-flight record."""

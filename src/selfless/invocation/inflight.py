@@ -1,0 +1,87 @@
+"""An invocation in flight between the invocation service and one execution environment."""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import enum
+import json
+import time
+
+
+class OutcomeKind(enum.Enum):
+    RESPONSE = "response"  # the runtime posted a response
+    ERROR = "error"  # the runtime posted an invocation error (handler raised)
+    INIT_ERROR = "init_error"  # the runtime posted /init/error before this invocation could run
+    TIMEOUT = "timeout"  # the deadline passed; the environment was killed
+    EXIT = "exit"  # the runtime died while this invocation was assigned to it
+    TOO_LARGE = "too_large"  # the response was past the payload limit
+    START_FAILED = "start_failed"  # the environment could not be started at all
+
+
+@dataclasses.dataclass(frozen=True)
+class Outcome:
+    kind: OutcomeKind
+    payload: bytes = b""
+    error_type: str | None = None
+    duration_ms: float = 0.0
+    init_duration_ms: float | None = None
+    max_memory_mb: int | None = None
+    log_tail: str = ""
+
+    @property
+    def failed(self) -> bool:
+        return self.kind is not OutcomeKind.RESPONSE
+
+
+class Invocation:
+    """One request for one environment. ``done`` resolves exactly once with an ``Outcome``."""
+
+    __slots__ = (
+        "client_context",
+        "deadline_ms",
+        "delivered_at",
+        "done",
+        "function_arn",
+        "log_lines",
+        "payload",
+        "request_id",
+        "timeout_s",
+        "trace_id",
+    )
+
+    def __init__(
+        self,
+        request_id: str,
+        payload: bytes,
+        *,
+        function_arn: str,
+        timeout_s: int,
+        client_context: str | None,
+        trace_id: str,
+    ) -> None:
+        self.request_id = request_id
+        self.payload = payload
+        self.function_arn = function_arn
+        self.timeout_s = timeout_s
+        self.client_context = client_context
+        self.trace_id = trace_id
+        self.deadline_ms = 0
+        self.delivered_at = 0.0
+        self.log_lines: list[str] = []
+        self.done: asyncio.Future[Outcome] = asyncio.get_running_loop().create_future()
+
+    def deliver(self) -> None:
+        self.delivered_at = time.monotonic()
+        self.deadline_ms = int(time.time() * 1000) + self.timeout_s * 1000
+
+    def finish(self, outcome: Outcome) -> bool:
+        """Resolve once; later calls are ignored (a timeout and a late response may race)."""
+        if self.done.done():
+            return False
+        self.done.set_result(outcome)
+        return True
+
+
+def error_payload(error_type: str, message: str) -> bytes:
+    return json.dumps({"errorMessage": message, "errorType": error_type}).encode()

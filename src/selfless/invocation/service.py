@@ -1,0 +1,244 @@
+"""The invocation service: resolve the function, then run synchronously or accept for later.
+
+    invoke(request)
+      ├─ RequestResponse: lease an environment ─> assign ─> await its outcome (the environment enforces the
+      │                   function's deadline; this wait has a backstop deadline of its own)
+      ├─ Event:           durable in the metadata store before the 202 ─> bounded queue ─> same path
+      └─ DryRun:          checks only (204)
+
+A client that disconnects does not cancel its invocation: the function runs to its end, as on AWS.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import binascii
+import contextlib
+import json
+import logging
+import secrets
+import time
+import uuid
+
+from selfless.config import Settings
+from selfless.errors import (
+    InvalidRequestContent,
+    RequestTooLarge,
+    ResourceConflict,
+    ResourceNotFound,
+    ServiceError,
+    TooManyRequests,
+)
+from selfless.functions import FunctionRegistry
+from selfless.invocation.inflight import Invocation, Outcome, OutcomeKind, error_payload
+from selfless.models import Function, FunctionState, InvocationType, InvokeRequest, InvokeResult
+from selfless.sandbox.pool import EnvironmentPool
+from selfless.store.base import MetadataStore, StoredEvent
+
+log = logging.getLogger(__name__)
+
+MAX_SYNC_PAYLOAD = 6_291_456
+MAX_ASYNC_PAYLOAD = 1_048_576
+MAX_CLIENT_CONTEXT = 3583
+_ASYNC_CONCURRENCY = 64
+# Beyond the function's timeout and init, how long a caller waits before we call it our fault.
+_BACKSTOP_S = 30.0
+
+
+def _trace_id() -> str:
+    return f"Root=1-{int(time.time()):08x}-{secrets.token_hex(12)};Sampled=0"
+
+
+class InvocationService:
+    def __init__(
+        self, settings: Settings, registry: FunctionRegistry, pool: EnvironmentPool, store: MetadataStore
+    ) -> None:
+        self._settings = settings
+        self._registry = registry
+        self._pool = pool
+        self._store = store
+        self._queue: asyncio.Queue[StoredEvent] = asyncio.Queue(maxsize=settings.async_queue_limit)
+        self._dispatcher: asyncio.Task[None] | None = None
+        self._running: set[asyncio.Task[None]] = set()
+        self._inflight = 0
+        self._idle = asyncio.Event()
+        self._idle.set()
+        self._closed = False
+
+    # -- entry point ------------------------------------------------------------------------------------
+
+    async def invoke(self, req: InvokeRequest) -> InvokeResult:
+        fn = self._registry.get(req.function_name, req.qualifier)
+        if fn.state is FunctionState.PENDING:
+            raise ResourceConflict(
+                "The operation cannot be performed at this time. The function is currently in the following "
+                "state: Pending"
+            )
+        client_context = self._client_context(req.client_context)
+        request_id = req.request_id or str(uuid.uuid4())
+        if req.invocation_type is InvocationType.EVENT:
+            if len(req.payload) > MAX_ASYNC_PAYLOAD:
+                raise RequestTooLarge(
+                    f"Request must be smaller than {MAX_ASYNC_PAYLOAD} bytes for the InvokeAsync operation"
+                )
+        elif len(req.payload) > MAX_SYNC_PAYLOAD:
+            raise RequestTooLarge(
+                f"Request must be smaller than {MAX_SYNC_PAYLOAD} bytes for the InvokeFunction operation"
+            )
+        payload = self._check_json(req.payload)
+        if req.invocation_type is InvocationType.DRY_RUN:
+            return InvokeResult(204, b"", request_id=request_id)
+        if req.invocation_type is InvocationType.EVENT:
+            await self._accept(fn, req.qualifier, payload, client_context, request_id)
+            return InvokeResult(202, b"", request_id=request_id)
+        outcome = await self.run(fn, payload, client_context, request_id)
+        return InvokeResult(
+            200,
+            outcome.payload,
+            function_error="Unhandled" if outcome.failed else None,
+            log_tail=outcome.log_tail if req.tail_logs else None,
+            request_id=request_id,
+        )
+
+    @staticmethod
+    def _check_json(payload: bytes) -> bytes:
+        if not payload.strip():
+            return b"{}"
+        try:
+            json.loads(payload)
+        except (ValueError, UnicodeDecodeError) as exc:
+            raise InvalidRequestContent(
+                f"Could not parse request body into json: Could not parse payload into json: {exc}"
+            ) from None
+        return payload
+
+    @staticmethod
+    def _client_context(raw: str | None) -> str | None:
+        if raw is None:
+            return None
+        if len(raw) > MAX_CLIENT_CONTEXT:
+            raise InvalidRequestContent(
+                f"Client context must be smaller than {MAX_CLIENT_CONTEXT} bytes when base64-encoded"
+            )
+        try:
+            text = base64.b64decode(raw, validate=True).decode("utf-8")
+            json.loads(text)
+        except (binascii.Error, ValueError, UnicodeDecodeError):
+            raise InvalidRequestContent("Client context must be a valid Base64-encoded JSON object.") from None
+        return text
+
+    # -- synchronous path -------------------------------------------------------------------------------
+
+    async def run(self, fn: Function, payload: bytes, client_context: str | None, request_id: str) -> Outcome:
+        """Run one invocation on an environment of ``fn`` and return its outcome (never raises for
+        function failures; raises TooManyRequests when no environment can be had)."""
+        self._inflight += 1
+        self._idle.clear()
+        try:
+            inv = Invocation(
+                request_id,
+                payload,
+                function_arn=fn.arn,
+                timeout_s=fn.timeout,
+                client_context=client_context,
+                trace_id=_trace_id(),
+            )
+            try:
+                env = await self._pool.lease(fn)
+            except OSError as exc:
+                log.warning("environment for %s failed to start: %s", fn.name, exc)
+                body = error_payload(
+                    "Runtime.InvalidEntrypoint",
+                    f"RequestId: {request_id} Error: Couldn't start the runtime: {exc.strerror or exc}",
+                )
+                return Outcome(OutcomeKind.START_FAILED, body, "Runtime.InvalidEntrypoint")
+            env.assign(inv)
+            backstop = max(10.0, float(fn.timeout)) + fn.timeout + _BACKSTOP_S
+            try:
+                async with asyncio.timeout(backstop):
+                    # Shielded: a caller that goes away leaves the invocation running to its end.
+                    return await asyncio.shield(inv.done)
+            except TimeoutError:
+                log.error("invocation %s passed its backstop deadline; stopping its environment", request_id)
+                await env.stop()
+                if inv.done.done():
+                    return inv.done.result()
+                raise ServiceError("The invocation did not finish in time") from None
+        finally:
+            self._inflight -= 1
+            if self._inflight == 0:
+                self._idle.set()
+
+    # -- asynchronous path ------------------------------------------------------------------------------
+
+    async def _accept(
+        self, fn: Function, qualifier: str | None, payload: bytes, client_context: str | None, request_id: str
+    ) -> None:
+        if self._closed or self._queue.full():
+            raise TooManyRequests("Rate Exceeded.", "ReservedFunctionConcurrentInvocationLimitExceeded")
+        event = StoredEvent(request_id, fn.name, qualifier, payload, client_context, time.time())
+        await self._store.add_event(event)
+        self._queue.put_nowait(event)
+
+    async def start(self) -> None:
+        """Re-queue events accepted before a restart, then start dispatching."""
+        for event in await self._store.list_events():
+            if self._queue.full():
+                break
+            self._queue.put_nowait(event)
+        self._dispatcher = asyncio.get_running_loop().create_task(self._dispatch())
+
+    async def _dispatch(self) -> None:
+        slots = asyncio.Semaphore(_ASYNC_CONCURRENCY)
+        while True:
+            event = await self._queue.get()
+            await slots.acquire()
+            task = asyncio.get_running_loop().create_task(self._run_event(event))
+            self._running.add(task)
+            task.add_done_callback(lambda t: (self._running.discard(t), slots.release()))
+
+    async def _run_event(self, event: StoredEvent) -> None:
+        try:
+            fn = self._registry.get(event.function_name, event.qualifier)
+        except ResourceNotFound:
+            log.warning("dropping event %s: function %s no longer exists", event.id, event.function_name)
+            await self._store.delete_event(event.id)
+            return
+        delay = 0.5
+        while not self._closed:
+            try:
+                outcome = await self.run(fn, event.payload, event.client_context, event.id)
+            except TooManyRequests:
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 30.0)
+                continue
+            if outcome.failed:
+                log.info("event %s for %s ended with %s", event.id, fn.name, outcome.error_type)
+            await self._store.delete_event(event.id)
+            return
+
+    # -- shutdown ---------------------------------------------------------------------------------------
+
+    async def drain(self, deadline_s: float) -> bool:
+        """Stop taking events and wait for in-flight invocations; True when all finished in time."""
+        self._closed = True
+        if self._dispatcher is not None:
+            self._dispatcher.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._dispatcher
+        try:
+            async with asyncio.timeout(deadline_s):
+                await self._idle.wait()
+        except TimeoutError:
+            return False
+        finally:
+            for task in list(self._running):
+                task.cancel()
+            if self._running:
+                await asyncio.gather(*self._running, return_exceptions=True)
+        return True
+
+    @property
+    def inflight(self) -> int:
+        return self._inflight

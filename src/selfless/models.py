@@ -1,0 +1,114 @@
+"""Frozen records passed between the steps of the invocation path."""
+
+from __future__ import annotations
+
+import dataclasses
+import enum
+from collections.abc import Mapping
+from typing import Any
+
+
+class FunctionState(enum.StrEnum):
+    PENDING = "Pending"
+    ACTIVE = "Active"
+    INACTIVE = "Inactive"
+    FAILED = "Failed"
+
+
+class UpdateStatus(enum.StrEnum):
+    IN_PROGRESS = "InProgress"
+    SUCCESSFUL = "Successful"
+    FAILED = "Failed"
+
+
+@dataclasses.dataclass(frozen=True)
+class CodeRef:
+    """A stored, validated package. ``sha256`` is base64 (Lambda's CodeSha256); ``key`` is its hex form."""
+
+    sha256: str
+    key: str
+    size: int
+    unzipped_size: int
+
+
+@dataclasses.dataclass(frozen=True)
+class Function:
+    """$LATEST of one function: everything GetFunctionConfiguration shows, plus tags.
+
+    ``generation`` changes when code or configuration changes, and only then: environments belong to one
+    generation, so an update retires the old ones without touching in-flight calls.
+    """
+
+    name: str
+    arn: str
+    runtime: str | None
+    role: str
+    handler: str | None
+    code: CodeRef
+    description: str = ""
+    timeout: int = 3
+    memory_size: int = 128
+    ephemeral_storage: int = 512
+    environment: Mapping[str, str] = dataclasses.field(default_factory=dict)
+    architectures: tuple[str, ...] = ("x86_64",)
+    tags: Mapping[str, str] = dataclasses.field(default_factory=dict)
+    # Accepted configuration we store and echo back but do not act on yet (TracingConfig, DeadLetterConfig...).
+    extra: Mapping[str, Any] = dataclasses.field(default_factory=dict)
+    last_modified: str = ""
+    revision_id: str = ""
+    generation: int = 1
+    state: FunctionState = FunctionState.PENDING
+    state_reason: str | None = None
+    state_reason_code: str | None = None
+    last_update_status: UpdateStatus | None = None
+    last_update_status_reason: str | None = None
+    last_update_status_reason_code: str | None = None
+
+    def replace(self, **changes: Any) -> Function:
+        return dataclasses.replace(self, **changes)
+
+    def to_doc(self) -> dict[str, Any]:
+        doc = dataclasses.asdict(self)
+        doc["code"] = dataclasses.asdict(self.code)
+        doc["environment"] = dict(self.environment)
+        doc["tags"] = dict(self.tags)
+        doc["extra"] = dict(self.extra)
+        doc["architectures"] = list(self.architectures)
+        return doc
+
+    @classmethod
+    def from_doc(cls, doc: Mapping[str, Any]) -> Function:
+        fields = dict(doc)
+        fields["code"] = CodeRef(**fields["code"])
+        fields["architectures"] = tuple(fields.get("architectures", ("x86_64",)))
+        fields["state"] = FunctionState(fields["state"])
+        if fields.get("last_update_status") is not None:
+            fields["last_update_status"] = UpdateStatus(fields["last_update_status"])
+        return cls(**fields)
+
+
+class InvocationType(enum.StrEnum):
+    REQUEST_RESPONSE = "RequestResponse"
+    EVENT = "Event"
+    DRY_RUN = "DryRun"
+
+
+@dataclasses.dataclass(frozen=True)
+class InvokeRequest:
+    function_name: str
+    qualifier: str | None
+    payload: bytes
+    invocation_type: InvocationType = InvocationType.REQUEST_RESPONSE
+    tail_logs: bool = False
+    client_context: str | None = None  # JSON text, already base64-decoded
+    request_id: str = ""
+
+
+@dataclasses.dataclass(frozen=True)
+class InvokeResult:
+    status: int
+    payload: bytes
+    executed_version: str = "$LATEST"
+    function_error: str | None = None  # "Unhandled" when the function failed
+    log_tail: str | None = None  # base64 of the last 4 KB of this invocation's log
+    request_id: str = ""

@@ -1,0 +1,1 @@
+"""Logs, metering and metrics: what every invocation leaves behind."""

@@ -1,0 +1,169 @@
+"""Function logs: per-function log groups of per-environment log streams, on disk.
+
+Layout: ``<data-dir>/logs/<function-name>/<quoted stream name>.log``, one event per line as
+``<epoch ms>\\t<message>``. Messages never hold a newline: output is split into one event per line, as
+Lambda's runtimes do. The group name shown through the API is ``/aws/lambda/<function-name>``.
+
+Writers append through a buffered file and flush at the end of each invocation; readers (the CloudWatch
+Logs API, ``selfless logs``) read the files directly.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import os
+import shutil
+import time
+import urllib.parse
+from collections.abc import Iterator
+from pathlib import Path
+from typing import IO
+
+GROUP_PREFIX = "/aws/lambda/"
+
+
+@dataclasses.dataclass(frozen=True)
+class LogEvent:
+    timestamp: int  # epoch ms
+    message: str
+    stream: str
+    event_id: str
+
+
+def stream_name(version: str, env_id: str, now: float | None = None) -> str:
+    """AWS's form: ``2026/11/22/[$LATEST]<32 hex>``."""
+    day = time.strftime("%Y/%m/%d", time.gmtime(time.time() if now is None else now))
+    return f"{day}/[{version}]{env_id}"
+
+
+class LogStream:
+    """An append-only stream owned by one environment. Not thread-safe; the event loop owns it."""
+
+    def __init__(self, path: Path, name: str) -> None:
+        self.name = name
+        self._path = path
+        self._file: IO[str] | None = None
+
+    def write(self, message: str, timestamp_ms: int | None = None) -> None:
+        if self._file is None:
+            self._path.parent.mkdir(parents=True, exist_ok=True)
+            self._file = open(self._path, "a", encoding="utf-8", errors="replace")  # noqa: SIM115
+        ts = int(time.time() * 1000) if timestamp_ms is None else timestamp_ms
+        self._file.write(f"{ts}\t{message}\n")
+
+    def flush(self) -> None:
+        if self._file is not None:
+            self._file.flush()
+
+    def close(self) -> None:
+        if self._file is not None:
+            with contextlib.suppress(OSError):
+                self._file.close()
+            self._file = None
+
+
+class LogStore:
+    def __init__(self, root: Path) -> None:
+        self.root = root
+
+    def open(self) -> None:
+        self.root.mkdir(parents=True, exist_ok=True)
+
+    def stream(self, function_name: str, name: str) -> LogStream:
+        return LogStream(self._stream_path(function_name, name), name)
+
+    def _group_dir(self, function_name: str) -> Path:
+        return self.root / function_name
+
+    def _stream_path(self, function_name: str, name: str) -> Path:
+        return self._group_dir(function_name) / (urllib.parse.quote(name, safe="") + ".log")
+
+    @staticmethod
+    def function_of_group(group: str) -> str | None:
+        """The function name a log group belongs to, or None when it is not one of ours."""
+        if not group.startswith(GROUP_PREFIX):
+            return None
+        name = group[len(GROUP_PREFIX) :]
+        if not name or "/" in name or name.startswith("."):
+            return None
+        return name
+
+    def groups(self) -> list[tuple[str, int]]:
+        """(group name, creation time ms) of every group with at least one stream."""
+        out = []
+        if self.root.is_dir():
+            for d in sorted(self.root.iterdir()):
+                if d.is_dir():
+                    out.append((GROUP_PREFIX + d.name, int(d.stat().st_mtime * 1000)))
+        return out
+
+    def has_group(self, function_name: str) -> bool:
+        return self._group_dir(function_name).is_dir()
+
+    def streams(self, function_name: str) -> list[tuple[str, int, int]]:
+        """(stream name, first event ms, last event ms) for each stream of a group."""
+        out = []
+        group = self._group_dir(function_name)
+        if group.is_dir():
+            for f in sorted(group.glob("*.log")):
+                name = urllib.parse.unquote(f.name[: -len(".log")])
+                st = f.stat()
+                out.append((name, int(st.st_ctime * 1000), int(st.st_mtime * 1000)))
+        return out
+
+    def events(
+        self,
+        function_name: str,
+        *,
+        streams: list[str] | None = None,
+        start_ms: int | None = None,
+        end_ms: int | None = None,
+        pattern: str | None = None,
+    ) -> list[LogEvent]:
+        """Every matching event of a group, oldest first. ``pattern`` matches as a plain substring."""
+        wanted = set(streams) if streams else None
+        found: list[LogEvent] = []
+        for name, _first, last in self.streams(function_name):
+            if wanted is not None and name not in wanted:
+                continue
+            if start_ms is not None and last < start_ms - 1000:
+                continue
+            for i, (ts, msg) in enumerate(self._read(self._stream_path(function_name, name))):
+                if start_ms is not None and ts < start_ms:
+                    continue
+                if end_ms is not None and ts > end_ms:
+                    continue
+                if pattern and pattern not in msg:
+                    continue
+                found.append(LogEvent(ts, msg, name, f"{ts}-{abs(hash(name)) % 10**9}-{i}"))
+        found.sort(key=lambda e: (e.timestamp, e.event_id))
+        return found
+
+    @staticmethod
+    def _read(path: Path) -> Iterator[tuple[int, str]]:
+        try:
+            with open(path, encoding="utf-8", errors="replace") as f:
+                for line in f:
+                    ts, sep, msg = line.rstrip("\n").partition("\t")
+                    if sep and ts.isdigit():
+                        yield int(ts), msg
+        except FileNotFoundError:
+            return
+
+    def delete_group(self, function_name: str) -> None:
+        group = self._group_dir(function_name)
+        if group.is_dir() and not group.is_symlink():
+            shutil.rmtree(group, ignore_errors=True)
+
+
+def split_lines(buffer: str) -> tuple[list[str], str]:
+    """Complete lines of ``buffer`` and the unfinished rest."""
+    if "\n" not in buffer:
+        return [], buffer
+    *lines, rest = buffer.split("\n")
+    return [line.rstrip("\r") for line in lines], rest
+
+
+def ensure_dir(path: Path) -> None:
+    os.makedirs(path, exist_ok=True)

@@ -1,0 +1,244 @@
+"""selfless's Python runtime: runs inside an execution environment and speaks the Runtime API 2018-06-01.
+
+Started as ``python -I -S -u python_bootstrap.py`` with the environment AWS documents (_HANDLER,
+LAMBDA_TASK_ROOT, AWS_LAMBDA_RUNTIME_API, ...). It imports the handler once (init) and then loops on
+``/invocation/next``. Runs on every supported interpreter (3.9+), imports only what it needs before the
+handler, and talks HTTP/1.1 keep-alive over one socket with TCP_NODELAY.
+
+Not part of the selfless package's import graph: it never imports selfless.
+"""
+
+import json
+import os
+import socket
+import sys
+import time
+
+_API = "/2018-06-01/runtime"
+
+
+class _Conn:
+    """A minimal HTTP/1.1 keep-alive client for the Runtime API on loopback."""
+
+    def __init__(self, address):
+        host, _, port = address.rpartition(":")
+        self.host = host
+        self.port = int(port)
+        self.sock = None
+        self.buf = b""
+
+    def _connect(self):
+        sock = socket.create_connection((self.host, self.port))
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        self.sock = sock
+        self.buf = b""
+
+    def request(self, method, path, body=b"", headers=()):
+        if self.sock is None:
+            self._connect()
+        head = "%s %s HTTP/1.1\r\nHost: runtime\r\nContent-Length: %d\r\n" % (method, path, len(body))
+        for name, value in headers:
+            head += "%s: %s\r\n" % (name, value)
+        data = (head + "\r\n").encode("latin-1") + body
+        self.sock.sendall(data)
+        return self._read_response()
+
+    def _read_response(self):
+        while b"\r\n\r\n" not in self.buf:
+            chunk = self.sock.recv(65536)
+            if not chunk:
+                raise ConnectionError("runtime API closed the connection")
+            self.buf += chunk
+        head, _, rest = self.buf.partition(b"\r\n\r\n")
+        lines = head.decode("latin-1").split("\r\n")
+        status = int(lines[0].split(" ", 2)[1])
+        headers = {}
+        for line in lines[1:]:
+            name, _, value = line.partition(":")
+            headers[name.strip().lower()] = value.strip()
+        length = int(headers.get("content-length", "0"))
+        while len(rest) < length:
+            chunk = self.sock.recv(max(65536, length - len(rest)))
+            if not chunk:
+                raise ConnectionError("runtime API closed the connection")
+            rest += chunk
+        self.buf = rest[length:]
+        return status, headers, rest[:length]
+
+
+class _ClientContext:
+    __slots__ = ("client", "custom", "env")
+
+    def __init__(self, data):
+        self.client = data.get("client")
+        self.custom = data.get("custom")
+        self.env = data.get("env")
+
+
+class _CognitoIdentity:
+    __slots__ = ("cognito_identity_id", "cognito_identity_pool_id")
+
+    def __init__(self, data):
+        self.cognito_identity_id = data.get("cognitoIdentityId")
+        self.cognito_identity_pool_id = data.get("cognitoIdentityPoolId")
+
+
+class LambdaContext:
+    """The handler's context object, with the attributes and methods AWS's Python runtime provides."""
+
+    def __init__(self, request_id, deadline_ms, function_arn, client_context, identity):
+        env = os.environ
+        self.aws_request_id = request_id
+        self.invoked_function_arn = function_arn
+        self.function_name = env.get("AWS_LAMBDA_FUNCTION_NAME")
+        self.function_version = env.get("AWS_LAMBDA_FUNCTION_VERSION")
+        self.memory_limit_in_mb = env.get("AWS_LAMBDA_FUNCTION_MEMORY_SIZE")
+        self.log_group_name = env.get("AWS_LAMBDA_LOG_GROUP_NAME")
+        self.log_stream_name = env.get("AWS_LAMBDA_LOG_STREAM_NAME")
+        self._deadline_ms = deadline_ms
+        self.client_context = _ClientContext(client_context) if client_context is not None else None
+        self.identity = _CognitoIdentity(identity or {})
+
+    def get_remaining_time_in_millis(self):
+        return max(0, int(self._deadline_ms - time.time() * 1000))
+
+    def log(self, msg):
+        sys.stdout.write(str(msg))
+
+    def __repr__(self):
+        return (
+            "LambdaContext([aws_request_id=%s,log_group_name=%s,log_stream_name=%s,function_name=%s,"
+            "memory_limit_in_mb=%s,function_version=%s,invoked_function_arn=%s,client_context=%s,identity=%s])"
+            % (
+                self.aws_request_id,
+                self.log_group_name,
+                self.log_stream_name,
+                self.function_name,
+                self.memory_limit_in_mb,
+                self.function_version,
+                self.invoked_function_arn,
+                self.client_context,
+                self.identity,
+            )
+        )
+
+
+class _UserError(Exception):
+    def __init__(self, error_type, message, stack=None):
+        Exception.__init__(self, message)
+        self.error_type = error_type
+        self.message = message
+        self.stack = stack or []
+
+
+def _error_body(exc, error_type=None):
+    import traceback  # only on the error path: it pulls in linecache and tokenize
+
+    if isinstance(exc, _UserError):
+        body = {"errorMessage": exc.message, "errorType": exc.error_type, "stackTrace": exc.stack}
+    else:
+        frames = traceback.extract_tb(exc.__traceback__)
+        stack = [line for line in traceback.format_list(frames) if "python_bootstrap.py" not in line]
+        body = {
+            "errorMessage": str(exc),
+            "errorType": error_type or type(exc).__name__,
+            "requestId": "",
+            "stackTrace": stack,
+        }
+    return body
+
+
+def _load_handler(spec, task_root):
+    try:
+        modname, fname = spec.rsplit(".", 1)
+    except ValueError as exc:
+        raise _UserError("Runtime.MalformedHandlerName", "Bad handler '%s': %s" % (spec, exc)) from None
+    modname = modname.replace("/", ".")
+    import importlib
+
+    try:
+        if modname.split(".")[0] in sys.builtin_module_names:
+            raise _UserError(
+                "Runtime.BuiltInModuleConflict",
+                "Cannot use built-in module %s as a handler module" % modname,
+            )
+        module = importlib.import_module(modname)
+    except _UserError:
+        raise
+    except SyntaxError as exc:
+        raise _UserError(
+            "Runtime.UserCodeSyntaxError",
+            "Syntax error in module '%s': %s" % (modname, exc),
+            ["  File \"%s\" Line %s\n    %s\n" % (exc.filename, exc.lineno, (exc.text or "").strip())],
+        ) from None
+    except ImportError as exc:
+        raise _UserError("Runtime.ImportModuleError", "Unable to import module '%s': %s" % (modname, exc)) from None
+    except Exception as exc:
+        body = _error_body(exc)
+        raise _UserError(body["errorType"], body["errorMessage"], body["stackTrace"]) from None
+    handler = getattr(module, fname, None)
+    if handler is None:
+        raise _UserError("Runtime.HandlerNotFound", "Handler '%s' missing on module '%s'" % (fname, modname))
+    return handler
+
+
+def main():
+    env = os.environ
+    task_root = env.get("LAMBDA_TASK_ROOT", os.getcwd())
+    os.chdir(task_root)
+    # The import path AWS's Python runtime gives a function: its code, then layers, then PYTHONPATH extras.
+    extra = [p for p in env.get("PYTHONPATH", "").split(os.pathsep) if p]
+    sys.path[:0] = [task_root] + extra + ["/opt/python"]
+    conn = _Conn(env["AWS_LAMBDA_RUNTIME_API"])
+    try:
+        handler = _load_handler(env["_HANDLER"], task_root)
+    except _UserError as exc:
+        body = _error_body(exc)
+        sys.stdout.write("[ERROR] %s: %s\n" % (exc.error_type, exc.message))
+        conn.request(
+            "POST",
+            _API + "/init/error",
+            json.dumps(body).encode(),
+            (("Lambda-Runtime-Function-Error-Type", exc.error_type),),
+        )
+        sys.exit(1)
+    while True:
+        _status, headers, event_bytes = conn.request("GET", _API + "/invocation/next")
+        request_id = headers["lambda-runtime-aws-request-id"]
+        trace = headers.get("lambda-runtime-trace-id")
+        if trace:
+            env["_X_AMZN_TRACE_ID"] = trace
+        else:
+            env.pop("_X_AMZN_TRACE_ID", None)
+        cc = headers.get("lambda-runtime-client-context")
+        ci = headers.get("lambda-runtime-cognito-identity")
+        context = LambdaContext(
+            request_id,
+            int(headers.get("lambda-runtime-deadline-ms", "0")),
+            headers.get("lambda-runtime-invoked-function-arn"),
+            json.loads(cc) if cc else None,
+            json.loads(ci) if ci else None,
+        )
+        try:
+            event = json.loads(event_bytes) if event_bytes else {}
+            result = handler(event, context)
+            try:
+                payload = json.dumps(result).encode()
+            except (TypeError, ValueError) as exc:
+                raise _UserError("Runtime.MarshalError", "Unable to marshal response: %s" % exc) from None
+        except Exception as exc:
+            body = _error_body(exc)
+            body["requestId"] = request_id
+            sys.stdout.write("[ERROR] %s: %s\n" % (body["errorType"], body["errorMessage"]))
+            conn.request(
+                "POST",
+                "%s/invocation/%s/error" % (_API, request_id),
+                json.dumps(body).encode(),
+                (("Lambda-Runtime-Function-Error-Type", "Unhandled"), ("Content-Type", "application/json")),
+            )
+            continue
+        conn.request("POST", "%s/invocation/%s/response" % (_API, request_id), payload)
+
+
+if __name__ == "__main__":
+    main()

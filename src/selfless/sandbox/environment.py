@@ -1,0 +1,564 @@
+"""An execution environment: one runtime process, its Runtime API endpoint, its code copy, /tmp and log stream.
+
+Lifecycle (guarded transitions, see ``EnvState``)::
+
+    STARTING ──first /next──> IDLE <──response/error── BUSY
+        │ assign()                 └──assign()──────────> ↑
+        └────────────────────────────────────────────────┘
+    any ──stop()/exit/timeout──> STOPPING ──process reaped, resources freed──> DEAD
+
+Contracts:
+- One invocation at a time. ``assign`` is only legal in STARTING (before anything was assigned) or IDLE.
+- Every assigned invocation is finished exactly once, whatever happens (response, error, timeout, crash,
+  stop); each finish writes exactly one END and one REPORT line and one metering record.
+- The environment is free (``on_free``) the moment its runtime posts a response, not when it next calls
+  ``/next``: the next request may be assigned before then and is delivered when ``/next`` arrives.
+- After a timeout or a crash the environment is never reused; ``on_dead`` fires once it is fully gone.
+- ``stop`` is idempotent and safe in every state.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import codecs
+import contextlib
+import enum
+import json
+import logging
+import math
+import os
+import shutil
+import signal
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+from selfless.api.auth import Keyring, Principal, generate_session_credentials
+from selfless.artifacts.local import link_tree
+from selfless.config import Settings
+from selfless.httpserver import HttpServer
+from selfless.invocation.inflight import Invocation, Outcome, OutcomeKind, error_payload
+from selfless.models import Function
+from selfless.observability.logs import LogStream, split_lines
+from selfless.observability.metering import Meter
+from selfless.runtime import api as runtime_api
+from selfless.runtime.api import EnvironmentStopped
+from selfless.runtime.runtimes import BOOTSTRAP_DIR, Runtime
+from selfless.sandbox import process as proc
+
+log = logging.getLogger(__name__)
+
+_TAIL_BYTES = 4096
+# AWS gives the init phase 10 s, and retries a slow init within the invocation's own timeout.
+_MIN_INIT_TIMEOUT_S = 10.0
+
+
+class EnvState(enum.Enum):
+    STARTING = "starting"
+    IDLE = "idle"
+    BUSY = "busy"
+    STOPPING = "stopping"
+    DEAD = "dead"
+
+
+_TRANSITIONS: dict[EnvState, frozenset[EnvState]] = {
+    EnvState.STARTING: frozenset({EnvState.IDLE, EnvState.BUSY, EnvState.STOPPING}),
+    EnvState.IDLE: frozenset({EnvState.BUSY, EnvState.STOPPING}),
+    EnvState.BUSY: frozenset({EnvState.IDLE, EnvState.STOPPING}),
+    EnvState.STOPPING: frozenset({EnvState.DEAD}),
+    EnvState.DEAD: frozenset(),
+}
+
+
+class IllegalTransition(RuntimeError):
+    pass
+
+
+def _exit_text(code: int) -> str:
+    if code < 0:
+        try:
+            name = signal.Signals(-code).name
+        except ValueError:
+            return f"signal: {-code}"
+        text = {"SIGKILL": "killed", "SIGTERM": "terminated", "SIGSEGV": "segmentation fault",
+                "SIGABRT": "aborted", "SIGINT": "interrupt"}.get(name, name.lower())
+        return f"signal: {text}"
+    return f"exit status {code}"
+
+
+class Environment:
+    """See the module docstring for the contract."""
+
+    def __init__(
+        self,
+        *,
+        env_id: str,
+        function: Function,
+        runtime: Runtime,
+        settings: Settings,
+        root: Path,
+        code_tree: Path,
+        stream: LogStream,
+        meter: Meter,
+        keyring: Keyring,
+        reaper: proc.ChildReaper,
+        on_free: Callable[[Environment], None],
+        on_dead: Callable[[Environment], None],
+        mount_tmp: bool,
+        endpoint: str,
+    ) -> None:
+        self.id = env_id
+        self.function = function
+        self.key = (function.name, function.generation)
+        self.runtime = runtime
+        self.state = EnvState.STARTING
+        self.last_used = time.monotonic()
+        self.current: Invocation | None = None
+        self._settings = settings
+        self._root = root
+        self._code_tree = code_tree
+        self._stream = stream
+        self._meter = meter
+        self._keyring = keyring
+        self._reaper = reaper
+        self._on_free = on_free
+        self._on_dead = on_dead
+        self._mount_tmp = mount_tmp
+        self._endpoint = endpoint
+        self._loop = asyncio.get_running_loop()
+        self._server = HttpServer(
+            runtime_api.handle,
+            max_body=runtime_api.MAX_RESPONSE,
+            idle_timeout=0,
+            context=self,
+            on_too_large=runtime_api.too_large,
+        )
+        self._process: proc.Process | None = None
+        self._waiter: asyncio.Future[Invocation] | None = None
+        self._timer: asyncio.TimerHandle | None = None
+        self._spawned_at = 0.0
+        self._init_done = False
+        self._init_duration_ms: float | None = None
+        self._init_reported = False
+        self._init_error: tuple[bytes, str] | None = None
+        self._decoder = codecs.getincrementaldecoder("utf-8")("replace")
+        self._partial = ""
+        self._tmp_mounted = False
+        self._access_key: str | None = None
+        self._cleaned = False
+        self.dead = asyncio.get_running_loop().create_future()
+        # Platform cost of this start (dirs, endpoint, spawn), reported as a log field.
+        self.start_overhead_ms = 0.0
+
+    # -- lifecycle ----------------------------------------------------------------------------------------
+
+    def _move(self, to: EnvState) -> None:
+        if to not in _TRANSITIONS[self.state]:
+            raise IllegalTransition(f"environment {self.id}: {self.state.value} -> {to.value}")
+        self.state = to
+
+    @property
+    def alive(self) -> bool:
+        return self.state in (EnvState.STARTING, EnvState.IDLE, EnvState.BUSY)
+
+    async def start(self) -> None:
+        """Create the environment's files, its Runtime API endpoint and its process.
+
+        On failure the environment is stopped and OSError is raised."""
+        t0 = time.perf_counter()
+        fn = self.function
+        task_root = self._root / "task"
+        tmp = self._root / "tmp"
+        try:
+            self._root.mkdir(parents=True)
+            link_tree(self._code_tree, task_root)
+            tmp.mkdir(mode=0o1777)
+            if self._mount_tmp:
+                self._tmp_mounted = proc.mount_tmpfs(tmp, fn.ephemeral_storage)
+            host, port = await self._server.start("127.0.0.1", 0)
+            key_id, secret, token = generate_session_credentials()
+            self._keyring.add(key_id, secret, Principal(key_id, "function", fn.arn), session_token=token)
+            self._access_key = key_id
+            env = self._environment(task_root, tmp, f"{host}:{port}", key_id, secret, token)
+            self._stream.write(
+                f"INIT_START Runtime Version: {self.runtime.name}.selfless\t"
+                f"Runtime Version ARN: arn:aws:lambda:{self._settings.region}::runtime:selfless-{self.runtime.name}"
+            )
+            if self.runtime.substitute:
+                self._stream.write(
+                    f"selfless: {self.runtime.name} is not installed here; running on Python "
+                    f"{self.runtime.actual_version} instead"
+                )
+            self._spawned_at = time.monotonic()
+            self._process = proc.spawn(self._reaper, self.runtime.argv(task_root), env=env, cwd=task_root)
+        except BaseException:
+            await self.stop()
+            raise
+        self._loop.add_reader(self._process.output_fd, self._read_output)
+        self._process.exited.add_done_callback(self._on_exit)
+        init_timeout = max(_MIN_INIT_TIMEOUT_S, float(fn.timeout))
+        self._timer = self._loop.call_later(init_timeout, self._init_timed_out)
+        self.start_overhead_ms = (time.perf_counter() - t0) * 1000
+
+    def _environment(
+        self, task_root: Path, tmp: Path, api: str, key_id: str, secret: str, token: str
+    ) -> dict[str, str]:
+        fn = self.function
+        s = self._settings
+        env: dict[str, str] = {
+            "PATH": "/usr/local/bin:/usr/bin:/bin",
+            "LANG": "C.UTF-8",
+            "TZ": ":UTC",
+        }
+        env.update(fn.environment)
+        env.update(
+            {
+                "AWS_LAMBDA_FUNCTION_NAME": fn.name,
+                "AWS_LAMBDA_FUNCTION_VERSION": "$LATEST",
+                "AWS_LAMBDA_FUNCTION_MEMORY_SIZE": str(fn.memory_size),
+                "AWS_LAMBDA_LOG_GROUP_NAME": f"/aws/lambda/{fn.name}",
+                "AWS_LAMBDA_LOG_STREAM_NAME": self._stream.name,
+                "AWS_LAMBDA_INITIALIZATION_TYPE": "on-demand",
+                "AWS_REGION": s.region,
+                "AWS_DEFAULT_REGION": s.region,
+                "AWS_LAMBDA_RUNTIME_API": api,
+                "LAMBDA_TASK_ROOT": str(task_root),
+                "LAMBDA_RUNTIME_DIR": str(BOOTSTRAP_DIR),
+                "_HANDLER": fn.handler or "",
+                "TMPDIR": str(tmp),
+                "AWS_ACCESS_KEY_ID": key_id,
+                "AWS_SECRET_ACCESS_KEY": secret,
+                "AWS_SESSION_TOKEN": token,
+            }
+        )
+        env.setdefault("AWS_ENDPOINT_URL", self._endpoint)
+        if self.runtime.execution_env:
+            env["AWS_EXECUTION_ENV"] = self.runtime.execution_env
+        return env
+
+    async def stop(self, grace_s: float = 0.0) -> None:
+        """Stop the process (SIGTERM, then SIGKILL after ``grace_s``) and free everything. Idempotent."""
+        if self.state in (EnvState.STARTING, EnvState.IDLE, EnvState.BUSY):
+            self._move(EnvState.STOPPING)
+        if self._waiter is not None and not self._waiter.done():
+            self._waiter.set_exception(EnvironmentStopped(self.id))
+            self._waiter = None
+        p = self._process
+        if p is not None and not p.exited.done():
+            if grace_s > 0:
+                p.kill(signal.SIGTERM)
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(asyncio.shield(p.exited), grace_s)
+            p.kill(signal.SIGKILL)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(asyncio.shield(p.exited), 10.0)
+        if p is None or p.exited.done():
+            self._cleanup()
+        await asyncio.shield(self.dead)
+
+    def _on_exit(self, fut: asyncio.Future[int]) -> None:
+        code = fut.result() if not fut.cancelled() else -9
+        if self.state is not EnvState.STOPPING and self.state is not EnvState.DEAD:
+            self._move(EnvState.STOPPING)
+        self._drain_output(final=True)
+        inv = self.current
+        if inv is not None and not inv.done.done():
+            if self._init_error is not None and not self._init_done:
+                body, etype = self._init_error
+                self._complete(inv, OutcomeKind.INIT_ERROR, body, etype, status="error")
+            else:
+                text = _exit_text(code)
+                self._stream.write(f"RequestId: {inv.request_id} Error: Runtime exited with error: {text}")
+                inv.log_lines.append(f"RequestId: {inv.request_id} Error: Runtime exited with error: {text}")
+                payload = error_payload(
+                    "Runtime.ExitError", f"RequestId: {inv.request_id} Error: Runtime exited with error: {text}"
+                )
+                self._complete(inv, OutcomeKind.EXIT, payload, "Runtime.ExitError", status="error")
+        self._cleanup()
+
+    def _cleanup(self) -> None:
+        if self._cleaned:
+            return
+        self._cleaned = True
+        if self.state is not EnvState.DEAD:
+            if self.state is not EnvState.STOPPING:
+                self._move(EnvState.STOPPING)
+            self._move(EnvState.DEAD)
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        if self._waiter is not None and not self._waiter.done():
+            self._waiter.set_exception(EnvironmentStopped(self.id))
+        inv = self.current
+        if inv is not None and not inv.done.done():
+            payload = error_payload(
+                "Runtime.ExitError", f"RequestId: {inv.request_id} Error: Runtime exited without providing a reason"
+            )
+            self._complete(inv, OutcomeKind.EXIT, payload, "Runtime.ExitError", status="error")
+        self.current = None
+        if self._process is not None:
+            with contextlib.suppress(ValueError, OSError):
+                self._loop.remove_reader(self._process.output_fd)
+            self._process.close_output()
+            # The group may hold orphans the runtime left behind; they go with it.
+            self._process.kill(signal.SIGKILL)
+        self._server.close_all()
+        if self._access_key is not None:
+            self._keyring.remove(self._access_key)
+        if self._tmp_mounted:
+            proc.unmount(self._root / "tmp")
+            self._tmp_mounted = False
+        self._stream.flush()
+        self._stream.close()
+        if self._root.is_dir() and not self._root.is_symlink():
+            shutil.rmtree(self._root, ignore_errors=True)
+        if not self.dead.done():
+            self.dead.set_result(None)
+        self._on_dead(self)
+
+    # -- invocations --------------------------------------------------------------------------------------
+
+    def assign(self, inv: Invocation) -> None:
+        if self.current is not None:
+            raise IllegalTransition(f"environment {self.id} already has invocation {self.current.request_id}")
+        if self.state is EnvState.IDLE:
+            self._move(EnvState.BUSY)
+        elif self.state is EnvState.STARTING:
+            pass  # stays STARTING until init is done; delivered at the first /next
+        else:
+            raise IllegalTransition(f"environment {self.id}: cannot assign in {self.state.value}")
+        self.current = inv
+        if self._waiter is not None and not self._waiter.done():
+            waiter, self._waiter = self._waiter, None
+            waiter.set_result(self._deliver(inv))
+
+    def _deliver(self, inv: Invocation) -> Invocation:
+        inv.deliver()
+        if self.state is EnvState.STARTING:
+            self._move(EnvState.BUSY)
+        self._write(inv, f"START RequestId: {inv.request_id} Version: $LATEST")
+        if self._timer is not None:
+            self._timer.cancel()
+        self._timer = self._loop.call_later(inv.timeout_s, self._timed_out, inv)
+        return inv
+
+    async def next_invocation(self) -> Invocation:
+        if not self._init_done:
+            self._init_done = True
+            self._init_duration_ms = (time.monotonic() - self._spawned_at) * 1000
+            if self._timer is not None:
+                self._timer.cancel()
+                self._timer = None
+            if self.current is None and self.state is EnvState.STARTING:
+                self._move(EnvState.IDLE)
+                self._on_free(self)
+        inv = self.current
+        if inv is not None and inv.delivered_at == 0.0:
+            return self._deliver(inv)
+        if not self.alive:
+            raise EnvironmentStopped(self.id)
+        self._waiter = self._loop.create_future()
+        return await self._waiter
+
+    def post_response(self, request_id: str, body: bytes) -> bool:
+        inv = self.current
+        if inv is None or inv.request_id != request_id or inv.delivered_at == 0.0:
+            return False
+        self._finish_and_free(inv, OutcomeKind.RESPONSE, body, None, status=None)
+        return True
+
+    def post_error(self, request_id: str, body: bytes, error_type: str | None) -> bool:
+        inv = self.current
+        if inv is None or inv.request_id != request_id or inv.delivered_at == 0.0:
+            return False
+        etype = error_type or "Unhandled"
+        try:
+            parsed = json.loads(body) if body else {}
+            if isinstance(parsed, dict) and isinstance(parsed.get("errorType"), str):
+                etype = parsed["errorType"]
+        except ValueError:
+            body = error_payload(etype, body.decode("utf-8", "replace"))
+        self._finish_and_free(inv, OutcomeKind.ERROR, body or error_payload(etype, ""), etype, status="error")
+        return True
+
+    def post_init_error(self, body: bytes, error_type: str | None) -> bool:
+        if self._init_done:
+            return False
+        etype = error_type or "Runtime.Unknown"
+        try:
+            parsed = json.loads(body) if body else {}
+            if isinstance(parsed, dict) and isinstance(parsed.get("errorType"), str):
+                etype = parsed["errorType"]
+        except ValueError:
+            body = error_payload(etype, body.decode("utf-8", "replace"))
+        self._init_error = (body or error_payload(etype, ""), etype)
+        # AWS resets an environment whose init failed; the next invocation starts a new one.
+        inv = self.current
+        self._drain_output()
+        if inv is not None and not inv.done.done():
+            self._complete(inv, OutcomeKind.INIT_ERROR, self._init_error[0], etype, status="error")
+            self.current = None
+        self._loop.call_soon(self._kill_after_failure)
+        return True
+
+    def response_too_large(self, request_id: str) -> None:
+        inv = self.current
+        if inv is None or inv.request_id != request_id:
+            return
+        payload = error_payload(
+            "Function.ResponseSizeTooLarge",
+            f"Response payload size exceeded maximum allowed payload size ({runtime_api.MAX_RESPONSE} bytes).",
+        )
+        self._finish_and_free(inv, OutcomeKind.TOO_LARGE, payload, "Function.ResponseSizeTooLarge", status="error")
+
+    def _finish_and_free(
+        self, inv: Invocation, kind: OutcomeKind, payload: bytes, etype: str | None, status: str | None
+    ) -> None:
+        self._drain_output()
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        self.current = None
+        self.last_used = time.monotonic()
+        self._complete(inv, kind, payload, etype, status)
+        if self.state is EnvState.BUSY:
+            self._move(EnvState.IDLE)
+            self._on_free(self)
+
+    def _timed_out(self, inv: Invocation) -> None:
+        self._timer = None
+        if inv is not self.current or inv.done.done():
+            return
+        self._drain_output()
+        text = f"Task timed out after {inv.timeout_s:.2f} seconds"
+        stamp = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime()) + f".{int(time.time() * 1000) % 1000:03d}Z"
+        self._write(inv, f"{stamp} {inv.request_id} {text}")
+        payload = error_payload("Sandbox.Timedout", f"RequestId: {inv.request_id} Error: {text}")
+        self._complete(inv, OutcomeKind.TIMEOUT, payload, "Sandbox.Timedout", status="timeout")
+        self.current = None
+        self._kill_after_failure()
+
+    def _init_timed_out(self) -> None:
+        self._timer = None
+        if self._init_done:
+            return
+        inv = self.current
+        if inv is not None and not inv.done.done():
+            self._drain_output()
+            timeout = max(_MIN_INIT_TIMEOUT_S, float(self.function.timeout))
+            text = f"Task timed out after {timeout:.2f} seconds"
+            payload = error_payload("Sandbox.Timedout", f"RequestId: {inv.request_id} Error: {text}")
+            self._complete(inv, OutcomeKind.TIMEOUT, payload, "Sandbox.Timedout", status="timeout")
+            self.current = None
+        self._kill_after_failure()
+
+    def _kill_after_failure(self) -> None:
+        if self.state is not EnvState.DEAD and self.state is not EnvState.STOPPING:
+            self._move(EnvState.STOPPING)
+        if self._process is not None:
+            self._process.kill(signal.SIGKILL)
+        else:
+            self._cleanup()
+
+    def _complete(
+        self, inv: Invocation, kind: OutcomeKind, payload: bytes, etype: str | None, status: str | None
+    ) -> None:
+        """Write END and REPORT, meter, and resolve the invocation. Once per invocation."""
+        if inv.done.done():
+            return
+        now = time.monotonic()
+        if inv.delivered_at == 0.0:
+            inv.delivered_at = now
+            self._write(inv, f"START RequestId: {inv.request_id} Version: $LATEST")
+        duration_ms = (now - inv.delivered_at) * 1000
+        billed = max(1, math.ceil(duration_ms))
+        memory = (self._process.peak_rss_mb() if self._process is not None else None) or 0
+        init_ms = None
+        if not self._init_reported and self._init_duration_ms is not None:
+            init_ms = self._init_duration_ms
+            self._init_reported = True
+        self._write(inv, f"END RequestId: {inv.request_id}")
+        report = (
+            f"REPORT RequestId: {inv.request_id}\tDuration: {duration_ms:.2f} ms\tBilled Duration: {billed} ms\t"
+            f"Memory Size: {self.function.memory_size} MB\tMax Memory Used: {memory} MB"
+        )
+        if init_ms is not None:
+            report += f"\tInit Duration: {init_ms:.2f} ms"
+        if status is not None:
+            report += f"\tStatus: {status}"
+            if etype and status == "error":
+                report += f"\tError Type: {etype}"
+        self._write(inv, report)
+        self._stream.flush()
+        self._meter.record(
+            function=self.function.name,
+            version="$LATEST",
+            request_id=inv.request_id,
+            environment=self.id,
+            duration_ms=round(duration_ms, 3),
+            billed_ms=billed,
+            memory_mb=self.function.memory_size,
+            max_memory_used_mb=memory,
+            init_ms=None if init_ms is None else round(init_ms, 3),
+            outcome=kind.value,
+        )
+        tail = "\n".join(inv.log_lines) + "\n"
+        raw = tail.encode("utf-8")[-_TAIL_BYTES:]
+        inv.finish(
+            Outcome(
+                kind,
+                payload,
+                etype,
+                duration_ms,
+                init_ms,
+                memory,
+                base64.b64encode(raw).decode("ascii"),
+            )
+        )
+
+    # -- output ------------------------------------------------------------------------------------------
+
+    def _write(self, inv: Invocation | None, line: str) -> None:
+        self._stream.write(line)
+        if inv is not None:
+            inv.log_lines.append(line)
+
+    def _read_output(self) -> None:
+        self._drain_output()
+
+    def _drain_output(self, final: bool = False) -> None:
+        """Read everything the runtime has written so far; called before END so output lands in its call."""
+        p = self._process
+        if p is None:
+            return
+        chunks = []
+        while True:
+            try:
+                data = os.read(p.output_fd, 65536)
+            except BlockingIOError:
+                break
+            except OSError:
+                data = b""
+            if not data:
+                with contextlib.suppress(ValueError, OSError):
+                    self._loop.remove_reader(p.output_fd)
+                final = True
+                break
+            chunks.append(data)
+        if not chunks and not final:
+            return
+        text = self._partial + self._decoder.decode(b"".join(chunks), final=final)
+        lines, rest = split_lines(text)
+        # Without a trailing newline a final fragment still belongs to this call.
+        if rest and (final or self.current is not None):
+            lines.append(rest)
+            rest = ""
+        self._partial = rest
+        inv = self.current if self.current is not None and self.current.delivered_at else None
+        for line in lines:
+            self._write(inv, line)
+
+    @property
+    def pid(self) -> int | None:
+        return self._process.pid if self._process is not None else None

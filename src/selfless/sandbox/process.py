@@ -1,0 +1,230 @@
+"""The plain-process sandbox backend: each environment is a process group of the server's own user.
+
+What it gives: its own process group and session (so an environment and the children it leaves behind are
+killed together), its own working copy of the code, its own TMPDIR (a tmpfs sized to EphemeralStorage when
+the server may mount, else a plain directory), no inheritance of the server's environment variables or
+file descriptors. What it does not give: memory, CPU and pids limits, or any hiding of the host; that is the
+Linux sandbox backend's job (``selfless serve`` says so once at start-up).
+
+The ``ChildReaper`` owns ``waitpid``: the server is a child subreaper, so environments' orphans are
+re-parented to it, and every exited child (ours or adopted) is reaped here.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import ctypes
+import ctypes.util
+import logging
+import os
+import signal
+import subprocess
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+
+log = logging.getLogger(__name__)
+
+_PR_SET_CHILD_SUBREAPER = 36
+_MNT_DETACH = 2
+
+_libc: ctypes.CDLL | None = None
+
+
+def _get_libc() -> ctypes.CDLL:
+    global _libc
+    if _libc is None:
+        _libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
+    return _libc
+
+
+def become_subreaper() -> bool:
+    """Make orphaned descendants our children (Linux); False where unsupported."""
+    try:
+        return int(_get_libc().prctl(_PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0)) == 0
+    except (OSError, AttributeError):
+        return False
+
+
+class ChildReaper:
+    """Reaps every child and resolves the future of the ones being watched.
+
+    A watched child is noticed at once through a pidfd (readable when it exits); orphans adopted from
+    environments are reaped by a sweep every second. (uvloop reserves SIGCHLD, so no signal handler.)"""
+
+    _SWEEP_S = 1.0
+
+    def __init__(self) -> None:
+        self._waiters: dict[int, asyncio.Future[int]] = {}
+        self._pidfds: dict[int, int] = {}
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._sweeper: asyncio.TimerHandle | None = None
+
+    def install(self, loop: asyncio.AbstractEventLoop) -> None:
+        self._loop = loop
+        self._sweeper = loop.call_later(self._SWEEP_S, self._sweep)
+
+    def _sweep(self) -> None:
+        self.reap()
+        if self._loop is not None:
+            self._sweeper = self._loop.call_later(self._SWEEP_S, self._sweep)
+
+    def uninstall(self) -> None:
+        if self._sweeper is not None:
+            self._sweeper.cancel()
+            self._sweeper = None
+        self.reap()
+        for pid in list(self._pidfds):
+            self._forget_pidfd(pid)
+
+    def watch(self, pid: int) -> asyncio.Future[int]:
+        """Call right after spawning. The future gets the exit code (negative signal number when killed
+        by a signal)."""
+        loop = self._loop or asyncio.get_running_loop()
+        fut: asyncio.Future[int] = loop.create_future()
+        self._waiters[pid] = fut
+        try:
+            pidfd = os.pidfd_open(pid)
+        except (OSError, AttributeError):
+            pidfd = -1
+        if pidfd >= 0:
+            self._pidfds[pid] = pidfd
+            loop.add_reader(pidfd, self.reap)
+        # The child may already have exited before the watch was set up.
+        self.reap()
+        return fut
+
+    def _forget_pidfd(self, pid: int) -> None:
+        pidfd = self._pidfds.pop(pid, None)
+        if pidfd is not None:
+            if self._loop is not None:
+                with contextlib.suppress(Exception):
+                    self._loop.remove_reader(pidfd)
+            os.close(pidfd)
+
+    def reap(self) -> None:
+        while True:
+            try:
+                pid, status = os.waitpid(-1, os.WNOHANG)
+            except ChildProcessError:
+                return
+            if pid == 0:
+                return
+            self._forget_pidfd(pid)
+            fut = self._waiters.pop(pid, None)
+            if fut is not None and not fut.done():
+                fut.set_result(os.waitstatus_to_exitcode(status))
+
+    def adopted_children(self) -> list[int]:
+        """Pids of live children that nobody watches (orphans re-parented to us)."""
+        me = os.getpid()
+        found = []
+        for entry in os.listdir("/proc"):
+            if not entry.isdigit():
+                continue
+            try:
+                with open(f"/proc/{entry}/stat", "rb") as f:
+                    stat = f.read()
+            except OSError:
+                continue
+            # Field 4 (ppid) follows the parenthesised command, which may hold spaces.
+            fields = stat[stat.rfind(b")") + 2 :].split()
+            if len(fields) > 1 and int(fields[1]) == me and int(entry) not in self._waiters:
+                found.append(int(entry))
+        return found
+
+
+class Process:
+    """One spawned environment process: its pid, process group, merged stdout/stderr pipe and exit future."""
+
+    def __init__(self, popen: subprocess.Popen[bytes], exited: asyncio.Future[int]) -> None:
+        self._popen = popen
+        self.pid = popen.pid
+        self.exited = exited
+        assert popen.stdout is not None
+        self.output_fd = popen.stdout.fileno()
+        os.set_blocking(self.output_fd, False)
+        exited.add_done_callback(self._on_exit)
+
+    def _on_exit(self, fut: asyncio.Future[int]) -> None:
+        # Popen never waits for this child (the reaper does); record the code so it does not try to.
+        if not fut.cancelled():
+            self._popen.returncode = fut.result()
+
+    def kill(self, sig: int = signal.SIGKILL) -> None:
+        """Signal the whole process group. Idempotent; safe after exit."""
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(self.pid, sig)
+        if not self.exited.done():
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.kill(self.pid, sig)
+
+    def close_output(self) -> None:
+        if self._popen.stdout is not None:
+            with contextlib.suppress(OSError):
+                self._popen.stdout.close()
+
+    def peak_rss_mb(self) -> int | None:
+        """Peak resident memory (VmHWM) in MB, rounded up; None when the process is gone."""
+        try:
+            with open(f"/proc/{self.pid}/status", "rb") as f:
+                for line in f:
+                    if line.startswith(b"VmHWM:"):
+                        kb = int(line.split()[1])
+                        return max(1, -(-kb // 1024))
+        except (OSError, ValueError):
+            return None
+        return None
+
+
+def spawn(
+    reaper: ChildReaper, argv: Sequence[str], *, env: Mapping[str, str], cwd: Path
+) -> Process:
+    """Start an environment process in a new session; raises OSError when the executable cannot run."""
+    popen = subprocess.Popen(
+        list(argv),
+        cwd=cwd,
+        env=dict(env),
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+        close_fds=True,
+    )
+    return Process(popen, reaper.watch(popen.pid))
+
+
+def can_mount() -> bool:
+    return hasattr(os, "geteuid") and os.geteuid() == 0
+
+
+def mount_tmpfs(path: Path, size_mb: int) -> bool:
+    """Mount a tmpfs of ``size_mb`` on ``path``; False when not permitted."""
+    libc = _get_libc()
+    opts = f"size={size_mb}m,mode=1777".encode()
+    rc = libc.mount(b"selfless-tmp", str(path).encode(), b"tmpfs", 0, opts)
+    if rc != 0:
+        err = ctypes.get_errno()
+        log.debug("tmpfs mount on %s failed: %s", path, os.strerror(err))
+        return False
+    return True
+
+
+def unmount(path: Path) -> None:
+    """Detach a mount; idempotent."""
+    _get_libc().umount2(str(path).encode(), _MNT_DETACH)
+
+
+def mounts_under(root: Path) -> list[Path]:
+    """Mount points at or below ``root`` (deepest first), from /proc/self/mountinfo."""
+    prefix = str(root).rstrip("/") + "/"
+    found = []
+    try:
+        with open("/proc/self/mountinfo", encoding="utf-8") as f:
+            for line in f:
+                point = line.split()[4].replace("\\040", " ")
+                if point.startswith(prefix):
+                    found.append(Path(point))
+    except OSError:
+        return []
+    return sorted(found, key=lambda p: len(str(p)), reverse=True)

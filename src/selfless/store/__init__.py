@@ -1,0 +1,1 @@
+"""Metadata stores: the protocol (base.py) and the embedded SQLite implementation (sqlite.py)."""

@@ -1,0 +1,41 @@
+"""The metadata store protocol: the system of record for functions and accepted asynchronous events.
+
+The embedded default is SQLite (``sqlite.py``); a PostgreSQL implementation for clusters fits the same
+protocol. Every method is a coroutine and every write is durable when it returns.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Protocol
+
+from selfless.models import Function
+
+
+@dataclasses.dataclass(frozen=True)
+class StoredEvent:
+    """An accepted Event invocation, durable until it has run."""
+
+    id: str
+    function_name: str
+    qualifier: str | None
+    payload: bytes
+    client_context: str | None
+    accepted_at: float
+    attempts: int = 0
+
+
+class MetadataStore(Protocol):
+    async def list_functions(self) -> list[Function]: ...
+
+    async def put_function(self, function: Function) -> None: ...
+
+    async def delete_function(self, name: str) -> None: ...
+
+    async def add_event(self, event: StoredEvent) -> None: ...
+
+    async def delete_event(self, event_id: str) -> None: ...
+
+    async def list_events(self) -> list[StoredEvent]: ...
+
+    async def close(self) -> None: ...

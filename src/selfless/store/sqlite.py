@@ -1,0 +1,125 @@
+"""The embedded metadata store: SQLite in WAL mode, one connection owned by one writer thread.
+
+All statements run on that thread (``sqlite3`` connections are not shared across threads), so callers on the
+event loop never block on disk. WAL with ``synchronous=NORMAL`` keeps every committed write across a crash of
+this process (kill -9); only a power loss can drop the last transactions.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import json
+import sqlite3
+from collections.abc import Callable
+from pathlib import Path
+from typing import TypeVar
+
+from selfless.models import Function
+from selfless.store.base import StoredEvent
+
+T = TypeVar("T")
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS functions (
+    name TEXT PRIMARY KEY,
+    doc  TEXT NOT NULL
+);
+CREATE TABLE IF NOT EXISTS events (
+    id             TEXT PRIMARY KEY,
+    function_name  TEXT NOT NULL,
+    qualifier      TEXT,
+    payload        BLOB NOT NULL,
+    client_context TEXT,
+    accepted_at    REAL NOT NULL,
+    attempts       INTEGER NOT NULL DEFAULT 0
+);
+"""
+
+
+class SqliteStore:
+    def __init__(self, path: Path) -> None:
+        self._path = path
+        self._executor = concurrent.futures.ThreadPoolExecutor(max_workers=1, thread_name_prefix="sqlite")
+        self._conn: sqlite3.Connection | None = None
+
+    async def open(self) -> None:
+        await self._run(self._open)
+
+    def _open(self) -> None:
+        conn = sqlite3.connect(self._path, isolation_level=None, check_same_thread=True)
+        conn.execute("PRAGMA journal_mode=WAL")
+        conn.execute("PRAGMA synchronous=NORMAL")
+        conn.execute("PRAGMA busy_timeout=5000")
+        conn.executescript(_SCHEMA)
+        self._conn = conn
+
+    async def _run(self, fn: Callable[[], T]) -> T:
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(self._executor, fn)
+
+    def _db(self) -> sqlite3.Connection:
+        if self._conn is None:
+            raise RuntimeError("store is not open")
+        return self._conn
+
+    async def list_functions(self) -> list[Function]:
+        def q() -> list[Function]:
+            rows = self._db().execute("SELECT doc FROM functions ORDER BY name").fetchall()
+            return [Function.from_doc(json.loads(doc)) for (doc,) in rows]
+
+        return await self._run(q)
+
+    async def put_function(self, function: Function) -> None:
+        doc = json.dumps(function.to_doc(), separators=(",", ":"))
+
+        def q() -> None:
+            self._db().execute(
+                "INSERT INTO functions(name, doc) VALUES (?, ?) ON CONFLICT(name) DO UPDATE SET doc=excluded.doc",
+                (function.name, doc),
+            )
+
+        await self._run(q)
+
+    async def delete_function(self, name: str) -> None:
+        await self._run(lambda: self._db().execute("DELETE FROM functions WHERE name = ?", (name,)) and None)
+
+    async def add_event(self, event: StoredEvent) -> None:
+        def q() -> None:
+            self._db().execute(
+                "INSERT INTO events(id, function_name, qualifier, payload, client_context, accepted_at, attempts)"
+                " VALUES (?, ?, ?, ?, ?, ?, ?)",
+                (
+                    event.id,
+                    event.function_name,
+                    event.qualifier,
+                    event.payload,
+                    event.client_context,
+                    event.accepted_at,
+                    event.attempts,
+                ),
+            )
+
+        await self._run(q)
+
+    async def delete_event(self, event_id: str) -> None:
+        await self._run(lambda: self._db().execute("DELETE FROM events WHERE id = ?", (event_id,)) and None)
+
+    async def list_events(self) -> list[StoredEvent]:
+        def q() -> list[StoredEvent]:
+            rows = self._db().execute(
+                "SELECT id, function_name, qualifier, payload, client_context, accepted_at, attempts"
+                " FROM events ORDER BY accepted_at"
+            ).fetchall()
+            return [StoredEvent(r[0], r[1], r[2], bytes(r[3]), r[4], r[5], r[6]) for r in rows]
+
+        return await self._run(q)
+
+    async def close(self) -> None:
+        def q() -> None:
+            if self._conn is not None:
+                self._conn.close()
+                self._conn = None
+
+        await self._run(q)
+        self._executor.shutdown(wait=True)
