@@ -310,7 +310,10 @@ class SigV4Verifier:
         elif token is None or not hmac.compare_digest(_utf8(expected_token), _utf8(token)):
             raise UnrecognizedClient(_MSG_UNRECOGNIZED)
 
-        if declared is not None and declared != UNSIGNED_PAYLOAD:
+        if declared == UNSIGNED_PAYLOAD:
+            # An unsigned body could be swapped on the wire (the API is plain HTTP): never accepted.
+            raise InvalidSignature(_MSG_MISMATCH)
+        if declared is not None:
             # A declared digest is what was signed; the body must be what was declared.
             actual = hashlib.sha256(body).hexdigest() if body else _EMPTY_SHA256
             if len(declared) != 64 or not hmac.compare_digest(
@@ -412,7 +415,9 @@ def _query_auth(
     digits = raw_expires[1:] if raw_expires[:1] == "-" else raw_expires
     if not (digits.isascii() and digits.isdigit()):
         raise IncompleteSignature("X-Amz-Expires should be a number")
-    expires = int(raw_expires) if len(digits) <= 9 else (-1 if raw_expires[0] == "-" else MAX_PRESIGN_EXPIRES_S + 1)
+    expires = (
+        int(raw_expires) if len(digits) <= 9 else (-1 if raw_expires[0] == "-" else MAX_PRESIGN_EXPIRES_S + 1)
+    )
     if expires < 0:
         raise IncompleteSignature("X-Amz-Expires must be non-negative")
     if expires > MAX_PRESIGN_EXPIRES_S:

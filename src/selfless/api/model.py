@@ -25,10 +25,12 @@ import botocore.session
 
 from selfless.errors import InvalidRequestContent, ValidationError
 
-# Limits AWS enforces beyond what the model states (the model allows memory to 32768 and has no timeout max).
+# Limits AWS enforces beyond what the model states (by shape name: recent models allow memory and /tmp up
+# to 32768 for other compute types, and state no timeout maximum).
 EXTRA_LIMITS: dict[str, dict[str, int]] = {
     "MemorySize": {"max": 10240},
     "Timeout": {"max": 900},
+    "EphemeralStorageSize": {"max": 10240},
 }
 
 
@@ -160,7 +162,7 @@ def validate(op: Any, params: Mapping[str, Any]) -> None:
     errors: list[str] = []
     shape = op.input_shape
     if shape is not None:
-        _check_structure(shape, params, "", errors, top=True)
+        _check_structure(shape, params, "", errors)
     if errors:
         n = len(errors)
         raise ValidationError(f"{n} validation error{'s' if n > 1 else ''} detected: " + "; ".join(errors))
@@ -174,7 +176,7 @@ def _shown(shape: Any, value: Any) -> str:
     return f"Value '{value}'"
 
 
-def _check_structure(shape: Any, value: Any, path: str, errors: list[str], top: bool = False) -> None:
+def _check_structure(shape: Any, value: Any, path: str, errors: list[str]) -> None:
     if not isinstance(value, Mapping):
         errors.append(f"Value at '{path}' failed to satisfy constraint: Member must be a structure")
         return
@@ -185,18 +187,17 @@ def _check_structure(shape: Any, value: Any, path: str, errors: list[str], top: 
             )
     for name, member in shape.members.items():
         if name in value and value[name] is not None:
-            _check(member, value[name], _join(path, name), errors, name if top else None)
+            _check(member, value[name], _join(path, name), errors)
 
 
 def _join(path: str, name: str) -> str:
     return f"{path}.{_lower_camel(name)}" if path else _lower_camel(name)
 
 
-def _check(shape: Any, value: Any, path: str, errors: list[str], top_name: str | None = None) -> None:
+def _check(shape: Any, value: Any, path: str, errors: list[str]) -> None:
     t = shape.type_name
     meta = dict(shape.metadata)
-    if top_name in EXTRA_LIMITS or shape.name in EXTRA_LIMITS:
-        meta.update(EXTRA_LIMITS.get(top_name or "", EXTRA_LIMITS.get(shape.name, {})))
+    meta.update(EXTRA_LIMITS.get(shape.name, {}))
     shown = _shown(shape, value)
     if t == "structure":
         _check_structure(shape, value, path, errors)
@@ -272,12 +273,17 @@ def _length(meta: Mapping[str, Any], n: int, shown: str, path: str, errors: list
 
 
 @functools.cache
-def _compiled(pattern: str) -> re.Pattern[str]:
-    return re.compile(pattern)
+def _compiled(pattern: str) -> re.Pattern[str] | None:
+    try:
+        return re.compile(pattern)
+    except re.error:
+        # A few model patterns use Java classes (\p{...}) that Python's re lacks; those go unchecked.
+        return None
 
 
 def _full_match(pattern: str, value: str) -> bool:
-    return _compiled(pattern).fullmatch(value) is not None
+    compiled = _compiled(pattern)
+    return compiled is None or compiled.fullmatch(value) is not None
 
 
 def output_members(op: Any) -> dict[str, Any]:

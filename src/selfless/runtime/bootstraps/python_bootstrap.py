@@ -34,14 +34,36 @@ class _Conn:
         self.buf = b""
 
     def request(self, method, path, body=b"", headers=()):
-        if self.sock is None:
-            self._connect()
         head = "%s %s HTTP/1.1\r\nHost: runtime\r\nContent-Length: %d\r\n" % (method, path, len(body))
         for name, value in headers:
             head += "%s: %s\r\n" % (name, value)
         data = (head + "\r\n").encode("latin-1") + body
-        self.sock.sendall(data)
-        return self._read_response()
+        reused = self.sock is not None
+        if not reused:
+            self._connect()
+        try:
+            self.sock.sendall(data)
+            status, headers_in, payload = self._read_response()
+        except (ConnectionError, OSError):
+            if not reused:
+                raise
+            # The server closed an idle keep-alive connection: once more on a new one.
+            self.close()
+            self._connect()
+            self.sock.sendall(data)
+            status, headers_in, payload = self._read_response()
+        if headers_in.get("connection", "").lower() == "close":
+            self.close()
+        return status, headers_in, payload
+
+    def close(self):
+        if self.sock is not None:
+            try:
+                self.sock.close()
+            except OSError:
+                pass
+        self.sock = None
+        self.buf = b""
 
     def _read_response(self):
         while b"\r\n\r\n" not in self.buf:

@@ -1,0 +1,334 @@
+"""Lean benchmark clients and a direct SigV4 signer, shared by ``bench/invoke.py``.
+
+The client side of a latency benchmark is part of every figure it prints, so it is kept as cheap as it can
+be and identical for the platform and for its floors:
+
+* :class:`SigV4Signer` signs ``POST <path>`` with a direct HMAC-SHA256 chain (the signing key is derived
+  once per UTC day) over the headers ``host;x-amz-date`` and the payload's SHA-256. A signature depends
+  only on the second, the path and the body, so :class:`SignedRequest` keeps the last one and re-signs
+  when the second changes: every request is signed, but repeated identical inputs are not recomputed.
+* :class:`LeanConnection` is one persistent ``http.client.HTTPConnection`` (keep-alive, ``TCP_NODELAY``),
+  for sequential latency (concurrency 1). Requests are signed *before* the clock starts.
+* :func:`run_concurrent` drives ``concurrency`` keep-alive connections from one uvloop event loop with a
+  hand-parsed ``asyncio.Protocol`` client for a fixed time, for throughput.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import hashlib
+import hmac
+import http.client
+import math
+import socket
+import time
+from collections.abc import Mapping
+
+import uvloop
+
+ALGORITHM = "AWS4-HMAC-SHA256"
+SIGNED_HEADERS = "host;x-amz-date"
+_UNRESERVED = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_.~/")
+
+
+class SigV4Signer:
+    """AWS Signature Version 4 for ``POST`` requests without a query string."""
+
+    def __init__(self, access_key_id: str, secret: str, region: str = "us-east-1", service: str = "lambda"):
+        self._key_id = access_key_id
+        self._secret = secret
+        self._region = region
+        self._service = service
+        self._day = ""
+        self._key = b""
+
+    def _signing_key(self, day: str) -> bytes:
+        if day != self._day:
+            k = hmac.digest(("AWS4" + self._secret).encode(), day.encode(), "sha256")
+            for part in (self._region, self._service, "aws4_request"):
+                k = hmac.digest(k, part.encode(), "sha256")
+            self._day, self._key = day, k
+        return self._key
+
+    def headers(self, host: str, path: str, body: bytes, epoch_s: int | None = None) -> dict[str, str]:
+        """``Host``, ``X-Amz-Date`` and ``Authorization`` for ``POST path`` with ``body``."""
+        if not set(path) <= _UNRESERVED:
+            raise ValueError(f"path needs percent-encoding, which this signer does not do: {path!r}")
+        amz_date = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime(time.time() if epoch_s is None else epoch_s))
+        day = amz_date[:8]
+        payload_hash = hashlib.sha256(body).hexdigest()
+        canonical = f"POST\n{path}\n\nhost:{host}\nx-amz-date:{amz_date}\n\n{SIGNED_HEADERS}\n{payload_hash}"
+        scope = f"{day}/{self._region}/{self._service}/aws4_request"
+        to_sign = f"{ALGORITHM}\n{amz_date}\n{scope}\n{hashlib.sha256(canonical.encode()).hexdigest()}"
+        signature = hmac.new(self._signing_key(day), to_sign.encode(), hashlib.sha256).hexdigest()
+        authorization = (
+            f"{ALGORITHM} Credential={self._key_id}/{scope}, SignedHeaders={SIGNED_HEADERS}, "
+            f"Signature={signature}"
+        )
+        return {"Host": host, "X-Amz-Date": amz_date, "Authorization": authorization}
+
+
+@dataclasses.dataclass(frozen=True)
+class Target:
+    """Where one kind of invoke goes: the platform, or one of its floors."""
+
+    name: str
+    port: int
+    path: str
+    host: str = "127.0.0.1"
+
+    @property
+    def host_header(self) -> str:
+        return f"{self.host}:{self.port}"
+
+
+class SignedRequest:
+    """The signed ``POST`` of one body to one target, re-signed whenever the wall-clock second changes."""
+
+    def __init__(
+        self, signer: SigV4Signer, target: Target, body: bytes, extra: Mapping[str, str] | None = None
+    ):
+        self.target = target
+        self.body = body
+        self._signer = signer
+        self._extra = dict(extra or {})
+        self._second = -1
+        self._headers: dict[str, str] = {}
+        self._raw = b""
+
+    def _refresh(self) -> None:
+        second = int(time.time())
+        if second != self._second:
+            headers = self._signer.headers(self.target.host_header, self.target.path, self.body, second)
+            headers.update(self._extra)
+            headers["Content-Length"] = str(len(self.body))
+            self._headers = headers
+            lines = "".join(f"{k}: {v}\r\n" for k, v in headers.items())
+            self._raw = f"POST {self.target.path} HTTP/1.1\r\n{lines}\r\n".encode("latin-1") + self.body
+            self._second = second
+
+    def headers(self) -> dict[str, str]:
+        self._refresh()
+        return self._headers
+
+    def raw(self) -> bytes:
+        self._refresh()
+        return self._raw
+
+
+class LeanConnection:
+    """One persistent keep-alive ``http.client`` connection with ``TCP_NODELAY``."""
+
+    def __init__(self, target: Target, timeout_s: float = 30.0):
+        self.target = target
+        self._timeout_s = timeout_s
+        self._conn: http.client.HTTPConnection | None = None
+
+    def connect(self) -> None:
+        self.close()
+        conn = http.client.HTTPConnection(self.target.host, self.target.port, timeout=self._timeout_s)
+        conn.connect()
+        assert conn.sock is not None
+        conn.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        self._conn = conn
+
+    def close(self) -> None:
+        if self._conn is not None:
+            self._conn.close()
+            self._conn = None
+
+    def post(self, headers: Mapping[str, str], body: bytes) -> tuple[int, http.client.HTTPMessage, bytes]:
+        """Send one request (headers and body in one write) and read the whole answer."""
+        if self._conn is None:
+            self.connect()
+        assert self._conn is not None
+        self._conn.request("POST", self.target.path, body, dict(headers))
+        response = self._conn.getresponse()
+        data = response.read()
+        if response.will_close:
+            self.close()
+        return response.status, response.msg, data
+
+
+@dataclasses.dataclass
+class Latencies:
+    """Client-observed latencies of one measurement, in nanoseconds, and what went wrong."""
+
+    samples_ns: list[int] = dataclasses.field(default_factory=list)
+    errors: int = 0
+    error_examples: list[str] = dataclasses.field(default_factory=list)
+    elapsed_s: float = 0.0
+
+    def error(self, what: str) -> None:
+        self.errors += 1
+        if len(self.error_examples) < 5:
+            self.error_examples.append(what)
+
+    def extend(self, other: Latencies) -> None:
+        self.samples_ns.extend(other.samples_ns)
+        self.elapsed_s += other.elapsed_s
+        for example in other.error_examples:
+            if len(self.error_examples) < 5:
+                self.error_examples.append(example)
+        self.errors += other.errors
+
+    @property
+    def rate(self) -> float:
+        return len(self.samples_ns) / self.elapsed_s if self.elapsed_s > 0 else math.nan
+
+
+def run_sequential(conn: LeanConnection, request: SignedRequest, count: int, expect: bytes) -> Latencies:
+    """``count`` invokes one after another on one connection; each answer must be 200 with ``expect``."""
+    result = Latencies()
+    clock = time.perf_counter_ns
+    started = time.perf_counter()
+    for _ in range(count):
+        headers = request.headers()
+        body = request.body
+        try:
+            t0 = clock()
+            status, msg, data = conn.post(headers, body)
+            t1 = clock()
+        except (OSError, http.client.HTTPException) as exc:
+            result.error(f"{type(exc).__name__}: {exc}")
+            conn.close()
+            continue
+        if status != 200 or data != expect or msg.get("X-Amz-Function-Error"):
+            result.error(f"status {status}: {data[:200]!r}")
+            continue
+        result.samples_ns.append(t1 - t0)
+    result.elapsed_s = time.perf_counter() - started
+    return result
+
+
+class _ClientProtocol(asyncio.Protocol):
+    """A keep-alive HTTP/1.1 client connection that answers one request at a time (no pipelining)."""
+
+    def __init__(self) -> None:
+        self._buf = bytearray()
+        self._waiter: asyncio.Future[tuple[int, bytes, bytes]] | None = None
+        self.transport: asyncio.Transport | None = None
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        assert isinstance(transport, asyncio.Transport)
+        sock = transport.get_extra_info("socket")
+        if sock is not None:
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        self.transport = transport
+
+    def data_received(self, data: bytes) -> None:
+        self._buf += data
+        waiter = self._waiter
+        if waiter is None or waiter.done():
+            return
+        end = self._buf.find(b"\r\n\r\n")
+        if end < 0:
+            return
+        head = bytes(self._buf[:end]).lower()
+        at = head.find(b"\r\ncontent-length:")
+        if at < 0:
+            waiter.set_exception(ConnectionError("answer without Content-Length"))
+            return
+        stop = head.find(b"\r\n", at + 2)
+        length = int(head[at + 17 : stop if stop >= 0 else len(head)])
+        total = end + 4 + length
+        if len(self._buf) < total:
+            return
+        body = bytes(self._buf[end + 4 : total])
+        del self._buf[:total]
+        self._waiter = None
+        waiter.set_result((int(head[9:12]), head, body))
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        if self._waiter is not None and not self._waiter.done():
+            self._waiter.set_exception(exc or ConnectionError("connection closed by the server"))
+
+    def request(self, raw: bytes) -> asyncio.Future[tuple[int, bytes, bytes]]:
+        assert self.transport is not None
+        self._waiter = asyncio.get_running_loop().create_future()
+        self.transport.write(raw)
+        return self._waiter
+
+
+async def _drive(
+    request: SignedRequest, concurrency: int, duration_s: float, expect: bytes, timeout_s: float
+) -> Latencies:
+    loop = asyncio.get_running_loop()
+    target = request.target
+    protocols: list[_ClientProtocol] = []
+    for _ in range(concurrency):
+        _, protocol = await loop.create_connection(_ClientProtocol, target.host, target.port)
+        protocols.append(protocol)
+    result = Latencies()
+    clock = time.perf_counter_ns
+    started = time.perf_counter()
+    deadline = started + duration_s
+
+    def give_up() -> None:  # a stuck answer ends its connection (and so its loop) instead of hanging
+        for protocol in protocols:
+            if protocol.transport is not None:
+                protocol.transport.abort()
+
+    watchdog = loop.call_later(duration_s + timeout_s, give_up)
+
+    async def one(protocol: _ClientProtocol) -> None:
+        while time.perf_counter() < deadline:
+            raw = request.raw()
+            t0 = clock()
+            try:
+                status, head, body = await protocol.request(raw)
+            except OSError as exc:
+                result.error(f"{type(exc).__name__}: {exc}")
+                return
+            t1 = clock()
+            if status != 200 or body != expect or b"\r\nx-amz-function-error:" in head:
+                result.error(f"status {status}: {body[:200]!r}")
+                continue
+            result.samples_ns.append(t1 - t0)
+
+    try:
+        await asyncio.gather(*(one(p) for p in protocols))
+    finally:
+        result.elapsed_s = time.perf_counter() - started
+        watchdog.cancel()
+        for protocol in protocols:
+            if protocol.transport is not None:
+                protocol.transport.close()
+    return result
+
+
+def run_concurrent(
+    request: SignedRequest, concurrency: int, duration_s: float, expect: bytes, timeout_s: float = 30.0
+) -> Latencies:
+    """``concurrency`` connections, each sending its next request as soon as the last is answered, until
+    ``duration_s`` has passed (connections are opened before the clock starts)."""
+    return uvloop.run(_drive(request, concurrency, duration_s, expect, timeout_s))
+
+
+@dataclasses.dataclass(frozen=True)
+class Stats:
+    count: int
+    p50_us: float
+    p99_us: float
+    mean_us: float
+    min_us: float
+    max_us: float
+
+    @classmethod
+    def of(cls, samples_ns: list[int]) -> Stats:
+        if not samples_ns:
+            return cls(0, math.nan, math.nan, math.nan, math.nan, math.nan)
+        ordered = sorted(samples_ns)
+
+        def rank(q: float) -> float:  # nearest rank
+            return ordered[max(0, math.ceil(q * len(ordered)) - 1)] / 1000
+
+        return cls(
+            count=len(ordered),
+            p50_us=rank(0.50),
+            p99_us=rank(0.99),
+            mean_us=sum(ordered) / len(ordered) / 1000,
+            min_us=ordered[0] / 1000,
+            max_us=ordered[-1] / 1000,
+        )

@@ -1,0 +1,176 @@
+"""Shared fixtures: a real ``selfless serve`` on a free port, boto3 clients for it, and package builders."""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+import uuid
+import zipfile
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import boto3
+import pytest
+from botocore.config import Config
+
+ACCESS_KEY = "AKIASELFLESSTEST0001"
+SECRET_KEY = "selfless-test-secret-key-0123456789abcdef"
+ROLE = "arn:aws:iam::000000000000:role/test"
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@dataclass
+class Server:
+    port: int
+    data_dir: Path
+    process: subprocess.Popen[bytes]
+    log_path: Path
+    env: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def endpoint(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def client(self, service: str = "lambda", **config: Any) -> Any:
+        cfg = Config(retries={"max_attempts": 1, "mode": "standard"}, read_timeout=120, **config)
+        return boto3.client(
+            service,
+            endpoint_url=self.endpoint,
+            region_name="us-east-1",
+            aws_access_key_id=ACCESS_KEY,
+            aws_secret_access_key=SECRET_KEY,
+            config=cfg,
+        )
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace")
+
+    def stop(self, sig: int = signal.SIGTERM, timeout: float = 60) -> int:
+        if self.process.poll() is None:
+            self.process.send_signal(sig)
+        return self.process.wait(timeout=timeout)
+
+
+def processes_under(path: Path) -> list[int]:
+    """Pids whose working directory lies under ``path`` (environments run with cwd in the data dir)."""
+    found = []
+    prefix = str(path.resolve())
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            with contextlib.suppress(OSError):
+                if os.readlink(f"/proc/{entry}/cwd").startswith(prefix):
+                    found.append(int(entry))
+    return found
+
+
+def start_server(tmp: Path, extra_env: dict[str, str] | None = None, args: list[str] | None = None) -> Server:
+    port = free_port()
+    data = tmp / "data"
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("AWS_", "SELFLESS_"))}
+    env.update(
+        {
+            "SELFLESS_ACCESS_KEY_ID": ACCESS_KEY,
+            "SELFLESS_SECRET_ACCESS_KEY": SECRET_KEY,
+            "SELFLESS_SERVER_SECRET_CANARY": "do-not-leak-this",
+        }
+    )
+    env.update(extra_env or {})
+    log_path = tmp / "server.log"
+    with open(log_path, "wb") as out:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "selfless.cli", "serve", "--port", str(port), "--data-dir", str(data), *(args or [])],
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            env=env,
+        )
+    server = Server(port, data, proc, log_path, env)
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(f"server exited early:\n{server.log()}")
+        with contextlib.suppress(OSError):
+            with urllib.request.urlopen(f"{server.endpoint}/health", timeout=1) as r:
+                if r.status == 200:
+                    return server
+        time.sleep(0.05)
+    server.stop(signal.SIGKILL)
+    raise RuntimeError(f"server did not become healthy:\n{server.log()}")
+
+
+@pytest.fixture(scope="session")
+def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
+    srv = start_server(tmp_path_factory.mktemp("server"))
+    yield srv
+    code = srv.stop()
+    assert code == 0, srv.log()
+    assert processes_under(srv.data_dir) == [], "environments outlived the server"
+
+
+@pytest.fixture(scope="session")
+def lam(server: Server) -> Any:
+    return server.client()
+
+
+@pytest.fixture(scope="session")
+def lam_unvalidated(server: Server) -> Any:
+    """A client that lets bad parameters through, so that the server's own validation is what answers."""
+    return server.client(parameter_validation=False)
+
+
+def make_zip(files: dict[str, str | bytes], modes: dict[str, int] | None = None) -> bytes:
+    buf = io.BytesIO()
+    with zipfile.ZipFile(buf, "w", zipfile.ZIP_DEFLATED) as z:
+        for name, content in files.items():
+            info = zipfile.ZipInfo(name, date_time=(2024, 1, 1, 0, 0, 0))
+            info.external_attr = ((modes or {}).get(name, 0o644) | 0o100000) << 16
+            info.create_system = 3
+            z.writestr(info, content)
+    return buf.getvalue()
+
+
+def unique(prefix: str = "fn") -> str:
+    return f"{prefix}-{uuid.uuid4().hex[:10]}"
+
+
+@pytest.fixture
+def make_function(lam: Any) -> Iterator[Callable[..., str]]:
+    """Create a function from source text (``code``) or files; deleted after the test."""
+    created: list[str] = []
+
+    def make(
+        code: str | None = None,
+        *,
+        files: dict[str, str | bytes] | None = None,
+        modes: dict[str, int] | None = None,
+        runtime: str = "python3.11",
+        handler: str = "app.handler",
+        name: str | None = None,
+        **kwargs: Any,
+    ) -> str:
+        fname = name or unique()
+        package = make_zip(files if files is not None else {"app.py": code or ""}, modes)
+        lam.create_function(
+            FunctionName=fname, Runtime=runtime, Role=ROLE, Handler=handler, Code={"ZipFile": package}, **kwargs
+        )
+        lam.get_waiter("function_active_v2").wait(FunctionName=fname, WaiterConfig={"Delay": 1, "MaxAttempts": 30})
+        created.append(fname)
+        return fname
+
+    yield make
+    for fname in created:
+        with contextlib.suppress(Exception):
+            lam.delete_function(FunctionName=fname)
