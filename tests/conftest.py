@@ -92,7 +92,17 @@ def start_server(tmp: Path, extra_env: dict[str, str] | None = None, args: list[
     log_path = tmp / "server.log"
     with open(log_path, "wb") as out:
         proc = subprocess.Popen(
-            [sys.executable, "-m", "selfless.cli", "serve", "--port", str(port), "--data-dir", str(data), *(args or [])],
+            [
+                sys.executable,
+                "-m",
+                "selfless.cli",
+                "serve",
+                "--port",
+                str(port),
+                "--data-dir",
+                str(data),
+                *(args or []),
+            ],
             stdout=out,
             stderr=subprocess.STDOUT,
             env=env,
@@ -102,10 +112,9 @@ def start_server(tmp: Path, extra_env: dict[str, str] | None = None, args: list[
     while time.monotonic() < deadline:
         if proc.poll() is not None:
             raise RuntimeError(f"server exited early:\n{server.log()}")
-        with contextlib.suppress(OSError):
-            with urllib.request.urlopen(f"{server.endpoint}/health", timeout=1) as r:
-                if r.status == 200:
-                    return server
+        with contextlib.suppress(OSError), urllib.request.urlopen(f"{server.endpoint}/health", timeout=1) as r:
+            if r.status == 200:
+                return server
         time.sleep(0.05)
     server.stop(signal.SIGKILL)
     raise RuntimeError(f"server did not become healthy:\n{server.log()}")
@@ -164,7 +173,12 @@ def make_function(lam: Any) -> Iterator[Callable[..., str]]:
         fname = name or unique()
         package = make_zip(files if files is not None else {"app.py": code or ""}, modes)
         lam.create_function(
-            FunctionName=fname, Runtime=runtime, Role=ROLE, Handler=handler, Code={"ZipFile": package}, **kwargs
+            FunctionName=fname,
+            Runtime=runtime,
+            Role=ROLE,
+            Handler=handler,
+            Code={"ZipFile": package},
+            **kwargs,
         )
         lam.get_waiter("function_active_v2").wait(FunctionName=fname, WaiterConfig={"Delay": 1, "MaxAttempts": 30})
         created.append(fname)

@@ -71,7 +71,9 @@ class App:
         self.runtimes = RuntimeCatalog(discover_interpreters(settings.python_interpreters))
         self.mount_tmp = proc.can_mount()
         self.pool = EnvironmentPool(
-            self._new_environment, keep_alive_s=settings.keep_alive_s, max_environments=settings.max_environments
+            self._new_environment,
+            keep_alive_s=settings.keep_alive_s,
+            max_environments=settings.max_environments,
         )
         self.registry = FunctionRegistry(settings, self.store, self.code, self.runtimes, self.pool.retire)
         self.invocations = InvocationService(settings, self.registry, self.pool, self.store)
@@ -178,4 +180,3 @@ def default_credentials_hint(settings: Settings) -> str:
         f"  export AWS_SHARED_CREDENTIALS_FILE={path} AWS_PROFILE={PROFILE} AWS_DEFAULT_REGION={settings.region}\n"
         f"  aws --endpoint-url {settings.endpoint} lambda list-functions"
     )
-

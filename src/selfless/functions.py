@@ -146,7 +146,7 @@ class FunctionRegistry:
             raise ResourceNotFound(f"Function not found: {arn}")
         return fn
 
-    def list(self, marker: str | None, max_items: int | None) -> tuple[list[Function], str | None]:
+    def page(self, marker: str | None, max_items: int | None) -> tuple[list[Function], str | None]:
         names = sorted(self._functions)
         start = 0
         if marker:

@@ -67,6 +67,7 @@ class HttpProtocol(asyncio.Protocol):
         "_body_parts",
         "_body_size",
         "_closing",
+        "_connections",
         "_context",
         "_discarding",
         "_handler",
@@ -82,7 +83,6 @@ class HttpProtocol(asyncio.Protocol):
         "_task",
         "_transport",
         "_url",
-        "_connections",
     )
 
     def __init__(
@@ -189,7 +189,13 @@ class HttpProtocol(asyncio.Protocol):
         body = self._body_parts[0] if len(self._body_parts) == 1 else b"".join(self._body_parts)
         self._body_parts = []
         request = Request(
-            self._parser.get_method().decode("ascii"), path, query, self._headers, body, self._peer, self._context
+            self._parser.get_method().decode("ascii"),
+            path,
+            query,
+            self._headers,
+            body,
+            self._peer,
+            self._context,
         )
         keep_alive = self._parser.should_keep_alive()
         self._transport.pause_reading()
@@ -296,9 +302,7 @@ class HttpServer:
         if sock is not None:
             self._server = await loop.create_server(self._factory, sock=sock, backlog=1024)
         else:
-            self._server = await loop.create_server(
-                self._factory, host, port, backlog=1024, reuse_address=True
-            )
+            self._server = await loop.create_server(self._factory, host, port, backlog=1024, reuse_address=True)
         bound = self._server.sockets[0].getsockname()
         return str(bound[0]), int(bound[1])
 

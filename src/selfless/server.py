@@ -46,8 +46,7 @@ def run(settings: Settings) -> None:
     )
     try:
         import uvloop
-
-        runner = uvloop.run
-    except ImportError:  # pragma: no cover - non-Linux platforms
-        runner = asyncio.run
-    runner(serve(settings))
+    except ImportError:  # pragma: no cover - platforms without uvloop
+        asyncio.run(serve(settings))
+    else:
+        uvloop.run(serve(settings))

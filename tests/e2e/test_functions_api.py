@@ -84,7 +84,10 @@ def test_create_twice_conflicts(lam: Any, make_function: Callable[..., str]) -> 
     name = make_function(HANDLER)
     with pytest.raises(lam.exceptions.ResourceConflictException) as exc:
         lam.create_function(
-            FunctionName=name, Runtime="python3.12", Role=ROLE, Handler="app.handler",
+            FunctionName=name,
+            Runtime="python3.12",
+            Role=ROLE,
+            Handler="app.handler",
             Code={"ZipFile": make_zip({"app.py": HANDLER})},
         )
     assert error_of(exc) == ("ResourceConflictException", f"Function already exist: {name}", 409)
@@ -98,9 +101,7 @@ def test_revision_id_conditions_updates(lam: Any, make_function: Callable[..., s
     assert error_of(exc)[2] == 412
     assert lam.get_function_configuration(FunctionName=name)["Timeout"] == 3
     with pytest.raises(lam.exceptions.PreconditionFailedException):
-        lam.update_function_code(
-            FunctionName=name, ZipFile=make_zip({"app.py": HANDLER + "#x"}), RevisionId="stale"
-        )
+        lam.update_function_code(FunctionName=name, ZipFile=make_zip({"app.py": HANDLER + "#x"}), RevisionId="stale")
     lam.update_function_configuration(FunctionName=name, Timeout=9, RevisionId=revision)
     lam.get_waiter("function_updated_v2").wait(FunctionName=name, WaiterConfig={"Delay": 1, "MaxAttempts": 10})
     assert lam.get_function_configuration(FunctionName=name)["Timeout"] == 9
@@ -180,8 +181,16 @@ def test_account_settings(lam: Any, make_function: Callable[..., str]) -> None:
         ({"Runtime": "nodejs22.x"}, "InvalidParameterValueException", "nodejs22.x is not supported"),
         ({"Handler": "has space"}, "ValidationException", "at 'handler' failed to satisfy constraint"),
         ({"Role": "not-a-role"}, "ValidationException", "at 'role' failed to satisfy constraint"),
-        ({"FunctionName": "bad name!"}, "ValidationException", "at 'functionName' failed to satisfy constraint"),
-        ({"FunctionName": "x" * 65}, "ValidationException", "Member must have length less than or equal to 64"),
+        (
+            {"FunctionName": "bad name!"},
+            "ValidationException",
+            "at 'functionName' failed to satisfy constraint",
+        ),
+        (
+            {"FunctionName": "x" * 65},
+            "ValidationException",
+            "Member must have length less than or equal to 64",
+        ),
         (
             {"Environment": {"Variables": {"AWS_REGION": "eu-west-1"}}},
             "InvalidParameterValueException",
@@ -197,8 +206,16 @@ def test_account_settings(lam: Any, make_function: Callable[..., str]) -> None:
             "ValidationException",
             "at 'environment.variables.key' failed to satisfy constraint",
         ),
-        ({"Code": {"S3Bucket": "my-bucket", "S3Key": "k.zip"}}, "InvalidParameterValueException", "S3 code locations"),
-        ({"Code": {"ZipFile": b"not a zip"}}, "InvalidParameterValueException", "Could not unzip uploaded file"),
+        (
+            {"Code": {"S3Bucket": "my-bucket", "S3Key": "k.zip"}},
+            "InvalidParameterValueException",
+            "S3 code locations",
+        ),
+        (
+            {"Code": {"ZipFile": b"not a zip"}},
+            "InvalidParameterValueException",
+            "Could not unzip uploaded file",
+        ),
     ],
 )
 def test_create_validation(lam_unvalidated: Any, lam: Any, overrides: dict[str, Any], code: str, message: str) -> None:
@@ -225,7 +242,10 @@ def test_create_validation(lam_unvalidated: Any, lam: Any, overrides: dict[str, 
 def test_sensitive_values_are_not_echoed(lam_unvalidated: Any) -> None:
     with pytest.raises(botocore.exceptions.ClientError) as exc:
         lam_unvalidated.create_function(
-            FunctionName=unique(), Runtime="python3.12", Role=ROLE, Handler="app.handler",
+            FunctionName=unique(),
+            Runtime="python3.12",
+            Role=ROLE,
+            Handler="app.handler",
             Code={"ZipFile": make_zip({"app.py": HANDLER})},
             Environment={"Variables": {"9secret": "hunter2"}},
         )
@@ -260,7 +280,10 @@ def test_unsigned_and_badly_signed_requests_are_refused(server: Server) -> None:
             client(aws_access_key_id="AKIASELFLESSTEST0001", aws_secret_access_key="wrong"),
             "InvalidSignatureException",
         ),
-        (client(aws_access_key_id="AKIAUNKNOWNKEY000000", aws_secret_access_key="x"), "UnrecognizedClientException"),
+        (
+            client(aws_access_key_id="AKIAUNKNOWNKEY000000", aws_secret_access_key="x"),
+            "UnrecognizedClientException",
+        ),
     ]
     for c, expected in cases:
         with pytest.raises(botocore.exceptions.ClientError) as exc:

@@ -69,11 +69,24 @@ def test_request_response_context_and_environment(lam: Any, make_function: Calla
     env = out["env"]
     assert env["MY_VAR"] == "yes"
     for key in (
-        "AWS_LAMBDA_FUNCTION_NAME", "AWS_LAMBDA_FUNCTION_VERSION", "AWS_LAMBDA_FUNCTION_MEMORY_SIZE",
-        "AWS_REGION", "AWS_DEFAULT_REGION", "AWS_EXECUTION_ENV", "AWS_LAMBDA_LOG_GROUP_NAME",
-        "AWS_LAMBDA_LOG_STREAM_NAME", "AWS_LAMBDA_INITIALIZATION_TYPE", "LAMBDA_TASK_ROOT",
-        "LAMBDA_RUNTIME_DIR", "_HANDLER", "TZ", "AWS_LAMBDA_RUNTIME_API", "AWS_ACCESS_KEY_ID",
-        "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN", "_X_AMZN_TRACE_ID",
+        "AWS_LAMBDA_FUNCTION_NAME",
+        "AWS_LAMBDA_FUNCTION_VERSION",
+        "AWS_LAMBDA_FUNCTION_MEMORY_SIZE",
+        "AWS_REGION",
+        "AWS_DEFAULT_REGION",
+        "AWS_EXECUTION_ENV",
+        "AWS_LAMBDA_LOG_GROUP_NAME",
+        "AWS_LAMBDA_LOG_STREAM_NAME",
+        "AWS_LAMBDA_INITIALIZATION_TYPE",
+        "LAMBDA_TASK_ROOT",
+        "LAMBDA_RUNTIME_DIR",
+        "_HANDLER",
+        "TZ",
+        "AWS_LAMBDA_RUNTIME_API",
+        "AWS_ACCESS_KEY_ID",
+        "AWS_SECRET_ACCESS_KEY",
+        "AWS_SESSION_TOKEN",
+        "_X_AMZN_TRACE_ID",
     ):
         assert key in env, key
     assert env["AWS_EXECUTION_ENV"] == "AWS_Lambda_python3.11"
@@ -157,7 +170,9 @@ def test_handler_exception(lam: Any, make_function: Callable[..., str]) -> None:
 
 
 def test_timeout_then_fresh_environment(lam: Any, make_function: Callable[..., str]) -> None:
-    code = "import os, time\ndef handler(e, c):\n    if e.get('hang'):\n        time.sleep(30)\n    return os.getpid()\n"
+    code = (
+        "import os, time\ndef handler(e, c):\n    if e.get('hang'):\n        time.sleep(30)\n    return os.getpid()\n"
+    )
     name = make_function(code, Timeout=1)
     _, pid_before = call(lam, name)
     t0 = time.monotonic()
@@ -176,9 +191,18 @@ def test_timeout_then_fresh_environment(lam: Any, make_function: Callable[..., s
 @pytest.mark.parametrize(
     ("code", "handler", "error_type", "message"),
     [
-        ("import not_a_module\n", "app.handler", "Runtime.ImportModuleError",
-         "Unable to import module 'app': No module named 'not_a_module'"),
-        ("def other(e, c):\n    pass\n", "app.handler", "Runtime.HandlerNotFound", "Handler 'handler' missing on module 'app'"),
+        (
+            "import not_a_module\n",
+            "app.handler",
+            "Runtime.ImportModuleError",
+            "Unable to import module 'app': No module named 'not_a_module'",
+        ),
+        (
+            "def other(e, c):\n    pass\n",
+            "app.handler",
+            "Runtime.HandlerNotFound",
+            "Handler 'handler' missing on module 'app'",
+        ),
         ("def handler(e, c)\n", "app.handler", "Runtime.UserCodeSyntaxError", "Syntax error in module 'app'"),
         ("x = 1\n", "nodot", "Runtime.MalformedHandlerName", "Bad handler 'nodot'"),
         ("raise RuntimeError('init boom')\n", "app.handler", "RuntimeError", "init boom"),
@@ -247,9 +271,7 @@ def test_qualifier(lam: Any, make_function: Callable[..., str]) -> None:
         lam.invoke(FunctionName=name, Qualifier="7")
 
 
-def test_update_retires_old_environments_without_failing_in_flight(
-    lam: Any, make_function: Callable[..., str]
-) -> None:
+def test_update_retires_old_environments_without_failing_in_flight(lam: Any, make_function: Callable[..., str]) -> None:
     v1 = "import time\ndef handler(e, c):\n    time.sleep(e.get('sleep', 0))\n    return 'v1'\n"
     v2 = "def handler(e, c):\n    return 'v2'\n"
     name = make_function(v1)
@@ -282,7 +304,7 @@ def test_python_runtimes(lam: Any, make_function: Callable[..., str], runtime: s
 
 def test_missing_runtime_version_runs_on_nearest(lam: Any, server: Server, make_function: Callable[..., str]) -> None:
     name = make_function(ECHO, runtime="python3.14")
-    r, out = call(lam, name)
+    _, out = call(lam, name)
     assert out["python"] in ("3.13", "3.14")
     if out["python"] != "3.14":
         events = server.client("logs").filter_log_events(logGroupName=f"/aws/lambda/{name}")["events"]

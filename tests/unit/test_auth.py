@@ -138,9 +138,7 @@ def sign(
     context: dict[str, Any] | None = None,
 ) -> Wire:
     """Sign with botocore exactly as a client would, and return what reaches the server."""
-    request = AWSRequest(
-        method=method, url=endpoint + path, data=body, headers=dict(headers or {}), params=params
-    )
+    request = AWSRequest(method=method, url=endpoint + path, data=body, headers=dict(headers or {}), params=params)
     request.context.update(context or {})
     signer: SigV4Auth
     if presign_expires is None:
@@ -163,9 +161,7 @@ def _raises(wire: Wire, kind: type[AuthError], message: str, now: float = T0) ->
 
 
 def test_get_with_query() -> None:
-    wire = sign(
-        "GET", "/2015-03-31/functions/?" + percent_encode_sequence({"MaxItems": "5", "Marker": "a b/c"})
-    )
+    wire = sign("GET", "/2015-03-31/functions/?" + percent_encode_sequence({"MaxItems": "5", "Marker": "a b/c"}))
     assert wire.query == "MaxItems=5&Marker=a%20b%2Fc"
     assert wire.verify() == Caller(ADMIN, "lambda", "us-east-1")
 
@@ -246,9 +242,7 @@ def test_date_header_instead_of_x_amz_date() -> None:
 
 def test_unsigned_payload_is_refused() -> None:
     # The API is plain HTTP: a body that is not covered by the signature could be swapped in transit.
-    wire = sign(
-        "POST", "/x", body=b"{}", endpoint="https://localhost", context={"payload_signing_enabled": False}
-    )
+    wire = sign("POST", "/x", body=b"{}", endpoint="https://localhost", context={"payload_signing_enabled": False})
     assert wire.headers["x-amz-content-sha256"] == "UNSIGNED-PAYLOAD"
     _raises(wire, InvalidSignature, MISMATCH)
 
@@ -258,9 +252,7 @@ def test_declared_payload_digest_must_match_the_body() -> None:
     wire = sign("POST", "/x", body=b'{"a":1}', headers={"X-Amz-Content-SHA256": digest})
     assert wire.verify().principal is ADMIN
     _raises(wire.replace(body=b'{"a":2}'), InvalidSignature, MISMATCH)
-    bogus = sign(
-        "POST", "/x", body=b"{}", headers={"X-Amz-Content-SHA256": "STREAMING-AWS4-HMAC-SHA256-PAYLOAD"}
-    )
+    bogus = sign("POST", "/x", body=b"{}", headers={"X-Amz-Content-SHA256": "STREAMING-AWS4-HMAC-SHA256-PAYLOAD"})
     _raises(bogus, InvalidSignature, MISMATCH)
 
 
@@ -282,8 +274,7 @@ def test_presigned_url_failures() -> None:
     _raises(
         wire,
         InvalidSignature,
-        "Signature expired: 20261122T103000Z is now earlier than 20261122T103001Z "
-        "(20261122T103501Z - 300 sec.)",
+        "Signature expired: 20261122T103000Z is now earlier than 20261122T103001Z (20261122T103501Z - 300 sec.)",
         T0 + 301,
     )
     _raises(wire.replace(query=wire.query.replace("a=1", "a=2")), InvalidSignature, MISMATCH)
@@ -304,9 +295,7 @@ def test_presigned_url_failures() -> None:
         "Re-examine the query-string parameters.",
     )
     too_long = wire.replace(query=wire.query.replace("X-Amz-Expires=300", "X-Amz-Expires=604801"))
-    _raises(
-        too_long, IncompleteSignature, "X-Amz-Expires must be less than a week (in seconds) that is 604800"
-    )
+    _raises(too_long, IncompleteSignature, "X-Amz-Expires must be less than a week (in seconds) that is 604800")
     _raises(
         wire.replace(query=wire.query.replace("X-Amz-Expires=300", "X-Amz-Expires=soon")),
         IncompleteSignature,
@@ -397,12 +386,8 @@ def test_real_client_requests_verify(clients: tuple[Any, Any]) -> None:
 def test_missing_authentication() -> None:
     wire = sign("GET", "/x").with_header("authorization", None)
     _raises(wire, MissingAuthenticationToken, "Missing Authentication Token")
-    _raises(
-        wire.with_header("authorization", "  "), MissingAuthenticationToken, "Missing Authentication Token"
-    )
-    _raises(
-        wire.replace(query="X-Amz-Credential=x"), MissingAuthenticationToken, "Missing Authentication Token"
-    )
+    _raises(wire.with_header("authorization", "  "), MissingAuthenticationToken, "Missing Authentication Token")
+    _raises(wire.replace(query="X-Amz-Credential=x"), MissingAuthenticationToken, "Missing Authentication Token")
 
 
 def test_unknown_key() -> None:
@@ -416,9 +401,7 @@ def test_removed_key() -> None:
     keyring.remove(ADMIN_ID)
     keyring.remove(ADMIN_ID)
     with pytest.raises(UnrecognizedClient):
-        SigV4Verifier(keyring, clock=lambda: T0).verify(
-            wire.method, wire.path, wire.query, wire.headers, wire.body
-        )
+        SigV4Verifier(keyring, clock=lambda: T0).verify(wire.method, wire.path, wire.query, wire.headers, wire.body)
 
 
 def test_wrong_secret() -> None:
@@ -461,15 +444,13 @@ def test_expired_and_future() -> None:
     _raises(
         wire,
         InvalidSignature,
-        "Signature expired: 20261122T103000Z is now earlier than 20261122T103100Z "
-        "(20261122T104600Z - 15 min.)",
+        "Signature expired: 20261122T103000Z is now earlier than 20261122T103100Z (20261122T104600Z - 15 min.)",
         T0 + 16 * 60,
     )
     _raises(
         wire,
         InvalidSignature,
-        "Signature not yet current: 20261122T103000Z is still later than 20261122T102900Z "
-        "(20261122T101400Z + 15 min.)",
+        "Signature not yet current: 20261122T103000Z is still later than 20261122T102900Z (20261122T101400Z + 15 min.)",
         T0 - 16 * 60,
     )
 
@@ -543,9 +524,7 @@ SIG = "0" * 64
             "Bearer abc.def",
             IncompleteSignature,
             "Invalid key=value pair (missing equal-sign) in Authorization header (hashed with SHA-256 and "
-            "encoded with Base64): '"
-            + base64.b64encode(hashlib.sha256(b"Bearer abc.def").digest()).decode()
-            + "'.",
+            "encoded with Base64): '" + base64.b64encode(hashlib.sha256(b"Bearer abc.def").digest()).decode() + "'.",
         ),
         (
             f"AWS4-HMAC-SHA512 Credential={CRED}, SignedHeaders=host, Signature={SIG}",
@@ -553,8 +532,7 @@ SIG = "0" * 64
             "Unsupported AWS 'algorithm': 'AWS4-HMAC-SHA512' (only AWS4-HMAC-SHA256 for now).",
         ),
         (
-            f"AWS4-HMAC-SHA256 Credential={ADMIN_ID}/20261122/us-east-1/lambda, SignedHeaders=host, "
-            f"Signature={SIG}",
+            f"AWS4-HMAC-SHA256 Credential={ADMIN_ID}/20261122/us-east-1/lambda, SignedHeaders=host, Signature={SIG}",
             IncompleteSignature,
             "Credential must have exactly 5 slash-delimited elements, e.g. keyid/date/region/service/term, "
             f"got '{ADMIN_ID}/20261122/us-east-1/lambda'",
@@ -567,8 +545,7 @@ SIG = "0" * 64
             f"got '{ADMIN_ID}/20261122/us-east-1/lambda/aws4_request/x'",
         ),
         (
-            f"AWS4-HMAC-SHA256 Credential={ADMIN_ID}/20261122//lambda/aws4, SignedHeaders=host, "
-            f"Signature={SIG}",
+            f"AWS4-HMAC-SHA256 Credential={ADMIN_ID}/20261122//lambda/aws4, SignedHeaders=host, Signature={SIG}",
             InvalidSignature,
             "Credential should be scoped to a valid region, not ''. "
             "Credential should be scoped with a valid terminator: 'aws4_request', not 'aws4'.",

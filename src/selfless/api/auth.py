@@ -135,9 +135,7 @@ class Keyring:
     def __init__(self) -> None:
         self._entries: dict[str, tuple[str, Principal, str | None]] = {}
 
-    def add(
-        self, access_key_id: str, secret: str, principal: Principal, session_token: str | None = None
-    ) -> None:
+    def add(self, access_key_id: str, secret: str, principal: Principal, session_token: str | None = None) -> None:
         """Register (or replace) a key. ``principal.access_key_id`` must be ``access_key_id``."""
         if not access_key_id or not secret:
             raise ValueError("access key id and secret must be non-empty")
@@ -183,9 +181,7 @@ class SigV4Verifier:
 
     __slots__ = ("_clock", "_keyring", "_max_skew_s", "_signing_keys")
 
-    def __init__(
-        self, keyring: Keyring, clock: Callable[[], float] = time.time, max_skew_s: float = 900.0
-    ) -> None:
+    def __init__(self, keyring: Keyring, clock: Callable[[], float] = time.time, max_skew_s: float = 900.0) -> None:
         if max_skew_s <= 0:
             raise ValueError("max_skew_s must be positive")
         self._keyring = keyring
@@ -193,9 +189,7 @@ class SigV4Verifier:
         self._max_skew_s = max_skew_s
         self._signing_keys: dict[tuple[str, str, str, str], bytes] = {}
 
-    def verify(
-        self, method: str, raw_path: str, raw_query: str, headers: Mapping[str, str], body: bytes
-    ) -> Caller:
+    def verify(self, method: str, raw_path: str, raw_query: str, headers: Mapping[str, str], body: bytes) -> Caller:
         """Authenticate one request; see the module docstring for the contract and the errors."""
         authorization = headers.get("authorization")
         if authorization is not None and not authorization.strip():
@@ -225,8 +219,7 @@ class SigV4Verifier:
         parsed = _parse_date(raw_date, http_date_allowed=not presigned and not headers.get("x-amz-date"))
         if parsed is None:
             raise IncompleteSignature(
-                f"Date must be in ISO-8601 'basic format'. Got '{raw_date}'. "
-                "See http://en.wikipedia.org/wiki/ISO_8601"
+                f"Date must be in ISO-8601 'basic format'. Got '{raw_date}'. See http://en.wikipedia.org/wiki/ISO_8601"
             )
         amz_date, signed_at = parsed
         self._check_window(amz_date, signed_at, expires)
@@ -235,9 +228,7 @@ class SigV4Verifier:
         if "host" not in names and ":authority" not in names:
             raise InvalidSignature(_MSG_HOST)
         if algorithm != ALGORITHM:
-            raise IncompleteSignature(
-                f"Unsupported AWS 'algorithm': '{algorithm}' (only {ALGORITHM} for now)."
-            )
+            raise IncompleteSignature(f"Unsupported AWS 'algorithm': '{algorithm}' (only {ALGORITHM} for now).")
 
         # Credential: keyid/date/region/service/terminator (trailing slashes ignored, as AWS does).
         scope = credential.split("/")
@@ -253,9 +244,7 @@ class SigV4Verifier:
         if not region:
             problems.append("Credential should be scoped to a valid region, not ''.")
         if terminator != TERMINATOR:
-            problems.append(
-                f"Credential should be scoped with a valid terminator: '{TERMINATOR}', not '{terminator}'."
-            )
+            problems.append(f"Credential should be scoped with a valid terminator: '{TERMINATOR}', not '{terminator}'.")
         if scope_date != amz_date[:8]:
             problems.append(
                 "Date in Credential scope does not match YYYYMMDD from ISO-8601 version of date from HTTP: "
@@ -316,9 +305,7 @@ class SigV4Verifier:
         if declared is not None:
             # A declared digest is what was signed; the body must be what was declared.
             actual = hashlib.sha256(body).hexdigest() if body else _EMPTY_SHA256
-            if len(declared) != 64 or not hmac.compare_digest(
-                actual.encode("ascii"), _utf8(declared.lower())
-            ):
+            if len(declared) != 64 or not hmac.compare_digest(actual.encode("ascii"), _utf8(declared.lower())):
                 raise InvalidSignature(_MSG_MISMATCH)
 
         return Caller(principal, service, region)
@@ -388,9 +375,7 @@ def _header_auth(authorization: str, headers: Mapping[str, str]) -> tuple[str, s
         if not signed_headers:
             missing.append("Authorization header requires 'SignedHeaders' parameter.")
         if not date:
-            missing.append(
-                "Authorization header requires existence of either a 'X-Amz-Date' or a 'Date' header."
-            )
+            missing.append("Authorization header requires existence of either a 'X-Amz-Date' or a 'Date' header.")
         missing.append(f"Authorization={algorithm}")
         raise IncompleteSignature(" ".join(missing))
     return algorithm, credential, signed_headers, signature, date
@@ -405,9 +390,7 @@ def _query_auth(
         if key.startswith("X-Amz-") and key not in found:
             found[key] = unquote(value)
     required = ("X-Amz-Credential", "X-Amz-Signature", "X-Amz-SignedHeaders", "X-Amz-Date", "X-Amz-Expires")
-    missing = [
-        f"AWS query-string parameters must include '{name}'." for name in required if not found.get(name)
-    ]
+    missing = [f"AWS query-string parameters must include '{name}'." for name in required if not found.get(name)]
     if missing:
         missing.append(_MSG_REEXAMINE)
         raise IncompleteSignature(" ".join(missing))
@@ -415,9 +398,7 @@ def _query_auth(
     digits = raw_expires[1:] if raw_expires[:1] == "-" else raw_expires
     if not (digits.isascii() and digits.isdigit()):
         raise IncompleteSignature("X-Amz-Expires should be a number")
-    expires = (
-        int(raw_expires) if len(digits) <= 9 else (-1 if raw_expires[0] == "-" else MAX_PRESIGN_EXPIRES_S + 1)
-    )
+    expires = int(raw_expires) if len(digits) <= 9 else (-1 if raw_expires[0] == "-" else MAX_PRESIGN_EXPIRES_S + 1)
     if expires < 0:
         raise IncompleteSignature("X-Amz-Expires must be non-negative")
     if expires > MAX_PRESIGN_EXPIRES_S:

@@ -26,7 +26,7 @@ STATUS: dict[type[e.SelflessError], int] = {
 def status_of(exc: e.SelflessError) -> int:
     for cls in type(exc).__mro__:
         if cls in STATUS:
-            return STATUS[cls]  # type: ignore[index]
+            return STATUS[cls]
     return 500
 
 

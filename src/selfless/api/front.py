@@ -45,8 +45,8 @@ class FrontDoor:
             if caller.principal.kind != "admin":
                 return wire_errors.json_1_1(UnsupportedOperation("Function credentials cannot read logs"), request_id)
             return await self._logs.handle(request, request_id)
-        exc = UnsupportedOperation(f"The {caller.service} service is not offered by selfless yet")
-        return wire_errors.rest_json(exc, request_id)
+        unsupported = UnsupportedOperation(f"The {caller.service} service is not offered by selfless yet")
+        return wire_errors.rest_json(unsupported, request_id)
 
     def too_large(self, request: Request) -> Response:
         return self._lambda.too_large(request)

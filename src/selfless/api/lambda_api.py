@@ -223,7 +223,10 @@ class LambdaApi:
         fn = self._registry.get(params["FunctionName"], params.get("Qualifier"))
         doc: dict[str, Any] = {
             "Configuration": configuration(fn, self._settings.region),
-            "Code": {"RepositoryType": "S3", "Location": self._code_urls.url(self._base_url(request), fn.code.key)},
+            "Code": {
+                "RepositoryType": "S3",
+                "Location": self._code_urls.url(self._base_url(request), fn.code.key),
+            },
         }
         if fn.tags:
             doc["Tags"] = dict(fn.tags)
@@ -246,7 +249,7 @@ class LambdaApi:
         return Response(204, b"", content_type=None)
 
     async def _list_functions(self, params: dict[str, Any], request: Request) -> Response:
-        fns, marker = self._registry.list(params.get("Marker"), params.get("MaxItems"))
+        fns, marker = self._registry.page(params.get("Marker"), params.get("MaxItems"))
         doc: dict[str, Any] = {"Functions": [configuration(f, self._settings.region) for f in fns]}
         if marker is not None:
             doc["NextMarker"] = marker

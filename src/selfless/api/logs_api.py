@@ -98,7 +98,7 @@ class LogsApi:
             if s.startswith(prefix)
         ]
         if p.get("orderBy") == "LastEventTime":
-            streams.sort(key=lambda s: int(s["lastEventTimestamp"]))
+            streams.sort(key=lambda s: int(str(s["lastEventTimestamp"])))
         if p.get("descending"):
             streams.reverse()
         return {"logStreams": streams}

@@ -80,9 +80,7 @@ class Router:
         return any(r.regex.match(path) for routes in self._routes.values() for r in routes)
 
 
-def parse(
-    op: Any, labels: Mapping[str, str], query: str, headers: Mapping[str, str], body: bytes
-) -> dict[str, Any]:
+def parse(op: Any, labels: Mapping[str, str], query: str, headers: Mapping[str, str], body: bytes) -> dict[str, Any]:
     """The operation's input parameters from the wire, before validation."""
     shape = op.input_shape
     params: dict[str, Any] = {}
@@ -182,9 +180,7 @@ def _check_structure(shape: Any, value: Any, path: str, errors: list[str]) -> No
         return
     for req in shape.required_members:
         if value.get(req) is None:
-            errors.append(
-                f"Value null at '{_join(path, req)}' failed to satisfy constraint: Member must not be null"
-            )
+            errors.append(f"Value null at '{_join(path, req)}' failed to satisfy constraint: Member must not be null")
     for name, member in shape.members.items():
         if name in value and value[name] is not None:
             _check(member, value[name], _join(path, name), errors)

@@ -185,9 +185,7 @@ def _find_end_record(data: bytes) -> tuple[int, int, int] | None:
         eocd = data.rfind(_EOCD, window)
         if eocd < 0 or eocd + _EOCD_SIZE > size:
             return None
-    _sig, _disk, _cd_disk, _here, claimed, size_cd, _offset, _comment = struct.unpack_from(
-        "<4s4H2LH", data, eocd
-    )
+    _sig, _disk, _cd_disk, _here, claimed, size_cd, _offset, _comment = struct.unpack_from("<4s4H2LH", data, eocd)
     start = eocd - size_cd
     # zipfile seeks relative to the end of a BytesIO, which clamps a negative position to 0.
     locator = max(eocd - _EOCD64_LOCATOR_SIZE, 0)

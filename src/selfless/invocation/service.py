@@ -148,10 +148,12 @@ class InvocationService:
                 env = await self._pool.lease(fn)
             except OSError as exc:
                 log.warning("environment for %s failed to start: %s", fn.name, exc)
-                body = error_payload(
-                    "Runtime.InvalidEntrypoint",
-                    f"RequestId: {request_id} Error: Couldn't start the runtime: {exc.strerror or exc}",
+                reason = (
+                    "Couldn't find valid bootstrap(s): [/var/task/bootstrap]"
+                    if isinstance(exc, (FileNotFoundError, PermissionError))
+                    else f"Couldn't start the runtime: {exc.strerror or exc}"
                 )
+                body = error_payload("Runtime.InvalidEntrypoint", f"RequestId: {request_id} Error: {reason}")
                 return Outcome(OutcomeKind.START_FAILED, body, "Runtime.InvalidEntrypoint")
             env.assign(inv)
             backstop = max(10.0, float(fn.timeout)) + fn.timeout + _BACKSTOP_S
@@ -196,7 +198,8 @@ class InvocationService:
             await slots.acquire()
             task = asyncio.get_running_loop().create_task(self._run_event(event))
             self._running.add(task)
-            task.add_done_callback(lambda t: (self._running.discard(t), slots.release()))
+            task.add_done_callback(self._running.discard)
+            task.add_done_callback(lambda _t: slots.release())
 
     async def _run_event(self, event: StoredEvent) -> None:
         try:

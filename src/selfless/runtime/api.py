@@ -82,9 +82,7 @@ async def handle(request: Request) -> Response:
         if action == "response":
             ok = session.post_response(request_id, request.body)
         elif action == "error":
-            ok = session.post_error(
-                request_id, request.body, request.headers.get("lambda-runtime-function-error-type")
-            )
+            ok = session.post_error(request_id, request.body, request.headers.get("lambda-runtime-function-error-type"))
         else:
             return _error(404, "InvalidRequest", "Unknown Runtime API path")
         return _ACCEPTED if ok else _error(400, "InvalidRequestID", "Invalid request ID")
@@ -97,6 +95,4 @@ def too_large(request: Request) -> Response:
     tail = request.path[len(PREFIX) :] if request.path.startswith(PREFIX) else ""
     if tail.startswith("invocation/") and tail.endswith("/response"):
         session.response_too_large(tail[len("invocation/") : -len("/response")])
-    return _error(
-        413, "RequestEntityTooLarge", f"Exceeded maximum allowed payload size ({MAX_RESPONSE} bytes)."
-    )
+    return _error(413, "RequestEntityTooLarge", f"Exceeded maximum allowed payload size ({MAX_RESPONSE} bytes).")

@@ -81,8 +81,13 @@ def _exit_text(code: int) -> str:
             name = signal.Signals(-code).name
         except ValueError:
             return f"signal: {-code}"
-        text = {"SIGKILL": "killed", "SIGTERM": "terminated", "SIGSEGV": "segmentation fault",
-                "SIGABRT": "aborted", "SIGINT": "interrupt"}.get(name, name.lower())
+        text = {
+            "SIGKILL": "killed",
+            "SIGTERM": "terminated",
+            "SIGSEGV": "segmentation fault",
+            "SIGABRT": "aborted",
+            "SIGINT": "interrupt",
+        }.get(name, name.lower())
         return f"signal: {text}"
     return f"exit status {code}"
 
@@ -272,7 +277,8 @@ class Environment:
                 self._stream.write(f"RequestId: {inv.request_id} Error: Runtime exited with error: {text}")
                 inv.log_lines.append(f"RequestId: {inv.request_id} Error: Runtime exited with error: {text}")
                 payload = error_payload(
-                    "Runtime.ExitError", f"RequestId: {inv.request_id} Error: Runtime exited with error: {text}"
+                    "Runtime.ExitError",
+                    f"RequestId: {inv.request_id} Error: Runtime exited with error: {text}",
                 )
                 self._complete(inv, OutcomeKind.EXIT, payload, "Runtime.ExitError", status="error")
         self._cleanup()
@@ -293,7 +299,8 @@ class Environment:
         inv = self.current
         if inv is not None and not inv.done.done():
             payload = error_payload(
-                "Runtime.ExitError", f"RequestId: {inv.request_id} Error: Runtime exited without providing a reason"
+                "Runtime.ExitError",
+                f"RequestId: {inv.request_id} Error: Runtime exited without providing a reason",
             )
             self._complete(inv, OutcomeKind.EXIT, payload, "Runtime.ExitError", status="error")
         self.current = None

@@ -177,9 +177,7 @@ class Process:
         return None
 
 
-def spawn(
-    reaper: ChildReaper, argv: Sequence[str], *, env: Mapping[str, str], cwd: Path
-) -> Process:
+def spawn(reaper: ChildReaper, argv: Sequence[str], *, env: Mapping[str, str], cwd: Path) -> Process:
     """Start an environment process in a new session; raises OSError when the executable cannot run."""
     popen = subprocess.Popen(
         list(argv),

@@ -107,10 +107,14 @@ class SqliteStore:
 
     async def list_events(self) -> list[StoredEvent]:
         def q() -> list[StoredEvent]:
-            rows = self._db().execute(
-                "SELECT id, function_name, qualifier, payload, client_context, accepted_at, attempts"
-                " FROM events ORDER BY accepted_at"
-            ).fetchall()
+            rows = (
+                self._db()
+                .execute(
+                    "SELECT id, function_name, qualifier, payload, client_context, accepted_at, attempts"
+                    " FROM events ORDER BY accepted_at"
+                )
+                .fetchall()
+            )
             return [StoredEvent(r[0], r[1], r[2], bytes(r[3]), r[4], r[5], r[6]) for r in rows]
 
         return await self._run(q)

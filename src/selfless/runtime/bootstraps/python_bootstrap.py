@@ -191,7 +191,7 @@ def _load_handler(spec, task_root):
         raise _UserError(
             "Runtime.UserCodeSyntaxError",
             "Syntax error in module '%s': %s" % (modname, exc),
-            ["  File \"%s\" Line %s\n    %s\n" % (exc.filename, exc.lineno, (exc.text or "").strip())],
+            ['  File "%s" Line %s\n    %s\n' % (exc.filename, exc.lineno, (exc.text or "").strip())],
         ) from None
     except ImportError as exc:
         raise _UserError("Runtime.ImportModuleError", "Unable to import module '%s': %s" % (modname, exc)) from None

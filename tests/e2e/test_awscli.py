@@ -1,0 +1,75 @@
+"""The unchanged `aws` CLI (PyPI awscli) against the server: only --endpoint-url differs."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+from tests.conftest import ACCESS_KEY, ROLE, SECRET_KEY, Server, make_zip, unique
+
+
+def aws(server: Server, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("AWS_")}
+    env.update(
+        AWS_ACCESS_KEY_ID=ACCESS_KEY,
+        AWS_SECRET_ACCESS_KEY=SECRET_KEY,
+        AWS_DEFAULT_REGION="us-east-1",
+        AWS_PAGER="",
+        AWS_CONFIG_FILE="/dev/null",
+        AWS_SHARED_CREDENTIALS_FILE="/dev/null",
+    )
+    cli = Path(sys.executable).parent / "aws"
+    proc = subprocess.run(
+        [str(cli), "--endpoint-url", server.endpoint, *args],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=120,
+    )
+    if check:
+        assert proc.returncode == 0, proc.stderr
+    return proc
+
+
+def test_aws_cli_round_trip(server: Server, tmp_path: Path, lam: Any) -> None:
+    name = unique("cli")
+    package = tmp_path / "fn.zip"
+    package.write_bytes(make_zip({"app.py": "def handler(e, c):\n    return {'got': e}\n"}))
+    created = json.loads(
+        aws(
+            server, "lambda", "create-function", "--function-name", name, "--runtime", "python3.12",
+            "--role", ROLE, "--handler", "app.handler", "--zip-file", f"fileb://{package}",
+        ).stdout
+    )
+    assert created["FunctionName"] == name and created["Version"] == "$LATEST"
+    aws(server, "lambda", "wait", "function-active-v2", "--function-name", name)
+
+    listed = json.loads(aws(server, "lambda", "list-functions").stdout)
+    assert name in [f["FunctionName"] for f in listed["Functions"]]
+
+    out = tmp_path / "out.json"
+    meta = json.loads(
+        aws(
+            server, "lambda", "invoke", "--function-name", name,
+            "--payload", '{"hello": "cli"}', "--log-type", "Tail", str(out),
+        ).stdout
+    )
+    assert meta["StatusCode"] == 200 and meta["ExecutedVersion"] == "$LATEST"
+    assert json.loads(out.read_text()) == {"got": {"hello": "cli"}}
+
+    aws(server, "lambda", "update-function-configuration", "--function-name", name, "--timeout", "7")
+    aws(server, "lambda", "wait", "function-updated-v2", "--function-name", name)
+    config = json.loads(aws(server, "lambda", "get-function-configuration", "--function-name", name).stdout)
+    assert config["Timeout"] == 7
+
+    logs = json.loads(aws(server, "logs", "filter-log-events", "--log-group-name", f"/aws/lambda/{name}").stdout)
+    assert any(e["message"].startswith("REPORT RequestId") for e in logs["events"])
+
+    aws(server, "lambda", "delete-function", "--function-name", name)
+    missing = aws(server, "lambda", "get-function", "--function-name", name, check=False)
+    assert missing.returncode != 0
+    assert "ResourceNotFoundException" in missing.stderr
