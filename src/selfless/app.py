@@ -20,6 +20,7 @@ from selfless.invocation.service import InvocationService
 from selfless.models import Function
 from selfless.observability.logs import LogStore, stream_name
 from selfless.observability.metering import Meter
+from selfless.observability.metrics import Metrics
 from selfless.runtime.runtimes import RuntimeCatalog, discover_interpreters
 from selfless.sandbox import process as proc
 from selfless.sandbox.environment import Environment
@@ -76,7 +77,9 @@ class App:
             max_environments=settings.max_environments,
         )
         self.registry = FunctionRegistry(settings, self.store, self.code, self.runtimes, self.pool.retire)
-        self.invocations = InvocationService(settings, self.registry, self.pool, self.store)
+        self.metrics = Metrics()
+        self.metrics.watch_environments(self.pool.count)
+        self.invocations = InvocationService(settings, self.registry, self.pool, self.store, self.metrics)
         self.code_urls = CodeUrls()
         self.lambda_api = LambdaApi(
             settings, self.registry, self.invocations, self.code, self.code_urls, concurrency_limit=1000
@@ -85,6 +88,7 @@ class App:
             SigV4Verifier(self.keyring),
             self.lambda_api,
             LogsApi(self.logs),
+            self.metrics,
             {"region": settings.region, "account": settings.account_id},
         )
         self.http = HttpServer(self.front.handle, max_body=MAX_REQUEST, on_too_large=self.front.too_large)

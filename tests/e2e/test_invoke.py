@@ -358,3 +358,20 @@ def test_function_credentials_can_invoke_but_not_manage(lam: Any, make_function:
     assert out["invoke"] == [200, '"target says hi"']
     assert out["delete"][0] == 403 and "AccessDeniedException" in out["delete"][1]
     assert lam.get_function(FunctionName=target)["Configuration"]["FunctionName"] == target
+
+
+def test_metrics_count_invocations_and_cold_starts(
+    lam: Any, server: Server, make_function: Callable[..., str]
+) -> None:
+    import urllib.request
+
+    name = make_function("def handler(e, c):\n    if e.get('fail'):\n        raise ValueError()\n    return 1\n")
+    call(lam, name)
+    call(lam, name)
+    call(lam, name, {"fail": True})
+    with urllib.request.urlopen(f"{server.endpoint}/metrics", timeout=5) as r:
+        text = r.read().decode()
+    assert f'selfless_invocations_total{{function="{name}",outcome="response"}} 2.0' in text
+    assert f'selfless_invocations_total{{function="{name}",outcome="error"}} 1.0' in text
+    assert f'selfless_cold_starts_total{{function="{name}"}} 1.0' in text
+    assert "selfless_environment_start_overhead_seconds_count" in text

@@ -15,11 +15,21 @@ from selfless.api.lambda_api import CodeUrls, LambdaApi
 from selfless.api.logs_api import LogsApi
 from selfless.errors import AuthError, UnsupportedOperation
 from selfless.httpserver import Request, Response
+from selfless.observability.metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
+from selfless.observability.metrics import Metrics
 
 
 class FrontDoor:
-    def __init__(self, verifier: SigV4Verifier, lambda_api: LambdaApi, logs_api: LogsApi, health: dict[str, str]):
+    def __init__(
+        self,
+        verifier: SigV4Verifier,
+        lambda_api: LambdaApi,
+        logs_api: LogsApi,
+        metrics: Metrics,
+        health: dict[str, str],
+    ) -> None:
         self._verifier = verifier
+        self._metrics = metrics
         self._lambda = lambda_api
         self._logs = logs_api
         self._health = health
@@ -32,6 +42,8 @@ class FrontDoor:
                 if not self.ready:
                     return Response(503, b'{"status":"starting"}')
                 return Response(200, json.dumps({"status": "ok", **self._health}).encode())
+            if path == "/metrics":
+                return Response(200, self._metrics.render(), content_type=METRICS_CONTENT_TYPE)
             if path.startswith(CodeUrls.PREFIX):
                 return self._lambda.download(request)
         request_id = str(uuid.uuid4())

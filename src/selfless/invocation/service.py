@@ -33,6 +33,8 @@ from selfless.errors import (
 from selfless.functions import FunctionRegistry
 from selfless.invocation.inflight import Invocation, Outcome, OutcomeKind, error_payload
 from selfless.models import Function, FunctionState, InvocationType, InvokeRequest, InvokeResult
+from selfless.observability.metrics import Metrics
+from selfless.sandbox.environment import EnvState
 from selfless.sandbox.pool import EnvironmentPool
 from selfless.store.base import MetadataStore, StoredEvent
 
@@ -52,9 +54,15 @@ def _trace_id() -> str:
 
 class InvocationService:
     def __init__(
-        self, settings: Settings, registry: FunctionRegistry, pool: EnvironmentPool, store: MetadataStore
+        self,
+        settings: Settings,
+        registry: FunctionRegistry,
+        pool: EnvironmentPool,
+        store: MetadataStore,
+        metrics: Metrics,
     ) -> None:
         self._settings = settings
+        self._metrics = metrics
         self._registry = registry
         self._pool = pool
         self._store = store
@@ -146,6 +154,9 @@ class InvocationService:
             )
             try:
                 env = await self._pool.lease(fn)
+            except TooManyRequests as exc:
+                self._metrics.throttles.labels(exc.reason).inc()
+                raise
             except OSError as exc:
                 log.warning("environment for %s failed to start: %s", fn.name, exc)
                 reason = (
@@ -155,12 +166,18 @@ class InvocationService:
                 )
                 body = error_payload("Runtime.InvalidEntrypoint", f"RequestId: {request_id} Error: {reason}")
                 return Outcome(OutcomeKind.START_FAILED, body, "Runtime.InvalidEntrypoint")
+            if env.state is EnvState.STARTING:
+                self._metrics.cold_starts.labels(fn.name).inc()
+                self._metrics.start_overhead.observe(env.start_overhead_ms / 1000)
             env.assign(inv)
             backstop = max(10.0, float(fn.timeout)) + fn.timeout + _BACKSTOP_S
             try:
                 async with asyncio.timeout(backstop):
                     # Shielded: a caller that goes away leaves the invocation running to its end.
-                    return await asyncio.shield(inv.done)
+                    outcome = await asyncio.shield(inv.done)
+                self._metrics.invocations.labels(fn.name, outcome.kind.value).inc()
+                self._metrics.duration.observe(outcome.duration_ms / 1000)
+                return outcome
             except TimeoutError:
                 log.error("invocation %s passed its backstop deadline; stopping its environment", request_id)
                 await env.stop()

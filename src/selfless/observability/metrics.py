@@ -1,0 +1,50 @@
+"""Prometheus metrics, served as text at ``GET /metrics``.
+
+Kept to a few low-cardinality series: per-function counters, one latency histogram for all functions, and
+gauges read at scrape time. Each update on the invoke path is a dictionary lookup and an add.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from prometheus_client.exposition import CONTENT_TYPE_LATEST
+
+CONTENT_TYPE = CONTENT_TYPE_LATEST
+
+
+class Metrics:
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry(auto_describe=True)
+        self.invocations = Counter(
+            "selfless_invocations",
+            "Invocations by function and outcome (response, error, timeout, exit, ...)",
+            ["function", "outcome"],
+            registry=self.registry,
+        )
+        self.duration = Histogram(
+            "selfless_invocation_duration_seconds",
+            "Function run time as the REPORT line states it",
+            buckets=(0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 900),
+            registry=self.registry,
+        )
+        self.cold_starts = Counter(
+            "selfless_cold_starts", "Invocations that started a new environment", ["function"], registry=self.registry
+        )
+        self.start_overhead = Histogram(
+            "selfless_environment_start_overhead_seconds",
+            "Platform cost of starting an environment (files, Runtime API endpoint, spawn), before the runtime runs",
+            buckets=(0.0005, 0.001, 0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.5),
+            registry=self.registry,
+        )
+        self.throttles = Counter(
+            "selfless_throttles", "Invocations refused with TooManyRequests", ["reason"], registry=self.registry
+        )
+        self.environments = Gauge("selfless_environments", "Live execution environments", registry=self.registry)
+
+    def watch_environments(self, count: Callable[[], int]) -> None:
+        self.environments.set_function(count)
+
+    def render(self) -> bytes:
+        return generate_latest(self.registry)

@@ -1,0 +1,96 @@
+"""Model-driven request parsing and validation, with AWS's wording."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from selfless.api import model
+from selfless.errors import InvalidRequestContent, ValidationError
+
+OP = model.service_model().operation_model("CreateFunction")
+BASE: dict[str, Any] = {"FunctionName": "f", "Role": "arn:aws:iam::000000000000:role/r", "Code": {}}
+
+
+def errors_for(**params: Any) -> str:
+    with pytest.raises(ValidationError) as exc:
+        model.validate(OP, {**BASE, **params})
+    return exc.value.message
+
+
+@given(st.integers(128, 10240))
+def test_memory_in_range_is_valid(memory: int) -> None:
+    model.validate(OP, {**BASE, "MemorySize": memory})
+
+
+@given(st.integers(-(10**9), 127) | st.integers(10241, 10**9))
+def test_memory_out_of_range_names_the_bound(memory: int) -> None:
+    message = errors_for(MemorySize=memory)
+    bound = "greater than or equal to 128" if memory < 128 else "less than or equal to 10240"
+    assert message == (
+        f"1 validation error detected: Value '{memory}' at 'memorySize' failed to satisfy constraint: "
+        f"Member must have value {bound}"
+    )
+
+
+def test_several_errors_are_counted_and_joined() -> None:
+    message = errors_for(Timeout=0, MemorySize=64)
+    assert message.startswith("2 validation errors detected: ")
+    assert message.count("; ") == 1
+
+
+def test_required_members() -> None:
+    with pytest.raises(ValidationError) as exc:
+        model.validate(OP, {"FunctionName": "f"})
+    assert "Value null at 'role' failed to satisfy constraint: Member must not be null" in exc.value.message
+    assert "Value null at 'code'" in exc.value.message
+
+
+def test_types_enums_and_patterns() -> None:
+    assert "Member must be a number" in errors_for(Timeout="ten")
+    assert "Member must satisfy enum value set: [" in errors_for(Runtime="python9")
+    assert "Member must satisfy regular expression pattern" in errors_for(Role="me")
+    assert "at 'ephemeralStorage.size'" in errors_for(EphemeralStorage={"Size": 100})
+    # Sensitive members are never echoed back.
+    message = errors_for(Environment={"Variables": {"0bad": "secret-value"}})
+    assert "secret-value" not in message and "0bad" not in message
+
+
+def test_router_matches_every_modelled_operation_path() -> None:
+    router = model.Router(model.service_model())
+    hit = router.match("GET", "/2015-03-31/functions")
+    assert hit is not None and hit[0].operation == "ListFunctions"
+    hit = router.match("GET", "/2015-03-31/functions/")
+    assert hit is not None and hit[0].operation == "ListFunctions"
+    hit = router.match("PUT", "/2015-03-31/functions/my-fn/code")
+    assert hit is not None and hit[0].operation == "UpdateFunctionCode" and hit[1] == {"FunctionName": "my-fn"}
+    arn = "arn%3Aaws%3Alambda%3Aus-east-1%3A000000000000%3Afunction%3Af"
+    hit = router.match("GET", f"/2017-03-31/tags/{arn}")
+    assert hit is not None and hit[0].operation == "ListTags"
+    assert hit[1]["Resource"] == "arn:aws:lambda:us-east-1:000000000000:function:f"
+    assert router.match("GET", "/nothing/here") is None
+
+
+def test_parse_reads_every_location() -> None:
+    op = model.service_model().operation_model("Invoke")
+    params = model.parse(
+        op,
+        {"FunctionName": "f"},
+        "Qualifier=%24LATEST",
+        {"x-amz-invocation-type": "Event", "x-amz-log-type": "Tail"},
+        b'{"a": 1}',
+    )
+    assert params == {
+        "FunctionName": "f",
+        "Qualifier": "$LATEST",
+        "InvocationType": "Event",
+        "LogType": "Tail",
+        "Payload": b'{"a": 1}',
+    }
+    untag = model.service_model().operation_model("UntagResource")
+    assert model.parse(untag, {"Resource": "r"}, "tagKeys=a&tagKeys=b", {}, b"")["TagKeys"] == ["a", "b"]
+    with pytest.raises(InvalidRequestContent):
+        model.parse(OP, {}, "", {}, b"{not json")
