@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import asyncio
+import base64
 import dataclasses
 import enum
 import json
 import time
+
+_TAIL_BYTES = 4096
 
 
 class OutcomeKind(enum.Enum):
@@ -27,7 +30,13 @@ class Outcome:
     duration_ms: float = 0.0
     init_duration_ms: float | None = None
     max_memory_mb: int | None = None
-    log_tail: str = ""
+    log_lines: tuple[str, ...] = ()
+
+    @property
+    def log_tail(self) -> str:
+        """Base64 of the last 4 KB of this invocation's log, as X-Amz-Log-Result carries it."""
+        raw = ("\n".join(self.log_lines) + "\n").encode("utf-8")[-_TAIL_BYTES:]
+        return base64.b64encode(raw).decode("ascii")
 
     @property
     def failed(self) -> bool:

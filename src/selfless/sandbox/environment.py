@@ -20,7 +20,6 @@ Contracts:
 from __future__ import annotations
 
 import asyncio
-import base64
 import codecs
 import contextlib
 import enum
@@ -49,7 +48,6 @@ from selfless.sandbox import process as proc
 
 log = logging.getLogger(__name__)
 
-_TAIL_BYTES = 4096
 # AWS gives the init phase 10 s, and retries a slow init within the invocation's own timeout.
 _MIN_INIT_TIMEOUT_S = 10.0
 
@@ -510,19 +508,7 @@ class Environment:
             init_ms=None if init_ms is None else round(init_ms, 3),
             outcome=kind.value,
         )
-        tail = "\n".join(inv.log_lines) + "\n"
-        raw = tail.encode("utf-8")[-_TAIL_BYTES:]
-        inv.finish(
-            Outcome(
-                kind,
-                payload,
-                etype,
-                duration_ms,
-                init_ms,
-                memory,
-                base64.b64encode(raw).decode("ascii"),
-            )
-        )
+        inv.finish(Outcome(kind, payload, etype, duration_ms, init_ms, memory, tuple(inv.log_lines)))
 
     # -- output ------------------------------------------------------------------------------------------
 

@@ -143,6 +143,7 @@ class Process:
         self.exited = exited
         assert popen.stdout is not None
         self.output_fd = popen.stdout.fileno()
+        self._status_fd: int | None = None
         os.set_blocking(self.output_fd, False)
         exited.add_done_callback(self._on_exit)
 
@@ -160,21 +161,35 @@ class Process:
                 os.kill(self.pid, sig)
 
     def close_output(self) -> None:
+        self.close_status()
         if self._popen.stdout is not None:
             with contextlib.suppress(OSError):
                 self._popen.stdout.close()
 
     def peak_rss_mb(self) -> int | None:
-        """Peak resident memory (VmHWM) in MB, rounded up; None when the process is gone."""
+        """Peak resident memory (VmHWM) in MB, rounded up; None when the process is gone.
+
+        Read on every REPORT: the status file stays open and is re-read with pread (no open/close)."""
         try:
-            with open(f"/proc/{self.pid}/status", "rb") as f:
-                for line in f:
-                    if line.startswith(b"VmHWM:"):
-                        kb = int(line.split()[1])
-                        return max(1, -(-kb // 1024))
-        except (OSError, ValueError):
+            if self._status_fd is None:
+                self._status_fd = os.open(f"/proc/{self.pid}/status", os.O_RDONLY | os.O_CLOEXEC)
+            data = os.pread(self._status_fd, 4096, 0)
+        except OSError:
             return None
-        return None
+        start = data.find(b"VmHWM:")
+        if start < 0:
+            return None
+        try:
+            kb = int(data[start + 6 : data.index(b"kB", start)])
+        except ValueError:
+            return None
+        return max(1, -(-kb // 1024))
+
+    def close_status(self) -> None:
+        if self._status_fd is not None:
+            with contextlib.suppress(OSError):
+                os.close(self._status_fd)
+            self._status_fd = None
 
 
 def spawn(reaper: ChildReaper, argv: Sequence[str], *, env: Mapping[str, str], cwd: Path) -> Process:
