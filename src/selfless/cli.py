@@ -63,9 +63,7 @@ def serve(host: str | None, port: int | None, data_dir: Path | None, keep_alive:
     from selfless.server import run
 
     try:
-        settings = Settings.from_env(
-            os.environ, host=host, port=port, data_dir=data_dir, keep_alive_s=keep_alive
-        )
+        settings = Settings.from_env(os.environ, host=host, port=port, data_dir=data_dir, keep_alive_s=keep_alive)
     except SettingsError as exc:
         raise click.ClickException(str(exc)) from None
     try:
@@ -178,9 +176,8 @@ class Connection:
             if pair is not None:
                 key_id, secret = pair
         if key_id is not None:
-            return boto3.session.Session(
-                aws_access_key_id=key_id, aws_secret_access_key=secret, region_name=region
-            )
+            keys = {"aws_access_key_id": key_id, "aws_secret_access_key": secret}
+            return boto3.session.Session(region_name=region, **keys)
         return boto3.session.Session(region_name=region)
 
     def client(self, service: str) -> Any:
@@ -249,6 +246,8 @@ def client_command(f: Callable[..., None]) -> Callable[..., None]:
             devnull = os.open(os.devnull, os.O_WRONLY)
             os.dup2(devnull, sys.stdout.fileno())
             sys.exit(1)
+        except OSError as exc:  # local files: an unreadable file in a package, say
+            raise CliFailure(str(exc)) from None
 
     run = click.option(
         "--data-dir",
@@ -262,9 +261,8 @@ def client_command(f: Callable[..., None]) -> Callable[..., None]:
         "--endpoint",
         envvar="SELFLESS_ENDPOINT",
         default=default_endpoint,
-        show_default=DEFAULT_ENDPOINT,
         callback=_check_endpoint,
-        help="The server's URL [SELFLESS_ENDPOINT, else from SELFLESS_HOST/SELFLESS_PORT].",
+        help=f"The server's URL [SELFLESS_ENDPOINT; else from SELFLESS_HOST/PORT; {DEFAULT_ENDPOINT}].",
     )(run)
     return run
 
@@ -370,9 +368,7 @@ def _configuration_changes(current: Mapping[str, Any], wanted: Mapping[str, Any]
     metavar="KEY=VALUE",
     help="Environment variable (repeatable).",
 )
-@click.option(
-    "--role", default=None, help="Execution role ARN [new functions: arn:aws:iam::<account>:role/selfless]."
-)
+@click.option("--role", default=None, help="Execution role ARN [new: arn:aws:iam::<account>:role/selfless].")
 @client_command
 def deploy(
     conn: Connection,
@@ -416,9 +412,6 @@ def deploy(
             result = client.create_function(**params)
             verb = "created"
         else:
-            status.update(f"uploading code of {name} ({len(package)} bytes)")
-            result = client.update_function_code(FunctionName=name, ZipFile=package)
-            verb = "updated"
             wanted = {
                 "Runtime": runtime,
                 "Handler": handler,
@@ -429,10 +422,14 @@ def deploy(
             }
             changes = _configuration_changes(existing.get("Configuration", {}), wanted)
             if changes:
-                # A function takes one update at a time: the code update must settle first.
-                _wait_ready(client, name, status)
+                # Configuration first: a mistyped option is refused before the code has changed.
                 status.update(f"updating {', '.join(sorted(changes))} of {name}")
                 client.update_function_configuration(FunctionName=name, **changes)
+                # A function takes one update at a time: this one must settle before the code's.
+                _wait_ready(client, name, status)
+            status.update(f"uploading code of {name} ({len(package)} bytes)")
+            result = client.update_function_code(FunctionName=name, ZipFile=package)
+            verb = "updated"
         _wait_ready(client, name, status)
     click.echo(f"{verb} {result['FunctionArn']} (CodeSha256 {result['CodeSha256']})")
 
@@ -447,9 +444,8 @@ def _parse_payload(ctx: click.Context, param: click.Parameter, value: str) -> by
         try:
             data = sys.stdin.buffer.read() if source == "-" else Path(source).read_bytes()
         except OSError as exc:
-            raise click.BadParameter(
-                f"cannot read {source}: {exc.strerror or exc}", ctx=ctx, param=param
-            ) from None
+            reason = exc.strerror or str(exc)
+            raise click.BadParameter(f"cannot read {source}: {reason}", ctx=ctx, param=param) from None
         where = f"{source} does not hold"
     else:
         data = value.encode()
@@ -506,8 +502,11 @@ def invoke(conn: Connection, name: str, payload: bytes, show_logs: bool, asynchr
 @main.command("ls")
 @client_command
 def list_functions(conn: Connection) -> None:
-    """List the functions as a table: name, runtime, memory, timeout, last modified, state."""
-    table = Table(box=box.SIMPLE_HEAD)
+    """List the functions.
+
+    A table of name, runtime, memory, timeout, last modified and state; "no functions" on stderr if none.
+    """
+    table = Table(box=box.SIMPLE_HEAD, show_edge=False, pad_edge=False)
     for column in ("Name", "Runtime", "Memory", "Timeout", "Last modified", "State"):
         table.add_column(column, no_wrap=True)
     count = 0
@@ -582,10 +581,11 @@ def _iso(timestamp_ms: int) -> str:
 )
 @client_command
 def logs(conn: Connection, name: str, follow: bool, since: int) -> None:
-    """Print the log events of the function NAME as ``<ISO timestamp> <message>`` lines.
+    """Print the log events of the function NAME.
 
-    A function that exists but has not logged anything yet prints nothing. With --follow, polls every
-    second for newer events until interrupted, then exits 0.
+    One ``<ISO timestamp> <message>`` line per event, from --since ago on. A function that exists but has
+    not logged anything yet prints nothing. With --follow, polls every second for newer events until
+    interrupted, then exits 0.
     """
     group = f"/aws/lambda/{name}"
     start_ms = int(time.time() * 1000) - since * 1000
@@ -608,14 +608,13 @@ def logs(conn: Connection, name: str, follow: bool, since: int) -> None:
                 events = []
             for event in events:
                 timestamp = int(event.get("timestamp", 0))
-                event_id = str(
-                    event.get("eventId") or (event.get("logStreamName"), timestamp, event.get("message"))
-                )
+                message = str(event.get("message", ""))
+                event_id = str(event.get("eventId") or (event.get("logStreamName"), timestamp, message))
                 if event_id in seen:
                     continue
                 seen[event_id] = timestamp
                 start_ms = max(start_ms, timestamp)
-                click.echo(f"{_iso(timestamp)} {str(event.get('message', '')).rstrip()}")
+                click.echo(f"{_iso(timestamp)} {message.rstrip()}")
             if not follow:
                 return
             sys.stdout.flush()

@@ -41,8 +41,19 @@ def test_aws_cli_round_trip(server: Server, tmp_path: Path, lam: Any) -> None:
     package.write_bytes(make_zip({"app.py": "def handler(e, c):\n    return {'got': e}\n"}))
     created = json.loads(
         aws(
-            server, "lambda", "create-function", "--function-name", name, "--runtime", "python3.12",
-            "--role", ROLE, "--handler", "app.handler", "--zip-file", f"fileb://{package}",
+            server,
+            "lambda",
+            "create-function",
+            "--function-name",
+            name,
+            "--runtime",
+            "python3.12",
+            "--role",
+            ROLE,
+            "--handler",
+            "app.handler",
+            "--zip-file",
+            f"fileb://{package}",
         ).stdout
     )
     assert created["FunctionName"] == name and created["Version"] == "$LATEST"
@@ -54,8 +65,16 @@ def test_aws_cli_round_trip(server: Server, tmp_path: Path, lam: Any) -> None:
     out = tmp_path / "out.json"
     meta = json.loads(
         aws(
-            server, "lambda", "invoke", "--function-name", name,
-            "--payload", '{"hello": "cli"}', "--log-type", "Tail", str(out),
+            server,
+            "lambda",
+            "invoke",
+            "--function-name",
+            name,
+            "--payload",
+            '{"hello": "cli"}',
+            "--log-type",
+            "Tail",
+            str(out),
         ).stdout
     )
     assert meta["StatusCode"] == 200 and meta["ExecutedVersion"] == "$LATEST"

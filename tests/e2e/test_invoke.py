@@ -360,9 +360,7 @@ def test_function_credentials_can_invoke_but_not_manage(lam: Any, make_function:
     assert lam.get_function(FunctionName=target)["Configuration"]["FunctionName"] == target
 
 
-def test_metrics_count_invocations_and_cold_starts(
-    lam: Any, server: Server, make_function: Callable[..., str]
-) -> None:
+def test_metrics_count_invocations_and_cold_starts(lam: Any, server: Server, make_function: Callable[..., str]) -> None:
     import urllib.request
 
     name = make_function("def handler(e, c):\n    if e.get('fail'):\n        raise ValueError()\n    return 1\n")
@@ -375,3 +373,28 @@ def test_metrics_count_invocations_and_cold_starts(
     assert f'selfless_invocations_total{{function="{name}",outcome="error"}} 1.0' in text
     assert f'selfless_cold_starts_total{{function="{name}"}} 1.0' in text
     assert "selfless_environment_start_overhead_seconds_count" in text
+
+
+def test_output_lines_arrive_whole_and_in_order(lam: Any, make_function: Callable[..., str]) -> None:
+    code = (
+        "import sys\n"
+        "def handler(e, c):\n"
+        "    print('hello from handler', {'n': 1})\n"
+        "    sys.stdout.write('part one, ')\n"
+        "    sys.stdout.flush()\n"
+        "    sys.stdout.write('part two\\n')\n"
+        "    sys.stderr.write('to stderr\\n')\n"
+        "    sys.stdout.write('no newline at the end')\n"
+        "    return 1\n"
+    )
+    name = make_function(code)
+    call(lam, name)
+    r, _ = call(lam, name, LogType="Tail")
+    lines = tail(r).strip().splitlines()
+    assert lines[1:5] == [
+        "hello from handler {'n': 1}",
+        "part one, part two",
+        "to stderr",
+        "no newline at the end",
+    ]
+    assert lines[5].startswith("END RequestId")

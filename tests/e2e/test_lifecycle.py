@@ -32,8 +32,13 @@ def handler(event, context):
 def deploy(lam: Any, code: str = SLOW, **kw: Any) -> str:
     name = unique("life")
     lam.create_function(
-        FunctionName=name, Runtime="python3.11", Role=ROLE, Handler="app.handler",
-        Code={"ZipFile": make_zip({"app.py": code})}, Timeout=30, **kw,
+        FunctionName=name,
+        Runtime="python3.11",
+        Role=ROLE,
+        Handler="app.handler",
+        Code={"ZipFile": make_zip({"app.py": code})},
+        Timeout=30,
+        **kw,
     )
     lam.get_waiter("function_active_v2").wait(FunctionName=name, WaiterConfig={"Delay": 1, "MaxAttempts": 10})
     return name
@@ -144,7 +149,7 @@ def test_restart_keeps_functions_and_accepted_events(tmp_path: Path) -> None:
                 break
             time.sleep(0.2)
         assert seen >= 1, "the accepted event did not run after the restart"
-        error, out = invoke(lam, name, {})
+        error, _ = invoke(lam, name, {})
         assert error is None
     finally:
         assert server.stop() == 0

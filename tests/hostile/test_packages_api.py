@@ -33,11 +33,13 @@ def symlink(name: str, target: str) -> tuple[zipfile.ZipInfo, bytes]:
 
 def bomb(size: int) -> bytes:
     buf = io.BytesIO()
-    with zipfile.ZipFile(buf, "w", zipfile.ZIP_DEFLATED, compresslevel=9) as z:
-        with z.open("big.bin", "w", force_zip64=True) as f:
-            chunk = b"\0" * (1 << 20)
-            for _ in range(size >> 20):
-                f.write(chunk)
+    with (
+        zipfile.ZipFile(buf, "w", zipfile.ZIP_DEFLATED, compresslevel=9) as z,
+        z.open("big.bin", "w", force_zip64=True) as f,
+    ):
+        chunk = b"\0" * (1 << 20)
+        for _ in range(size >> 20):
+            f.write(chunk)
     return buf.getvalue()
 
 
@@ -73,8 +75,16 @@ def hostile_packages(victim: Path) -> dict[str, bytes]:
 
 @pytest.mark.parametrize(
     "case",
-    ["not a zip", "zip slip", "absolute path", "symlink out", "symlink up", "write through symlink", "zip bomb",
-     "too many files"],
+    [
+        "not a zip",
+        "zip slip",
+        "absolute path",
+        "symlink out",
+        "symlink up",
+        "write through symlink",
+        "zip bomb",
+        "too many files",
+    ],
 )
 def test_hostile_package_is_refused(
     case: str, lam: Any, server: Server, victim: Path, make_function: Callable[..., str]
@@ -84,8 +94,9 @@ def test_hostile_package_is_refused(
     tmp_before = set(os.listdir("/tmp"))
     name = unique("hostile")
     with pytest.raises(lam.exceptions.InvalidParameterValueException) as exc:
-        lam.create_function(FunctionName=name, Runtime="python3.12", Role=ROLE, Handler="app.handler",
-                            Code={"ZipFile": package})
+        lam.create_function(
+            FunctionName=name, Runtime="python3.12", Role=ROLE, Handler="app.handler", Code={"ZipFile": package}
+        )
     assert exc.value.response["ResponseMetadata"]["HTTPStatusCode"] == 400
     assert sorted(os.listdir(victim)) == before
     assert (victim / "keep.txt").read_text() == "original"
@@ -105,8 +116,9 @@ def test_hostile_package_is_refused(
 def test_package_size_limits(lam_unvalidated: Any) -> None:
     too_big = os.urandom(52_428_800 + 1)
     with pytest.raises(Exception) as exc:
-        lam_unvalidated.create_function(FunctionName=unique(), Runtime="python3.12", Role=ROLE,
-                                        Handler="app.handler", Code={"ZipFile": too_big})
+        lam_unvalidated.create_function(
+            FunctionName=unique(), Runtime="python3.12", Role=ROLE, Handler="app.handler", Code={"ZipFile": too_big}
+        )
     response = getattr(exc.value, "response", {})
     assert response["ResponseMetadata"]["HTTPStatusCode"] == 413
     assert response["Error"]["Code"] == "RequestEntityTooLargeException"
@@ -127,8 +139,9 @@ def test_exec_bits_and_inside_symlinks_survive(lam: Any) -> None:
         [("app.py", code.encode()), ("data.txt", b"linked"), symlink("alias.txt", "data.txt"), (tool, b"#!/bin/sh\n")]
     )
     name = unique("okpkg")
-    lam.create_function(FunctionName=name, Runtime="python3.12", Role=ROLE, Handler="app.handler",
-                        Code={"ZipFile": package})
+    lam.create_function(
+        FunctionName=name, Runtime="python3.12", Role=ROLE, Handler="app.handler", Code={"ZipFile": package}
+    )
     try:
         lam.get_waiter("function_active_v2").wait(FunctionName=name, WaiterConfig={"Delay": 1, "MaxAttempts": 10})
         out = lam.invoke(FunctionName=name)["Payload"].read()

@@ -16,6 +16,7 @@ import os
 import shutil
 import time
 import urllib.parse
+import zlib
 from collections.abc import Iterator
 from pathlib import Path
 from typing import IO
@@ -136,7 +137,7 @@ class LogStore:
                     continue
                 if pattern and pattern not in msg:
                     continue
-                found.append(LogEvent(ts, msg, name, f"{ts}-{abs(hash(name)) % 10**9}-{i}"))
+                found.append(LogEvent(ts, msg, name, f"{ts}-{zlib.crc32(name.encode()):08x}-{i}"))
         found.sort(key=lambda e: (e.timestamp, e.event_id))
         return found
 

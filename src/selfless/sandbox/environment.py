@@ -518,10 +518,13 @@ class Environment:
             inv.log_lines.append(line)
 
     def _read_output(self) -> None:
-        self._drain_output()
+        # A write may arrive in pieces (print() under -u writes each argument separately): keep the
+        # unfinished line until its newline, or until the invocation completes.
+        self._drain_output(complete=False)
 
-    def _drain_output(self, final: bool = False) -> None:
-        """Read everything the runtime has written so far; called before END so output lands in its call."""
+    def _drain_output(self, final: bool = False, complete: bool = True) -> None:
+        """Read everything the runtime has written so far; called before END so output lands in its call.
+        ``complete``: an invocation (or the environment) ends here, so an unfinished last line goes out too."""
         p = self._process
         if p is None:
             return
@@ -539,12 +542,12 @@ class Environment:
                 final = True
                 break
             chunks.append(data)
-        if not chunks and not final:
+        if not chunks and not final and not (complete and self._partial):
             return
         text = self._partial + self._decoder.decode(b"".join(chunks), final=final)
         lines, rest = split_lines(text)
         # Without a trailing newline a final fragment still belongs to this call.
-        if rest and (final or self.current is not None):
+        if rest and (final or complete):
             lines.append(rest)
             rest = ""
         self._partial = rest
