@@ -28,6 +28,7 @@ import signal
 import socket
 import sys
 import time
+from typing import cast
 
 import uvloop
 
@@ -76,7 +77,9 @@ class RequestParser:
 
 def _response(status: bytes, body: bytes, extra: bytes = b"") -> bytes:
     return (
-        b"HTTP/1.1 " + status + b"\r\nContent-Type: application/json\r\nContent-Length: "
+        b"HTTP/1.1 "
+        + status
+        + b"\r\nContent-Type: application/json\r\nContent-Length: "
         + str(len(body)).encode()
         + b"\r\n"
         + extra
@@ -97,9 +100,8 @@ class EchoProtocol(asyncio.Protocol):
         self._transport: asyncio.Transport | None = None
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        assert isinstance(transport, asyncio.Transport)
         _nodelay(transport)
-        self._transport = transport
+        self._transport = cast(asyncio.Transport, transport)  # uvloop's is not a subclass
 
     def data_received(self, data: bytes) -> None:
         assert self._transport is not None
@@ -161,9 +163,8 @@ class ClientProtocol(asyncio.Protocol):
         self._transport: asyncio.Transport | None = None
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        assert isinstance(transport, asyncio.Transport)
         _nodelay(transport)
-        self._transport = transport
+        self._transport = cast(asyncio.Transport, transport)  # uvloop's is not a subclass
 
     def data_received(self, data: bytes) -> None:
         assert self._transport is not None
@@ -192,9 +193,8 @@ class RuntimeProtocol(asyncio.Protocol):
         self._transport: asyncio.Transport | None = None
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        assert isinstance(transport, asyncio.Transport)
         _nodelay(transport)
-        self._transport = transport
+        self._transport = cast(asyncio.Transport, transport)  # uvloop's is not a subclass
 
     def data_received(self, data: bytes) -> None:
         assert self._transport is not None
@@ -300,7 +300,11 @@ def relay_worker(runtime_port: int, max_seconds: float, idle_timeout_s: float = 
             request_id = head[at + len(REQUEST_ID_HEADER) : stop if stop >= 0 else len(head)].strip()
             result = json.dumps(json.loads(event)).encode()
             sock.sendall(
-                b"POST " + RESPONSE_PREFIX + request_id + b"/response HTTP/1.1\r\n" + host
+                b"POST "
+                + RESPONSE_PREFIX
+                + request_id
+                + b"/response HTTP/1.1\r\n"
+                + host
                 + b"Content-Length: %d\r\n\r\n" % len(result)
                 + result
             )
@@ -312,7 +316,10 @@ def relay_worker(runtime_port: int, max_seconds: float, idle_timeout_s: float = 
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     parser.add_argument("--max-seconds", type=float, default=3600.0, help="stop after this long [3600]")
     sub = parser.add_subparsers(dest="command", required=True)
     echo = sub.add_parser("echo", help="bare uvloop HTTP echo server")

@@ -141,6 +141,8 @@ class HttpProtocol(asyncio.Protocol):
         if self._idle_handle is not None:
             self._idle_handle.cancel()
             self._idle_handle = None
+        # A request still arriving must keep arriving: a client that stalls mid-request is cut off too.
+        self._arm_idle()
         try:
             self._parser.feed_data(data)
         except httptools.HttpParserUpgrade:
@@ -182,6 +184,9 @@ class HttpProtocol(asyncio.Protocol):
         self._body_parts.append(body)
 
     def on_message_complete(self) -> None:
+        if self._idle_handle is not None:
+            self._idle_handle.cancel()
+            self._idle_handle = None
         if self._transport is None or self._closing:
             return
         url = self._url.decode("latin-1")
