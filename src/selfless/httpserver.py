@@ -4,13 +4,15 @@ Why not a framework: the warm invoke path crosses this layer four times (client 
 and out), and a framework costs ~100 µs each way here (docs/benchmarks.md). This module does only what both
 servers need:
 
-- one request at a time per connection (no pipelining: reading pauses until the response is written);
+- one request at a time per connection: a pipelined request waits in a short queue (reading pauses only
+  when that queue is full), so the common case costs no epoll changes;
 - keep-alive, ``Connection: close``, HTTP/1.0;
 - bodies up to ``max_body`` bytes; a larger ``Content-Length`` is answered by ``on_too_large`` after the body
   has been read and dropped (so that clients that send the whole body before reading see the answer), and a
   body past ``2 * max_body`` closes the connection;
 - TCP_NODELAY on every connection (Nagle plus delayed ACK otherwise adds ~44 ms per leg);
-- an idle deadline per connection between requests.
+- an idle deadline per connection, enforced by one sweep per server (no timer per request): a connection
+  with no handler running that has been silent that long is closed, mid-request or between requests.
 
 Handlers are ``async def handler(request) -> Response``. A handler that raises gets a bare 500; mapping domain
 errors to wire errors is the caller's job (``selfless.api.errors``).
@@ -19,10 +21,12 @@ errors to wire errors is the caller's job (``selfless.api.errors``).
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
 import dataclasses
 import logging
 import socket
+import time
 from collections.abc import Awaitable, Callable
 from http import HTTPStatus
 from typing import Any
@@ -32,6 +36,7 @@ import httptools
 log = logging.getLogger(__name__)
 
 _REASONS = {s.value: s.phrase for s in HTTPStatus}
+_MAX_PIPELINED = 8
 
 
 @dataclasses.dataclass(slots=True)
@@ -73,13 +78,13 @@ class HttpProtocol(asyncio.Protocol):
         "_handler",
         "_header_name",
         "_headers",
-        "_idle_handle",
-        "_idle_timeout",
+        "_last_seen",
         "_loop",
         "_max_body",
         "_on_too_large",
         "_parser",
         "_peer",
+        "_pending",
         "_task",
         "_transport",
         "_url",
@@ -90,14 +95,12 @@ class HttpProtocol(asyncio.Protocol):
         handler: Handler,
         *,
         max_body: int,
-        idle_timeout: float,
         context: Any,
         on_too_large: TooLargeHandler,
         connections: set[HttpProtocol],
     ) -> None:
         self._handler = handler
         self._max_body = max_body
-        self._idle_timeout = idle_timeout
         self._context = context
         self._on_too_large = on_too_large
         self._connections = connections
@@ -112,7 +115,8 @@ class HttpProtocol(asyncio.Protocol):
         self._discarding = False
         self._task: asyncio.Task[None] | None = None
         self._closing = False
-        self._idle_handle: asyncio.TimerHandle | None = None
+        self._pending: collections.deque[tuple[Request, bool]] = collections.deque()
+        self._last_seen = time.monotonic()
         self._peer: tuple[str, int] | None = None
 
     # -- asyncio.Protocol ---------------------------------------------------------------------------------
@@ -126,23 +130,17 @@ class HttpProtocol(asyncio.Protocol):
                 sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         peer = transport.get_extra_info("peername")
         self._peer = peer if isinstance(peer, tuple) else None
-        self._arm_idle()
 
     def connection_lost(self, exc: Exception | None) -> None:
         self._connections.discard(self)
         self._closing = True
-        if self._idle_handle is not None:
-            self._idle_handle.cancel()
+        self._pending.clear()
         if self._task is not None and not self._task.done():
             self._task.cancel()
         self._transport = None
 
     def data_received(self, data: bytes) -> None:
-        if self._idle_handle is not None:
-            self._idle_handle.cancel()
-            self._idle_handle = None
-        # A request still arriving must keep arriving: a client that stalls mid-request is cut off too.
-        self._arm_idle()
+        self._last_seen = time.monotonic()
         try:
             self._parser.feed_data(data)
         except httptools.HttpParserUpgrade:
@@ -184,9 +182,6 @@ class HttpProtocol(asyncio.Protocol):
         self._body_parts.append(body)
 
     def on_message_complete(self) -> None:
-        if self._idle_handle is not None:
-            self._idle_handle.cancel()
-            self._idle_handle = None
         if self._transport is None or self._closing:
             return
         url = self._url.decode("latin-1")
@@ -203,9 +198,15 @@ class HttpProtocol(asyncio.Protocol):
             self._context,
         )
         keep_alive = self._parser.should_keep_alive()
-        self._transport.pause_reading()
         if self._discarding:
+            self._pending.clear()
             self._write(self._on_too_large(request), keep_alive=False)
+            return
+        if self._task is not None:
+            # Pipelined behind a request still being served; answers go out in order.
+            self._pending.append((request, keep_alive))
+            if len(self._pending) >= _MAX_PIPELINED:
+                self._transport.pause_reading()
             return
         self._task = self._loop.create_task(self._run(request, keep_alive))
 
@@ -241,24 +242,23 @@ class HttpProtocol(asyncio.Protocol):
         transport.write(head + response.body if len(response.body) < 65536 else head)
         if len(response.body) >= 65536:
             transport.write(response.body)
-        if keep_alive:
-            transport.resume_reading()
-            self._arm_idle()
-        else:
+        self._last_seen = time.monotonic()
+        if not keep_alive:
             transport.close()
+        elif self._pending and self._task is None:
+            request, keep = self._pending.popleft()
+            if len(self._pending) == _MAX_PIPELINED - 1:
+                transport.resume_reading()
+            self._task = self._loop.create_task(self._run(request, keep))
 
     def _send_error_and_close(self, status: int) -> None:
         if self._transport is not None and not self._transport.is_closing():
             body = b'{"message":"Bad request"}' if status == 400 else b'{"message":"Request entity too large"}'
             self._write(Response(status, body), keep_alive=False)
 
-    def _arm_idle(self) -> None:
-        if self._idle_timeout > 0:
-            self._idle_handle = self._loop.call_later(self._idle_timeout, self._idle_expired)
-
-    def _idle_expired(self) -> None:
-        self._idle_handle = None
-        if self._transport is not None and self._task is None:
+    def close_if_idle(self, cutoff: float) -> None:
+        """Close when no handler runs and nothing arrived since ``cutoff`` (a monotonic time)."""
+        if self._task is None and self._last_seen < cutoff and self._transport is not None:
             self._transport.close()
 
     def close(self) -> None:
@@ -289,13 +289,13 @@ class HttpServer:
         self._context = context
         self._on_too_large = on_too_large
         self._server: asyncio.Server | None = None
+        self._sweeper: asyncio.TimerHandle | None = None
         self.connections: set[HttpProtocol] = set()
 
     def _factory(self) -> HttpProtocol:
         return HttpProtocol(
             self._handler,
             max_body=self._max_body,
-            idle_timeout=self._idle_timeout,
             context=self._context,
             on_too_large=self._on_too_large,
             connections=self.connections,
@@ -309,12 +309,27 @@ class HttpServer:
         else:
             self._server = await loop.create_server(self._factory, host, port, backlog=1024, reuse_address=True)
         bound = self._server.sockets[0].getsockname()
+        if self._idle_timeout > 0:
+            self._sweeper = loop.call_later(self._sweep_every, self._sweep)
         return str(bound[0]), int(bound[1])
+
+    @property
+    def _sweep_every(self) -> float:
+        return max(0.5, self._idle_timeout / 4)
+
+    def _sweep(self) -> None:
+        cutoff = time.monotonic() - self._idle_timeout
+        for conn in list(self.connections):
+            conn.close_if_idle(cutoff)
+        self._sweeper = asyncio.get_running_loop().call_later(self._sweep_every, self._sweep)
 
     def stop_listening(self) -> None:
         """Idempotent: stop accepting; open connections stay."""
         if self._server is not None:
             self._server.close()
+        if self._sweeper is not None:
+            self._sweeper.cancel()
+            self._sweeper = None
 
     def close_idle(self) -> None:
         for conn in list(self.connections):

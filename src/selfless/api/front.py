@@ -7,8 +7,8 @@ Nothing past ``/health`` and a signed download link is reachable without a valid
 from __future__ import annotations
 
 import json
-import uuid
 
+from selfless import ids
 from selfless.api import errors as wire_errors
 from selfless.api.auth import SigV4Verifier
 from selfless.api.lambda_api import CodeUrls, LambdaApi
@@ -46,7 +46,7 @@ class FrontDoor:
                 return Response(200, self._metrics.render(), content_type=METRICS_CONTENT_TYPE)
             if path.startswith(CodeUrls.PREFIX):
                 return self._lambda.download(request)
-        request_id = str(uuid.uuid4())
+        request_id = ids.request_id()
         try:
             caller = self._verifier.verify(request.method, path, request.query, request.headers, request.body)
         except AuthError as exc:

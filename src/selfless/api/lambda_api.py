@@ -121,18 +121,18 @@ class LambdaApi:
 
     async def handle(self, request: Request, caller: Caller, request_id: str) -> Response:
         try:
-            response = await self._handle(request, caller)
+            response = await self._handle(request, caller, request_id)
         except SelflessError as exc:
             return wire_errors.rest_json(exc, request_id)
         response.headers.append(("x-amzn-RequestId", request_id))
         return response
 
-    async def _handle(self, request: Request, caller: Caller) -> Response:
+    async def _handle(self, request: Request, caller: Caller, request_id: str) -> Response:
         if request.method == "POST":
             hit = _INVOKE_RE.match(request.path)
             if hit is not None:
                 self._authorize(caller, "Invoke")
-                return await self._invoke(urllib.parse.unquote(hit.group(1)), request)
+                return await self._invoke(urllib.parse.unquote(hit.group(1)), request, request_id)
         found = self._router.match(request.method, request.path)
         if found is None:
             raise UnsupportedOperation(f"No Lambda operation at {request.method} {request.path}")
@@ -170,7 +170,7 @@ class LambdaApi:
 
     # -- invoke (hot path) ------------------------------------------------------------------------------
 
-    async def _invoke(self, function_name: str, request: Request) -> Response:
+    async def _invoke(self, function_name: str, request: Request, request_id: str) -> Response:
         h = request.headers
         qualifier = None
         if request.query:
@@ -198,6 +198,7 @@ class LambdaApi:
                 itype,
                 log_type == "Tail",
                 h.get("x-amz-client-context"),
+                request_id,
             )
         )
         headers = [("X-Amz-Executed-Version", result.executed_version)]

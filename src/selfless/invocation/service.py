@@ -17,10 +17,9 @@ import binascii
 import contextlib
 import json
 import logging
-import secrets
 import time
-import uuid
 
+from selfless import ids
 from selfless.config import Settings
 from selfless.errors import (
     InvalidRequestContent,
@@ -46,10 +45,6 @@ MAX_CLIENT_CONTEXT = 3583
 _ASYNC_CONCURRENCY = 64
 # Beyond the function's timeout and init, how long a caller waits before we call it our fault.
 _BACKSTOP_S = 30.0
-
-
-def _trace_id() -> str:
-    return f"Root=1-{int(time.time()):08x}-{secrets.token_hex(12)};Sampled=0"
 
 
 class InvocationService:
@@ -84,7 +79,7 @@ class InvocationService:
                 "state: Pending"
             )
         client_context = self._client_context(req.client_context)
-        request_id = req.request_id or str(uuid.uuid4())
+        request_id = req.request_id or ids.request_id()
         if req.invocation_type is InvocationType.EVENT:
             if len(req.payload) > MAX_ASYNC_PAYLOAD:
                 raise RequestTooLarge(
@@ -150,7 +145,7 @@ class InvocationService:
                 function_arn=fn.arn,
                 timeout_s=fn.timeout,
                 client_context=client_context,
-                trace_id=_trace_id(),
+                trace_id=ids.trace_id(),
             )
             try:
                 env = await self._pool.lease(fn)

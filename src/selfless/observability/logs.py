@@ -4,12 +4,14 @@ Layout: ``<data-dir>/logs/<function-name>/<quoted stream name>.log``, one event 
 ``<epoch ms>\\t<message>``. Messages never hold a newline: output is split into one event per line, as
 Lambda's runtimes do. The group name shown through the API is ``/aws/lambda/<function-name>``.
 
-Writers append through a buffered file and flush at the end of each invocation; readers (the CloudWatch
-Logs API, ``selfless logs``) read the files directly.
+Writers append through a buffered file; the store flushes every stream written to within 50 ms (one write
+for a burst of invocations), and before any read, so readers (the CloudWatch Logs API, ``selfless logs``)
+always see everything written so far.
 """
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import dataclasses
 import os
@@ -17,11 +19,12 @@ import shutil
 import time
 import urllib.parse
 import zlib
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import IO
 
 GROUP_PREFIX = "/aws/lambda/"
+_FLUSH_S = 0.05
 
 
 @dataclasses.dataclass(frozen=True)
@@ -41,10 +44,12 @@ def stream_name(version: str, env_id: str, now: float | None = None) -> str:
 class LogStream:
     """An append-only stream owned by one environment. Not thread-safe; the event loop owns it."""
 
-    def __init__(self, path: Path, name: str) -> None:
+    def __init__(self, path: Path, name: str, on_dirty: Callable[[LogStream], None] | None = None) -> None:
         self.name = name
         self._path = path
         self._file: IO[str] | None = None
+        self._on_dirty = on_dirty
+        self._dirty = False
 
     def write(self, message: str, timestamp_ms: int | None = None) -> None:
         if self._file is None:
@@ -54,10 +59,20 @@ class LogStream:
         self._file.write(f"{ts}\t{message}\n")
 
     def flush(self) -> None:
+        self._dirty = False
         if self._file is not None:
             self._file.flush()
 
+    def flush_soon(self) -> None:
+        """Flush within the store's flush interval (now, when the stream has no store)."""
+        if self._on_dirty is None:
+            self.flush()
+        elif not self._dirty:
+            self._dirty = True
+            self._on_dirty(self)
+
     def close(self) -> None:
+        self._dirty = False
         if self._file is not None:
             with contextlib.suppress(OSError):
                 self._file.close()
@@ -67,12 +82,28 @@ class LogStream:
 class LogStore:
     def __init__(self, root: Path) -> None:
         self.root = root
+        self._dirty: list[LogStream] = []
+        self._flush_handle: asyncio.TimerHandle | None = None
 
     def open(self) -> None:
         self.root.mkdir(parents=True, exist_ok=True)
 
     def stream(self, function_name: str, name: str) -> LogStream:
-        return LogStream(self._stream_path(function_name, name), name)
+        return LogStream(self._stream_path(function_name, name), name, self._mark_dirty)
+
+    def _mark_dirty(self, stream: LogStream) -> None:
+        self._dirty.append(stream)
+        if self._flush_handle is None:
+            self._flush_handle = asyncio.get_running_loop().call_later(_FLUSH_S, self.flush_pending)
+
+    def flush_pending(self) -> None:
+        """Flush every stream written to since the last flush."""
+        if self._flush_handle is not None:
+            self._flush_handle.cancel()
+            self._flush_handle = None
+        dirty, self._dirty = self._dirty, []
+        for stream in dirty:
+            stream.flush()
 
     def _group_dir(self, function_name: str) -> Path:
         return self.root / function_name
@@ -104,6 +135,7 @@ class LogStore:
 
     def streams(self, function_name: str) -> list[tuple[str, int, int]]:
         """(stream name, first event ms, last event ms) for each stream of a group."""
+        self.flush_pending()
         out = []
         group = self._group_dir(function_name)
         if group.is_dir():
@@ -123,6 +155,7 @@ class LogStore:
         pattern: str | None = None,
     ) -> list[LogEvent]:
         """Every matching event of a group, oldest first. ``pattern`` matches as a plain substring."""
+        self.flush_pending()
         wanted = set(streams) if streams else None
         found: list[LogEvent] = []
         for name, _first, last in self.streams(function_name):
