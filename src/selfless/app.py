@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import configparser
 import contextlib
+import gc
 import logging
 import os
 import shutil
@@ -137,6 +138,10 @@ class App:
         self.pool.start()
         await self.invocations.start()
         self.address = await self.http.start(s.host, s.port)
+        # Everything built so far (botocore's model above all) lives as long as the server: keep the
+        # collector from walking it again and again, which shows up as p99 spikes on the invoke path.
+        gc.collect()
+        gc.freeze()
         self.front.ready = True
         return self.address
 
