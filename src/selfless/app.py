@@ -116,6 +116,7 @@ class App:
             on_dead=on_dead,
             mount_tmp=self.mount_tmp,
             endpoint=self.settings.endpoint,
+            first_substitution=self.runtimes.first_substitution,
         )
 
     async def start(self) -> tuple[str, int]:

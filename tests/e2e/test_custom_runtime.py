@@ -114,7 +114,10 @@ def test_hand_written_runtime(lam: Any, make_function: Callable[..., str]) -> No
 
 def test_missing_bootstrap(lam: Any, make_function: Callable[..., str]) -> None:
     name = make_function(files={"app.py": "x = 1\n"}, runtime="provided.al2")
-    r = lam.invoke(FunctionName=name, Payload=b"{}")
+    r = lam.invoke(FunctionName=name, Payload=b"{}", LogType="Tail")
     out = json.loads(r["Payload"].read())
     assert r["FunctionError"] == "Unhandled"
     assert out["errorType"] == "Runtime.InvalidEntrypoint"
+    assert "Couldn't find valid bootstrap(s)" in out["errorMessage"]
+    log = base64.b64decode(r["LogResult"]).decode()
+    assert "START RequestId" in log and "REPORT RequestId" in log and "Status: error" in log

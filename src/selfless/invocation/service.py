@@ -153,13 +153,11 @@ class InvocationService:
                 self._metrics.throttles.labels(exc.reason).inc()
                 raise
             except OSError as exc:
-                log.warning("environment for %s failed to start: %s", fn.name, exc)
-                reason = (
-                    "Couldn't find valid bootstrap(s): [/var/task/bootstrap]"
-                    if isinstance(exc, (FileNotFoundError, PermissionError))
-                    else f"Couldn't start the runtime: {exc.strerror or exc}"
+                # No environment could even be built (its runtime vanished from this host).
+                log.warning("no environment for %s: %s", fn.name, exc)
+                body = error_payload(
+                    "Runtime.InvalidEntrypoint", f"RequestId: {request_id} Error: Couldn't start the runtime: {exc}"
                 )
-                body = error_payload("Runtime.InvalidEntrypoint", f"RequestId: {request_id} Error: {reason}")
                 return Outcome(OutcomeKind.START_FAILED, body, "Runtime.InvalidEntrypoint")
             if env.state is EnvState.STARTING:
                 self._metrics.cold_starts.labels(fn.name).inc()

@@ -103,6 +103,7 @@ class RuntimeCatalog:
     def __init__(self, interpreters: Mapping[tuple[int, int], str]) -> None:
         self._interpreters = dict(interpreters)
         self._runtimes: dict[str, Runtime] = {}
+        self._noted: set[str] = set()
         for name in PYTHON_RUNTIMES:
             minor = int(name.split(".")[1])
             runtime = self._python(name, minor)
@@ -119,6 +120,14 @@ class RuntimeCatalog:
         # Nearest installed minor version; on a tie the newer one.
         best = min(self._interpreters, key=lambda v: (abs(v[1] - minor), -v[1]))
         return Runtime(name, self._interpreters[best], f"{best[0]}.{best[1]}", substitute=True)
+
+    def first_substitution(self, function_name: str) -> bool:
+        """True the first time (per server run) a function starts on a stand-in interpreter: the function's
+        log says so once."""
+        if function_name in self._noted:
+            return False
+        self._noted.add(function_name)
+        return True
 
     def get(self, name: str) -> Runtime | None:
         return self._runtimes.get(name)

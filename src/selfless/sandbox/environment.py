@@ -110,6 +110,7 @@ class Environment:
         on_dead: Callable[[Environment], None],
         mount_tmp: bool,
         endpoint: str,
+        first_substitution: Callable[[str], bool],
     ) -> None:
         self.id = env_id
         self.function = function
@@ -129,6 +130,7 @@ class Environment:
         self._on_dead = on_dead
         self._mount_tmp = mount_tmp
         self._endpoint = endpoint
+        self._first_substitution = first_substitution
         self._loop = asyncio.get_running_loop()
         self._server = HttpServer(
             runtime_api.handle,
@@ -150,6 +152,7 @@ class Environment:
         self._tmp_mounted = False
         self._access_key: str | None = None
         self._cleaned = False
+        self._start_error: OSError | None = None
         self.dead = asyncio.get_running_loop().create_future()
         # Platform cost of this start (dirs, endpoint, spawn), reported as a log field.
         self.start_overhead_ms = 0.0
@@ -168,7 +171,9 @@ class Environment:
     async def start(self) -> None:
         """Create the environment's files, its Runtime API endpoint and its process.
 
-        On failure the environment is stopped and OSError is raised."""
+        When the runtime cannot be started (no executable bootstrap, a full disk...) the environment is
+        stopped at once and remembers why: the invocation assigned to it then fails with
+        Runtime.InvalidEntrypoint and still gets its START/END/REPORT lines."""
         t0 = time.perf_counter()
         fn = self.function
         task_root = self._root / "task"
@@ -189,13 +194,18 @@ class Environment:
                 f"INIT_START Runtime Version: {self.runtime.name}.selfless\t"
                 f"Runtime Version ARN: arn:aws:lambda:{self._settings.region}::runtime:selfless-{self.runtime.name}"
             )
-            if self.runtime.substitute:
+            if self.runtime.substitute and self._first_substitution(fn.name):
                 self._stream.write(
                     f"selfless: {self.runtime.name} is not installed here; running on Python "
                     f"{self.runtime.actual_version} instead"
                 )
             self._spawned_at = time.monotonic()
             self._process = proc.spawn(self._reaper, self.runtime.argv(task_root), env=env, cwd=task_root)
+        except OSError as exc:
+            log.warning("environment %s of %s failed to start: %s", self.id, fn.name, exc)
+            self._start_error = exc
+            await self.stop()
+            return
         except BaseException:
             await self.stop()
             raise
@@ -326,6 +336,9 @@ class Environment:
     # -- invocations --------------------------------------------------------------------------------------
 
     def assign(self, inv: Invocation) -> None:
+        if self._start_error is not None:
+            self._fail_start(inv, self._start_error)
+            return
         if self.current is not None:
             raise IllegalTransition(f"environment {self.id} already has invocation {self.current.request_id}")
         if self.state is EnvState.IDLE:
@@ -338,6 +351,18 @@ class Environment:
         if self._waiter is not None and not self._waiter.done():
             waiter, self._waiter = self._waiter, None
             waiter.set_result(self._deliver(inv))
+
+    def _fail_start(self, inv: Invocation, exc: OSError) -> None:
+        if isinstance(exc, (FileNotFoundError, PermissionError)) and not self.runtime.is_python:
+            reason = "Couldn't find valid bootstrap(s): [/var/task/bootstrap]"
+        else:
+            reason = f"Couldn't start the runtime: {exc.strerror or exc}"
+        text = f"RequestId: {inv.request_id} Error: {reason}"
+        self._write(inv, text)
+        payload = error_payload("Runtime.InvalidEntrypoint", text)
+        self._complete(inv, OutcomeKind.START_FAILED, payload, "Runtime.InvalidEntrypoint", status="error")
+        # The stream was closed with the environment; the lines above reopened it.
+        self._stream.close()
 
     def _deliver(self, inv: Invocation) -> Invocation:
         inv.deliver()
