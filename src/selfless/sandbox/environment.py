@@ -50,6 +50,7 @@ log = logging.getLogger(__name__)
 
 # AWS gives the init phase 10 s, and retries a slow init within the invocation's own timeout.
 _MIN_INIT_TIMEOUT_S = 10.0
+_KILL_WAIT_S = 10.0
 
 
 class EnvState(enum.Enum):
@@ -153,7 +154,6 @@ class Environment:
         self._access_key: str | None = None
         self._cleaned = False
         self._start_error: OSError | None = None
-        self.dead = asyncio.get_running_loop().create_future()
         # Platform cost of this start (dirs, endpoint, spawn), reported as a log field.
         self.start_overhead_ms = 0.0
 
@@ -265,11 +265,13 @@ class Environment:
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(asyncio.shield(p.exited), grace_s)
             p.kill(signal.SIGKILL)
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(asyncio.shield(p.exited), 10.0)
-        if p is None or p.exited.done():
-            self._cleanup()
-        await asyncio.shield(self.dead)
+            try:
+                await asyncio.wait_for(asyncio.shield(p.exited), _KILL_WAIT_S)
+            except TimeoutError:
+                # Unkillable for now (stuck in the kernel): free everything else; the reaper still
+                # collects the process whenever it finally exits.
+                log.error("environment %s: pid %d survived SIGKILL for %.0f s", self.id, p.pid, _KILL_WAIT_S)
+        self._cleanup()
 
     def _on_exit(self, fut: asyncio.Future[int]) -> None:
         code = fut.result() if not fut.cancelled() else -9
@@ -329,8 +331,6 @@ class Environment:
         self._stream.close()
         if self._root.is_dir() and not self._root.is_symlink():
             shutil.rmtree(self._root, ignore_errors=True)
-        if not self.dead.done():
-            self.dead.set_result(None)
         self._on_dead(self)
 
     # -- invocations --------------------------------------------------------------------------------------
