@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import io
+import json
 import os
 import signal
 import socket
@@ -40,6 +41,20 @@ class Server:
     process: subprocess.Popen[bytes]
     log_path: Path
     env: dict[str, str] = field(default_factory=dict)
+    sandbox: str = ""
+    sandbox_uids: tuple[int, int] | None = None
+
+    def leftovers(self) -> list[int]:
+        """Processes that belong to this server's environments (by working directory, or by sandbox uid)."""
+        found = processes_under(self.data_dir)
+        if self.sandbox_uids is not None:
+            low, high = self.sandbox_uids
+            for entry in os.listdir("/proc"):
+                if entry.isdigit():
+                    with contextlib.suppress(OSError):
+                        if low <= os.stat(f"/proc/{entry}").st_uid <= high:
+                            found.append(int(entry))
+        return found
 
     @property
     def endpoint(self) -> str:
@@ -114,6 +129,11 @@ def start_server(tmp: Path, extra_env: dict[str, str] | None = None, args: list[
             raise RuntimeError(f"server exited early:\n{server.log()}")
         with contextlib.suppress(OSError), urllib.request.urlopen(f"{server.endpoint}/health", timeout=1) as r:
             if r.status == 200:
+                health = json.loads(r.read())
+                server.sandbox = health["sandbox"]
+                if "sandbox_uids" in health:
+                    low, high = health["sandbox_uids"].split("-")
+                    server.sandbox_uids = (int(low), int(high))
                 return server
         time.sleep(0.05)
     server.stop(signal.SIGKILL)
@@ -126,7 +146,7 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
     yield srv
     code = srv.stop()
     assert code == 0, srv.log()
-    assert processes_under(srv.data_dir) == [], "environments outlived the server"
+    assert srv.leftovers() == [], "environments outlived the server"
 
 
 @pytest.fixture(scope="session")

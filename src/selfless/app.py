@@ -8,6 +8,7 @@ import gc
 import logging
 import os
 import shutil
+import sys
 
 from selfless.api.auth import Keyring, Principal, SigV4Verifier, generate_key_pair
 from selfless.api.front import FrontDoor
@@ -24,7 +25,9 @@ from selfless.observability.metering import Meter
 from selfless.observability.metrics import Metrics
 from selfless.runtime.runtimes import RuntimeCatalog, discover_interpreters
 from selfless.sandbox import process as proc
-from selfless.sandbox.environment import Environment
+from selfless.sandbox.base import Backend
+from selfless.sandbox.environment import Environment, wait_for_releases
+from selfless.sandbox.linux import LinuxBackend, SandboxUnavailable
 from selfless.sandbox.pool import EnvironmentPool
 from selfless.store.sqlite import SqliteStore
 
@@ -71,13 +74,19 @@ class App:
         self.meter = Meter(data / "metering")
         self.keyring = Keyring()
         self.runtimes = RuntimeCatalog(discover_interpreters(settings.python_interpreters))
-        self.mount_tmp = proc.can_mount()
+        self.backend: Backend = proc.ProcessBackend(self.reaper, proc.can_mount())
+        self.backend_warning: str | None = None
         self.pool = EnvironmentPool(
             self._new_environment,
             keep_alive_s=settings.keep_alive_s,
             max_environments=settings.max_environments,
         )
         self.registry = FunctionRegistry(settings, self.store, self.code, self.runtimes, self.pool.retire)
+        self.health_info: dict[str, str] = {
+            "region": settings.region,
+            "account": settings.account_id,
+            "sandbox": "process",
+        }
         self.metrics = Metrics()
         self.metrics.watch_environments(self.pool.count)
         self.invocations = InvocationService(settings, self.registry, self.pool, self.store, self.metrics)
@@ -90,7 +99,7 @@ class App:
             self.lambda_api,
             LogsApi(self.logs),
             self.metrics,
-            {"region": settings.region, "account": settings.account_id},
+            self.health_info,
         )
         self.http = HttpServer(self.front.handle, max_body=MAX_REQUEST, on_too_large=self.front.too_large)
         self.address: tuple[str, int] | None = None
@@ -111,10 +120,9 @@ class App:
             stream=self.logs.stream(function.name, stream_name("$LATEST", env_id)),
             meter=self.meter,
             keyring=self.keyring,
-            reaper=self.reaper,
+            backend=self.backend,
             on_free=on_free,
             on_dead=on_dead,
-            mount_tmp=self.mount_tmp,
             endpoint=self.settings.endpoint,
             first_substitution=self.runtimes.first_substitution,
         )
@@ -129,6 +137,7 @@ class App:
         self.keyring.add(key_id, secret, Principal(key_id, "admin"))
         self._sweep_environments()
         self.envs_root.mkdir(exist_ok=True)
+        self._choose_backend()
         proc.become_subreaper()
         self.reaper.install(asyncio.get_running_loop())
         await self.store.open()
@@ -145,6 +154,25 @@ class App:
         gc.freeze()
         self.front.ready = True
         return self.address
+
+    def _choose_backend(self) -> None:
+        """linux when asked for (or, unasked, when available); process otherwise, with the reason why."""
+        wanted = self.settings.sandbox
+        if wanted == "process":
+            return
+        interpreters = [rt.interpreter for name in self.runtimes.names() if (rt := self.runtimes.get(name))]
+        fallback = next((i for i in interpreters if i), sys.executable)
+        backend = LinuxBackend(self.settings.data_dir, fallback, preload=self.settings.zygote_preload)
+        try:
+            backend.setup(self.settings.max_environments)
+        except SandboxUnavailable as exc:
+            if wanted == "linux":
+                raise SandboxUnavailable(f"--sandbox linux is not possible here: {exc}") from exc
+            self.backend_warning = f"warning: the linux sandbox is unavailable ({exc}); using the process backend"
+            return
+        self.backend = backend
+        self.health_info["sandbox"] = backend.name
+        self.health_info["sandbox_uids"] = f"{backend.uid_range[0]}-{backend.uid_range[1]}"
 
     def _sweep_environments(self) -> None:
         """Remove what a previous run that died left behind: mounts first, then the directories."""
@@ -164,6 +192,8 @@ class App:
             log.warning("shutdown deadline passed with invocations still running; stopping them")
         await self.registry.wait_settled()
         await self.pool.close(s.kill_grace_s)
+        await wait_for_releases(10.0)
+        await self.backend.close()
         self.http.close_all()
         for pid in self.reaper.adopted_children():
             with contextlib.suppress(ProcessLookupError):
@@ -174,13 +204,9 @@ class App:
         self._sweep_environments()
 
     def describe(self) -> str:
-        lines = [f"runtimes: {', '.join(self.runtimes.names())}"]
-        if not self.mount_tmp:
-            lines.append("note: not running as root; /tmp size limits are not enforced")
-        lines.append(
-            "sandbox: process (no memory/CPU/pids limits and no filesystem isolation: "
-            "run only trusted functions until the Linux sandbox lands)"
-        )
+        lines = [f"runtimes: {', '.join(self.runtimes.names())}", self.backend.describe()]
+        if self.backend_warning:
+            lines.append(self.backend_warning)
         return "\n".join(lines)
 
 

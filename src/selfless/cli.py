@@ -58,17 +58,29 @@ def main() -> None:
     help="Where state lives [SELFLESS_DATA_DIR, default ./.selfless].",
 )
 @click.option("--keep-alive", type=float, default=None, help="Seconds an idle environment is kept [300].")
-def serve(host: str | None, port: int | None, data_dir: Path | None, keep_alive: float | None) -> None:
+@click.option(
+    "--sandbox",
+    type=click.Choice(["linux", "process"]),
+    default=None,
+    help="Isolation backend [SELFLESS_SANDBOX; default linux where available (root on Linux), else process].",
+)
+def serve(
+    host: str | None, port: int | None, data_dir: Path | None, keep_alive: float | None, sandbox: str | None
+) -> None:
     """Run the platform in the foreground until SIGTERM or Ctrl-C."""
     from selfless.server import run
 
     try:
-        settings = Settings.from_env(os.environ, host=host, port=port, data_dir=data_dir, keep_alive_s=keep_alive)
+        settings = Settings.from_env(
+            os.environ, host=host, port=port, data_dir=data_dir, keep_alive_s=keep_alive, sandbox=sandbox
+        )
     except SettingsError as exc:
         raise click.ClickException(str(exc)) from None
+    from selfless.sandbox.linux import SandboxUnavailable
+
     try:
         run(settings)
-    except OSError as exc:
+    except (OSError, SandboxUnavailable) as exc:
         click.echo(f"selfless: {exc}", err=True)
         sys.exit(1)
 

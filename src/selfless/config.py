@@ -47,6 +47,10 @@ class Settings:
     # Python runtimes: name -> interpreter path. Empty means "discover the installed ones".
     python_interpreters: Mapping[str, str] = dataclasses.field(default_factory=dict)
     log_level: str = "info"
+    # "linux", "process", or None: linux when it is available (root on Linux), else process with a warning.
+    sandbox: str | None = None
+    # Modules each Python zygote imports before forking (comma-separated; missing ones are skipped).
+    zygote_preload: str = ""
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str], **flags: Any) -> Settings:
@@ -77,6 +81,9 @@ class Settings:
         secret = pick("secret_access_key", "SELFLESS_SECRET_ACCESS_KEY", None)
         if (key_id is None) != (secret is None):
             raise SettingsError("set both SELFLESS_ACCESS_KEY_ID and SELFLESS_SECRET_ACCESS_KEY, or neither")
+        sandbox = pick("sandbox", "SELFLESS_SANDBOX", None)
+        if sandbox is not None and sandbox not in ("linux", "process"):
+            raise SettingsError(f"--sandbox must be linux or process, got {sandbox!r}")
         interpreters: dict[str, str] = {}
         for entry in str(environ.get("SELFLESS_PYTHON_RUNTIMES", "")).split(","):
             if entry.strip():
@@ -95,6 +102,8 @@ class Settings:
             max_environments=max_envs,
             python_interpreters=interpreters,
             log_level=str(pick("log_level", "SELFLESS_LOG_LEVEL", "info")),
+            sandbox=sandbox,
+            zygote_preload=str(environ.get("SELFLESS_ZYGOTE_PRELOAD", "")),
         )
 
     @property

@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import base64
+import importlib.metadata
 import json
+import os
 import sys
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -29,16 +32,30 @@ def handler(event, context):
 """
 
 
-def bootstrap() -> str:
-    # The test environment's interpreter has awslambdaric installed; the function runs it unchanged.
-    return f"#!/bin/sh\nexec {sys.executable} -m awslambdaric app.handler\n"
+def ric_files() -> dict[str, str | bytes]:
+    """The official runtime interface client and what it imports, shipped inside the package as a custom
+    runtime must be (a sandbox sees nothing of the test environment), run by the system's interpreter of the
+    same minor version (/usr is what every sandbox root has)."""
+    files: dict[str, str | bytes] = {}
+    for dist in ("awslambdaric", "simplejson", "snapshot-restore-py"):
+        for entry in importlib.metadata.distribution(dist).files or ():
+            if "__pycache__" in entry.parts or ".dist-info" in entry.parts[0]:
+                continue
+            files["deps/" + str(entry)] = Path(str(entry.locate())).read_bytes()
+    python = f"/usr/bin/python{sys.version_info.major}.{sys.version_info.minor}"
+    assert os.access(python, os.X_OK), f"{python} is needed to run awslambdaric inside a sandbox"
+    files["bootstrap"] = (
+        f"#!/bin/sh\nexport PYTHONPATH=$LAMBDA_TASK_ROOT/deps\nexec {python} -m awslambdaric app.handler\n"
+    )
+    return files
 
 
 def shell_bootstrap() -> str:
     """A custom runtime in plain shell and curl-free Python one-liners is overkill; a tiny Python loop over
     the Runtime API (urllib only) stands in for any language's hand-written runtime."""
+    python = f"/usr/bin/python{sys.version_info.major}.{sys.version_info.minor}"
     return (
-        f"#!{sys.executable} -I\n"
+        f"#!{python} -I\n"
         "import json, os, urllib.request\n"
         "api = 'http://' + os.environ['AWS_LAMBDA_RUNTIME_API'] + '/2018-06-01/runtime/invocation/'\n"
         "while True:\n"
@@ -53,7 +70,7 @@ def shell_bootstrap() -> str:
 @pytest.fixture
 def ric_function(make_function: Callable[..., str]) -> str:
     return make_function(
-        files={"app.py": APP, "bootstrap": bootstrap()},
+        files={"app.py": APP, **ric_files()},
         modes={"bootstrap": 0o755},
         runtime="provided.al2023",
         handler="app.handler",
@@ -91,7 +108,7 @@ def test_awslambdaric_error_and_timeout(lam: Any, ric_function: str) -> None:
 
 def test_awslambdaric_import_error(lam: Any, make_function: Callable[..., str]) -> None:
     name = make_function(
-        files={"app.py": "import nothing_here\n", "bootstrap": bootstrap()},
+        files={"app.py": "import nothing_here\n", **ric_files()},
         modes={"bootstrap": 0o755},
         runtime="provided.al2023",
     )

@@ -311,28 +311,40 @@ def test_missing_runtime_version_runs_on_nearest(lam: Any, server: Server, make_
         assert any("python3.14 is not installed here" in e["message"] for e in events)
 
 
-def test_own_code_copy_and_tmp(lam: Any, make_function: Callable[..., str]) -> None:
+def test_own_code_copy_and_tmp(lam: Any, server: Server, make_function: Callable[..., str]) -> None:
     code = (
-        "import os, tempfile\n"
+        "import os, tempfile, time\n"
         "def handler(e, c):\n"
         "    root = os.environ['LAMBDA_TASK_ROOT']\n"
-        "    open(os.path.join(root, 'scratch-%d' % os.getpid()), 'w').close()\n"
+        "    try:\n"
+        "        open(os.path.join(root, 'scratch-%d' % os.getpid()), 'w').close()\n"
+        "        code_writable = True\n"
+        "    except OSError:\n"
+        "        code_writable = False\n"
         "    t = tempfile.gettempdir()\n"
-        "    open(os.path.join(t, 'f'), 'w').write('x')\n"
+        "    open(os.path.join(t, 'mine-%d' % os.getpid()), 'w').write('x')\n"
+        "    time.sleep(0.3)\n"
         "    st = os.statvfs(t)\n"
-        "    return {'root': root, 'tmp': t, 'listing': sorted(os.listdir(root)),"
-        " 'tmp_bytes': st.f_blocks * st.f_frsize}\n"
+        "    return {'root': root, 'tmp': t, 'listing': sorted(os.listdir(root)), 'code_writable': code_writable,"
+        " 'tmp_listing': sorted(os.listdir(t)), 'tmp_bytes': st.f_blocks * st.f_frsize, 'pid': os.getpid()}\n"
     )
     name = make_function(code, EphemeralStorage={"Size": 600})
     with concurrent.futures.ThreadPoolExecutor(2) as ex:
         outs = list(ex.map(lambda _: call(lam, name, {})[1], range(2)))
-    assert outs[0]["root"] != outs[1]["root"]
-    assert outs[0]["tmp"] != outs[1]["tmp"]
+    assert outs[0]["pid"] != outs[1]["pid"]
     for out in outs:
-        assert out["tmp"] == os.path.join(os.path.dirname(out["root"]), "tmp")
-        assert len([f for f in out["listing"] if f.startswith("scratch-")]) == 1
+        # Each environment's /tmp holds its own files only.
+        assert [f for f in out["tmp_listing"] if f.startswith("mine-")] == [f"mine-{out['pid']}"]
         if os.geteuid() == 0:
             assert out["tmp_bytes"] == 600 * 1024 * 1024
+    if server.sandbox == "linux":
+        # As on AWS: the code is read-only at /var/task, and /tmp is the environment's own tmpfs.
+        assert all(o["root"] == "/var/task" and o["tmp"] == "/tmp" and not o["code_writable"] for o in outs)
+    else:
+        assert outs[0]["root"] != outs[1]["root"]
+        for out in outs:
+            assert out["tmp"] == os.path.join(os.path.dirname(out["root"]), "tmp")
+            assert [f for f in out["listing"] if f.startswith("scratch-")] == [f"scratch-{out['pid']}"]
 
 
 def test_sigv4_errors_do_not_reach_functions(server: Server, make_function: Callable[..., str]) -> None:

@@ -34,7 +34,6 @@ from collections.abc import Callable
 from pathlib import Path
 
 from selfless.api.auth import Keyring, Principal, generate_session_credentials
-from selfless.artifacts.local import link_tree
 from selfless.config import Settings
 from selfless.httpserver import HttpServer
 from selfless.invocation.inflight import Invocation, Outcome, OutcomeKind, error_payload
@@ -43,14 +42,24 @@ from selfless.observability.logs import LogStream, split_lines
 from selfless.observability.metering import Meter
 from selfless.runtime import api as runtime_api
 from selfless.runtime.api import EnvironmentStopped
-from selfless.runtime.runtimes import BOOTSTRAP_DIR, Runtime
-from selfless.sandbox import process as proc
+from selfless.runtime.runtimes import Runtime
+from selfless.sandbox.base import Backend, Layout, SandboxProcess
 
 log = logging.getLogger(__name__)
 
 # AWS gives the init phase 10 s, and retries a slow init within the invocation's own timeout.
 _MIN_INIT_TIMEOUT_S = 10.0
 _KILL_WAIT_S = 10.0
+
+
+_releases: set[asyncio.Task[None]] = set()
+
+
+async def wait_for_releases(deadline_s: float) -> None:
+    """Wait (up to the deadline) until every stopped environment has given back its cgroup, uid and files."""
+    if _releases:
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(asyncio.gather(*_releases, return_exceptions=True), deadline_s)
 
 
 class EnvState(enum.Enum):
@@ -106,10 +115,9 @@ class Environment:
         stream: LogStream,
         meter: Meter,
         keyring: Keyring,
-        reaper: proc.ChildReaper,
+        backend: Backend,
         on_free: Callable[[Environment], None],
         on_dead: Callable[[Environment], None],
-        mount_tmp: bool,
         endpoint: str,
         first_substitution: Callable[[str], bool],
     ) -> None:
@@ -126,10 +134,9 @@ class Environment:
         self._stream = stream
         self._meter = meter
         self._keyring = keyring
-        self._reaper = reaper
+        self._backend = backend
         self._on_free = on_free
         self._on_dead = on_dead
-        self._mount_tmp = mount_tmp
         self._endpoint = endpoint
         self._first_substitution = first_substitution
         self._loop = asyncio.get_running_loop()
@@ -140,7 +147,7 @@ class Environment:
             context=self,
             on_too_large=runtime_api.too_large,
         )
-        self._process: proc.Process | None = None
+        self._process: SandboxProcess | None = None
         self._waiter: asyncio.Future[Invocation] | None = None
         self._timer: asyncio.TimerHandle | None = None
         self._spawned_at = 0.0
@@ -150,7 +157,7 @@ class Environment:
         self._init_error: tuple[bytes, str] | None = None
         self._decoder = codecs.getincrementaldecoder("utf-8")("replace")
         self._partial = ""
-        self._tmp_mounted = False
+        self._release_task: asyncio.Task[None] | None = None
         self._access_key: str | None = None
         self._cleaned = False
         self._start_error: OSError | None = None
@@ -176,20 +183,14 @@ class Environment:
         Runtime.InvalidEntrypoint and still gets its START/END/REPORT lines."""
         t0 = time.perf_counter()
         fn = self.function
-        task_root = self._root / "task"
-        tmp = self._root / "tmp"
         try:
             self._root.mkdir(parents=True)
-            # In a thread: a 250 MB package of 20,000 files must not stall every other call on the loop.
-            await asyncio.to_thread(link_tree, self._code_tree, task_root)
-            tmp.mkdir(mode=0o1777)
-            if self._mount_tmp:
-                self._tmp_mounted = proc.mount_tmpfs(tmp, fn.ephemeral_storage)
+            layout = await self._backend.prepare(self.id, self._root, self._code_tree, fn)
             host, port = await self._server.start("127.0.0.1", 0)
             key_id, secret, token = generate_session_credentials()
             self._keyring.add(key_id, secret, Principal(key_id, "function", fn.arn), session_token=token)
             self._access_key = key_id
-            env = self._environment(task_root, tmp, f"{host}:{port}", key_id, secret, token)
+            env = self._environment(layout, f"{host}:{port}", key_id, secret, token)
             self._stream.write(
                 f"INIT_START Runtime Version: {self.runtime.name}.selfless\t"
                 f"Runtime Version ARN: arn:aws:lambda:{self._settings.region}::runtime:selfless-{self.runtime.name}"
@@ -200,7 +201,7 @@ class Environment:
                     f"{self.runtime.actual_version} instead"
                 )
             self._spawned_at = time.monotonic()
-            self._process = proc.spawn(self._reaper, self.runtime.argv(task_root), env=env, cwd=task_root)
+            self._process = await self._backend.spawn(self.id, self._root, fn, self.runtime, layout, env)
         except OSError as exc:
             log.warning("environment %s of %s failed to start: %s", self.id, fn.name, exc)
             self._start_error = exc
@@ -215,9 +216,7 @@ class Environment:
         self._timer = self._loop.call_later(init_timeout, self._init_timed_out)
         self.start_overhead_ms = (time.perf_counter() - t0) * 1000
 
-    def _environment(
-        self, task_root: Path, tmp: Path, api: str, key_id: str, secret: str, token: str
-    ) -> dict[str, str]:
+    def _environment(self, layout: Layout, api: str, key_id: str, secret: str, token: str) -> dict[str, str]:
         fn = self.function
         s = self._settings
         env: dict[str, str] = {
@@ -237,10 +236,10 @@ class Environment:
                 "AWS_REGION": s.region,
                 "AWS_DEFAULT_REGION": s.region,
                 "AWS_LAMBDA_RUNTIME_API": api,
-                "LAMBDA_TASK_ROOT": str(task_root),
-                "LAMBDA_RUNTIME_DIR": str(BOOTSTRAP_DIR),
+                "LAMBDA_TASK_ROOT": layout.task_root,
+                "LAMBDA_RUNTIME_DIR": layout.runtime_dir,
                 "_HANDLER": fn.handler or "",
-                "TMPDIR": str(tmp),
+                "TMPDIR": layout.tmp_dir,
                 "AWS_ACCESS_KEY_ID": key_id,
                 "AWS_SECRET_ACCESS_KEY": secret,
                 "AWS_SESSION_TOKEN": token,
@@ -272,6 +271,9 @@ class Environment:
                 # collects the process whenever it finally exits.
                 log.error("environment %s: pid %d survived SIGKILL for %.0f s", self.id, p.pid, _KILL_WAIT_S)
         self._cleanup()
+        if self._release_task is not None:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(asyncio.shield(self._release_task), _KILL_WAIT_S)
 
     def _on_exit(self, fut: asyncio.Future[int]) -> None:
         code = fut.result() if not fut.cancelled() else -9
@@ -324,14 +326,20 @@ class Environment:
         self._server.close_all()
         if self._access_key is not None:
             self._keyring.remove(self._access_key)
-        if self._tmp_mounted:
-            proc.unmount(self._root / "tmp")
-            self._tmp_mounted = False
         self._stream.flush()
         self._stream.close()
-        if self._root.is_dir() and not self._root.is_symlink():
-            shutil.rmtree(self._root, ignore_errors=True)
+        self._release_task = self._loop.create_task(self._release())
+        _releases.add(self._release_task)
+        self._release_task.add_done_callback(_releases.discard)
         self._on_dead(self)
+
+    async def _release(self) -> None:
+        try:
+            await self._backend.release(self.id, self._root)
+        except Exception:
+            log.exception("releasing environment %s", self.id)
+        if self._root.is_dir() and not self._root.is_symlink():
+            await asyncio.to_thread(shutil.rmtree, self._root, True)
 
     # -- invocations --------------------------------------------------------------------------------------
 

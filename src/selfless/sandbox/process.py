@@ -23,6 +23,11 @@ import subprocess
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
+from selfless.artifacts.local import link_tree
+from selfless.models import Function
+from selfless.runtime.runtimes import BOOTSTRAP_DIR, Runtime
+from selfless.sandbox.base import Layout
+
 log = logging.getLogger(__name__)
 
 _PR_SET_CHILD_SUBREAPER = 36
@@ -241,3 +246,48 @@ def mounts_under(root: Path) -> list[Path]:
     except OSError:
         return []
     return sorted(found, key=lambda p: len(str(p)), reverse=True)
+
+
+class ProcessBackend:
+    """Environments as plain process groups of the server's user (see the module docstring)."""
+
+    name = "process"
+
+    def __init__(self, reaper: ChildReaper, mount_tmp: bool) -> None:
+        self._reaper = reaper
+        self._mount_tmp = mount_tmp
+        self._mounted: set[Path] = set()
+
+    async def prepare(self, env_id: str, root: Path, code_tree: Path, function: Function) -> Layout:
+        task_root = root / "task"
+        tmp = root / "tmp"
+        # In a thread: a 250 MB package of 20,000 files must not stall every other call on the loop.
+        await asyncio.to_thread(link_tree, code_tree, task_root)
+        tmp.mkdir(mode=0o1777)
+        if self._mount_tmp and mount_tmpfs(tmp, function.ephemeral_storage):
+            self._mounted.add(tmp)
+        return Layout(str(task_root), str(tmp), str(BOOTSTRAP_DIR))
+
+    async def spawn(
+        self, env_id: str, root: Path, function: Function, runtime: Runtime, layout: Layout, env: Mapping[str, str]
+    ) -> Process:
+        task_root = Path(layout.task_root)
+        return spawn(self._reaper, runtime.argv(task_root), env=env, cwd=task_root)
+
+    async def release(self, env_id: str, root: Path) -> None:
+        tmp = root / "tmp"
+        if tmp in self._mounted:
+            unmount(tmp)
+            self._mounted.discard(tmp)
+
+    def describe(self) -> str:
+        limits = "" if self._mount_tmp else "; /tmp sizes are not enforced (not root)"
+        return (
+            "sandbox: process: no memory/CPU/pids limits and no filesystem or process isolation" + limits + "; "
+            "run only trusted functions (selfless serve --sandbox linux isolates them, as root)"
+        )
+
+    async def close(self) -> None:
+        for tmp in list(self._mounted):
+            unmount(tmp)
+        self._mounted.clear()

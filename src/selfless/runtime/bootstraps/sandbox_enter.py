@@ -1,0 +1,287 @@
+"""Entering a Linux sandbox, from inside a freshly forked zygote child (still root, single-threaded).
+
+Order matters and every step is a plain syscall through ctypes (no helper binary to install):
+
+1. join the environment's cgroups (memory, CPU, pids limits apply from here on);
+2. a new session, and new mount, IPC and UTS namespaces (plus a network namespace for NetworkMode none);
+3. a private tmpfs root: read-only binds of the runtime's files (/usr and friends, the interpreter's
+   prefix), the function's code read-only at /var/task, the bootstrap at /var/runtime, a tmpfs /tmp of
+   EphemeralStorage size, a procfs that hides other users' processes (each environment has its own uid),
+   a minimal /dev and an /etc with only what a runtime needs; then the root itself goes read-only;
+4. pivot_root into it and detach the old root;
+5. drop to the environment's unprivileged uid/gid with no supplementary groups (all capabilities go with
+   uid 0), set no_new_privs, and load the seccomp filter built once in the zygote.
+
+Mounts live in the child's own mount namespace: they vanish with its last process, nothing to clean up.
+"""
+
+import ctypes
+import os
+import struct
+
+_libc = ctypes.CDLL(None, use_errno=True)
+
+CLONE_NEWNS = 0x00020000
+CLONE_NEWUTS = 0x04000000
+CLONE_NEWIPC = 0x08000000
+CLONE_NEWNET = 0x40000000
+CLONE_NEWPID = 0x20000000
+CLONE_NEWUSER = 0x10000000
+CLONE_NEWCGROUP = 0x02000000
+CLONE_NEW_ANY = CLONE_NEWNS | CLONE_NEWUTS | CLONE_NEWIPC | CLONE_NEWNET | CLONE_NEWPID | CLONE_NEWUSER
+CLONE_NEW_ANY |= CLONE_NEWCGROUP | 0x00000080  # CLONE_NEWTIME
+
+MS_RDONLY = 1
+MS_NOSUID = 2
+MS_NODEV = 4
+MS_NOEXEC = 8
+MS_REMOUNT = 32
+MS_BIND = 4096
+MS_REC = 16384
+MS_PRIVATE = 1 << 18
+MNT_DETACH = 2
+
+PR_SET_SECCOMP = 22
+PR_SET_CHILD_SUBREAPER = 36
+PR_SET_NO_NEW_PRIVS = 38
+SECCOMP_MODE_FILTER = 2
+
+SYS_PIVOT_ROOT = 155
+SYS_CLOSE_RANGE = 436
+
+# x86_64 system calls a function never needs and a hostile one wants.
+DENIED = {
+    "ptrace": 101,
+    "syslog": 103,
+    "personality": 135,
+    "vhangup": 153,
+    "pivot_root": 155,
+    "adjtimex": 159,
+    "chroot": 161,
+    "acct": 163,
+    "settimeofday": 164,
+    "mount": 165,
+    "umount2": 166,
+    "swapon": 167,
+    "swapoff": 168,
+    "reboot": 169,
+    "sethostname": 170,
+    "setdomainname": 171,
+    "iopl": 172,
+    "ioperm": 173,
+    "init_module": 175,
+    "delete_module": 176,
+    "quotactl": 179,
+    "lookup_dcookie": 212,
+    "clock_settime": 227,
+    "kexec_load": 246,
+    "add_key": 248,
+    "request_key": 249,
+    "keyctl": 250,
+    "unshare": 272,
+    "move_pages": 279,
+    "perf_event_open": 298,
+    "name_to_handle_at": 303,
+    "open_by_handle_at": 304,
+    "clock_adjtime": 305,
+    "setns": 308,
+    "process_vm_readv": 310,
+    "process_vm_writev": 311,
+    "kcmp": 312,
+    "finit_module": 313,
+    "kexec_file_load": 320,
+    "bpf": 321,
+    "userfaultfd": 323,
+    "open_tree": 428,
+    "move_mount": 429,
+    "fsopen": 430,
+    "fsconfig": 431,
+    "fsmount": 432,
+    "fspick": 433,
+    "pidfd_getfd": 438,
+    "mount_setattr": 442,
+    # No inbound connections: nothing in a sandbox may accept them.
+    "listen": 50,
+}
+SYS_CLONE = 56
+SYS_CLONE3 = 435
+
+_AUDIT_ARCH_X86_64 = 0xC000003E
+_RET_ALLOW = 0x7FFF0000
+_RET_KILL = 0x80000000
+_RET_ERRNO = 0x00050000
+_EPERM = 1
+_ENOSYS = 38
+
+
+def _insn(code, jt, jf, k):
+    return struct.pack("HBBI", code, jt, jf, k)
+
+
+def build_seccomp_filter():
+    """The BPF program (bytes) for the x86_64 deny list; None on other architectures (then no filter)."""
+    if os.uname().machine != "x86_64":
+        return None
+    ld_w_abs, jeq, jge, jset, ret = 0x20, 0x15, 0x35, 0x45, 0x06
+    denied = sorted(set(DENIED.values()))
+    prog = []
+    # 0: arch check (a foreign ABI could name other syscalls by these numbers)
+    prog.append((ld_w_abs, 0, 0, 4))
+    prog.append(("jeq_arch",))
+    # 2: syscall number
+    prog.append((ld_w_abs, 0, 0, 0))
+    prog.append(("jge_x32",))  # the x32 ABI (numbers with bit 30 set) is refused whole
+    for nr in denied:
+        prog.append(("deny", nr))
+    prog.append(("clone3",))  # clone3 hides its flags behind a pointer: ENOSYS makes libc fall back to clone
+    prog.append(("clone",))  # clone with any CLONE_NEW* flag is refused
+    prog.append((ld_w_abs, 0, 0, 16))  # args[0], low 32 bits (x86_64 is little-endian)
+    prog.append(("jset_new",))
+    prog.append(("allow",))
+    prog.append(("eperm",))
+    prog.append(("enosys",))
+    prog.append(("kill",))
+    n = len(prog)
+    index = {tag: i for i, p in enumerate(prog) for tag in [p[0]] if isinstance(tag, str)}
+    out = []
+    ld_after_clone = index["clone"] + 1
+    for i, p in enumerate(prog):
+        tag = p[0]
+        if not isinstance(tag, str):
+            out.append(_insn(*p))
+            continue
+
+        def rel(target, i=i):
+            return target - (i + 1)
+
+        if tag == "jeq_arch":
+            out.append(_insn(jeq, 0, rel(index["kill"]), _AUDIT_ARCH_X86_64))
+        elif tag == "jge_x32":
+            out.append(_insn(jge, rel(index["eperm"]), 0, 0x40000000))
+        elif tag == "deny":
+            out.append(_insn(jeq, rel(index["eperm"]), 0, p[1]))
+        elif tag == "clone3":
+            out.append(_insn(jeq, rel(index["enosys"]), 0, SYS_CLONE3))
+        elif tag == "clone":
+            # not clone: skip the flag check and allow
+            out.append(_insn(jeq, rel(ld_after_clone), rel(index["allow"]), SYS_CLONE))
+        elif tag == "jset_new":
+            out.append(_insn(jset, rel(index["eperm"]), rel(index["allow"]), CLONE_NEW_ANY))
+        elif tag == "allow":
+            out.append(_insn(ret, 0, 0, _RET_ALLOW))
+        elif tag == "eperm":
+            out.append(_insn(ret, 0, 0, _RET_ERRNO | _EPERM))
+        elif tag == "enosys":
+            out.append(_insn(ret, 0, 0, _RET_ERRNO | _ENOSYS))
+        elif tag == "kill":
+            out.append(_insn(ret, 0, 0, _RET_KILL))
+    assert len(out) == n
+    return b"".join(out)
+
+
+def _check(rc, what):
+    if rc != 0:
+        err = ctypes.get_errno()
+        raise OSError(err, "%s: %s" % (what, os.strerror(err)))
+
+
+def _mount(src, target, fstype, flags, data=None):
+    _check(
+        _libc.mount(
+            src.encode() if src else None,
+            target.encode(),
+            fstype.encode() if fstype else None,
+            ctypes.c_ulong(flags),
+            data.encode() if data else None,
+        ),
+        "mount %s" % target,
+    )
+
+
+def become_subreaper():
+    _libc.prctl(PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0)
+
+
+def _close_extra_fds():
+    if _libc.syscall(SYS_CLOSE_RANGE, 3, 0xFFFFFFFF, 0) == 0:
+        return
+    for name in os.listdir("/proc/self/fd"):
+        fd = int(name)
+        if fd > 2:
+            try:
+                os.close(fd)
+            except OSError:
+                pass
+
+
+def _bind(root, src, dst, read_only):
+    target = root + dst
+    if os.path.isdir(src):
+        os.makedirs(target, exist_ok=True)
+    else:
+        os.makedirs(os.path.dirname(target), exist_ok=True)
+        if not os.path.exists(target):
+            with open(target, "w"):
+                pass
+    _mount(src, target, None, MS_BIND | MS_REC)
+    if read_only:
+        _mount(None, target, None, MS_BIND | MS_REMOUNT | MS_RDONLY | MS_NOSUID | MS_NODEV)
+
+
+def enter(spec, filter_prog):
+    for procs in spec.get("cgroup_procs", ()):
+        with open(procs, "w") as f:
+            f.write(str(os.getpid()))
+    _close_extra_fds()
+    os.setsid()
+    flags = CLONE_NEWNS | CLONE_NEWIPC | CLONE_NEWUTS
+    if spec.get("network") == "none":
+        flags |= CLONE_NEWNET
+    _check(_libc.unshare(flags), "unshare")
+    _mount(None, "/", None, MS_REC | MS_PRIVATE)
+
+    root = spec["root_dir"]
+    _mount("tmpfs", root, "tmpfs", MS_NOSUID | MS_NODEV, "size=4m,mode=755")
+    for target, link in spec.get("symlinks", ()):
+        os.symlink(target, root + link)
+    for src, dst, read_only in spec["binds"]:
+        _bind(root, src, dst, read_only)
+    os.makedirs(root + "/tmp")
+    _mount("tmpfs", root + "/tmp", "tmpfs", MS_NOSUID | MS_NODEV, "size=%dm,mode=1777" % spec["tmp_mb"])
+    os.makedirs(root + "/proc")
+    _mount("proc", root + "/proc", "proc", MS_NOSUID | MS_NODEV | MS_NOEXEC, "hidepid=2")
+    os.makedirs(root + "/dev")
+    _mount("tmpfs", root + "/dev", "tmpfs", MS_NOSUID | MS_NOEXEC, "size=64k,mode=755")
+    for dev in ("null", "zero", "full", "random", "urandom"):
+        _bind(root, "/dev/" + dev, "/dev/" + dev, False)
+    for i, name in enumerate(("stdin", "stdout", "stderr")):
+        os.symlink("/proc/self/fd/%d" % i, root + "/dev/" + name)
+    os.symlink("/proc/self/fd", root + "/dev/fd")
+    os.makedirs(root + "/etc", exist_ok=True)
+    for name, content in spec.get("etc", {}).items():
+        with open(root + "/etc/" + name, "w") as f:
+            f.write(content)
+    _mount(None, root + "/dev", None, MS_REMOUNT | MS_RDONLY | MS_NOSUID | MS_NOEXEC, "size=64k,mode=755")
+    _mount(None, root, None, MS_REMOUNT | MS_RDONLY | MS_NOSUID | MS_NODEV, "size=4m,mode=755")
+
+    os.chdir(root)
+    _check(_libc.syscall(SYS_PIVOT_ROOT, b".", b"."), "pivot_root")
+    _check(_libc.umount2(b".", MNT_DETACH), "umount old root")
+    os.chdir("/")
+    hostname = spec.get("hostname", "localhost").encode()
+    _check(_libc.sethostname(hostname, len(hostname)), "sethostname")
+
+    uid, gid = spec["uid"], spec["gid"]
+    os.setgroups([])
+    os.setresgid(gid, gid, gid)
+    os.setresuid(uid, uid, uid)
+    _check(_libc.prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0), "no_new_privs")
+    if filter_prog is not None:
+        buf = ctypes.create_string_buffer(filter_prog, len(filter_prog))
+
+        class SockFprog(ctypes.Structure):
+            _fields_ = [("len", ctypes.c_ushort), ("filter", ctypes.c_void_p)]
+
+        fprog = SockFprog(len(filter_prog) // 8, ctypes.addressof(buf))
+        _check(_libc.prctl(PR_SET_SECCOMP, SECCOMP_MODE_FILTER, ctypes.byref(fprog), 0, 0), "seccomp")
+    os.chdir(spec.get("cwd", "/var/task"))

@@ -1,0 +1,143 @@
+"""selfless's zygote: a warm, single-threaded parent that forks execution environments into their sandboxes.
+
+Started by the server as ``python -I -S -u zygote.py`` with a SOCK_SEQPACKET control socket whose number
+is in SELFLESS_ZYGOTE_FD. It
+imports the Python runtime's bootstrap (and the modules in SELFLESS_ZYGOTE_PRELOAD), builds the seccomp
+filter once, freezes its heap out of the garbage collector's way, and then serves two messages:
+
+  server -> zygote   {"op": "spawn", "id": N, "spec": {...}} with the environment's stdout pipe (SCM_RIGHTS)
+  zygote -> server   {"id": N, "pid": P} or {"id": N, "error": "..."}; later {"exit": P, "code": C}
+
+A spawned child enters its sandbox (sandbox_enter: cgroups, namespaces, a read-only root, an unprivileged
+uid, no_new_privs, seccomp) and then runs the Python bootstrap in-process, or execs a custom runtime's
+``bootstrap``. Runs on every supported interpreter (3.9+); never imports selfless.
+"""
+
+import ctypes
+import gc
+import json
+import os
+import select
+import signal
+import socket
+import struct
+import sys
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+sys.path.insert(0, HERE)
+
+import python_bootstrap  # noqa: E402  (after the path is set)
+import sandbox_enter  # noqa: E402
+
+_MAX_MSG = 1 << 20
+
+
+def _preload():
+    for name in os.environ.get("SELFLESS_ZYGOTE_PRELOAD", "").split(","):
+        name = name.strip()
+        if name:
+            try:
+                __import__(name)
+            except Exception:  # a missing optional module only costs its absence
+                pass
+
+
+def _send(sock, doc):
+    sock.send(json.dumps(doc).encode())
+
+
+def _child(spec, out_fd, sock, filter_prog):
+    """In the forked child: never returns."""
+    code = 1
+    try:
+        sock.close()
+        signal.signal(signal.SIGCHLD, signal.SIG_DFL)
+        signal.signal(signal.SIGTERM, signal.SIG_DFL)
+        signal.signal(signal.SIGINT, signal.SIG_DFL)
+        os.dup2(out_fd, 1)
+        os.dup2(out_fd, 2)
+        if out_fd > 2:
+            os.close(out_fd)
+        devnull = os.open("/dev/null", os.O_RDONLY)
+        os.dup2(devnull, 0)
+        os.close(devnull)
+        sandbox_enter.enter(spec, filter_prog)
+        os.environ.clear()
+        os.environ.update(spec["env"])
+        if spec.get("exec"):
+            os.execve(spec["exec"][0], spec["exec"], spec["env"])
+        gc.unfreeze()
+        python_bootstrap.main()
+        code = 0
+    except SystemExit as exc:
+        code = exc.code if isinstance(exc.code, int) else 1
+    except BaseException as exc:  # the reason reaches the function's log
+        try:
+            os.write(2, ("selfless: sandbox setup failed: %s: %s\n" % (type(exc).__name__, exc)).encode())
+        except OSError:
+            pass
+        code = 127
+    finally:
+        os._exit(code)
+
+
+def main():
+    sock = socket.socket(fileno=int(os.environ["SELFLESS_ZYGOTE_FD"]))
+    _preload()
+    filter_prog = sandbox_enter.build_seccomp_filter()
+    sandbox_enter.become_subreaper()
+    children = set()
+    wake_r, wake_w = os.pipe()
+    os.set_blocking(wake_w, False)
+    signal.set_wakeup_fd(wake_w)
+    signal.signal(signal.SIGCHLD, lambda *_: None)
+    gc.collect()
+    gc.freeze()
+    _send(sock, {"ready": os.getpid(), "python": "%d.%d" % sys.version_info[:2]})
+    while True:
+        readable, _, _ = select.select([sock, wake_r], [], [])
+        if wake_r in readable:
+            try:
+                os.read(wake_r, 4096)
+            except BlockingIOError:
+                pass
+            while True:
+                try:
+                    pid, status = os.waitpid(-1, os.WNOHANG)
+                except ChildProcessError:
+                    break
+                if pid == 0:
+                    break
+                if pid in children:
+                    children.discard(pid)
+                    _send(sock, {"exit": pid, "code": os.waitstatus_to_exitcode(status)})
+        if sock in readable:
+            try:
+                msg, fds, _flags, _addr = socket.recv_fds(sock, _MAX_MSG, 4)
+            except (ConnectionError, OSError):
+                return
+            if not msg:
+                return  # the server went away: so do we (children are in their own sessions)
+            doc = json.loads(msg)
+            if doc.get("op") != "spawn" or len(fds) != 1:
+                for fd in fds:
+                    os.close(fd)
+                _send(sock, {"id": doc.get("id"), "error": "bad request"})
+                continue
+            try:
+                pid = os.fork()
+            except OSError as exc:
+                os.close(fds[0])
+                _send(sock, {"id": doc["id"], "error": str(exc)})
+                continue
+            if pid == 0:
+                _child(doc["spec"], fds[0], sock, filter_prog)
+            os.close(fds[0])
+            children.add(pid)
+            _send(sock, {"id": doc["id"], "pid": pid})
+
+
+if __name__ == "__main__":
+    # struct and ctypes are imported here so that forks inherit them already loaded.
+    _ = (struct, ctypes)
+    main()

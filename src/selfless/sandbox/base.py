@@ -1,0 +1,60 @@
+"""The sandbox backend seam: how an environment's runtime process is started, limited, watched and freed.
+
+Two backends implement it: ``process`` (plain process groups, anywhere) and ``linux`` (namespaces,
+cgroups, seccomp, forked from zygotes). The environment does not know which one it runs on.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import signal
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Protocol
+
+from selfless.models import Function
+from selfless.runtime.runtimes import Runtime
+
+
+@dataclasses.dataclass(frozen=True)
+class Layout:
+    """Where things are, as the function sees them."""
+
+    task_root: str
+    tmp_dir: str
+    runtime_dir: str
+
+
+class SandboxProcess(Protocol):
+    """A started runtime. ``exited`` resolves with the exit code (negative: killed by that signal)."""
+
+    pid: int
+    exited: asyncio.Future[int]
+    output_fd: int
+
+    def kill(self, sig: int = signal.SIGKILL) -> None:
+        """Signal the runtime and everything it started. Idempotent; safe after exit."""
+
+    def close_output(self) -> None: ...
+
+    def peak_rss_mb(self) -> int | None: ...
+
+
+class Backend(Protocol):
+    name: str
+
+    async def prepare(self, env_id: str, root: Path, code_tree: Path, function: Function) -> Layout:
+        """Make the environment's files under ``root`` (a new, empty directory)."""
+
+    async def spawn(
+        self, env_id: str, root: Path, function: Function, runtime: Runtime, layout: Layout, env: Mapping[str, str]
+    ) -> SandboxProcess:
+        """Start the runtime; raises OSError when it cannot start."""
+
+    async def release(self, env_id: str, root: Path) -> None:
+        """Free what ``prepare``/``spawn`` took (kill leftovers, mounts, cgroups). Idempotent."""
+
+    def describe(self) -> str: ...
+
+    async def close(self) -> None: ...

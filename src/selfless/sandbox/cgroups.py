@@ -1,0 +1,227 @@
+"""Control groups for execution environments: memory, CPU and pids limits, peak memory, and kill-all.
+
+Both hierarchies are supported:
+
+- v1 (this project's CI machines): one directory per controller, ``<mount>/<ctl>/<our cgroup>/<name>/<env>``
+  for memory, cpu and pids.
+- v2 (unified): ``<mount>/<our cgroup>/<name>/<env>``. v2 forbids processes in a cgroup that hands
+  controllers to its children, so the server first moves itself into ``<our cgroup>/selfless-server``.
+
+``<name>`` is ``selfless-<slot>``: each running server holds its own slot (see ``linux.py``), so servers
+side by side never touch each other's environments.
+
+Limits follow AWS: memory.max = MemorySize, CPU quota in proportion to memory (1,769 MB = 1 vCPU, at most
+6 and at most the host's CPUs), at most 1,024 processes and threads. Every environment's cgroup goes when the
+environment does; whatever it still holds (orphans that left the process group too) is killed first.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import errno
+import os
+import signal
+import time
+from pathlib import Path
+
+MB_PER_VCPU = 1769
+MAX_VCPUS = 6
+MAX_PIDS = 1024
+_ROOT = Path("/sys/fs/cgroup")
+_CPU_PERIOD_US = 100_000
+
+
+class CgroupsUnavailable(RuntimeError):
+    """The cgroup controllers selfless needs cannot be used here; the message says why."""
+
+
+def vcpus_for(memory_mb: int) -> float:
+    return min(memory_mb / MB_PER_VCPU, MAX_VCPUS, float(os.cpu_count() or 1))
+
+
+def _own_path(controller: str) -> str:
+    """This process's cgroup path in a v1 controller's hierarchy ('' for v2: the 0:: line)."""
+    with open("/proc/self/cgroup", encoding="utf-8") as f:
+        for line in f:
+            _id, ctls, path = line.rstrip("\n").split(":", 2)
+            if controller in ctls.split(","):
+                return path
+    return ""
+
+
+def _write(path: Path, value: str) -> None:
+    with open(path, "w", encoding="ascii") as f:
+        f.write(value)
+
+
+@dataclasses.dataclass
+class Cgroup:
+    """One environment's cgroup (a directory per controller on v1, one on v2)."""
+
+    dirs: list[Path]
+    memory_dir: Path
+    version: int
+
+    @property
+    def procs_files(self) -> list[str]:
+        return [str(d / "cgroup.procs") for d in self.dirs]
+
+    def peak_mb(self) -> int | None:
+        name = "memory.max_usage_in_bytes" if self.version == 1 else "memory.peak"
+        try:
+            value = int((self.memory_dir / name).read_text())
+        except (OSError, ValueError):
+            return None
+        return max(1, -(-value // (1 << 20)))
+
+    def oom_killed(self) -> bool:
+        name = "memory.oom_control" if self.version == 1 else "memory.events"
+        try:
+            text = (self.memory_dir / name).read_text()
+        except OSError:
+            return False
+        for line in text.splitlines():
+            key, _, value = line.partition(" ")
+            if key == "oom_kill" and value.strip() not in ("", "0"):
+                return True
+        return False
+
+    def pids(self) -> list[int]:
+        try:
+            text = (self.memory_dir / "cgroup.procs").read_text()
+        except OSError:
+            return []
+        return [int(p) for p in text.split()]
+
+    def kill_all(self) -> None:
+        """SIGKILL everything inside, including processes that left the environment's process group."""
+        if self.version == 2:
+            with contextlib.suppress(OSError):
+                _write(self.memory_dir / "cgroup.kill", "1")
+        for pid in self.pids():
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.kill(pid, signal.SIGKILL)
+
+    def remove(self, deadline_s: float = 5.0) -> bool:
+        """Kill what is left and remove the directories; False if something would not go in time."""
+        end = time.monotonic() + deadline_s
+        for d in self.dirs:
+            while True:
+                try:
+                    os.rmdir(d)
+                    break
+                except FileNotFoundError:
+                    break
+                except OSError as exc:
+                    if exc.errno != errno.EBUSY or time.monotonic() > end:
+                        return False
+                    self.kill_all()
+                    time.sleep(0.005)
+        return True
+
+
+class Cgroups:
+    """Creates and removes environment cgroups under this server's own cgroup."""
+
+    def __init__(self, name: str = "selfless") -> None:
+        self.name = name
+        self.version = 0
+        self._bases: list[Path] = []
+        self._memory_base = Path()
+
+    def setup(self) -> None:
+        """Find the hierarchy and make the ``selfless`` parent; raises CgroupsUnavailable with the reason."""
+        if (_ROOT / "cgroup.controllers").is_file():
+            self._setup_v2()
+        elif (_ROOT / "memory").is_dir():
+            self._setup_v1()
+        else:
+            raise CgroupsUnavailable(f"no cgroup hierarchy with a memory controller under {_ROOT}")
+
+    def _setup_v1(self) -> None:
+        self.version = 1
+        bases = []
+        for ctl in ("memory", "cpu", "pids"):
+            mount = _ROOT / ctl
+            if not mount.is_dir():
+                raise CgroupsUnavailable(f"cgroup v1 controller '{ctl}' is not mounted at {mount}")
+            base = mount / _own_path(ctl).lstrip("/") / self.name
+            try:
+                base.mkdir(exist_ok=True)
+            except OSError as exc:
+                raise CgroupsUnavailable(f"cannot create {base}: {exc.strerror}") from exc
+            bases.append(base)
+        self._bases = bases
+        self._memory_base = bases[0]
+        with contextlib.suppress(OSError):
+            _write(self._memory_base / "memory.use_hierarchy", "1")
+
+    def _setup_v2(self) -> None:
+        self.version = 2
+        own = _ROOT / _own_path("").lstrip("/")
+        server = own / "selfless-server"
+        envs = own / self.name
+        try:
+            server.mkdir(exist_ok=True)
+            envs.mkdir(exist_ok=True)
+            # No internal processes: every process of our cgroup moves to the server leaf.
+            for pid in (own / "cgroup.procs").read_text().split():
+                with contextlib.suppress(OSError):
+                    _write(server / "cgroup.procs", pid)
+            _write(own / "cgroup.subtree_control", "+memory +cpu +pids")
+            _write(envs / "cgroup.subtree_control", "+memory +cpu +pids")
+        except OSError as exc:
+            raise CgroupsUnavailable(f"cannot delegate memory, cpu and pids controllers under {own}: {exc}") from exc
+        self._bases = [envs]
+        self._memory_base = envs
+
+    def create(self, env_id: str, memory_mb: int) -> Cgroup:
+        dirs = [base / env_id for base in self._bases]
+        for d in dirs:
+            d.mkdir()
+        cg = Cgroup(dirs, dirs[0], self.version)
+        limit = memory_mb << 20
+        quota = int(vcpus_for(memory_mb) * _CPU_PERIOD_US)
+        try:
+            if self.version == 1:
+                memory, cpu, pids = dirs
+                _write(memory / "memory.limit_in_bytes", str(limit))
+                with contextlib.suppress(OSError):  # only with swap accounting
+                    _write(memory / "memory.memsw.limit_in_bytes", str(limit))
+                _write(cpu / "cpu.cfs_period_us", str(_CPU_PERIOD_US))
+                _write(cpu / "cpu.cfs_quota_us", str(quota))
+                _write(pids / "pids.max", str(MAX_PIDS))
+            else:
+                (d,) = dirs
+                _write(d / "memory.max", str(limit))
+                with contextlib.suppress(OSError):
+                    _write(d / "memory.swap.max", "0")
+                _write(d / "cpu.max", f"{quota} {_CPU_PERIOD_US}")
+                _write(d / "pids.max", str(MAX_PIDS))
+        except OSError:
+            cg.remove()
+            raise
+        return cg
+
+    def sweep(self) -> None:
+        """Remove environment cgroups a previous run left behind (killing what they hold)."""
+        for base in self._bases:
+            if base.is_dir():
+                for d in base.iterdir():
+                    if d.is_dir():
+                        leftover = Cgroup([d], d, self.version)
+                        leftover.kill_all()
+                        leftover.remove()
+        if self.version == 1:
+            # The same env directory exists under every controller.
+            names = {d.name for base in self._bases if base.is_dir() for d in base.iterdir() if d.is_dir()}
+            for name in names:
+                Cgroup([b / name for b in self._bases], self._bases[0] / name, 1).remove()
+
+    def close(self) -> None:
+        """Remove our parent directories (v1: ``selfless`` under each controller) when empty."""
+        if self.version == 1:
+            for base in self._bases:
+                with contextlib.suppress(OSError):
+                    os.rmdir(base)

@@ -1,0 +1,425 @@
+"""The Linux sandbox backend: environments forked from per-interpreter zygotes into namespaces and cgroups.
+
+    server ──spawn spec + stdout pipe (SCM_RIGHTS)──> zygote (one per interpreter, warm, single-threaded)
+                                                         └─ fork ─> child: cgroups, namespaces, read-only
+                                                                    root, unprivileged uid, seccomp,
+                                                                    then the runtime (bootstraps/*.py)
+
+What a function sees: its code read-only at /var/task, the bootstrap at /var/runtime, a tmpfs /tmp of
+EphemeralStorage size, the runtime's files read-only (/usr and the interpreter's prefix), a /proc that
+shows only its own processes (each environment runs as its own uid), a minimal /dev, and an /etc with only
+passwd, group, hosts, resolv.conf, nsswitch.conf and the CA certificates. Not the data dir, not other
+functions, not the server's environment. It keeps the host's network for outbound calls (as on AWS) but
+cannot accept connections (seccomp refuses listen), and the Runtime API of another environment refuses it.
+
+The zygote reports each child's exit code; cgroups bound memory, CPU and pids and let every leftover
+process of an environment be killed when it is retired.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import ctypes
+import fcntl
+import functools
+import itertools
+import json
+import logging
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+from selfless.models import Function
+from selfless.runtime.runtimes import BOOTSTRAP_DIR, Runtime
+from selfless.sandbox.base import Layout
+from selfless.sandbox.cgroups import Cgroup, Cgroups, CgroupsUnavailable
+
+log = logging.getLogger(__name__)
+
+ZYGOTE = BOOTSTRAP_DIR / "zygote.py"
+# Each running server holds one slot (an flock on /run/selfless/slot-<k>.lock, released when it dies) and
+# with it a block of uids and its own cgroup parent: two servers on one host never share either.
+UID_BASE = 10_000_000
+UID_BLOCK = 65_536
+SLOTS = 64
+_SLOT_DIR = Path("/run/selfless")
+SANDBOX_USER = "sbx_user1051"
+_SPAWN_TIMEOUT_S = 10.0
+_ZYGOTE_START_TIMEOUT_S = 30.0
+
+
+def _executable(path: Path) -> bool:
+    return path.is_file() and os.access(path, os.X_OK)
+
+
+@functools.cache
+def _prefix_of(interpreter: str) -> str:
+    """The installation prefix of an interpreter (``<prefix>/bin/python3.X``)."""
+    return os.path.dirname(os.path.dirname(os.path.realpath(interpreter)))
+
+
+class SandboxUnavailable(RuntimeError):
+    """The kernel or the privileges here do not allow the Linux sandbox; the message says exactly why."""
+
+
+def check_support() -> None:
+    """Raise SandboxUnavailable naming the first missing piece."""
+    if sys.platform != "linux":
+        raise SandboxUnavailable(f"the linux sandbox needs Linux (this is {sys.platform})")
+    if os.geteuid() != 0:
+        raise SandboxUnavailable("the linux sandbox needs root (mounts, cgroups and uid changes); run as root")
+    libc = ctypes.CDLL(None, use_errno=True)
+    probe = os.fork()
+    if probe == 0:  # pragma: no cover - runs in the probe child
+        rc = libc.unshare(0x00020000 | 0x08000000 | 0x04000000)
+        os._exit(0 if rc == 0 else ctypes.get_errno() or 1)
+    _, status = os.waitpid(probe, 0)
+    code = os.waitstatus_to_exitcode(status)
+    if code != 0:
+        raise SandboxUnavailable(f"unshare(mount, ipc, uts namespaces) failed: {os.strerror(code)}")
+    if not hasattr(os, "pidfd_open"):
+        raise SandboxUnavailable("pidfd_open is missing (Linux 5.3 or newer is needed)")
+
+
+class LinuxProcess:
+    """A sandboxed runtime as the server sees it: pid, exit future (from the zygote), output pipe, cgroup."""
+
+    def __init__(self, pid: int, exited: asyncio.Future[int], output_fd: int, cgroup: Cgroup) -> None:
+        self.pid = pid
+        self.exited = exited
+        self.output_fd = output_fd
+        self.cgroup = cgroup
+
+    def kill(self, sig: int = signal.SIGKILL) -> None:
+        if sig == signal.SIGKILL:
+            self.cgroup.kill_all()
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(self.pid, sig)
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.kill(self.pid, sig)
+
+    def close_output(self) -> None:
+        with contextlib.suppress(OSError):
+            os.close(self.output_fd)
+
+    def peak_rss_mb(self) -> int | None:
+        return self.cgroup.peak_mb()
+
+
+class Zygote:
+    """One warm zygote process and the control socket to it."""
+
+    def __init__(self, interpreter: str, preload: str) -> None:
+        self.interpreter = interpreter
+        self._preload = preload
+        self._sock: socket.socket | None = None
+        self._proc: subprocess.Popen[bytes] | None = None
+        self._ids = itertools.count(1)
+        self._replies: dict[int, asyncio.Future[dict[str, Any]]] = {}
+        self._exits: dict[int, asyncio.Future[int]] = {}
+        self._early_exits: dict[int, int] = {}
+        self._ready: asyncio.Future[dict[str, Any]] | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+
+    async def start(self) -> None:
+        self._loop = asyncio.get_running_loop()
+        ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+        env = {
+            "PATH": "/usr/local/bin:/usr/bin:/bin",
+            "LANG": "C.UTF-8",
+            "SELFLESS_ZYGOTE_FD": str(theirs.fileno()),
+            "SELFLESS_ZYGOTE_PRELOAD": self._preload,
+        }
+        try:
+            self._proc = self._popen(env, theirs.fileno())
+        finally:
+            theirs.close()
+        ours.setblocking(False)
+        self._sock = ours
+        self._ready = self._loop.create_future()
+        self._loop.add_reader(ours.fileno(), self._on_readable)
+        try:
+            async with asyncio.timeout(_ZYGOTE_START_TIMEOUT_S):
+                await self._ready
+        except BaseException:
+            await self.close()
+            raise
+
+    def _popen(self, env: dict[str, str], fd: int) -> subprocess.Popen[bytes]:
+        # Once per interpreter and server run; a fork+exec of ~1 ms is fine on the loop.
+        return subprocess.Popen(
+            [self.interpreter, "-I", "-S", "-u", str(ZYGOTE)],
+            env=env,
+            stdin=subprocess.DEVNULL,
+            pass_fds=(fd,),
+            start_new_session=True,
+        )
+
+    @property
+    def alive(self) -> bool:
+        return self._sock is not None and self._proc is not None and self._proc.poll() is None
+
+    def _on_readable(self) -> None:
+        sock = self._sock
+        if sock is None:
+            return
+        while True:
+            try:
+                data = sock.recv(65536)
+            except BlockingIOError:
+                return
+            except OSError:
+                data = b""
+            if not data:
+                self._lost()
+                return
+            self._dispatch(json.loads(data))
+
+    def _dispatch(self, msg: dict[str, Any]) -> None:
+        if "ready" in msg:
+            if self._ready is not None and not self._ready.done():
+                self._ready.set_result(msg)
+        elif "exit" in msg:
+            pid, code = int(msg["exit"]), int(msg["code"])
+            fut = self._exits.pop(pid, None)
+            if fut is None:
+                self._early_exits[pid] = code
+            elif not fut.done():
+                fut.set_result(code)
+        elif "id" in msg:
+            reply = self._replies.pop(int(msg["id"]), None)
+            if reply is not None and not reply.done():
+                reply.set_result(msg)
+
+    def _lost(self) -> None:
+        log.error("zygote for %s exited", self.interpreter)
+        if self._sock is not None and self._loop is not None:
+            with contextlib.suppress(Exception):
+                self._loop.remove_reader(self._sock.fileno())
+            self._sock.close()
+            self._sock = None
+        for fut in list(self._replies.values()) + ([self._ready] if self._ready else []):
+            if not fut.done():
+                fut.set_exception(OSError("the zygote went away"))
+        # Its children are now ours (the server is their subreaper) and die with their cgroups.
+        for fut2 in self._exits.values():
+            if not fut2.done():
+                fut2.set_result(-signal.SIGKILL)
+        self._exits.clear()
+
+    async def spawn(self, spec: dict[str, Any], output_fd: int) -> tuple[int, asyncio.Future[int]]:
+        if self._sock is None or self._loop is None:
+            raise OSError("the zygote is not running")
+        request_id = next(self._ids)
+        reply: asyncio.Future[dict[str, Any]] = self._loop.create_future()
+        self._replies[request_id] = reply
+        payload = json.dumps({"op": "spawn", "id": request_id, "spec": spec}).encode()
+        socket.send_fds(self._sock, [payload], [output_fd])
+        async with asyncio.timeout(_SPAWN_TIMEOUT_S):
+            msg = await reply
+        if "error" in msg:
+            raise OSError(f"zygote could not fork: {msg['error']}")
+        pid = int(msg["pid"])
+        exited: asyncio.Future[int] = self._loop.create_future()
+        if pid in self._early_exits:
+            exited.set_result(self._early_exits.pop(pid))
+        else:
+            self._exits[pid] = exited
+        return pid, exited
+
+    async def close(self) -> None:
+        if self._sock is not None and self._loop is not None:
+            with contextlib.suppress(Exception):
+                self._loop.remove_reader(self._sock.fileno())
+            self._sock.close()
+            self._sock = None
+        proc = self._proc
+        if proc is not None and proc.poll() is None:
+            proc.terminate()
+            try:
+                await asyncio.wait_for(asyncio.to_thread(proc.wait), 5)
+            except TimeoutError:
+                proc.kill()
+                await asyncio.to_thread(proc.wait)
+        elif proc is not None:
+            proc.wait()
+
+
+class LinuxBackend:
+    name = "linux"
+
+    def __init__(self, data_dir: Path, fallback_interpreter: str, preload: str = "", network: str = "default"):
+        self._data_dir = data_dir
+        self._fallback_interpreter = fallback_interpreter
+        self._preload = preload
+        self._network = network
+        self.cgroups = Cgroups()
+        self._slot_file: Any = None
+        self.slot = -1
+        self._zygotes: dict[str, Zygote] = {}
+        self._zygote_locks: dict[str, asyncio.Lock] = {}
+        self._free_uids: list[int] = []
+        self._uids: dict[str, int] = {}
+        self._cgroups: dict[str, Cgroup] = {}
+        self._etc_static: dict[str, str] = {}
+        self._base_binds: list[tuple[str, str, bool]] = []
+        self._symlinks: list[tuple[str, str]] = []
+
+    def setup(self, max_environments: int) -> None:
+        """Check the kernel, set up cgroups and the parts of every root that never change."""
+        check_support()
+        self.slot = self._take_slot()
+        self.cgroups = Cgroups(f"selfless-{self.slot}")
+        try:
+            self.cgroups.setup()
+        except CgroupsUnavailable as exc:
+            raise SandboxUnavailable(str(exc)) from exc
+        self.cgroups.sweep()
+        base = UID_BASE + self.slot * UID_BLOCK
+        self._free_uids = list(range(base + min(max_environments, UID_BLOCK) - 1, base - 1, -1))
+        for name in ("bin", "lib", "lib32", "lib64", "libx32", "sbin"):
+            host = Path("/") / name
+            if host.is_symlink():
+                self._symlinks.append((os.readlink(host), "/" + name))
+            elif host.is_dir():
+                self._base_binds.append((str(host), "/" + name, True))
+        self._base_binds.insert(0, ("/usr", "/usr", True))
+        for cert_dir in ("/etc/ssl", "/etc/ca-certificates", "/etc/pki"):
+            if os.path.isdir(cert_dir):
+                self._base_binds.append((cert_dir, cert_dir, True))
+        try:
+            resolv = Path("/etc/resolv.conf").read_text()
+        except OSError:
+            resolv = ""
+        self._etc_static = {
+            "hosts": "127.0.0.1 localhost\n::1 localhost\n",
+            "resolv.conf": resolv,
+            "nsswitch.conf": "passwd: files\ngroup: files\nhosts: files dns\n",
+        }
+
+    def _take_slot(self) -> int:
+        try:
+            _SLOT_DIR.mkdir(mode=0o700, parents=True, exist_ok=True)
+        except OSError as exc:
+            raise SandboxUnavailable(f"cannot create {_SLOT_DIR}: {exc.strerror}") from exc
+        for slot in range(SLOTS):
+            f = open(_SLOT_DIR / f"slot-{slot}.lock", "a+")  # noqa: SIM115 - held for the server's life
+            try:
+                fcntl.flock(f.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                f.close()
+                continue
+            self._slot_file = f
+            return slot
+        raise SandboxUnavailable(f"all {SLOTS} sandbox slots are held by other selfless servers on this host")
+
+    def describe(self) -> str:
+        return (
+            f"sandbox: linux (cgroup v{self.cgroups.version}; mount/ipc/uts namespaces, read-only root, "
+            "per-environment uid, seccomp; memory, CPU and pids limits)"
+        )
+
+    async def _zygote(self, interpreter: str) -> Zygote:
+        lock = self._zygote_locks.setdefault(interpreter, asyncio.Lock())
+        async with lock:
+            z = self._zygotes.get(interpreter)
+            if z is None or not z.alive:
+                if z is not None:
+                    await z.close()
+                z = Zygote(interpreter, self._preload)
+                await z.start()
+                self._zygotes[interpreter] = z
+            return z
+
+    async def prepare(self, env_id: str, root: Path, code_tree: Path, function: Function) -> Layout:
+        (root / "root").mkdir(mode=0o755)
+        return Layout("/var/task", "/tmp", "/var/runtime")
+
+    async def spawn(
+        self, env_id: str, root: Path, function: Function, runtime: Runtime, layout: Layout, env: Mapping[str, str]
+    ) -> LinuxProcess:
+        if not self._free_uids:
+            raise OSError("no free sandbox uid")
+        if not runtime.is_python and not _executable(self._code_tree_of(root, function) / "bootstrap"):
+            raise FileNotFoundError(2, "no executable bootstrap in the package")
+        interpreter = runtime.interpreter or self._fallback_interpreter
+        zygote = await self._zygote(interpreter)
+        uid = self._free_uids.pop()
+        self._uids[env_id] = uid
+        cgroup = self.cgroups.create(env_id, function.memory_size)
+        self._cgroups[env_id] = cgroup
+        binds = list(self._base_binds)
+        prefix = _prefix_of(interpreter)
+        if runtime.is_python and not prefix.startswith("/usr"):
+            binds.append((prefix, prefix, True))
+        binds.append((str(self._code_tree_of(root, function)), "/var/task", True))
+        binds.append((str(BOOTSTRAP_DIR), "/var/runtime", True))
+        etc = dict(self._etc_static)
+        etc["passwd"] = f"root:x:0:0:root:/root:/sbin/nologin\n{SANDBOX_USER}:x:{uid}:{uid}::/tmp:/sbin/nologin\n"
+        etc["group"] = f"root:x:0:\n{SANDBOX_USER}:x:{uid}:\n"
+        spec: dict[str, Any] = {
+            "cgroup_procs": cgroup.procs_files,
+            "root_dir": str(root / "root"),
+            "binds": binds,
+            "symlinks": self._symlinks,
+            "tmp_mb": function.ephemeral_storage,
+            "etc": etc,
+            "uid": uid,
+            "gid": uid,
+            "hostname": "localhost",
+            "network": self._network,
+            "cwd": "/var/task",
+            "env": dict(env),
+        }
+        if not runtime.is_python:
+            spec["exec"] = ["/var/task/bootstrap"]
+        read_fd, write_fd = os.pipe2(os.O_CLOEXEC)
+        try:
+            pid, exited = await zygote.spawn(spec, write_fd)
+        except BaseException:
+            os.close(read_fd)
+            raise
+        finally:
+            os.close(write_fd)
+        os.set_blocking(read_fd, False)
+        return LinuxProcess(pid, exited, read_fd, cgroup)
+
+    def _code_tree_of(self, root: Path, function: Function) -> Path:
+        return self._data_dir / "code" / "trees" / function.code.key
+
+    @property
+    def uid_range(self) -> tuple[int, int]:
+        """The uids this server gives its environments (inclusive)."""
+        base = UID_BASE + self.slot * UID_BLOCK
+        return base, base + UID_BLOCK - 1
+
+    def uid_of(self, env_id: str) -> int | None:
+        return self._uids.get(env_id)
+
+    async def release(self, env_id: str, root: Path) -> None:
+        cgroup = self._cgroups.pop(env_id, None)
+        if cgroup is not None:
+            cgroup.kill_all()
+            if not await asyncio.to_thread(cgroup.remove):
+                log.error("cgroup of environment %s could not be removed", env_id)
+        uid = self._uids.pop(env_id, None)
+        if uid is not None:
+            self._free_uids.append(uid)
+        with contextlib.suppress(OSError):
+            shutil.rmtree(root / "root")
+
+    async def close(self) -> None:
+        for z in list(self._zygotes.values()):
+            await z.close()
+        self._zygotes.clear()
+        self.cgroups.close()
+        if self._slot_file is not None:
+            self._slot_file.close()
+            self._slot_file = None
