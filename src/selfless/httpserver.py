@@ -60,6 +60,8 @@ class Response:
 
 
 Handler = Callable[[Request], Awaitable[Response]]
+# Decides from (peer address, local address) whether a new connection may stay open.
+PeerCheck = Callable[[tuple[str, int], tuple[str, int]], bool]
 TooLargeHandler = Callable[[Request], Response]
 
 
@@ -84,6 +86,7 @@ class HttpProtocol(asyncio.Protocol):
         "_on_too_large",
         "_parser",
         "_peer",
+        "_peer_check",
         "_pending",
         "_task",
         "_transport",
@@ -98,7 +101,9 @@ class HttpProtocol(asyncio.Protocol):
         context: Any,
         on_too_large: TooLargeHandler,
         connections: set[HttpProtocol],
+        peer_check: PeerCheck | None = None,
     ) -> None:
+        self._peer_check = peer_check
         self._handler = handler
         self._max_body = max_body
         self._context = context
@@ -130,6 +135,10 @@ class HttpProtocol(asyncio.Protocol):
                 sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         peer = transport.get_extra_info("peername")
         self._peer = peer if isinstance(peer, tuple) else None
+        if self._peer_check is not None:
+            local = transport.get_extra_info("sockname")
+            if self._peer is None or not self._peer_check(self._peer, local):
+                transport.close()
 
     def connection_lost(self, exc: Exception | None) -> None:
         self._connections.discard(self)
@@ -282,7 +291,9 @@ class HttpServer:
         idle_timeout: float = 75.0,
         context: Any = None,
         on_too_large: TooLargeHandler = _too_large_default,
+        peer_check: PeerCheck | None = None,
     ) -> None:
+        self._peer_check = peer_check
         self._handler = handler
         self._max_body = max_body
         self._idle_timeout = idle_timeout
@@ -299,6 +310,7 @@ class HttpServer:
             context=self._context,
             on_too_large=self._on_too_large,
             connections=self.connections,
+            peer_check=self._peer_check,
         )
 
     async def start(self, host: str, port: int, *, sock: socket.socket | None = None) -> tuple[str, int]:

@@ -9,7 +9,7 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import signal
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Protocol
 
@@ -40,6 +40,9 @@ class SandboxProcess(Protocol):
 
     def peak_rss_mb(self) -> int | None: ...
 
+    def init_done(self, memory_mb: int) -> None:
+        """The runtime asked for its first invocation: limits that spare the init phase apply now."""
+
 
 class Backend(Protocol):
     name: str
@@ -56,5 +59,8 @@ class Backend(Protocol):
         """Free what ``prepare``/``spawn`` took (kill leftovers, mounts, cgroups). Idempotent."""
 
     def describe(self) -> str: ...
+
+    def peer_check(self, env_id: str) -> Callable[[tuple[str, int], tuple[str, int]], bool] | None:
+        """Who may connect to an environment's Runtime API (None: anyone on loopback)."""
 
     async def close(self) -> None: ...

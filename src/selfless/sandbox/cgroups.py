@@ -75,6 +75,15 @@ class Cgroup:
             return None
         return max(1, -(-value // (1 << 20)))
 
+    def set_cpu(self, vcpus: float | None) -> None:
+        """CPU quota in vCPUs; None lifts it (the init phase runs at full speed, as on AWS)."""
+        quota = -1 if vcpus is None else max(1000, int(vcpus * _CPU_PERIOD_US))
+        with contextlib.suppress(OSError):
+            if self.version == 1:
+                _write(self.dirs[1] / "cpu.cfs_quota_us", str(quota))
+            else:
+                _write(self.dirs[0] / "cpu.max", f"{'max' if quota < 0 else quota} {_CPU_PERIOD_US}")
+
     def oom_killed(self) -> bool:
         name = "memory.oom_control" if self.version == 1 else "memory.events"
         try:
@@ -182,7 +191,8 @@ class Cgroups:
             d.mkdir()
         cg = Cgroup(dirs, dirs[0], self.version)
         limit = memory_mb << 20
-        quota = int(vcpus_for(memory_mb) * _CPU_PERIOD_US)
+        # No CPU quota until init is done (``set_cpu``): AWS runs the init phase at full speed too.
+        quota = -1
         try:
             if self.version == 1:
                 memory, cpu, pids = dirs
@@ -197,7 +207,7 @@ class Cgroups:
                 _write(d / "memory.max", str(limit))
                 with contextlib.suppress(OSError):
                     _write(d / "memory.swap.max", "0")
-                _write(d / "cpu.max", f"{quota} {_CPU_PERIOD_US}")
+                _write(d / "cpu.max", f"max {_CPU_PERIOD_US}")
                 _write(d / "pids.max", str(MAX_PIDS))
         except OSError:
             cg.remove()

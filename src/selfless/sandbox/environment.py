@@ -146,6 +146,7 @@ class Environment:
             idle_timeout=0,
             context=self,
             on_too_large=runtime_api.too_large,
+            peer_check=backend.peer_check(env_id),
         )
         self._process: SandboxProcess | None = None
         self._waiter: asyncio.Future[Invocation] | None = None
@@ -386,6 +387,8 @@ class Environment:
         if not self._init_done:
             self._init_done = True
             self._init_duration_ms = (time.monotonic() - self._spawned_at) * 1000
+            if self._process is not None:
+                self._process.init_done(self.function.memory_size)
             if self._timer is not None:
                 self._timer.cancel()
                 self._timer = None

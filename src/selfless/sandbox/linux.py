@@ -32,14 +32,14 @@ import signal
 import socket
 import subprocess
 import sys
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
 from selfless.models import Function
 from selfless.runtime.runtimes import BOOTSTRAP_DIR, Runtime
 from selfless.sandbox.base import Layout
-from selfless.sandbox.cgroups import Cgroup, Cgroups, CgroupsUnavailable
+from selfless.sandbox.cgroups import Cgroup, Cgroups, CgroupsUnavailable, vcpus_for
 
 log = logging.getLogger(__name__)
 
@@ -53,6 +53,26 @@ _SLOT_DIR = Path("/run/selfless")
 SANDBOX_USER = "sbx_user1051"
 _SPAWN_TIMEOUT_S = 10.0
 _ZYGOTE_START_TIMEOUT_S = 30.0
+
+
+def _hex_addr(addr: tuple[str, int]) -> str:
+    packed = socket.inet_aton(addr[0])
+    return f"{int.from_bytes(packed, 'little'):08X}:{addr[1]:04X}"
+
+
+def tcp_peer_uid(peer: tuple[str, int], local: tuple[str, int]) -> int | None:
+    """The uid owning the loopback TCP socket at ``peer`` that is connected to ``local`` (from /proc/net/tcp)."""
+    want_local, want_remote = _hex_addr(peer), _hex_addr(local)
+    try:
+        with open("/proc/net/tcp", encoding="ascii") as f:
+            next(f)
+            for line in f:
+                fields = line.split()
+                if fields[1] == want_local and fields[2] == want_remote:
+                    return int(fields[7])
+    except (OSError, ValueError, IndexError, StopIteration):
+        return None
+    return None
 
 
 def _executable(path: Path) -> bool:
@@ -111,6 +131,10 @@ class LinuxProcess:
 
     def peak_rss_mb(self) -> int | None:
         return self.cgroup.peak_mb()
+
+    def init_done(self, memory_mb: int) -> None:
+        """From here on the CPU quota is in proportion to memory."""
+        self.cgroup.set_cpu(vcpus_for(memory_mb))
 
 
 class Zygote:
@@ -393,6 +417,16 @@ class LinuxBackend:
 
     def _code_tree_of(self, root: Path, function: Function) -> Path:
         return self._data_dir / "code" / "trees" / function.code.key
+
+    def peer_check(self, env_id: str) -> Callable[[tuple[str, int], tuple[str, int]], bool]:
+        """Only the environment's own processes (its uid) may talk to its Runtime API: another function
+        on this host must not take its events or answer for it."""
+
+        def check(peer: tuple[str, int], local: tuple[str, int]) -> bool:
+            uid = self._uids.get(env_id)
+            return uid is not None and tcp_peer_uid(peer, local) == uid
+
+        return check
 
     @property
     def uid_range(self) -> tuple[int, int]:

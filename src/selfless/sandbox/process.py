@@ -190,6 +190,9 @@ class Process:
             return None
         return max(1, -(-kb // 1024))
 
+    def init_done(self, memory_mb: int) -> None:
+        """Nothing to tighten: this backend enforces no CPU limit."""
+
     def close_status(self) -> None:
         if self._status_fd is not None:
             with contextlib.suppress(OSError):
@@ -279,6 +282,9 @@ class ProcessBackend:
         if tmp in self._mounted:
             unmount(tmp)
             self._mounted.discard(tmp)
+
+    def peer_check(self, env_id: str) -> None:
+        return None
 
     def describe(self) -> str:
         limits = "" if self._mount_tmp else "; /tmp sizes are not enforced (not root)"
