@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import configparser
 import contextlib
 import gc
@@ -23,6 +24,7 @@ from selfless.models import Function
 from selfless.observability.logs import LogStore, stream_name
 from selfless.observability.metering import Meter
 from selfless.observability.metrics import Metrics
+from selfless.runtime import packages as runtime_packages
 from selfless.runtime.runtimes import RuntimeCatalog, discover_interpreters
 from selfless.sandbox import process as proc
 from selfless.sandbox.base import Backend
@@ -103,6 +105,7 @@ class App:
         )
         self.http = HttpServer(self.front.handle, max_body=MAX_REQUEST, on_too_large=self.front.too_large)
         self.address: tuple[str, int] | None = None
+        self._prewarm: asyncio.Task[None] | None = None
         self.created_credentials = False
 
     def _new_environment(self, function: Function, env_id: str) -> Environment:
@@ -128,8 +131,6 @@ class App:
         )
 
     async def start(self) -> tuple[str, int]:
-        import asyncio
-
         s = self.settings
         s.data_dir.mkdir(parents=True, exist_ok=True)
         os.chmod(s.data_dir, 0o700)
@@ -137,7 +138,9 @@ class App:
         self.keyring.add(key_id, secret, Principal(key_id, "admin"))
         self._sweep_environments()
         self.envs_root.mkdir(exist_ok=True)
+        packages = await asyncio.to_thread(runtime_packages.prepare, s.data_dir)
         self._choose_backend()
+        self.backend.runtime_packages = packages
         proc.become_subreaper()
         self.reaper.install(asyncio.get_running_loop())
         await self.store.open()
@@ -148,6 +151,10 @@ class App:
         self.pool.start()
         await self.invocations.start()
         self.address = await self.http.start(s.host, s.port)
+        if isinstance(self.backend, LinuxBackend):
+            wanted = [self.runtimes.get(name) for name in s.zygote_prewarm]
+            interpreters = list(dict.fromkeys(rt.interpreter for rt in wanted if rt and rt.interpreter))
+            self._prewarm = asyncio.get_running_loop().create_task(self.backend.prewarm(interpreters))
         # Everything built so far (botocore's model above all) lives as long as the server: keep the
         # collector from walking it again and again, which shows up as p99 spikes on the invoke path.
         gc.collect()
@@ -191,6 +198,10 @@ class App:
         if not drained:
             log.warning("shutdown deadline passed with invocations still running; stopping them")
         await self.registry.wait_settled()
+        if self._prewarm is not None:
+            self._prewarm.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._prewarm
         await self.pool.close(s.kill_grace_s)
         await wait_for_releases(10.0)
         await self.backend.close()

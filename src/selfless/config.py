@@ -50,7 +50,9 @@ class Settings:
     # "linux", "process", or None: linux when it is available (root on Linux), else process with a warning.
     sandbox: str | None = None
     # Modules each Python zygote imports before forking (comma-separated; missing ones are skipped).
-    zygote_preload: str = ""
+    zygote_preload: str = "boto3"
+    # Runtimes whose zygote starts with the server instead of at their first cold start.
+    zygote_prewarm: tuple[str, ...] = ("python3.12",)
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str], **flags: Any) -> Settings:
@@ -103,7 +105,10 @@ class Settings:
             python_interpreters=interpreters,
             log_level=str(pick("log_level", "SELFLESS_LOG_LEVEL", "info")),
             sandbox=sandbox,
-            zygote_preload=str(environ.get("SELFLESS_ZYGOTE_PRELOAD", "")),
+            zygote_preload=str(environ.get("SELFLESS_ZYGOTE_PRELOAD", "boto3")),
+            zygote_prewarm=tuple(
+                r.strip() for r in environ.get("SELFLESS_ZYGOTE_PREWARM", "python3.12").split(",") if r.strip()
+            ),
         )
 
     @property

@@ -410,3 +410,30 @@ def test_output_lines_arrive_whole_and_in_order(lam: Any, make_function: Callabl
         "no newline at the end",
     ]
     assert lines[5].startswith("END RequestId")
+
+
+@pytest.mark.parametrize("runtime", ["python3.12", "python3.13"])
+def test_boto3_is_provided_and_reaches_selfless(
+    lam: Any, make_function: Callable[..., str], runtime: str
+) -> None:
+    code = (
+        "import boto3\n"
+        "def handler(e, c):\n"
+        "    me = boto3.client('lambda').get_function_configuration(FunctionName=c.function_name)\n"
+        "    return {'boto3': boto3.__version__, 'name': me['FunctionName'], 'file': boto3.__file__}\n"
+    )
+    name = make_function(code, runtime=runtime, MemorySize=512, Timeout=20)
+    r, out = call(lam, name)
+    assert "FunctionError" not in r, out
+    assert out["name"] == name
+    assert out["boto3"]
+
+
+def test_function_boto3_wins_over_the_runtime_one(lam: Any, make_function: Callable[..., str]) -> None:
+    name = make_function(
+        files={
+            "app.py": "import boto3\ndef handler(e, c):\n    return boto3.__version__\n",
+            "boto3/__init__.py": "__version__ = 'shipped-with-the-function'\n",
+        }
+    )
+    assert call(lam, name)[1] == "shipped-with-the-function"

@@ -31,6 +31,7 @@ class Outcome:
     init_duration_ms: float | None = None
     max_memory_mb: int | None = None
     log_lines: tuple[str, ...] = ()
+    platform_init_ms: float | None = None  # set on a cold start: the platform's share of it
 
     @property
     def log_tail(self) -> str:

@@ -161,7 +161,6 @@ class InvocationService:
                 return Outcome(OutcomeKind.START_FAILED, body, "Runtime.InvalidEntrypoint")
             if env.state is EnvState.STARTING:
                 self._metrics.cold_starts.labels(fn.name).inc()
-                self._metrics.start_overhead.observe(env.start_overhead_ms / 1000)
             env.assign(inv)
             backstop = max(10.0, float(fn.timeout)) + fn.timeout + _BACKSTOP_S
             try:
@@ -170,6 +169,8 @@ class InvocationService:
                     outcome = await asyncio.shield(inv.done)
                 self._metrics.invocations.labels(fn.name, outcome.kind.value).inc()
                 self._metrics.duration.observe(outcome.duration_ms / 1000)
+                if outcome.platform_init_ms is not None:
+                    self._metrics.start_overhead.observe(outcome.platform_init_ms / 1000)
                 return outcome
             except TimeoutError:
                 log.error("invocation %s passed its backstop deadline; stopping its environment", request_id)

@@ -34,7 +34,7 @@ class Metrics:
         )
         self.start_overhead = Histogram(
             "selfless_environment_start_overhead_seconds",
-            "Platform cost of starting an environment (files, Runtime API endpoint, spawn), before the runtime runs",
+            "Platform cost of starting an environment: everything of a cold start but the function's own init",
             buckets=(0.0005, 0.001, 0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.5),
             registry=self.registry,
         )

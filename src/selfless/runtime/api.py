@@ -34,7 +34,7 @@ class EnvironmentStopped(Exception):
 class RuntimeSession(Protocol):
     """What an environment offers its runtime."""
 
-    async def next_invocation(self) -> Invocation: ...
+    async def next_invocation(self, init_ms: float | None = None) -> Invocation: ...
 
     def post_response(self, request_id: str, body: bytes) -> bool: ...
 
@@ -43,6 +43,14 @@ class RuntimeSession(Protocol):
     def post_init_error(self, body: bytes, error_type: str | None) -> bool: ...
 
     def response_too_large(self, request_id: str) -> None: ...
+
+
+def _number(text: str) -> float | None:
+    try:
+        value = float(text)
+    except ValueError:
+        return None
+    return value if 0 <= value < 1e9 else None
 
 
 def _error(status: int, error_type: str, message: str) -> Response:
@@ -69,7 +77,9 @@ async def handle(request: Request) -> Response:
     tail = path[len(PREFIX) :]
     if request.method == "GET" and tail == "invocation/next":
         try:
-            return _next_response(await session.next_invocation())
+            reported = request.headers.get("selfless-init-duration-ms")
+            init_ms = _number(reported) if reported is not None else None
+            return _next_response(await session.next_invocation(init_ms))
         except EnvironmentStopped:
             return _error(410, "EnvironmentStopped", "The execution environment is shutting down")
     if request.method != "POST":

@@ -24,6 +24,8 @@ class Layout:
     task_root: str
     tmp_dir: str
     runtime_dir: str
+    # boto3 and friends for Python runtimes (runtime/packages.py), or None.
+    packages: str | None = None
 
 
 class SandboxProcess(Protocol):
@@ -46,6 +48,7 @@ class SandboxProcess(Protocol):
 
 class Backend(Protocol):
     name: str
+    runtime_packages: Path | None
 
     async def prepare(self, env_id: str, root: Path, code_tree: Path, function: Function) -> Layout:
         """Make the environment's files under ``root`` (a new, empty directory)."""

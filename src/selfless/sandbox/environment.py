@@ -162,7 +162,8 @@ class Environment:
         self._access_key: str | None = None
         self._cleaned = False
         self._start_error: OSError | None = None
-        # Platform cost of this start (dirs, endpoint, spawn), reported as a log field.
+        # Platform cost of this start (files, Runtime API endpoint, spawn, fork and sandbox, interpreter
+        # start: everything but the function's own init), in the metering record and a metric.
         self.start_overhead_ms = 0.0
 
     # -- lifecycle ----------------------------------------------------------------------------------------
@@ -249,6 +250,8 @@ class Environment:
         env.setdefault("AWS_ENDPOINT_URL", self._endpoint)
         if self.runtime.execution_env:
             env["AWS_EXECUTION_ENV"] = self.runtime.execution_env
+        if self.runtime.is_python and layout.packages:
+            env["SELFLESS_RUNTIME_PACKAGES"] = layout.packages
         return env
 
     async def stop(self, grace_s: float = 0.0) -> None:
@@ -383,10 +386,15 @@ class Environment:
         self._timer = self._loop.call_later(inv.timeout_s, self._timed_out, inv)
         return inv
 
-    async def next_invocation(self) -> Invocation:
+    async def next_invocation(self, init_ms: float | None = None) -> Invocation:
         if not self._init_done:
             self._init_done = True
-            self._init_duration_ms = (time.monotonic() - self._spawned_at) * 1000
+            since_spawn = (time.monotonic() - self._spawned_at) * 1000
+            # Init Duration is the function's own init when its runtime says (ours does); the rest of the
+            # time since the spawn (fork, sandbox, interpreter start) is the platform's.
+            own = init_ms if init_ms is not None and init_ms <= since_spawn else since_spawn
+            self._init_duration_ms = own
+            self.start_overhead_ms += since_spawn - own
             if self._process is not None:
                 self._process.init_done(self.function.memory_size)
             if self._timer is not None:
@@ -517,8 +525,10 @@ class Environment:
         billed = max(1, math.ceil(duration_ms))
         memory = (self._process.peak_rss_mb() if self._process is not None else None) or 0
         init_ms = None
+        platform_ms = None
         if not self._init_reported and self._init_duration_ms is not None:
             init_ms = self._init_duration_ms
+            platform_ms = self.start_overhead_ms
             self._init_reported = True
         self._write(inv, f"END RequestId: {inv.request_id}")
         report = (
@@ -543,9 +553,10 @@ class Environment:
             memory_mb=self.function.memory_size,
             max_memory_used_mb=memory,
             init_ms=None if init_ms is None else round(init_ms, 3),
+            platform_init_ms=None if platform_ms is None else round(platform_ms, 3),
             outcome=kind.value,
         )
-        inv.finish(Outcome(kind, payload, etype, duration_ms, init_ms, memory, tuple(inv.log_lines)))
+        inv.finish(Outcome(kind, payload, etype, duration_ms, init_ms, memory, tuple(inv.log_lines), platform_ms))
 
     # -- output ------------------------------------------------------------------------------------------
 

@@ -140,9 +140,10 @@ class LinuxProcess:
 class Zygote:
     """One warm zygote process and the control socket to it."""
 
-    def __init__(self, interpreter: str, preload: str) -> None:
+    def __init__(self, interpreter: str, preload: str, packages: Path | None) -> None:
         self.interpreter = interpreter
         self._preload = preload
+        self._packages = packages
         self._sock: socket.socket | None = None
         self._proc: subprocess.Popen[bytes] | None = None
         self._ids = itertools.count(1)
@@ -161,6 +162,8 @@ class Zygote:
             "SELFLESS_ZYGOTE_FD": str(theirs.fileno()),
             "SELFLESS_ZYGOTE_PRELOAD": self._preload,
         }
+        if self._packages is not None:
+            env["SELFLESS_RUNTIME_PACKAGES"] = str(self._packages)
         try:
             self._proc = self._popen(env, theirs.fileno())
         finally:
@@ -285,6 +288,7 @@ class LinuxBackend:
         self._preload = preload
         self._network = network
         self.cgroups = Cgroups()
+        self.runtime_packages: Path | None = None
         self._slot_file: Any = None
         self.slot = -1
         self._zygotes: dict[str, Zygote] = {}
@@ -350,6 +354,14 @@ class LinuxBackend:
             "per-environment uid, seccomp; memory, CPU and pids limits)"
         )
 
+    async def prewarm(self, interpreters: list[str]) -> None:
+        """Start these zygotes now (one after another), so no first call waits for them."""
+        for interpreter in interpreters:
+            try:
+                await self._zygote(interpreter)
+            except (OSError, TimeoutError) as exc:
+                log.warning("zygote for %s did not start: %s", interpreter, exc)
+
     async def _zygote(self, interpreter: str) -> Zygote:
         lock = self._zygote_locks.setdefault(interpreter, asyncio.Lock())
         async with lock:
@@ -357,14 +369,15 @@ class LinuxBackend:
             if z is None or not z.alive:
                 if z is not None:
                     await z.close()
-                z = Zygote(interpreter, self._preload)
+                z = Zygote(interpreter, self._preload, self.runtime_packages)
                 await z.start()
                 self._zygotes[interpreter] = z
             return z
 
     async def prepare(self, env_id: str, root: Path, code_tree: Path, function: Function) -> Layout:
         (root / "root").mkdir(mode=0o755)
-        return Layout("/var/task", "/tmp", "/var/runtime")
+        packages = str(self.runtime_packages) if self.runtime_packages else None
+        return Layout("/var/task", "/tmp", "/var/runtime", packages)
 
     async def spawn(
         self, env_id: str, root: Path, function: Function, runtime: Runtime, layout: Layout, env: Mapping[str, str]
@@ -385,6 +398,9 @@ class LinuxBackend:
             binds.append((prefix, prefix, True))
         binds.append((str(self._code_tree_of(root, function)), "/var/task", True))
         binds.append((str(BOOTSTRAP_DIR), "/var/runtime", True))
+        if self.runtime_packages is not None:
+            # At the same path as on the host: the zygote imported boto3 from there before forking.
+            binds.append((str(self.runtime_packages), str(self.runtime_packages), True))
         etc = dict(self._etc_static)
         etc["passwd"] = f"root:x:0:0:root:/root:/sbin/nologin\n{SANDBOX_USER}:x:{uid}:{uid}::/tmp:/sbin/nologin\n"
         etc["group"] = f"root:x:0:\n{SANDBOX_USER}:x:{uid}:\n"

@@ -260,6 +260,7 @@ class ProcessBackend:
         self._reaper = reaper
         self._mount_tmp = mount_tmp
         self._mounted: set[Path] = set()
+        self.runtime_packages: Path | None = None
 
     async def prepare(self, env_id: str, root: Path, code_tree: Path, function: Function) -> Layout:
         task_root = root / "task"
@@ -269,7 +270,8 @@ class ProcessBackend:
         tmp.mkdir(mode=0o1777)
         if self._mount_tmp and mount_tmpfs(tmp, function.ephemeral_storage):
             self._mounted.add(tmp)
-        return Layout(str(task_root), str(tmp), str(BOOTSTRAP_DIR))
+        packages = str(self.runtime_packages) if self.runtime_packages else None
+        return Layout(str(task_root), str(tmp), str(BOOTSTRAP_DIR), packages)
 
     async def spawn(
         self, env_id: str, root: Path, function: Function, runtime: Runtime, layout: Layout, env: Mapping[str, str]

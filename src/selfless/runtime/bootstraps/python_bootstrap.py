@@ -213,7 +213,12 @@ def main():
     # The import path AWS's Python runtime gives a function: its code, then layers, then PYTHONPATH extras.
     extra = [p for p in env.get("PYTHONPATH", "").split(os.pathsep) if p]
     sys.path[:0] = [task_root] + extra + ["/opt/python"]
+    # boto3 and friends, as AWS's runtime provides them: after everything the function brings itself.
+    provided = env.get("SELFLESS_RUNTIME_PACKAGES")
+    if provided and sys.version_info >= (3, 10) and provided not in sys.path:
+        sys.path.append(provided)
     conn = _Conn(env["AWS_LAMBDA_RUNTIME_API"])
+    started = time.monotonic()
     try:
         handler = _load_handler(env["_HANDLER"], task_root)
     except _UserError as exc:
@@ -226,8 +231,11 @@ def main():
             (("Lambda-Runtime-Function-Error-Type", exc.error_type),),
         )
         sys.exit(1)
+    # The function's own init time (its imports), so the platform can report Init Duration honestly.
+    first = (("Selfless-Init-Duration-Ms", "%.3f" % ((time.monotonic() - started) * 1000)),)
     while True:
-        _status, headers, event_bytes = conn.request("GET", _API + "/invocation/next")
+        _status, headers, event_bytes = conn.request("GET", _API + "/invocation/next", b"", first)
+        first = ()
         request_id = headers["lambda-runtime-aws-request-id"]
         trace = headers.get("lambda-runtime-trace-id")
         if trace:

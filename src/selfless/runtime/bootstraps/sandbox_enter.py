@@ -244,10 +244,11 @@ def enter(spec, filter_prog):
     _mount("tmpfs", root, "tmpfs", MS_NOSUID | MS_NODEV, "size=4m,mode=755")
     for target, link in spec.get("symlinks", ()):
         os.symlink(target, root + link)
-    for src, dst, read_only in spec["binds"]:
-        _bind(root, src, dst, read_only)
+    # /tmp before the binds: a bind below /tmp (a data dir under /tmp) then lands on the tmpfs, not under it.
     os.makedirs(root + "/tmp")
     _mount("tmpfs", root + "/tmp", "tmpfs", MS_NOSUID | MS_NODEV, "size=%dm,mode=1777" % spec["tmp_mb"])
+    for src, dst, read_only in spec["binds"]:
+        _bind(root, src, dst, read_only)
     os.makedirs(root + "/proc")
     _mount("proc", root + "/proc", "proc", MS_NOSUID | MS_NODEV | MS_NOEXEC, "hidepid=2")
     os.makedirs(root + "/dev")

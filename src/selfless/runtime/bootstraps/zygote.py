@@ -33,6 +33,10 @@ _MAX_MSG = 1 << 20
 
 
 def _preload():
+    provided = os.environ.get("SELFLESS_RUNTIME_PACKAGES")
+    if provided and sys.version_info >= (3, 10):
+        sys.path.append(provided)
+    before = set(sys.modules)
     for name in os.environ.get("SELFLESS_ZYGOTE_PRELOAD", "").split(","):
         name = name.strip()
         if name:
@@ -40,6 +44,29 @@ def _preload():
                 __import__(name)
             except Exception:  # a missing optional module only costs its absence
                 pass
+    # Top-level packages the preload brought in from outside the standard library (boto3, botocore, ...).
+    provided = os.environ.get("SELFLESS_RUNTIME_PACKAGES")
+    for name in set(sys.modules) - before:
+        module = sys.modules.get(name)
+        path = getattr(module, "__file__", None) or ""
+        if provided and path.startswith(provided):
+            _PRELOADED.add(name.split(".")[0])
+
+
+_PRELOADED = set()
+
+
+def _forget_shadowed_preloads(task_root):
+    """A function that ships its own copy of a preloaded package (its own boto3) must get its own, as it
+    would on AWS: then every preloaded package is dropped, so that they are imported afresh together."""
+    shadowed = any(
+        os.path.exists(os.path.join(task_root, top)) or os.path.exists(os.path.join(task_root, top + ".py"))
+        for top in _PRELOADED
+    )
+    if shadowed:
+        for name in list(sys.modules):
+            if name.split(".")[0] in _PRELOADED:
+                del sys.modules[name]
 
 
 def _send(sock, doc):
@@ -67,6 +94,7 @@ def _child(spec, out_fd, sock, filter_prog):
         if spec.get("exec"):
             os.execve(spec["exec"][0], spec["exec"], spec["env"])
         gc.unfreeze()
+        _forget_shadowed_preloads(spec.get("cwd", "/var/task"))
         python_bootstrap.main()
         code = 0
     except SystemExit as exc:

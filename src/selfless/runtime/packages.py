@@ -1,0 +1,75 @@
+"""The packages a Python runtime provides besides the standard library: boto3 and what it needs, as on AWS.
+
+They are copied once from this server's own environment into ``<data-dir>/runtime/python`` (rebuilt when
+their versions change) and put last on the functions' ``sys.path``, after the function's own code, so a
+function that ships its own boto3 gets its own. The same path is visible inside the Linux sandbox
+(read-only), where the zygotes import boto3 before forking. boto3 here needs Python 3.10 or newer: a
+python3.9 function gets no runtime-provided boto3.
+"""
+
+from __future__ import annotations
+
+import importlib.metadata
+import json
+import logging
+import os
+import shutil
+import tempfile
+from pathlib import Path
+
+log = logging.getLogger(__name__)
+
+DISTRIBUTIONS = ("boto3", "botocore", "s3transfer", "jmespath", "python-dateutil", "six", "urllib3")
+MIN_PYTHON = (3, 10)
+
+
+def _inventory() -> dict[str, str]:
+    found = {}
+    for name in DISTRIBUTIONS:
+        try:
+            found[name] = importlib.metadata.version(name)
+        except importlib.metadata.PackageNotFoundError:
+            continue
+    return found
+
+
+def prepare(data_dir: Path) -> Path | None:
+    """The runtime package directory, built if missing or stale; None when boto3 is not installed here."""
+    versions = _inventory()
+    if "boto3" not in versions:
+        return None
+    target = data_dir / "runtime" / "python"
+    marker = target / ".versions.json"
+    try:
+        if json.loads(marker.read_text()) == versions:
+            return target
+    except (OSError, ValueError):
+        pass
+    target.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(dir=target.parent, prefix=".staging-"))
+    try:
+        for name in versions:
+            dist = importlib.metadata.distribution(name)
+            for entry in dist.files or ():
+                parts = entry.parts
+                if not parts or parts[0] == ".." or "__pycache__" in parts or parts[0].endswith(".dist-info"):
+                    continue
+                source = Path(str(entry.locate()))
+                if not source.is_file():
+                    continue
+                dest = staging / str(entry)
+                dest.parent.mkdir(parents=True, exist_ok=True)
+                shutil.copyfile(source, dest)
+        for dirpath, _dirs, files in os.walk(staging):
+            os.chmod(dirpath, 0o755)
+            for f in files:
+                os.chmod(os.path.join(dirpath, f), 0o644)
+        (staging / ".versions.json").write_text(json.dumps(versions))
+        if target.exists():
+            shutil.rmtree(target)
+        os.rename(staging, target)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+    log.info("runtime packages for Python functions: %s", ", ".join(f"{k} {v}" for k, v in versions.items()))
+    return target
