@@ -93,7 +93,7 @@ def _child(spec, out_fd, sock, filter_prog):
         os.environ.update(spec["env"])
         if spec.get("exec"):
             os.execve(spec["exec"][0], spec["exec"], spec["env"])
-        gc.unfreeze()
+        # The zygote's heap stays frozen: collecting it would touch (and so copy) every shared page.
         _forget_shadowed_preloads(spec.get("cwd", "/var/task"))
         python_bootstrap.main()
         code = 0
