@@ -186,10 +186,20 @@ class Cgroups:
         self._memory_base = envs
 
     def create(self, env_id: str, memory_mb: int) -> Cgroup:
-        dirs = [base / env_id for base in self._bases]
+        cg = self.make(env_id)
+        self.limit(cg, memory_mb)
+        return cg
+
+    def make(self, name: str) -> Cgroup:
+        """A new cgroup without limits yet (a spare's, until it becomes an environment)."""
+        dirs = [base / name for base in self._bases]
         for d in dirs:
             d.mkdir()
-        cg = Cgroup(dirs, dirs[0], self.version)
+        return Cgroup(dirs, dirs[0], self.version)
+
+    def limit(self, cg: Cgroup, memory_mb: int) -> None:
+        """Memory and pids limits for ``memory_mb``; the CPU quota waits for the end of init."""
+        dirs = cg.dirs
         limit = memory_mb << 20
         # No CPU quota until init is done (``set_cpu``): AWS runs the init phase at full speed too.
         quota = -1
@@ -212,7 +222,6 @@ class Cgroups:
         except OSError:
             cg.remove()
             raise
-        return cg
 
     def sweep(self) -> None:
         """Remove environment cgroups a previous run left behind (killing what they hold)."""

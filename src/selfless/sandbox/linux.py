@@ -150,6 +150,9 @@ class Zygote:
         self._replies: dict[int, asyncio.Future[dict[str, Any]]] = {}
         self._exits: dict[int, asyncio.Future[int]] = {}
         self._early_exits: dict[int, int] = {}
+        self._spare_replies: dict[str, asyncio.Future[int]] = {}
+        # Spares forked and not yet used; one that dies unused leaves this set.
+        self.spare_pids: set[int] = set()
         self._ready: asyncio.Future[dict[str, Any]] | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
 
@@ -213,14 +216,28 @@ class Zygote:
         if "ready" in msg:
             if self._ready is not None and not self._ready.done():
                 self._ready.set_result(msg)
+        elif "spare" in msg:
+            waiting = self._spare_replies.pop(str(msg["spare"]), None)
+            if waiting is not None and not waiting.done():
+                if "error" in msg:
+                    waiting.set_exception(OSError(msg["error"]))
+                else:
+                    self.spare_pids.add(int(msg["pid"]))
+                    waiting.set_result(int(msg["pid"]))
         elif "exit" in msg:
             pid, code = int(msg["exit"]), int(msg["code"])
+            if pid in self.spare_pids:  # a spare that died unused: nobody waits for it
+                self.spare_pids.discard(pid)
+                return
             fut = self._exits.pop(pid, None)
             if fut is None:
                 self._early_exits[pid] = code
             elif not fut.done():
                 fut.set_result(code)
         elif "id" in msg:
+            if "pid" in msg:
+                # From now on it is an environment: its exit must reach whoever awaits it.
+                self.spare_pids.discard(int(msg["pid"]))
             reply = self._replies.pop(int(msg["id"]), None)
             if reply is not None and not reply.done():
                 reply.set_result(msg)
@@ -232,7 +249,8 @@ class Zygote:
                 self._loop.remove_reader(self._sock.fileno())
             self._sock.close()
             self._sock = None
-        for fut in list(self._replies.values()) + ([self._ready] if self._ready else []):
+        waiting: list[asyncio.Future[Any]] = [*self._replies.values(), *self._spare_replies.values()]
+        for fut in waiting + ([self._ready] if self._ready else []):
             if not fut.done():
                 fut.set_exception(OSError("the zygote went away"))
         # Its children are now ours (the server is their subreaper) and die with their cgroups.
@@ -241,13 +259,28 @@ class Zygote:
                 fut2.set_result(-signal.SIGKILL)
         self._exits.clear()
 
-    async def spawn(self, spec: dict[str, Any], output_fd: int) -> tuple[int, asyncio.Future[int]]:
+    async def spare(self, token: str, cgroup_procs: list[str]) -> int:
+        """Fork a spare into these cgroups; its pid."""
+        if self._sock is None or self._loop is None:
+            raise OSError("the zygote is not running")
+        reply: asyncio.Future[int] = self._loop.create_future()
+        self._spare_replies[token] = reply
+        self._sock.send(json.dumps({"op": "spare", "token": token, "cgroup_procs": cgroup_procs}).encode())
+        async with asyncio.timeout(_SPAWN_TIMEOUT_S):
+            return await reply
+
+    async def spawn(
+        self, spec: dict[str, Any], output_fd: int, spare: str | None = None
+    ) -> tuple[int, asyncio.Future[int]]:
         if self._sock is None or self._loop is None:
             raise OSError("the zygote is not running")
         request_id = next(self._ids)
         reply: asyncio.Future[dict[str, Any]] = self._loop.create_future()
         self._replies[request_id] = reply
-        payload = json.dumps({"op": "spawn", "id": request_id, "spec": spec}).encode()
+        doc: dict[str, Any] = {"op": "spawn", "id": request_id, "spec": spec}
+        if spare is not None:
+            doc["spare"] = spare
+        payload = json.dumps(doc).encode()
         socket.send_fds(self._sock, [payload], [output_fd])
         async with asyncio.timeout(_SPAWN_TIMEOUT_S):
             msg = await reply
@@ -282,7 +315,14 @@ class Zygote:
 class LinuxBackend:
     name = "linux"
 
-    def __init__(self, data_dir: Path, fallback_interpreter: str, preload: str = "", network: str = "default"):
+    def __init__(
+        self,
+        data_dir: Path,
+        fallback_interpreter: str,
+        preload: str = "",
+        network: str = "default",
+        spares: int = 2,
+    ) -> None:
         self._data_dir = data_dir
         self._fallback_interpreter = fallback_interpreter
         self._preload = preload
@@ -297,6 +337,12 @@ class LinuxBackend:
         self._uids: dict[str, int] = {}
         self._cgroups: dict[str, Cgroup] = {}
         self._etc_static: dict[str, str] = {}
+        # Children forked ahead per zygote, already in their (limitless) cgroups: (token, pid, cgroup).
+        self._spares: dict[str, list[tuple[str, int, Cgroup]]] = {}
+        self._spares_per_zygote = spares
+        self._spare_ids = itertools.count(1)
+        self._replenishing: set[str] = set()
+        self._spare_tasks: set[asyncio.Task[None]] = set()
         self._base_binds: list[tuple[str, str, bool]] = []
         self._symlinks: list[tuple[str, str]] = []
 
@@ -358,7 +404,7 @@ class LinuxBackend:
         """Start these zygotes now (one after another), so no first call waits for them."""
         for interpreter in interpreters:
             try:
-                await self._zygote(interpreter)
+                self._replenish(await self._zygote(interpreter))
             except (OSError, TimeoutError) as exc:
                 log.warning("zygote for %s did not start: %s", interpreter, exc)
 
@@ -390,8 +436,14 @@ class LinuxBackend:
         zygote = await self._zygote(interpreter)
         uid = self._free_uids.pop()
         self._uids[env_id] = uid
-        cgroup = self.cgroups.create(env_id, function.memory_size)
+        spare = self._take_spare(zygote)
+        if spare is not None:
+            token, cgroup = spare
+            self.cgroups.limit(cgroup, function.memory_size)
+        else:
+            token, cgroup = None, self.cgroups.create(env_id, function.memory_size)
         self._cgroups[env_id] = cgroup
+        self._replenish(zygote)
         binds = list(self._base_binds)
         prefix = _prefix_of(interpreter)
         if runtime.is_python and not prefix.startswith("/usr"):
@@ -405,7 +457,7 @@ class LinuxBackend:
         etc["passwd"] = f"root:x:0:0:root:/root:/sbin/nologin\n{SANDBOX_USER}:x:{uid}:{uid}::/tmp:/sbin/nologin\n"
         etc["group"] = f"root:x:0:\n{SANDBOX_USER}:x:{uid}:\n"
         spec: dict[str, Any] = {
-            "cgroup_procs": cgroup.procs_files,
+            "cgroup_procs": [] if token is not None else cgroup.procs_files,
             "root_dir": str(root / "root"),
             "binds": binds,
             "symlinks": self._symlinks,
@@ -422,7 +474,7 @@ class LinuxBackend:
             spec["exec"] = ["/var/task/bootstrap"]
         read_fd, write_fd = os.pipe2(os.O_CLOEXEC)
         try:
-            pid, exited = await zygote.spawn(spec, write_fd)
+            pid, exited = await zygote.spawn(spec, write_fd, token)
         except BaseException:
             os.close(read_fd)
             raise
@@ -430,6 +482,40 @@ class LinuxBackend:
             os.close(write_fd)
         os.set_blocking(read_fd, False)
         return LinuxProcess(pid, exited, read_fd, cgroup)
+
+    def _take_spare(self, zygote: Zygote) -> tuple[str, Cgroup] | None:
+        ready = self._spares.setdefault(zygote.interpreter, [])
+        while ready:
+            token, pid, cgroup = ready.pop()
+            if pid in zygote.spare_pids:
+                return token, cgroup
+            cgroup.remove()  # died unused
+        return None
+
+    def _replenish(self, zygote: Zygote) -> None:
+        """Keep SPARES children forked ahead for this zygote (in the background)."""
+        if self._spares_per_zygote <= 0 or zygote.interpreter in self._replenishing:
+            return
+        self._replenishing.add(zygote.interpreter)
+        task = asyncio.get_running_loop().create_task(self._fill_spares(zygote))
+        self._spare_tasks.add(task)
+        task.add_done_callback(self._spare_tasks.discard)
+
+    async def _fill_spares(self, zygote: Zygote) -> None:
+        ready = self._spares.setdefault(zygote.interpreter, [])
+        try:
+            while len(ready) < self._spares_per_zygote and zygote.alive:
+                token = f"spare-{next(self._spare_ids)}"
+                cgroup = self.cgroups.make(token)
+                try:
+                    pid = await zygote.spare(token, cgroup.procs_files)
+                except (OSError, TimeoutError) as exc:
+                    cgroup.remove()
+                    log.warning("no spare from the zygote for %s: %s", zygote.interpreter, exc)
+                    return
+                ready.append((token, pid, cgroup))
+        finally:
+            self._replenishing.discard(zygote.interpreter)
 
     def _code_tree_of(self, root: Path, function: Function) -> Path:
         return self._data_dir / "code" / "trees" / function.code.key
@@ -466,9 +552,19 @@ class LinuxBackend:
             shutil.rmtree(root / "root")
 
     async def close(self) -> None:
+        for task in list(self._spare_tasks):
+            task.cancel()
+        if self._spare_tasks:
+            await asyncio.gather(*self._spare_tasks, return_exceptions=True)
         for z in list(self._zygotes.values()):
             await z.close()
         self._zygotes.clear()
+        # Spares exit when their zygote's socket closes; their cgroups go after them.
+        for ready in self._spares.values():
+            for _token, _pid, cgroup in ready:
+                cgroup.kill_all()
+                await asyncio.to_thread(cgroup.remove)
+        self._spares.clear()
         self.cgroups.close()
         if self._slot_file is not None:
             self._slot_file.close()

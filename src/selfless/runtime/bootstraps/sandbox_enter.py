@@ -2,7 +2,7 @@
 
 Order matters and every step is a plain syscall through ctypes (no helper binary to install):
 
-1. join the environment's cgroups (memory, CPU, pids limits apply from here on);
+1. join the environment's cgroups, unless a spare did so already (memory, CPU, pids limits apply from here);
 2. a new session, and new mount, IPC and UTS namespaces (plus a network namespace for NetworkMode none);
 3. a private tmpfs root: read-only binds of the runtime's files (/usr and friends, the interpreter's
    prefix), the function's code read-only at /var/task, the bootstrap at /var/runtime, a tmpfs /tmp of
@@ -228,10 +228,14 @@ def _bind(root, src, dst, read_only):
         _mount(None, target, None, MS_BIND | MS_REMOUNT | MS_RDONLY | MS_NOSUID | MS_NODEV)
 
 
-def enter(spec, filter_prog):
-    for procs in spec.get("cgroup_procs", ()):
+def join_cgroups(procs_files):
+    for procs in procs_files:
         with open(procs, "w") as f:
             f.write(str(os.getpid()))
+
+
+def enter(spec, filter_prog):
+    join_cgroups(spec.get("cgroup_procs", ()))
     _close_extra_fds()
     os.setsid()
     flags = CLONE_NEWNS | CLONE_NEWIPC | CLONE_NEWUTS
