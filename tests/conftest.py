@@ -43,6 +43,20 @@ class Server:
     env: dict[str, str] = field(default_factory=dict)
     sandbox: str = ""
     sandbox_uids: tuple[int, int] | None = None
+    sandbox_cgroup: str | None = None
+
+    def cgroup_leftovers(self) -> list[str]:
+        """This server's cgroup directories that still exist (there must be none once it has stopped)."""
+        if not self.sandbox_cgroup:
+            return []
+        found = []
+        for dirpath, dirs, _files in os.walk("/sys/fs/cgroup"):
+            if self.sandbox_cgroup in dirs:
+                found.append(os.path.join(dirpath, self.sandbox_cgroup))
+            dirs[:] = [d for d in dirs if not d.startswith("selfless")]
+            if dirpath.count("/") > 8:
+                dirs[:] = []
+        return found
 
     def leftovers(self) -> list[int]:
         """Processes that belong to this server's environments (by working directory, or by sandbox uid)."""
@@ -131,6 +145,7 @@ def start_server(tmp: Path, extra_env: dict[str, str] | None = None, args: list[
             if r.status == 200:
                 health = json.loads(r.read())
                 server.sandbox = health["sandbox"]
+                server.sandbox_cgroup = health.get("sandbox_cgroup")
                 if "sandbox_uids" in health:
                     low, high = health["sandbox_uids"].split("-")
                     server.sandbox_uids = (int(low), int(high))
@@ -147,6 +162,7 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
     code = srv.stop()
     assert code == 0, srv.log()
     assert srv.leftovers() == [], "environments outlived the server"
+    assert srv.cgroup_leftovers() == [], "cgroups outlived the server"
 
 
 @pytest.fixture(scope="session")

@@ -132,15 +132,15 @@ class App:
 
     async def start(self) -> tuple[str, int]:
         s = self.settings
+        # First: an impossible --sandbox linux must refuse before anything is touched.
+        self._choose_backend()
         s.data_dir.mkdir(parents=True, exist_ok=True)
         os.chmod(s.data_dir, 0o700)
         key_id, secret, self.created_credentials = load_or_create_credentials(s)
         self.keyring.add(key_id, secret, Principal(key_id, "admin"))
         self._sweep_environments()
         self.envs_root.mkdir(exist_ok=True)
-        packages = await asyncio.to_thread(runtime_packages.prepare, s.data_dir)
-        self._choose_backend()
-        self.backend.runtime_packages = packages
+        self.backend.runtime_packages = await asyncio.to_thread(runtime_packages.prepare, s.data_dir)
         proc.become_subreaper()
         self.reaper.install(asyncio.get_running_loop())
         await self.store.open()
@@ -180,6 +180,7 @@ class App:
         self.backend = backend
         self.health_info["sandbox"] = backend.name
         self.health_info["sandbox_uids"] = f"{backend.uid_range[0]}-{backend.uid_range[1]}"
+        self.health_info["sandbox_cgroup"] = backend.cgroups.name
 
     def _sweep_environments(self) -> None:
         """Remove what a previous run that died left behind: mounts first, then the directories."""

@@ -22,7 +22,11 @@ async def serve(settings: Settings) -> None:
     try:
         host, port = await app.start()
     except BaseException:
-        await app.close()
+        # Undo what did start, but the reason start failed is what the user needs to see.
+        try:
+            await app.close()
+        except Exception as exc:
+            log.warning("cleaning up after a failed start: %s", exc)
         raise
     print(f"selfless listening on http://{host}:{port} (data dir {settings.data_dir})", flush=True)
     print(app.describe(), flush=True)

@@ -413,9 +413,7 @@ def test_output_lines_arrive_whole_and_in_order(lam: Any, make_function: Callabl
 
 
 @pytest.mark.parametrize("runtime", ["python3.12", "python3.13"])
-def test_boto3_is_provided_and_reaches_selfless(
-    lam: Any, make_function: Callable[..., str], runtime: str
-) -> None:
+def test_boto3_is_provided_and_reaches_selfless(lam: Any, make_function: Callable[..., str], runtime: str) -> None:
     code = (
         "import boto3\n"
         "def handler(e, c):\n"

@@ -5,7 +5,11 @@ from __future__ import annotations
 import concurrent.futures
 import json
 import os
+import shutil
 import signal
+import subprocess
+import sys
+import tempfile
 import time
 from pathlib import Path
 from typing import Any
@@ -86,6 +90,7 @@ def test_sigterm_drains_in_flight_and_leaves_nothing(tmp_path: Path) -> None:
             server.stop(signal.SIGKILL)
     assert wait_gone([first["me"], *children["pids"]]) == []
     assert server.leftovers() == []
+    assert server.cgroup_leftovers() == []
     with open("/proc/self/mountinfo") as f:
         assert str(server.data_dir) not in f.read()
 
@@ -103,6 +108,7 @@ def test_retired_environment_takes_its_children(tmp_path: Path) -> None:
     finally:
         assert server.stop() == 0
     assert server.leftovers() == []
+    assert server.cgroup_leftovers() == []
 
 
 def test_idle_environments_stop_after_keep_alive(tmp_path: Path) -> None:
@@ -182,3 +188,38 @@ def test_tmp_is_limited_to_ephemeral_storage(tmp_path: Path) -> None:
         assert out["errno"] is True and 500 <= out["written_mb"] <= 512
     finally:
         assert server.stop() == 0
+
+
+def test_sandbox_linux_refuses_precisely_when_it_cannot_run(tmp_path: Path) -> None:
+    """As an unprivileged user --sandbox linux must refuse to start and say why, not fall back."""
+    if os.geteuid() != 0:
+        pytest.fail("this test drops to an unprivileged user and needs root to do so")
+    data = Path(tempfile.mkdtemp(prefix="selfless-unprivileged-"))  # /tmp: traversable by nobody
+    os.chown(data, 65534, 65534)
+    proc = subprocess.run(
+        [
+            "setpriv",
+            "--reuid=65534",
+            "--regid=65534",
+            "--clear-groups",
+            sys.executable,
+            "-m",
+            "selfless.cli",
+            "serve",
+            "--sandbox",
+            "linux",
+            "--port",
+            "0",
+            "--data-dir",
+            str(data),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env={"PATH": os.environ["PATH"], "HOME": str(tmp_path)},
+    )
+    shutil.rmtree(data, ignore_errors=True)
+    assert proc.returncode == 1, proc.stdout + proc.stderr
+    assert "--sandbox linux is not possible here" in proc.stderr
+    assert "needs root" in proc.stderr
+    assert "Traceback" not in proc.stderr
