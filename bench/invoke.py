@@ -388,7 +388,8 @@ def deploy(lam: Any, name: str) -> None:
         Handler="app.handler",
         Code={"ZipFile": handler_zip()},
         Timeout=30,
-        MemorySize=128,
+        # One full vCPU: the Linux sandbox gives 128 MB functions 7% of one, which would measure the quota.
+        MemorySize=1769,
     )
     wait_configured(lam, name)
 
