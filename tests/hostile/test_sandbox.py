@@ -371,3 +371,27 @@ def test_orphans_are_killed_when_the_environment_goes(attacker: Callable[..., An
     while time.monotonic() < deadline and any(Path(f"/proc/{p}").exists() for p in pids):
         time.sleep(0.05)
     assert not any(Path(f"/proc/{p}").exists() for p in pids)
+
+
+def test_network_mode_none_cuts_the_network_but_not_the_runtime_api(
+    lam: Any, linux: Server, make_function: Callable[..., str]
+) -> None:
+    code = (
+        "import os, socket\n"
+        "def handler(e, c):\n"
+        "    try:\n"
+        "        socket.create_connection(('127.0.0.1', int(e['port'])), timeout=2).close()\n"
+        "        reached = True\n"
+        "    except OSError as exc:\n"
+        "        reached = exc.errno\n"
+        "    return {'reached': reached, 'interfaces': sorted(n for _, n in socket.if_nameindex())}\n"
+    )
+    cut = make_function(code, Tags={"selfless:NetworkMode": "none"})
+    open_ = make_function(code)
+    for _ in range(2):  # the second call reuses the one connection the environment kept
+        r = lam.invoke(FunctionName=cut, Payload=json.dumps({"port": linux.port}))
+        out = json.loads(r["Payload"].read())
+        assert "FunctionError" not in r, out
+        assert out["reached"] is not True and out["interfaces"] == ["lo"]
+    r = lam.invoke(FunctionName=open_, Payload=json.dumps({"port": linux.port}))
+    assert json.loads(r["Payload"].read())["reached"] is True

@@ -51,6 +51,8 @@ UID_BLOCK = 65_536
 SLOTS = 64
 _SLOT_DIR = Path("/run/selfless")
 SANDBOX_USER = "sbx_user1051"
+# A function tagged with this key and the value "none" runs without any network (see the README).
+NETWORK_MODE_TAG = "selfless:NetworkMode"
 _SPAWN_TIMEOUT_S = 10.0
 _ZYGOTE_START_TIMEOUT_S = 30.0
 
@@ -343,6 +345,8 @@ class LinuxBackend:
         self._spare_ids = itertools.count(1)
         self._replenishing: set[str] = set()
         self._spare_tasks: set[asyncio.Task[None]] = set()
+        # Environments whose one Runtime API connection is made as root (NetworkMode none).
+        self._root_connects: set[str] = set()
         self._base_binds: list[tuple[str, str, bool]] = []
         self._symlinks: list[tuple[str, str]] = []
 
@@ -432,10 +436,15 @@ class LinuxBackend:
             raise OSError("no free sandbox uid")
         if not runtime.is_python and not _executable(self._code_tree_of(root, function) / "bootstrap"):
             raise FileNotFoundError(2, "no executable bootstrap in the package")
+        network = "none" if function.tags.get(NETWORK_MODE_TAG, "").lower() == "none" else self._network
+        if network == "none" and not runtime.is_python:
+            raise OSError(f"{NETWORK_MODE_TAG}=none needs a Python runtime: a custom runtime opens its own connections")
         interpreter = runtime.interpreter or self._fallback_interpreter
         zygote = await self._zygote(interpreter)
         uid = self._free_uids.pop()
         self._uids[env_id] = uid
+        if network == "none":
+            self._root_connects.add(env_id)
         spare = self._take_spare(zygote)
         if spare is not None:
             token, cgroup = spare
@@ -466,7 +475,8 @@ class LinuxBackend:
             "uid": uid,
             "gid": uid,
             "hostname": "localhost",
-            "network": self._network,
+            "network": network,
+            "runtime_api": env.get("AWS_LAMBDA_RUNTIME_API", ""),
             "cwd": "/var/task",
             "env": dict(env),
         }
@@ -526,7 +536,14 @@ class LinuxBackend:
 
         def check(peer: tuple[str, int], local: tuple[str, int]) -> bool:
             uid = self._uids.get(env_id)
-            return uid is not None and tcp_peer_uid(peer, local) == uid
+            if uid is None:
+                return False
+            owner = tcp_peer_uid(peer, local)
+            if owner == 0 and env_id in self._root_connects:
+                # NetworkMode none: the child connected while still root, before its uid changed. Once.
+                self._root_connects.discard(env_id)
+                return True
+            return owner == uid
 
         return check
 
@@ -545,6 +562,7 @@ class LinuxBackend:
             cgroup.kill_all()
             if not await asyncio.to_thread(cgroup.remove):
                 log.error("cgroup of environment %s could not be removed", env_id)
+        self._root_connects.discard(env_id)
         uid = self._uids.pop(env_id, None)
         if uid is not None:
             self._free_uids.append(uid)

@@ -3,7 +3,8 @@
 Order matters and every step is a plain syscall through ctypes (no helper binary to install):
 
 1. join the environment's cgroups, unless a spare did so already (memory, CPU, pids limits apply from here);
-2. a new session, and new mount, IPC and UTS namespaces (plus a network namespace for NetworkMode none);
+2. a new session, and new mount, IPC and UTS namespaces (plus a network namespace for NetworkMode none,
+   after connecting to the Runtime API, the one connection such an environment keeps);
 3. a private tmpfs root: read-only binds of the runtime's files (/usr and friends, the interpreter's
    prefix), the function's code read-only at /var/task, the bootstrap at /var/runtime, a tmpfs /tmp of
    EphemeralStorage size, a procfs that hides other users' processes (each environment has its own uid),
@@ -17,6 +18,7 @@ Mounts live in the child's own mount namespace: they vanish with its last proces
 
 import ctypes
 import os
+import socket
 import struct
 
 _libc = ctypes.CDLL(None, use_errno=True)
@@ -46,6 +48,7 @@ PR_SET_CHILD_SUBREAPER = 36
 PR_SET_NO_NEW_PRIVS = 38
 SECCOMP_MODE_FILTER = 2
 
+RUNTIME_API_FD = 3
 SYS_PIVOT_ROOT = 155
 SYS_CLOSE_RANGE = 436
 
@@ -240,6 +243,16 @@ def enter(spec, filter_prog):
     os.setsid()
     flags = CLONE_NEWNS | CLONE_NEWIPC | CLONE_NEWUTS
     if spec.get("network") == "none":
+        # No network at all, but the Runtime API: connected now, from the host's namespace, and kept.
+        host, _, port = spec["runtime_api"].rpartition(":")
+        conn = socket.create_connection((host, int(port)))
+        conn.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        if conn.fileno() != RUNTIME_API_FD:
+            os.dup2(conn.fileno(), RUNTIME_API_FD)
+            conn.close()
+        else:
+            conn.detach()
+        spec["env"]["SELFLESS_RUNTIME_API_FD"] = str(RUNTIME_API_FD)
         flags |= CLONE_NEWNET
     _check(_libc.unshare(flags), "unshare")
     _mount(None, "/", None, MS_REC | MS_PRIVATE)
