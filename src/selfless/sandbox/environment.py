@@ -202,6 +202,7 @@ class Environment:
                     f"selfless: {self.runtime.name} is not installed here; running on Python "
                     f"{self.runtime.actual_version} instead"
                 )
+            self.start_overhead_ms += (time.perf_counter() - t0) * 1000
             self._spawned_at = time.monotonic()
             self._process = await self._backend.spawn(self.id, self._root, fn, self.runtime, layout, env)
         except OSError as exc:
@@ -214,9 +215,12 @@ class Environment:
             raise
         self._loop.add_reader(self._process.output_fd, self._read_output)
         self._process.exited.add_done_callback(self._on_exit)
-        init_timeout = max(_MIN_INIT_TIMEOUT_S, float(fn.timeout))
-        self._timer = self._loop.call_later(init_timeout, self._init_timed_out)
-        self.start_overhead_ms = (time.perf_counter() - t0) * 1000
+        if self._init_done:
+            # The runtime was quick: its first /next arrived while the spawn call was still returning.
+            self._process.init_done(fn.memory_size)
+        else:
+            init_timeout = max(_MIN_INIT_TIMEOUT_S, float(fn.timeout))
+            self._timer = self._loop.call_later(init_timeout, self._init_timed_out)
 
     def _environment(self, layout: Layout, api: str, key_id: str, secret: str, token: str) -> dict[str, str]:
         fn = self.function
