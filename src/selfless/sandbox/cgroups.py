@@ -40,9 +40,9 @@ def vcpus_for(memory_mb: int) -> float:
     return min(memory_mb / MB_PER_VCPU, MAX_VCPUS, float(os.cpu_count() or 1))
 
 
-def _own_path(controller: str) -> str:
+def _own_path(controller: str, table: Path = Path("/proc/self/cgroup")) -> str:
     """This process's cgroup path in a v1 controller's hierarchy ('' for v2: the 0:: line)."""
-    with open("/proc/self/cgroup", encoding="utf-8") as f:
+    with open(table, encoding="utf-8") as f:
         for line in f:
             _id, ctls, path = line.rstrip("\n").split(":", 2)
             if controller in ctls.split(","):
@@ -133,29 +133,32 @@ class Cgroup:
 class Cgroups:
     """Creates and removes environment cgroups under this server's own cgroup."""
 
-    def __init__(self, name: str = "selfless") -> None:
+    def __init__(self, name: str = "selfless", root: Path = _ROOT, table: Path = Path("/proc/self/cgroup")) -> None:
+        """``root`` and ``table`` (the cgroup mount and /proc/self/cgroup) are parameters for tests."""
         self.name = name
+        self._root = root
+        self._table = table
         self.version = 0
         self._bases: list[Path] = []
         self._memory_base = Path()
 
     def setup(self) -> None:
         """Find the hierarchy and make the ``selfless`` parent; raises CgroupsUnavailable with the reason."""
-        if (_ROOT / "cgroup.controllers").is_file():
+        if (self._root / "cgroup.controllers").is_file():
             self._setup_v2()
-        elif (_ROOT / "memory").is_dir():
+        elif (self._root / "memory").is_dir():
             self._setup_v1()
         else:
-            raise CgroupsUnavailable(f"no cgroup hierarchy with a memory controller under {_ROOT}")
+            raise CgroupsUnavailable(f"no cgroup hierarchy with a memory controller under {self._root}")
 
     def _setup_v1(self) -> None:
         self.version = 1
         bases = []
         for ctl in ("memory", "cpu", "pids"):
-            mount = _ROOT / ctl
+            mount = self._root / ctl
             if not mount.is_dir():
                 raise CgroupsUnavailable(f"cgroup v1 controller '{ctl}' is not mounted at {mount}")
-            base = mount / _own_path(ctl).lstrip("/") / self.name
+            base = mount / _own_path(ctl, self._table).lstrip("/") / self.name
             try:
                 base.mkdir(exist_ok=True)
             except OSError as exc:
@@ -168,7 +171,7 @@ class Cgroups:
 
     def _setup_v2(self) -> None:
         self.version = 2
-        own = _ROOT / _own_path("").lstrip("/")
+        own = self._root / _own_path("", self._table).lstrip("/")
         server = own / "selfless-server"
         envs = own / self.name
         try:

@@ -1,0 +1,91 @@
+"""Cgroup set-up and limits on both hierarchies, against a stand-in cgroup filesystem.
+
+CI machines here have cgroup v1, exercised for real by the sandbox tests; v2's set-up (the server leaf,
+delegated controllers) and every limit file of both versions are checked here on a directory tree shaped
+like each hierarchy.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+from selfless.sandbox.cgroups import MAX_PIDS, Cgroups, vcpus_for
+
+
+def fake_v2(tmp_path: Path) -> tuple[Path, Path]:
+    root = tmp_path / "cgroup"
+    own = root / "user.slice" / "svc"
+    own.mkdir(parents=True)
+    (root / "cgroup.controllers").write_text("cpu memory pids\n")
+    (own / "cgroup.procs").write_text(f"{os.getpid()}\n")
+    (own / "cgroup.subtree_control").write_text("")
+    table = tmp_path / "self-cgroup"
+    table.write_text("0::/user.slice/svc\n")
+    return root, table
+
+
+def test_v2_setup_moves_the_server_and_delegates_controllers(tmp_path: Path) -> None:
+    root, table = fake_v2(tmp_path)
+    # On a real cgroupfs these files appear with the directory.
+    orig_mkdir = Path.mkdir
+
+    def mkdir_with_files(self: Path, *args: object, **kwargs: object) -> None:
+        orig_mkdir(self, *args, **kwargs)  # type: ignore[arg-type]
+        for name in ("cgroup.procs", "cgroup.subtree_control"):
+            if not (self / name).exists():
+                (self / name).write_text("")
+
+    mp = pytest.MonkeyPatch()
+    mp.setattr(Path, "mkdir", mkdir_with_files)
+    try:
+        cg = Cgroups("selfless-3", root=root, table=table)
+        cg.setup()
+        assert cg.version == 2
+        own = root / "user.slice" / "svc"
+        assert (own / "selfless-server" / "cgroup.procs").read_text() == str(os.getpid())
+        assert (own / "cgroup.subtree_control").read_text() == "+memory +cpu +pids"
+        assert (own / "selfless-3" / "cgroup.subtree_control").read_text() == "+memory +cpu +pids"
+        env = cg.create("env1", 3538)
+    finally:
+        mp.undo()
+    d = own / "selfless-3" / "env1"
+    assert env.dirs == [d] and env.procs_files == [str(d / "cgroup.procs")]
+    assert (d / "memory.max").read_text() == str(3538 << 20)
+    assert (d / "cpu.max").read_text() == "max 100000"  # no quota during init
+    assert (d / "pids.max").read_text() == str(MAX_PIDS)
+    env.set_cpu(vcpus_for(3538))
+    assert (d / "cpu.max").read_text() == f"{int(vcpus_for(3538) * 100000)} 100000"
+    (d / "memory.peak").write_text(str(300 << 20))
+    assert env.peak_mb() == 300
+    (d / "memory.events").write_text("low 0\nhigh 0\nmax 3\noom 1\noom_kill 1\n")
+    assert env.oom_killed()
+
+
+def test_v1_limits(tmp_path: Path) -> None:
+    root = tmp_path / "cgroup"
+    for ctl in ("memory", "cpu", "pids"):
+        (root / ctl / "svc").mkdir(parents=True)
+    table = tmp_path / "self-cgroup"
+    table.write_text("9:pids:/svc\n4:memory:/svc\n1:cpu,cpuacct:/svc\n")
+    cg = Cgroups("selfless-0", root=root, table=table)
+    cg.setup()
+    assert cg.version == 1
+    env = cg.create("e", 128)
+    memory, cpu, pids = env.dirs
+    assert memory == root / "memory" / "svc" / "selfless-0" / "e"
+    assert (memory / "memory.limit_in_bytes").read_text() == str(128 << 20)
+    assert (cpu / "cpu.cfs_quota_us").read_text() == "-1"
+    assert (pids / "pids.max").read_text() == str(MAX_PIDS)
+    env.set_cpu(vcpus_for(128))
+    assert (cpu / "cpu.cfs_quota_us").read_text() == str(int(128 / 1769 * 100000))
+    (memory / "memory.max_usage_in_bytes").write_text(str((64 << 20) + 1))
+    assert env.peak_mb() == 65
+
+
+def test_cpu_share_follows_memory() -> None:
+    assert vcpus_for(1769) == pytest.approx(1.0) or vcpus_for(1769) == os.cpu_count()
+    assert vcpus_for(128) == pytest.approx(128 / 1769)
+    assert vcpus_for(10240) <= min(6, os.cpu_count() or 1)
