@@ -191,32 +191,34 @@ def unique(prefix: str = "fn") -> str:
     return f"{prefix}-{uuid.uuid4().hex[:10]}"
 
 
+def deploy(
+    lam: Any,
+    code: str | None = None,
+    *,
+    files: dict[str, str | bytes] | None = None,
+    modes: dict[str, int] | None = None,
+    runtime: str = "python3.11",
+    handler: str = "app.handler",
+    name: str | None = None,
+    **kwargs: Any,
+) -> str:
+    """Create a function from source text (``code``) or files and wait until it is Active; its name."""
+    fname = name or unique()
+    package = make_zip(files if files is not None else {"app.py": code or ""}, modes)
+    lam.create_function(
+        FunctionName=fname, Runtime=runtime, Role=ROLE, Handler=handler, Code={"ZipFile": package}, **kwargs
+    )
+    lam.get_waiter("function_active_v2").wait(FunctionName=fname, WaiterConfig={"Delay": 1, "MaxAttempts": 30})
+    return fname
+
+
 @pytest.fixture
 def make_function(lam: Any) -> Iterator[Callable[..., str]]:
     """Create a function from source text (``code``) or files; deleted after the test."""
     created: list[str] = []
 
-    def make(
-        code: str | None = None,
-        *,
-        files: dict[str, str | bytes] | None = None,
-        modes: dict[str, int] | None = None,
-        runtime: str = "python3.11",
-        handler: str = "app.handler",
-        name: str | None = None,
-        **kwargs: Any,
-    ) -> str:
-        fname = name or unique()
-        package = make_zip(files if files is not None else {"app.py": code or ""}, modes)
-        lam.create_function(
-            FunctionName=fname,
-            Runtime=runtime,
-            Role=ROLE,
-            Handler=handler,
-            Code={"ZipFile": package},
-            **kwargs,
-        )
-        lam.get_waiter("function_active_v2").wait(FunctionName=fname, WaiterConfig={"Delay": 1, "MaxAttempts": 30})
+    def make(code: str | None = None, **kwargs: Any) -> str:
+        fname = deploy(lam, code, **kwargs)
         created.append(fname)
         return fname
 

@@ -16,7 +16,8 @@ from typing import Any
 
 import pytest
 
-from tests.conftest import ROLE, make_zip, start_server, unique
+from tests.conftest import deploy as create
+from tests.conftest import start_server, unique
 
 SLOW = """
 import os, subprocess, sys, time
@@ -34,18 +35,7 @@ def handler(event, context):
 
 
 def deploy(lam: Any, code: str = SLOW, **kw: Any) -> str:
-    name = unique("life")
-    lam.create_function(
-        FunctionName=name,
-        Runtime="python3.11",
-        Role=ROLE,
-        Handler="app.handler",
-        Code={"ZipFile": make_zip({"app.py": code})},
-        Timeout=30,
-        **kw,
-    )
-    lam.get_waiter("function_active_v2").wait(FunctionName=name, WaiterConfig={"Delay": 1, "MaxAttempts": 10})
-    return name
+    return create(lam, code, name=unique("life"), Timeout=30, **kw)
 
 
 def invoke(lam: Any, name: str, payload: dict[str, Any]) -> Any:

@@ -18,7 +18,7 @@ from typing import Any
 
 import pytest
 
-from tests.conftest import Server, make_zip
+from tests.conftest import Server, deploy, make_zip, unique
 
 ATTACKS = r"""
 import ctypes, errno, json, os, signal, socket, subprocess, sys, time
@@ -144,19 +144,7 @@ def linux(server: Server) -> Server:
 @pytest.fixture(scope="module")
 def attacker(lam: Any, linux: Server) -> Iterator[Callable[..., Any]]:
     """Invoke the attacking function with an event; a fresh configuration per module."""
-    from tests.conftest import ROLE, unique
-
-    name = unique("attacker")
-    lam.create_function(
-        FunctionName=name,
-        Runtime="python3.11",
-        Role=ROLE,
-        Handler="app.handler",
-        Code={"ZipFile": make_zip({"app.py": ATTACKS})},
-        Timeout=5,
-        MemorySize=256,
-    )
-    lam.get_waiter("function_active_v2").wait(FunctionName=name, WaiterConfig={"Delay": 1, "MaxAttempts": 10})
+    name = deploy(lam, ATTACKS, name=unique("attacker"), Timeout=5, MemorySize=256)
 
     def run(event: dict[str, Any], **kw: Any) -> tuple[str | None, Any, str]:
         r = lam.invoke(FunctionName=name, Payload=json.dumps(event), LogType="Tail", **kw)
@@ -171,14 +159,9 @@ def attacker(lam: Any, linux: Server) -> Iterator[Callable[..., Any]]:
 
 @pytest.fixture(scope="module")
 def bystander(lam: Any, linux: Server) -> Iterator[tuple[str, bytes]]:
-    from tests.conftest import ROLE, unique
-
-    name = unique("bystander")
-    package = make_zip({"app.py": HEALTHY, "secret.txt": "bystander secret"})
-    lam.create_function(
-        FunctionName=name, Runtime="python3.12", Role=ROLE, Handler="app.handler", Code={"ZipFile": package}
-    )
-    lam.get_waiter("function_active_v2").wait(FunctionName=name, WaiterConfig={"Delay": 1, "MaxAttempts": 10})
+    files: dict[str, str | bytes] = {"app.py": HEALTHY, "secret.txt": "bystander secret"}
+    package = make_zip(files)
+    name = deploy(lam, files=files, name=unique("bystander"), runtime="python3.12")
     yield name, package
     lam.delete_function(FunctionName=name)
 
