@@ -12,7 +12,9 @@ Run by hand from the project root, as root (the Linux sandbox needs it), not as 
 2. **Density**: ``--density`` concurrent calls open as many environments of a boto3 handler; once they are
    idle, the PSS of every process of every environment (from /proc/PID/smaps_rollup; shared pages are split
    among their sharers, the zygote's included) gives MiB per idle environment and environments per GiB.
-   Target >= 400 per GiB.
+   Measured twice: at once, and after the kernel's same-page merging has gone over them (the linux server
+   runs with SELFLESS_KSM=1; for the measurement the benchmark raises ksmd's scan rate and waits for two
+   full scans, then puts the rate back). Target >= 400 per GiB.
 3. **Isolation cost**: warm concurrency-1 invokes of the same 1,769 MB (one vCPU) function on a linux server
    and on a process server, in rotated rounds. Target: linux p50 <= 1.25x process p50.
 """
@@ -101,12 +103,14 @@ def create(lam: Any, name: str, source: str, memory: int, runtime: str = "python
 
 def start(kind: str, work: Path) -> SelflessServer:
     os.environ["SELFLESS_SANDBOX"] = kind
+    os.environ["SELFLESS_KSM"] = "1" if kind == "linux" else ""
     try:
         server = SelflessServer(
             str(Path(sys.executable).parent / "selfless"), work / f"data-{kind}", work / f"{kind}.log"
         )
     finally:
         del os.environ["SELFLESS_SANDBOX"]
+        del os.environ["SELFLESS_KSM"]
     server.wait_healthy()
     return server
 
@@ -174,6 +178,9 @@ def pss_kib(pid: int) -> int:
     return int(match.group(1)) if match else 0
 
 
+KSM = Path("/sys/kernel/mm/ksm")
+
+
 def measure_density(server: SelflessServer, lam: Any, count: int) -> dict[str, Any]:
     health = json.loads(urllib_get(server.port, "/health"))
     low, high = (int(x) for x in health["sandbox_uids"].split("-"))
@@ -184,6 +191,21 @@ def measure_density(server: SelflessServer, lam: Any, count: int) -> dict[str, A
     with concurrent.futures.ThreadPoolExecutor(count) as pool:
         list(pool.map(one, range(count)))
     time.sleep(1.0)
+    before = pss_of_uids(low, high)
+    rate = (KSM / "pages_to_scan").read_text().strip()
+    try:
+        (KSM / "pages_to_scan").write_text("5000")
+        scans = int((KSM / "full_scans").read_text())
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline and int((KSM / "full_scans").read_text()) < scans + 2:
+            time.sleep(0.5)
+    finally:
+        (KSM / "pages_to_scan").write_text(rate)
+    after = pss_of_uids(low, high)
+    return {"unmerged": before, "merged": after}
+
+
+def pss_of_uids(low: int, high: int) -> dict[str, Any]:
     pids = []
     for entry in os.listdir("/proc"):
         if entry.isdigit():
@@ -278,11 +300,18 @@ def main() -> int:
         ),
         ("Init Duration p50 (handler import)", f"{pct(cold['init_ms'], 50):.2f} ms", "", "", ""),
         (
-            "idle environments per GiB (PSS)",
-            f"{density['per_gib']:.0f}",
-            f"{density['environments']} envs, {density['pss_per_env_mib']:.2f} MiB each",
+            "idle environments per GiB (PSS), merged",
+            f"{density['merged']['per_gib']:.0f}",
+            f"{density['merged']['environments']} envs, {density['merged']['pss_per_env_mib']:.2f} MiB each",
             "",
-            ">= 400: " + ("met" if density["per_gib"] >= 400 else "not met"),
+            ">= 400: " + ("met" if density["merged"]["per_gib"] >= 400 else "not met"),
+        ),
+        (
+            "idle environments per GiB (PSS), at once",
+            f"{density['unmerged']['per_gib']:.0f}",
+            f"{density['unmerged']['pss_per_env_mib']:.2f} MiB each, before ksmd went over them",
+            "",
+            "",
         ),
         (
             "warm c=1 p50, linux vs process",

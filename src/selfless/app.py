@@ -169,7 +169,9 @@ class App:
             return
         interpreters = [rt.interpreter for name in self.runtimes.names() if (rt := self.runtimes.get(name))]
         fallback = next((i for i in interpreters if i), sys.executable)
-        backend = LinuxBackend(self.settings.data_dir, fallback, preload=self.settings.zygote_preload)
+        backend = LinuxBackend(
+            self.settings.data_dir, fallback, preload=self.settings.zygote_preload, ksm=self.settings.ksm
+        )
         try:
             backend.setup(self.settings.max_environments)
         except SandboxUnavailable as exc:

@@ -53,6 +53,8 @@ class Settings:
     zygote_preload: str = "boto3"
     # Runtimes whose zygote starts with the server instead of at their first cold start.
     zygote_prewarm: tuple[str, ...] = ("python3.12",)
+    # Start the kernel's same-page merging daemon (ksmd) while serving, for density (host-wide; restored).
+    ksm: bool = False
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str], **flags: Any) -> Settings:
@@ -106,6 +108,7 @@ class Settings:
             log_level=str(pick("log_level", "SELFLESS_LOG_LEVEL", "info")),
             sandbox=sandbox,
             zygote_preload=str(environ.get("SELFLESS_ZYGOTE_PRELOAD", "boto3")),
+            ksm=str(environ.get("SELFLESS_KSM", "")).lower() in ("1", "true", "on", "yes"),
             zygote_prewarm=tuple(
                 r.strip() for r in environ.get("SELFLESS_ZYGOTE_PREWARM", "python3.12").split(",") if r.strip()
             ),

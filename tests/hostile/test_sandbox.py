@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import socket
 import time
 from collections.abc import Callable, Iterator
@@ -378,3 +379,34 @@ def test_network_mode_none_cuts_the_network_but_not_the_runtime_api(
         assert out["reached"] is not True and out["interfaces"] == ["lo"]
     r = lam.invoke(FunctionName=open_, Payload=json.dumps({"port": linux.port}))
     assert json.loads(r["Payload"].read())["reached"] is True
+
+
+def test_environments_are_offered_to_same_page_merging(tmp_path: Path) -> None:
+    """Zygotes (and every environment forked from them) are mergeable; SELFLESS_KSM=1 runs ksmd while the
+    server serves and puts it back as it was afterwards."""
+    from tests.conftest import start_server
+
+    ksm_run = Path("/sys/kernel/mm/ksm/run")
+    before = ksm_run.read_text().strip()
+    server = start_server(tmp_path, extra_env={"SELFLESS_KSM": "1", "SELFLESS_ZYGOTE_PREWARM": "python3.12"})
+    try:
+        if server.sandbox != "linux":
+            pytest.fail("the linux sandbox is not in use here: nothing to merge")
+        assert ksm_run.read_text().strip() == "1"
+        deadline = time.monotonic() + 30
+        zygotes: list[int] = []
+        while time.monotonic() < deadline and not zygotes:
+            for entry in os.listdir("/proc"):
+                if entry.isdigit():
+                    try:
+                        if b"zygote.py" in Path(f"/proc/{entry}/cmdline").read_bytes():
+                            zygotes.append(int(entry))
+                    except OSError:
+                        continue
+            time.sleep(0.1)
+        assert zygotes, "no zygote started"
+        stats = Path(f"/proc/{zygotes[0]}/ksm_stat").read_text()
+        assert "ksm_merge_any: yes" in stats
+    finally:
+        assert server.stop() == 0
+    assert ksm_run.read_text().strip() == before

@@ -381,6 +381,9 @@ class Environment:
         self._stream.close()
 
     def _deliver(self, inv: Invocation) -> Invocation:
+        # What the runtime printed before asking for work (its init, the last call's stragglers) stays
+        # out of this invocation: read it before START.
+        self._drain_output()
         inv.deliver()
         if self.state is EnvState.STARTING:
             self._move(EnvState.BUSY)

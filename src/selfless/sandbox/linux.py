@@ -50,6 +50,7 @@ UID_BASE = 10_000_000
 UID_BLOCK = 65_536
 SLOTS = 64
 _SLOT_DIR = Path("/run/selfless")
+_KSM_RUN = Path("/sys/kernel/mm/ksm/run")
 SANDBOX_USER = "sbx_user1051"
 # A function tagged with this key and the value "none" runs without any network (see the README).
 NETWORK_MODE_TAG = "selfless:NetworkMode"
@@ -324,7 +325,10 @@ class LinuxBackend:
         preload: str = "",
         network: str = "default",
         spares: int = 2,
+        ksm: bool = False,
     ) -> None:
+        self._ksm = ksm
+        self._ksm_restore: str | None = None
         self._data_dir = data_dir
         self._fallback_interpreter = fallback_interpreter
         self._preload = preload
@@ -360,6 +364,8 @@ class LinuxBackend:
         except CgroupsUnavailable as exc:
             raise SandboxUnavailable(str(exc)) from exc
         self.cgroups.sweep()
+        if self._ksm:
+            self._start_ksm()
         base = UID_BASE + self.slot * UID_BLOCK
         self._free_uids = list(range(base + min(max_environments, UID_BLOCK) - 1, base - 1, -1))
         for name in ("bin", "lib", "lib32", "lib64", "libx32", "sbin"):
@@ -381,6 +387,16 @@ class LinuxBackend:
             "resolv.conf": resolv,
             "nsswitch.conf": "passwd: files\ngroup: files\nhosts: files dns\n",
         }
+
+    def _start_ksm(self) -> None:
+        """Run ksmd while we serve (environments are mergeable: see sandbox_enter.mergeable)."""
+        try:
+            previous = _KSM_RUN.read_text().strip()
+            if previous == "0":
+                _KSM_RUN.write_text("1")
+                self._ksm_restore = previous
+        except OSError as exc:
+            log.warning("SELFLESS_KSM: cannot start ksmd (%s); environments stay unmerged", exc)
 
     def _take_slot(self) -> int:
         try:
@@ -587,3 +603,11 @@ class LinuxBackend:
         if self._slot_file is not None:
             self._slot_file.close()
             self._slot_file = None
+        self._stop_ksm()
+
+    def _stop_ksm(self) -> None:
+        """Put ksmd back as we found it."""
+        if self._ksm_restore is not None:
+            with contextlib.suppress(OSError):
+                _KSM_RUN.write_text(self._ksm_restore)
+            self._ksm_restore = None

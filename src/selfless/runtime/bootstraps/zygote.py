@@ -142,6 +142,7 @@ def main():
     _preload()
     filter_prog = sandbox_enter.build_seccomp_filter()
     sandbox_enter.become_subreaper()
+    sandbox_enter.mergeable()
     children = set()
     spares = {}  # token -> (pid, channel to it)
     wake_r, wake_w = os.pipe()
