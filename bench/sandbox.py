@@ -13,8 +13,8 @@ Run by hand from the project root, as root (the Linux sandbox needs it), not as 
    idle, the PSS of every process of every environment (from /proc/PID/smaps_rollup; shared pages are split
    among their sharers, the zygote's included) gives MiB per idle environment and environments per GiB.
    Measured twice: at once, and after the kernel's same-page merging has gone over them (the linux server
-   runs with SELFLESS_KSM=1; for the measurement the benchmark raises ksmd's scan rate and waits for two
-   full scans, then puts the rate back). Target >= 400 per GiB.
+   runs with SELFLESS_KSM=1; for the measurement the benchmark raises ksmd's scan rate and waits until a
+   full scan merges nothing more, then puts the rate back). Target >= 400 per GiB.
 3. **Isolation cost**: warm concurrency-1 invokes of the same 1,769 MB (one vCPU) function on a linux server
    and on a process server, in rotated rounds. Target: linux p50 <= 1.25x process p50.
 """
@@ -195,10 +195,19 @@ def measure_density(server: SelflessServer, lam: Any, count: int) -> dict[str, A
     rate = (KSM / "pages_to_scan").read_text().strip()
     try:
         (KSM / "pages_to_scan").write_text("5000")
-        scans = int((KSM / "full_scans").read_text())
+        # Merging takes a few passes (a page must look the same twice before it is merged): wait until a
+        # whole scan adds nothing, at least three scans, at most two minutes.
         deadline = time.monotonic() + 120
-        while time.monotonic() < deadline and int((KSM / "full_scans").read_text()) < scans + 2:
+        scans = int((KSM / "full_scans").read_text())
+        sharing = -1
+        while time.monotonic() < deadline:
             time.sleep(0.5)
+            now = int((KSM / "full_scans").read_text())
+            if now >= scans + 1:
+                current = int((KSM / "pages_sharing").read_text())
+                if current == sharing and now >= scans + 3:
+                    break
+                sharing, scans = current, now
     finally:
         (KSM / "pages_to_scan").write_text(rate)
     after = pss_of_uids(low, high)

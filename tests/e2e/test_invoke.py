@@ -335,8 +335,8 @@ def test_own_code_copy_and_tmp(lam: Any, server: Server, make_function: Callable
     for out in outs:
         # Each environment's /tmp holds its own files only.
         assert [f for f in out["tmp_listing"] if f.startswith("mine-")] == [f"mine-{out['pid']}"]
-        if os.geteuid() == 0:
-            assert out["tmp_bytes"] == 600 * 1024 * 1024
+        if os.geteuid() == 0:  # a tmpfs or an ext4 image of EphemeralStorage size (its metadata aside)
+            assert 0.98 * (600 << 20) <= out["tmp_bytes"] <= 1.02 * (600 << 20), out["tmp_bytes"]
     if server.sandbox == "linux":
         # As on AWS: the code is read-only at /var/task, and /tmp is the environment's own tmpfs.
         assert all(o["root"] == "/var/task" and o["tmp"] == "/tmp" and not o["code_writable"] for o in outs)

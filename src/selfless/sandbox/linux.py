@@ -40,6 +40,8 @@ from selfless.models import Function
 from selfless.runtime.runtimes import BOOTSTRAP_DIR, Runtime
 from selfless.sandbox.base import Layout
 from selfless.sandbox.cgroups import Cgroup, Cgroups, CgroupsUnavailable, vcpus_for
+from selfless.sandbox.scratch import Scratch, ScratchPool, ScratchUnavailable
+from selfless.sandbox.scratch import check_support as scratch_support
 
 log = logging.getLogger(__name__)
 
@@ -329,6 +331,8 @@ class LinuxBackend:
     ) -> None:
         self._ksm = ksm
         self._ksm_restore: str | None = None
+        self._scratch: ScratchPool | None = None
+        self._scratches: dict[str, Scratch] = {}
         self._data_dir = data_dir
         self._fallback_interpreter = fallback_interpreter
         self._preload = preload
@@ -364,6 +368,12 @@ class LinuxBackend:
         except CgroupsUnavailable as exc:
             raise SandboxUnavailable(str(exc)) from exc
         self.cgroups.sweep()
+        try:
+            self._scratch = ScratchPool(self._data_dir / "scratch", scratch_support())
+            self._scratch.open()
+        except ScratchUnavailable as exc:
+            log.warning("/tmp falls back to tmpfs (it then counts against memory): %s", exc)
+            self._scratch = None
         if self._ksm:
             self._start_ksm()
         base = UID_BASE + self.slot * UID_BLOCK
@@ -422,6 +432,8 @@ class LinuxBackend:
 
     async def prewarm(self, interpreters: list[str]) -> None:
         """Start these zygotes now (one after another), so no first call waits for them."""
+        if self._scratch is not None:
+            self._scratch.refill()
         for interpreter in interpreters:
             try:
                 self._replenish(await self._zygote(interpreter))
@@ -461,6 +473,9 @@ class LinuxBackend:
         self._uids[env_id] = uid
         if network == "none":
             self._root_connects.add(env_id)
+        if self._scratch is not None:
+            scratch = await self._scratch.take(function.ephemeral_storage)
+            self._scratches[env_id] = scratch
         spare = self._take_spare(zygote)
         if spare is not None:
             token, cgroup = spare
@@ -487,6 +502,7 @@ class LinuxBackend:
             "binds": binds,
             "symlinks": self._symlinks,
             "tmp_mb": function.ephemeral_storage,
+            "tmp_device": self._scratches[env_id].device if env_id in self._scratches else None,
             "etc": etc,
             "uid": uid,
             "gid": uid,
@@ -579,6 +595,9 @@ class LinuxBackend:
             if not await asyncio.to_thread(cgroup.remove):
                 log.error("cgroup of environment %s could not be removed", env_id)
         self._root_connects.discard(env_id)
+        scratch = self._scratches.pop(env_id, None)
+        if scratch is not None:
+            await asyncio.to_thread(scratch.release)
         uid = self._uids.pop(env_id, None)
         if uid is not None:
             self._free_uids.append(uid)
@@ -586,6 +605,8 @@ class LinuxBackend:
             shutil.rmtree(root / "root")
 
     async def close(self) -> None:
+        if self._scratch is not None:
+            await self._scratch.close()
         for task in list(self._spare_tasks):
             task.cancel()
         if self._spare_tasks:

@@ -6,9 +6,10 @@ Order matters and every step is a plain syscall through ctypes (no helper binary
 2. a new session, and new mount, IPC and UTS namespaces (plus a network namespace for NetworkMode none,
    after connecting to the Runtime API, the one connection such an environment keeps);
 3. a private tmpfs root: read-only binds of the runtime's files (/usr and friends, the interpreter's
-   prefix), the function's code read-only at /var/task, the bootstrap at /var/runtime, a tmpfs /tmp of
-   EphemeralStorage size, a procfs that hides other users' processes (each environment has its own uid),
-   a minimal /dev and an /etc with only what a runtime needs; then the root itself goes read-only;
+   prefix), the function's code read-only at /var/task, the bootstrap at /var/runtime, a /tmp of
+   EphemeralStorage size (an ext4 image on a loop device the server attached; tmpfs where it could not),
+   a procfs that hides other users' processes (each environment has its own uid), a minimal /dev and an
+   /etc with only what a runtime needs; then the root itself goes read-only;
 4. pivot_root into it and detach the old root;
 5. drop to the environment's unprivileged uid/gid with no supplementary groups (all capabilities go with
    uid 0), set no_new_privs, and load the seccomp filter built once in the zygote.
@@ -270,7 +271,14 @@ def enter(spec, filter_prog):
         os.symlink(target, root + link)
     # /tmp before the binds: a bind below /tmp (a data dir under /tmp) then lands on the tmpfs, not under it.
     os.makedirs(root + "/tmp")
-    _mount("tmpfs", root + "/tmp", "tmpfs", MS_NOSUID | MS_NODEV, "size=%dm,mode=1777" % spec["tmp_mb"])
+    if spec.get("tmp_device"):
+        # A disk (an ext4 image on a loop device): full means ENOSPC, and its pages are not the function's
+        # memory, as on AWS.
+        _mount(spec["tmp_device"], root + "/tmp", "ext4", MS_NOSUID | MS_NODEV)
+        os.rmdir(root + "/tmp/lost+found")
+        os.chmod(root + "/tmp", 0o1777)
+    else:
+        _mount("tmpfs", root + "/tmp", "tmpfs", MS_NOSUID | MS_NODEV, "size=%dm,mode=1777" % spec["tmp_mb"])
     for src, dst, read_only in spec["binds"]:
         _bind(root, src, dst, read_only)
     os.makedirs(root + "/proc")
