@@ -35,6 +35,7 @@ _LOOP_INFO64_SIZE = 232
 _LO_FLAGS_OFFSET = 52
 POOLED_SIZE_MB = 512
 POOL = 2
+_REFILL_DELAY_S = 0.1
 
 
 class ScratchUnavailable(RuntimeError):
@@ -120,7 +121,8 @@ class ScratchPool:
             scratch = self._ready.pop()
         else:
             scratch = await asyncio.to_thread(self._make, size_mb)
-        self.refill()
+        # Not now: the cold start that took this image is still using both CPUs.
+        asyncio.get_running_loop().call_later(_REFILL_DELAY_S, self.refill)
         return scratch
 
     def refill(self) -> None:
