@@ -275,10 +275,6 @@ class HttpProtocol(asyncio.Protocol):
         if self._transport is not None:
             self._transport.close()
 
-    @property
-    def busy(self) -> bool:
-        return self._task is not None
-
 
 class HttpServer:
     """One listening socket and the connections it accepted."""
@@ -343,16 +339,7 @@ class HttpServer:
             self._sweeper.cancel()
             self._sweeper = None
 
-    def close_idle(self) -> None:
-        for conn in list(self.connections):
-            if not conn.busy:
-                conn.close()
-
     def close_all(self) -> None:
         self.stop_listening()
         for conn in list(self.connections):
             conn.close()
-
-    @property
-    def in_flight(self) -> int:
-        return sum(1 for c in self.connections if c.busy)

@@ -7,7 +7,6 @@ model-driven parser and validator.
 
 from __future__ import annotations
 
-import base64
 import hashlib
 import hmac
 import json
@@ -28,6 +27,7 @@ from selfless.errors import (
     AccessDenied,
     InvalidParameterValue,
     RequestEntityTooLarge,
+    RequestTooLarge,
     ResourceNotFound,
     SelflessError,
     UnsupportedOperation,
@@ -35,7 +35,7 @@ from selfless.errors import (
 )
 from selfless.functions import MAX_ZIPPED, FunctionRegistry
 from selfless.httpserver import Request, Response
-from selfless.invocation.service import InvocationService
+from selfless.invocation.service import MAX_SYNC_PAYLOAD, InvocationService
 from selfless.models import InvocationType, InvokeRequest
 
 # The largest request body any Lambda operation takes: a 50 MB zip as base64 inside JSON.
@@ -158,14 +158,16 @@ class LambdaApi:
         )
 
     def too_large(self, request: Request) -> Response:
-        """A request body past what any operation takes."""
-        op = "InvokeFunction" if _INVOKE_RE.match(request.path) else "CreateFunction"
-        limit = 6_291_456 if op == "InvokeFunction" else MAX_REQUEST
-        exc = (
-            RequestEntityTooLarge(f"Request must be smaller than {limit} bytes for the {op} operation")
-            if op != "InvokeFunction"
-            else _invoke_too_large()
-        )
+        """A request body past what any operation takes (so past 6 MB for Invoke, 70 MB for the rest)."""
+        exc: SelflessError
+        if _INVOKE_RE.match(request.path):
+            exc = RequestTooLarge(
+                f"Request must be smaller than {MAX_SYNC_PAYLOAD} bytes for the InvokeFunction operation"
+            )
+        else:
+            exc = RequestEntityTooLarge(
+                f"Request must be smaller than {MAX_REQUEST} bytes for the CreateFunction operation"
+            )
         return wire_errors.rest_json(exc, "")
 
     # -- invoke (hot path) ------------------------------------------------------------------------------
@@ -304,13 +306,3 @@ class LambdaApi:
             exc = ResourceNotFound("The package no longer exists")
             return wire_errors.rest_json(exc, "")
         return Response(200, data, content_type="application/zip")
-
-
-def _invoke_too_large() -> SelflessError:
-    from selfless.errors import RequestTooLarge
-
-    return RequestTooLarge("Request must be smaller than 6291456 bytes for the InvokeFunction operation")
-
-
-def b64(data: bytes) -> str:
-    return base64.b64encode(data).decode()

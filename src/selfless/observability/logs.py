@@ -14,7 +14,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
-import os
 import shutil
 import time
 import urllib.parse
@@ -197,7 +196,3 @@ def split_lines(buffer: str) -> tuple[list[str], str]:
         return [], buffer
     *lines, rest = buffer.split("\n")
     return [line.rstrip("\r") for line in lines], rest
-
-
-def ensure_dir(path: Path) -> None:
-    os.makedirs(path, exist_ok=True)

@@ -84,18 +84,6 @@ class Cgroup:
             else:
                 _write(self.dirs[0] / "cpu.max", f"{'max' if quota < 0 else quota} {_CPU_PERIOD_US}")
 
-    def oom_killed(self) -> bool:
-        name = "memory.oom_control" if self.version == 1 else "memory.events"
-        try:
-            text = (self.memory_dir / name).read_text()
-        except OSError:
-            return False
-        for line in text.splitlines():
-            key, _, value = line.partition(" ")
-            if key == "oom_kill" and value.strip() not in ("", "0"):
-                return True
-        return False
-
     def pids(self) -> list[int]:
         try:
             text = (self.memory_dir / "cgroup.procs").read_text()

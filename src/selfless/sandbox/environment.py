@@ -609,7 +609,3 @@ class Environment:
         inv = self.current if self.current is not None and self.current.delivered_at else None
         for line in lines:
             self._write(inv, line)
-
-    @property
-    def pid(self) -> int | None:
-        return self._process.pid if self._process is not None else None

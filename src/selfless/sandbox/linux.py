@@ -585,9 +585,6 @@ class LinuxBackend:
         base = UID_BASE + self.slot * UID_BLOCK
         return base, base + UID_BLOCK - 1
 
-    def uid_of(self, env_id: str) -> int | None:
-        return self._uids.get(env_id)
-
     async def release(self, env_id: str, root: Path) -> None:
         cgroup = self._cgroups.pop(env_id, None)
         if cgroup is not None:
