@@ -154,8 +154,8 @@ class Relay:
             self.idle.remove(worker)
 
 
-class ClientProtocol(asyncio.Protocol):
-    """The invoke side of the relay front end."""
+class _RelayProtocol(asyncio.Protocol):
+    """A relay connection: parses requests and hands each to ``handle``."""
 
     def __init__(self, relay: Relay) -> None:
         self._relay = relay
@@ -174,51 +174,41 @@ class ClientProtocol(asyncio.Protocol):
             self._transport.close()
             return
         for method, path, body in requests:
-            if method == b"GET" and path == b"/health":
-                self.send(_response(b"200 OK", json.dumps({"idle": len(self._relay.idle)}).encode()))
-            else:
-                self._relay.submit(body, self)
+            self.handle(method, path, body)
+
+    def handle(self, method: bytes, path: bytes, body: bytes) -> None:
+        raise NotImplementedError
 
     def send(self, data: bytes) -> None:
         if self._transport is not None and not self._transport.is_closing():
             self._transport.write(data)
 
 
-class RuntimeProtocol(asyncio.Protocol):
+class ClientProtocol(_RelayProtocol):
+    """The invoke side of the relay front end."""
+
+    def handle(self, method: bytes, path: bytes, body: bytes) -> None:
+        if method == b"GET" and path == b"/health":
+            self.send(_response(b"200 OK", json.dumps({"idle": len(self._relay.idle)}).encode()))
+        else:
+            self._relay.submit(body, self)
+
+
+class RuntimeProtocol(_RelayProtocol):
     """The runtime-API side of the relay front end: one connection per worker."""
 
-    def __init__(self, relay: Relay) -> None:
-        self._relay = relay
-        self._parser = RequestParser()
-        self._transport: asyncio.Transport | None = None
-
-    def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        _nodelay(transport)
-        self._transport = cast(asyncio.Transport, transport)  # uvloop's is not a subclass
-
-    def data_received(self, data: bytes) -> None:
-        assert self._transport is not None
-        try:
-            requests = self._parser.feed(data)
-        except ValueError:
-            self._transport.close()
-            return
-        for method, path, body in requests:
-            if method == b"GET" and path == NEXT_PATH:
-                self._relay.ready(self)
-            elif method == b"POST" and path.startswith(RESPONSE_PREFIX) and path.endswith(b"/response"):
-                request_id = path[len(RESPONSE_PREFIX) : -len(b"/response")]
-                known = self._relay.respond(request_id, body)
-                self.send(_response(b"202 Accepted" if known else b"404 Not Found", b"{}"))
-            else:
-                self.send(_response(b"404 Not Found", b"{}"))
+    def handle(self, method: bytes, path: bytes, body: bytes) -> None:
+        if method == b"GET" and path == NEXT_PATH:
+            self._relay.ready(self)
+        elif method == b"POST" and path.startswith(RESPONSE_PREFIX) and path.endswith(b"/response"):
+            request_id = path[len(RESPONSE_PREFIX) : -len(b"/response")]
+            known = self._relay.respond(request_id, body)
+            self.send(_response(b"202 Accepted" if known else b"404 Not Found", b"{}"))
+        else:
+            self.send(_response(b"404 Not Found", b"{}"))
 
     def connection_lost(self, exc: Exception | None) -> None:
         self._relay.gone(self)
-
-    def send(self, data: bytes) -> None:
-        if self._transport is not None and not self._transport.is_closing():
-            self._transport.write(data)
 
 
 async def _serve_until_stopped(servers: list[asyncio.Server], max_seconds: float) -> None:
