@@ -75,7 +75,7 @@ class Server:
         return f"http://127.0.0.1:{self.port}"
 
     def client(self, service: str = "lambda", **config: Any) -> Any:
-        cfg = Config(retries={"max_attempts": 1, "mode": "standard"}, read_timeout=120, **config)
+        cfg = Config(**{"retries": {"max_attempts": 1, "mode": "standard"}, "read_timeout": 120, **config})
         return boto3.client(
             service,
             endpoint_url=self.endpoint,

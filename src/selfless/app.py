@@ -19,6 +19,7 @@ from selfless.artifacts.local import LocalCodeStore
 from selfless.config import Settings
 from selfless.functions import FunctionRegistry
 from selfless.httpserver import HttpServer
+from selfless.invocation.leases import Leases
 from selfless.invocation.service import InvocationService
 from selfless.models import Function
 from selfless.observability.logs import LogStore, stream_name
@@ -83,7 +84,8 @@ class App:
             keep_alive_s=settings.keep_alive_s,
             max_environments=settings.max_environments,
         )
-        self.registry = FunctionRegistry(settings, self.store, self.code, self.runtimes, self.pool.retire)
+        self.leases = Leases(settings.concurrency_limit)
+        self.registry = FunctionRegistry(settings, self.store, self.code, self.runtimes, self.pool.retire, self.leases)
         self.health_info: dict[str, str] = {
             "region": settings.region,
             "account": settings.account_id,
@@ -91,11 +93,9 @@ class App:
         }
         self.metrics = Metrics()
         self.metrics.watch_environments(self.pool.count)
-        self.invocations = InvocationService(settings, self.registry, self.pool, self.store, self.metrics)
+        self.invocations = InvocationService(settings, self.registry, self.pool, self.store, self.metrics, self.leases)
         self.code_urls = CodeUrls()
-        self.lambda_api = LambdaApi(
-            settings, self.registry, self.invocations, self.code, self.code_urls, concurrency_limit=1000
-        )
+        self.lambda_api = LambdaApi(settings, self.registry, self.invocations, self.code, self.code_urls, self.leases)
         self.front = FrontDoor(
             SigV4Verifier(self.keyring),
             self.lambda_api,

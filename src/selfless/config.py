@@ -42,6 +42,8 @@ class Settings:
     kill_grace_s: float = 2.0
     # Upper bound on environments of all functions alive at once (a bounded resource, not a lease limit).
     max_environments: int = 1000
+    # The account's concurrency limit (GetAccountSettings' ConcurrentExecutions).
+    concurrency_limit: int = 1000
     # Accepted-but-not-yet-run asynchronous events held at once; past it Event invokes get 429.
     async_queue_limit: int = 100_000
     # Python runtimes: name -> interpreter path. Empty means "discover the installed ones".
@@ -71,8 +73,11 @@ class Settings:
             keep_alive = float(pick("keep_alive_s", "SELFLESS_KEEP_ALIVE", 300.0))
             shutdown = float(pick("shutdown_timeout_s", "SELFLESS_SHUTDOWN_TIMEOUT", 30.0))
             max_envs = int(pick("max_environments", "SELFLESS_MAX_ENVIRONMENTS", 1000))
+            concurrency = int(pick("concurrency_limit", "SELFLESS_CONCURRENCY_LIMIT", 1000))
         except ValueError as exc:
             raise SettingsError(f"not a number: {exc}") from exc
+        if concurrency < 1:
+            raise SettingsError(f"SELFLESS_CONCURRENCY_LIMIT must be at least 1, got {concurrency}")
         if not 0 <= port <= 65535:
             raise SettingsError(f"port out of range: {port}")
         account = str(pick("account_id", "SELFLESS_ACCOUNT_ID", "000000000000"))
@@ -104,6 +109,7 @@ class Settings:
             keep_alive_s=keep_alive,
             shutdown_timeout_s=shutdown,
             max_environments=max_envs,
+            concurrency_limit=concurrency,
             python_interpreters=interpreters,
             log_level=str(pick("log_level", "SELFLESS_LOG_LEVEL", "info")),
             sandbox=sandbox,

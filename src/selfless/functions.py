@@ -27,6 +27,7 @@ from selfless.errors import (
     ResourceNotFound,
     ValidationError,
 )
+from selfless.invocation.leases import Leases
 from selfless.models import Function, FunctionState, UpdateStatus
 from selfless.runtime.runtimes import RuntimeCatalog
 from selfless.store.base import MetadataStore
@@ -90,7 +91,9 @@ class FunctionRegistry:
         code: LocalCodeStore,
         runtimes: RuntimeCatalog,
         on_change: Callable[[str, int | None], None],
+        leases: Leases,
     ) -> None:
+        self._leases = leases
         self._settings = settings
         self._store = store
         self._code = code
@@ -107,6 +110,9 @@ class FunctionRegistry:
                 fn = self._settled(fn)
                 await self._store.put_function(fn)
             self._functions[fn.name] = fn
+        self._leases.load(
+            {fn.name: fn.reserved_concurrency for fn in self._functions.values() if fn.reserved_concurrency is not None}
+        )
 
     # -- names ------------------------------------------------------------------------------------------
 
@@ -298,8 +304,29 @@ class FunctionRegistry:
             await self._store.delete_function(name)
             del self._functions[name]
         self._locks.pop(name, None)
+        self._leases.reserve(name, None)
         self._on_change(name, None)
         await self._collect()
+
+    async def put_concurrency(self, name_or_arn: str, value: int) -> Function:
+        """Reserve ``value`` concurrent executions (0 turns the function off)."""
+        fn = self.get(name_or_arn)
+        async with self._lock(fn.name):
+            fn = self.get(fn.name)
+            self._leases.check_reservation(fn.name, value)
+            fn = fn.replace(reserved_concurrency=value)
+            await self._store.put_function(fn)
+            self._functions[fn.name] = fn
+            self._leases.reserve(fn.name, value)
+        return fn
+
+    async def delete_concurrency(self, name_or_arn: str) -> None:
+        fn = self.get(name_or_arn)
+        async with self._lock(fn.name):
+            fn = self.get(fn.name).replace(reserved_concurrency=None)
+            await self._store.put_function(fn)
+            self._functions[fn.name] = fn
+            self._leases.reserve(fn.name, None)
 
     async def tag(self, arn: str, tags: Mapping[str, str]) -> None:
         fn = self._by_arn(arn)

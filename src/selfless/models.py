@@ -57,6 +57,7 @@ class Function:
     last_modified: str = ""
     revision_id: str = ""
     generation: int = 1
+    reserved_concurrency: int | None = None
     state: FunctionState = FunctionState.PENDING
     state_reason: str | None = None
     state_reason_code: str | None = None

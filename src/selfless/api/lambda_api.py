@@ -35,6 +35,7 @@ from selfless.errors import (
 )
 from selfless.functions import MAX_ZIPPED, FunctionRegistry
 from selfless.httpserver import Request, Response
+from selfless.invocation.leases import Leases
 from selfless.invocation.service import MAX_SYNC_PAYLOAD, InvocationService
 from selfless.models import InvocationType, InvokeRequest
 
@@ -95,14 +96,14 @@ class LambdaApi:
         invocations: InvocationService,
         code: LocalCodeStore,
         code_urls: CodeUrls,
-        concurrency_limit: int,
+        leases: Leases,
     ) -> None:
         self._settings = settings
         self._registry = registry
         self._invocations = invocations
         self._code = code
         self._code_urls = code_urls
-        self._concurrency_limit = concurrency_limit
+        self._leases = leases
         self._model = m.service_model("lambda")
         self._router = m.Router(self._model)
         self._ops: dict[str, Op] = {
@@ -117,6 +118,9 @@ class LambdaApi:
             "TagResource": self._tag_resource,
             "UntagResource": self._untag_resource,
             "ListTags": self._list_tags,
+            "PutFunctionConcurrency": self._put_function_concurrency,
+            "GetFunctionConcurrency": self._get_function_concurrency,
+            "DeleteFunctionConcurrency": self._delete_function_concurrency,
         }
 
     async def handle(self, request: Request, caller: Caller, request_id: str) -> Response:
@@ -233,6 +237,8 @@ class LambdaApi:
         }
         if fn.tags:
             doc["Tags"] = dict(fn.tags)
+        if fn.reserved_concurrency is not None:
+            doc["Concurrency"] = {"ReservedConcurrentExecutions": fn.reserved_concurrency}
         return _json(doc)
 
     async def _get_function_configuration(self, params: dict[str, Any], request: Request) -> Response:
@@ -266,8 +272,8 @@ class LambdaApi:
                     "TotalCodeSize": 80_530_636_800,
                     "CodeSizeUnzipped": 262_144_000,
                     "CodeSizeZipped": MAX_ZIPPED,
-                    "ConcurrentExecutions": self._concurrency_limit,
-                    "UnreservedConcurrentExecutions": self._concurrency_limit,
+                    "ConcurrentExecutions": self._leases.account_limit,
+                    "UnreservedConcurrentExecutions": self._leases.unreserved_limit,
                 },
                 "AccountUsage": {
                     "TotalCodeSize": self._code.total_size(f.code.key for f in fns),
@@ -275,6 +281,22 @@ class LambdaApi:
                 },
             }
         )
+
+    # -- concurrency ------------------------------------------------------------------------------------
+
+    async def _put_function_concurrency(self, params: dict[str, Any], request: Request) -> Response:
+        fn = await self._registry.put_concurrency(params["FunctionName"], params["ReservedConcurrentExecutions"])
+        return _json({"ReservedConcurrentExecutions": fn.reserved_concurrency})
+
+    async def _get_function_concurrency(self, params: dict[str, Any], request: Request) -> Response:
+        fn = self._registry.get(params["FunctionName"])
+        if fn.reserved_concurrency is None:
+            return _json({})
+        return _json({"ReservedConcurrentExecutions": fn.reserved_concurrency})
+
+    async def _delete_function_concurrency(self, params: dict[str, Any], request: Request) -> Response:
+        await self._registry.delete_concurrency(params["FunctionName"])
+        return Response(204, b"", content_type=None)
 
     # -- tags -------------------------------------------------------------------------------------------
 

@@ -31,6 +31,7 @@ from selfless.errors import (
 )
 from selfless.functions import FunctionRegistry
 from selfless.invocation.inflight import Invocation, Outcome, OutcomeKind, error_payload
+from selfless.invocation.leases import Leases
 from selfless.models import Function, FunctionState, InvocationType, InvokeRequest, InvokeResult
 from selfless.observability.metrics import Metrics
 from selfless.sandbox.environment import EnvState
@@ -55,7 +56,9 @@ class InvocationService:
         pool: EnvironmentPool,
         store: MetadataStore,
         metrics: Metrics,
+        leases: Leases,
     ) -> None:
+        self._leases = leases
         self._settings = settings
         self._metrics = metrics
         self._registry = registry
@@ -63,7 +66,8 @@ class InvocationService:
         self._store = store
         self._queue: asyncio.Queue[StoredEvent] = asyncio.Queue(maxsize=settings.async_queue_limit)
         self._dispatcher: asyncio.Task[None] | None = None
-        self._running: set[asyncio.Task[None]] = set()
+        self._running: set[asyncio.Task[None]] = set()  # Event invocations
+        self._sync: set[asyncio.Task[Outcome]] = set()  # synchronous ones, which outlive their callers
         self._inflight = 0
         self._idle = asyncio.Event()
         self._idle.set()
@@ -135,7 +139,21 @@ class InvocationService:
 
     async def run(self, fn: Function, payload: bytes, client_context: str | None, request_id: str) -> Outcome:
         """Run one invocation on an environment of ``fn`` and return its outcome (never raises for
-        function failures; raises TooManyRequests when no environment can be had)."""
+        function failures; raises TooManyRequests when no lease or environment can be had).
+
+        The invocation runs in a task of its own: a caller that goes away (its request task is cancelled)
+        leaves it running to its end, holding its lease and its environment until then, as on AWS."""
+        task = asyncio.get_running_loop().create_task(self._run(fn, payload, client_context, request_id))
+        self._sync.add(task)
+        task.add_done_callback(self._sync.discard)
+        return await asyncio.shield(task)
+
+    async def _run(self, fn: Function, payload: bytes, client_context: str | None, request_id: str) -> Outcome:
+        try:
+            lease = self._leases.acquire(fn.name)
+        except TooManyRequests as exc:
+            self._metrics.throttles.labels(exc.reason).inc()
+            raise
         self._inflight += 1
         self._idle.clear()
         try:
@@ -165,20 +183,21 @@ class InvocationService:
             backstop = max(10.0, float(fn.timeout)) + fn.timeout + _BACKSTOP_S
             try:
                 async with asyncio.timeout(backstop):
-                    # Shielded: a caller that goes away leaves the invocation running to its end.
-                    outcome = await asyncio.shield(inv.done)
-                self._metrics.invocations.labels(fn.name, outcome.kind.value).inc()
-                self._metrics.duration.observe(outcome.duration_ms / 1000)
-                if outcome.platform_init_ms is not None:
-                    self._metrics.start_overhead.observe(outcome.platform_init_ms / 1000)
-                return outcome
+                    outcome = await inv.done
             except TimeoutError:
                 log.error("invocation %s passed its backstop deadline; stopping its environment", request_id)
                 await env.stop()
                 if inv.done.done():
                     return inv.done.result()
                 raise ServiceError("The invocation did not finish in time") from None
+            self._metrics.invocations.labels(fn.name, outcome.kind.value).inc()
+            self._metrics.duration.observe(outcome.duration_ms / 1000)
+            if outcome.platform_init_ms is not None:
+                self._metrics.start_overhead.observe(outcome.platform_init_ms / 1000)
+            return outcome
         finally:
+            # Every path gives the lease back exactly once: response, error, timeout, crash, no environment.
+            self._leases.release(lease)
             self._inflight -= 1
             if self._inflight == 0:
                 self._idle.set()

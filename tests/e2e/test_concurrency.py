@@ -1,0 +1,120 @@
+"""Concurrency as AWS accounts for it: reserved concurrency, the account limit, throttles and their reasons,
+and leases that always come back."""
+
+from __future__ import annotations
+
+import concurrent.futures
+import json
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import botocore.exceptions
+import pytest
+
+from tests.conftest import deploy, start_server
+
+
+@pytest.fixture(scope="module")
+def lam(server: Any) -> Any:
+    """No retries: a throttle must be seen as the 429 it is, not retried into a success later."""
+    return server.client(retries={"total_max_attempts": 1}, max_pool_connections=20)
+
+
+SLOW = "import time\ndef handler(e, c):\n    time.sleep(e.get('sleep', 0))\n    return 'done'\n"
+
+
+def call(lam: Any, name: str, payload: dict[str, Any]) -> str:
+    """'ok', or the throttle Reason."""
+    try:
+        r = lam.invoke(FunctionName=name, Payload=json.dumps(payload))
+    except botocore.exceptions.ClientError as exc:
+        assert exc.response["Error"]["Code"] == "TooManyRequestsException"
+        assert exc.response["ResponseMetadata"]["HTTPStatusCode"] == 429
+        return str(exc.response["Reason"] if "Reason" in exc.response else exc.response["Error"].get("Reason"))
+    r["Payload"].read()
+    return str(r.get("FunctionError", "ok"))
+
+
+def parallel(lam: Any, name: str, n: int, sleep: float) -> list[str]:
+    with concurrent.futures.ThreadPoolExecutor(n) as ex:
+        return list(ex.map(lambda _: call(lam, name, {"sleep": sleep}), range(n)))
+
+
+def test_reserved_concurrency_limits_and_throttles_with_reason(lam: Any, make_function: Callable[..., str]) -> None:
+    name = make_function(SLOW, Timeout=10)
+    put = lam.put_function_concurrency(FunctionName=name, ReservedConcurrentExecutions=2)
+    assert put["ReservedConcurrentExecutions"] == 2
+    assert lam.get_function_concurrency(FunctionName=name)["ReservedConcurrentExecutions"] == 2
+    assert lam.get_function(FunctionName=name)["Concurrency"] == {"ReservedConcurrentExecutions": 2}
+    results = parallel(lam, name, 5, 1.5)
+    assert sorted(results) == ["ReservedFunctionConcurrentInvocationLimitExceeded"] * 3 + ["ok"] * 2
+    # Leases came back: two more run side by side.
+    assert parallel(lam, name, 2, 0.2) == ["ok", "ok"]
+    lam.delete_function_concurrency(FunctionName=name)
+    assert "ReservedConcurrentExecutions" not in lam.get_function_concurrency(FunctionName=name)
+    assert parallel(lam, name, 3, 0.2) == ["ok", "ok", "ok"]
+
+
+def test_reserved_zero_turns_a_function_off(lam: Any, make_function: Callable[..., str]) -> None:
+    name = make_function(SLOW)
+    lam.put_function_concurrency(FunctionName=name, ReservedConcurrentExecutions=0)
+    assert call(lam, name, {}) == "ReservedFunctionConcurrentInvocationLimitExceeded"
+    lam.delete_function_concurrency(FunctionName=name)
+    assert call(lam, name, {}) == "ok"
+
+
+def test_unreserved_pool_never_drops_below_the_minimum(lam: Any, make_function: Callable[..., str]) -> None:
+    name = make_function(SLOW)
+    with pytest.raises(lam.exceptions.InvalidParameterValueException) as exc:
+        lam.put_function_concurrency(FunctionName=name, ReservedConcurrentExecutions=901)
+    assert "below its minimum value of [100]" in exc.value.response["Error"]["Message"]
+    lam.put_function_concurrency(FunctionName=name, ReservedConcurrentExecutions=900)
+    assert lam.get_account_settings()["AccountLimit"]["UnreservedConcurrentExecutions"] == 100
+    lam.delete_function_concurrency(FunctionName=name)
+    assert lam.get_account_settings()["AccountLimit"]["UnreservedConcurrentExecutions"] == 1000
+
+
+def test_leases_come_back_after_timeouts_crashes_and_errors(lam: Any, make_function: Callable[..., str]) -> None:
+    code = (
+        "import os, time\n"
+        "def handler(e, c):\n"
+        "    if e.get('crash'):\n"
+        "        os._exit(1)\n"
+        "    if e.get('fail'):\n"
+        "        raise ValueError('no')\n"
+        "    time.sleep(e.get('sleep', 0))\n"
+        "    return 1\n"
+    )
+    name = make_function(code, Timeout=1)
+    lam.put_function_concurrency(FunctionName=name, ReservedConcurrentExecutions=1)
+    for payload in ({"crash": True}, {"fail": True}, {"sleep": 5}, {}):
+        assert call(lam, name, payload) in ("ok", "Unhandled")
+    assert call(lam, name, {}) == "ok"
+
+
+def test_a_caller_that_leaves_does_not_leak_its_lease(lam: Any, server: Any, make_function: Callable[..., str]) -> None:
+    name = make_function(SLOW, Timeout=10)
+    lam.put_function_concurrency(FunctionName=name, ReservedConcurrentExecutions=1)
+    impatient = server.client(read_timeout=0.3, retries={"total_max_attempts": 1})
+    with pytest.raises(botocore.exceptions.ReadTimeoutError):
+        impatient.invoke(FunctionName=name, Payload=json.dumps({"sleep": 1.0}))
+    # The call goes on (as on AWS) and holds the lease until it ends; then the lease is free again.
+    assert call(lam, name, {}) == "ReservedFunctionConcurrentInvocationLimitExceeded"
+    time.sleep(1.2)
+    assert call(lam, name, {}) == "ok"
+
+
+def test_account_limit_holds_across_functions(tmp_path: Path) -> None:
+    server = start_server(tmp_path, extra_env={"SELFLESS_CONCURRENCY_LIMIT": "3"})
+    try:
+        lam = server.client(retries={"total_max_attempts": 1}, max_pool_connections=20)
+        first = deploy(lam, SLOW, Timeout=10)
+        second = deploy(lam, SLOW, Timeout=10)
+        assert lam.get_account_settings()["AccountLimit"]["ConcurrentExecutions"] == 3
+        with concurrent.futures.ThreadPoolExecutor(6) as ex:
+            results = list(ex.map(lambda i: call(lam, (first, second)[i % 2], {"sleep": 1.5}), range(6)))
+        assert sorted(results) == ["ConcurrentInvocationLimitExceeded"] * 3 + ["ok"] * 3
+    finally:
+        assert server.stop() == 0
