@@ -93,6 +93,7 @@ class App:
         }
         self.metrics = Metrics()
         self.metrics.watch_environments(self.pool.count)
+        self.metrics.watch_concurrency(self.leases.in_use)
         self.invocations = InvocationService(settings, self.registry, self.pool, self.store, self.metrics, self.leases)
         self.code_urls = CodeUrls()
         self.lambda_api = LambdaApi(settings, self.registry, self.invocations, self.code, self.code_urls, self.leases)

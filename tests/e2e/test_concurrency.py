@@ -118,3 +118,54 @@ def test_account_limit_holds_across_functions(tmp_path: Path) -> None:
         assert sorted(results) == ["ConcurrentInvocationLimitExceeded"] * 3 + ["ok"] * 3
     finally:
         assert server.stop() == 0
+
+
+def test_no_lease_leaks_after_a_thousand_mixed_calls(lam: Any, server: Any, make_function: Callable[..., str]) -> None:
+    import random
+    import urllib.request
+
+    code = (
+        "import os, time\n"
+        "def handler(e, c):\n"
+        "    kind = e.get('kind', 'ok')\n"
+        "    if kind == 'crash':\n"
+        "        os._exit(3)\n"
+        "    if kind == 'fail':\n"
+        "        raise ValueError('no')\n"
+        "    if kind == 'hang':\n"
+        "        time.sleep(5)\n"
+        "    return kind\n"
+    )
+    name = make_function(code, Timeout=1)
+    lam.put_function_concurrency(FunctionName=name, ReservedConcurrentExecutions=8)
+    impatient = server.client(read_timeout=0.05, retries={"total_max_attempts": 1})
+    rng = random.Random(1234)
+    kinds = ["ok"] * 900 + ["fail"] * 60 + ["crash"] * 20 + ["hang"] * 4 + ["leave"] * 16
+    rng.shuffle(kinds)
+
+    def one(kind: str) -> str:
+        if kind == "leave":
+            try:
+                impatient.invoke(FunctionName=name, Payload=json.dumps({"kind": "ok"}))
+            except botocore.exceptions.ReadTimeoutError:
+                return "left"
+            return "ok"
+        return call(lam, name, {"kind": kind})
+
+    with concurrent.futures.ThreadPoolExecutor(8) as ex:
+        results = list(ex.map(one, kinds))
+    assert len(results) == 1000
+    # Every call ended one way or another; then every lease is back.
+    deadline = time.monotonic() + 15
+    held = -1.0
+    while time.monotonic() < deadline:
+        with urllib.request.urlopen(f"{server.endpoint}/metrics", timeout=5) as r:
+            text = r.read().decode()
+        held = float(
+            next(line.split()[1] for line in text.splitlines() if line.startswith("selfless_concurrent_executions "))
+        )
+        if held == 0:
+            break
+        time.sleep(0.2)
+    assert held == 0
+    assert parallel(lam, name, 8, 0.2) == ["ok"] * 8

@@ -42,9 +42,15 @@ class Metrics:
             "selfless_throttles", "Invocations refused with TooManyRequests", ["reason"], registry=self.registry
         )
         self.environments = Gauge("selfless_environments", "Live execution environments", registry=self.registry)
+        self.concurrent = Gauge(
+            "selfless_concurrent_executions", "Concurrency leases held (invocations running)", registry=self.registry
+        )
 
     def watch_environments(self, count: Callable[[], int]) -> None:
         self.environments.set_function(count)
+
+    def watch_concurrency(self, count: Callable[[], int]) -> None:
+        self.concurrent.set_function(count)
 
     def render(self) -> bytes:
         return generate_latest(self.registry)
