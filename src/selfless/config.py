@@ -44,6 +44,8 @@ class Settings:
     max_environments: int = 1000
     # The account's concurrency limit (GetAccountSettings' ConcurrentExecutions).
     concurrency_limit: int = 1000
+    # What all environments together may use (sum of MemorySize, MB); 0 means 80% of this host's memory.
+    memory_budget_mb: int = 0
     # Accepted-but-not-yet-run asynchronous events held at once; past it Event invokes get 429.
     async_queue_limit: int = 100_000
     # Python runtimes: name -> interpreter path. Empty means "discover the installed ones".
@@ -74,6 +76,7 @@ class Settings:
             shutdown = float(pick("shutdown_timeout_s", "SELFLESS_SHUTDOWN_TIMEOUT", 30.0))
             max_envs = int(pick("max_environments", "SELFLESS_MAX_ENVIRONMENTS", 1000))
             concurrency = int(pick("concurrency_limit", "SELFLESS_CONCURRENCY_LIMIT", 1000))
+            budget = int(pick("memory_budget_mb", "SELFLESS_MEMORY_BUDGET_MB", 0))
         except ValueError as exc:
             raise SettingsError(f"not a number: {exc}") from exc
         if concurrency < 1:
@@ -110,6 +113,7 @@ class Settings:
             shutdown_timeout_s=shutdown,
             max_environments=max_envs,
             concurrency_limit=concurrency,
+            memory_budget_mb=budget if budget > 0 else _default_budget_mb(),
             python_interpreters=interpreters,
             log_level=str(pick("log_level", "SELFLESS_LOG_LEVEL", "info")),
             sandbox=sandbox,
@@ -124,6 +128,14 @@ class Settings:
     def endpoint(self) -> str:
         host = "127.0.0.1" if self.host in ("0.0.0.0", "") else self.host
         return f"http://{host}:{self.port}"
+
+
+def _default_budget_mb() -> int:
+    try:
+        total = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    except (ValueError, OSError):
+        return 1 << 20
+    return max(128, int(total * 0.8) >> 20)
 
 
 def environ_snapshot() -> dict[str, str]:

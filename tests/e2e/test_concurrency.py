@@ -169,3 +169,35 @@ def test_no_lease_leaks_after_a_thousand_mixed_calls(lam: Any, server: Any, make
         time.sleep(0.2)
     assert held == 0
     assert parallel(lam, name, 8, 0.2) == ["ok"] * 8
+
+
+def test_memory_budget_evicts_least_recently_used_idle_environments(tmp_path: Path) -> None:
+    server = start_server(tmp_path, extra_env={"SELFLESS_MEMORY_BUDGET_MB": "384"})
+    try:
+        lam = server.client(retries={"total_max_attempts": 1}, max_pool_connections=20)
+        code = "import os, time\ndef handler(e, c):\n    time.sleep(e.get('sleep', 0))\n    return os.getpid()\n"
+        a, b, c = (deploy(lam, code, MemorySize=128, Timeout=10) for _ in range(3))
+
+        def pid(name: str) -> int:
+            return int(json.loads(lam.invoke(FunctionName=name, Payload=b"{}")["Payload"].read()))
+
+        pid_a, pid_b, pid_c = pid(a), pid(b), pid(c)  # 3 x 128 MB: the budget is full
+        assert pid(b) == pid_b  # b is now more recently used than a
+        big = deploy(lam, code, MemorySize=256, Timeout=10)
+        pid(big)  # needs 256 MB: a (least recently used) and then c go
+        time.sleep(0.5)
+        assert not Path(f"/proc/{pid_a}").exists()
+        assert not Path(f"/proc/{pid_c}").exists()
+        assert pid(b) == pid_b  # 128 + 256 = 384: b stayed
+        with concurrent.futures.ThreadPoolExecutor(2) as ex:
+            on_big = ex.submit(call, lam, big, {"sleep": 2.0})
+            time.sleep(0.4)
+            on_a = ex.submit(call, lam, a, {"sleep": 2.0})  # b is idle: it goes to make room
+            time.sleep(0.6)
+            # Everything left is busy: nothing to evict, so the call is refused, not overcommitted.
+            refused = call(lam, c, {})
+            assert on_big.result(timeout=30) == "ok" and on_a.result(timeout=30) == "ok"
+        assert refused == "ConcurrentInvocationLimitExceeded"
+        assert not Path(f"/proc/{pid_b}").exists()
+    finally:
+        assert server.stop() == 0

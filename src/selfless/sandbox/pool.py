@@ -5,9 +5,9 @@
   than requests: a new one is started only for a request that found none idle).
 - An environment returns itself (``_on_free``) the moment its runtime posts a response; an environment of
   an old generation (the function was updated or deleted) is stopped instead of going back.
-- A sweeper stops environments idle past the keep-alive; past ``max_environments`` the least recently used
-  idle environment of any function is stopped to make room, and when none is idle the lease is refused
-  with TooManyRequests.
+- A sweeper stops environments idle past the keep-alive; past ``max_environments``, or past the memory
+  budget (the sum of live environments' MemorySize), the least recently used idle environments of any
+  function are stopped to make room, and when none is idle the lease is refused with TooManyRequests.
 """
 
 from __future__ import annotations
@@ -30,8 +30,11 @@ EnvFactory = Callable[[Function, str], Environment]
 
 
 class EnvironmentPool:
-    def __init__(self, factory: EnvFactory, *, keep_alive_s: float, max_environments: int) -> None:
+    def __init__(
+        self, factory: EnvFactory, *, keep_alive_s: float, max_environments: int, memory_budget_mb: int
+    ) -> None:
         self._factory = factory
+        self._budget_mb = memory_budget_mb
         self._keep_alive_s = keep_alive_s
         self._max = max_environments
         self._idle: dict[EnvKey, list[Environment]] = {}
@@ -54,8 +57,11 @@ class EnvironmentPool:
                 return env
         if self._closed:
             raise TooManyRequests("Rate Exceeded.", "ServerShuttingDown")
-        if len(self._all) >= self._max and not self._evict_one():
-            raise TooManyRequests("Rate Exceeded.", "ConcurrentInvocationLimitExceeded")
+        # Room by count and by memory (the sum of live environments' MemorySize): the least recently used
+        # idle environments of any function go first; with none idle left, the call is refused.
+        while len(self._all) >= self._max or self.memory_mb() + function.memory_size > self._budget_mb:
+            if not self._evict_one():
+                raise TooManyRequests("Rate Exceeded.", "ConcurrentInvocationLimitExceeded")
         env_id = secrets.token_hex(16)
         env = self._factory(function, env_id)
         self._all[env_id] = env
@@ -146,6 +152,10 @@ class EnvironmentPool:
             await asyncio.gather(*self._stopping, return_exceptions=True)
 
     # -- introspection ----------------------------------------------------------------------------------
+
+    def memory_mb(self) -> int:
+        """What the live environments may use together: the sum of their MemorySize."""
+        return sum(e.function.memory_size for e in self._all.values())
 
     def count(self, function_name: str | None = None) -> int:
         if function_name is None:
