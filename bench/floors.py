@@ -94,7 +94,9 @@ def _nodelay(transport: asyncio.BaseTransport) -> None:
         sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
 
 
-class EchoProtocol(asyncio.Protocol):
+class _ParsingProtocol(asyncio.Protocol):
+    """A floor connection: parses requests and hands each to ``handle``."""
+
     def __init__(self) -> None:
         self._parser = RequestParser()
         self._transport: asyncio.Transport | None = None
@@ -110,8 +112,20 @@ class EchoProtocol(asyncio.Protocol):
         except ValueError:
             self._transport.close()
             return
-        for _method, _path, body in requests:
-            self._transport.write(_response(b"200 OK", body))
+        for method, path, body in requests:
+            self.handle(method, path, body)
+
+    def handle(self, method: bytes, path: bytes, body: bytes) -> None:
+        raise NotImplementedError
+
+    def send(self, data: bytes) -> None:
+        if self._transport is not None and not self._transport.is_closing():
+            self._transport.write(data)
+
+
+class EchoProtocol(_ParsingProtocol):
+    def handle(self, method: bytes, path: bytes, body: bytes) -> None:
+        self.send(_response(b"200 OK", body))
 
 
 class Relay:
@@ -154,34 +168,12 @@ class Relay:
             self.idle.remove(worker)
 
 
-class _RelayProtocol(asyncio.Protocol):
-    """A relay connection: parses requests and hands each to ``handle``."""
+class _RelayProtocol(_ParsingProtocol):
+    """A relay connection (either side)."""
 
     def __init__(self, relay: Relay) -> None:
+        super().__init__()
         self._relay = relay
-        self._parser = RequestParser()
-        self._transport: asyncio.Transport | None = None
-
-    def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        _nodelay(transport)
-        self._transport = cast(asyncio.Transport, transport)  # uvloop's is not a subclass
-
-    def data_received(self, data: bytes) -> None:
-        assert self._transport is not None
-        try:
-            requests = self._parser.feed(data)
-        except ValueError:
-            self._transport.close()
-            return
-        for method, path, body in requests:
-            self.handle(method, path, body)
-
-    def handle(self, method: bytes, path: bytes, body: bytes) -> None:
-        raise NotImplementedError
-
-    def send(self, data: bytes) -> None:
-        if self._transport is not None and not self._transport.is_closing():
-            self._transport.write(data)
 
 
 class ClientProtocol(_RelayProtocol):

@@ -44,7 +44,8 @@ class Settings:
     max_environments: int = 1000
     # The account's concurrency limit (GetAccountSettings' ConcurrentExecutions).
     concurrency_limit: int = 1000
-    # What all environments together may use (sum of MemorySize, MB); 0 means 80% of this host's memory.
+    # What all environments together may use (the sum of their MemorySize, MB); 0: no budget. Declared
+    # sizes overstate real use, so a default from the host's memory would refuse calls that fit.
     memory_budget_mb: int = 0
     # Accepted-but-not-yet-run asynchronous events held at once; past it Event invokes get 429.
     async_queue_limit: int = 100_000
@@ -113,7 +114,7 @@ class Settings:
             shutdown_timeout_s=shutdown,
             max_environments=max_envs,
             concurrency_limit=concurrency,
-            memory_budget_mb=budget if budget > 0 else _default_budget_mb(),
+            memory_budget_mb=max(0, budget),
             python_interpreters=interpreters,
             log_level=str(pick("log_level", "SELFLESS_LOG_LEVEL", "info")),
             sandbox=sandbox,
@@ -128,14 +129,6 @@ class Settings:
     def endpoint(self) -> str:
         host = "127.0.0.1" if self.host in ("0.0.0.0", "") else self.host
         return f"http://{host}:{self.port}"
-
-
-def _default_budget_mb() -> int:
-    try:
-        total = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
-    except (ValueError, OSError):
-        return 1 << 20
-    return max(128, int(total * 0.8) >> 20)
 
 
 def environ_snapshot() -> dict[str, str]:

@@ -31,8 +31,9 @@ EnvFactory = Callable[[Function, str], Environment]
 
 class EnvironmentPool:
     def __init__(
-        self, factory: EnvFactory, *, keep_alive_s: float, max_environments: int, memory_budget_mb: int
+        self, factory: EnvFactory, *, keep_alive_s: float, max_environments: int, memory_budget_mb: int = 0
     ) -> None:
+        """``memory_budget_mb`` 0: no memory budget, only the count bound."""
         self._factory = factory
         self._budget_mb = memory_budget_mb
         self._keep_alive_s = keep_alive_s
@@ -59,7 +60,7 @@ class EnvironmentPool:
             raise TooManyRequests("Rate Exceeded.", "ServerShuttingDown")
         # Room by count and by memory (the sum of live environments' MemorySize): the least recently used
         # idle environments of any function go first; with none idle left, the call is refused.
-        while len(self._all) >= self._max or self.memory_mb() + function.memory_size > self._budget_mb:
+        while len(self._all) >= self._max or self._over_budget(function.memory_size):
             if not self._evict_one():
                 raise TooManyRequests("Rate Exceeded.", "ConcurrentInvocationLimitExceeded")
         env_id = secrets.token_hex(16)
@@ -152,6 +153,9 @@ class EnvironmentPool:
             await asyncio.gather(*self._stopping, return_exceptions=True)
 
     # -- introspection ----------------------------------------------------------------------------------
+
+    def _over_budget(self, more_mb: int) -> bool:
+        return self._budget_mb > 0 and self.memory_mb() + more_mb > self._budget_mb
 
     def memory_mb(self) -> int:
         """What the live environments may use together: the sum of their MemorySize."""
