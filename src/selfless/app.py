@@ -84,6 +84,7 @@ class App:
             keep_alive_s=settings.keep_alive_s,
             max_environments=settings.max_environments,
             memory_budget_mb=settings.memory_budget_mb,
+            max_starting=settings.max_starting,
         )
         self.leases = Leases(settings.concurrency_limit)
         self.registry = FunctionRegistry(settings, self.store, self.code, self.runtimes, self.pool.retire, self.leases)

@@ -47,6 +47,10 @@ class Settings:
     # What all environments together may use (the sum of their MemorySize, MB); 0: no budget. Declared
     # sizes overstate real use, so a default from the host's memory would refuse calls that fit.
     memory_budget_mb: int = 0
+    # Environments starting (spawned, init not done) at once. Starts are CPU-bound: past a few per CPU,
+    # more at once only makes every one of them finish later; callers beyond it wait (boundedly) for a
+    # start slot or for an environment of their function to come free, whichever is first.
+    max_starting: int = dataclasses.field(default_factory=lambda: 8 * (os.cpu_count() or 1))
     # Accepted-but-not-yet-run asynchronous events held at once; past it Event invokes get 429.
     async_queue_limit: int = 100_000
     # Python runtimes: name -> interpreter path. Empty means "discover the installed ones".
@@ -78,6 +82,7 @@ class Settings:
             max_envs = int(pick("max_environments", "SELFLESS_MAX_ENVIRONMENTS", 1000))
             concurrency = int(pick("concurrency_limit", "SELFLESS_CONCURRENCY_LIMIT", 1000))
             budget = int(pick("memory_budget_mb", "SELFLESS_MEMORY_BUDGET_MB", 0))
+            starting = int(pick("max_starting", "SELFLESS_MAX_STARTING", 8 * (os.cpu_count() or 1)))
         except ValueError as exc:
             raise SettingsError(f"not a number: {exc}") from exc
         if concurrency < 1:
@@ -115,6 +120,7 @@ class Settings:
             max_environments=max_envs,
             concurrency_limit=concurrency,
             memory_budget_mb=max(0, budget),
+            max_starting=max(1, starting),
             python_interpreters=interpreters,
             log_level=str(pick("log_level", "SELFLESS_LOG_LEVEL", "info")),
             sandbox=sandbox,

@@ -51,7 +51,8 @@ class Backend(Protocol):
     runtime_packages: Path | None
 
     async def prepare(self, env_id: str, root: Path, code_tree: Path, function: Function) -> Layout:
-        """Make the environment's files under ``root`` (a new, empty directory)."""
+        """Make what the environment needs on disk; ``root`` is a path of its own that does not exist yet (a
+        backend that needs files there creates it, and ``release`` removes it)."""
 
     async def spawn(
         self, env_id: str, root: Path, function: Function, runtime: Runtime, layout: Layout, env: Mapping[str, str]

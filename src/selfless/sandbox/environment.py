@@ -27,7 +27,6 @@ import json
 import logging
 import math
 import os
-import shutil
 import signal
 import time
 from collections.abc import Callable
@@ -162,6 +161,8 @@ class Environment:
         self._access_key: str | None = None
         self._cleaned = False
         self._start_error: OSError | None = None
+        # Resolved once the start is over: init done (the first /next) or the environment is gone.
+        self.started: asyncio.Future[None] = self._loop.create_future()
         # Platform cost of this start (files, Runtime API endpoint, spawn, fork and sandbox, interpreter
         # start: everything but the function's own init), in the metering record and a metric.
         self.start_overhead_ms = 0.0
@@ -186,7 +187,6 @@ class Environment:
         t0 = time.perf_counter()
         fn = self.function
         try:
-            self._root.mkdir(parents=True)
             layout = await self._backend.prepare(self.id, self._root, self._code_tree, fn)
             host, port = await self._server.start("127.0.0.1", 0)
             key_id, secret, token = generate_session_credentials()
@@ -206,7 +206,7 @@ class Environment:
             self._spawned_at = time.monotonic()
             self._process = await self._backend.spawn(self.id, self._root, fn, self.runtime, layout, env)
         except OSError as exc:
-            log.warning("environment %s of %s failed to start: %s", self.id, fn.name, exc)
+            log.warning("environment %s of %s failed to start: %r", self.id, fn.name, exc, exc_info=True)
             self._start_error = exc
             await self.stop()
             return
@@ -308,6 +308,8 @@ class Environment:
         if self._cleaned:
             return
         self._cleaned = True
+        if not self.started.done():
+            self.started.set_result(None)
         if self.state is not EnvState.DEAD:
             if self.state is not EnvState.STOPPING:
                 self._move(EnvState.STOPPING)
@@ -346,8 +348,6 @@ class Environment:
             await self._backend.release(self.id, self._root)
         except Exception:
             log.exception("releasing environment %s", self.id)
-        if self._root.is_dir() and not self._root.is_symlink():
-            await asyncio.to_thread(shutil.rmtree, self._root, True)
 
     # -- invocations --------------------------------------------------------------------------------------
 
@@ -396,6 +396,8 @@ class Environment:
     async def next_invocation(self, init_ms: float | None = None) -> Invocation:
         if not self._init_done:
             self._init_done = True
+            if not self.started.done():
+                self.started.set_result(None)
             since_spawn = (time.monotonic() - self._spawned_at) * 1000
             # Init Duration is the function's own init when its runtime says (ours does); the rest of the
             # time since the spawn (fork, sandbox, interpreter start) is the platform's.

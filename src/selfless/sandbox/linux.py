@@ -27,7 +27,6 @@ import itertools
 import json
 import logging
 import os
-import shutil
 import signal
 import socket
 import subprocess
@@ -40,6 +39,7 @@ from selfless.models import Function
 from selfless.runtime.runtimes import BOOTSTRAP_DIR, Runtime
 from selfless.sandbox.base import Layout
 from selfless.sandbox.cgroups import Cgroup, Cgroups, CgroupsUnavailable, vcpus_for
+from selfless.sandbox.peers import PeerLookup
 from selfless.sandbox.scratch import Scratch, ScratchPool, ScratchUnavailable
 from selfless.sandbox.scratch import check_support as scratch_support
 
@@ -60,24 +60,9 @@ _SPAWN_TIMEOUT_S = 10.0
 _ZYGOTE_START_TIMEOUT_S = 30.0
 
 
-def _hex_addr(addr: tuple[str, int]) -> str:
-    packed = socket.inet_aton(addr[0])
-    return f"{int.from_bytes(packed, 'little'):08X}:{addr[1]:04X}"
-
-
-def tcp_peer_uid(peer: tuple[str, int], local: tuple[str, int]) -> int | None:
-    """The uid owning the loopback TCP socket at ``peer`` that is connected to ``local`` (from /proc/net/tcp)."""
-    want_local, want_remote = _hex_addr(peer), _hex_addr(local)
-    try:
-        with open("/proc/net/tcp", encoding="ascii") as f:
-            next(f)
-            for line in f:
-                fields = line.split()
-                if fields[1] == want_local and fields[2] == want_remote:
-                    return int(fields[7])
-    except (OSError, ValueError, IndexError, StopIteration):
-        return None
-    return None
+def _resolve(fut: asyncio.Future[None]) -> None:
+    if not fut.done():
+        fut.set_result(None)
 
 
 def _executable(path: Path) -> bool:
@@ -160,6 +145,7 @@ class Zygote:
         self.spare_pids: set[int] = set()
         self._ready: asyncio.Future[dict[str, Any]] | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
+        self._send_lock = asyncio.Lock()
 
     async def start(self) -> None:
         self._loop = asyncio.get_running_loop()
@@ -270,9 +256,33 @@ class Zygote:
             raise OSError("the zygote is not running")
         reply: asyncio.Future[int] = self._loop.create_future()
         self._spare_replies[token] = reply
-        self._sock.send(json.dumps({"op": "spare", "token": token, "cgroup_procs": cgroup_procs}).encode())
         async with asyncio.timeout(_SPAWN_TIMEOUT_S):
+            await self._send(json.dumps({"op": "spare", "token": token, "cgroup_procs": cgroup_procs}).encode())
             return await reply
+
+    async def _send(self, payload: bytes, fds: list[int] | None = None) -> None:
+        """One message to the zygote. A burst of spawns can fill the socket's queue while the zygote forks:
+        then senders wait their turn (one writability watch per socket, so one waiter at a time, in order)
+        under the caller's deadline, instead of failing."""
+        async with self._send_lock:
+            while True:
+                sock, loop = self._sock, self._loop
+                if sock is None or loop is None:
+                    raise OSError("the zygote is not running")
+                try:
+                    if fds:
+                        socket.send_fds(sock, [payload], fds)
+                    else:
+                        sock.send(payload)
+                    return
+                except BlockingIOError:
+                    pass
+                writable: asyncio.Future[None] = loop.create_future()
+                loop.add_writer(sock.fileno(), _resolve, writable)
+                try:
+                    await writable
+                finally:
+                    loop.remove_writer(sock.fileno())
 
     async def spawn(
         self, spec: dict[str, Any], output_fd: int, spare: str | None = None
@@ -285,9 +295,8 @@ class Zygote:
         doc: dict[str, Any] = {"op": "spawn", "id": request_id, "spec": spec}
         if spare is not None:
             doc["spare"] = spare
-        payload = json.dumps(doc).encode()
-        socket.send_fds(self._sock, [payload], [output_fd])
         async with asyncio.timeout(_SPAWN_TIMEOUT_S):
+            await self._send(json.dumps(doc).encode(), [output_fd])
             msg = await reply
         if "error" in msg:
             raise OSError(f"zygote could not fork: {msg['error']}")
@@ -333,6 +342,9 @@ class LinuxBackend:
         self._ksm_restore: str | None = None
         self._scratch: ScratchPool | None = None
         self._scratches: dict[str, Scratch] = {}
+        self._peers = PeerLookup()
+        # Where each child mounts its root, in its own mount namespace: one empty directory for all.
+        self._mount_point = data_dir / "sandbox" / "root"
         self._data_dir = data_dir
         self._fallback_interpreter = fallback_interpreter
         self._preload = preload
@@ -376,6 +388,7 @@ class LinuxBackend:
             self._scratch = None
         if self._ksm:
             self._start_ksm()
+        self._mount_point.mkdir(mode=0o755, parents=True, exist_ok=True)
         base = UID_BASE + self.slot * UID_BLOCK
         self._free_uids = list(range(base + min(max_environments, UID_BLOCK) - 1, base - 1, -1))
         for name in ("bin", "lib", "lib32", "lib64", "libx32", "sbin"):
@@ -453,7 +466,9 @@ class LinuxBackend:
             return z
 
     async def prepare(self, env_id: str, root: Path, code_tree: Path, function: Function) -> Layout:
-        (root / "root").mkdir(mode=0o755)
+        # Nothing on disk per environment: every child mounts its root on the one shared mount point, in
+        # a mount namespace of its own (host directory churn under a burst of cold starts costs journal
+        # waits on the event loop).
         packages = str(self.runtime_packages) if self.runtime_packages else None
         return Layout("/var/task", "/tmp", "/var/runtime", packages)
 
@@ -473,17 +488,17 @@ class LinuxBackend:
         self._uids[env_id] = uid
         if network == "none":
             self._root_connects.add(env_id)
-        if self._scratch is not None:
-            scratch = await self._scratch.take(function.ephemeral_storage)
-            self._scratches[env_id] = scratch
         spare = self._take_spare(zygote)
-        if spare is not None:
-            token, cgroup = spare
-            self.cgroups.limit(cgroup, function.memory_size)
-        else:
-            token, cgroup = None, self.cgroups.create(env_id, function.memory_size)
-        self._cgroups[env_id] = cgroup
+        token = spare[0] if spare is not None else None
         self._replenish(zygote)
+        # cgroupfs and disk work in threads, both at once: under a burst of cold starts they would
+        # otherwise queue behind each other on the event loop.
+        cgroup_made = asyncio.to_thread(self._cgroup_for, env_id, spare, function.memory_size)
+        if self._scratch is not None:
+            cgroup, scratch = await asyncio.gather(cgroup_made, self._scratch.take(function.ephemeral_storage))
+            self._scratches[env_id] = scratch
+        else:
+            cgroup = await cgroup_made
         binds = list(self._base_binds)
         prefix = _prefix_of(interpreter)
         if runtime.is_python and not prefix.startswith("/usr"):
@@ -498,7 +513,7 @@ class LinuxBackend:
         etc["group"] = f"root:x:0:\n{SANDBOX_USER}:x:{uid}:\n"
         spec: dict[str, Any] = {
             "cgroup_procs": [] if token is not None else cgroup.procs_files,
-            "root_dir": str(root / "root"),
+            "root_dir": str(self._mount_point),
             "binds": binds,
             "symlinks": self._symlinks,
             "tmp_mb": function.ephemeral_storage,
@@ -525,6 +540,14 @@ class LinuxBackend:
         os.set_blocking(read_fd, False)
         return LinuxProcess(pid, exited, read_fd, cgroup)
 
+    def _cgroup_for(self, env_id: str, spare: tuple[str, Cgroup] | None, memory_mb: int) -> Cgroup:
+        """The environment's cgroup: the spare's, now limited, or a new one. Runs in a worker thread;
+        recorded at once so that ``release`` removes it whatever happens next."""
+        cgroup = spare[1] if spare is not None else self.cgroups.make(env_id)
+        self._cgroups[env_id] = cgroup
+        self.cgroups.limit(cgroup, memory_mb)
+        return cgroup
+
     def _take_spare(self, zygote: Zygote) -> tuple[str, Cgroup] | None:
         ready = self._spares.setdefault(zygote.interpreter, [])
         while ready:
@@ -548,7 +571,7 @@ class LinuxBackend:
         try:
             while len(ready) < self._spares_per_zygote and zygote.alive:
                 token = f"spare-{next(self._spare_ids)}"
-                cgroup = self.cgroups.make(token)
+                cgroup = await asyncio.to_thread(self.cgroups.make, token)
                 try:
                     pid = await zygote.spare(token, cgroup.procs_files)
                 except (OSError, TimeoutError) as exc:
@@ -570,7 +593,7 @@ class LinuxBackend:
             uid = self._uids.get(env_id)
             if uid is None:
                 return False
-            owner = tcp_peer_uid(peer, local)
+            owner = self._peers.tcp_owner(peer, local)
             if owner == 0 and env_id in self._root_connects:
                 # NetworkMode none: the child connected while still root, before its uid changed. Once.
                 self._root_connects.discard(env_id)
@@ -593,15 +616,14 @@ class LinuxBackend:
                 log.error("cgroup of environment %s could not be removed", env_id)
         self._root_connects.discard(env_id)
         scratch = self._scratches.pop(env_id, None)
-        if scratch is not None:
-            await asyncio.to_thread(scratch.release)
+        if scratch is not None and self._scratch is not None:
+            await asyncio.to_thread(self._scratch.give_back, scratch)
         uid = self._uids.pop(env_id, None)
         if uid is not None:
             self._free_uids.append(uid)
-        with contextlib.suppress(OSError):
-            shutil.rmtree(root / "root")
 
     async def close(self) -> None:
+        self._peers.close()
         if self._scratch is not None:
             await self._scratch.close()
         for task in list(self._spare_tasks):

@@ -3,6 +3,10 @@
 - ``lease(function)`` gives an environment that will run exactly one invocation: the most recently used
   idle one of that function's current generation, or a new one when all are busy (never more environments
   than requests: a new one is started only for a request that found none idle).
+- Starts are CPU-bound, so at most ``max_starting`` run at once (from spawn to the end of init): a burst
+  past that does not slow every start down together. A request beyond it waits, up to ``START_WAIT_S``,
+  for whichever comes first: a start slot (FIFO over all functions) or an environment of its own function
+  coming free (FIFO per function). Past the wait it is throttled.
 - An environment returns itself (``_on_free``) the moment its runtime posts a response; an environment of
   an old generation (the function was updated or deleted) is stopped instead of going back.
 - A sweeper stops environments idle past the keep-alive; past ``max_environments``, or past the memory
@@ -17,6 +21,7 @@ import contextlib
 import logging
 import secrets
 import time
+from collections import deque
 from collections.abc import Callable
 
 from selfless.errors import TooManyRequests
@@ -27,14 +32,37 @@ log = logging.getLogger(__name__)
 
 EnvKey = tuple[str, int]
 EnvFactory = Callable[[Function, str], Environment]
+# How long a request waits for a start slot or a freed environment before it is throttled.
+START_WAIT_S = 10.0
+
+
+class _Slot:
+    """What a waiting request gets when a start slot is its: it may start an environment."""
+
+
+_SLOT = _Slot()
+_Handoff = asyncio.Future[Environment | _Slot]
 
 
 class EnvironmentPool:
     def __init__(
-        self, factory: EnvFactory, *, keep_alive_s: float, max_environments: int, memory_budget_mb: int = 0
+        self,
+        factory: EnvFactory,
+        *,
+        keep_alive_s: float,
+        max_environments: int,
+        memory_budget_mb: int = 0,
+        max_starting: int = 64,
     ) -> None:
         """``memory_budget_mb`` 0: no memory budget, only the count bound."""
         self._factory = factory
+        self._max_starting = max_starting
+        self._starting = 0
+        # Requests waiting for a start slot (all functions, in arrival order), and the same requests by
+        # function, for a freed environment. A future is resolved once, by whichever comes first; the
+        # other queue drops it lazily.
+        self._slot_waiters: deque[_Handoff] = deque()
+        self._env_waiters: dict[EnvKey, deque[_Handoff]] = {}
         self._budget_mb = memory_budget_mb
         self._keep_alive_s = keep_alive_s
         self._max = max_environments
@@ -48,32 +76,95 @@ class EnvironmentPool:
     # -- leasing ----------------------------------------------------------------------------------------
 
     async def lease(self, function: Function) -> Environment:
-        """An environment ready to ``assign`` one invocation to. Raises TooManyRequests when full, OSError
-        when a new environment cannot start."""
+        """An environment ready to ``assign`` one invocation to. Raises TooManyRequests when full or when
+        no start slot came in time, OSError when a new environment cannot start."""
         self._current[function.name] = function.generation
-        idle = self._idle.get((function.name, function.generation))
+        key = (function.name, function.generation)
+        idle = self._idle.get(key)
         while idle:
             env = idle.pop()
             if env.state is EnvState.IDLE:
                 return env
         if self._closed:
             raise TooManyRequests("Rate Exceeded.", "ServerShuttingDown")
-        # Room by count and by memory (the sum of live environments' MemorySize): the least recently used
-        # idle environments of any function go first; with none idle left, the call is refused.
-        while len(self._all) >= self._max or self._over_budget(function.memory_size):
-            if not self._evict_one():
-                raise TooManyRequests("Rate Exceeded.", "ConcurrentInvocationLimitExceeded")
-        env_id = secrets.token_hex(16)
-        env = self._factory(function, env_id)
+        if self._starting >= self._max_starting:
+            got = await self._wait_for_slot_or_env(key)
+            if not isinstance(got, _Slot):
+                return got
+        else:
+            self._starting += 1
+        # Here this request holds a start slot, given back when the start is over (init done or failed).
+        try:
+            # Room by count and by memory (the sum of live environments' MemorySize): the least recently
+            # used idle environments of any function go first; with none idle left, the call is refused.
+            while len(self._all) >= self._max or self._over_budget(function.memory_size):
+                if not self._evict_one():
+                    raise TooManyRequests("Rate Exceeded.", "ConcurrentInvocationLimitExceeded")
+            env_id = secrets.token_hex(16)
+            env = self._factory(function, env_id)
+        except BaseException:
+            self._slot_done()
+            raise
         self._all[env_id] = env
+        env.started.add_done_callback(lambda _f: self._slot_done())
         await env.start()
         return env
+
+    async def _wait_for_slot_or_env(self, key: EnvKey) -> Environment | _Slot:
+        """Wait (up to START_WAIT_S) for a start slot, or for an environment of ``key`` to come free. With
+        a slot, the caller has counted itself in ``_starting``."""
+        while True:
+            handoff: _Handoff = asyncio.get_running_loop().create_future()
+            self._slot_waiters.append(handoff)
+            self._env_waiters.setdefault(key, deque()).append(handoff)
+            try:
+                async with asyncio.timeout(START_WAIT_S):
+                    got = await asyncio.shield(handoff)
+            except TimeoutError:
+                if not handoff.done():
+                    handoff.cancel()
+                    raise TooManyRequests("Rate Exceeded.", "FunctionInvocationRateLimitExceeded") from None
+                got = handoff.result()  # resolved as the deadline passed: still ours
+            except asyncio.CancelledError:
+                if handoff.done() and not handoff.cancelled():
+                    self._return_handoff(handoff.result())
+                else:
+                    handoff.cancel()
+                raise
+            if isinstance(got, _Slot) or got.state is EnvState.IDLE:
+                return got
+            # The environment handed over died before we ran: wait again (a new deadline, as a new arrival).
+
+    def _return_handoff(self, got: Environment | _Slot) -> None:
+        if isinstance(got, _Slot):
+            self._slot_done()
+        elif got.state is EnvState.IDLE:
+            self._on_free(got)
+
+    def _slot_done(self) -> None:
+        """A start is over: its slot goes to the longest-waiting request, if any."""
+        while self._slot_waiters:
+            waiter = self._slot_waiters.popleft()
+            if not waiter.done():
+                waiter.set_result(_SLOT)  # the slot passes on: _starting stays as it is
+                return
+        self._starting -= 1
 
     def _on_free(self, env: Environment) -> None:
         if self._closed or self._current.get(env.function.name) != env.function.generation:
             self._stop_later(env)
             return
         env.last_used = time.monotonic()
+        waiters = self._env_waiters.get(env.key)
+        while waiters:
+            waiter = waiters.popleft()
+            if not waiter.done():
+                waiter.set_result(env)  # straight to a request waiting for a start of this function
+                if not waiters:
+                    del self._env_waiters[env.key]
+                return
+        if waiters is not None:
+            del self._env_waiters[env.key]
         self._idle.setdefault(env.key, []).append(env)
 
     def _on_dead(self, env: Environment) -> None:
@@ -101,6 +192,9 @@ class EnvironmentPool:
         for key in [k for k in self._idle if k[0] == function_name and k[1] != generation]:
             for env in self._idle.pop(key):
                 self._stop_later(env)
+        for key in [k for k in self._env_waiters if k[0] == function_name and k[1] != generation]:
+            # Requests waiting for these can still get a start slot; no environment of theirs comes back.
+            del self._env_waiters[key]
 
     def _evict_one(self) -> bool:
         oldest: Environment | None = None
@@ -141,6 +235,11 @@ class EnvironmentPool:
     async def close(self, grace_s: float) -> None:
         """Stop every environment (SIGTERM, then SIGKILL after ``grace_s``) and wait until all are gone."""
         self._closed = True
+        for waiter in self._slot_waiters:
+            if not waiter.done():
+                waiter.set_exception(TooManyRequests("Rate Exceeded.", "ServerShuttingDown"))
+        self._slot_waiters.clear()
+        self._env_waiters.clear()
         if self._sweeper is not None:
             self._sweeper.cancel()
             with contextlib.suppress(asyncio.CancelledError):

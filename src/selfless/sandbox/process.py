@@ -18,6 +18,7 @@ import ctypes
 import ctypes.util
 import logging
 import os
+import shutil
 import signal
 import subprocess
 from collections.abc import Mapping, Sequence
@@ -265,9 +266,14 @@ class ProcessBackend:
     async def prepare(self, env_id: str, root: Path, code_tree: Path, function: Function) -> Layout:
         task_root = root / "task"
         tmp = root / "tmp"
+
+        def make() -> None:
+            root.mkdir(parents=True)
+            link_tree(code_tree, task_root)
+            tmp.mkdir(mode=0o1777)
+
         # In a thread: a 250 MB package of 20,000 files must not stall every other call on the loop.
-        await asyncio.to_thread(link_tree, code_tree, task_root)
-        tmp.mkdir(mode=0o1777)
+        await asyncio.to_thread(make)
         if self._mount_tmp and mount_tmpfs(tmp, function.ephemeral_storage):
             self._mounted.add(tmp)
         packages = str(self.runtime_packages) if self.runtime_packages else None
@@ -284,6 +290,8 @@ class ProcessBackend:
         if tmp in self._mounted:
             unmount(tmp)
             self._mounted.discard(tmp)
+        # rmtree does not follow a symlink at the top (it refuses it); ignore_errors covers "never made".
+        await asyncio.to_thread(shutil.rmtree, root, True)
 
     def peer_check(self, env_id: str) -> None:
         return None

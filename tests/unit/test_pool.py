@@ -1,0 +1,146 @@
+"""The environment pool's start slots: bounded parallel starts, and waiting requests served by whichever
+comes first (a start slot or a freed environment of their function), never by more environments than
+requests."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from typing import Any
+
+import pytest
+
+from selfless.errors import TooManyRequests
+from selfless.models import CodeRef, Function, FunctionState
+from selfless.sandbox import pool as pool_module
+from selfless.sandbox.environment import EnvState
+from selfless.sandbox.pool import EnvironmentPool
+
+CODE = CodeRef(sha256="x", key="k", size=1, unzipped_size=1)
+
+
+def function(name: str) -> Function:
+    return Function(
+        name=name,
+        arn=f"arn:aws:lambda:us-east-1:000000000000:function:{name}",
+        runtime="python3.12",
+        role="arn:aws:iam::000000000000:role/r",
+        handler="app.handler",
+        code=CODE,
+        state=FunctionState.ACTIVE,
+    )
+
+
+class FakeEnvironment:
+    """Just what the pool touches; ``finish_init`` and ``free`` play the runtime's part."""
+
+    def __init__(self, fn: Function, env_id: str, pool: Any) -> None:
+        self.id = env_id
+        self.function = fn
+        self.key = (fn.name, fn.generation)
+        self.state = EnvState.STARTING
+        self.last_used = time.monotonic()
+        self.started: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._pool = pool
+
+    async def start(self) -> None:
+        pass
+
+    async def stop(self, grace_s: float = 0.0) -> None:
+        self.state = EnvState.DEAD
+        if not self.started.done():
+            self.started.set_result(None)
+
+    def finish_init(self) -> None:
+        self.state = EnvState.BUSY
+        self.started.set_result(None)
+
+    def free(self) -> None:
+        self.state = EnvState.IDLE
+        self._pool._on_free(self)
+
+
+class Harness:
+    def __init__(self, max_starting: int) -> None:
+        self.made: list[FakeEnvironment] = []
+        self.pool = EnvironmentPool(self._make, keep_alive_s=60, max_environments=100, max_starting=max_starting)
+
+    def _make(self, fn: Function, env_id: str) -> Any:
+        env = FakeEnvironment(fn, env_id, self.pool)
+        self.made.append(env)
+        return env
+
+
+async def settle() -> None:
+    for _ in range(5):
+        await asyncio.sleep(0)
+
+
+def test_starts_beyond_the_bound_wait_for_a_slot_and_then_start() -> None:
+    async def scenario() -> None:
+        h = Harness(max_starting=2)
+        fn = function("burst")
+        first = [asyncio.create_task(h.pool.lease(fn)) for _ in range(2)]
+        third = asyncio.create_task(h.pool.lease(fn))
+        await settle()
+        assert len(h.made) == 2, "two starts at once, no more"
+        assert all(t.done() for t in first) and not third.done()
+        h.made[0].finish_init()  # its start is over: the slot passes to the waiting request
+        await settle()
+        assert len(h.made) == 3 and third.done()
+        assert third.result() is h.made[2]
+
+    asyncio.run(scenario())
+
+
+def test_a_waiting_request_takes_a_freed_environment_instead_of_starting_one() -> None:
+    async def scenario() -> None:
+        h = Harness(max_starting=1)
+        a, b = function("a"), function("b")
+        env_a = await h.pool.lease(a)
+        h.made[0].finish_init()
+        await h.pool.lease(b)  # holds the only start slot (its init never ends here)
+        waiting = asyncio.create_task(h.pool.lease(a))
+        await settle()
+        assert not waiting.done()
+        h.made[0].free()  # a's environment answers: straight to the request waiting for a
+        await settle()
+        assert waiting.result() is env_a
+        assert len(h.made) == 2, "no environment was started for the request that got a freed one"
+        h.made[1].finish_init()  # b's start ends with nobody waiting: the slot is simply free again
+        await settle()
+        assert h.pool._starting == 0
+
+    asyncio.run(scenario())
+
+
+def test_the_wait_is_bounded(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(pool_module, "START_WAIT_S", 0.05)
+
+    async def scenario() -> None:
+        h = Harness(max_starting=1)
+        await h.pool.lease(function("slow"))
+        with pytest.raises(TooManyRequests) as caught:
+            await h.pool.lease(function("other"))
+        assert caught.value.reason == "FunctionInvocationRateLimitExceeded"
+        assert len(h.made) == 1
+        # The throttled request left nothing behind: the slot it waited for goes to nobody.
+        h.made[0].finish_init()
+        await settle()
+        assert h.pool._starting == 0
+
+    asyncio.run(scenario())
+
+
+def test_a_start_that_dies_before_init_gives_its_slot_back() -> None:
+    async def scenario() -> None:
+        h = Harness(max_starting=1)
+        fn = function("dies")
+        await h.pool.lease(fn)
+        waiting = asyncio.create_task(h.pool.lease(fn))
+        await settle()
+        await h.made[0].stop()  # crashed during init
+        await settle()
+        assert waiting.done() and waiting.result() is h.made[1]
+
+    asyncio.run(scenario())
