@@ -20,6 +20,7 @@ from selfless.config import Settings
 from selfless.functions import FunctionRegistry
 from selfless.httpserver import HttpServer
 from selfless.invocation.leases import Leases
+from selfless.invocation.provisioned import ProvisionedConcurrency
 from selfless.invocation.service import InvocationService
 from selfless.models import Function
 from selfless.observability.logs import LogStore, stream_name
@@ -87,7 +88,8 @@ class App:
             max_starting=settings.max_starting,
         )
         self.leases = Leases(settings.concurrency_limit)
-        self.registry = FunctionRegistry(settings, self.store, self.code, self.runtimes, self.pool.retire, self.leases)
+        self.registry = FunctionRegistry(settings, self.store, self.code, self.runtimes, self._changed, self.leases)
+        self.provisioned = ProvisionedConcurrency(self.registry, self.pool, self.store, self.leases)
         self.health_info: dict[str, str] = {
             "region": settings.region,
             "account": settings.account_id,
@@ -98,7 +100,9 @@ class App:
         self.metrics.watch_concurrency(self.leases.in_use)
         self.invocations = InvocationService(settings, self.registry, self.pool, self.store, self.metrics, self.leases)
         self.code_urls = CodeUrls()
-        self.lambda_api = LambdaApi(settings, self.registry, self.invocations, self.code, self.code_urls, self.leases)
+        self.lambda_api = LambdaApi(
+            settings, self.registry, self.invocations, self.code, self.code_urls, self.leases, self.provisioned
+        )
         self.front = FrontDoor(
             SigV4Verifier(self.keyring),
             self.lambda_api,
@@ -111,7 +115,13 @@ class App:
         self._prewarm: asyncio.Task[None] | None = None
         self.created_credentials = False
 
-    def _new_environment(self, function: Function, env_id: str) -> Environment:
+    def _changed(self, qualified_name: str, generation: int | None) -> None:
+        """A function or version changed (``generation``) or went away (None)."""
+        if generation is None:
+            self.provisioned.forget(qualified_name)
+        self.pool.retire(qualified_name, generation)
+
+    def _new_environment(self, function: Function, env_id: str, provisioned: bool = False) -> Environment:
         runtime = self.runtimes.get(function.runtime or "")
         if runtime is None:
             raise OSError(f"runtime {function.runtime} is not available on this server")
@@ -123,7 +133,7 @@ class App:
             settings=self.settings,
             root=self.envs_root / env_id,
             code_tree=self.code.tree(function.code.key),
-            stream=self.logs.stream(function.name, stream_name("$LATEST", env_id)),
+            stream=self.logs.stream(function.name, stream_name(function.version, env_id)),
             meter=self.meter,
             keyring=self.keyring,
             backend=self.backend,
@@ -131,6 +141,7 @@ class App:
             on_dead=on_dead,
             endpoint=self.settings.endpoint,
             first_substitution=self.runtimes.first_substitution,
+            provisioned=provisioned,
         )
 
     async def start(self) -> tuple[str, int]:
@@ -152,6 +163,7 @@ class App:
         self.meter.open()
         await self.registry.load()
         self.pool.start()
+        await self.provisioned.load()
         await self.invocations.start()
         self.address = await self.http.start(s.host, s.port)
         if isinstance(self.backend, LinuxBackend):
@@ -204,6 +216,7 @@ class App:
         if not drained:
             log.warning("shutdown deadline passed with invocations still running; stopping them")
         await self.registry.wait_settled()
+        await self.provisioned.close()
         if self._prewarm is not None:
             self._prewarm.cancel()
             with contextlib.suppress(asyncio.CancelledError):

@@ -8,6 +8,7 @@ them once to its own wire form (see ``selfless.api.errors``)::
     ├── InvalidParameterValue          a parameter is well-formed but not acceptable
     ├── InvalidRequestContent          the body is not the JSON the operation expects
     ├── ResourceNotFound               no such function / resource
+    │   └── ProvisionedConcurrencyConfigNotFound
     ├── ResourceConflict               exists already, or is in a state that forbids the call
     ├── PreconditionFailed             a RevisionId did not match
     ├── RequestTooLarge                a payload past the synchronous / asynchronous limit
@@ -50,6 +51,10 @@ class InvalidRequestContent(SelflessError):
 
 class ResourceNotFound(SelflessError):
     aws_type = "ResourceNotFoundException"
+
+
+class ProvisionedConcurrencyConfigNotFound(ResourceNotFound):
+    aws_type = "ProvisionedConcurrencyConfigNotFoundException"
 
 
 class ResourceConflict(SelflessError):

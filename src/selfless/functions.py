@@ -1,4 +1,4 @@
-"""Functions: create, read, update, delete and tag $LATEST, with AWS's rules for each.
+"""Functions: create, read, update, delete and tag $LATEST, publish and delete versions, with AWS's rules.
 
 The registry is the in-memory view of the metadata store (the store is the system of record; every change
 is durable before it is visible). Mutations of one function are serialised by a per-function lock, and
@@ -77,6 +77,30 @@ _NAME_RE = re.compile(
 )
 
 
+def _snapshot_fields(fn: Function) -> dict[str, Any]:
+    """What makes a version differ from another: code and configuration, not names, times or counters."""
+    doc = fn.to_doc()
+    for key in (
+        "arn",
+        "version",
+        "last_version",
+        "last_modified",
+        "revision_id",
+        "generation",
+        "description",
+        "tags",
+        "reserved_concurrency",
+        "state",
+        "state_reason",
+        "state_reason_code",
+        "last_update_status",
+        "last_update_status_reason",
+        "last_update_status_reason_code",
+    ):
+        doc.pop(key, None)
+    return doc
+
+
 def now_lastmodified() -> str:
     """Lambda's LastModified form: 2026-11-22T20:40:02.123+0000."""
     t = datetime.datetime.now(datetime.UTC)
@@ -100,6 +124,7 @@ class FunctionRegistry:
         self._runtimes = runtimes
         self._on_change = on_change  # (name, new generation or None when deleted): retire environments
         self._functions: dict[str, Function] = {}
+        self._versions: dict[str, dict[str, Function]] = {}  # name -> version number -> snapshot
         self._locks: dict[str, asyncio.Lock] = {}
         self._tasks: set[asyncio.Task[None]] = set()
 
@@ -110,6 +135,8 @@ class FunctionRegistry:
                 fn = self._settled(fn)
                 await self._store.put_function(fn)
             self._functions[fn.name] = fn
+        for version in await self._store.list_versions():
+            self._versions.setdefault(version.name, {})[version.version] = version
         self._leases.load(
             {fn.name: fn.reserved_concurrency for fn in self._functions.values() if fn.reserved_concurrency is not None}
         )
@@ -144,13 +171,30 @@ class FunctionRegistry:
         return name, m.group("qualifier")
 
     def get(self, name_or_arn: str, qualifier: str | None = None) -> Function:
+        """$LATEST, or the published version the qualifier (or the ARN's) names."""
         name, q = self.resolve_name(name_or_arn)
         q = qualifier or q
         fn = self._functions.get(name)
-        if fn is None or (q is not None and q != "$LATEST"):
+        if fn is not None and q is not None and q != "$LATEST":
+            fn = self._versions.get(name, {}).get(q)
+        if fn is None:
             arn = self.arn(name) + (f":{q}" if q else "")
             raise ResourceNotFound(f"Function not found: {arn}")
         return fn
+
+    def latest(self, name_or_arn: str) -> Function:
+        """$LATEST, for changes: a name or ARN qualified with anything else is not found."""
+        name, q = self.resolve_name(name_or_arn)
+        fn = self._functions.get(name)
+        if fn is None or (q is not None and q != "$LATEST"):
+            raise ResourceNotFound(f"Function not found: {self.arn(name)}" + (f":{q}" if q else ""))
+        return fn
+
+    def versions(self, name_or_arn: str) -> list[Function]:
+        """$LATEST then every published version, oldest first."""
+        latest = self.get(name_or_arn)
+        published = self._versions.get(latest.name, {})
+        return [latest] + [published[v] for v in sorted(published, key=int)]
 
     def page(self, marker: str | None, max_items: int | None) -> tuple[list[Function], str | None]:
         names = sorted(self._functions)
@@ -231,7 +275,7 @@ class FunctionRegistry:
         return fn
 
     async def update_code(self, name_or_arn: str, params: Mapping[str, Any]) -> Function:
-        fn = self.get(name_or_arn)
+        fn = self.latest(name_or_arn)
         if params.get("ImageUri"):
             raise InvalidParameterValue("Container images are not supported by selfless yet")
         if params.get("Publish"):
@@ -258,7 +302,7 @@ class FunctionRegistry:
         return fn
 
     async def update_configuration(self, name_or_arn: str, params: Mapping[str, Any]) -> Function:
-        fn = self.get(name_or_arn)
+        fn = self.latest(name_or_arn)
         self._refuse_unsupported(params)
         if "Runtime" in params:
             self._check_runtime(params["Runtime"])
@@ -292,25 +336,86 @@ class FunctionRegistry:
         return fn
 
     async def delete(self, name_or_arn: str, qualifier: str | None) -> None:
+        """The whole function (its versions too), or with a qualifier one published version."""
         name, q = self.resolve_name(name_or_arn)
         q = qualifier or q
-        if q is not None and q != "$LATEST":
-            raise ResourceNotFound(f"Function not found: {self.arn(name)}:{q}")
         if q == "$LATEST":
             raise InvalidParameterValue("$LATEST version cannot be deleted without deleting the function.")
+        if q is not None:
+            await self._delete_version(name, q)
+            return
         async with self._lock(name):
             if name not in self._functions:
                 raise ResourceNotFound(f"Function not found: {self.arn(name)}")
             await self._store.delete_function(name)
             del self._functions[name]
+            versions = self._versions.pop(name, {})
         self._locks.pop(name, None)
         self._leases.reserve(name, None)
         self._on_change(name, None)
+        for version in versions.values():
+            self._on_change(version.qualified_name, None)
         await self._collect()
+
+    async def _delete_version(self, name: str, version: str) -> None:
+        async with self._lock(name):
+            fn = self._versions.get(name, {}).get(version)
+            if fn is None:
+                raise ResourceNotFound(f"Function not found: {self.arn(name)}:{version}")
+            await self._store.delete_version(name, version)
+            del self._versions[name][version]
+        self._on_change(fn.qualified_name, None)
+        await self._collect()
+
+    async def publish_version(self, name_or_arn: str, params: Mapping[str, Any]) -> Function:
+        """Snapshot $LATEST as the next version number; when neither code nor configuration changed since
+        the last version, that version is returned instead of a new one (as AWS does)."""
+        name, q = self.resolve_name(name_or_arn)
+        if q is not None:
+            raise InvalidParameterValue("PublishVersion does not accept a qualified function name")
+        async with self._lock(name):
+            latest = self.get(name)
+            self._check_revision(latest, params.get("RevisionId"))
+            self._check_updatable(latest)
+            if latest.state is not FunctionState.ACTIVE:
+                raise ResourceConflict(
+                    "The operation cannot be performed at this time. The function is currently in the following "
+                    f"state: {latest.state.value}"
+                )
+            sha = params.get("CodeSha256")
+            if sha is not None and sha != latest.code.sha256:
+                raise InvalidParameterValue(
+                    f"CodeSHA256 ({sha}) is different from current CodeSHA256 in $LATEST ({latest.code.sha256}). "
+                    "Please try again with the CodeSHA256 in $LATEST."
+                )
+            published = self._versions.get(name, {})
+            if published:
+                newest = published[max(published, key=int)]
+                if _snapshot_fields(newest) == _snapshot_fields(latest):
+                    return newest
+            number = latest.last_version + 1
+            version = latest.replace(
+                version=str(number),
+                arn=f"{latest.arn}:{number}",
+                description=params.get("Description", latest.description),
+                last_modified=now_lastmodified(),
+                revision_id=str(uuid.uuid4()),
+                last_version=0,
+                reserved_concurrency=None,
+                tags={},
+                last_update_status=UpdateStatus.SUCCESSFUL,
+                last_update_status_reason=None,
+                last_update_status_reason_code=None,
+            )
+            latest = latest.replace(last_version=number)
+            await self._store.publish_version(latest, version)
+            self._functions[name] = latest
+            self._versions.setdefault(name, {})[version.version] = version
+        return version
 
     async def put_concurrency(self, name_or_arn: str, value: int) -> Function:
         """Reserve ``value`` concurrent executions (0 turns the function off)."""
-        fn = self.get(name_or_arn)
+        fn = self.latest(name_or_arn)
         async with self._lock(fn.name):
             fn = self.get(fn.name)
             self._leases.check_reservation(fn.name, value)
@@ -321,7 +426,7 @@ class FunctionRegistry:
         return fn
 
     async def delete_concurrency(self, name_or_arn: str) -> None:
-        fn = self.get(name_or_arn)
+        fn = self.latest(name_or_arn)
         async with self._lock(fn.name):
             fn = self.get(fn.name).replace(reserved_concurrency=None)
             await self._store.put_function(fn)
@@ -499,4 +604,6 @@ class FunctionRegistry:
         return data
 
     async def _collect(self) -> None:
-        await self._code.collect(fn.code.key for fn in self._functions.values())
+        keys = [fn.code.key for fn in self._functions.values()]
+        keys += [v.code.key for versions in self._versions.values() for v in versions.values()]
+        await self._code.collect(keys)

@@ -33,7 +33,7 @@ class CodeRef:
 
 @dataclasses.dataclass(frozen=True)
 class Function:
-    """$LATEST of one function: everything GetFunctionConfiguration shows, plus tags.
+    """$LATEST or a published version of one function: everything GetFunctionConfiguration shows, plus tags.
 
     ``generation`` changes when code or configuration changes, and only then: environments belong to one
     generation, so an update retires the old ones without touching in-flight calls.
@@ -58,6 +58,10 @@ class Function:
     revision_id: str = ""
     generation: int = 1
     reserved_concurrency: int | None = None
+    # "$LATEST", or the number of a published version (an immutable snapshot; its ``arn`` is qualified).
+    version: str = "$LATEST"
+    # On $LATEST: the highest version number ever published (numbers are never reused).
+    last_version: int = 0
     state: FunctionState = FunctionState.PENDING
     state_reason: str | None = None
     state_reason_code: str | None = None
@@ -67,6 +71,11 @@ class Function:
 
     def replace(self, **changes: Any) -> Function:
         return dataclasses.replace(self, **changes)
+
+    @property
+    def qualified_name(self) -> str:
+        """What environments belong to: ``name`` for $LATEST, ``name:N`` for version N."""
+        return self.name if self.version == "$LATEST" else f"{self.name}:{self.version}"
 
     def to_doc(self) -> dict[str, Any]:
         doc = dataclasses.asdict(self)

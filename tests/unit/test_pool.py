@@ -37,7 +37,8 @@ class FakeEnvironment:
     def __init__(self, fn: Function, env_id: str, pool: Any) -> None:
         self.id = env_id
         self.function = fn
-        self.key = (fn.name, fn.generation)
+        self.key = (fn.qualified_name, fn.generation)
+        self.provisioned = False
         self.state = EnvState.STARTING
         self.last_used = time.monotonic()
         self.started: asyncio.Future[None] = asyncio.get_running_loop().create_future()
@@ -65,7 +66,7 @@ class Harness:
         self.made: list[FakeEnvironment] = []
         self.pool = EnvironmentPool(self._make, keep_alive_s=60, max_environments=100, max_starting=max_starting)
 
-    def _make(self, fn: Function, env_id: str) -> Any:
+    def _make(self, fn: Function, env_id: str, provisioned: bool) -> Any:
         env = FakeEnvironment(fn, env_id, self.pool)
         self.made.append(env)
         return env

@@ -36,6 +36,7 @@ from selfless.errors import (
 from selfless.functions import MAX_ZIPPED, FunctionRegistry
 from selfless.httpserver import Request, Response
 from selfless.invocation.leases import Leases
+from selfless.invocation.provisioned import ProvisionedConcurrency
 from selfless.invocation.service import MAX_SYNC_PAYLOAD, InvocationService
 from selfless.models import InvocationType, InvokeRequest
 
@@ -97,7 +98,9 @@ class LambdaApi:
         code: LocalCodeStore,
         code_urls: CodeUrls,
         leases: Leases,
+        provisioned: ProvisionedConcurrency,
     ) -> None:
+        self._provisioned = provisioned
         self._settings = settings
         self._registry = registry
         self._invocations = invocations
@@ -121,6 +124,12 @@ class LambdaApi:
             "PutFunctionConcurrency": self._put_function_concurrency,
             "GetFunctionConcurrency": self._get_function_concurrency,
             "DeleteFunctionConcurrency": self._delete_function_concurrency,
+            "PublishVersion": self._publish_version,
+            "ListVersionsByFunction": self._list_versions_by_function,
+            "PutProvisionedConcurrencyConfig": self._put_provisioned,
+            "GetProvisionedConcurrencyConfig": self._get_provisioned,
+            "DeleteProvisionedConcurrencyConfig": self._delete_provisioned,
+            "ListProvisionedConcurrencyConfigs": self._list_provisioned,
         }
 
     async def handle(self, request: Request, caller: Caller, request_id: str) -> Response:
@@ -137,7 +146,7 @@ class LambdaApi:
             if hit is not None:
                 self._authorize(caller, "Invoke")
                 return await self._invoke(urllib.parse.unquote(hit.group(1)), request, request_id)
-        found = self._router.match(request.method, request.path)
+        found = self._router.match(request.method, request.path, request.query)
         if found is None:
             raise UnsupportedOperation(f"No Lambda operation at {request.method} {request.path}")
         route, labels = found
@@ -221,9 +230,10 @@ class LambdaApi:
         return f"http://{host}"
 
     async def _create_function(self, params: dict[str, Any], request: Request) -> Response:
-        if params.get("Publish"):
-            raise InvalidParameterValue("Publishing versions is not supported by selfless yet")
         fn = await self._registry.create(params)
+        if params.get("Publish"):
+            await self._registry.wait_settled()
+            fn = await self._registry.publish_version(fn.name, {})
         return _json(configuration(fn, self._settings.region), 201)
 
     async def _get_function(self, params: dict[str, Any], request: Request) -> Response:
@@ -297,6 +307,48 @@ class LambdaApi:
     async def _delete_function_concurrency(self, params: dict[str, Any], request: Request) -> Response:
         await self._registry.delete_concurrency(params["FunctionName"])
         return Response(204, b"", content_type=None)
+
+    # -- versions and provisioned concurrency -------------------------------------------------------------
+
+    async def _publish_version(self, params: dict[str, Any], request: Request) -> Response:
+        fn = await self._registry.publish_version(params["FunctionName"], params)
+        return _json(configuration(fn, self._settings.region), 201)
+
+    async def _list_versions_by_function(self, params: dict[str, Any], request: Request) -> Response:
+        versions = self._registry.versions(params["FunctionName"])
+        start = 0
+        marker = params.get("Marker")
+        if marker:
+            found = [i for i, v in enumerate(versions) if v.version == marker]
+            if not found:
+                raise InvalidParameterValue("Invalid marker")
+            start = found[0] + 1
+        limit = params.get("MaxItems") or 50
+        chosen = versions[start : start + limit]
+        doc: dict[str, Any] = {"Versions": [configuration(v, self._settings.region) for v in chosen]}
+        if start + limit < len(versions) and chosen:
+            doc["NextMarker"] = chosen[-1].version
+        return _json(doc)
+
+    async def _put_provisioned(self, params: dict[str, Any], request: Request) -> Response:
+        doc = await self._provisioned.put(
+            params["FunctionName"], params["Qualifier"], params["ProvisionedConcurrentExecutions"]
+        )
+        return _json(doc, 202)
+
+    async def _get_provisioned(self, params: dict[str, Any], request: Request) -> Response:
+        return _json(self._provisioned.get(params["FunctionName"], params["Qualifier"]))
+
+    async def _delete_provisioned(self, params: dict[str, Any], request: Request) -> Response:
+        await self._provisioned.delete(params["FunctionName"], params["Qualifier"])
+        return Response(204, b"", content_type=None)
+
+    async def _list_provisioned(self, params: dict[str, Any], request: Request) -> Response:
+        configs, marker = self._provisioned.page(params["FunctionName"], params.get("Marker"), params.get("MaxItems"))
+        doc: dict[str, Any] = {"ProvisionedConcurrencyConfigs": configs}
+        if marker is not None:
+            doc["NextMarker"] = marker
+        return _json(doc)
 
     # -- tags -------------------------------------------------------------------------------------------
 

@@ -46,6 +46,8 @@ class Route:
     regex: re.Pattern[str]
     labels: tuple[str, ...]
     status: int
+    # Literal query parameters the model's requestUri carries (``?List=ALL``): the request must have them.
+    query: tuple[tuple[str, str], ...] = ()
 
 
 class Router:
@@ -53,7 +55,8 @@ class Router:
         self._routes: dict[str, list[Route]] = {}
         for name in model.operation_names:
             op = model.operation_model(name)
-            uri = op.http["requestUri"].split("?")[0]
+            uri, _, literal = op.http["requestUri"].partition("?")
+            query = tuple((k, v) for k, v in urllib.parse.parse_qsl(literal, keep_blank_values=True))
             labels: list[str] = []
 
             def label(m: re.Match[str], labels: list[str] = labels) -> str:
@@ -63,14 +66,18 @@ class Router:
 
             pattern = re.sub(r"\\\{([^}]+)\\\}", label, re.escape(uri).replace(r"\+", "+"))
             regex = re.compile("^" + pattern.rstrip("/") + "/?$")
-            route = Route(name, op.http["method"], regex, tuple(labels), int(op.http.get("responseCode", 200)))
+            route = Route(name, op.http["method"], regex, tuple(labels), int(op.http.get("responseCode", 200)), query)
             self._routes.setdefault(route.method, []).append(route)
-        # Literal routes before labelled ones, longer before shorter, so /functions/{F}/code beats /functions/{F}.
+        # Routes that need a literal query first (same path otherwise), literal routes before labelled ones,
+        # longer before shorter, so /functions/{F}/code beats /functions/{F}.
         for routes in self._routes.values():
-            routes.sort(key=lambda r: (len(r.labels), -len(r.regex.pattern)))
+            routes.sort(key=lambda r: (not r.query, len(r.labels), -len(r.regex.pattern)))
 
-    def match(self, method: str, path: str) -> tuple[Route, dict[str, str]] | None:
+    def match(self, method: str, path: str, query: str = "") -> tuple[Route, dict[str, str]] | None:
+        given = set(urllib.parse.parse_qsl(query, keep_blank_values=True)) if query else set()
         for route in self._routes.get(method, ()):
+            if route.query and not given.issuperset(route.query):
+                continue
             m = route.regex.match(path)
             if m:
                 return route, {k: urllib.parse.unquote(v) for k, v in zip(route.labels, m.groups(), strict=True)}

@@ -21,7 +21,7 @@ def configuration(fn: Function, region: str) -> dict[str, Any]:
         "MemorySize": fn.memory_size,
         "LastModified": fn.last_modified,
         "CodeSha256": fn.code.sha256,
-        "Version": "$LATEST",
+        "Version": fn.version,
         "TracingConfig": {"Mode": "PassThrough"},
         "RevisionId": fn.revision_id,
         "State": fn.state.value,

@@ -103,6 +103,7 @@ class InvocationService:
         return InvokeResult(
             200,
             outcome.payload,
+            executed_version=fn.version,
             function_error="Unhandled" if outcome.failed else None,
             log_tail=outcome.log_tail if req.tail_logs else None,
             request_id=request_id,

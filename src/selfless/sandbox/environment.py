@@ -119,10 +119,13 @@ class Environment:
         on_dead: Callable[[Environment], None],
         endpoint: str,
         first_substitution: Callable[[str], bool],
+        provisioned: bool = False,
     ) -> None:
         self.id = env_id
         self.function = function
-        self.key = (function.name, function.generation)
+        self.key = (function.qualified_name, function.generation)
+        # Started ahead for provisioned concurrency: initialised before any call, never reports Init Duration.
+        self.provisioned = provisioned
         self.runtime = runtime
         self.state = EnvState.STARTING
         self.last_used = time.monotonic()
@@ -234,11 +237,11 @@ class Environment:
         env.update(
             {
                 "AWS_LAMBDA_FUNCTION_NAME": fn.name,
-                "AWS_LAMBDA_FUNCTION_VERSION": "$LATEST",
+                "AWS_LAMBDA_FUNCTION_VERSION": fn.version,
                 "AWS_LAMBDA_FUNCTION_MEMORY_SIZE": str(fn.memory_size),
                 "AWS_LAMBDA_LOG_GROUP_NAME": f"/aws/lambda/{fn.name}",
                 "AWS_LAMBDA_LOG_STREAM_NAME": self._stream.name,
-                "AWS_LAMBDA_INITIALIZATION_TYPE": "on-demand",
+                "AWS_LAMBDA_INITIALIZATION_TYPE": "provisioned-concurrency" if self.provisioned else "on-demand",
                 "AWS_REGION": s.region,
                 "AWS_DEFAULT_REGION": s.region,
                 "AWS_LAMBDA_RUNTIME_API": api,
@@ -387,7 +390,7 @@ class Environment:
         inv.deliver()
         if self.state is EnvState.STARTING:
             self._move(EnvState.BUSY)
-        self._write(inv, f"START RequestId: {inv.request_id} Version: $LATEST")
+        self._write(inv, f"START RequestId: {inv.request_id} Version: {self.function.version}")
         if self._timer is not None:
             self._timer.cancel()
         self._timer = self._loop.call_later(inv.timeout_s, self._timed_out, inv)
@@ -398,6 +401,8 @@ class Environment:
             self._init_done = True
             if not self.started.done():
                 self.started.set_result(None)
+            if self.provisioned:
+                self._init_reported = True  # its init ran before any call: no call reports it
             since_spawn = (time.monotonic() - self._spawned_at) * 1000
             # Init Duration is the function's own init when its runtime says (ours does); the rest of the
             # time since the spawn (fork, sandbox, interpreter start) is the platform's.
@@ -529,7 +534,7 @@ class Environment:
         now = time.monotonic()
         if inv.delivered_at == 0.0:
             inv.delivered_at = now
-            self._write(inv, f"START RequestId: {inv.request_id} Version: $LATEST")
+            self._write(inv, f"START RequestId: {inv.request_id} Version: {self.function.version}")
         duration_ms = (now - inv.delivered_at) * 1000
         billed = max(1, math.ceil(duration_ms))
         memory = (self._process.peak_rss_mb() if self._process is not None else None) or 0
@@ -554,7 +559,7 @@ class Environment:
         self._stream.flush_soon()
         self._meter.record(
             function=self.function.name,
-            version="$LATEST",
+            version=self.function.version,
             request_id=inv.request_id,
             environment=self.id,
             duration_ms=round(duration_ms, 3),

@@ -7,6 +7,11 @@
   past that does not slow every start down together. A request beyond it waits, up to ``START_WAIT_S``,
   for whichever comes first: a start slot (FIFO over all functions) or an environment of its own function
   coming free (FIFO per function). Past the wait it is throttled.
+- Provisioned concurrency (``provision``): a version's environments started and initialised ahead, kept
+  apart from on-demand ones. Calls go to an idle provisioned environment first and spill over to on-demand
+  ones; keep-alive and eviction never stop them, and one that dies is replaced.
+
+Environments belong to a *qualified* name (``name`` for $LATEST, ``name:N`` for version N) and generation.
 - An environment returns itself (``_on_free``) the moment its runtime posts a response; an environment of
   an old generation (the function was updated or deleted) is stopped instead of going back.
 - A sweeper stops environments idle past the keep-alive; past ``max_environments``, or past the memory
@@ -18,6 +23,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import logging
 import secrets
 import time
@@ -31,7 +37,7 @@ from selfless.sandbox.environment import Environment, EnvState
 log = logging.getLogger(__name__)
 
 EnvKey = tuple[str, int]
-EnvFactory = Callable[[Function, str], Environment]
+EnvFactory = Callable[[Function, str, bool], Environment]  # (function, environment id, provisioned)
 # How long a request waits for a start slot or a freed environment before it is throttled.
 START_WAIT_S = 10.0
 
@@ -42,6 +48,27 @@ class _Slot:
 
 _SLOT = _Slot()
 _Handoff = asyncio.Future[Environment | _Slot]
+
+
+class ProvisioningFailed(Exception):
+    """A provisioned environment could not be made ready; ``reason`` is AWS's StatusReason text."""
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason)
+        self.reason = reason
+
+
+@dataclasses.dataclass(eq=False)
+class _Provisioned:
+    function: Function
+    target: int
+    envs: set[Environment] = dataclasses.field(default_factory=set)
+    idle: list[Environment] = dataclasses.field(default_factory=list)
+    filling: asyncio.Task[None] | None = None
+
+    def ready(self) -> int:
+        """Environments whose init is done (idle or busy)."""
+        return sum(1 for e in self.envs if e.state in (EnvState.IDLE, EnvState.BUSY))
 
 
 class EnvironmentPool:
@@ -68,7 +95,8 @@ class EnvironmentPool:
         self._max = max_environments
         self._idle: dict[EnvKey, list[Environment]] = {}
         self._all: dict[str, Environment] = {}
-        self._current: dict[str, int] = {}  # function name -> current generation
+        self._current: dict[str, int] = {}  # qualified name -> current generation
+        self._provisioned: dict[str, _Provisioned] = {}  # qualified name -> its provisioned environments
         self._sweeper: asyncio.Task[None] | None = None
         self._stopping: set[asyncio.Task[None]] = set()
         self._closed = False
@@ -78,8 +106,14 @@ class EnvironmentPool:
     async def lease(self, function: Function) -> Environment:
         """An environment ready to ``assign`` one invocation to. Raises TooManyRequests when full or when
         no start slot came in time, OSError when a new environment cannot start."""
-        self._current[function.name] = function.generation
-        key = (function.name, function.generation)
+        self._current[function.qualified_name] = function.generation
+        key = (function.qualified_name, function.generation)
+        provisioned = self._provisioned.get(function.qualified_name)
+        if provisioned is not None:
+            while provisioned.idle:
+                env = provisioned.idle.pop()
+                if env.state is EnvState.IDLE:
+                    return env
         idle = self._idle.get(key)
         while idle:
             env = idle.pop()
@@ -101,7 +135,7 @@ class EnvironmentPool:
                 if not self._evict_one():
                     raise TooManyRequests("Rate Exceeded.", "ConcurrentInvocationLimitExceeded")
             env_id = secrets.token_hex(16)
-            env = self._factory(function, env_id)
+            env = self._factory(function, env_id, False)
         except BaseException:
             self._slot_done()
             raise
@@ -151,10 +185,16 @@ class EnvironmentPool:
         self._starting -= 1
 
     def _on_free(self, env: Environment) -> None:
-        if self._closed or self._current.get(env.function.name) != env.function.generation:
+        if self._closed or self._current.get(env.key[0]) != env.function.generation:
             self._stop_later(env)
             return
         env.last_used = time.monotonic()
+        if env.provisioned:
+            provisioned = self._provisioned.get(env.key[0])
+            if provisioned is not None and env in provisioned.envs:
+                provisioned.idle.append(env)
+                return
+            env.provisioned = False  # its configuration went away while it was busy: on demand from now
         waiters = self._env_waiters.get(env.key)
         while waiters:
             waiter = waiters.popleft()
@@ -169,6 +209,13 @@ class EnvironmentPool:
 
     def _on_dead(self, env: Environment) -> None:
         self._all.pop(env.id, None)
+        provisioned = self._provisioned.get(env.key[0])
+        if provisioned is not None and env in provisioned.envs:
+            provisioned.envs.discard(env)
+            with contextlib.suppress(ValueError):
+                provisioned.idle.remove(env)
+            if not self._closed:
+                self._fill_later(provisioned)  # AWS replaces a provisioned environment that went away
         idle = self._idle.get(env.key)
         if idle is not None:
             with contextlib.suppress(ValueError):
@@ -183,10 +230,11 @@ class EnvironmentPool:
     # -- retiring ---------------------------------------------------------------------------------------
 
     def retire(self, function_name: str, generation: int | None) -> None:
-        """The function moved to ``generation`` (None: deleted): stop its other idle environments now;
-        busy ones stop when they are freed."""
+        """The function (a qualified name) moved to ``generation`` (None: deleted): stop its other idle
+        environments now; busy ones stop when they are freed."""
         if generation is None:
             self._current.pop(function_name, None)
+            self.unprovision(function_name)
         else:
             self._current[function_name] = generation
         for key in [k for k in self._idle if k[0] == function_name and k[1] != generation]:
@@ -195,6 +243,77 @@ class EnvironmentPool:
         for key in [k for k in self._env_waiters if k[0] == function_name and k[1] != generation]:
             # Requests waiting for these can still get a start slot; no environment of theirs comes back.
             del self._env_waiters[key]
+
+    # -- provisioned concurrency --------------------------------------------------------------------------
+
+    async def provision(self, function: Function, count: int) -> None:
+        """Keep ``count`` initialised environments of ``function`` (a published version) for its calls.
+        Returns once that many are ready; raises ProvisioningFailed when one cannot start or its init
+        fails (what is ready stays), TooManyRequests when there is no room for them."""
+        name = function.qualified_name
+        self._current[name] = function.generation
+        provisioned = self._provisioned.get(name)
+        if provisioned is None:
+            provisioned = self._provisioned[name] = _Provisioned(function, count)
+        provisioned.target = count
+        surplus = len(provisioned.envs) - count
+        for env in list(provisioned.idle)[: max(0, surplus)]:
+            provisioned.idle.remove(env)
+            provisioned.envs.discard(env)
+            self._stop_later(env)
+        await self._fill(provisioned)
+
+    def provisioned_ready(self, qualified_name: str) -> int:
+        provisioned = self._provisioned.get(qualified_name)
+        return 0 if provisioned is None else provisioned.ready()
+
+    def unprovision(self, qualified_name: str) -> None:
+        """Stop keeping environments for this version: idle ones stop now, busy ones become on-demand."""
+        provisioned = self._provisioned.pop(qualified_name, None)
+        if provisioned is None:
+            return
+        if provisioned.filling is not None:
+            provisioned.filling.cancel()
+        for env in provisioned.idle:
+            self._stop_later(env)
+        for env in provisioned.envs:
+            env.provisioned = False  # busy ones go on as on-demand environments
+
+    async def _fill(self, provisioned: _Provisioned) -> None:
+        while not self._closed and self._provisioned.get(provisioned.function.qualified_name) is provisioned:
+            missing = provisioned.target - len(provisioned.envs)
+            if missing <= 0:
+                return
+            starts = [self._start_provisioned(provisioned) for _ in range(min(missing, self._max_starting))]
+            results = await asyncio.gather(*starts, return_exceptions=True)
+            for result in results:
+                if isinstance(result, BaseException):
+                    raise result
+
+    async def _start_provisioned(self, provisioned: _Provisioned) -> None:
+        function = provisioned.function
+        while len(self._all) >= self._max or self._over_budget(function.memory_size):
+            if not self._evict_one():
+                raise TooManyRequests("Rate Exceeded.", "ConcurrentInvocationLimitExceeded")
+        env = self._factory(function, secrets.token_hex(16), True)
+        self._all[env.id] = env
+        provisioned.envs.add(env)
+        await env.start()
+        await asyncio.shield(env.started)
+        if not env.alive:
+            raise ProvisioningFailed("FUNCTION_ERROR_INIT_FAILURE")
+
+    def _fill_later(self, provisioned: _Provisioned) -> None:
+        if provisioned.filling is not None and not provisioned.filling.done():
+            return
+
+        async def refill() -> None:
+            try:
+                await self._fill(provisioned)
+            except (ProvisioningFailed, TooManyRequests, OSError) as exc:
+                log.warning("could not replace a provisioned environment of %s: %s", provisioned.function.arn, exc)
+
+        provisioned.filling = asyncio.get_running_loop().create_task(refill())
 
     def _evict_one(self) -> bool:
         oldest: Environment | None = None
@@ -240,6 +359,9 @@ class EnvironmentPool:
                 waiter.set_exception(TooManyRequests("Rate Exceeded.", "ServerShuttingDown"))
         self._slot_waiters.clear()
         self._env_waiters.clear()
+        for provisioned in self._provisioned.values():
+            if provisioned.filling is not None:
+                provisioned.filling.cancel()
         if self._sweeper is not None:
             self._sweeper.cancel()
             with contextlib.suppress(asyncio.CancelledError):
@@ -263,7 +385,7 @@ class EnvironmentPool:
     def count(self, function_name: str | None = None) -> int:
         if function_name is None:
             return len(self._all)
-        return sum(1 for e in self._all.values() if e.function.name == function_name)
+        return sum(1 for e in self._all.values() if e.key[0] == function_name)
 
     def environments(self) -> list[Environment]:
         return list(self._all.values())

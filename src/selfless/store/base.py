@@ -7,7 +7,7 @@ protocol. Every method is a coroutine and every write is durable when it returns
 from __future__ import annotations
 
 import dataclasses
-from typing import Protocol
+from typing import Any, Protocol
 
 from selfless.models import Function
 
@@ -30,7 +30,21 @@ class MetadataStore(Protocol):
 
     async def put_function(self, function: Function) -> None: ...
 
-    async def delete_function(self, name: str) -> None: ...
+    async def delete_function(self, name: str) -> None:
+        """The function with its versions and provisioned concurrency configurations."""
+
+    async def list_versions(self) -> list[Function]: ...
+
+    async def publish_version(self, latest: Function, version: Function) -> None: ...
+
+    async def delete_version(self, name: str, version: str) -> None:
+        """The version with its provisioned concurrency configuration."""
+
+    async def list_provisioned(self) -> list[dict[str, Any]]: ...
+
+    async def put_provisioned(self, name: str, qualifier: str, doc: dict[str, Any]) -> None: ...
+
+    async def delete_provisioned(self, name: str, qualifier: str) -> None: ...
 
     async def add_event(self, event: StoredEvent) -> None: ...
 

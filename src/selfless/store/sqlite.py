@@ -9,11 +9,12 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import contextlib
 import json
 import sqlite3
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import TypeVar
+from typing import Any, TypeVar
 
 from selfless.models import Function
 from selfless.store.base import StoredEvent
@@ -25,6 +26,18 @@ CREATE TABLE IF NOT EXISTS functions (
     name TEXT PRIMARY KEY,
     doc  TEXT NOT NULL
 );
+CREATE TABLE IF NOT EXISTS versions (
+    name    TEXT NOT NULL,
+    version INTEGER NOT NULL,
+    doc     TEXT NOT NULL,
+    PRIMARY KEY (name, version)
+);
+CREATE TABLE IF NOT EXISTS provisioned (
+    name      TEXT NOT NULL,
+    qualifier TEXT NOT NULL,
+    doc       TEXT NOT NULL,
+    PRIMARY KEY (name, qualifier)
+);
 CREATE TABLE IF NOT EXISTS events (
     id             TEXT PRIMARY KEY,
     function_name  TEXT NOT NULL,
@@ -35,6 +48,18 @@ CREATE TABLE IF NOT EXISTS events (
     attempts       INTEGER NOT NULL DEFAULT 0
 );
 """
+
+
+@contextlib.contextmanager
+def _transaction(db: sqlite3.Connection) -> Iterator[None]:
+    # The connection is in autocommit mode (isolation_level=None): several statements commit together here.
+    db.execute("BEGIN IMMEDIATE")
+    try:
+        yield
+    except BaseException:
+        db.execute("ROLLBACK")
+        raise
+    db.execute("COMMIT")
 
 
 class SqliteStore:
@@ -82,7 +107,75 @@ class SqliteStore:
         await self._run(q)
 
     async def delete_function(self, name: str) -> None:
-        await self._run(lambda: self._db().execute("DELETE FROM functions WHERE name = ?", (name,)) and None)
+        """The function, its versions and their provisioned concurrency configurations, in one transaction."""
+
+        def q() -> None:
+            db = self._db()
+            with _transaction(db):
+                db.execute("DELETE FROM functions WHERE name = ?", (name,))
+                db.execute("DELETE FROM versions WHERE name = ?", (name,))
+                db.execute("DELETE FROM provisioned WHERE name = ?", (name,))
+
+        await self._run(q)
+
+    async def list_versions(self) -> list[Function]:
+        def q() -> list[Function]:
+            rows = self._db().execute("SELECT doc FROM versions ORDER BY name, version").fetchall()
+            return [Function.from_doc(json.loads(doc)) for (doc,) in rows]
+
+        return await self._run(q)
+
+    async def publish_version(self, latest: Function, version: Function) -> None:
+        """The new version and $LATEST's version counter, together."""
+        latest_doc = json.dumps(latest.to_doc(), separators=(",", ":"))
+        version_doc = json.dumps(version.to_doc(), separators=(",", ":"))
+
+        def q() -> None:
+            db = self._db()
+            with _transaction(db):
+                db.execute("UPDATE functions SET doc = ? WHERE name = ?", (latest_doc, latest.name))
+                db.execute(
+                    "INSERT INTO versions(name, version, doc) VALUES (?, ?, ?)",
+                    (version.name, int(version.version), version_doc),
+                )
+
+        await self._run(q)
+
+    async def delete_version(self, name: str, version: str) -> None:
+        def q() -> None:
+            db = self._db()
+            with _transaction(db):
+                db.execute("DELETE FROM versions WHERE name = ? AND version = ?", (name, int(version)))
+                db.execute("DELETE FROM provisioned WHERE name = ? AND qualifier = ?", (name, version))
+
+        await self._run(q)
+
+    async def list_provisioned(self) -> list[dict[str, Any]]:
+        def q() -> list[dict[str, Any]]:
+            rows = self._db().execute("SELECT doc FROM provisioned ORDER BY name, qualifier").fetchall()
+            return [json.loads(doc) for (doc,) in rows]
+
+        return await self._run(q)
+
+    async def put_provisioned(self, name: str, qualifier: str, doc: dict[str, Any]) -> None:
+        text = json.dumps(doc, separators=(",", ":"))
+
+        def q() -> None:
+            self._db().execute(
+                "INSERT INTO provisioned(name, qualifier, doc) VALUES (?, ?, ?)"
+                " ON CONFLICT(name, qualifier) DO UPDATE SET doc=excluded.doc",
+                (name, qualifier, text),
+            )
+
+        await self._run(q)
+
+    async def delete_provisioned(self, name: str, qualifier: str) -> None:
+        await self._run(
+            lambda: (
+                self._db().execute("DELETE FROM provisioned WHERE name = ? AND qualifier = ?", (name, qualifier))
+                and None
+            )
+        )
 
     async def add_event(self, event: StoredEvent) -> None:
         def q() -> None:
