@@ -90,6 +90,7 @@ class App:
         self.leases = Leases(settings.concurrency_limit)
         self.registry = FunctionRegistry(settings, self.store, self.code, self.runtimes, self._changed, self.leases)
         self.provisioned = ProvisionedConcurrency(self.registry, self.pool, self.store, self.leases)
+        self.registry.on_alias_change = self.provisioned.alias_changed
         self.health_info: dict[str, str] = {
             "region": settings.region,
             "account": settings.account_id,

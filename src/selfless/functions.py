@@ -10,8 +10,10 @@ from __future__ import annotations
 import asyncio
 import base64
 import binascii
+import dataclasses
 import datetime
 import json
+import random
 import re
 import uuid
 from collections.abc import Callable, Mapping
@@ -28,7 +30,7 @@ from selfless.errors import (
     ValidationError,
 )
 from selfless.invocation.leases import Leases
-from selfless.models import Function, FunctionState, UpdateStatus
+from selfless.models import Alias, Function, FunctionState, UpdateStatus
 from selfless.runtime.runtimes import RuntimeCatalog
 from selfless.store.base import MetadataStore
 
@@ -75,6 +77,9 @@ _NAME_RE = re.compile(
     r"(?P<account>\d{12}):function:|(?P<paccount>\d{12}):function:|(?P<short>\d{12}):)?"
     r"(?P<name>[a-zA-Z0-9_-]+)(?::(?P<qualifier>\$LATEST|[a-zA-Z0-9_-]+))?$"
 )
+
+
+_random = random.Random()
 
 
 def _snapshot_fields(fn: Function) -> dict[str, Any]:
@@ -125,6 +130,9 @@ class FunctionRegistry:
         self._on_change = on_change  # (name, new generation or None when deleted): retire environments
         self._functions: dict[str, Function] = {}
         self._versions: dict[str, dict[str, Function]] = {}  # name -> version number -> snapshot
+        self._aliases: dict[str, dict[str, Alias]] = {}  # name -> alias name -> alias
+        # (function name, alias name): an alias changed or went away (provisioned concurrency follows it).
+        self.on_alias_change: Callable[[str, str], None] = lambda _name, _alias: None
         self._locks: dict[str, asyncio.Lock] = {}
         self._tasks: set[asyncio.Task[None]] = set()
 
@@ -137,6 +145,8 @@ class FunctionRegistry:
             self._functions[fn.name] = fn
         for version in await self._store.list_versions():
             self._versions.setdefault(version.name, {})[version.version] = version
+        for alias in await self._store.list_aliases():
+            self._aliases.setdefault(alias.function_name, {})[alias.name] = alias
         self._leases.load(
             {fn.name: fn.reserved_concurrency for fn in self._functions.values() if fn.reserved_concurrency is not None}
         )
@@ -171,16 +181,32 @@ class FunctionRegistry:
         return name, m.group("qualifier")
 
     def get(self, name_or_arn: str, qualifier: str | None = None) -> Function:
-        """$LATEST, or the published version the qualifier (or the ARN's) names."""
+        """$LATEST, or the published version the qualifier (or the ARN's) names; for an alias, the version
+        it points to."""
         name, q = self.resolve_name(name_or_arn)
-        q = qualifier or q
+        asked = q = qualifier or q
         fn = self._functions.get(name)
         if fn is not None and q is not None and q != "$LATEST":
-            fn = self._versions.get(name, {}).get(q)
+            alias = self._aliases.get(name, {}).get(q)
+            if alias is not None:
+                q = alias.function_version
+            fn = fn if q == "$LATEST" else self._versions.get(name, {}).get(q)
         if fn is None:
-            arn = self.arn(name) + (f":{q}" if q else "")
-            raise ResourceNotFound(f"Function not found: {arn}")
+            raise ResourceNotFound(f"Function not found: {self.arn(name)}" + (f":{asked}" if asked else ""))
         return fn
+
+    def for_invoke(self, name_or_arn: str, qualifier: str | None = None) -> Function:
+        """What one call runs: like ``get``, but an alias with routing weights picks its version by them."""
+        name, q = self.resolve_name(name_or_arn)
+        q = qualifier or q
+        alias = self._aliases.get(name, {}).get(q) if q is not None else None
+        if alias is not None and alias.weights:
+            draw = _random.random()
+            for version, weight in alias.weights.items():
+                if draw < weight:
+                    return self.get(name, version)
+                draw -= weight
+        return self.get(name_or_arn, qualifier)
 
     def latest(self, name_or_arn: str) -> Function:
         """$LATEST, for changes: a name or ARN qualified with anything else is not found."""
@@ -350,6 +376,7 @@ class FunctionRegistry:
             await self._store.delete_function(name)
             del self._functions[name]
             versions = self._versions.pop(name, {})
+            self._aliases.pop(name, None)
         self._locks.pop(name, None)
         self._leases.reserve(name, None)
         self._on_change(name, None)
@@ -359,13 +386,116 @@ class FunctionRegistry:
 
     async def _delete_version(self, name: str, version: str) -> None:
         async with self._lock(name):
+            if name not in self._functions:
+                raise ResourceNotFound(f"Function not found: {self.arn(name)}")
+            if version in self._aliases.get(name, {}):
+                raise InvalidParameterValue("Deletion of aliases is not supported. Use DeleteAlias instead.")
             fn = self._versions.get(name, {}).get(version)
             if fn is None:
-                raise ResourceNotFound(f"Function not found: {self.arn(name)}:{version}")
+                return  # AWS answers 204 for a version that does not exist
+            users = sorted(
+                a.name
+                for a in self._aliases.get(name, {}).values()
+                if a.function_version == version or version in a.weights
+            )
+            if users:
+                raise ResourceConflict(
+                    f"Unable to delete version because the following aliases reference it: [{', '.join(users)}]"
+                )
             await self._store.delete_version(name, version)
             del self._versions[name][version]
         self._on_change(fn.qualified_name, None)
         await self._collect()
+
+    # -- aliases ----------------------------------------------------------------------------------------
+
+    def alias(self, name_or_arn: str, alias_name: str) -> Alias:
+        fn = self.latest(name_or_arn)
+        alias = self._aliases.get(fn.name, {}).get(alias_name)
+        if alias is None:
+            raise ResourceNotFound(f"Cannot find alias arn: {fn.arn}:{alias_name}")
+        return alias
+
+    def aliases(self, name_or_arn: str, version: str | None = None) -> list[Alias]:
+        fn = self.latest(name_or_arn)
+        found = sorted(self._aliases.get(fn.name, {}).values(), key=lambda a: a.name)
+        if version is not None:
+            found = [a for a in found if a.function_version == version or version in a.weights]
+        return found
+
+    async def create_alias(self, name_or_arn: str, params: Mapping[str, Any]) -> Alias:
+        fn = self.latest(name_or_arn)
+        async with self._lock(fn.name):
+            fn = self.latest(fn.name)
+            alias_name = params["Name"]
+            arn = f"{fn.arn}:{alias_name}"
+            if alias_name in self._aliases.get(fn.name, {}):
+                raise ResourceConflict(f"Alias already exists: {arn}")
+            weights = self._check_alias_target(fn.name, params["FunctionVersion"], params.get("RoutingConfig"))
+            alias = Alias(
+                function_name=fn.name,
+                name=alias_name,
+                arn=arn,
+                function_version=params["FunctionVersion"],
+                description=params.get("Description", ""),
+                weights=weights,
+                revision_id=str(uuid.uuid4()),
+            )
+            await self._store.put_alias(alias)
+            self._aliases.setdefault(fn.name, {})[alias_name] = alias
+        return alias
+
+    async def update_alias(self, name_or_arn: str, params: Mapping[str, Any]) -> Alias:
+        fn = self.latest(name_or_arn)
+        async with self._lock(fn.name):
+            alias = self.alias(fn.name, params["Name"])
+            if params.get("RevisionId") is not None and params["RevisionId"] != alias.revision_id:
+                raise PreconditionFailed(
+                    "The Revision Id provided does not match the latest Revision Id. "
+                    "Call the GetFunction/GetAlias API to retrieve the latest Revision Id"
+                )
+            version = params.get("FunctionVersion", alias.function_version)
+            routing = params.get("RoutingConfig", {"AdditionalVersionWeights": alias.weights})
+            weights = self._check_alias_target(fn.name, version, routing)
+            alias = dataclasses.replace(
+                alias,
+                function_version=version,
+                description=params.get("Description", alias.description),
+                weights=weights,
+                revision_id=str(uuid.uuid4()),
+            )
+            await self._store.put_alias(alias)
+            self._aliases[fn.name][alias.name] = alias
+        self.on_alias_change(fn.name, alias.name)
+        return alias
+
+    async def delete_alias(self, name_or_arn: str, alias_name: str) -> None:
+        fn = self.latest(name_or_arn)
+        async with self._lock(fn.name):
+            alias = self.alias(fn.name, alias_name)
+            await self._store.delete_alias(fn.name, alias.name)
+            del self._aliases[fn.name][alias.name]
+        self.on_alias_change(fn.name, alias_name)
+
+    def _check_alias_target(self, name: str, version: str, routing: Mapping[str, Any] | None) -> dict[str, float]:
+        if version != "$LATEST" and version not in self._versions.get(name, {}):
+            raise ResourceNotFound(f"Function not found: {self.arn(name)}:{version}")
+        weights = dict((routing or {}).get("AdditionalVersionWeights") or {})
+        if not weights:
+            return {}
+        if len(weights) > 1:
+            raise InvalidParameterValue("Number of items in AdditionalVersionWeights cannot be greater than 1")
+        if version == "$LATEST" or "$LATEST" in weights:
+            raise InvalidParameterValue("$LATEST is not supported for an alias pointing to more than 1 version")
+        for extra in weights:
+            if extra == version:
+                raise InvalidParameterValue(
+                    f"Invalid function version {extra}. Function version {extra} is already included in routing "
+                    "configuration."
+                )
+            if extra not in self._versions.get(name, {}):
+                raise ResourceNotFound(f"Function not found: {self.arn(name)}:{extra}")
+        return {k: float(v) for k, v in weights.items()}
 
     async def publish_version(self, name_or_arn: str, params: Mapping[str, Any]) -> Function:
         """Snapshot $LATEST as the next version number; when neither code nor configuration changed since

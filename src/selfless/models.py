@@ -97,6 +97,29 @@ class Function:
         return cls(**fields)
 
 
+@dataclasses.dataclass(frozen=True)
+class Alias:
+    """A named pointer to a version, optionally sending a share of calls to a second one."""
+
+    function_name: str
+    name: str
+    arn: str
+    function_version: str
+    description: str = ""
+    # AdditionalVersionWeights: version -> share of calls (0..1) that go there instead.
+    weights: Mapping[str, float] = dataclasses.field(default_factory=dict)
+    revision_id: str = ""
+
+    def to_doc(self) -> dict[str, Any]:
+        doc = dataclasses.asdict(self)
+        doc["weights"] = dict(self.weights)
+        return doc
+
+    @classmethod
+    def from_doc(cls, doc: Mapping[str, Any]) -> Alias:
+        return cls(**doc)
+
+
 class InvocationType(enum.StrEnum):
     REQUEST_RESPONSE = "RequestResponse"
     EVENT = "Event"

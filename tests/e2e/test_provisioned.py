@@ -175,3 +175,80 @@ def test_a_failing_init_fails_the_configuration(lam: Any, make_function: Callabl
     # Deleting the version takes its configuration with it.
     lam.delete_function(FunctionName=name, Qualifier=version)
     assert lam.list_provisioned_concurrency_configs(FunctionName=name)["ProvisionedConcurrencyConfigs"] == []
+
+
+def test_aliases_point_at_versions_and_split_traffic(lam: Any, make_function: Callable[..., str]) -> None:
+    name = make_function(REPORTER)
+    v1 = lam.publish_version(FunctionName=name)["Version"]
+    lam.update_function_code(FunctionName=name, ZipFile=make_zip({"app.py": REPORTER.replace("'v1'", "'v2'")}))
+    lam.get_waiter("function_updated_v2").wait(FunctionName=name, WaiterConfig={"Delay": 1, "MaxAttempts": 30})
+    v2 = lam.publish_version(FunctionName=name)["Version"]
+
+    created = lam.create_alias(FunctionName=name, Name="prod", FunctionVersion=v1, Description="live")
+    assert created["AliasArn"].endswith(f":function:{name}:prod")
+    assert (created["FunctionVersion"], created["Description"]) == (v1, "live")
+    assert lam.get_alias(FunctionName=name, Name="prod")["RevisionId"] == created["RevisionId"]
+    body, r = invoke(lam, name, "prod")
+    assert (body["code"], r["ExecutedVersion"]) == ("v1", v1)
+
+    code, _ = error_of(lambda: lam.create_alias(FunctionName=name, Name="prod", FunctionVersion=v2))
+    assert code == "ResourceConflictException"
+    code, message = error_of(lambda: lam.get_alias(FunctionName=name, Name="nope"))
+    assert code == "ResourceNotFoundException" and message.startswith("Cannot find alias arn")
+    code, _ = error_of(lambda: lam.update_alias(FunctionName=name, Name="prod", FunctionVersion=v2, RevisionId="x"))
+    assert code == "PreconditionFailedException"
+    code, message = error_of(lambda: lam.delete_function(FunctionName=name, Qualifier=v1))
+    assert code == "ResourceConflictException"
+    assert message == "Unable to delete version because the following aliases reference it: [prod]"
+
+    # Half of the calls to version 2: 400 calls land within a wide statistical band (p < 1e-9 to fail).
+    lam.update_alias(FunctionName=name, Name="prod", RoutingConfig={"AdditionalVersionWeights": {v2: 0.5}})
+    executed = [invoke(lam, name, "prod")[1]["ExecutedVersion"] for _ in range(400)]
+    assert set(executed) == {v1, v2}
+    assert 130 <= executed.count(v2) <= 270, executed.count(v2)
+    code, message = error_of(
+        lambda: lam.put_provisioned_concurrency_config(
+            FunctionName=name, Qualifier="prod", ProvisionedConcurrentExecutions=1
+        )
+    )
+    assert code == "InvalidParameterValueException" and "weights" in message
+
+    lam.update_alias(FunctionName=name, Name="prod", FunctionVersion=v2, RoutingConfig={"AdditionalVersionWeights": {}})
+    body, r = invoke(lam, name, "prod")
+    assert (body["code"], r["ExecutedVersion"]) == ("v2", v2)
+    assert [a["Name"] for a in lam.list_aliases(FunctionName=name)["Aliases"]] == ["prod"]
+    assert lam.list_aliases(FunctionName=name, FunctionVersion=v1)["Aliases"] == []
+    lam.delete_alias(FunctionName=name, Name="prod")
+    assert lam.list_aliases(FunctionName=name)["Aliases"] == []
+    lam.delete_function(FunctionName=name, Qualifier=v1)  # no alias holds it any more
+
+
+def test_provisioned_concurrency_on_an_alias_follows_it(lam: Any, make_function: Callable[..., str]) -> None:
+    name = make_function(REPORTER)
+    v1 = lam.publish_version(FunctionName=name)["Version"]
+    lam.update_function_configuration(FunctionName=name, Description="changed")
+    lam.update_function_configuration(FunctionName=name, MemorySize=192)
+    lam.get_waiter("function_updated_v2").wait(FunctionName=name, WaiterConfig={"Delay": 1, "MaxAttempts": 30})
+    v2 = lam.publish_version(FunctionName=name)["Version"]
+    lam.create_alias(FunctionName=name, Name="live", FunctionVersion=v1)
+    lam.put_provisioned_concurrency_config(FunctionName=name, Qualifier="live", ProvisionedConcurrentExecutions=1)
+    assert wait_status(lam, name, "live")["Status"] == "READY"
+    body, r = invoke(lam, name, "live")
+    assert (body["init"], r["ExecutedVersion"]) == ("provisioned-concurrency", v1)
+    # The version already has its configuration, through the alias.
+    code, _ = error_of(
+        lambda: lam.put_provisioned_concurrency_config(
+            FunctionName=name, Qualifier=v1, ProvisionedConcurrentExecutions=1
+        )
+    )
+    assert code == "ResourceConflictException"
+
+    lam.update_alias(FunctionName=name, Name="live", FunctionVersion=v2)
+    assert wait_status(lam, name, "live")["Status"] == "READY"
+    body, r = invoke(lam, name, "live")
+    assert (body["init"], r["ExecutedVersion"]) == ("provisioned-concurrency", v2)
+    body, _ = invoke(lam, name, v1)
+    assert body["init"] == "on-demand"  # version 1's provisioned environments went with the alias
+
+    lam.delete_alias(FunctionName=name, Name="live")
+    assert lam.list_provisioned_concurrency_configs(FunctionName=name)["ProvisionedConcurrencyConfigs"] == []

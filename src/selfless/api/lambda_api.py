@@ -20,7 +20,7 @@ from typing import Any
 from selfless.api import errors as wire_errors
 from selfless.api import model as m
 from selfless.api.auth import Caller
-from selfless.api.wire import configuration
+from selfless.api.wire import alias_doc, configuration
 from selfless.artifacts.local import LocalCodeStore
 from selfless.config import Settings
 from selfless.errors import (
@@ -125,6 +125,11 @@ class LambdaApi:
             "GetFunctionConcurrency": self._get_function_concurrency,
             "DeleteFunctionConcurrency": self._delete_function_concurrency,
             "PublishVersion": self._publish_version,
+            "CreateAlias": self._create_alias,
+            "GetAlias": self._get_alias,
+            "UpdateAlias": self._update_alias,
+            "DeleteAlias": self._delete_alias,
+            "ListAliases": self._list_aliases,
             "ListVersionsByFunction": self._list_versions_by_function,
             "PutProvisionedConcurrencyConfig": self._put_provisioned,
             "GetProvisionedConcurrencyConfig": self._get_provisioned,
@@ -328,6 +333,32 @@ class LambdaApi:
         doc: dict[str, Any] = {"Versions": [configuration(v, self._settings.region) for v in chosen]}
         if start + limit < len(versions) and chosen:
             doc["NextMarker"] = chosen[-1].version
+        return _json(doc)
+
+    async def _create_alias(self, params: dict[str, Any], request: Request) -> Response:
+        return _json(alias_doc(await self._registry.create_alias(params["FunctionName"], params)), 201)
+
+    async def _get_alias(self, params: dict[str, Any], request: Request) -> Response:
+        return _json(alias_doc(self._registry.alias(params["FunctionName"], params["Name"])))
+
+    async def _update_alias(self, params: dict[str, Any], request: Request) -> Response:
+        return _json(alias_doc(await self._registry.update_alias(params["FunctionName"], params)))
+
+    async def _delete_alias(self, params: dict[str, Any], request: Request) -> Response:
+        await self._registry.delete_alias(params["FunctionName"], params["Name"])
+        return Response(204, b"", content_type=None)
+
+    async def _list_aliases(self, params: dict[str, Any], request: Request) -> Response:
+        aliases = self._registry.aliases(params["FunctionName"], params.get("FunctionVersion"))
+        start = 0
+        marker = params.get("Marker")
+        if marker:
+            start = next((i for i, a in enumerate(aliases) if a.name > marker), len(aliases))
+        limit = params.get("MaxItems") or 50
+        chosen = aliases[start : start + limit]
+        doc: dict[str, Any] = {"Aliases": [alias_doc(a) for a in chosen]}
+        if start + limit < len(aliases) and chosen:
+            doc["NextMarker"] = chosen[-1].name
         return _json(doc)
 
     async def _put_provisioned(self, params: dict[str, Any], request: Request) -> Response:

@@ -4,7 +4,20 @@ from __future__ import annotations
 
 from typing import Any
 
-from selfless.models import Function
+from selfless.models import Alias, Function
+
+
+def alias_doc(alias: Alias) -> dict[str, Any]:
+    doc: dict[str, Any] = {
+        "AliasArn": alias.arn,
+        "Name": alias.name,
+        "FunctionVersion": alias.function_version,
+        "Description": alias.description,
+        "RevisionId": alias.revision_id,
+    }
+    if alias.weights:
+        doc["RoutingConfig"] = {"AdditionalVersionWeights": dict(alias.weights)}
+    return doc
 
 
 def configuration(fn: Function, region: str) -> dict[str, Any]:

@@ -1,9 +1,12 @@
-"""Provisioned concurrency: configurations on published versions, and keeping their environments ready.
+"""Provisioned concurrency: configurations on published versions and aliases, and keeping their
+environments ready.
 
-A configuration (Put/Get/Delete/ListProvisionedConcurrencyConfigs) asks for N environments of one version,
-initialised before any call. Its status follows AWS: IN_PROGRESS while the environments start and run
-their init, READY once all N have, FAILED with a reason when one could not (FUNCTION_ERROR_INIT_FAILURE
-when the function's init failed). Configurations are durable; after a restart they are allocated again.
+A configuration (Put/Get/Delete/ListProvisionedConcurrencyConfigs) asks for N environments of one version
+(for an alias: of the version it points to, followed when the alias moves), initialised before any call.
+Its status follows AWS: IN_PROGRESS while the environments start and run their init, READY once all N
+have, FAILED with a reason when one could not (FUNCTION_ERROR_INIT_FAILURE when the function's init
+failed). A version takes one configuration, directly or through one alias; an alias with routing weights
+takes none. Configurations are durable; after a restart they are allocated again.
 The environments themselves live in the pool (``EnvironmentPool.provision``), which routes a version's
 calls to them first and replaces one that dies.
 
@@ -21,10 +24,16 @@ import dataclasses
 import logging
 from typing import Any
 
-from selfless.errors import InvalidParameterValue, ProvisionedConcurrencyConfigNotFound, TooManyRequests
+from selfless.errors import (
+    InvalidParameterValue,
+    ProvisionedConcurrencyConfigNotFound,
+    ResourceConflict,
+    ResourceNotFound,
+    TooManyRequests,
+)
 from selfless.functions import FunctionRegistry, now_lastmodified
 from selfless.invocation.leases import Leases
-from selfless.models import Function
+from selfless.models import Alias, Function
 from selfless.sandbox.pool import EnvironmentPool, ProvisioningFailed
 from selfless.store.base import MetadataStore
 
@@ -34,9 +43,10 @@ log = logging.getLogger(__name__)
 @dataclasses.dataclass
 class _Config:
     function_name: str
-    qualifier: str
+    qualifier: str  # a version number or an alias name
     requested: int
     last_modified: str
+    version: str = ""  # the version whose environments are kept (the alias's, for an alias)
     status: str = "IN_PROGRESS"
     reason: str | None = None
     task: asyncio.Task[None] | None = None
@@ -44,6 +54,11 @@ class _Config:
     @property
     def qualified_name(self) -> str:
         return f"{self.function_name}:{self.qualifier}"
+
+    @property
+    def target(self) -> str:
+        """The pool's name for the environments: ``name:version``."""
+        return f"{self.function_name}:{self.version}"
 
     def record(self) -> dict[str, Any]:
         return {
@@ -66,6 +81,10 @@ class ProvisionedConcurrency:
         """Allocate every stored configuration again (its environments did not survive the restart)."""
         for doc in await self._store.list_provisioned():
             config = _Config(doc["FunctionName"], doc["Qualifier"], int(doc["Requested"]), doc["LastModified"])
+            try:
+                config.version = self._registry.get(config.function_name, config.qualifier).version
+            except ResourceNotFound:
+                continue
             self._configs[config.qualified_name] = config
             self._allocate(config)
 
@@ -73,10 +92,18 @@ class ProvisionedConcurrency:
 
     async def put(self, name_or_arn: str, qualifier: str, count: int) -> dict[str, Any]:
         version = self._version(name_or_arn, qualifier)
+        alias = self._alias(version.name, qualifier)
+        if alias is not None and alias.weights:
+            raise InvalidParameterValue("Alias with weights can not be used with Provisioned Concurrency")
+        key = f"{version.name}:{qualifier}"
+        for other in self._configs.values():
+            if other.target == version.qualified_name and other.qualified_name != key:
+                raise ResourceConflict(
+                    f"Provisioned Concurrency Config already exists for version {version.version} of function "
+                    f"{version.name} (through {other.qualifier}); a version takes one configuration"
+                )
         others = sum(
-            c.requested
-            for c in self._configs.values()
-            if c.function_name == version.name and c.qualifier != version.version
+            c.requested for c in self._configs.values() if c.function_name == version.name and c.qualified_name != key
         )
         reserved = self._leases.reserved(version.name)
         if reserved is not None:
@@ -89,19 +116,19 @@ class ProvisionedConcurrency:
             unreserved_pc = sum(
                 c.requested
                 for c in self._configs.values()
-                if self._leases.reserved(c.function_name) is None and c.qualified_name != version.qualified_name
+                if self._leases.reserved(c.function_name) is None and c.qualified_name != key
             )
             if self._leases.unreserved_limit - unreserved_pc - count < self._leases.min_unreserved:
                 raise InvalidParameterValue(
                     "Specified ConcurrentExecutions for function decreases account's UnreservedConcurrentExecution "
                     f"below its minimum value of [{self._leases.min_unreserved}]."
                 )
-        config = self._configs.get(version.qualified_name)
+        config = self._configs.get(key)
         if config is not None and config.task is not None:
             config.task.cancel()
-        config = _Config(version.name, version.version, count, now_lastmodified())
-        await self._store.put_provisioned(version.name, version.version, config.record())
-        self._configs[version.qualified_name] = config
+        config = _Config(version.name, qualifier, count, now_lastmodified(), version.version)
+        await self._store.put_provisioned(version.name, qualifier, config.record())
+        self._configs[key] = config
         self._allocate(config)
         return self._doc(config)
 
@@ -117,16 +144,14 @@ class ProvisionedConcurrency:
         self, name_or_arn: str, marker: str | None, max_items: int | None
     ) -> tuple[list[dict[str, Any]], str | None]:
         fn = self._registry.latest(name_or_arn)
-        configs = sorted(
-            (c for c in self._configs.values() if c.function_name == fn.name), key=lambda c: int(c.qualifier)
-        )
+        configs = sorted((c for c in self._configs.values() if c.function_name == fn.name), key=lambda c: c.qualifier)
         start = 0
         if marker:
             try:
-                after = int(base64.urlsafe_b64decode(marker.encode()).decode())
+                after = base64.urlsafe_b64decode(marker.encode()).decode()
             except (binascii.Error, UnicodeDecodeError, ValueError):
                 raise InvalidParameterValue("Invalid marker") from None
-            start = next((i for i, c in enumerate(configs) if int(c.qualifier) > after), len(configs))
+            start = next((i for i, c in enumerate(configs) if c.qualifier > after), len(configs))
         limit = max_items or 50
         chosen = configs[start : start + limit]
         next_marker = None
@@ -137,9 +162,27 @@ class ProvisionedConcurrency:
     def forget(self, qualified_name: str) -> None:
         """The configuration (and so its environments) is gone: deleted, or its version or function was."""
         config = self._configs.pop(qualified_name, None)
-        if config is not None and config.task is not None:
+        if config is None:
+            return
+        if config.task is not None:
             config.task.cancel()
-        self._pool.unprovision(qualified_name)
+        self._pool.unprovision(config.target)
+
+    def alias_changed(self, function_name: str, alias_name: str) -> None:
+        """An alias moved to another version or went away: its configuration follows it or goes too."""
+        config = self._configs.get(f"{function_name}:{alias_name}")
+        if config is None:
+            return
+        alias = self._alias(function_name, alias_name)
+        if alias is None:
+            self.forget(config.qualified_name)
+            return
+        if alias.function_version != config.version:
+            if config.task is not None:
+                config.task.cancel()
+            self._pool.unprovision(config.target)
+            config.version, config.status, config.reason = alias.function_version, "IN_PROGRESS", None
+            self._allocate(config)
 
     async def close(self) -> None:
         tasks = [c.task for c in self._configs.values() if c.task is not None]
@@ -152,7 +195,7 @@ class ProvisionedConcurrency:
     def _allocate(self, config: _Config) -> None:
         async def run() -> None:
             try:
-                version = self._registry.get(config.function_name, config.qualifier)
+                version = self._registry.get(config.function_name, config.version)
                 await self._pool.provision(version, config.requested)
             except ProvisioningFailed as exc:
                 config.status, config.reason = "FAILED", exc.reason
@@ -179,21 +222,28 @@ class ProvisionedConcurrency:
             raise InvalidParameterValue(
                 "The derived qualifier from the function name does not match the specified qualifier."
             )
-        if qualifier == "$LATEST":
+        version = self._registry.get(name, qualifier)
+        if version.version == "$LATEST":  # $LATEST itself, or an alias pointing to it
             raise InvalidParameterValue(
                 "Provisioned Concurrency Configs cannot be applied to unpublished function versions."
             )
-        return self._registry.get(name, qualifier)
+        return version
+
+    def _alias(self, function_name: str, qualifier: str) -> Alias | None:
+        try:
+            return self._registry.alias(function_name, qualifier)
+        except ResourceNotFound:
+            return None
 
     def _config(self, name_or_arn: str, qualifier: str) -> _Config:
         version = self._version(name_or_arn, qualifier)
-        config = self._configs.get(version.qualified_name)
+        config = self._configs.get(f"{version.name}:{qualifier}")
         if config is None:
             raise ProvisionedConcurrencyConfigNotFound("No Provisioned Concurrency Config found for this function")
         return config
 
     def _doc(self, config: _Config, with_arn: bool = False) -> dict[str, Any]:
-        ready = self._pool.provisioned_ready(config.qualified_name)
+        ready = self._pool.provisioned_ready(config.target)
         doc: dict[str, Any] = {
             "RequestedProvisionedConcurrentExecutions": config.requested,
             "AvailableProvisionedConcurrentExecutions": min(ready, config.requested),

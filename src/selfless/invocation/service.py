@@ -76,7 +76,7 @@ class InvocationService:
     # -- entry point ------------------------------------------------------------------------------------
 
     async def invoke(self, req: InvokeRequest) -> InvokeResult:
-        fn = self._registry.get(req.function_name, req.qualifier)
+        fn = self._registry.for_invoke(req.function_name, req.qualifier)
         if fn.state is FunctionState.PENDING:
             raise ResourceConflict(
                 "The operation cannot be performed at this time. The function is currently in the following "
@@ -234,7 +234,7 @@ class InvocationService:
 
     async def _run_event(self, event: StoredEvent) -> None:
         try:
-            fn = self._registry.get(event.function_name, event.qualifier)
+            fn = self._registry.for_invoke(event.function_name, event.qualifier)
         except ResourceNotFound:
             log.warning("dropping event %s: function %s no longer exists", event.id, event.function_name)
             await self._store.delete_event(event.id)

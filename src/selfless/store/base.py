@@ -9,7 +9,7 @@ from __future__ import annotations
 import dataclasses
 from typing import Any, Protocol
 
-from selfless.models import Function
+from selfless.models import Alias, Function
 
 
 @dataclasses.dataclass(frozen=True)
@@ -39,6 +39,13 @@ class MetadataStore(Protocol):
 
     async def delete_version(self, name: str, version: str) -> None:
         """The version with its provisioned concurrency configuration."""
+
+    async def list_aliases(self) -> list[Alias]: ...
+
+    async def put_alias(self, alias: Alias) -> None: ...
+
+    async def delete_alias(self, name: str, alias: str) -> None:
+        """The alias with its provisioned concurrency configuration."""
 
     async def list_provisioned(self) -> list[dict[str, Any]]: ...
 

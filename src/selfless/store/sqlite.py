@@ -16,7 +16,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any, TypeVar
 
-from selfless.models import Function
+from selfless.models import Alias, Function
 from selfless.store.base import StoredEvent
 
 T = TypeVar("T")
@@ -31,6 +31,12 @@ CREATE TABLE IF NOT EXISTS versions (
     version INTEGER NOT NULL,
     doc     TEXT NOT NULL,
     PRIMARY KEY (name, version)
+);
+CREATE TABLE IF NOT EXISTS aliases (
+    name  TEXT NOT NULL,
+    alias TEXT NOT NULL,
+    doc   TEXT NOT NULL,
+    PRIMARY KEY (name, alias)
 );
 CREATE TABLE IF NOT EXISTS provisioned (
     name      TEXT NOT NULL,
@@ -114,6 +120,7 @@ class SqliteStore:
             with _transaction(db):
                 db.execute("DELETE FROM functions WHERE name = ?", (name,))
                 db.execute("DELETE FROM versions WHERE name = ?", (name,))
+                db.execute("DELETE FROM aliases WHERE name = ?", (name,))
                 db.execute("DELETE FROM provisioned WHERE name = ?", (name,))
 
         await self._run(q)
@@ -147,6 +154,36 @@ class SqliteStore:
             with _transaction(db):
                 db.execute("DELETE FROM versions WHERE name = ? AND version = ?", (name, int(version)))
                 db.execute("DELETE FROM provisioned WHERE name = ? AND qualifier = ?", (name, version))
+
+        await self._run(q)
+
+    async def list_aliases(self) -> list[Alias]:
+        def q() -> list[Alias]:
+            rows = self._db().execute("SELECT doc FROM aliases ORDER BY name, alias").fetchall()
+            return [Alias.from_doc(json.loads(doc)) for (doc,) in rows]
+
+        return await self._run(q)
+
+    async def put_alias(self, alias: Alias) -> None:
+        doc = json.dumps(alias.to_doc(), separators=(",", ":"))
+
+        def q() -> None:
+            self._db().execute(
+                "INSERT INTO aliases(name, alias, doc) VALUES (?, ?, ?)"
+                " ON CONFLICT(name, alias) DO UPDATE SET doc=excluded.doc",
+                (alias.function_name, alias.name, doc),
+            )
+
+        await self._run(q)
+
+    async def delete_alias(self, name: str, alias: str) -> None:
+        """The alias with its provisioned concurrency configuration."""
+
+        def q() -> None:
+            db = self._db()
+            with _transaction(db):
+                db.execute("DELETE FROM aliases WHERE name = ? AND alias = ?", (name, alias))
+                db.execute("DELETE FROM provisioned WHERE name = ? AND qualifier = ?", (name, alias))
 
         await self._run(q)
 
