@@ -16,7 +16,7 @@ from selfless.api.front import FrontDoor
 from selfless.api.lambda_api import MAX_REQUEST, CodeUrls, LambdaApi
 from selfless.api.logs_api import LogsApi
 from selfless.artifacts.local import LocalCodeStore
-from selfless.config import Settings
+from selfless.config import Settings, mem_info_mb
 from selfless.functions import FunctionRegistry
 from selfless.httpserver import HttpServer
 from selfless.invocation.leases import Leases
@@ -80,12 +80,16 @@ class App:
         self.runtimes = RuntimeCatalog(discover_interpreters(settings.python_interpreters))
         self.backend: Backend = proc.ProcessBackend(self.reaper, proc.can_mount())
         self.backend_warning: str | None = None
+        self.metrics = Metrics()
         self.pool = EnvironmentPool(
             self._new_environment,
             keep_alive_s=settings.keep_alive_s,
             max_environments=settings.max_environments,
             memory_budget_mb=settings.memory_budget_mb,
             max_starting=settings.max_starting,
+            min_free_mb=settings.resolved_min_free_mb(),
+            mem_available_mb=lambda: mem_info_mb("MemAvailable"),
+            on_evict=lambda reason: self.metrics.evictions.labels(reason).inc(),
         )
         self.leases = Leases(settings.concurrency_limit)
         self.registry = FunctionRegistry(settings, self.store, self.code, self.runtimes, self._changed, self.leases)
@@ -96,7 +100,6 @@ class App:
             "account": settings.account_id,
             "sandbox": "process",
         }
-        self.metrics = Metrics()
         self.metrics.watch_environments(self.pool.count)
         self.metrics.watch_concurrency(self.leases.in_use)
         self.invocations = InvocationService(settings, self.registry, self.pool, self.store, self.metrics, self.leases)

@@ -47,6 +47,10 @@ class Settings:
     # What all environments together may use (the sum of their MemorySize, MB); 0: no budget. Declared
     # sizes overstate real use, so a default from the host's memory would refuse calls that fit.
     memory_budget_mb: int = 0
+    # Under memory pressure (the host's MemAvailable below this many MB), idle environments are stopped,
+    # least recently used first, until it is back above. None: 5% of the host's memory, at least 256 MB;
+    # 0: off. Real memory, unlike the budget above, so a sensible default can be on.
+    min_free_mb: int | None = None
     # Environments starting (spawned, init not done) at once. Starts are CPU-bound: past a few per CPU,
     # more at once only makes every one of them finish later; callers beyond it wait (boundedly) for a
     # start slot or for an environment of their function to come free, whichever is first.
@@ -83,6 +87,8 @@ class Settings:
             concurrency = int(pick("concurrency_limit", "SELFLESS_CONCURRENCY_LIMIT", 1000))
             budget = int(pick("memory_budget_mb", "SELFLESS_MEMORY_BUDGET_MB", 0))
             starting = int(pick("max_starting", "SELFLESS_MAX_STARTING", 8 * (os.cpu_count() or 1)))
+            min_free_raw = pick("min_free_mb", "SELFLESS_MIN_FREE_MB", None)
+            min_free = None if min_free_raw in (None, "") else max(0, int(min_free_raw))
         except ValueError as exc:
             raise SettingsError(f"not a number: {exc}") from exc
         if concurrency < 1:
@@ -121,6 +127,7 @@ class Settings:
             concurrency_limit=concurrency,
             memory_budget_mb=max(0, budget),
             max_starting=max(1, starting),
+            min_free_mb=min_free,
             python_interpreters=interpreters,
             log_level=str(pick("log_level", "SELFLESS_LOG_LEVEL", "info")),
             sandbox=sandbox,
@@ -131,10 +138,28 @@ class Settings:
             ),
         )
 
+    def resolved_min_free_mb(self) -> int:
+        if self.min_free_mb is not None:
+            return self.min_free_mb
+        total = mem_info_mb("MemTotal")
+        return max(256, total // 20) if total else 0
+
     @property
     def endpoint(self) -> str:
         host = "127.0.0.1" if self.host in ("0.0.0.0", "") else self.host
         return f"http://{host}:{self.port}"
+
+
+def mem_info_mb(field: str) -> int:
+    """A /proc/meminfo field in MB (0 when it cannot be read)."""
+    try:
+        with open("/proc/meminfo", encoding="ascii") as f:
+            for line in f:
+                if line.startswith(field + ":"):
+                    return int(line.split()[1]) // 1024
+    except (OSError, ValueError, IndexError):
+        pass
+    return 0
 
 
 def environ_snapshot() -> dict[str, str]:

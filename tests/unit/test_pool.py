@@ -145,3 +145,56 @@ def test_a_start_that_dies_before_init_gives_its_slot_back() -> None:
         assert waiting.done() and waiting.result() is h.made[1]
 
     asyncio.run(scenario())
+
+
+def test_memory_pressure_stops_idle_environments_least_recently_used_first(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(pool_module, "_PRESSURE_TICK_S", 0.01)
+    monkeypatch.setattr(pool_module, "_PRESSURE_BATCH", 1)
+    available = {"mb": 10_000}
+    evicted: list[str] = []
+
+    def on_evict(reason: str) -> None:
+        evicted.append(reason)
+        available["mb"] = 2_000  # one was enough
+
+    async def scenario() -> None:
+        made: list[FakeEnvironment] = []
+
+        def factory(fn: Function, env_id: str, provisioned: bool) -> Any:
+            env = FakeEnvironment(fn, env_id, pool)
+            made.append(env)
+            return env
+
+        pool = EnvironmentPool(
+            factory,
+            keep_alive_s=600,
+            max_environments=100,
+            min_free_mb=1_000,
+            mem_available_mb=lambda: available["mb"],
+            on_evict=on_evict,
+        )
+        pool.start()
+        try:
+            envs = [await pool.lease(function(f"fn{i}")) for i in range(4)]
+            for env in made:
+                env.finish_init()
+            await settle()
+            for env in envs[:3]:  # fn0 is the least recently used; fn3 stays busy
+                env.free()
+                await asyncio.sleep(0.005)
+            await asyncio.sleep(0.05)
+            assert all(e.state is not EnvState.DEAD for e in envs), "no pressure, nothing stopped"
+            available["mb"] = 500  # the host runs short: idle environments go, oldest first
+            for _ in range(100):
+                await asyncio.sleep(0.01)
+                if envs[0].state is EnvState.DEAD:
+                    break
+            await asyncio.sleep(0.05)
+            assert envs[0].state is EnvState.DEAD
+            assert evicted and set(evicted) == {"memory_pressure"}
+            assert envs[3].state is EnvState.BUSY, "a busy environment is never evicted"
+            assert envs[1].state is EnvState.IDLE and envs[2].state is EnvState.IDLE, "only as many as needed"
+        finally:
+            await pool.close(0)
+
+    asyncio.run(scenario())

@@ -41,6 +41,12 @@ class Metrics:
         self.throttles = Counter(
             "selfless_throttles", "Invocations refused with TooManyRequests", ["reason"], registry=self.registry
         )
+        self.evictions = Counter(
+            "selfless_evictions",
+            "Idle environments stopped to make room (budget: count or memory budget; memory_pressure: the host)",
+            ["reason"],
+            registry=self.registry,
+        )
         self.environments = Gauge("selfless_environments", "Live execution environments", registry=self.registry)
         self.concurrent = Gauge(
             "selfless_concurrent_executions", "Concurrency leases held (invocations running)", registry=self.registry

@@ -40,6 +40,8 @@ EnvKey = tuple[str, int]
 EnvFactory = Callable[[Function, str, bool], Environment]  # (function, environment id, provisioned)
 # How long a request waits for a start slot or a freed environment before it is throttled.
 START_WAIT_S = 10.0
+_PRESSURE_TICK_S = 0.25
+_PRESSURE_BATCH = 4
 
 
 class _Slot:
@@ -80,9 +82,17 @@ class EnvironmentPool:
         max_environments: int,
         memory_budget_mb: int = 0,
         max_starting: int = 64,
+        min_free_mb: int = 0,
+        mem_available_mb: Callable[[], int] = lambda: 1 << 40,
+        on_evict: Callable[[str], None] = lambda _reason: None,
     ) -> None:
-        """``memory_budget_mb`` 0: no memory budget, only the count bound."""
+        """``memory_budget_mb`` 0: no memory budget, only the count bound. ``min_free_mb`` 0: no pressure
+        evictor; else idle environments are stopped while ``mem_available_mb()`` is below it."""
         self._factory = factory
+        self._min_free_mb = min_free_mb
+        self._mem_available_mb = mem_available_mb
+        self._on_evict = on_evict
+        self._pressure: asyncio.Task[None] | None = None
         self._max_starting = max_starting
         self._starting = 0
         # Requests waiting for a start slot (all functions, in arrival order), and the same requests by
@@ -132,7 +142,7 @@ class EnvironmentPool:
             # Room by count and by memory (the sum of live environments' MemorySize): the least recently
             # used idle environments of any function go first; with none idle left, the call is refused.
             while len(self._all) >= self._max or self._over_budget(function.memory_size):
-                if not self._evict_one():
+                if not self._evict_one("budget"):
                     raise TooManyRequests("Rate Exceeded.", "ConcurrentInvocationLimitExceeded")
             env_id = secrets.token_hex(16)
             env = self._factory(function, env_id, False)
@@ -293,7 +303,7 @@ class EnvironmentPool:
     async def _start_provisioned(self, provisioned: _Provisioned) -> None:
         function = provisioned.function
         while len(self._all) >= self._max or self._over_budget(function.memory_size):
-            if not self._evict_one():
+            if not self._evict_one("budget"):
                 raise TooManyRequests("Rate Exceeded.", "ConcurrentInvocationLimitExceeded")
         env = self._factory(function, secrets.token_hex(16), True)
         self._all[env.id] = env
@@ -315,7 +325,7 @@ class EnvironmentPool:
 
         provisioned.filling = asyncio.get_running_loop().create_task(refill())
 
-    def _evict_one(self) -> bool:
+    def _evict_one(self, reason: str) -> bool:
         oldest: Environment | None = None
         for envs in self._idle.values():
             for env in envs:
@@ -324,8 +334,11 @@ class EnvironmentPool:
         if oldest is None:
             return False
         self._idle[oldest.key].remove(oldest)
+        if not self._idle[oldest.key]:
+            del self._idle[oldest.key]
         self._all.pop(oldest.id, None)
         self._stop_later(oldest)
+        self._on_evict(reason)
         return True
 
     def _stop_later(self, env: Environment, grace_s: float = 0.0) -> None:
@@ -347,9 +360,23 @@ class EnvironmentPool:
                     for env in stale:
                         self._stop_later(env)
 
+    async def _relieve_pressure(self) -> None:
+        """While the host is short of memory, stop idle environments (least recently used first), a few per
+        tick: stopping frees memory a moment later, so the next reading shows whether more must go."""
+        while True:
+            await asyncio.sleep(_PRESSURE_TICK_S)
+            if self._mem_available_mb() >= self._min_free_mb:
+                continue
+            for _ in range(_PRESSURE_BATCH):
+                if not self._evict_one("memory_pressure"):
+                    break
+            log.info("memory pressure: under %d MB available; stopped idle environments", self._min_free_mb)
+
     def start(self) -> None:
         interval = min(10.0, max(0.05, self._keep_alive_s / 4))
         self._sweeper = asyncio.get_running_loop().create_task(self._sweep(interval))
+        if self._min_free_mb > 0:
+            self._pressure = asyncio.get_running_loop().create_task(self._relieve_pressure())
 
     async def close(self, grace_s: float) -> None:
         """Stop every environment (SIGTERM, then SIGKILL after ``grace_s``) and wait until all are gone."""
@@ -362,10 +389,11 @@ class EnvironmentPool:
         for provisioned in self._provisioned.values():
             if provisioned.filling is not None:
                 provisioned.filling.cancel()
-        if self._sweeper is not None:
-            self._sweeper.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._sweeper
+        for task in (self._sweeper, self._pressure):
+            if task is not None:
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
         envs = list(self._all.values())
         self._idle.clear()
         if envs:
