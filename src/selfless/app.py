@@ -101,6 +101,7 @@ class App:
             "sandbox": "process",
         }
         self.metrics.watch_environments(self.pool.count)
+        self.metrics.watch_templates(lambda: self.backend.templates_ready())
         self.metrics.watch_concurrency(self.leases.in_use)
         self.invocations = InvocationService(settings, self.registry, self.pool, self.store, self.metrics, self.leases)
         self.code_urls = CodeUrls()
@@ -124,6 +125,7 @@ class App:
         if generation is None:
             self.provisioned.forget(qualified_name)
         self.pool.retire(qualified_name, generation)
+        self.backend.retire(qualified_name, generation)
 
     def _new_environment(self, function: Function, env_id: str, provisioned: bool = False) -> Environment:
         runtime = self.runtimes.get(function.runtime or "")

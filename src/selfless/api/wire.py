@@ -61,4 +61,12 @@ def configuration(fn: Function, region: str) -> dict[str, Any]:
         doc["LastUpdateStatusReasonCode"] = fn.last_update_status_reason_code
     for key, value in fn.extra.items():
         doc[key] = value
+    snap_start = fn.extra.get("SnapStart")
+    if isinstance(snap_start, dict):
+        # Fork-after-init is on for published versions that ask for it (and $LATEST by selfless's own tag).
+        applies = snap_start.get("ApplyOn") == "PublishedVersions" and fn.version != "$LATEST"
+        doc["SnapStart"] = {
+            "ApplyOn": snap_start.get("ApplyOn", "None"),
+            "OptimizationStatus": "On" if applies else "Off",
+        }
     return {k: v for k, v in doc.items() if v is not None}

@@ -48,9 +48,17 @@ class Metrics:
             registry=self.registry,
         )
         self.environments = Gauge("selfless_environments", "Live execution environments", registry=self.registry)
+        self.templates = Gauge(
+            "selfless_fork_templates_ready",
+            "Fork-after-init templates that new environments can fork from",
+            registry=self.registry,
+        )
         self.concurrent = Gauge(
             "selfless_concurrent_executions", "Concurrency leases held (invocations running)", registry=self.registry
         )
+
+    def watch_templates(self, count: Callable[[], int]) -> None:
+        self.templates.set_function(count)
 
     def watch_environments(self, count: Callable[[], int]) -> None:
         self.environments.set_function(count)

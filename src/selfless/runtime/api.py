@@ -34,7 +34,8 @@ class EnvironmentStopped(Exception):
 class RuntimeSession(Protocol):
     """What an environment offers its runtime."""
 
-    async def next_invocation(self, init_ms: float | None = None) -> Invocation: ...
+    async def next_invocation(self, init_ms: float | None = None, restore_ms: float | None = None) -> Invocation:
+        """``restore_ms``: the environment was forked from a post-init template; this long to restore."""
 
     def post_response(self, request_id: str, body: bytes) -> bool: ...
 
@@ -79,7 +80,9 @@ async def handle(request: Request) -> Response:
         try:
             reported = request.headers.get("selfless-init-duration-ms")
             init_ms = _number(reported) if reported is not None else None
-            return _next_response(await session.next_invocation(init_ms))
+            restored = request.headers.get("selfless-restore-duration-ms")
+            restore_ms = _number(restored) if restored is not None else None
+            return _next_response(await session.next_invocation(init_ms, restore_ms))
         except EnvironmentStopped:
             return _error(410, "EnvironmentStopped", "The execution environment is shutting down")
     if request.method != "POST":

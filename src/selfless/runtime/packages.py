@@ -19,7 +19,17 @@ from pathlib import Path
 
 log = logging.getLogger(__name__)
 
-DISTRIBUTIONS = ("boto3", "botocore", "s3transfer", "jmespath", "python-dateutil", "six", "urllib3")
+# snapshot-restore-py: the hook library AWS's Python runtime provides for SnapStart (fork-after-init here).
+DISTRIBUTIONS = (
+    "boto3",
+    "botocore",
+    "s3transfer",
+    "jmespath",
+    "python-dateutil",
+    "six",
+    "urllib3",
+    "snapshot-restore-py",
+)
 MIN_PYTHON = (3, 10)
 
 

@@ -64,6 +64,13 @@ class Backend(Protocol):
 
     def describe(self) -> str: ...
 
+    def templates_ready(self) -> int:
+        """Fork-after-init templates ready to fork from (0 where the backend has none)."""
+
+    def retire(self, qualified_name: str, generation: int | None) -> None:
+        """A function version moved to ``generation`` or went away (None): drop what the backend keeps for
+        older generations of it (fork-after-init templates)."""
+
     def peer_check(self, env_id: str) -> Callable[[tuple[str, int], tuple[str, int]], bool] | None:
         """Who may connect to an environment's Runtime API (None: anyone on loopback)."""
 

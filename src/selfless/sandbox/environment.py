@@ -158,6 +158,7 @@ class Environment:
         self._init_duration_ms: float | None = None
         self._init_reported = False
         self._init_error: tuple[bytes, str] | None = None
+        self._restore_ms: float | None = None  # forked from a template: REPORT shows Restore Duration
         self._decoder = codecs.getincrementaldecoder("utf-8")("replace")
         self._partial = ""
         self._release_task: asyncio.Task[None] | None = None
@@ -396,9 +397,10 @@ class Environment:
         self._timer = self._loop.call_later(inv.timeout_s, self._timed_out, inv)
         return inv
 
-    async def next_invocation(self, init_ms: float | None = None) -> Invocation:
+    async def next_invocation(self, init_ms: float | None = None, restore_ms: float | None = None) -> Invocation:
         if not self._init_done:
             self._init_done = True
+            self._restore_ms = restore_ms
             if not self.started.done():
                 self.started.set_result(None)
             if self.provisioned:
@@ -549,7 +551,11 @@ class Environment:
             f"REPORT RequestId: {inv.request_id}\tDuration: {duration_ms:.2f} ms\tBilled Duration: {billed} ms\t"
             f"Memory Size: {self.function.memory_size} MB\tMax Memory Used: {memory} MB"
         )
-        if init_ms is not None:
+        if init_ms is not None and self._restore_ms is not None:
+            # As SnapStart reports a start from a snapshot: the restore, not an init.
+            restore = self._restore_ms
+            report += f"\tRestore Duration: {restore:.2f} ms\tBilled Restore Duration: {max(1, math.ceil(restore))} ms"
+        elif init_ms is not None:
             report += f"\tInit Duration: {init_ms:.2f} ms"
         if status is not None:
             report += f"\tStatus: {status}"

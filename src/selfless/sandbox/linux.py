@@ -42,6 +42,7 @@ from selfless.sandbox.cgroups import Cgroup, Cgroups, CgroupsUnavailable, vcpus_
 from selfless.sandbox.peers import PeerLookup
 from selfless.sandbox.scratch import Scratch, ScratchPool, ScratchUnavailable
 from selfless.sandbox.scratch import check_support as scratch_support
+from selfless.sandbox.templates import UIDS_PER_TEMPLATE, Template, TemplateFailed, send_message
 
 log = logging.getLogger(__name__)
 
@@ -60,9 +61,22 @@ _SPAWN_TIMEOUT_S = 10.0
 _ZYGOTE_START_TIMEOUT_S = 30.0
 
 
-def _resolve(fut: asyncio.Future[None]) -> None:
-    if not fut.done():
-        fut.set_result(None)
+FORK_AFTER_INIT_TAG = "selfless:ForkAfterInit"
+
+
+def forks_after_init(function: Function) -> bool:
+    """Published versions with SnapStart ApplyOn PublishedVersions, and $LATEST tagged
+    ``selfless:ForkAfterInit=on``: their new environments fork from a post-init template."""
+    if function.version == "$LATEST":
+        return function.tags.get(FORK_AFTER_INIT_TAG, "").lower() in ("on", "true", "1", "yes")
+    snap_start = function.extra.get("SnapStart") or {}
+    return isinstance(snap_start, dict) and snap_start.get("ApplyOn") == "PublishedVersions"
+
+
+def _join_cgroup(cgroup: Cgroup, pid: int) -> None:
+    for procs in cgroup.procs_files:
+        with open(procs, "w") as f:
+            f.write(str(pid))
 
 
 def _executable(path: Path) -> bool:
@@ -261,31 +275,13 @@ class Zygote:
             return await reply
 
     async def _send(self, payload: bytes, fds: list[int] | None = None) -> None:
-        """One message to the zygote. A burst of spawns can fill the socket's queue while the zygote forks:
-        then senders wait their turn (one writability watch per socket, so one waiter at a time, in order)
-        under the caller's deadline, instead of failing."""
-        async with self._send_lock:
-            while True:
-                sock, loop = self._sock, self._loop
-                if sock is None or loop is None:
-                    raise OSError("the zygote is not running")
-                try:
-                    if fds:
-                        socket.send_fds(sock, [payload], fds)
-                    else:
-                        sock.send(payload)
-                    return
-                except BlockingIOError:
-                    pass
-                writable: asyncio.Future[None] = loop.create_future()
-                loop.add_writer(sock.fileno(), _resolve, writable)
-                try:
-                    await writable
-                finally:
-                    loop.remove_writer(sock.fileno())
+        """One message to the zygote; a burst of spawns can fill its queue: then senders wait their turn."""
+        if self._sock is None or self._loop is None:
+            raise OSError("the zygote is not running")
+        await send_message(self._sock, self._loop, self._send_lock, payload, fds or [])
 
     async def spawn(
-        self, spec: dict[str, Any], output_fd: int, spare: str | None = None
+        self, spec: dict[str, Any], output_fd: int, spare: str | None = None, control_fd: int | None = None
     ) -> tuple[int, asyncio.Future[int]]:
         if self._sock is None or self._loop is None:
             raise OSError("the zygote is not running")
@@ -296,7 +292,7 @@ class Zygote:
         if spare is not None:
             doc["spare"] = spare
         async with asyncio.timeout(_SPAWN_TIMEOUT_S):
-            await self._send(json.dumps(doc).encode(), [output_fd])
+            await self._send(json.dumps(doc).encode(), [output_fd] if control_fd is None else [output_fd, control_fd])
             msg = await reply
         if "error" in msg:
             raise OSError(f"zygote could not fork: {msg['error']}")
@@ -343,6 +339,12 @@ class LinuxBackend:
         self._scratch: ScratchPool | None = None
         self._scratches: dict[str, Scratch] = {}
         self._peers = PeerLookup()
+        # Fork-after-init: a template per opted-in version, the uid blocks they take, and which template
+        # (and uid index) each forked environment came from.
+        self._templates: dict[str, Template] = {}
+        self._template_blocks: list[int] = []
+        self._forked: dict[str, tuple[Template, int]] = {}
+        self._template_tasks: set[asyncio.Task[None]] = set()
         # Where each child mounts its root, in its own mount namespace: one empty directory for all.
         self._mount_point = data_dir / "sandbox" / "root"
         self._data_dir = data_dir
@@ -391,6 +393,9 @@ class LinuxBackend:
         self._mount_point.mkdir(mode=0o755, parents=True, exist_ok=True)
         base = UID_BASE + self.slot * UID_BLOCK
         self._free_uids = list(range(base + min(max_environments, UID_BLOCK) - 1, base - 1, -1))
+        # Template uid blocks come from the top of the server's block, clear of environments' uids.
+        blocks = (UID_BLOCK - min(max_environments, UID_BLOCK)) // UIDS_PER_TEMPLATE
+        self._template_blocks = list(range(min(blocks, 128) - 1, -1, -1))
         for name in ("bin", "lib", "lib32", "lib64", "libx32", "sbin"):
             host = Path("/") / name
             if host.is_symlink():
@@ -484,6 +489,15 @@ class LinuxBackend:
             raise OSError(f"{NETWORK_MODE_TAG}=none needs a Python runtime: a custom runtime opens its own connections")
         interpreter = runtime.interpreter or self._fallback_interpreter
         zygote = await self._zygote(interpreter)
+        if runtime.is_python and network != "none" and forks_after_init(function):
+            template = self._templates.get(function.qualified_name)
+            if template is not None and template.generation != function.generation:
+                self._retire_template(template)
+                template = None
+            if template is not None and template.usable:
+                return await self._fork(env_id, template, function, env)
+            if template is None:
+                self._start_template(zygote, root, function, runtime, env)
         uid = self._free_uids.pop()
         self._uids[env_id] = uid
         if network == "none":
@@ -499,6 +513,31 @@ class LinuxBackend:
             self._scratches[env_id] = scratch
         else:
             cgroup = await cgroup_made
+        spec = self._spec(env_id, root, function, runtime, interpreter, uid, env, network)
+        spec["cgroup_procs"] = [] if token is not None else cgroup.procs_files
+        read_fd, write_fd = os.pipe2(os.O_CLOEXEC)
+        try:
+            pid, exited = await zygote.spawn(spec, write_fd, token)
+        except BaseException:
+            os.close(read_fd)
+            raise
+        finally:
+            os.close(write_fd)
+        os.set_blocking(read_fd, False)
+        return LinuxProcess(pid, exited, read_fd, cgroup)
+
+    def _spec(
+        self,
+        env_id: str,
+        root: Path,
+        function: Function,
+        runtime: Runtime,
+        interpreter: str,
+        uid: int,
+        env: Mapping[str, str],
+        network: str,
+    ) -> dict[str, Any]:
+        """What the zygote's child needs to enter the sandbox and start the runtime."""
         binds = list(self._base_binds)
         prefix = _prefix_of(interpreter)
         if runtime.is_python and not prefix.startswith("/usr"):
@@ -512,7 +551,6 @@ class LinuxBackend:
         etc["passwd"] = f"root:x:0:0:root:/root:/sbin/nologin\n{SANDBOX_USER}:x:{uid}:{uid}::/tmp:/sbin/nologin\n"
         etc["group"] = f"root:x:0:\n{SANDBOX_USER}:x:{uid}:\n"
         spec: dict[str, Any] = {
-            "cgroup_procs": [] if token is not None else cgroup.procs_files,
             "root_dir": str(self._mount_point),
             "binds": binds,
             "symlinks": self._symlinks,
@@ -529,16 +567,124 @@ class LinuxBackend:
         }
         if not runtime.is_python:
             spec["exec"] = ["/var/task/bootstrap"]
+        return spec
+
+    # -- fork-after-init ----------------------------------------------------------------------------------
+
+    def _start_template(
+        self, zygote: Zygote, root: Path, function: Function, runtime: Runtime, env: Mapping[str, str]
+    ) -> None:
+        """Make the version's template in the background; calls meanwhile start environments as usual."""
+        if not self._template_blocks:
+            log.warning("no uid block left for a fork-after-init template of %s", function.arn)
+            return
+        block = self._template_blocks.pop()
+        base = UID_BASE + self.slot * UID_BLOCK + UID_BLOCK - (block + 1) * UIDS_PER_TEMPLATE
+        template = Template(function.qualified_name, function.generation, base, block, Cgroup([], Path(), 1))
+        self._templates[function.qualified_name] = template
+
+        async def make() -> None:
+            try:
+                template.cgroup = await asyncio.to_thread(
+                    self.cgroups.create, f"template-{block}-{function.generation}", function.memory_size
+                )
+                spec = self._spec(
+                    f"template-{block}", root, function, runtime, zygote.interpreter, base, env, self._network
+                )
+                spec["cgroup_procs"] = template.cgroup.procs_files
+                spec["template"] = {"uid_base": base, "count": UIDS_PER_TEMPLATE}
+                spec["env"]["AWS_LAMBDA_INITIALIZATION_TYPE"] = "snap-start"
+                ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+                read_fd, write_fd = os.pipe2(os.O_CLOEXEC)
+                try:
+                    pid, exited = await zygote.spawn(spec, write_fd, None, theirs.fileno())
+                except BaseException:
+                    ours.close()
+                    os.close(read_fd)
+                    raise
+                finally:
+                    theirs.close()
+                    os.close(write_fd)
+                os.set_blocking(read_fd, False)
+                template.attach(pid, exited, ours, read_fd)
+                init_ms = await asyncio.wait_for(asyncio.shield(template.ready), max(10.0, float(function.timeout)))
+                log.info("fork-after-init template of %s ready (init %.1f ms)", function.qualified_name, init_ms)
+            except (OSError, TimeoutError, TemplateFailed) as exc:
+                log.warning("no fork-after-init template for %s: %s", function.qualified_name, exc)
+                if not template.ready.done():
+                    template.ready.set_exception(TemplateFailed("Runtime.Unknown", str(exc)))
+                self._retire_template(template)
+
+        task = asyncio.get_running_loop().create_task(make())
+        self._template_tasks.add(task)
+        task.add_done_callback(self._template_tasks.discard)
+
+    async def _fork(self, env_id: str, template: Template, function: Function, env: Mapping[str, str]) -> LinuxProcess:
+        index = template.take_uid()
+        self._forked[env_id] = (template, index)
+        self._uids[env_id] = template.uid_base + index
+        cgroup = await asyncio.to_thread(self._cgroup_for, env_id, None, function.memory_size)
+        child_env = dict(env)
+        child_env["AWS_LAMBDA_INITIALIZATION_TYPE"] = "snap-start"
+        spec = {
+            "uid": index,
+            "tmp_mb": function.ephemeral_storage,
+            "env": child_env,
+            "keep_under_tmp": [str(self.runtime_packages)] if self.runtime_packages is not None else [],
+        }
         read_fd, write_fd = os.pipe2(os.O_CLOEXEC)
         try:
-            pid, exited = await zygote.spawn(spec, write_fd, token)
+            pid, exited = await template.fork(spec, write_fd)
         except BaseException:
             os.close(read_fd)
             raise
         finally:
             os.close(write_fd)
+        process = LinuxProcess(pid, exited, read_fd, cgroup)
+        try:
+            await asyncio.to_thread(_join_cgroup, cgroup, pid)
+            await template.go(pid)
+        except BaseException:
+            process.kill()
+            os.close(read_fd)
+            raise
         os.set_blocking(read_fd, False)
-        return LinuxProcess(pid, exited, read_fd, cgroup)
+        return process
+
+    def _retire_template(self, template: Template) -> None:
+        """No more forks from it; it stops once the environments forked from it are gone."""
+        if self._templates.get(template.qualified_name) is template:
+            del self._templates[template.qualified_name]
+        template.draining = True
+        if template.idle:
+            self._close_template(template)
+
+    def _close_template(self, template: Template) -> None:
+        if template.closed:
+            return
+        template.close()
+
+        async def cleanup() -> None:
+            if template.exited is not None:
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(asyncio.shield(template.exited), 10)
+            if template.cgroup.dirs:
+                await asyncio.to_thread(template.cgroup.remove)
+            self._template_blocks.append(template.block)
+
+        task = asyncio.get_running_loop().create_task(cleanup())
+        self._template_tasks.add(task)
+        task.add_done_callback(self._template_tasks.discard)
+
+    def templates_ready(self) -> int:
+        """Fork-after-init templates that environments can fork from now."""
+        return sum(1 for t in self._templates.values() if t.usable)
+
+    def retire(self, qualified_name: str, generation: int | None) -> None:
+        """A version moved to ``generation`` or went away (None): its older template drains."""
+        template = self._templates.get(qualified_name)
+        if template is not None and template.generation != generation:
+            self._retire_template(template)
 
     def _cgroup_for(self, env_id: str, spare: tuple[str, Cgroup] | None, memory_mb: int) -> Cgroup:
         """The environment's cgroup: the spare's, now limited, or a new one. Runs in a worker thread;
@@ -609,6 +755,13 @@ class LinuxBackend:
         return base, base + UID_BLOCK - 1
 
     async def release(self, env_id: str, root: Path) -> None:
+        forked = self._forked.pop(env_id, None)
+        if forked is not None:
+            template, index = forked
+            self._uids.pop(env_id, None)
+            template.give_back_uid(index)
+            if template.draining and template.idle:
+                self._close_template(template)
         cgroup = self._cgroups.pop(env_id, None)
         if cgroup is not None:
             cgroup.kill_all()
@@ -624,6 +777,13 @@ class LinuxBackend:
 
     async def close(self) -> None:
         self._peers.close()
+        for template in list(self._templates.values()):
+            self._retire_template(template)
+        for template, _index in list(self._forked.values()):
+            if not template.idle:
+                self._close_template(template)
+        if self._template_tasks:
+            await asyncio.gather(*self._template_tasks, return_exceptions=True)
         if self._scratch is not None:
             await self._scratch.close()
         for task in list(self._spare_tasks):

@@ -296,6 +296,12 @@ class ProcessBackend:
     def peer_check(self, env_id: str) -> None:
         return None
 
+    def templates_ready(self) -> int:
+        return 0
+
+    def retire(self, qualified_name: str, generation: int | None) -> None:
+        """Nothing kept per function here (fork-after-init needs the linux backend)."""
+
     def describe(self) -> str:
         limits = "" if self._mount_tmp else "; /tmp sizes are not enforced (not root)"
         return (

@@ -215,8 +215,7 @@ def _load_handler(spec, task_root):
     return handler
 
 
-def main():
-    env = os.environ
+def _prepare_paths(env):
     task_root = env.get("LAMBDA_TASK_ROOT", os.getcwd())
     os.chdir(task_root)
     # The import path AWS's Python runtime gives a function: its code, then layers, then PYTHONPATH extras.
@@ -226,6 +225,12 @@ def main():
     provided = env.get("SELFLESS_RUNTIME_PACKAGES")
     if provided and sys.version_info >= (3, 10) and provided not in sys.path:
         sys.path.append(provided)
+    return task_root
+
+
+def main():
+    env = os.environ
+    task_root = _prepare_paths(env)
     conn = _Conn(env["AWS_LAMBDA_RUNTIME_API"])
     started = time.monotonic()
     try:
@@ -242,6 +247,11 @@ def main():
         sys.exit(1)
     # The function's own init time (its imports), so the platform can report Init Duration honestly.
     first = (("Selfless-Init-Duration-Ms", "%.3f" % ((time.monotonic() - started) * 1000)),)
+    _serve(conn, handler, first)
+
+
+def _serve(conn, handler, first):
+    env = os.environ
     while True:
         _status, headers, event_bytes = conn.request("GET", _API + "/invocation/next", b"", first)
         first = ()
@@ -279,6 +289,178 @@ def main():
             )
             continue
         conn.request("POST", "%s/invocation/%s/response" % (_API, request_id), payload)
+
+
+# -- fork-after-init ----------------------------------------------------------------------------------------
+#
+# A template runs the function's init once and then forks environments from that state on the server's
+# request, each entering a sandbox of its own first (``enter_forked``: a new mount namespace with a private
+# /tmp, its own uid, the full seccomp filter). Hooks registered through snapshot_restore_py (AWS's SnapStart
+# hook library) run as on SnapStart: before-snapshot ones once in the template, after-restore ones in every
+# forked environment, after Python's random generators were reseeded.
+#
+#   server -> template   {"op": "fork", "id": N, "spec": {...}} with the environment's stdout pipe
+#   template -> server   {"id": N, "pid": P}; later {"exit": P, "code": C}
+#   server -> template   {"op": "go", "pid": P}   (P is in its own cgroup now: it may go on)
+#   template -> server   {"ready": pid, "init_ms": T} or {"init_error": type, "message": text} at first
+
+
+def _hooks(which):
+    module = sys.modules.get("snapshot_restore_py")
+    if module is None:
+        return []
+    return list(getattr(module, which)())
+
+
+def _reseed():
+    """A forked environment must not replay its template's random numbers."""
+    rnd = sys.modules.get("random")
+    if rnd is not None:
+        rnd.seed()
+    np_random = sys.modules.get("numpy.random")
+    if np_random is not None:
+        try:
+            np_random.seed()
+        except Exception:
+            pass
+
+
+def template_main(control, filter_prog, enter_forked):
+    import gc
+    import select
+    import signal
+    import socket
+
+    def send(doc):
+        control.send(json.dumps(doc).encode())
+
+    env = os.environ
+    task_root = _prepare_paths(env)
+    started = time.monotonic()
+    try:
+        handler = _load_handler(env["_HANDLER"], task_root)
+        for func, args, kwargs in _hooks("get_before_snapshot"):
+            func(*args, **kwargs)
+    except Exception as exc:
+        body = _error_body(exc)
+        sys.stdout.write("[ERROR] %s: %s\n" % (body["errorType"], body["errorMessage"]))
+        send({"init_error": body["errorType"], "message": body["errorMessage"]})
+        sys.exit(1)
+    init_ms = (time.monotonic() - started) * 1000
+    gc.collect()
+    if hasattr(gc, "freeze"):
+        gc.freeze()
+    wake_r, wake_w = os.pipe()
+    os.set_blocking(wake_w, False)
+    signal.set_wakeup_fd(wake_w)
+    signal.signal(signal.SIGCHLD, lambda *_: None)
+    send({"ready": os.getpid(), "init_ms": init_ms})
+    waiting = {}  # pid -> the write end of its "go" pipe
+    while True:
+        readable, _, _ = select.select([control, wake_r], [], [])
+        if wake_r in readable:
+            try:
+                os.read(wake_r, 4096)
+            except BlockingIOError:
+                pass
+            while True:
+                try:
+                    pid, status = os.waitpid(-1, os.WNOHANG)
+                except ChildProcessError:
+                    break
+                if pid == 0:
+                    break
+                go = waiting.pop(pid, None)
+                if go is not None:
+                    os.close(go)
+                send({"exit": pid, "code": os.waitstatus_to_exitcode(status)})
+        if control not in readable:
+            continue
+        try:
+            msg, fds, _flags, _addr = socket.recv_fds(control, 1 << 20, 2)
+        except OSError:
+            return
+        if not msg:
+            return  # the server went away; children are in their own sessions and cgroups
+        doc = json.loads(msg)
+        if doc.get("op") == "go":
+            go = waiting.pop(int(doc["pid"]), None)
+            if go is not None:
+                os.write(go, b"g")
+                os.close(go)
+            continue
+        if doc.get("op") != "fork" or len(fds) != 1:
+            for fd in fds:
+                os.close(fd)
+            send({"id": doc.get("id"), "error": "bad request"})
+            continue
+        go_r, go_w = os.pipe()
+        try:
+            pid = os.fork()
+        except OSError as exc:
+            for fd in (go_r, go_w, fds[0]):
+                os.close(fd)
+            send({"id": doc["id"], "error": str(exc)})
+            continue
+        if pid == 0:
+            control.close()
+            for fd in (wake_r, wake_w, go_w):
+                os.close(fd)
+            _forked_child(doc["spec"], fds[0], go_r, filter_prog, enter_forked, handler)
+        os.close(go_r)
+        os.close(fds[0])
+        waiting[pid] = go_w
+        send({"id": doc["id"], "pid": pid})
+
+
+def _forked_child(spec, out_fd, go_fd, filter_prog, enter_forked, handler):
+    """In a forked environment: never returns."""
+    import signal
+
+    code = 1
+    try:
+        signal.set_wakeup_fd(-1)
+        signal.signal(signal.SIGCHLD, signal.SIG_DFL)
+        os.dup2(out_fd, 1)
+        os.dup2(out_fd, 2)
+        os.close(out_fd)
+        os.setsid()
+        enter_forked(spec, filter_prog)
+        # Until the server has moved this process into the environment's own cgroup.
+        if os.read(go_fd, 1) != b"g":
+            os._exit(0)
+        os.close(go_fd)
+        started = time.monotonic()
+        os.environ.clear()
+        os.environ.update(spec["env"])
+        _reseed()
+        conn = _Conn(os.environ["AWS_LAMBDA_RUNTIME_API"])
+        try:
+            for func, args, kwargs in _hooks("get_after_restore"):
+                func(*args, **kwargs)
+        except Exception as exc:
+            body = _error_body(exc)
+            sys.stdout.write("[ERROR] %s: %s\n" % (body["errorType"], body["errorMessage"]))
+            conn.request(
+                "POST",
+                _API + "/init/error",
+                json.dumps(body).encode(),
+                (("Lambda-Runtime-Function-Error-Type", "Runtime.AfterRestoreError"),),
+            )
+            os._exit(1)
+        restore = (("Selfless-Restore-Duration-Ms", "%.3f" % ((time.monotonic() - started) * 1000)),)
+        _serve(conn, handler, restore)
+        code = 0
+    except SystemExit as exc:
+        code = exc.code if isinstance(exc.code, int) else 1
+    except BaseException as exc:
+        try:
+            os.write(2, ("selfless: forked environment setup failed: %s: %s\n" % (type(exc).__name__, exc)).encode())
+        except OSError:
+            pass
+        code = 127
+    finally:
+        os._exit(code)
 
 
 if __name__ == "__main__":

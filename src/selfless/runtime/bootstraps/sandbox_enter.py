@@ -15,6 +15,13 @@ Order matters and every step is a plain syscall through ctypes (no helper binary
    uid 0), set no_new_privs, and load the seccomp filter built once in the zygote.
 
 Mounts live in the child's own mount namespace: they vanish with its last process, nothing to clean up.
+
+A fork-after-init *template* (``spec["template"]``) takes steps 1-4 the same way, but in step 5 it enters a
+new user namespace instead: a helper forked just before (still root on the host) maps the namespace's uids
+0..N-1 onto N host uids of the template's own block, and the template becomes uid 0 there: host uid H, no
+capability on the host, all of them inside its namespace, which is what lets each environment forked from
+it later (``enter_forked``) make a mount namespace with a private /tmp and drop to uid k (host H+k) before
+the full seccomp filter. The template's own filter allows mount and unshare for that reason.
 """
 
 import ctypes
@@ -51,6 +58,7 @@ PR_SET_MEMORY_MERGE = 67
 SECCOMP_MODE_FILTER = 2
 
 RUNTIME_API_FD = 3
+TEMPLATE_CONTROL_FD = 4  # a template's control socket to the server
 SYS_PIVOT_ROOT = 155
 SYS_CLOSE_RANGE = 436
 
@@ -123,12 +131,13 @@ def _insn(code, jt, jf, k):
     return struct.pack("HBBI", code, jt, jf, k)
 
 
-def build_seccomp_filter():
-    """The BPF program (bytes) for the x86_64 deny list; None on other architectures (then no filter)."""
+def build_seccomp_filter(allow=()):
+    """The BPF program (bytes) for the x86_64 deny list less ``allow`` (syscall names); None on other
+    architectures (then no filter)."""
     if os.uname().machine != "x86_64":
         return None
     ld_w_abs, jeq, jge, jset, ret = 0x20, 0x15, 0x35, 0x45, 0x06
-    denied = sorted(set(DENIED.values()))
+    denied = sorted(set(nr for name, nr in DENIED.items() if name not in allow))
     prog = []
     # 0: arch check (a foreign ABI could name other syscalls by these numbers)
     prog.append((ld_w_abs, 0, 0, 4))
@@ -213,12 +222,13 @@ def become_subreaper():
     _libc.prctl(PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0)
 
 
-def _close_extra_fds():
-    if _libc.syscall(SYS_CLOSE_RANGE, 3, 0xFFFFFFFF, 0) == 0:
+def _close_extra_fds(keep=()):
+    first = 3 + len(keep)  # kept descriptors are 3, 4, ... in order
+    if _libc.syscall(SYS_CLOSE_RANGE, first, 0xFFFFFFFF, 0) == 0:
         return
     for name in os.listdir("/proc/self/fd"):
         fd = int(name)
-        if fd > 2:
+        if fd >= first:
             try:
                 os.close(fd)
             except OSError:
@@ -247,7 +257,14 @@ def join_cgroups(procs_files):
 
 def enter(spec, filter_prog):
     join_cgroups(spec.get("cgroup_procs", ()))
-    _close_extra_fds()
+    template = spec.get("template")
+    if template:
+        os.set_inheritable(TEMPLATE_CONTROL_FD, False)
+        try:
+            os.close(RUNTIME_API_FD)
+        except OSError:
+            pass
+    _close_extra_fds(keep=(RUNTIME_API_FD, TEMPLATE_CONTROL_FD) if template else ())
     os.setsid()
     flags = CLONE_NEWNS | CLONE_NEWIPC | CLONE_NEWUTS
     if spec.get("network") == "none":
@@ -304,17 +321,83 @@ def enter(spec, filter_prog):
     hostname = spec.get("hostname", "localhost").encode()
     _check(_libc.sethostname(hostname, len(hostname)), "sethostname")
 
-    uid, gid = spec["uid"], spec["gid"]
+    if template:
+        _enter_user_namespace(template["uid_base"], template["count"])
+        filter_prog = build_seccomp_filter(allow=("mount", "umount2", "unshare"))
+    else:
+        uid, gid = spec["uid"], spec["gid"]
+        os.setgroups([])
+        os.setresgid(gid, gid, gid)
+        os.setresuid(uid, uid, uid)
+    _check(_libc.prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0), "no_new_privs")
+    _seccomp(filter_prog)
+    os.chdir(spec.get("cwd", "/var/task"))
+
+
+def _seccomp(filter_prog):
+    if filter_prog is None:
+        return
+    buf = ctypes.create_string_buffer(filter_prog, len(filter_prog))
+
+    class SockFprog(ctypes.Structure):
+        _fields_ = [("len", ctypes.c_ushort), ("filter", ctypes.c_void_p)]
+
+    fprog = SockFprog(len(filter_prog) // 8, ctypes.addressof(buf))
+    _check(_libc.prctl(PR_SET_SECCOMP, SECCOMP_MODE_FILTER, ctypes.byref(fprog), 0, 0), "seccomp")
+
+
+def _enter_user_namespace(uid_base, count):
+    """Become uid 0 of a new user namespace whose uids 0..count-1 are host uids uid_base.. (see above)."""
+    ready_r, ready_w = os.pipe()
+    helper = os.fork()
+    if helper == 0:
+        code = 1
+        try:
+            os.close(ready_w)
+            if os.read(ready_r, 1) == b"u":
+                parent = os.getppid()
+                with open("/proc/%d/uid_map" % parent, "w") as f:
+                    f.write("0 %d %d\n" % (uid_base, count))
+                with open("/proc/%d/gid_map" % parent, "w") as f:
+                    f.write("0 %d %d\n" % (uid_base, count))
+                code = 0
+        finally:
+            os._exit(code)
+    os.close(ready_r)
+    try:
+        _check(_libc.unshare(CLONE_NEWUSER), "unshare user namespace")
+    finally:
+        os.write(ready_w, b"u")
+        os.close(ready_w)
+    _, status = os.waitpid(helper, 0)
+    if os.waitstatus_to_exitcode(status) != 0:
+        raise OSError("could not map the template's user namespace")
+    # Host uid uid_base from here on: root only inside the namespace.
     os.setgroups([])
-    os.setresgid(gid, gid, gid)
+    os.setresgid(0, 0, 0)
+    os.setresuid(0, 0, 0)
+
+
+def enter_forked(spec, filter_prog):
+    """In an environment forked from a template: a mount namespace of its own with a private /tmp, its
+    own uid (``spec["uid"]``, inside the template's user namespace), then the full seccomp filter."""
+    _check(_libc.unshare(CLONE_NEWNS), "unshare")
+    _mount(None, "/", None, MS_REC | MS_PRIVATE)
+    # Paths the template sees below /tmp (a data dir there, in tests) stay visible through the new /tmp
+    # (held open in this namespace's copy of the mounts, then bound back over the new /tmp).
+    kept = []
+    for path in spec.get("keep_under_tmp", ()):
+        if path.startswith("/tmp/") and os.path.isdir(path):
+            kept.append((os.open(path, os.O_PATH | os.O_CLOEXEC), path))
+    _mount("tmpfs", "/tmp", "tmpfs", MS_NOSUID | MS_NODEV, "size=%dm,mode=1777" % spec["tmp_mb"])
+    for fd, path in kept:
+        os.makedirs(path, exist_ok=True)
+        _mount("/proc/self/fd/%d" % fd, path, None, MS_BIND | MS_REC)
+        os.close(fd)
+    uid = spec["uid"]
+    os.setgroups([])
+    os.setresgid(uid, uid, uid)
     os.setresuid(uid, uid, uid)
     _check(_libc.prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0), "no_new_privs")
-    if filter_prog is not None:
-        buf = ctypes.create_string_buffer(filter_prog, len(filter_prog))
-
-        class SockFprog(ctypes.Structure):
-            _fields_ = [("len", ctypes.c_ushort), ("filter", ctypes.c_void_p)]
-
-        fprog = SockFprog(len(filter_prog) // 8, ctypes.addressof(buf))
-        _check(_libc.prctl(PR_SET_SECCOMP, SECCOMP_MODE_FILTER, ctypes.byref(fprog), 0, 0), "seccomp")
-    os.chdir(spec.get("cwd", "/var/task"))
+    _seccomp(filter_prog)
+    os.chdir("/var/task")

@@ -7,7 +7,8 @@ filter once, freezes its heap out of the garbage collector's way, and then serve
 
   server -> zygote   {"op": "spare", "token": T, "cgroup_procs": [...]}
   zygote -> server   {"spare": T, "pid": P}
-  server -> zygote   {"op": "spawn", "id": N, "spec": {...}, ["spare": T]} with the stdout pipe (SCM_RIGHTS)
+  server -> zygote   {"op": "spawn", "id": N, "spec": {...}, ["spare": T]} with the stdout pipe (SCM_RIGHTS),
+                     and for a fork-after-init template (spec "template") its control socket too
   zygote -> server   {"id": N, "pid": P} or {"id": N, "error": "..."}; later {"exit": P, "code": C}
 
 A spare is a child forked ahead of time that has already joined its cgroups and waits for a spec: joining
@@ -102,8 +103,8 @@ def _spare(cgroup_procs, channel, sock, filter_prog):
     _child(spec, fds[0], None, filter_prog)
 
 
-def _child(spec, out_fd, sock, filter_prog):
-    """In the forked child: never returns."""
+def _child(spec, out_fd, sock, filter_prog, control_fd=None):
+    """In the forked child: never returns. ``control_fd``: a fork-after-init template's socket to the server."""
     code = 1
     try:
         if sock is not None:
@@ -113,6 +114,9 @@ def _child(spec, out_fd, sock, filter_prog):
         os.dup2(out_fd, 2)
         if out_fd > 2:
             os.close(out_fd)
+        if control_fd is not None and control_fd != sandbox_enter.TEMPLATE_CONTROL_FD:
+            os.dup2(control_fd, sandbox_enter.TEMPLATE_CONTROL_FD)
+            os.close(control_fd)
         devnull = os.open("/dev/null", os.O_RDONLY)
         os.dup2(devnull, 0)
         os.close(devnull)
@@ -123,7 +127,11 @@ def _child(spec, out_fd, sock, filter_prog):
             os.execve(spec["exec"][0], spec["exec"], spec["env"])
         # The zygote's heap stays frozen: collecting it would touch (and so copy) every shared page.
         _forget_shadowed_preloads(spec.get("cwd", "/var/task"))
-        python_bootstrap.main()
+        if spec.get("template"):
+            control = socket.socket(fileno=sandbox_enter.TEMPLATE_CONTROL_FD)
+            python_bootstrap.template_main(control, filter_prog, sandbox_enter.enter_forked)
+        else:
+            python_bootstrap.main()
         code = 0
     except SystemExit as exc:
         code = exc.code if isinstance(exc.code, int) else 1
@@ -207,7 +215,8 @@ def main():
                 os.close(fds[0])
                 _send(sock, reply)
                 continue
-            if doc.get("op") != "spawn" or len(fds) != 1:
+            template = doc.get("op") == "spawn" and bool(doc.get("spec", {}).get("template"))
+            if doc.get("op") != "spawn" or len(fds) != (2 if template else 1):
                 for fd in fds:
                     os.close(fd)
                 _send(sock, {"id": doc.get("id"), "error": "bad request"})
@@ -219,8 +228,9 @@ def main():
                 _send(sock, {"id": doc["id"], "error": str(exc)})
                 continue
             if pid == 0:
-                _child(doc["spec"], fds[0], sock, filter_prog)
-            os.close(fds[0])
+                _child(doc["spec"], fds[0], sock, filter_prog, fds[1] if template else None)
+            for fd in fds:
+                os.close(fd)
             children.add(pid)
             _send(sock, {"id": doc["id"], "pid": pid})
 

@@ -1,0 +1,250 @@
+"""Fork-after-init templates, as the server sees them: one per function version that opted in.
+
+A template is a sandboxed process that ran the version's init once (imports, module-level clients) and then
+forks environments on request (``bootstraps/python_bootstrap.py`` has its side of the protocol, and
+``bootstraps/sandbox_enter.py`` how it and its children are isolated). A new environment of that version
+then pays neither an interpreter start nor the function's imports: a fork, a mount namespace with a private
+/tmp, a uid change, the seccomp filter, and the after-restore hooks.
+
+Each template has a block of ``UIDS_PER_TEMPLATE`` host uids, mapped into its user namespace: uid 0 is the
+template itself, 1.. are the environments forked from it, one each at a time. An environment forked from
+a template is moved into a cgroup of its own before it may go on, so its memory limit is its own.
+
+A template serves one generation of one version. When the version goes away or changes, the template
+drains: no new forks, and it stops once the last environment forked from it has exited (it is their
+parent and reports their exits).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import itertools
+import json
+import logging
+import os
+import signal
+import socket
+from typing import Any
+
+from selfless.sandbox.cgroups import Cgroup
+
+log = logging.getLogger(__name__)
+
+UIDS_PER_TEMPLATE = 64
+_FORK_TIMEOUT_S = 10.0
+
+
+class TemplateFailed(Exception):
+    """The template could not be made: its init failed (``error_type``) or it could not start."""
+
+    def __init__(self, error_type: str, message: str) -> None:
+        super().__init__(f"{error_type}: {message}")
+        self.error_type = error_type
+
+
+async def send_message(
+    sock: socket.socket, loop: asyncio.AbstractEventLoop, lock: asyncio.Lock, payload: bytes, fds: list[int]
+) -> None:
+    """One SOCK_SEQPACKET message (with descriptors). When the peer's queue is full the sender waits its
+    turn (one writability watch per socket, so one waiter at a time, in order) under the caller's deadline
+    instead of failing."""
+    async with lock:
+        while True:
+            try:
+                if fds:
+                    socket.send_fds(sock, [payload], fds)
+                else:
+                    sock.send(payload)
+                return
+            except BlockingIOError:
+                pass
+            writable: asyncio.Future[None] = loop.create_future()
+            loop.add_writer(sock.fileno(), _resolve, writable)
+            try:
+                await writable
+            finally:
+                loop.remove_writer(sock.fileno())
+
+
+def _resolve(fut: asyncio.Future[None]) -> None:
+    if not fut.done():
+        fut.set_result(None)
+
+
+class Template:
+    def __init__(self, qualified_name: str, generation: int, uid_base: int, block: int, cgroup: Cgroup) -> None:
+        self.qualified_name = qualified_name
+        self.generation = generation
+        self.uid_base = uid_base
+        self.block = block
+        self.cgroup = cgroup
+        self.pid = 0
+        self.exited: asyncio.Future[int] | None = None
+        self.draining = False
+        self.closed = False
+        self._free = list(range(UIDS_PER_TEMPLATE - 1, 0, -1))
+        self._children: dict[int, asyncio.Future[int]] = {}  # pid -> its exit
+        self._early_exits: dict[int, int] = {}
+        self._replies: dict[int, asyncio.Future[dict[str, Any]]] = {}
+        self._ids = itertools.count(1)
+        self._sock: socket.socket | None = None
+        self._loop = asyncio.get_running_loop()
+        self._lock = asyncio.Lock()
+        self._output_fd = -1
+        self._partial = b""
+        self.ready: asyncio.Future[float] = self._loop.create_future()  # the template's init time (ms)
+        self.ready.add_done_callback(lambda f: f.exception() if not f.cancelled() else None)
+
+    # -- wiring ---------------------------------------------------------------------------------------------
+
+    def attach(self, pid: int, exited: asyncio.Future[int], sock: socket.socket, output_fd: int) -> None:
+        self.pid = pid
+        self.exited = exited
+        self._sock = sock
+        sock.setblocking(False)
+        self._loop.add_reader(sock.fileno(), self._on_readable)
+        self._output_fd = output_fd
+        self._loop.add_reader(output_fd, self._on_output)
+        exited.add_done_callback(self._on_exit)
+
+    @property
+    def usable(self) -> bool:
+        return (
+            not self.draining
+            and self.ready.done()
+            and not self.ready.cancelled()
+            and self.ready.exception() is None
+            and bool(self._free)
+            and self._sock is not None
+        )
+
+    @property
+    def idle(self) -> bool:
+        """No environment forked from it is alive."""
+        return not self._children
+
+    # -- forking --------------------------------------------------------------------------------------------
+
+    def take_uid(self) -> int:
+        """A uid index (1..) for a new environment; the host uid is ``uid_base`` + it."""
+        return self._free.pop()
+
+    def give_back_uid(self, index: int) -> None:
+        self._free.append(index)
+
+    async def fork(self, spec: dict[str, Any], output_fd: int) -> tuple[int, asyncio.Future[int]]:
+        if self._sock is None:
+            raise OSError("the template is gone")
+        request_id = next(self._ids)
+        reply: asyncio.Future[dict[str, Any]] = self._loop.create_future()
+        self._replies[request_id] = reply
+        doc = {"op": "fork", "id": request_id, "spec": spec}
+        async with asyncio.timeout(_FORK_TIMEOUT_S):
+            await send_message(self._sock, self._loop, self._lock, json.dumps(doc).encode(), [output_fd])
+            msg = await reply
+        if "error" in msg:
+            raise OSError(f"the template could not fork: {msg['error']}")
+        pid = int(msg["pid"])
+        exited: asyncio.Future[int] = self._loop.create_future()
+        if pid in self._early_exits:
+            exited.set_result(self._early_exits.pop(pid))
+        else:
+            self._children[pid] = exited
+        return pid, exited
+
+    async def go(self, pid: int) -> None:
+        """The forked environment is in its own cgroup now: it may go on."""
+        if self._sock is None:
+            raise OSError("the template is gone")
+        async with asyncio.timeout(_FORK_TIMEOUT_S):
+            await send_message(self._sock, self._loop, self._lock, json.dumps({"op": "go", "pid": pid}).encode(), [])
+
+    # -- messages -------------------------------------------------------------------------------------------
+
+    def _on_readable(self) -> None:
+        sock = self._sock
+        if sock is None:
+            return
+        while True:
+            try:
+                data = sock.recv(65536)
+            except BlockingIOError:
+                return
+            except OSError:
+                data = b""
+            if not data:
+                self._lost()
+                return
+            self._dispatch(json.loads(data))
+
+    def _dispatch(self, msg: dict[str, Any]) -> None:
+        if "ready" in msg:
+            if not self.ready.done():
+                self.ready.set_result(float(msg.get("init_ms", 0.0)))
+        elif "init_error" in msg:
+            if not self.ready.done():
+                self.ready.set_exception(TemplateFailed(str(msg["init_error"]), str(msg.get("message", ""))))
+        elif "exit" in msg:
+            pid, code = int(msg["exit"]), int(msg["code"])
+            fut = self._children.pop(pid, None)
+            if fut is None:
+                self._early_exits[pid] = code
+            elif not fut.done():
+                fut.set_result(code)
+        elif "id" in msg:
+            reply = self._replies.pop(int(msg["id"]), None)
+            if reply is not None and not reply.done():
+                reply.set_result(msg)
+
+    def _on_output(self) -> None:
+        # What the template's init printed: into the server's log, line by line.
+        try:
+            data = os.read(self._output_fd, 65536)
+        except BlockingIOError:
+            return
+        except OSError:
+            data = b""
+        if not data:
+            with contextlib.suppress(ValueError, OSError):
+                self._loop.remove_reader(self._output_fd)
+            return
+        *lines, self._partial = (self._partial + data).split(b"\n")
+        for line in lines:
+            log.info("template of %s: %s", self.qualified_name, line.decode("utf-8", "replace"))
+
+    def _on_exit(self, fut: asyncio.Future[int]) -> None:
+        if not self.ready.done():
+            self.ready.set_exception(TemplateFailed("Runtime.ExitError", "the template exited during its init"))
+        self._lost()
+
+    def _lost(self) -> None:
+        if self._sock is not None:
+            with contextlib.suppress(Exception):
+                self._loop.remove_reader(self._sock.fileno())
+            self._sock.close()
+            self._sock = None
+        for reply in self._replies.values():
+            if not reply.done():
+                reply.set_exception(OSError("the template went away"))
+        self._replies.clear()
+        # Its children are the server's now (a subreaper); nobody reports their exits any more, so they go.
+        for pid, fut in list(self._children.items()):
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.kill(pid, signal.SIGKILL)
+            if not fut.done():
+                fut.set_result(-signal.SIGKILL)
+        self._children.clear()
+
+    def close(self) -> None:
+        """Stop the template itself (its cgroup holds only it); environments forked from it go with it."""
+        self.closed = True
+        self.draining = True
+        self.cgroup.kill_all()
+        self._lost()
+        if self._output_fd >= 0:
+            with contextlib.suppress(ValueError, OSError):
+                self._loop.remove_reader(self._output_fd)
+            with contextlib.suppress(OSError):
+                os.close(self._output_fd)
+            self._output_fd = -1

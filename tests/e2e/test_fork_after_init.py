@@ -1,0 +1,151 @@
+"""Fork-after-init (SnapStart-style starts): once a version's template has run its init, new environments
+fork from it; they run SnapStart's hooks, get fresh random state, and keep their own uid, /tmp and seccomp
+filter. Opt-in with SnapStart ApplyOn PublishedVersions, or the selfless:ForkAfterInit tag on $LATEST."""
+
+from __future__ import annotations
+
+import base64
+import concurrent.futures
+import json
+import re
+import time
+import urllib.request
+from collections.abc import Callable
+from typing import Any
+
+import pytest
+
+SNAPPY = """import ctypes, os, random, time
+from snapshot_restore_py import register_after_restore, register_before_snapshot
+
+STATE = {"before": 0, "after": 0, "import_random": random.random()}
+
+
+@register_before_snapshot
+def before():
+    STATE["before"] += 1
+
+
+@register_after_restore
+def after():
+    STATE["after"] += 1
+
+
+def handler(event, context):
+    time.sleep(event.get("sleep", 0))
+    mark = "/tmp/mark-" + context.aws_request_id
+    others = [n for n in os.listdir("/tmp") if n.startswith("mark-")]
+    open(mark, "w").write("x")
+    libc = ctypes.CDLL(None, use_errno=True)
+    mounted = libc.mount(b"tmpfs", b"/tmp", b"tmpfs", 0, None) == 0
+    unshared = libc.unshare(0x00020000) == 0
+    return {
+        "init": os.environ["AWS_LAMBDA_INITIALIZATION_TYPE"],
+        "before": STATE["before"],
+        "after": STATE["after"],
+        "random": random.random(),
+        "uid": os.getuid(),
+        "others_tmp": others,
+        "mounted": mounted,
+        "unshared": unshared,
+        "stream": context.log_stream_name,
+    }
+"""
+
+
+def call(lam: Any, name: str, qualifier: str, sleep: float = 0.0) -> tuple[dict[str, Any], str]:
+    r = lam.invoke(FunctionName=name, Qualifier=qualifier, Payload=json.dumps({"sleep": sleep}), LogType="Tail")
+    body = json.loads(r["Payload"].read())
+    assert "FunctionError" not in r, body
+    tail = base64.b64decode(r["LogResult"]).decode()
+    report = next(line for line in tail.splitlines() if line.startswith("REPORT"))
+    return body, report
+
+
+def templates_ready(server: Any) -> int:
+    with urllib.request.urlopen(f"{server.endpoint}/metrics", timeout=5) as r:
+        text = r.read().decode()
+    found = re.search(r"^selfless_fork_templates_ready ([0-9.]+)$", text, re.M)
+    assert found is not None, "the metric is missing"
+    return int(float(found.group(1)))
+
+
+def first_call_then_template(server: Any, lam: Any, name: str, qualifier: str) -> dict[str, Any]:
+    """The first call starts plainly and has the template made; wait (bounded) until it is ready."""
+    before = templates_ready(server)
+    body, report = call(lam, name, qualifier)
+    assert body["init"] == "on-demand" and "Init Duration" in report
+    deadline = time.monotonic() + 30
+    while templates_ready(server) <= before:
+        assert time.monotonic() < deadline, "the template did not become ready"
+        time.sleep(0.05)
+    return body
+
+
+def forked_burst(lam: Any, name: str, qualifier: str, n: int) -> list[tuple[dict[str, Any], str]]:
+    """``n`` concurrent calls: one finds the warm environment, the others fork from the template."""
+    with concurrent.futures.ThreadPoolExecutor(n) as pool:
+        results = list(pool.map(lambda _: call(lam, name, qualifier, sleep=1.0), range(n)))
+    return [r for r in results if r[0]["init"] == "snap-start"]
+
+
+def test_published_versions_fork_from_a_template(server: Any, lam: Any, make_function: Callable[..., str]) -> None:
+    if server.sandbox != "linux":
+        pytest.fail("fork-after-init needs the linux sandbox, which CI runs")
+    name = make_function(SNAPPY, runtime="python3.12", Timeout=10, SnapStart={"ApplyOn": "PublishedVersions"})
+    assert lam.get_function_configuration(FunctionName=name)["SnapStart"]["OptimizationStatus"] == "Off"
+    version = lam.publish_version(FunctionName=name)
+    assert version["SnapStart"] == {"ApplyOn": "PublishedVersions", "OptimizationStatus": "On"}
+
+    first_call_then_template(server, lam, name, version["Version"])
+    forked = forked_burst(lam, name, version["Version"], 4)
+    assert len(forked) == 3, "environments did not fork from the template"
+    for body, report in forked:
+        assert body["before"] == 1, "before-snapshot hooks ran once, in the template"
+        assert body["after"] == 1, "after-restore hooks ran in the forked environment"
+        assert "Restore Duration" in report and "Init Duration" not in report
+        assert body["others_tmp"] == [], "/tmp is the environment's own"
+        assert not body["mounted"] and not body["unshared"], "the full seccomp filter applies"
+    randoms = [body["random"] for body, _ in forked]
+    assert len(set(randoms)) == len(randoms), "random state was reseeded in every forked environment"
+    assert len({body["uid"] for body, _ in forked}) == len(forked), "each environment has its own uid"
+    assert len({body["stream"] for body, _ in forked}) == len(forked)
+
+    # A warm call on a forked environment is an ordinary one.
+    body, report = call(lam, name, version["Version"])
+    assert "Restore Duration" not in report and "Init Duration" not in report
+
+
+def test_latest_forks_with_the_selfless_tag(server: Any, lam: Any, make_function: Callable[..., str]) -> None:
+    if server.sandbox != "linux":
+        pytest.fail("fork-after-init needs the linux sandbox, which CI runs")
+    name = make_function(SNAPPY, runtime="python3.12", Timeout=10, Tags={"selfless:ForkAfterInit": "on"})
+    first_call_then_template(server, lam, name, "$LATEST")
+    forked = forked_burst(lam, name, "$LATEST", 3)
+    assert len(forked) == 2
+    assert all(body["after"] == 1 for body, _ in forked)
+    # An update makes a new generation: its environments start plainly again, then fork from a new template.
+    lam.update_function_configuration(FunctionName=name, Environment={"Variables": {"GEN": "2"}})
+    lam.get_waiter("function_updated_v2").wait(FunctionName=name, WaiterConfig={"Delay": 1, "MaxAttempts": 30})
+    first_call_then_template(server, lam, name, "$LATEST")
+    assert len(forked_burst(lam, name, "$LATEST", 3)) == 2
+
+
+def test_a_template_whose_init_fails_changes_nothing(lam: Any, make_function: Callable[..., str]) -> None:
+    name = make_function(
+        "import os\nif os.environ['AWS_LAMBDA_INITIALIZATION_TYPE'] == 'snap-start':\n    raise RuntimeError('no')\n"
+        "def handler(e, c):\n    return os.environ['AWS_LAMBDA_INITIALIZATION_TYPE']\n",
+        runtime="python3.12",
+        Tags={"selfless:ForkAfterInit": "on"},
+    )
+    results = []
+    for _ in range(3):
+        with concurrent.futures.ThreadPoolExecutor(3) as pool:
+            results += list(
+                pool.map(
+                    lambda _: json.loads(lam.invoke(FunctionName=name, Payload=b'{"sleep": 0.3}')["Payload"].read()),
+                    range(3),
+                )
+            )
+        time.sleep(0.3)
+    assert set(results) == {"on-demand"}
