@@ -93,6 +93,9 @@ class Template:
         self._lock = asyncio.Lock()
         self._output_fd = -1
         self._partial = b""
+        # Children forked ahead, in their cgroups already, waiting for an environment (see LinuxBackend).
+        self.ahead: list[Any] = []
+        self.filling = False
         self.ready: asyncio.Future[float] = self._loop.create_future()  # the template's init time (ms)
         self.ready.add_done_callback(lambda f: f.exception() if not f.cancelled() else None)
 
@@ -121,7 +124,7 @@ class Template:
 
     @property
     def idle(self) -> bool:
-        """No environment forked from it is alive."""
+        """No child of it (environment, or forked ahead) is alive."""
         return not self._children
 
     # -- forking --------------------------------------------------------------------------------------------
@@ -153,12 +156,13 @@ class Template:
             self._children[pid] = exited
         return pid, exited
 
-    async def go(self, pid: int) -> None:
-        """The forked environment is in its own cgroup now: it may go on."""
+    async def go(self, pid: int, env: dict[str, str]) -> None:
+        """The forked child is in its own cgroup: it may go on as an environment with these variables."""
         if self._sock is None:
             raise OSError("the template is gone")
+        doc = {"op": "go", "pid": pid, "env": env}
         async with asyncio.timeout(_FORK_TIMEOUT_S):
-            await send_message(self._sock, self._loop, self._lock, json.dumps({"op": "go", "pid": pid}).encode(), [])
+            await send_message(self._sock, self._loop, self._lock, json.dumps(doc).encode(), [])
 
     # -- messages -------------------------------------------------------------------------------------------
 

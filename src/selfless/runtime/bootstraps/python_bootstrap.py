@@ -301,7 +301,8 @@ def _serve(conn, handler, first):
 #
 #   server -> template   {"op": "fork", "id": N, "spec": {...}} with the environment's stdout pipe
 #   template -> server   {"id": N, "pid": P}; later {"exit": P, "code": C}
-#   server -> template   {"op": "go", "pid": P}   (P is in its own cgroup now: it may go on)
+#   server -> template   {"op": "go", "pid": P, "env": {...}}   (P is in its own cgroup: it may go on, with
+#                                                           this environment; forked ahead, it waited here)
 #   template -> server   {"ready": pid, "init_ms": T} or {"init_error": type, "message": text} at first
 
 
@@ -386,7 +387,10 @@ def template_main(control, filter_prog, enter_forked):
         if doc.get("op") == "go":
             go = waiting.pop(int(doc["pid"]), None)
             if go is not None:
-                os.write(go, b"g")
+                try:
+                    os.write(go, json.dumps(doc.get("env", {})).encode())
+                except OSError:
+                    pass  # it died meanwhile; its exit is reported
                 os.close(go)
             continue
         if doc.get("op") != "fork" or len(fds) != 1:
@@ -404,7 +408,8 @@ def template_main(control, filter_prog, enter_forked):
             continue
         if pid == 0:
             control.close()
-            for fd in (wake_r, wake_w, go_w):
+            # Other children's "go" pipes too: holding their write ends would keep them from ever seeing EOF.
+            for fd in (wake_r, wake_w, go_w, *waiting.values()):
                 os.close(fd)
             _forked_child(doc["spec"], fds[0], go_r, filter_prog, enter_forked, handler)
         os.close(go_r)
@@ -426,13 +431,20 @@ def _forked_child(spec, out_fd, go_fd, filter_prog, enter_forked, handler):
         os.close(out_fd)
         os.setsid()
         enter_forked(spec, filter_prog)
-        # Until the server has moved this process into the environment's own cgroup.
-        if os.read(go_fd, 1) != b"g":
-            os._exit(0)
+        # Until the server has moved this process into the environment's own cgroup and has an environment
+        # for it (a child forked ahead waits here until a call needs it): its variables come through the pipe.
+        chunks = []
+        while True:
+            chunk = os.read(go_fd, 65536)
+            if not chunk:
+                break
+            chunks.append(chunk)
         os.close(go_fd)
+        if not chunks:
+            os._exit(0)
         started = time.monotonic()
         os.environ.clear()
-        os.environ.update(spec["env"])
+        os.environ.update(json.loads(b"".join(chunks)))
         _reseed()
         conn = _Conn(os.environ["AWS_LAMBDA_RUNTIME_API"])
         try:
