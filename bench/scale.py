@@ -12,6 +12,10 @@ Run by hand from the project root, as root (the Linux sandbox needs it), not as 
    served the burst (must be exactly ``--burst``: never more environments than requests, never fewer, or
    calls were queued); and the scale-out rate: when the k-th handler started, relative to the first send
    (0 -> N concurrent environments).
+   With ``--fork`` the function is tagged ``selfless:ForkAfterInit=on``: after each configuration change one
+   call starts an environment plainly and has the version's template made, the script waits until
+   ``selfless_fork_templates_ready`` shows it (and for that environment to be idle), and the burst's new
+   environments fork from the template instead of starting from the zygote.
 2. **Floor**, same client, same round: the same burst against a bare uvloop server that answers each request
    after ``asyncio.sleep(--sleep)`` (the client's own cost plus the sleep).
 """
@@ -43,7 +47,8 @@ SLEEPER = """import os, time
 def handler(event, context):
     started = time.time()
     time.sleep(event.get("sleep", 1.0))
-    return {"started": started, "env": context.log_stream_name, "pid": os.getpid()}
+    return {"started": started, "env": context.log_stream_name, "pid": os.getpid(),
+            "init": os.environ["AWS_LAMBDA_INITIALIZATION_TYPE"]}
 """
 
 
@@ -123,6 +128,7 @@ async def burst(port: int, wire: bytes, count: int) -> dict[str, Any]:
     return {
         "wall_s": round(wall, 3),
         "environments": len({a["env"] for a in answers}),
+        "forked_environments": len({a["env"] for a in answers if a.get("init") == "snap-start"}),
         "first_start_ms": round(starts[0] * 1000, 1),
         "p50_start_ms": round(pct(starts, 50) * 1000, 1),
         "last_start_ms": round(starts[-1] * 1000, 1),
@@ -130,6 +136,16 @@ async def burst(port: int, wire: bytes, count: int) -> dict[str, Any]:
         # Machine-wide CPU over the burst per call: server, zygote, sandbox entry, the client, everything.
         "cpu_ms_per_call": round(cpu * 1000 / count, 2),
     }
+
+
+def templates_ready(port: int) -> int:
+    import urllib.request
+
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as r:
+        for line in r.read().decode().splitlines():
+            if line.startswith("selfless_fork_templates_ready "):
+                return int(float(line.split()[1]))
+    return 0
 
 
 def wire_for(signer: SigV4Signer, port: int, path: str, body: bytes) -> bytes:
@@ -146,6 +162,7 @@ def main() -> int:
     parser.add_argument("--sleep", type=float, default=1.0)
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--memory", type=int, default=128)
+    parser.add_argument("--fork", action="store_true", help="fork-after-init (see the docstring)")
     parser.add_argument("--json", type=Path)
     args = parser.parse_args()
 
@@ -166,10 +183,24 @@ def main() -> int:
         try:
             lam = lambda_client(server.port)
             create(lam, SCALE, SLEEPER, args.memory)
+            if args.fork:
+                lam.tag_resource(
+                    Resource=lam.get_function(FunctionName=SCALE)["Configuration"]["FunctionArn"],
+                    Tags={"selfless:ForkAfterInit": "on"},
+                )
             for i in range(args.rounds):
                 lam.update_function_configuration(FunctionName=SCALE, Environment={"Variables": {"ROUND": str(i)}})
                 wait_configured(lam, SCALE)
                 time.sleep(1.0)  # the retired environments are gone
+                if args.fork:
+                    before = templates_ready(server.port)
+                    lam.invoke(FunctionName=SCALE, Payload=b'{"sleep": 0}')
+                    deadline = time.monotonic() + 30
+                    while templates_ready(server.port) <= before:
+                        if time.monotonic() > deadline:
+                            raise RuntimeError("the fork-after-init template did not become ready")
+                        time.sleep(0.05)
+                    time.sleep(0.5)
                 print(f"round {i}: burst", file=sys.stderr, flush=True)
                 ours = uvloop.run(burst(server.port, wire_for(signer, server.port, path, body), args.burst))
                 base = uvloop.run(burst(floor_port, wire_for(signer, floor_port, path, body), args.burst))

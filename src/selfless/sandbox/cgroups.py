@@ -214,6 +214,15 @@ class Cgroups:
             cg.remove()
             raise
 
+    def carry_charges(self, cg: Cgroup) -> None:
+        """A process moving into ``cg`` brings the memory charged to it so far (v1's
+        move_charge_at_immigrate): a child forked from a template dirties a few pages before it is moved,
+        which would otherwise stay charged to the template. (v2 has nothing like it; clone3 with
+        CLONE_INTO_CGROUP is the way there.) Best effort: kernels that dropped the knob ignore it."""
+        if self.version == 1:
+            with contextlib.suppress(OSError):
+                _write(cg.dirs[0] / "memory.move_charge_at_immigrate", "1")
+
     def sweep(self) -> None:
         """Remove environment cgroups a previous run left behind (killing what they hold)."""
         for base in self._bases:

@@ -65,6 +65,8 @@ _ZYGOTE_START_TIMEOUT_S = 30.0
 FORK_AFTER_INIT_TAG = "selfless:ForkAfterInit"
 # Children each template keeps forked ahead (in their cgroups, waiting for an environment).
 TEMPLATE_AHEAD = 2
+# A forked child's page tables (~128 KB for a Python process) stay charged to the template's cgroup.
+TEMPLATE_HEADROOM_MB = UIDS_PER_TEMPLATE // 4
 
 
 @dataclasses.dataclass(frozen=True)
@@ -597,8 +599,11 @@ class LinuxBackend:
 
         async def make() -> None:
             try:
+                # Headroom over the function's memory for its children's page tables, charged here at fork.
                 template.cgroup = await asyncio.to_thread(
-                    self.cgroups.create, f"template-{block}-{function.generation}", function.memory_size
+                    self.cgroups.create,
+                    f"template-{block}-{function.generation}",
+                    function.memory_size + TEMPLATE_HEADROOM_MB,
                 )
                 spec = self._spec(
                     f"template-{block}", root, function, runtime, zygote.interpreter, base, env, self._network
@@ -657,7 +662,7 @@ class LinuxBackend:
         index = template.take_uid()
         try:
             cgroup = await asyncio.to_thread(
-                self.cgroups.create, f"forked-{template.block}-{index}", function.memory_size
+                self._forked_cgroup, f"forked-{template.block}-{index}", function.memory_size
             )
         except BaseException:
             template.give_back_uid(index)
@@ -680,10 +685,16 @@ class LinuxBackend:
         child = _Forked(index, pid, exited, read_fd, cgroup)
         try:
             await asyncio.to_thread(_join_cgroup, cgroup, pid)
+            await template.moved(pid)
         except BaseException:
             self._discard_child(template, child)
             raise
         return child
+
+    def _forked_cgroup(self, name: str, memory_mb: int) -> Cgroup:
+        cgroup = self.cgroups.create(name, memory_mb)
+        self.cgroups.carry_charges(cgroup)
+        return cgroup
 
     def _replenish_template(self, template: Template, function: Function) -> None:
         """Keep TEMPLATE_AHEAD children forked ahead for this template (in the background)."""

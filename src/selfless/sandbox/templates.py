@@ -31,7 +31,7 @@ from selfless.sandbox.cgroups import Cgroup
 
 log = logging.getLogger(__name__)
 
-UIDS_PER_TEMPLATE = 64
+UIDS_PER_TEMPLATE = 512
 _FORK_TIMEOUT_S = 10.0
 
 
@@ -155,6 +155,14 @@ class Template:
         else:
             self._children[pid] = exited
         return pid, exited
+
+    async def moved(self, pid: int) -> None:
+        """The forked child is in its own cgroup: it may enter its sandbox."""
+        if self._sock is None:
+            raise OSError("the template is gone")
+        doc = {"op": "moved", "pid": pid}
+        async with asyncio.timeout(_FORK_TIMEOUT_S):
+            await send_message(self._sock, self._loop, self._lock, json.dumps(doc).encode(), [])
 
     async def go(self, pid: int, env: dict[str, str]) -> None:
         """The forked child is in its own cgroup: it may go on as an environment with these variables."""

@@ -301,8 +301,9 @@ def _serve(conn, handler, first):
 #
 #   server -> template   {"op": "fork", "id": N, "spec": {...}} with the environment's stdout pipe
 #   template -> server   {"id": N, "pid": P}; later {"exit": P, "code": C}
-#   server -> template   {"op": "go", "pid": P, "env": {...}}   (P is in its own cgroup: it may go on, with
-#                                                           this environment; forked ahead, it waited here)
+#   server -> template   {"op": "moved", "pid": P}   (P is in its own cgroup: it may enter its sandbox)
+#   server -> template   {"op": "go", "pid": P, "env": {...}}   (P becomes an environment with these variables;
+#                                                           forked ahead, it waited for this)
 #   template -> server   {"ready": pid, "init_ms": T} or {"init_error": type, "message": text} at first
 
 
@@ -384,6 +385,14 @@ def template_main(control, filter_prog, enter_forked):
         if not msg:
             return  # the server went away; children are in their own sessions and cgroups
         doc = json.loads(msg)
+        if doc.get("op") == "moved":
+            go = waiting.get(int(doc["pid"]))
+            if go is not None:
+                try:
+                    os.write(go, b"m")
+                except OSError:
+                    pass
+            continue
         if doc.get("op") == "go":
             go = waiting.pop(int(doc["pid"]), None)
             if go is not None:
@@ -430,9 +439,13 @@ def _forked_child(spec, out_fd, go_fd, filter_prog, enter_forked, handler):
         os.dup2(out_fd, 2)
         os.close(out_fd)
         os.setsid()
+        # Nothing before the server has moved this process into its own cgroup: until then what it touches
+        # is charged to the template's.
+        if os.read(go_fd, 1) != b"m":
+            os._exit(0)
         enter_forked(spec, filter_prog)
-        # Until the server has moved this process into the environment's own cgroup and has an environment
-        # for it (a child forked ahead waits here until a call needs it): its variables come through the pipe.
+        # Until there is an environment for it (a child forked ahead waits here until a call needs one): its
+        # variables come through the pipe.
         chunks = []
         while True:
             chunk = os.read(go_fd, 65536)
