@@ -149,3 +149,53 @@ def test_a_template_whose_init_fails_changes_nothing(lam: Any, make_function: Ca
             )
         time.sleep(0.3)
     assert set(results) == {"on-demand"}
+
+
+HOSTILE = """import os, signal, time
+
+
+def handler(event, context):
+    time.sleep(event.get("sleep", 0))
+    if event.get("kind") == "killall":
+        os.kill(-1, signal.SIGKILL)  # every process this environment may signal
+    visible = [int(p) for p in os.listdir("/proc") if p.isdigit()]
+    owners = set()
+    for pid in visible:
+        try:
+            with open("/proc/%d/status" % pid) as f:
+                owners.add(next(l for l in f if l.startswith("Uid:")).split()[1])
+        except OSError:
+            pass
+    return {"init": os.environ["AWS_LAMBDA_INITIALIZATION_TYPE"], "uid": os.getuid(), "owners": sorted(owners)}
+"""
+
+
+def test_forked_environments_cannot_reach_each_other_or_the_template(
+    server: Any, lam: Any, make_function: Callable[..., str]
+) -> None:
+    if server.sandbox != "linux":
+        pytest.fail("fork-after-init needs the linux sandbox, which CI runs")
+    name = make_function(HOSTILE, runtime="python3.12", Timeout=10, Tags={"selfless:ForkAfterInit": "on"})
+    first_call_then_template(server, lam, name, "$LATEST")
+
+    def invoke(payload: dict[str, Any]) -> dict[str, Any]:
+        r = lam.invoke(FunctionName=name, Payload=json.dumps(payload))
+        body: dict[str, Any] = json.loads(r["Payload"].read())
+        return body
+
+    with concurrent.futures.ThreadPoolExecutor(3) as pool:
+        sibling = pool.submit(invoke, {"sleep": 2.0})
+        other = pool.submit(invoke, {"sleep": 2.0})
+        time.sleep(0.5)
+        killer = invoke({"kind": "killall"})
+        survivors = [sibling.result(), other.result()]
+    # kill(-1) spares the caller itself; everything else it may signal would have died.
+    assert killer["init"] == "snap-start" and killer["owners"] == [str(killer["uid"])], killer
+    for body in survivors:
+        assert body["init"] in ("snap-start", "on-demand"), body  # alive and answering
+        # hidepid and per-environment uids: only its own processes are visible.
+        assert body["owners"] == [str(body["uid"])] or body["init"] == "on-demand", body
+    # The template survived: new environments still fork from it.
+    with concurrent.futures.ThreadPoolExecutor(4) as pool:
+        fresh = list(pool.map(lambda _: invoke({"sleep": 1.0}), range(4)))
+    assert sum(b["init"] == "snap-start" for b in fresh) >= 3, fresh
