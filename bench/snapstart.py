@@ -15,9 +15,12 @@ ordinary heavy init, 1,769 MB so that the CPU quota is one whole vCPU):
 - ``plain`` has no tag: every new environment starts from the zygote and imports boto3 itself.
 
 Each sample, interleaved: wait until the last environments of both have stopped (keep-alive), then time
-one call to ``snap`` (a forked environment's first call: its REPORT must say ``Restore Duration``), one
-call to ``plain`` (a cold start: ``Init Duration``), and at once a second call to ``snap`` on the same
-connection (warm: neither). Client-side times on a keep-alive connection opened before the clock starts.
+one call to ``snap`` (a forked environment's first call: its REPORT must say ``Restore Duration``), after
+a 0.24 s pause a second call to ``snap`` on the same connection (warm: neither; the pause because on this
+VM any call after an idle spell costs ~1 ms more, so both calls follow one), then one call to ``plain``
+(a cold start: ``Init Duration``). Client-side times on a keep-alive connection opened before the clock starts.
+After the samples, ``--samples`` x 5 back-to-back calls on one long-warm environment ("steady warm": the
+second call of a freshly forked environment still pays copy-on-write faults on first-touched pages).
 Target: the forked first call within 2x of the warm call.
 """
 
@@ -87,6 +90,8 @@ def main() -> int:
     warm: list[float] = []
     cold: list[float] = []
     restore: list[float] = []
+    steady: list[float] = []
+    steady_plain: list[float] = []
     with tempfile.TemporaryDirectory(prefix="selfless-snapstart-") as tmp:
         server = SelflessServer(str(Path(sys.executable).parent / "selfless"), Path(tmp) / "data", Path(tmp) / "log")
         try:
@@ -120,6 +125,9 @@ def main() -> int:
                     raise RuntimeError(f"sample {i}: not a forked start: {report}")
                 restore.append(float(report.split("Restore Duration: ")[1].split(" ms")[0]))
                 forked.append(ms)
+                # The same kind of pause before the warm call (shorter than the keep-alive): on this VM
+                # the first call after an idle spell costs ~1 ms more, whatever serves it.
+                time.sleep(KEEP_ALIVE_S * 0.6)
                 ms, report = timed(conn_snap, snap)
                 if "Duration: " in report and ("Restore Duration" in report or "Init Duration" in report):
                     raise RuntimeError(f"sample {i}: the second call was not warm: {report}")
@@ -128,6 +136,14 @@ def main() -> int:
                 if "Init Duration" not in report:
                     raise RuntimeError(f"sample {i}: not a cold start: {report}")
                 cold.append(ms)
+            # Steady warm: back-to-back calls on one environment that has served many (its copy-on-write
+            # faults are behind it, unlike the second call of a freshly forked one).
+            for _ in range(50):
+                timed(conn_snap, snap)
+                timed(conn_plain, plain)
+            for _ in range(args.samples * 5):
+                steady.append(timed(conn_snap, snap)[0])
+                steady_plain.append(timed(conn_plain, plain)[0])
             conn_snap.close()
             conn_plain.close()
         except Exception:
@@ -140,12 +156,17 @@ def main() -> int:
     result = {
         "machine": machine_info(),
         "warm": summary(warm),
+        "steady_warm": summary(steady),
+        "steady_warm_plain_environment": summary(steady_plain),
         "fork_after_init_first_call": summary(forked),
         "plain_cold_start": summary(cold),
         "restore_duration": summary(restore),
     }
     result["ratio_forked_to_warm_p50"] = round(
         result["fork_after_init_first_call"]["p50_ms"] / result["warm"]["p50_ms"], 2
+    )
+    result["ratio_forked_to_steady_warm_p50"] = round(
+        result["fork_after_init_first_call"]["p50_ms"] / result["steady_warm"]["p50_ms"], 2
     )
     result["ratio_cold_to_forked_p50"] = round(
         result["plain_cold_start"]["p50_ms"] / result["fork_after_init_first_call"]["p50_ms"], 2
