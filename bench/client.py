@@ -23,6 +23,7 @@ import hashlib
 import hmac
 import http.client
 import math
+import re
 import socket
 import time
 from collections.abc import Mapping
@@ -33,6 +34,7 @@ import uvloop
 ALGORITHM = "AWS4-HMAC-SHA256"
 SIGNED_HEADERS = "host;x-amz-date"
 CONTENT_LENGTH = b"\r\ncontent-length:"
+_QUERY_PAIR = re.compile(r"^[A-Za-z0-9_.~-]+=[A-Za-z0-9_.~-]*$")
 _UNRESERVED = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_.~/")
 
 
@@ -55,14 +57,17 @@ class SigV4Signer:
             self._day, self._key = day, k
         return self._key
 
-    def headers(self, host: str, path: str, body: bytes, epoch_s: int | None = None) -> dict[str, str]:
-        """``Host``, ``X-Amz-Date`` and ``Authorization`` for ``POST path`` with ``body``."""
+    def headers(self, host: str, path: str, body: bytes, epoch_s: int | None = None, query: str = "") -> dict[str, str]:
+        """``Host``, ``X-Amz-Date`` and ``Authorization`` for ``POST path[?query]`` with ``body``. ``query``:
+        at most one ``key=value`` pair that needs no percent-encoding (``Qualifier=1``), already canonical."""
         if not set(path) <= _UNRESERVED:
             raise ValueError(f"path needs percent-encoding, which this signer does not do: {path!r}")
+        if query and not _QUERY_PAIR.match(query):
+            raise ValueError(f"one unreserved key=value pair only, which needs no encoding: {query!r}")
         amz_date = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime(time.time() if epoch_s is None else epoch_s))
         day = amz_date[:8]
         payload_hash = hashlib.sha256(body).hexdigest()
-        canonical = f"POST\n{path}\n\nhost:{host}\nx-amz-date:{amz_date}\n\n{SIGNED_HEADERS}\n{payload_hash}"
+        canonical = f"POST\n{path}\n{query}\nhost:{host}\nx-amz-date:{amz_date}\n\n{SIGNED_HEADERS}\n{payload_hash}"
         scope = f"{day}/{self._region}/{self._service}/aws4_request"
         to_sign = f"{ALGORITHM}\n{amz_date}\n{scope}\n{hashlib.sha256(canonical.encode()).hexdigest()}"
         signature = hmac.new(self._signing_key(day), to_sign.encode(), hashlib.sha256).hexdigest()
@@ -96,7 +101,8 @@ class Prepared:
 
 
 class SignedRequest:
-    """The signed ``POST`` of one body to one target, re-signed whenever the wall-clock second changes."""
+    """The signed ``POST`` of one body to one target (``?query``: see :meth:`SigV4Signer.headers`),
+    re-signed whenever the wall-clock second changes."""
 
     def __init__(
         self,
@@ -104,9 +110,11 @@ class SignedRequest:
         target: Target,
         body: bytes,
         extra: Mapping[str, str] | None = None,
+        query: str = "",
     ):
         self.target = target
         self.body = body
+        self.query = query
         self._signer = signer
         self._extra = dict(extra or {})
         self._second = -1
@@ -115,12 +123,14 @@ class SignedRequest:
     def prepare(self) -> Prepared:
         second = int(time.time())
         if self._prepared is None or second != self._second:
-            headers = self._signer.headers(self.target.host_header, self.target.path, self.body, second)
+            t = self.target
+            headers = self._signer.headers(t.host_header, t.path, self.body, second, self.query)
             headers.update(self._extra)
             headers["Content-Length"] = str(len(self.body))
             lines = "".join(f"{k}: {v}\r\n" for k, v in headers.items())
-            wire = f"POST {self.target.path} HTTP/1.1\r\n{lines}\r\n".encode("latin-1") + self.body
-            self._prepared = Prepared(self.target.path, headers, self.body, wire)
+            request_target = f"{t.path}?{self.query}" if self.query else t.path
+            wire = f"POST {request_target} HTTP/1.1\r\n{lines}\r\n".encode("latin-1") + self.body
+            self._prepared = Prepared(request_target, headers, self.body, wire)
             self._second = second
         return self._prepared
 

@@ -53,8 +53,6 @@ from __future__ import annotations
 import argparse
 import base64
 import dataclasses
-import hashlib
-import hmac
 import json
 import math
 import os
@@ -70,11 +68,9 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from client import (
-    ALGORITHM,
-    SIGNED_HEADERS,
     Answer,
-    Prepared,
     RawConnection,
+    SignedRequest,
     SigV4Signer,
     Stats,
     Target,
@@ -112,60 +108,10 @@ def handler(event, context):
     return {"stream": context.log_stream_name, "init": os.environ.get("AWS_LAMBDA_INITIALIZATION_TYPE")}
 """
 BODY = b"{}"
-_QUERY_OK = re.compile(r"^[A-Za-z0-9_.~-]+=[A-Za-z0-9_.~-]*$")
 _METRIC_LINE = re.compile(r"^([a-zA-Z_:][a-zA-Z0-9_:]*)(\{[^}]*\})? (\S+)$")
 
 
 # ------------------------------------------------------------------------------------------------ signing
-
-
-class QuerySigner(SigV4Signer):
-    """:class:`SigV4Signer` for ``POST path?query`` (client.py's signer signs an empty query only): the
-    canonical query string of one already-canonical ``key=value`` pair, e.g. ``Qualifier=1``."""
-
-    def headers_with_query(
-        self, host: str, path: str, query: str, body: bytes, epoch_s: int | None = None
-    ) -> dict[str, str]:
-        if not _QUERY_OK.match(query):
-            raise ValueError(f"one unreserved key=value pair only, which needs no encoding: {query!r}")
-        amz_date = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime(time.time() if epoch_s is None else epoch_s))
-        day = amz_date[:8]
-        payload_hash = hashlib.sha256(body).hexdigest()
-        canonical = f"POST\n{path}\n{query}\nhost:{host}\nx-amz-date:{amz_date}\n\n{SIGNED_HEADERS}\n{payload_hash}"
-        scope = f"{day}/{self._region}/{self._service}/aws4_request"
-        to_sign = f"{ALGORITHM}\n{amz_date}\n{scope}\n{hashlib.sha256(canonical.encode()).hexdigest()}"
-        signature = hmac.new(self._signing_key(day), to_sign.encode(), hashlib.sha256).hexdigest()
-        credential = f"Credential={self._key_id}/{scope}"
-        authorization = f"{ALGORITHM} {credential}, SignedHeaders={SIGNED_HEADERS}, Signature={signature}"
-        return {"Host": host, "X-Amz-Date": amz_date, "Authorization": authorization}
-
-
-class QualifiedRequest:
-    """The signed ``POST .../invocations?Qualifier=<version>`` of one body, re-signed each new second (the
-    counterpart of client.py's :class:`SignedRequest`)."""
-
-    def __init__(self, signer: QuerySigner, target: Target, query: str, body: bytes, extra: dict[str, str]):
-        self.target = target
-        self.query = query
-        self.body = body
-        self._signer = signer
-        self._extra = extra
-        self._second = -1
-        self._prepared: Prepared | None = None
-
-    def prepare(self) -> Prepared:
-        second = int(time.time())
-        if self._prepared is None or second != self._second:
-            t = self.target
-            headers = self._signer.headers_with_query(t.host_header, t.path, self.query, self.body, second)
-            headers.update(self._extra)
-            headers["Content-Length"] = str(len(self.body))
-            lines = "".join(f"{k}: {v}\r\n" for k, v in headers.items())
-            target = f"{t.path}?{self.query}"
-            wire = f"POST {target} HTTP/1.1\r\n{lines}\r\n".encode("latin-1") + self.body
-            self._prepared = Prepared(target, headers, self.body, wire)
-            self._second = second
-        return self._prepared
 
 
 class PendingCall:
@@ -308,7 +254,7 @@ def wait_in_flight(port: int, count: int) -> None:
     )
 
 
-def timed_call(target: Target, request: QualifiedRequest) -> Call:
+def timed_call(target: Target, request: SignedRequest) -> Call:
     """One call on a fresh connection, opened (and the request signed) before the clock starts. The
     caller pauses the collector for the whole phase: a ``gc.collect()`` (or any pause of 10 ms or more)
     just before the call makes it ~1 ms slower on an idle 2-vCPU VM, whichever environment answers."""
@@ -324,7 +270,7 @@ def timed_call(target: Target, request: QualifiedRequest) -> Call:
     return Call.of(t1 - t0, answer)
 
 
-def keepalive_calls(target: Target, request: QualifiedRequest, count: int) -> list[Call]:
+def keepalive_calls(target: Target, request: SignedRequest, count: int) -> list[Call]:
     conn = RawConnection(target, timeout_s=60)
     conn.connect()
     calls = []
@@ -355,7 +301,7 @@ def wait_ready(lam: Any, version: str, timeout_s: float) -> float:
 
 
 def measure_round(
-    lam: Any, port: int, signer: QuerySigner, version: str, args: argparse.Namespace, seen: set[str]
+    lam: Any, port: int, signer: SigV4Signer, version: str, args: argparse.Namespace, seen: set[str]
 ) -> Round:
     n = args.provisioned
     t_put = time.monotonic()
@@ -364,10 +310,10 @@ def measure_round(
     print(f"version {version}: {n} provisioned environments READY in {time.monotonic() - t_put:.2f} s", file=sys.stderr)
     target = Target("selfless", port, f"/2015-03-31/functions/{FUNCTION}/invocations")
     tail = {"X-Amz-Log-Type": "Tail"}
-    request = QualifiedRequest(signer, target, f"Qualifier={version}", BODY, tail)
+    request = SignedRequest(signer, target, BODY, tail, query=f"Qualifier={version}")
     hold_until = time.time() + args.hold
     hold_body = json.dumps({"hold_until": hold_until}).encode()
-    hold_request = QualifiedRequest(signer, target, f"Qualifier={version}", hold_body, {})
+    hold_request = SignedRequest(signer, target, hold_body, {}, query=f"Qualifier={version}")
     holders: list[PendingCall] = []
     first: list[Call] = []
     late = False
@@ -488,7 +434,7 @@ def main(argv: list[str] | None = None) -> int:
         server = start_server(work, "server", {"SELFLESS_SANDBOX": "linux"})
         lam = lambda_client(server.port)
         create(lam, FUNCTION, HANDLER, 1769)
-        signer = QuerySigner(ACCESS_KEY_ID, SECRET_ACCESS_KEY, REGION)
+        signer = SigV4Signer(ACCESS_KEY_ID, SECRET_ACCESS_KEY, REGION)
         seen: set[str] = set()
         previous: str | None = None
         for r in range(args.rounds):

@@ -40,10 +40,11 @@ from selfless.models import Function
 from selfless.runtime.runtimes import BOOTSTRAP_DIR, Runtime
 from selfless.sandbox.base import Layout
 from selfless.sandbox.cgroups import Cgroup, Cgroups, CgroupsUnavailable, vcpus_for
+from selfless.sandbox.channel import read_messages, send_message
 from selfless.sandbox.peers import PeerLookup
 from selfless.sandbox.scratch import Scratch, ScratchPool, ScratchUnavailable
 from selfless.sandbox.scratch import check_support as scratch_support
-from selfless.sandbox.templates import UIDS_PER_TEMPLATE, Template, TemplateFailed, send_message
+from selfless.sandbox.templates import UIDS_PER_TEMPLATE, Template, TemplateFailed
 
 log = logging.getLogger(__name__)
 
@@ -216,20 +217,8 @@ class Zygote:
         return self._sock is not None and self._proc is not None and self._proc.poll() is None
 
     def _on_readable(self) -> None:
-        sock = self._sock
-        if sock is None:
-            return
-        while True:
-            try:
-                data = sock.recv(65536)
-            except BlockingIOError:
-                return
-            except OSError:
-                data = b""
-            if not data:
-                self._lost()
-                return
-            self._dispatch(json.loads(data))
+        if self._sock is not None:
+            read_messages(self._sock, self._dispatch, self._lost)
 
     def _dispatch(self, msg: dict[str, Any]) -> None:
         if "ready" in msg:

@@ -28,6 +28,7 @@ import socket
 from typing import Any
 
 from selfless.sandbox.cgroups import Cgroup
+from selfless.sandbox.channel import read_messages, send_message
 
 log = logging.getLogger(__name__)
 
@@ -41,35 +42,6 @@ class TemplateFailed(Exception):
     def __init__(self, error_type: str, message: str) -> None:
         super().__init__(f"{error_type}: {message}")
         self.error_type = error_type
-
-
-async def send_message(
-    sock: socket.socket, loop: asyncio.AbstractEventLoop, lock: asyncio.Lock, payload: bytes, fds: list[int]
-) -> None:
-    """One SOCK_SEQPACKET message (with descriptors). When the peer's queue is full the sender waits its
-    turn (one writability watch per socket, so one waiter at a time, in order) under the caller's deadline
-    instead of failing."""
-    async with lock:
-        while True:
-            try:
-                if fds:
-                    socket.send_fds(sock, [payload], fds)
-                else:
-                    sock.send(payload)
-                return
-            except BlockingIOError:
-                pass
-            writable: asyncio.Future[None] = loop.create_future()
-            loop.add_writer(sock.fileno(), _resolve, writable)
-            try:
-                await writable
-            finally:
-                loop.remove_writer(sock.fileno())
-
-
-def _resolve(fut: asyncio.Future[None]) -> None:
-    if not fut.done():
-        fut.set_result(None)
 
 
 class Template:
@@ -175,20 +147,8 @@ class Template:
     # -- messages -------------------------------------------------------------------------------------------
 
     def _on_readable(self) -> None:
-        sock = self._sock
-        if sock is None:
-            return
-        while True:
-            try:
-                data = sock.recv(65536)
-            except BlockingIOError:
-                return
-            except OSError:
-                data = b""
-            if not data:
-                self._lost()
-                return
-            self._dispatch(json.loads(data))
+        if self._sock is not None:
+            read_messages(self._sock, self._dispatch, self._lost)
 
     def _dispatch(self, msg: dict[str, Any]) -> None:
         if "ready" in msg:

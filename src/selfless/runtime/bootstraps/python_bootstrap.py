@@ -327,11 +327,14 @@ def _reseed():
             pass
 
 
-def template_main(control, filter_prog, enter_forked):
+def template_main(control, filter_prog):
+    """A fork-after-init template's life (only ever called in a zygote's child, where sandbox_enter is
+    importable): init, then fork environments on request."""
     import gc
     import select
-    import signal
     import socket
+
+    import sandbox_enter
 
     def send(doc):
         control.send(json.dumps(doc).encode())
@@ -352,30 +355,17 @@ def template_main(control, filter_prog, enter_forked):
     gc.collect()
     if hasattr(gc, "freeze"):
         gc.freeze()
-    wake_r, wake_w = os.pipe()
-    os.set_blocking(wake_w, False)
-    signal.set_wakeup_fd(wake_w)
-    signal.signal(signal.SIGCHLD, lambda *_: None)
+    wake_r, wake_w = sandbox_enter.watch_children()
     send({"ready": os.getpid(), "init_ms": init_ms})
     waiting = {}  # pid -> the write end of its "go" pipe
     while True:
         readable, _, _ = select.select([control, wake_r], [], [])
         if wake_r in readable:
-            try:
-                os.read(wake_r, 4096)
-            except BlockingIOError:
-                pass
-            while True:
-                try:
-                    pid, status = os.waitpid(-1, os.WNOHANG)
-                except ChildProcessError:
-                    break
-                if pid == 0:
-                    break
+            for pid, code in sandbox_enter.reap(wake_r):
                 go = waiting.pop(pid, None)
                 if go is not None:
                     os.close(go)
-                send({"exit": pid, "code": os.waitstatus_to_exitcode(status)})
+                send({"exit": pid, "code": code})
         if control not in readable:
             continue
         try:
@@ -420,7 +410,7 @@ def template_main(control, filter_prog, enter_forked):
             # Other children's "go" pipes too: holding their write ends would keep them from ever seeing EOF.
             for fd in (wake_r, wake_w, go_w, *waiting.values()):
                 os.close(fd)
-            _forked_child(doc["spec"], fds[0], go_r, filter_prog, enter_forked, handler)
+            _forked_child(doc["spec"], fds[0], go_r, filter_prog, sandbox_enter.enter_forked, handler)
         os.close(go_r)
         os.close(fds[0])
         waiting[pid] = go_w

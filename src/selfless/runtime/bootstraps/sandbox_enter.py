@@ -26,6 +26,7 @@ the full seccomp filter. The template's own filter allows mount and unshare for 
 
 import ctypes
 import os
+import signal
 import socket
 import struct
 
@@ -247,6 +248,33 @@ def _bind(root, src, dst, read_only):
     _mount(src, target, None, MS_BIND | MS_REC)
     if read_only:
         _mount(None, target, None, MS_BIND | MS_REMOUNT | MS_RDONLY | MS_NOSUID | MS_NODEV)
+
+
+def watch_children():
+    """SIGCHLD made readable: (read end, write end) of a pipe the signal writes to, to select on."""
+    wake_r, wake_w = os.pipe()
+    os.set_blocking(wake_w, False)
+    signal.set_wakeup_fd(wake_w)
+    signal.signal(signal.SIGCHLD, lambda *_: None)
+    return wake_r, wake_w
+
+
+def reap(wake_r):
+    """(pid, exit code) of every child that has exited since the last call; empties the wake-up pipe."""
+    try:
+        os.read(wake_r, 4096)
+    except BlockingIOError:
+        pass
+    done = []
+    while True:
+        try:
+            pid, status = os.waitpid(-1, os.WNOHANG)
+        except ChildProcessError:
+            break
+        if pid == 0:
+            break
+        done.append((pid, os.waitstatus_to_exitcode(status)))
+    return done
 
 
 def join_cgroups(procs_files):

@@ -129,7 +129,7 @@ def _child(spec, out_fd, sock, filter_prog, control_fd=None):
         _forget_shadowed_preloads(spec.get("cwd", "/var/task"))
         if spec.get("template"):
             control = socket.socket(fileno=sandbox_enter.TEMPLATE_CONTROL_FD)
-            python_bootstrap.template_main(control, filter_prog, sandbox_enter.enter_forked)
+            python_bootstrap.template_main(control, filter_prog)
         else:
             python_bootstrap.main()
         code = 0
@@ -153,30 +153,17 @@ def main():
     sandbox_enter.mergeable()
     children = set()
     spares = {}  # token -> (pid, channel to it)
-    wake_r, wake_w = os.pipe()
-    os.set_blocking(wake_w, False)
-    signal.set_wakeup_fd(wake_w)
-    signal.signal(signal.SIGCHLD, lambda *_: None)
+    wake_r, _wake_w = sandbox_enter.watch_children()
     gc.collect()
     gc.freeze()
     _send(sock, {"ready": os.getpid(), "python": "%d.%d" % sys.version_info[:2]})
     while True:
         readable, _, _ = select.select([sock, wake_r], [], [])
         if wake_r in readable:
-            try:
-                os.read(wake_r, 4096)
-            except BlockingIOError:
-                pass
-            while True:
-                try:
-                    pid, status = os.waitpid(-1, os.WNOHANG)
-                except ChildProcessError:
-                    break
-                if pid == 0:
-                    break
+            for pid, code in sandbox_enter.reap(wake_r):
                 if pid in children:
                     children.discard(pid)
-                    _send(sock, {"exit": pid, "code": os.waitstatus_to_exitcode(status)})
+                    _send(sock, {"exit": pid, "code": code})
         if sock in readable:
             try:
                 msg, fds, _flags, _addr = socket.recv_fds(sock, _MAX_MSG, 4)
