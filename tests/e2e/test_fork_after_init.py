@@ -7,7 +7,9 @@ from __future__ import annotations
 import base64
 import concurrent.futures
 import json
+import os
 import re
+import signal
 import time
 import urllib.request
 from collections.abc import Callable
@@ -199,3 +201,46 @@ def test_forked_environments_cannot_reach_each_other_or_the_template(
     with concurrent.futures.ThreadPoolExecutor(4) as pool:
         fresh = list(pool.map(lambda _: invoke({"sleep": 1.0}), range(4)))
     assert sum(b["init"] == "snap-start" for b in fresh) >= 3, fresh
+
+
+def template_pids(server: Any) -> list[int]:
+    """Templates: processes running as the first uid of a 512-uid block above the environments' whose parent
+    is not one of them (a child just forked from a template has its uid until it takes its own)."""
+    low, _high = server.sandbox_uids
+    found: dict[int, int] = {}
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/status") as f:
+                fields = dict(line.split(":", 1) for line in f if ":" in line)
+            uid, parent = int(fields["Uid"].split()[0]), int(fields["PPid"])
+        except (OSError, KeyError, ValueError):
+            continue
+        if uid - low >= 1000 and (uid - low) % 512 == 0:
+            found[int(entry)] = parent
+    return [pid for pid, parent in found.items() if parent not in found]
+
+
+def test_a_template_that_dies_is_made_again(server: Any, lam: Any, make_function: Callable[..., str]) -> None:
+    if server.sandbox != "linux":
+        pytest.fail("fork-after-init needs the linux sandbox, which CI runs")
+    before = set(template_pids(server))
+    name = make_function(SNAPPY, runtime="python3.12", Timeout=10, Tags={"selfless:ForkAfterInit": "on"})
+    first_call_then_template(server, lam, name, "$LATEST")
+    mine = set(template_pids(server)) - before
+    assert len(mine) == 1, mine
+    ready = templates_ready(server)
+    os.kill(mine.pop(), signal.SIGKILL)
+    deadline = time.monotonic() + 10
+    while templates_ready(server) >= ready:
+        assert time.monotonic() < deadline, "the dead template still counts as ready"
+        time.sleep(0.05)
+    # The next start is a plain one and has a new template made; then environments fork again.
+    with concurrent.futures.ThreadPoolExecutor(2) as pool:
+        list(pool.map(lambda _: call(lam, name, "$LATEST", sleep=0.5), range(2)))
+    deadline = time.monotonic() + 30
+    while templates_ready(server) < ready:
+        assert time.monotonic() < deadline, "no new template"
+        time.sleep(0.05)
+    assert len(forked_burst(lam, name, "$LATEST", 4)) >= 2

@@ -494,8 +494,8 @@ class LinuxBackend:
         zygote = await self._zygote(interpreter)
         if runtime.is_python and network != "none" and forks_after_init(function):
             template = self._templates.get(function.qualified_name)
-            if template is not None and template.generation != function.generation:
-                self._retire_template(template)
+            if template is not None and (template.generation != function.generation or template.died):
+                self._retire_template(template)  # a template that died after it was ready is made again
                 template = None
             if template is not None and template.usable:
                 return await self._fork(env_id, template, function, env)

@@ -95,6 +95,13 @@ class Template:
         )
 
     @property
+    def died(self) -> bool:
+        """It was ready once and is gone now (killed, out of memory): worth making again, unlike one whose
+        init failed."""
+        ready_once = self.ready.done() and not self.ready.cancelled() and self.ready.exception() is None
+        return ready_once and self.exited is not None and self.exited.done()
+
+    @property
     def idle(self) -> bool:
         """No child of it (environment, or forked ahead) is alive."""
         return not self._children
