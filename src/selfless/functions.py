@@ -195,6 +195,12 @@ class FunctionRegistry:
             raise ResourceNotFound(f"Function not found: {self.arn(name)}" + (f":{asked}" if asked else ""))
         return fn
 
+    def invoked_arn(self, name_or_arn: str, qualifier: str | None = None) -> str:
+        """The ARN a call names (the context object's invoked_function_arn): with its qualifier, if any."""
+        name, q = self.resolve_name(name_or_arn)
+        q = qualifier or q
+        return self.arn(name) + (f":{q}" if q else "")
+
     def for_invoke(self, name_or_arn: str, qualifier: str | None = None) -> Function:
         """What one call runs: like ``get``, but an alias with routing weights picks its version by them."""
         name, q = self.resolve_name(name_or_arn)

@@ -24,7 +24,7 @@ REPORTER = (
     "    time.sleep(e.get('sleep', 0))\n"
     "    return {'init': os.environ['AWS_LAMBDA_INITIALIZATION_TYPE'],\n"
     "            'version': os.environ['AWS_LAMBDA_FUNCTION_VERSION'], 'code': 'v1', 'imported': IMPORTED,\n"
-    "            'stream': c.log_stream_name}\n"
+    "            'stream': c.log_stream_name, 'arn': c.invoked_function_arn}\n"
 )
 
 
@@ -190,6 +190,7 @@ def test_aliases_point_at_versions_and_split_traffic(lam: Any, make_function: Ca
     assert lam.get_alias(FunctionName=name, Name="prod")["RevisionId"] == created["RevisionId"]
     body, r = invoke(lam, name, "prod")
     assert (body["code"], r["ExecutedVersion"]) == ("v1", v1)
+    assert body["arn"] == created["AliasArn"], "the context names the alias it was invoked through"
 
     code, _ = error_of(lambda: lam.create_alias(FunctionName=name, Name="prod", FunctionVersion=v2))
     assert code == "ResourceConflictException"

@@ -99,7 +99,8 @@ class InvocationService:
         if req.invocation_type is InvocationType.EVENT:
             await self._accept(fn, req.qualifier, payload, client_context, request_id)
             return InvokeResult(202, b"", request_id=request_id)
-        outcome = await self.run(fn, payload, client_context, request_id)
+        invoked = self._registry.invoked_arn(req.function_name, req.qualifier)
+        outcome = await self.run(fn, payload, client_context, request_id, invoked)
         return InvokeResult(
             200,
             outcome.payload,
@@ -138,18 +139,26 @@ class InvocationService:
 
     # -- synchronous path -------------------------------------------------------------------------------
 
-    async def run(self, fn: Function, payload: bytes, client_context: str | None, request_id: str) -> Outcome:
+    async def run(
+        self, fn: Function, payload: bytes, client_context: str | None, request_id: str, invoked_arn: str = ""
+    ) -> Outcome:
         """Run one invocation on an environment of ``fn`` and return its outcome (never raises for
         function failures; raises TooManyRequests when no lease or environment can be had).
 
         The invocation runs in a task of its own: a caller that goes away (its request task is cancelled)
-        leaves it running to its end, holding its lease and its environment until then, as on AWS."""
-        task = asyncio.get_running_loop().create_task(self._run(fn, payload, client_context, request_id))
+        leaves it running to its end, holding its lease and its environment until then, as on AWS.
+        ``invoked_arn``: the ARN as the caller named it (with its alias or version), for the context object;
+        ``fn.arn`` when empty."""
+        task = asyncio.get_running_loop().create_task(
+            self._run(fn, payload, client_context, request_id, invoked_arn or fn.arn)
+        )
         self._sync.add(task)
         task.add_done_callback(self._sync.discard)
         return await asyncio.shield(task)
 
-    async def _run(self, fn: Function, payload: bytes, client_context: str | None, request_id: str) -> Outcome:
+    async def _run(
+        self, fn: Function, payload: bytes, client_context: str | None, request_id: str, invoked_arn: str
+    ) -> Outcome:
         try:
             lease = self._leases.acquire(fn.name)
         except TooManyRequests as exc:
@@ -161,7 +170,7 @@ class InvocationService:
             inv = Invocation(
                 request_id,
                 payload,
-                function_arn=fn.arn,
+                function_arn=invoked_arn,
                 timeout_s=fn.timeout,
                 client_context=client_context,
                 trace_id=ids.trace_id(),
@@ -242,7 +251,8 @@ class InvocationService:
         delay = 0.5
         while not self._closed:
             try:
-                outcome = await self.run(fn, event.payload, event.client_context, event.id)
+                invoked = self._registry.invoked_arn(event.function_name, event.qualifier)
+                outcome = await self.run(fn, event.payload, event.client_context, event.id, invoked)
             except TooManyRequests:
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, 30.0)
