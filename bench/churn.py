@@ -26,11 +26,11 @@ What it does
    calls per second over the pass, answers by status (429 = TooManyRequests, with its error type).
 3. **Sampled during the churn**, by two client-side threads:
    (a) every ``--metrics-interval`` s (1 s), ``selfless_environments`` from ``GET /metrics`` (the pool's
-   live environments). Not every 0.1 s: the server renders ``/metrics`` on its event loop and the text
-   grows with the series of every function invoked; with 2,000 functions one scrape takes ~120 ms, so
-   scraping every 0.1 s keeps the server busy ~90% of the time and halves the churn's rate (measured:
-   28 calls/s against 60). Each scrape's duration and the share of the churn's wall time spent scraping
-   are reported, with a note when it passes 10%;
+   live environments). Not every 0.1 s: rendering ``/metrics`` costs the server CPU that grows with the
+   series of every function invoked; with 2,000 functions one scrape takes ~120 ms, so scraping every
+   0.1 s kept the server busy ~90% of the time and halved the churn's rate (measured when scrapes were
+   rendered on the event loop: 28 calls/s against 60). Each scrape's duration and the share of the
+   churn's wall time spent scraping are reported, with a note when it passes 10%;
    (b) every ``--interval`` s (0.1 s), no server involved: the cgroup v1 memory controller's
    ``memory.usage_in_bytes`` of the server's environment parent
    ``/sys/fs/cgroup/memory/<server's cgroup>/<sandbox_cgroup from GET /health>`` (every environment's
@@ -86,7 +86,7 @@ from invoke import (
     invoke_path,
     lambda_client,
     machine_info,
-    server_log_findings,
+    shutdown_notes,
     wait_configured,
 )
 from provisioned import metric_sum, metrics, start_server
@@ -637,22 +637,14 @@ def main(argv: list[str] | None = None) -> int:
     ]
     if scrape_share > 0.1:
         notes.append(
-            f"NOTE: the /metrics sampler kept the server busy {100 * scrape_share:.0f}% of the time (scrapes render "
-            "on its event loop): the churn's rate and latency are lower and higher than without it; compare a run "
+            f"NOTE: the /metrics sampler kept the server busy {100 * scrape_share:.0f}% of the time (rendering "
+            "costs the server CPU): the churn's rate and latency are lower and higher than without it; compare a run "
             "with a larger --metrics-interval"
         )
     if other_problems:
         notes.append(f"{len(other_problems)} failed calls other than 429, e.g. {other_problems[:3]}")
     for which, stopped in stops.items():
-        notes.append(
-            f"shutdown ({which}): SIGTERM -> exit {stopped.exit_code} in {stopped.seconds:.2f} s"
-            + (" (SIGKILLed)" if stopped.killed else "")
-            + (f"; left behind: {stopped.leftovers}" if stopped.leftovers else "; nothing left behind")
-        )
-    for which, text in logs.items():
-        findings = server_log_findings(text)
-        notes.append(f"server log ({which}): {len(text.splitlines())} lines, {len(findings)} look like problems")
-        notes += [f"  | {line}" for line in findings]
+        notes += shutdown_notes(stopped, logs.get(which, ""), which)
     print("\n".join(notes))
 
     if args.json:

@@ -647,6 +647,19 @@ def server_log_findings(text: str, limit: int = 20) -> list[str]:
     return [line for line in text.splitlines() if pattern.search(line)][:limit]
 
 
+def shutdown_notes(stopped: ServerStop, log_text: str, which: str = "") -> list[str]:
+    """How a benchmark's server stopped and what in its log looks like a problem, as report lines."""
+    label = f" ({which})" if which else ""
+    findings = server_log_findings(log_text)
+    return [
+        f"shutdown{label}: SIGTERM -> exit {stopped.exit_code} in {stopped.seconds:.2f} s"
+        + (" (SIGKILLed)" if stopped.killed else "")
+        + (f"; left behind: {stopped.leftovers}" if stopped.leftovers else "; nothing left behind"),
+        f"server log{label}: {len(log_text.splitlines())} lines, {len(findings)} look like problems",
+        *(f"  | {line}" for line in findings),
+    ]
+
+
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     clients = ["raw", "http.client"] if args.c1_client == "both" else [args.c1_client]
@@ -734,14 +747,7 @@ def main(argv: list[str] | None = None) -> int:
     if cold.invoke.errors:
         notes.append(f"cold: {cold.invoke.errors} failed samples, e.g. {cold.invoke.error_examples[:2]}")
     assert stopped is not None
-    notes.append(
-        f"shutdown: SIGTERM -> exit {stopped.exit_code} in {stopped.seconds:.2f} s"
-        + (" (SIGKILLed)" if stopped.killed else "")
-        + (f"; left behind: {stopped.leftovers}" if stopped.leftovers else "; nothing left behind")
-    )
-    findings = server_log_findings(log_text)
-    notes.append(f"server log: {len(log_text.splitlines())} lines, {len(findings)} look like problems")
-    notes += [f"  | {line}" for line in findings]
+    notes += shutdown_notes(stopped, log_text)
     print("\n".join(notes))
 
     if args.json:
@@ -761,7 +767,7 @@ def main(argv: list[str] | None = None) -> int:
                 "update_wait_ms": cold.update_wait_ms,
             },
             "shutdown": dataclasses.asdict(stopped),
-            "server_log_findings": findings,
+            "server_log_findings": server_log_findings(log_text),
             "notes": notes,
         }
         args.json.write_text(json.dumps(out, indent=2, default=str) + "\n")

@@ -90,6 +90,7 @@ from invoke import (
     lambda_client,
     machine_info,
     server_log_findings,
+    shutdown_notes,
     wait_configured,
     wait_until,
 )
@@ -515,14 +516,7 @@ def main(argv: list[str] | None = None) -> int:
     if problems:
         notes.append(f"{len(problems)} failed calls, e.g. {problems[:2]}")
     assert stopped is not None
-    notes.append(
-        f"shutdown: SIGTERM -> exit {stopped.exit_code} in {stopped.seconds:.2f} s"
-        + (" (SIGKILLed)" if stopped.killed else "")
-        + (f"; left behind: {stopped.leftovers}" if stopped.leftovers else "; nothing left behind")
-    )
-    findings = server_log_findings(log_text)
-    notes.append(f"server log: {len(log_text.splitlines())} lines, {len(findings)} look like problems")
-    notes += [f"  | {line}" for line in findings]
+    notes += shutdown_notes(stopped, log_text)
     print("\n".join(notes))
 
     if args.json:
@@ -550,7 +544,7 @@ def main(argv: list[str] | None = None) -> int:
                 for r in rounds
             ],
             "shutdown": dataclasses.asdict(stopped),
-            "server_log_findings": findings,
+            "server_log_findings": server_log_findings(log_text),
             "notes": notes,
         }
         args.json.write_text(json.dumps(out, indent=2, default=str) + "\n")

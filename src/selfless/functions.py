@@ -195,24 +195,20 @@ class FunctionRegistry:
             raise ResourceNotFound(f"Function not found: {self.arn(name)}" + (f":{asked}" if asked else ""))
         return fn
 
-    def invoked_arn(self, name_or_arn: str, qualifier: str | None = None) -> str:
-        """The ARN a call names (the context object's invoked_function_arn): with its qualifier, if any."""
+    def for_invoke(self, name_or_arn: str, qualifier: str | None = None) -> tuple[Function, str]:
+        """What one call runs, and the ARN the call named (the context's invoked_function_arn, qualifier
+        included): like ``get``, but an alias with routing weights picks its version by them."""
         name, q = self.resolve_name(name_or_arn)
         q = qualifier or q
-        return self.arn(name) + (f":{q}" if q else "")
-
-    def for_invoke(self, name_or_arn: str, qualifier: str | None = None) -> Function:
-        """What one call runs: like ``get``, but an alias with routing weights picks its version by them."""
-        name, q = self.resolve_name(name_or_arn)
-        q = qualifier or q
+        invoked = self.arn(name) + (f":{q}" if q else "")
         alias = self._aliases.get(name, {}).get(q) if q is not None else None
         if alias is not None and alias.weights:
             draw = _random.random()
             for version, weight in alias.weights.items():
                 if draw < weight:
-                    return self.get(name, version)
+                    return self.get(name, version), invoked
                 draw -= weight
-        return self.get(name_or_arn, qualifier)
+        return self.get(name, q), invoked
 
     def latest(self, name_or_arn: str) -> Function:
         """$LATEST, for changes: a name or ARN qualified with anything else is not found."""

@@ -76,7 +76,7 @@ class InvocationService:
     # -- entry point ------------------------------------------------------------------------------------
 
     async def invoke(self, req: InvokeRequest) -> InvokeResult:
-        fn = self._registry.for_invoke(req.function_name, req.qualifier)
+        fn, invoked = self._registry.for_invoke(req.function_name, req.qualifier)
         if fn.state is FunctionState.PENDING:
             raise ResourceConflict(
                 "The operation cannot be performed at this time. The function is currently in the following "
@@ -99,7 +99,6 @@ class InvocationService:
         if req.invocation_type is InvocationType.EVENT:
             await self._accept(fn, req.qualifier, payload, client_context, request_id)
             return InvokeResult(202, b"", request_id=request_id)
-        invoked = self._registry.invoked_arn(req.function_name, req.qualifier)
         outcome = await self.run(fn, payload, client_context, request_id, invoked)
         return InvokeResult(
             200,
@@ -243,7 +242,7 @@ class InvocationService:
 
     async def _run_event(self, event: StoredEvent) -> None:
         try:
-            fn = self._registry.for_invoke(event.function_name, event.qualifier)
+            fn, invoked = self._registry.for_invoke(event.function_name, event.qualifier)
         except ResourceNotFound:
             log.warning("dropping event %s: function %s no longer exists", event.id, event.function_name)
             await self._store.delete_event(event.id)
@@ -251,7 +250,6 @@ class InvocationService:
         delay = 0.5
         while not self._closed:
             try:
-                invoked = self._registry.invoked_arn(event.function_name, event.qualifier)
                 outcome = await self.run(fn, event.payload, event.client_context, event.id, invoked)
             except TooManyRequests:
                 await asyncio.sleep(delay)

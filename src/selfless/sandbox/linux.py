@@ -21,7 +21,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import ctypes
-import dataclasses
 import fcntl
 import functools
 import itertools
@@ -44,7 +43,7 @@ from selfless.sandbox.channel import read_messages, send_message
 from selfless.sandbox.peers import PeerLookup
 from selfless.sandbox.scratch import Scratch, ScratchPool, ScratchUnavailable
 from selfless.sandbox.scratch import check_support as scratch_support
-from selfless.sandbox.templates import UIDS_PER_TEMPLATE, Template, TemplateFailed
+from selfless.sandbox.templates import UIDS_PER_TEMPLATE, ForkedChild, Template, TemplateFailed
 
 log = logging.getLogger(__name__)
 
@@ -68,15 +67,6 @@ FORK_AFTER_INIT_TAG = "selfless:ForkAfterInit"
 TEMPLATE_AHEAD = 2
 # A forked child's page tables (~128 KB for a Python process) stay charged to the template's cgroup.
 TEMPLATE_HEADROOM_MB = UIDS_PER_TEMPLATE // 4
-
-
-@dataclasses.dataclass(frozen=True)
-class _Forked:
-    index: int
-    pid: int
-    exited: asyncio.Future[int]
-    read_fd: int
-    cgroup: Cgroup
 
 
 def forks_after_init(function: Function) -> bool:
@@ -583,21 +573,22 @@ class LinuxBackend:
             return
         block = self._template_blocks.pop()
         base = UID_BASE + self.slot * UID_BLOCK + UID_BLOCK - (block + 1) * UIDS_PER_TEMPLATE
-        template = Template(function.qualified_name, function.generation, base, block, Cgroup([], Path(), 1))
+        template = Template(function.qualified_name, function.generation, base, block)
         self._templates[function.qualified_name] = template
 
         async def make() -> None:
             try:
                 # Headroom over the function's memory for its children's page tables, charged here at fork.
-                template.cgroup = await asyncio.to_thread(
+                cgroup = await asyncio.to_thread(
                     self.cgroups.create,
                     f"template-{block}-{function.generation}",
                     function.memory_size + TEMPLATE_HEADROOM_MB,
                 )
+                template.cgroup = cgroup
                 spec = self._spec(
                     f"template-{block}", root, function, runtime, zygote.interpreter, base, env, self._network
                 )
-                spec["cgroup_procs"] = template.cgroup.procs_files
+                spec["cgroup_procs"] = cgroup.procs_files
                 spec["template"] = {"uid_base": base, "count": UIDS_PER_TEMPLATE}
                 spec["env"]["AWS_LAMBDA_INITIALIZATION_TYPE"] = "snap-start"
                 ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
@@ -646,7 +637,7 @@ class LinuxBackend:
         os.set_blocking(child.read_fd, False)
         return process
 
-    async def _fork_child(self, template: Template, function: Function) -> _Forked:
+    async def _fork_child(self, template: Template, function: Function) -> ForkedChild:
         """A child of the template, in its own sandbox and cgroup, waiting for its environment."""
         index = template.take_uid()
         try:
@@ -671,7 +662,7 @@ class LinuxBackend:
             raise
         finally:
             os.close(write_fd)
-        child = _Forked(index, pid, exited, read_fd, cgroup)
+        child = ForkedChild(index, pid, exited, read_fd, cgroup)
         try:
             await asyncio.to_thread(_join_cgroup, cgroup, pid)
             await template.moved(pid)
@@ -708,7 +699,7 @@ class LinuxBackend:
         self._template_tasks.add(task)
         task.add_done_callback(self._template_tasks.discard)
 
-    def _discard_child(self, template: Template, child: _Forked) -> None:
+    def _discard_child(self, template: Template, child: ForkedChild) -> None:
         """A child forked ahead that will never be an environment: kill it, then free its cgroup and uid."""
         child.cgroup.kill_all()
         with contextlib.suppress(OSError):
@@ -746,7 +737,7 @@ class LinuxBackend:
             if template.exited is not None:
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(asyncio.shield(template.exited), 10)
-            if template.cgroup.dirs:
+            if template.cgroup is not None:
                 await asyncio.to_thread(template.cgroup.remove)
             self._template_blocks.append(template.block)
 

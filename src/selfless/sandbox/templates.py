@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import itertools
 import json
 import logging
@@ -44,13 +45,25 @@ class TemplateFailed(Exception):
         self.error_type = error_type
 
 
+@dataclasses.dataclass(frozen=True)
+class ForkedChild:
+    """A child of a template, in its own sandbox and cgroup, not yet an environment: ``index`` is its uid
+    inside the template's user namespace, ``read_fd`` the read end of its stdout."""
+
+    index: int
+    pid: int
+    exited: asyncio.Future[int]
+    read_fd: int
+    cgroup: Cgroup
+
+
 class Template:
-    def __init__(self, qualified_name: str, generation: int, uid_base: int, block: int, cgroup: Cgroup) -> None:
+    def __init__(self, qualified_name: str, generation: int, uid_base: int, block: int) -> None:
         self.qualified_name = qualified_name
         self.generation = generation
         self.uid_base = uid_base
         self.block = block
-        self.cgroup = cgroup
+        self.cgroup: Cgroup | None = None  # made in the background, with the template
         self.pid = 0
         self.exited: asyncio.Future[int] | None = None
         self.draining = False
@@ -66,7 +79,7 @@ class Template:
         self._output_fd = -1
         self._partial = b""
         # Children forked ahead, in their cgroups already, waiting for an environment (see LinuxBackend).
-        self.ahead: list[Any] = []
+        self.ahead: list[ForkedChild] = []
         self.filling = False
         self.ready: asyncio.Future[float] = self._loop.create_future()  # the template's init time (ms)
         self.ready.add_done_callback(lambda f: f.exception() if not f.cancelled() else None)
@@ -219,7 +232,8 @@ class Template:
         """Stop the template itself (its cgroup holds only it); environments forked from it go with it."""
         self.closed = True
         self.draining = True
-        self.cgroup.kill_all()
+        if self.cgroup is not None:
+            self.cgroup.kill_all()
         self._lost()
         if self._output_fd >= 0:
             with contextlib.suppress(ValueError, OSError):
