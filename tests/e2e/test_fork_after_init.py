@@ -244,3 +244,48 @@ def test_a_template_that_dies_is_made_again(server: Any, lam: Any, make_function
         assert time.monotonic() < deadline, "no new template"
         time.sleep(0.05)
     assert len(forked_burst(lam, name, "$LATEST", 4)) >= 2
+
+
+PROBE = """import http.client, os, time
+
+
+def handler(event, context):
+    time.sleep(event.get("sleep", 0))
+    host, _, port = os.environ["AWS_LAMBDA_RUNTIME_API"].rpartition(":")
+    conn = http.client.HTTPConnection(host, int(port), timeout=5)
+    conn.request("GET", "/2018-06-01/runtime/nothing-here")
+    return {"init": os.environ["AWS_LAMBDA_INITIALIZATION_TYPE"], "api_status": conn.getresponse().status}
+"""
+
+
+def children_of(pid: int) -> list[int]:
+    with open(f"/proc/{pid}/task/{pid}/children") as f:
+        return [int(p) for p in f.read().split()]
+
+
+def test_children_forked_ahead_that_died_are_passed_over(
+    server: Any, lam: Any, make_function: Callable[..., str]
+) -> None:
+    """A forked environment talks to the Runtime API over a connection made at fork; its address
+    (AWS_LAMBDA_RUNTIME_API) still answers it. Children forked ahead that were killed while they waited are
+    never handed a call."""
+    if server.sandbox != "linux":
+        pytest.fail("fork-after-init needs the linux sandbox, which CI runs")
+    before = set(template_pids(server))
+    name = make_function(PROBE, runtime="python3.12", Timeout=10, Tags={"selfless:ForkAfterInit": "on"})
+    r = lam.invoke(FunctionName=name, Payload=b"{}")
+    assert json.loads(r["Payload"].read()) == {"init": "on-demand", "api_status": 405}
+    deadline = time.monotonic() + 30
+    while len(mine := set(template_pids(server)) - before) != 1 or len(children_of(next(iter(mine)))) < 2:
+        assert time.monotonic() < deadline, "no template with children forked ahead"
+        time.sleep(0.05)
+    ahead = children_of(mine.pop())
+    for pid in ahead:
+        os.kill(pid, signal.SIGKILL)
+    # Concurrent calls: one may find the first environment warm; the others fork, now, past the dead ones.
+    with concurrent.futures.ThreadPoolExecutor(3) as pool:
+        answers = list(pool.map(lambda _: lam.invoke(FunctionName=name, Payload=b'{"sleep": 0.5}'), range(3)))
+    bodies = [json.loads(a["Payload"].read()) for a in answers]
+    assert all("FunctionError" not in a for a in answers), bodies
+    assert all(b["api_status"] == 405 for b in bodies), bodies
+    assert sum(b["init"] == "snap-start" for b in bodies) >= 2, bodies

@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import signal
+import socket
 from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Protocol
@@ -34,6 +35,9 @@ class SandboxProcess(Protocol):
     pid: int
     exited: asyncio.Future[int]
     output_fd: int
+    # A Runtime API connection the runtime already holds (made by the backend before the runtime ran), for
+    # the environment to serve without a connect and a peer check; None: the runtime connects itself.
+    runtime_connection: socket.socket | None
 
     def kill(self, sig: int = signal.SIGKILL) -> None:
         """Signal the runtime and everything it started. Idempotent; safe after exit."""

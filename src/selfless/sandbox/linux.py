@@ -120,11 +120,19 @@ def check_support() -> None:
 class LinuxProcess:
     """A sandboxed runtime as the server sees it: pid, exit future (from the zygote), output pipe, cgroup."""
 
-    def __init__(self, pid: int, exited: asyncio.Future[int], output_fd: int, cgroup: Cgroup) -> None:
+    def __init__(
+        self,
+        pid: int,
+        exited: asyncio.Future[int],
+        output_fd: int,
+        cgroup: Cgroup,
+        runtime_connection: socket.socket | None = None,
+    ) -> None:
         self.pid = pid
         self.exited = exited
         self.output_fd = output_fd
         self.cgroup = cgroup
+        self.runtime_connection = runtime_connection
 
     def kill(self, sig: int = signal.SIGKILL) -> None:
         if sig == signal.SIGKILL:
@@ -620,19 +628,27 @@ class LinuxBackend:
     async def _fork(self, env_id: str, template: Template, function: Function, env: Mapping[str, str]) -> LinuxProcess:
         """An environment from the template: a child forked ahead if there is one (the ~20 ms a cgroup v1
         move costs then lies off the call's path), else one forked now."""
-        child = template.ahead.pop() if template.ahead else await self._fork_child(template, function)
+        child = None
+        while template.ahead and child is None:
+            child = template.ahead.pop()
+            if child.exited.done():  # killed while it waited (the evictor, an OOM): not an environment
+                self._discard_child(template, child)
+                child = None
+        if child is None:
+            child = await self._fork_child(template, function)
         self._replenish_template(template, function)
         self._forked[env_id] = (template, child.index)
         self._uids[env_id] = template.uid_base + child.index
         self._cgroups[env_id] = child.cgroup
         child_env = dict(env)
         child_env["AWS_LAMBDA_INITIALIZATION_TYPE"] = "snap-start"
-        process = LinuxProcess(child.pid, child.exited, child.read_fd, child.cgroup)
+        process = LinuxProcess(child.pid, child.exited, child.read_fd, child.cgroup, child.api)
         try:
-            await template.go(child.pid, child_env)
+            child.go(child_env)
         except BaseException:
             process.kill()
             os.close(child.read_fd)
+            child.api.close()
             raise
         os.set_blocking(child.read_fd, False)
         return process
@@ -654,7 +670,7 @@ class LinuxBackend:
         }
         read_fd, write_fd = os.pipe2(os.O_CLOEXEC)
         try:
-            pid, exited = await template.fork(spec, write_fd)
+            pid, exited, go_fd, api = await template.fork(spec, write_fd)
         except BaseException:
             os.close(read_fd)
             template.give_back_uid(index)
@@ -662,10 +678,10 @@ class LinuxBackend:
             raise
         finally:
             os.close(write_fd)
-        child = ForkedChild(index, pid, exited, read_fd, cgroup)
+        child = ForkedChild(index, pid, exited, read_fd, go_fd, api, cgroup)
         try:
             await asyncio.to_thread(_join_cgroup, cgroup, pid)
-            await template.moved(pid)
+            child.moved()
         except BaseException:
             self._discard_child(template, child)
             raise
@@ -702,6 +718,8 @@ class LinuxBackend:
     def _discard_child(self, template: Template, child: ForkedChild) -> None:
         """A child forked ahead that will never be an environment: kill it, then free its cgroup and uid."""
         child.cgroup.kill_all()
+        child.close_go()
+        child.api.close()
         with contextlib.suppress(OSError):
             os.close(child.read_fd)
 

@@ -20,6 +20,7 @@ import logging
 import os
 import shutil
 import signal
+import socket
 import subprocess
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -142,6 +143,8 @@ class ChildReaper:
 
 class Process:
     """One spawned environment process: its pid, process group, merged stdout/stderr pipe and exit future."""
+
+    runtime_connection: socket.socket | None = None
 
     def __init__(self, popen: subprocess.Popen[bytes], exited: asyncio.Future[int]) -> None:
         self._popen = popen

@@ -48,13 +48,34 @@ class TemplateFailed(Exception):
 @dataclasses.dataclass(frozen=True)
 class ForkedChild:
     """A child of a template, in its own sandbox and cgroup, not yet an environment: ``index`` is its uid
-    inside the template's user namespace, ``read_fd`` the read end of its stdout."""
+    inside the template's user namespace, ``read_fd`` the read end of its stdout, ``go_fd`` the write end
+    of the pipe it waits on (the server writes to it directly: no hop through the template on a call's
+    path), ``api`` the server's end of a connection the child uses for the Runtime API (no TCP connect,
+    accept and peer check on a call's path; only this child holds the other end)."""
 
     index: int
     pid: int
     exited: asyncio.Future[int]
     read_fd: int
+    go_fd: int
+    api: socket.socket  # the server's end of its Runtime API connection, made at fork
     cgroup: Cgroup
+
+    def moved(self) -> None:
+        """It is in its own cgroup now: it may enter its sandbox (and then waits for ``go``)."""
+        os.write(self.go_fd, b"m")
+
+    def go(self, env: dict[str, str]) -> None:
+        """It goes on as an environment with these variables. The pipe is new and holds at most one byte,
+        and the variables are far below a pipe's 64 KiB, so the write does not block."""
+        try:
+            os.write(self.go_fd, json.dumps(env).encode())
+        finally:
+            self.close_go()
+
+    def close_go(self) -> None:
+        with contextlib.suppress(OSError):
+            os.close(self.go_fd)
 
 
 class Template:
@@ -128,41 +149,41 @@ class Template:
     def give_back_uid(self, index: int) -> None:
         self._free.append(index)
 
-    async def fork(self, spec: dict[str, Any], output_fd: int) -> tuple[int, asyncio.Future[int]]:
+    async def fork(self, spec: dict[str, Any], output_fd: int) -> tuple[int, asyncio.Future[int], int, socket.socket]:
+        """A new child: its pid, its exit, the write end of the pipe it waits on and the server's end of its
+        Runtime API connection (see ForkedChild)."""
         if self._sock is None:
             raise OSError("the template is gone")
         request_id = next(self._ids)
         reply: asyncio.Future[dict[str, Any]] = self._loop.create_future()
         self._replies[request_id] = reply
         doc = {"op": "fork", "id": request_id, "spec": spec}
-        async with asyncio.timeout(_FORK_TIMEOUT_S):
-            await send_message(self._sock, self._loop, self._lock, json.dumps(doc).encode(), [output_fd])
-            msg = await reply
-        if "error" in msg:
-            raise OSError(f"the template could not fork: {msg['error']}")
+        go_r, go_w = os.pipe2(os.O_CLOEXEC)
+        ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
+        try:
+            async with asyncio.timeout(_FORK_TIMEOUT_S):
+                fds = [output_fd, go_r, theirs.fileno()]
+                await send_message(self._sock, self._loop, self._lock, json.dumps(doc).encode(), fds)
+                os.close(go_r)
+                go_r = -1
+                theirs.close()
+                msg = await reply
+            if "error" in msg:
+                raise OSError(f"the template could not fork: {msg['error']}")
+        except BaseException:
+            if go_r >= 0:
+                os.close(go_r)
+            os.close(go_w)
+            theirs.close()
+            ours.close()
+            raise
         pid = int(msg["pid"])
         exited: asyncio.Future[int] = self._loop.create_future()
         if pid in self._early_exits:
             exited.set_result(self._early_exits.pop(pid))
         else:
             self._children[pid] = exited
-        return pid, exited
-
-    async def moved(self, pid: int) -> None:
-        """The forked child is in its own cgroup: it may enter its sandbox."""
-        if self._sock is None:
-            raise OSError("the template is gone")
-        doc = {"op": "moved", "pid": pid}
-        async with asyncio.timeout(_FORK_TIMEOUT_S):
-            await send_message(self._sock, self._loop, self._lock, json.dumps(doc).encode(), [])
-
-    async def go(self, pid: int, env: dict[str, str]) -> None:
-        """The forked child is in its own cgroup: it may go on as an environment with these variables."""
-        if self._sock is None:
-            raise OSError("the template is gone")
-        doc = {"op": "go", "pid": pid, "env": env}
-        async with asyncio.timeout(_FORK_TIMEOUT_S):
-            await send_message(self._sock, self._loop, self._lock, json.dumps(doc).encode(), [])
+        return pid, exited, go_w, ours
 
     # -- messages -------------------------------------------------------------------------------------------
 
