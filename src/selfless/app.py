@@ -16,12 +16,14 @@ from selfless.api.front import FrontDoor
 from selfless.api.lambda_api import MAX_REQUEST, CodeUrls, LambdaApi
 from selfless.api.logs_api import LogsApi
 from selfless.artifacts.local import LocalCodeStore
+from selfless.artifacts.s3 import S3Source
 from selfless.config import Settings, mem_info_mb
 from selfless.functions import FunctionRegistry
 from selfless.httpserver import HttpServer
 from selfless.invocation.leases import Leases
 from selfless.invocation.provisioned import ProvisionedConcurrency
 from selfless.invocation.service import InvocationService
+from selfless.layers import LayerRegistry
 from selfless.models import Function
 from selfless.observability.logs import LogStore, stream_name
 from selfless.observability.metering import Meter
@@ -92,9 +94,19 @@ class App:
             on_evict=lambda reason: self.metrics.evictions.labels(reason).inc(),
         )
         self.leases = Leases(settings.concurrency_limit)
-        self.registry = FunctionRegistry(settings, self.store, self.code, self.runtimes, self._changed, self.leases)
+        self.registry = FunctionRegistry(
+            settings,
+            self.store,
+            self.code,
+            self.runtimes,
+            self._changed,
+            self.leases,
+            S3Source(settings.s3_endpoint, settings.region),
+        )
         self.provisioned = ProvisionedConcurrency(self.registry, self.pool, self.store, self.leases)
         self.registry.on_alias_change = self.provisioned.alias_changed
+        self.layers = LayerRegistry(settings, self.store, self.code, self.registry.collect)
+        self.registry.layers = self.layers
         self.health_info: dict[str, str] = {
             "region": settings.region,
             "account": settings.account_id,
@@ -106,7 +118,14 @@ class App:
         self.invocations = InvocationService(settings, self.registry, self.pool, self.store, self.metrics, self.leases)
         self.code_urls = CodeUrls()
         self.lambda_api = LambdaApi(
-            settings, self.registry, self.invocations, self.code, self.code_urls, self.leases, self.provisioned
+            settings,
+            self.registry,
+            self.invocations,
+            self.code,
+            self.code_urls,
+            self.leases,
+            self.provisioned,
+            self.layers,
         )
         self.front = FrontDoor(
             SigV4Verifier(self.keyring),
@@ -167,6 +186,7 @@ class App:
         self.code.open()
         self.logs.open()
         self.meter.open()
+        await self.layers.load()
         await self.registry.load()
         self.pool.start()
         await self.provisioned.load()

@@ -12,6 +12,7 @@ import re
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 DEFAULT_HOST = "127.0.0.1"
 DEFAULT_PORT = 9400
@@ -68,6 +69,8 @@ class Settings:
     zygote_prewarm: tuple[str, ...] = ("python3.12",)
     # Start the kernel's same-page merging daemon (ksmd) while serving, for density (host-wide; restored).
     ksm: bool = False
+    # An S3-compatible endpoint (http:// or https:// URL) for Code's S3Bucket/S3Key; None: S3 locations are refused.
+    s3_endpoint: str | None = None
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str], **flags: Any) -> Settings:
@@ -108,6 +111,9 @@ class Settings:
         sandbox = pick("sandbox", "SELFLESS_SANDBOX", None)
         if sandbox is not None and sandbox not in ("linux", "process"):
             raise SettingsError(f"--sandbox must be linux or process, got {sandbox!r}")
+        s3_endpoint = pick("s3_endpoint", "SELFLESS_S3_ENDPOINT", None) or None
+        if s3_endpoint is not None and not _is_http_url(str(s3_endpoint)):
+            raise SettingsError(f"SELFLESS_S3_ENDPOINT must be an http:// or https:// URL, got {s3_endpoint!r}")
         interpreters: dict[str, str] = {}
         for entry in str(environ.get("SELFLESS_PYTHON_RUNTIMES", "")).split(","):
             if entry.strip():
@@ -133,6 +139,7 @@ class Settings:
             sandbox=sandbox,
             zygote_preload=str(environ.get("SELFLESS_ZYGOTE_PRELOAD", "boto3")),
             ksm=str(environ.get("SELFLESS_KSM", "")).lower() in ("1", "true", "on", "yes"),
+            s3_endpoint=None if s3_endpoint is None else str(s3_endpoint),
             zygote_prewarm=tuple(
                 r.strip() for r in environ.get("SELFLESS_ZYGOTE_PREWARM", "python3.12").split(",") if r.strip()
             ),
@@ -148,6 +155,15 @@ class Settings:
     def endpoint(self) -> str:
         host = "127.0.0.1" if self.host in ("0.0.0.0", "") else self.host
         return f"http://{host}:{self.port}"
+
+
+def _is_http_url(value: str) -> bool:
+    """An absolute http:// or https:// URL with a host (what botocore's endpoint_url needs)."""
+    try:
+        parts = urlsplit(value)
+        return parts.scheme in ("http", "https") and bool(parts.hostname) and (parts.port is None or parts.port > 0)
+    except ValueError:  # a bad port, or brackets that do not close
+        return False
 
 
 def mem_info_mb(field: str) -> int:

@@ -11,7 +11,6 @@ import asyncio
 import base64
 import binascii
 import dataclasses
-import datetime
 import json
 import random
 import re
@@ -20,6 +19,8 @@ from collections.abc import Callable, Mapping
 from typing import Any
 
 from selfless.artifacts.local import LocalCodeStore
+from selfless.artifacts.s3 import S3Source
+from selfless.artifacts.unzip import MAX_UNZIPPED
 from selfless.config import Settings
 from selfless.errors import (
     InvalidParameterValue,
@@ -29,8 +30,10 @@ from selfless.errors import (
     ResourceNotFound,
     ValidationError,
 )
+from selfless.ids import now_lastmodified
 from selfless.invocation.leases import Leases
-from selfless.models import Alias, Function, FunctionState, UpdateStatus
+from selfless.layers import LayerRegistry
+from selfless.models import Alias, CodeRef, Function, FunctionState, LayerRef, UpdateStatus
 from selfless.runtime.runtimes import RuntimeCatalog
 from selfless.store.base import MetadataStore
 
@@ -64,7 +67,6 @@ RESERVED_ENV_KEYS = frozenset(
 # Configuration we accept, store and echo back, but do not act on yet.
 _PASSTHROUGH = ("VpcConfig", "DeadLetterConfig", "KMSKeyArn", "TracingConfig", "LoggingConfig", "SnapStart")
 _UNSUPPORTED = {
-    "Layers": "Layers are not supported by selfless yet",
     "FileSystemConfigs": "File systems are not supported by selfless",
     "ImageConfig": "Container images are not supported by selfless yet",
     "CodeSigningConfigArn": "Code signing is not supported by selfless yet",
@@ -106,12 +108,6 @@ def _snapshot_fields(fn: Function) -> dict[str, Any]:
     return doc
 
 
-def now_lastmodified() -> str:
-    """Lambda's LastModified form: 2026-11-22T20:40:02.123+0000."""
-    t = datetime.datetime.now(datetime.UTC)
-    return t.strftime("%Y-%m-%dT%H:%M:%S.") + f"{t.microsecond // 1000:03d}+0000"
-
-
 class FunctionRegistry:
     def __init__(
         self,
@@ -121,7 +117,9 @@ class FunctionRegistry:
         runtimes: RuntimeCatalog,
         on_change: Callable[[str, int | None], None],
         leases: Leases,
+        s3: S3Source,
     ) -> None:
+        self._s3 = s3
         self._leases = leases
         self._settings = settings
         self._store = store
@@ -135,6 +133,8 @@ class FunctionRegistry:
         self.on_alias_change: Callable[[str, str], None] = lambda _name, _alias: None
         self._locks: dict[str, asyncio.Lock] = {}
         self._tasks: set[asyncio.Task[None]] = set()
+        # Set by the composition root (the layer registry needs this one's ``collect`` in turn).
+        self.layers: LayerRegistry | None = None
 
     async def load(self) -> None:
         for fn in await self._store.list_functions():
@@ -150,6 +150,9 @@ class FunctionRegistry:
         self._leases.load(
             {fn.name: fn.reserved_concurrency for fn in self._functions.values() if fn.reserved_concurrency is not None}
         )
+        # /opt trees are derived data: make any that went missing.
+        for fn in [*self._functions.values(), *(v for vs in self._versions.values() for v in vs.values())]:
+            await self._build_opt(fn)
 
     # -- names ------------------------------------------------------------------------------------------
 
@@ -267,13 +270,15 @@ class FunctionRegistry:
         if handler is None and not runtime.startswith("provided"):
             raise InvalidParameterValue("Handler must be set when PackageType is Zip")
         env = self._check_environment(params.get("Environment"))
-        zip_bytes = self._zip_from(params.get("Code") or {})
+        layers = self._resolve_layers(params.get("Layers") or [], ())
+        zip_bytes = await self.package(params.get("Code") or {})
         async with self._lock(name):
             if name in self._functions:
                 raise ResourceConflict(f"Function already exist: {name}")
             code = await self._code.put(zip_bytes)
             if name in self._functions:  # created meanwhile by a request that did not wait on the lock
                 raise ResourceConflict(f"Function already exist: {name}")
+            self._check_combined_size(code, layers)
             fn = Function(
                 name=name,
                 arn=self.arn(name),
@@ -295,7 +300,9 @@ class FunctionRegistry:
                 state=FunctionState.PENDING,
                 state_reason="The function is being created.",
                 state_reason_code="Creating",
+                layers=layers,
             )
+            await self._build_opt(fn)
             await self._store.put_function(fn)
             self._functions[name] = fn
         self._on_change(name, fn.generation)
@@ -308,13 +315,14 @@ class FunctionRegistry:
             raise InvalidParameterValue("Container images are not supported by selfless yet")
         if params.get("Publish"):
             raise InvalidParameterValue("Publishing versions is not supported by selfless yet")
-        zip_bytes = self._zip_from(params)
+        zip_bytes = await self.package(params)
         dry_run = bool(params.get("DryRun"))
         async with self._lock(fn.name):
             fn = self.get(fn.name)
             self._check_revision(fn, params.get("RevisionId"))
             self._check_updatable(fn)
             code = await self._code.put(zip_bytes)
+            self._check_combined_size(code, fn.layers)
             if dry_run:
                 return fn.replace(code=code)
             fn = fn.replace(
@@ -326,7 +334,7 @@ class FunctionRegistry:
             self._functions[fn.name] = fn
         self._on_change(fn.name, fn.generation)
         self._settle_soon(fn.name)
-        await self._collect()
+        await self.collect()
         return fn
 
     async def update_configuration(self, name_or_arn: str, params: Mapping[str, Any]) -> Function:
@@ -354,13 +362,19 @@ class FunctionRegistry:
                 changes["environment"] = env
             if "EphemeralStorage" in params:
                 changes["ephemeral_storage"] = (params["EphemeralStorage"] or {}).get("Size", 512)
+            if "Layers" in params:
+                changes["layers"] = self._resolve_layers(params["Layers"] or [], fn.layers)
+                self._check_combined_size(fn.code, changes["layers"])
             extra = dict(fn.extra)
             extra.update({k: params[k] for k in _PASSTHROUGH if k in params})
             fn = fn.replace(extra=extra, **changes, **self._update_fields(fn))
+            await self._build_opt(fn)
             await self._store.put_function(fn)
             self._functions[fn.name] = fn
         self._on_change(fn.name, fn.generation)
         self._settle_soon(fn.name)
+        if "Layers" in params:
+            await self.collect()
         return fn
 
     async def delete(self, name_or_arn: str, qualifier: str | None) -> None:
@@ -384,7 +398,7 @@ class FunctionRegistry:
         self._on_change(name, None)
         for version in versions.values():
             self._on_change(version.qualified_name, None)
-        await self._collect()
+        await self.collect()
 
     async def _delete_version(self, name: str, version: str) -> None:
         async with self._lock(name):
@@ -407,7 +421,7 @@ class FunctionRegistry:
             await self._store.delete_version(name, version)
             del self._versions[name][version]
         self._on_change(fn.qualified_name, None)
-        await self._collect()
+        await self.collect()
 
     # -- aliases ----------------------------------------------------------------------------------------
 
@@ -711,12 +725,21 @@ class FunctionRegistry:
             )
         return {str(k): str(v) for k, v in variables.items()}
 
+    async def package(self, code: Mapping[str, Any]) -> bytes:
+        """The zip a Code (or a layer's Content) parameter names: inline (ZipFile), or an object of the
+        S3-compatible store (S3Bucket, S3Key, S3ObjectVersion)."""
+        if "S3Bucket" in code or "S3Key" in code:
+            if code.get("ZipFile") is not None:
+                raise InvalidParameterValue(
+                    "Please provide either ZipFile or an S3 location (S3Bucket and S3Key) for function code, not both."
+                )
+            return await self._s3.fetch(
+                code.get("S3Bucket") or "", code.get("S3Key") or "", code.get("S3ObjectVersion"), max_bytes=MAX_UNZIPPED
+            )
+        return self._zip_from(code)
+
     @staticmethod
     def _zip_from(code: Mapping[str, Any]) -> bytes:
-        if code.get("S3Bucket") or code.get("S3Key"):
-            raise InvalidParameterValue(
-                "S3 code locations are not supported by selfless yet; upload the package as ZipFile"
-            )
         if code.get("ImageUri"):
             raise InvalidParameterValue("Container images are not supported by selfless yet")
         raw = code.get("ZipFile")
@@ -735,7 +758,34 @@ class FunctionRegistry:
             raise RequestEntityTooLarge(f"Zipped size must be smaller than {MAX_ZIPPED} bytes")
         return data
 
-    async def _collect(self) -> None:
-        keys = [fn.code.key for fn in self._functions.values()]
-        keys += [v.code.key for versions in self._versions.values() for v in versions.values()]
+    async def collect(self) -> None:
+        """Remove packages and /opt trees that no function, version or layer version refers to."""
+        fns = [*self._functions.values(), *(v for versions in self._versions.values() for v in versions.values())]
+        keys = [fn.code.key for fn in fns]
+        keys += [layer.code.key for fn in fns for layer in fn.layers]
+        keys += [fn.opt_key for fn in fns if fn.opt_key is not None]
+        if self.layers is not None:
+            keys += self.layers.keys()
         await self._code.collect(keys)
+
+    # -- layers -----------------------------------------------------------------------------------------
+
+    def _resolve_layers(self, arns: list[str], kept: tuple[LayerRef, ...]) -> tuple[LayerRef, ...]:
+        if not arns:
+            return ()
+        if self.layers is None:
+            raise InvalidParameterValue("Layers are not available on this server")
+        return self.layers.resolve(arns, kept)
+
+    @staticmethod
+    def _check_combined_size(code: CodeRef, layers: tuple[LayerRef, ...]) -> None:
+        total = code.unzipped_size + sum(layer.code.unzipped_size for layer in layers)
+        if layers and total > MAX_UNZIPPED:
+            raise InvalidParameterValue(
+                f"Function code combined with layers exceeds the maximum allowed size of {MAX_UNZIPPED} bytes. "
+                f"The actual size is {total} bytes."
+            )
+
+    async def _build_opt(self, fn: Function) -> None:
+        if fn.opt_key is not None:
+            await self._code.build_opt(fn.opt_key, [layer.code.key for layer in fn.layers])

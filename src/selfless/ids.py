@@ -7,6 +7,7 @@ syscall and an object per call).
 
 from __future__ import annotations
 
+import datetime
 import random
 import time
 
@@ -25,3 +26,9 @@ def request_id() -> str:
 def trace_id() -> str:
     """An X-Ray style trace header value: ``Root=1-<epoch hex>-<24 hex>;Sampled=0``."""
     return f"Root=1-{int(time.time()):08x}-{_random.getrandbits(96):024x};Sampled=0"
+
+
+def now_lastmodified() -> str:
+    """Lambda's timestamp form (LastModified, CreatedDate): 2026-11-22T20:40:02.123+0000."""
+    t = datetime.datetime.now(datetime.UTC)
+    return t.strftime("%Y-%m-%dT%H:%M:%S.") + f"{t.microsecond // 1000:03d}+0000"

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import enum
+import hashlib
 from collections.abc import Mapping
 from typing import Any
 
@@ -29,6 +30,48 @@ class CodeRef:
     key: str
     size: int
     unzipped_size: int
+
+
+@dataclasses.dataclass(frozen=True)
+class LayerRef:
+    """A layer version as a function holds it: the ARN it was given and the package, kept even after the
+    layer version is deleted (as on AWS, functions that use it go on working)."""
+
+    arn: str
+    code: CodeRef
+
+
+@dataclasses.dataclass(frozen=True)
+class LayerVersion:
+    """One published, immutable version of a layer."""
+
+    name: str
+    version: int
+    layer_arn: str
+    code: CodeRef
+    description: str = ""
+    created_date: str = ""
+    compatible_runtimes: tuple[str, ...] = ()
+    compatible_architectures: tuple[str, ...] = ()
+    license_info: str | None = None
+
+    @property
+    def arn(self) -> str:
+        return f"{self.layer_arn}:{self.version}"
+
+    def to_doc(self) -> dict[str, Any]:
+        doc = dataclasses.asdict(self)
+        doc["compatible_runtimes"] = list(self.compatible_runtimes)
+        doc["compatible_architectures"] = list(self.compatible_architectures)
+        return doc
+
+    @classmethod
+    def from_doc(cls, doc: Mapping[str, Any]) -> LayerVersion:
+        fields = dict(doc)
+        fields["code"] = CodeRef(**fields["code"])
+        fields["compatible_runtimes"] = tuple(fields.get("compatible_runtimes", ()))
+        fields["compatible_architectures"] = tuple(fields.get("compatible_architectures", ()))
+        return cls(**fields)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -68,6 +111,8 @@ class Function:
     last_update_status: UpdateStatus | None = None
     last_update_status_reason: str | None = None
     last_update_status_reason_code: str | None = None
+    # In the order given: later layers' files override earlier ones' in /opt.
+    layers: tuple[LayerRef, ...] = ()
 
     def replace(self, **changes: Any) -> Function:
         return dataclasses.replace(self, **changes)
@@ -84,13 +129,23 @@ class Function:
         doc["tags"] = dict(self.tags)
         doc["extra"] = dict(self.extra)
         doc["architectures"] = list(self.architectures)
+        doc["layers"] = [{"arn": layer.arn, "code": dataclasses.asdict(layer.code)} for layer in self.layers]
         return doc
+
+    @property
+    def opt_key(self) -> str | None:
+        """Names the merged /opt tree of this function's layers (None without layers)."""
+        if not self.layers:
+            return None
+        joined = ",".join(layer.code.key for layer in self.layers)
+        return hashlib.sha256(f"opt:{joined}".encode()).hexdigest()
 
     @classmethod
     def from_doc(cls, doc: Mapping[str, Any]) -> Function:
         fields = dict(doc)
         fields["code"] = CodeRef(**fields["code"])
         fields["architectures"] = tuple(fields.get("architectures", ("x86_64",)))
+        fields["layers"] = tuple(LayerRef(layer["arn"], CodeRef(**layer["code"])) for layer in fields.get("layers", ()))
         fields["state"] = FunctionState(fields["state"])
         if fields.get("last_update_status") is not None:
             fields["last_update_status"] = UpdateStatus(fields["last_update_status"])

@@ -15,12 +15,12 @@ import secrets
 import time
 import urllib.parse
 from collections.abc import Awaitable, Callable
-from typing import Any
+from typing import Any, TypeVar
 
 from selfless.api import errors as wire_errors
 from selfless.api import model as m
 from selfless.api.auth import Caller
-from selfless.api.wire import alias_doc, configuration
+from selfless.api.wire import alias_doc, configuration, layer_version_doc, layer_version_item
 from selfless.artifacts.local import LocalCodeStore
 from selfless.config import Settings
 from selfless.errors import (
@@ -38,7 +38,8 @@ from selfless.httpserver import Request, Response
 from selfless.invocation.leases import Leases
 from selfless.invocation.provisioned import ProvisionedConcurrency
 from selfless.invocation.service import MAX_SYNC_PAYLOAD, InvocationService
-from selfless.models import InvocationType, InvokeRequest
+from selfless.layers import LayerRegistry
+from selfless.models import InvocationType, InvokeRequest, LayerVersion
 
 # The largest request body any Lambda operation takes: a 50 MB zip as base64 inside JSON.
 MAX_REQUEST = 70_167_211
@@ -51,6 +52,22 @@ _FUNCTION_ALLOWED = frozenset(
 _INVOCATION_TYPES = {t.value: t for t in InvocationType}
 
 Op = Callable[[dict[str, Any], Request], Awaitable[Response]]
+T = TypeVar("T")
+
+
+def _page(items: list[T], key: Callable[[T], str], params: dict[str, Any]) -> tuple[list[T], str | None]:
+    """One page of ``items`` after the one whose ``key`` is the Marker (MaxItems at most, 50 by default),
+    and the Marker of the next page (None on the last)."""
+    start = 0
+    marker = params.get("Marker")
+    if marker:
+        found = [i for i, item in enumerate(items) if key(item) == marker]
+        if not found:
+            raise InvalidParameterValue("Invalid marker")
+        start = found[0] + 1
+    limit = params.get("MaxItems") or 50
+    chosen = items[start : start + limit]
+    return chosen, (key(chosen[-1]) if chosen and start + limit < len(items) else None)
 
 
 def _json(doc: Any, status: int = 200, headers: list[tuple[str, str]] | None = None) -> Response:
@@ -99,8 +116,10 @@ class LambdaApi:
         code_urls: CodeUrls,
         leases: Leases,
         provisioned: ProvisionedConcurrency,
+        layers: LayerRegistry,
     ) -> None:
         self._provisioned = provisioned
+        self._layers = layers
         self._settings = settings
         self._registry = registry
         self._invocations = invocations
@@ -135,6 +154,12 @@ class LambdaApi:
             "GetProvisionedConcurrencyConfig": self._get_provisioned,
             "DeleteProvisionedConcurrencyConfig": self._delete_provisioned,
             "ListProvisionedConcurrencyConfigs": self._list_provisioned,
+            "PublishLayerVersion": self._publish_layer_version,
+            "GetLayerVersion": self._get_layer_version,
+            "GetLayerVersionByArn": self._get_layer_version_by_arn,
+            "ListLayers": self._list_layers,
+            "ListLayerVersions": self._list_layer_versions,
+            "DeleteLayerVersion": self._delete_layer_version,
         }
 
     async def handle(self, request: Request, caller: Caller, request_id: str) -> Response:
@@ -377,6 +402,49 @@ class LambdaApi:
     async def _list_provisioned(self, params: dict[str, Any], request: Request) -> Response:
         configs, marker = self._provisioned.page(params["FunctionName"], params.get("Marker"), params.get("MaxItems"))
         doc: dict[str, Any] = {"ProvisionedConcurrencyConfigs": configs}
+        if marker is not None:
+            doc["NextMarker"] = marker
+        return _json(doc)
+
+    # -- layers -----------------------------------------------------------------------------------------
+
+    def _layer_doc(self, request: Request, layer: LayerVersion) -> dict[str, Any]:
+        return layer_version_doc(layer, self._code_urls.url(self._base_url(request), layer.code.key))
+
+    async def _publish_layer_version(self, params: dict[str, Any], request: Request) -> Response:
+        zip_bytes = await self._registry.package(params["Content"])
+        layer = await self._layers.publish(params["LayerName"], params, zip_bytes)
+        return _json(self._layer_doc(request, layer), 201)
+
+    async def _get_layer_version(self, params: dict[str, Any], request: Request) -> Response:
+        return _json(self._layer_doc(request, self._layers.get(params["LayerName"], params["VersionNumber"])))
+
+    async def _get_layer_version_by_arn(self, params: dict[str, Any], request: Request) -> Response:
+        return _json(self._layer_doc(request, self._layers.get_by_arn(params["Arn"])))
+
+    async def _delete_layer_version(self, params: dict[str, Any], request: Request) -> Response:
+        await self._layers.delete(params["LayerName"], params["VersionNumber"])
+        return Response(204, b"", content_type=None)
+
+    async def _list_layers(self, params: dict[str, Any], request: Request) -> Response:
+        found = self._layers.latest_matching(params.get("CompatibleRuntime"), params.get("CompatibleArchitecture"))
+        chosen, marker = _page(found, lambda layer: layer.name, params)
+        doc: dict[str, Any] = {
+            "Layers": [
+                {"LayerName": v.name, "LayerArn": v.layer_arn, "LatestMatchingVersion": layer_version_item(v)}
+                for v in chosen
+            ]
+        }
+        if marker is not None:
+            doc["NextMarker"] = marker
+        return _json(doc)
+
+    async def _list_layer_versions(self, params: dict[str, Any], request: Request) -> Response:
+        found = self._layers.versions(
+            params["LayerName"], params.get("CompatibleRuntime"), params.get("CompatibleArchitecture")
+        )
+        chosen, marker = _page(found, lambda layer: str(layer.version), params)
+        doc: dict[str, Any] = {"LayerVersions": [layer_version_item(v) for v in chosen]}
         if marker is not None:
             doc["NextMarker"] = marker
         return _json(doc)

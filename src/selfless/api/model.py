@@ -210,6 +210,9 @@ def _check(shape: Any, value: Any, path: str, errors: list[str]) -> None:
             errors.append(f"{shown} at '{path}' failed to satisfy constraint: Member must be a list")
             return
         _length(meta, len(value), shown, path, errors)
+        if shape.member.type_name == "string":
+            _check_string_list(shape.member, value, path, errors)
+            return
         for i, item in enumerate(value):
             _check(shape.member, item, f"{path}.{i + 1}.member", errors)
         return
@@ -260,6 +263,35 @@ def _check(shape: Any, value: Any, path: str, errors: list[str]) -> None:
                 f"{shown} at '{path}' failed to satisfy constraint: "
                 f"Member must satisfy regular expression pattern: {pattern}"
             )
+
+
+def _check_string_list(member: Any, value: list[Any], path: str, errors: list[str]) -> None:
+    """AWS reports a list of strings with a bad member once, at the list, naming every constraint of its
+    members: "Value '[a, b]' at 'layers' failed to satisfy constraint: Member must satisfy constraint:
+    [Member must have length less than or equal to 140, ..., Member must satisfy regular expression ...]"."""
+    found: list[str] = []
+    for i, item in enumerate(value):
+        _check(member, item, f"{path}.{i + 1}.member", found)
+    if not found:
+        return
+    meta = dict(member.metadata)
+    meta.update(EXTRA_LIMITS.get(member.name, {}))
+    rules = []
+    if "max" in meta:
+        rules.append(f"Member must have length less than or equal to {meta['max']}")
+    if "min" in meta:
+        rules.append(f"Member must have length greater than or equal to {meta['min']}")
+    enum = getattr(member, "enum", None)
+    if enum:
+        rules.append(f"Member must satisfy enum value set: [{', '.join(enum)}]")
+    if "pattern" in meta:
+        rules.append(f"Member must satisfy regular expression pattern: {meta['pattern']}")
+    if not all(isinstance(item, str) for item in value):
+        rules.insert(0, "Member must be a string")
+    shown = "Value" if member.metadata.get("sensitive") else f"Value '[{', '.join(str(v) for v in value)}]'"
+    errors.append(
+        f"{shown} at '{path}' failed to satisfy constraint: Member must satisfy constraint: [{', '.join(rules)}]"
+    )
 
 
 def _length(meta: Mapping[str, Any], n: int, shown: str, path: str, errors: list[str]) -> None:

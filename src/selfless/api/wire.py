@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from selfless.models import Alias, Function
+from selfless.models import Alias, Function, LayerVersion
 
 
 def alias_doc(alias: Alias) -> dict[str, Any]:
@@ -17,6 +17,33 @@ def alias_doc(alias: Alias) -> dict[str, Any]:
     }
     if alias.weights:
         doc["RoutingConfig"] = {"AdditionalVersionWeights": dict(alias.weights)}
+    return doc
+
+
+def layer_version_item(layer: LayerVersion) -> dict[str, Any]:
+    """LayerVersionsListItem: what ListLayerVersions and ListLayers show of a version."""
+    doc: dict[str, Any] = {
+        "LayerVersionArn": layer.arn,
+        "Version": layer.version,
+        "Description": layer.description,
+        "CreatedDate": layer.created_date,
+    }
+    if layer.compatible_runtimes:
+        doc["CompatibleRuntimes"] = list(layer.compatible_runtimes)
+    if layer.license_info is not None:
+        doc["LicenseInfo"] = layer.license_info
+    if layer.compatible_architectures:
+        doc["CompatibleArchitectures"] = list(layer.compatible_architectures)
+    return doc
+
+
+def layer_version_doc(layer: LayerVersion, location: str) -> dict[str, Any]:
+    """PublishLayerVersion's and GetLayerVersion's answer; ``location`` a time-limited download link."""
+    doc = {
+        "Content": {"Location": location, "CodeSha256": layer.code.sha256, "CodeSize": layer.code.size},
+        "LayerArn": layer.layer_arn,
+    }
+    doc.update(layer_version_item(layer))
     return doc
 
 
@@ -49,6 +76,8 @@ def configuration(fn: Function, region: str) -> dict[str, Any]:
     }
     if fn.environment:
         doc["Environment"] = {"Variables": dict(fn.environment)}
+    if fn.layers:
+        doc["Layers"] = [{"Arn": layer.arn, "CodeSize": layer.code.size} for layer in fn.layers]
     if fn.state_reason is not None:
         doc["StateReason"] = fn.state_reason
     if fn.state_reason_code is not None:

@@ -4,6 +4,7 @@ Layout under ``<data-dir>/code``::
 
     blobs/<hex>.zip     the package exactly as uploaded (GetFunction's Code.Location serves it)
     trees/<hex>/        the validated, extracted tree (read-only by convention; environments link to it)
+    opt/<hex>/          a function's layers merged in order (its /opt), named by Function.opt_key
     staging/            extraction in progress; a refusal removes only its own new directory there
 
 Storing is idempotent: the same zip uploaded twice is stored once. ``collect`` removes packages no
@@ -35,12 +36,13 @@ class LocalCodeStore:
         self._blobs = root / "blobs"
         self._trees = root / "trees"
         self._staging = root / "staging"
+        self._opt = root / "opt"
         self._lock = asyncio.Lock()
         # Keys stored moments ago may not be referenced by a function record yet; collect spares them.
         self._recent: dict[str, float] = {}
 
     def open(self) -> None:
-        for d in (self._blobs, self._trees, self._staging):
+        for d in (self._blobs, self._trees, self._staging, self._opt):
             d.mkdir(parents=True, exist_ok=True)
         # Anything in staging is from a run that died mid-extraction.
         for leftover in self._staging.iterdir():
@@ -94,6 +96,34 @@ class LocalCodeStore:
     def blob(self, key: str) -> Path:
         return self._blobs / f"{key}.zip"
 
+    def opt_tree(self, opt_key: str) -> Path:
+        return self._opt / opt_key
+
+    async def build_opt(self, opt_key: str, keys: Iterable[str]) -> None:
+        """Merge the trees of ``keys`` (layer packages, in order) into the /opt tree ``opt_key`` names, as
+        Lambda extracts layers: a later layer's entry replaces an earlier one's at the same path. Files are
+        hard links to the layers' own trees. Idempotent; a partial merge never becomes visible."""
+        self._recent[opt_key] = time.monotonic()
+        if self.opt_tree(opt_key).is_dir():
+            return
+        await asyncio.to_thread(self._build_opt, opt_key, [self.tree(k) for k in keys])
+
+    def _build_opt(self, opt_key: str, trees: list[Path]) -> None:
+        staging = Path(tempfile.mkdtemp(prefix="opt-", dir=self._staging))
+        try:
+            staging.chmod(0o755)
+            for tree in trees:
+                _merge_into(tree, staging)
+            try:
+                os.rename(staging, self.opt_tree(opt_key))
+            except OSError:
+                if not self.opt_tree(opt_key).is_dir():  # not a concurrent build of the same tree
+                    raise
+                shutil.rmtree(staging, ignore_errors=True)
+        except BaseException:
+            shutil.rmtree(staging, ignore_errors=True)
+            raise
+
     async def collect(self, referenced: Iterable[str]) -> int:
         """Remove every package whose key is not in ``referenced``; returns how many went."""
         now = time.monotonic()
@@ -108,9 +138,10 @@ class LocalCodeStore:
             if blob.stem not in keep:
                 blob.unlink(missing_ok=True)
                 removed += 1
-        for tree in self._trees.iterdir():
-            if tree.name not in keep and tree.is_dir() and not tree.is_symlink():
-                shutil.rmtree(tree, ignore_errors=True)
+        for parent in (self._trees, self._opt):
+            for tree in parent.iterdir():
+                if tree.name not in keep and tree.is_dir() and not tree.is_symlink():
+                    shutil.rmtree(tree, ignore_errors=True)
         return removed
 
     def total_size(self, keys: Iterable[str]) -> int:
@@ -128,6 +159,40 @@ def _tree_size(tree: Path) -> int:
             with contextlib.suppress(OSError):
                 total += os.lstat(os.path.join(dirpath, name)).st_size
     return total
+
+
+def _remove(path: str) -> None:
+    if os.path.isdir(path) and not os.path.islink(path):
+        shutil.rmtree(path)
+    else:
+        os.unlink(path)
+
+
+def _merge_into(src: Path, dst: Path) -> None:
+    """Lay ``src`` over ``dst``: what ``src`` holds replaces whatever ``dst`` has at the same path."""
+    src_s = str(src)
+    for dirpath, dirs, files in os.walk(src_s):
+        rel = os.path.relpath(dirpath, src_s)
+        target_dir = str(dst) if rel == "." else os.path.join(dst, rel)
+        for d in dirs:
+            sp, tp = os.path.join(dirpath, d), os.path.join(target_dir, d)
+            if os.path.islink(sp):
+                if os.path.lexists(tp):
+                    _remove(tp)
+                os.symlink(os.readlink(sp), tp)
+            elif os.path.lexists(tp) and not (os.path.isdir(tp) and not os.path.islink(tp)):
+                os.unlink(tp)  # an earlier layer's file or link where this layer has a directory
+                os.mkdir(tp, 0o755)
+            elif not os.path.lexists(tp):
+                os.mkdir(tp, 0o755)
+        for f in files:
+            sp, tp = os.path.join(dirpath, f), os.path.join(target_dir, f)
+            if os.path.lexists(tp):
+                _remove(tp)
+            if os.path.islink(sp):
+                os.symlink(os.readlink(sp), tp)
+            else:
+                os.link(sp, tp)
 
 
 def link_tree(src: Path, dst: Path) -> None:

@@ -31,7 +31,8 @@ from selfless.errors import (
     ResourceNotFound,
     TooManyRequests,
 )
-from selfless.functions import FunctionRegistry, now_lastmodified
+from selfless.functions import FunctionRegistry
+from selfless.ids import now_lastmodified
 from selfless.invocation.leases import Leases
 from selfless.models import Alias, Function
 from selfless.sandbox.pool import EnvironmentPool, ProvisioningFailed

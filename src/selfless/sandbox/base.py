@@ -27,6 +27,8 @@ class Layout:
     runtime_dir: str
     # boto3 and friends for Python runtimes (runtime/packages.py), or None.
     packages: str | None = None
+    # The function's layers, merged in order (/opt in the Linux sandbox, as on AWS).
+    opt_dir: str = "/opt"
 
 
 class SandboxProcess(Protocol):

@@ -236,8 +236,11 @@ class Environment:
     def _environment(self, layout: Layout, api: str, key_id: str, secret: str, token: str) -> dict[str, str]:
         fn = self.function
         s = self._settings
+        opt = layout.opt_dir
         env: dict[str, str] = {
-            "PATH": "/usr/local/bin:/usr/bin:/bin",
+            # As AWS sets them: layers' bin/ and lib/ after the system's and the code's.
+            "PATH": f"/usr/local/bin:/usr/bin:/bin:{opt}/bin",
+            "LD_LIBRARY_PATH": f"{layout.task_root}:{layout.task_root}/lib:{opt}/lib",
             "LANG": "C.UTF-8",
             "TZ": ":UTC",
         }
@@ -267,6 +270,8 @@ class Environment:
             env["AWS_EXECUTION_ENV"] = self.runtime.execution_env
         if self.runtime.is_python and layout.packages:
             env["SELFLESS_RUNTIME_PACKAGES"] = layout.packages
+        if opt != "/opt":
+            env["SELFLESS_OPT_DIR"] = opt  # the process backend: no /opt of its own
         return env
 
     async def stop(self, grace_s: float = 0.0) -> None:

@@ -545,6 +545,8 @@ class LinuxBackend:
             binds.append((prefix, prefix, True))
         binds.append((str(self._code_tree_of(root, function)), "/var/task", True))
         binds.append((str(BOOTSTRAP_DIR), "/var/runtime", True))
+        if function.opt_key is not None:
+            binds.append((str(self._data_dir / "code" / "opt" / function.opt_key), "/opt", True))
         if self.runtime_packages is not None:
             # At the same path as on the host: the zygote imported boto3 from there before forking.
             binds.append((str(self.runtime_packages), str(self.runtime_packages), True))

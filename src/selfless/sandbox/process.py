@@ -280,7 +280,9 @@ class ProcessBackend:
         if self._mount_tmp and mount_tmpfs(tmp, function.ephemeral_storage):
             self._mounted.add(tmp)
         packages = str(self.runtime_packages) if self.runtime_packages else None
-        return Layout(str(task_root), str(tmp), str(BOOTSTRAP_DIR), packages)
+        # No mount namespace here: the layers are read where the code store keeps them.
+        opt = str(code_tree.parent.parent / "opt" / function.opt_key) if function.opt_key else "/opt"
+        return Layout(str(task_root), str(tmp), str(BOOTSTRAP_DIR), packages, opt)
 
     async def spawn(
         self, env_id: str, root: Path, function: Function, runtime: Runtime, layout: Layout, env: Mapping[str, str]

@@ -9,7 +9,7 @@ from __future__ import annotations
 import dataclasses
 from typing import Any, Protocol
 
-from selfless.models import Alias, Function
+from selfless.models import Alias, Function, LayerVersion
 
 
 @dataclasses.dataclass(frozen=True)
@@ -52,6 +52,18 @@ class MetadataStore(Protocol):
     async def put_provisioned(self, name: str, qualifier: str, doc: dict[str, Any]) -> None: ...
 
     async def delete_provisioned(self, name: str, qualifier: str) -> None: ...
+
+    async def list_layers(self) -> tuple[list[LayerVersion], dict[str, int]]:
+        """Every layer version, and each layer name's highest version number ever published."""
+
+    async def put_layer(self, layer: LayerVersion) -> None: ...
+
+    async def delete_layer(self, name: str, version: int, policy_resource: str) -> None: ...
+
+    async def list_policies(self) -> dict[str, str]:
+        """Resource policies (function, function version or alias, layer version) by resource key."""
+
+    async def put_policy(self, resource: str, doc: str | None) -> None: ...
 
     async def add_event(self, event: StoredEvent) -> None: ...
 

@@ -16,7 +16,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any, TypeVar
 
-from selfless.models import Alias, Function
+from selfless.models import Alias, Function, LayerVersion
 from selfless.store.base import StoredEvent
 
 T = TypeVar("T")
@@ -43,6 +43,20 @@ CREATE TABLE IF NOT EXISTS provisioned (
     qualifier TEXT NOT NULL,
     doc       TEXT NOT NULL,
     PRIMARY KEY (name, qualifier)
+);
+CREATE TABLE IF NOT EXISTS layers (
+    name    TEXT NOT NULL,
+    version INTEGER NOT NULL,
+    doc     TEXT NOT NULL,
+    PRIMARY KEY (name, version)
+);
+CREATE TABLE IF NOT EXISTS layer_names (
+    name         TEXT PRIMARY KEY,
+    last_version INTEGER NOT NULL
+);
+CREATE TABLE IF NOT EXISTS policies (
+    resource TEXT PRIMARY KEY,
+    doc      TEXT NOT NULL
 );
 CREATE TABLE IF NOT EXISTS events (
     id             TEXT PRIMARY KEY,
@@ -122,6 +136,11 @@ class SqliteStore:
                 db.execute("DELETE FROM versions WHERE name = ?", (name,))
                 db.execute("DELETE FROM aliases WHERE name = ?", (name,))
                 db.execute("DELETE FROM provisioned WHERE name = ?", (name,))
+                # Its policies: "function:<name>" and "function:<name>:<qualifier>" (see selfless.permissions).
+                db.execute(
+                    "DELETE FROM policies WHERE resource = ? OR substr(resource, 1, ?) = ?",
+                    (f"function:{name}", len(name) + 10, f"function:{name}:"),
+                )
 
         await self._run(q)
 
@@ -213,6 +232,63 @@ class SqliteStore:
                 and None
             )
         )
+
+    async def list_layers(self) -> tuple[list[LayerVersion], dict[str, int]]:
+        def q() -> tuple[list[LayerVersion], dict[str, int]]:
+            db = self._db()
+            rows = db.execute("SELECT doc FROM layers ORDER BY name, version").fetchall()
+            last = dict(db.execute("SELECT name, last_version FROM layer_names").fetchall())
+            return [LayerVersion.from_doc(json.loads(doc)) for (doc,) in rows], last
+
+        return await self._run(q)
+
+    async def put_layer(self, layer: LayerVersion) -> None:
+        """The layer version, and its number as the layer's highest ever (numbers are never reused)."""
+        doc = json.dumps(layer.to_doc(), separators=(",", ":"))
+
+        def q() -> None:
+            db = self._db()
+            with _transaction(db):
+                db.execute("INSERT INTO layers(name, version, doc) VALUES (?, ?, ?)", (layer.name, layer.version, doc))
+                db.execute(
+                    "INSERT INTO layer_names(name, last_version) VALUES (?, ?)"
+                    " ON CONFLICT(name) DO UPDATE SET last_version=excluded.last_version",
+                    (layer.name, layer.version),
+                )
+
+        await self._run(q)
+
+    async def delete_layer(self, name: str, version: int, policy_resource: str) -> None:
+        """The layer version with its policy (stored under ``policy_resource``)."""
+
+        def q() -> None:
+            db = self._db()
+            with _transaction(db):
+                db.execute("DELETE FROM layers WHERE name = ? AND version = ?", (name, version))
+                db.execute("DELETE FROM policies WHERE resource = ?", (policy_resource,))
+
+        await self._run(q)
+
+    async def list_policies(self) -> dict[str, str]:
+        def q() -> dict[str, str]:
+            return dict(self._db().execute("SELECT resource, doc FROM policies").fetchall())
+
+        return await self._run(q)
+
+    async def put_policy(self, resource: str, doc: str | None) -> None:
+        """A resource's policy document; None removes it."""
+
+        def q() -> None:
+            if doc is None:
+                self._db().execute("DELETE FROM policies WHERE resource = ?", (resource,))
+            else:
+                self._db().execute(
+                    "INSERT INTO policies(resource, doc) VALUES (?, ?)"
+                    " ON CONFLICT(resource) DO UPDATE SET doc=excluded.doc",
+                    (resource, doc),
+                )
+
+        await self._run(q)
 
     async def add_event(self, event: StoredEvent) -> None:
         def q() -> None:

@@ -224,9 +224,12 @@ def _load_handler(spec, task_root):
 def _prepare_paths(env):
     task_root = env.get("LAMBDA_TASK_ROOT", os.getcwd())
     os.chdir(task_root)
-    # The import path AWS's Python runtime gives a function: its code, then layers, then PYTHONPATH extras.
+    # The import path AWS's Python runtime gives a function: its code, PYTHONPATH extras, then its layers'
+    # python/lib/pythonX.Y/site-packages and python/ (in /opt, where later layers overrode earlier ones).
     extra = [p for p in env.get("PYTHONPATH", "").split(os.pathsep) if p]
-    sys.path[:0] = [task_root] + extra + ["/opt/python"]
+    opt = env.get("SELFLESS_OPT_DIR", "/opt")
+    site = "%s/python/lib/python%d.%d/site-packages" % (opt, sys.version_info[0], sys.version_info[1])
+    sys.path[:0] = [task_root] + extra + [site, opt + "/python"]
     # boto3 and friends, as AWS's runtime provides them: after everything the function brings itself.
     provided = env.get("SELFLESS_RUNTIME_PACKAGES")
     if provided and sys.version_info >= (3, 10) and provided not in sys.path:
