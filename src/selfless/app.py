@@ -18,6 +18,7 @@ from selfless.api.logs_api import LogsApi
 from selfless.artifacts.local import LocalCodeStore
 from selfless.artifacts.s3 import S3Source
 from selfless.config import Settings, mem_info_mb
+from selfless.errors import ResourceNotFound
 from selfless.functions import FunctionRegistry
 from selfless.httpserver import HttpServer
 from selfless.invocation.leases import Leases
@@ -28,6 +29,7 @@ from selfless.models import Function
 from selfless.observability.logs import LogStore, stream_name
 from selfless.observability.metering import Meter
 from selfless.observability.metrics import Metrics
+from selfless.permissions import Permissions
 from selfless.runtime import packages as runtime_packages
 from selfless.runtime.runtimes import RuntimeCatalog, discover_interpreters
 from selfless.sandbox import process as proc
@@ -104,9 +106,10 @@ class App:
             S3Source(settings.s3_endpoint, settings.region),
         )
         self.provisioned = ProvisionedConcurrency(self.registry, self.pool, self.store, self.leases)
-        self.registry.on_alias_change = self.provisioned.alias_changed
+        self.registry.on_alias_change = self._alias_changed
         self.layers = LayerRegistry(settings, self.store, self.code, self.registry.collect)
         self.registry.layers = self.layers
+        self.permissions = Permissions(self.store, self.registry, self.layers)
         self.health_info: dict[str, str] = {
             "region": settings.region,
             "account": settings.account_id,
@@ -126,6 +129,7 @@ class App:
             self.leases,
             self.provisioned,
             self.layers,
+            self.permissions,
         )
         self.front = FrontDoor(
             SigV4Verifier(self.keyring),
@@ -143,8 +147,18 @@ class App:
         """A function or version changed (``generation``) or went away (None)."""
         if generation is None:
             self.provisioned.forget(qualified_name)
+            name, _, qualifier = qualified_name.partition(":")
+            self.permissions.forget(name, qualifier or None)
         self.pool.retire(qualified_name, generation)
         self.backend.retire(qualified_name, generation)
+
+    def _alias_changed(self, function_name: str, alias: str) -> None:
+        """An alias moved or went away: provisioned concurrency follows it; a deleted one's policy goes."""
+        self.provisioned.alias_changed(function_name, alias)
+        try:
+            self.registry.alias(function_name, alias)
+        except ResourceNotFound:
+            self.permissions.forget(function_name, alias)
 
     def _new_environment(self, function: Function, env_id: str, provisioned: bool = False) -> Environment:
         runtime = self.runtimes.get(function.runtime or "")
@@ -187,6 +201,7 @@ class App:
         self.logs.open()
         self.meter.open()
         await self.layers.load()
+        await self.permissions.load()
         await self.registry.load()
         self.pool.start()
         await self.provisioned.load()

@@ -11,6 +11,7 @@ them once to its own wire form (see ``selfless.api.errors``)::
     │   └── ProvisionedConcurrencyConfigNotFound
     ├── ResourceConflict               exists already, or is in a state that forbids the call
     ├── PreconditionFailed             a RevisionId did not match
+    ├── PolicyLengthExceeded           a resource policy would pass 20 KB
     ├── RequestTooLarge                a payload past the synchronous / asynchronous limit
     ├── RequestEntityTooLarge          a request body past what the operation accepts at all
     ├── TooManyRequests                a bounded queue or limit said no
@@ -63,6 +64,10 @@ class ResourceConflict(SelflessError):
 
 class PreconditionFailed(SelflessError):
     aws_type = "PreconditionFailedException"
+
+
+class PolicyLengthExceeded(SelflessError):
+    aws_type = "PolicyLengthExceededException"
 
 
 class RequestTooLarge(SelflessError):

@@ -27,6 +27,7 @@ from typing import Any
 
 from selfless.errors import (
     InvalidParameterValue,
+    PolicyLengthExceeded,
     PreconditionFailed,
     ResourceConflict,
     ResourceNotFound,
@@ -88,15 +89,14 @@ class Policy:
         return tuple(s["Sid"] for s in self.statements)
 
 
-def function_statement(params: Mapping[str, Any], resource_arn: str, account: str) -> dict[str, Any]:
+def function_statement(params: Mapping[str, Any], resource_arn: str) -> dict[str, Any]:
     """The statement AddPermission stores for ``params`` (its request) on ``resource_arn``.
 
     ``resource_arn`` is the function's ARN, qualified when the permission is for a version or an alias.
-    ``account`` is the owner's account id; the statement does not depend on it (the partition comes from
-    ``resource_arn``). Raises ValidationError when Action breaks the model's pattern and InvalidParameterValue
-    when Principal is none of: ``*``, an account id, a service principal, an IAM ARN.
+    The partition of account principals comes from ``resource_arn``. Raises ValidationError when Action
+    breaks the model's pattern and InvalidParameterValue when Principal is none of: ``*``, an account id, a
+    service principal, an IAM ARN.
     """
-    del account  # AWS renders the statement from the request and the resource ARN alone.
     action = params["Action"]
     if not _ACTION.fullmatch(action):
         raise ValidationError(_pattern_error(action, "action", ACTION_PATTERN))
@@ -151,7 +151,7 @@ def add(policy: Policy | None, statement: Mapping[str, Any], revision_id: str | 
     ``revision_id`` (the request's RevisionId, None when absent) must equal ``policy.revision_id``; with no
     policy yet there is nothing it can name, so any value fails. ``layer`` picks the layer wording of that error.
     Raises PreconditionFailed on a stale revision, ResourceConflict when the Sid exists, and
-    InvalidParameterValue (AWS: PolicyLengthExceededException) when the policy would pass 20480 bytes, checked
+    PolicyLengthExceeded when the policy would pass 20480 bytes, checked
     in that order.
     """
     _check_revision(policy, revision_id, layer)
@@ -166,8 +166,7 @@ def add(policy: Policy | None, statement: Mapping[str, Any], revision_id: str | 
     statements = (*current, copy.deepcopy(dict(statement)))
     size = len(_document(statements).encode())
     if size > MAX_POLICY_BYTES:
-        # AWS answers PolicyLengthExceededException (HTTP 400), which selfless.errors has no class for yet.
-        raise InvalidParameterValue(f"The final policy size ({size}) is bigger than the limit ({MAX_POLICY_BYTES}).")
+        raise PolicyLengthExceeded(f"The final policy size ({size}) is bigger than the limit ({MAX_POLICY_BYTES}).")
     return Policy(statements, str(uuid.uuid4()))
 
 

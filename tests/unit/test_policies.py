@@ -18,6 +18,7 @@ from selfless import policies
 from selfless.api import model
 from selfless.errors import (
     InvalidParameterValue,
+    PolicyLengthExceeded,
     PreconditionFailed,
     ResourceConflict,
     ResourceNotFound,
@@ -38,7 +39,7 @@ STALE_LAYER = (
 
 def grant(sid: str = "s", **params: Any) -> dict[str, Any]:
     request = {"StatementId": sid, "Action": "lambda:InvokeFunction", "Principal": "s3.amazonaws.com", **params}
-    return policies.function_statement(request, FN, "123456789012")
+    return policies.function_statement(request, FN)
 
 
 def layer_grant(sid: str = "s", **params: Any) -> dict[str, Any]:
@@ -108,7 +109,7 @@ def test_other_principals_are_refused_in_awss_words(principal: str) -> None:
 
 def test_account_root_is_named_in_the_resources_partition() -> None:
     request = {"StatementId": "s", "Action": "lambda:InvokeFunction", "Principal": "123456789012"}
-    statement = policies.function_statement(request, "arn:aws-cn:lambda:cn-north-1:123456789012:function:f", "1")
+    statement = policies.function_statement(request, "arn:aws-cn:lambda:cn-north-1:123456789012:function:f")
     assert statement["Principal"] == {"AWS": "arn:aws-cn:iam::123456789012:root"}
 
 
@@ -151,7 +152,7 @@ def test_no_condition_without_condition_parameters() -> None:
 def test_qualified_resource_is_kept() -> None:
     assert grant()["Resource"] == FN
     request = {"StatementId": "s", "Action": "lambda:InvokeFunction", "Principal": "*"}
-    assert policies.function_statement(request, FN + ":PROD", "123456789012")["Resource"] == FN + ":PROD"
+    assert policies.function_statement(request, FN + ":PROD")["Resource"] == FN + ":PROD"
 
 
 @pytest.mark.parametrize("action", ["lambda:InvokeFunction", "lambda:GetFunction", "lambda:*", "*", "lambda:ListTags"])
@@ -303,8 +304,9 @@ def test_policy_past_20480_bytes_is_refused_in_awss_words() -> None:
         ).encode()
     )
     assert size > 20480
-    with pytest.raises(InvalidParameterValue) as exc:
+    with pytest.raises(PolicyLengthExceeded) as exc:
         policies.add(first, statement, first.revision_id)
+    assert exc.value.aws_type == "PolicyLengthExceededException"
     assert exc.value.message == f"The final policy size ({size}) is bigger than the limit (20480)."
 
 
@@ -313,7 +315,7 @@ def test_size_counts_utf8_bytes() -> None:
     # Each "é" is two bytes: half as many characters reach the limit.
     room = policies.MAX_POLICY_BYTES - base
     policies.add(None, grant("a", SourceArn="arn:aws:s3:::" + "é" * (room // 2)), None)
-    with pytest.raises(InvalidParameterValue):
+    with pytest.raises(PolicyLengthExceeded):
         policies.add(None, grant("a", SourceArn="arn:aws:s3:::" + "é" * (room // 2 + 1)), None)
 
 
@@ -352,7 +354,7 @@ def test_stale_revision_on_remove(layer: bool, message: str) -> None:
 
 def test_document_as_in_awss_get_policy_example() -> None:
     request = {"StatementId": "xaccount", "Action": "lambda:InvokeFunction", "Principal": "123456789012"}
-    statement = policies.function_statement(request, FN + ":1", "123456789012")
+    statement = policies.function_statement(request, FN + ":1")
     # botocore examples-1.json, GetPolicy "To retrieve a Lambda function policy".
     assert policies.document(policies.add(None, statement, None)) == (
         '{"Version":"2012-10-17","Id":"default","Statement":[{"Sid":"xaccount","Effect":"Allow",'

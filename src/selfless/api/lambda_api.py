@@ -17,6 +17,7 @@ import urllib.parse
 from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
 
+from selfless import policies
 from selfless.api import errors as wire_errors
 from selfless.api import model as m
 from selfless.api.auth import Caller
@@ -40,6 +41,7 @@ from selfless.invocation.provisioned import ProvisionedConcurrency
 from selfless.invocation.service import MAX_SYNC_PAYLOAD, InvocationService
 from selfless.layers import LayerRegistry
 from selfless.models import InvocationType, InvokeRequest, LayerVersion
+from selfless.permissions import Permissions
 
 # The largest request body any Lambda operation takes: a 50 MB zip as base64 inside JSON.
 MAX_REQUEST = 70_167_211
@@ -117,7 +119,9 @@ class LambdaApi:
         leases: Leases,
         provisioned: ProvisionedConcurrency,
         layers: LayerRegistry,
+        permissions: Permissions,
     ) -> None:
+        self._permissions = permissions
         self._provisioned = provisioned
         self._layers = layers
         self._settings = settings
@@ -160,6 +164,12 @@ class LambdaApi:
             "ListLayers": self._list_layers,
             "ListLayerVersions": self._list_layer_versions,
             "DeleteLayerVersion": self._delete_layer_version,
+            "AddPermission": self._add_permission,
+            "GetPolicy": self._get_policy,
+            "RemovePermission": self._remove_permission,
+            "AddLayerVersionPermission": self._add_layer_version_permission,
+            "GetLayerVersionPolicy": self._get_layer_version_policy,
+            "RemoveLayerVersionPermission": self._remove_layer_version_permission,
         }
 
     async def handle(self, request: Request, caller: Caller, request_id: str) -> Response:
@@ -424,6 +434,7 @@ class LambdaApi:
 
     async def _delete_layer_version(self, params: dict[str, Any], request: Request) -> Response:
         await self._layers.delete(params["LayerName"], params["VersionNumber"])
+        self._permissions.forget_layer(self._layers.name_of(params["LayerName"]), params["VersionNumber"])
         return Response(204, b"", content_type=None)
 
     async def _list_layers(self, params: dict[str, Any], request: Request) -> Response:
@@ -448,6 +459,36 @@ class LambdaApi:
         if marker is not None:
             doc["NextMarker"] = marker
         return _json(doc)
+
+    # -- resource policies --------------------------------------------------------------------------------
+
+    async def _add_permission(self, params: dict[str, Any], request: Request) -> Response:
+        statement = await self._permissions.add_function(params["FunctionName"], params)
+        return _json({"Statement": statement}, 201)
+
+    async def _get_policy(self, params: dict[str, Any], request: Request) -> Response:
+        policy = self._permissions.function_policy(params["FunctionName"], params.get("Qualifier"))
+        return _json({"Policy": policies.document(policy), "RevisionId": policy.revision_id})
+
+    async def _remove_permission(self, params: dict[str, Any], request: Request) -> Response:
+        await self._permissions.remove_function(
+            params["FunctionName"], params["StatementId"], params.get("Qualifier"), params.get("RevisionId")
+        )
+        return Response(204, b"", content_type=None)
+
+    async def _add_layer_version_permission(self, params: dict[str, Any], request: Request) -> Response:
+        statement, revision = await self._permissions.add_layer(params["LayerName"], params["VersionNumber"], params)
+        return _json({"Statement": statement, "RevisionId": revision}, 201)
+
+    async def _get_layer_version_policy(self, params: dict[str, Any], request: Request) -> Response:
+        policy = self._permissions.layer_policy(params["LayerName"], params["VersionNumber"])
+        return _json({"Policy": policies.document(policy), "RevisionId": policy.revision_id})
+
+    async def _remove_layer_version_permission(self, params: dict[str, Any], request: Request) -> Response:
+        await self._permissions.remove_layer(
+            params["LayerName"], params["VersionNumber"], params["StatementId"], params.get("RevisionId")
+        )
+        return Response(204, b"", content_type=None)
 
     # -- tags -------------------------------------------------------------------------------------------
 

@@ -31,21 +31,21 @@ class MetadataStore(Protocol):
     async def put_function(self, function: Function) -> None: ...
 
     async def delete_function(self, name: str) -> None:
-        """The function with its versions and provisioned concurrency configurations."""
+        """The function with its versions, aliases, provisioned concurrency configurations and policies."""
 
     async def list_versions(self) -> list[Function]: ...
 
     async def publish_version(self, latest: Function, version: Function) -> None: ...
 
     async def delete_version(self, name: str, version: str) -> None:
-        """The version with its provisioned concurrency configuration."""
+        """The version with its provisioned concurrency configuration and its policy."""
 
     async def list_aliases(self) -> list[Alias]: ...
 
     async def put_alias(self, alias: Alias) -> None: ...
 
     async def delete_alias(self, name: str, alias: str) -> None:
-        """The alias with its provisioned concurrency configuration."""
+        """The alias with its provisioned concurrency configuration and its policy."""
 
     async def list_provisioned(self) -> list[dict[str, Any]]: ...
 

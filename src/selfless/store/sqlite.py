@@ -173,6 +173,7 @@ class SqliteStore:
             with _transaction(db):
                 db.execute("DELETE FROM versions WHERE name = ? AND version = ?", (name, int(version)))
                 db.execute("DELETE FROM provisioned WHERE name = ? AND qualifier = ?", (name, version))
+                db.execute("DELETE FROM policies WHERE resource = ?", (f"function:{name}:{version}",))
 
         await self._run(q)
 
@@ -203,6 +204,7 @@ class SqliteStore:
             with _transaction(db):
                 db.execute("DELETE FROM aliases WHERE name = ? AND alias = ?", (name, alias))
                 db.execute("DELETE FROM provisioned WHERE name = ? AND qualifier = ?", (name, alias))
+                db.execute("DELETE FROM policies WHERE resource = ?", (f"function:{name}:{alias}",))
 
         await self._run(q)
 
