@@ -8,6 +8,7 @@ import contextlib
 import gc
 import logging
 import os
+import platform
 import shutil
 import sys
 
@@ -40,6 +41,9 @@ from selfless.sandbox.pool import EnvironmentPool
 from selfless.store.sqlite import SqliteStore
 
 log = logging.getLogger("selfless")
+
+# Lambda's name for this machine's architecture.
+HOST_ARCHITECTURE = {"aarch64": "arm64", "arm64": "arm64"}.get(platform.machine(), "x86_64")
 
 PROFILE = "selfless"
 
@@ -164,6 +168,12 @@ class App:
         runtime = self.runtimes.get(function.runtime or "")
         if runtime is None:
             raise OSError(f"runtime {function.runtime} is not available on this server")
+        if function.architectures and function.architectures[0] != HOST_ARCHITECTURE:
+            # Accepted and kept as set (deployment tools compare it), but run only where it can be.
+            raise OSError(
+                f"{function.architectures[0]} functions run only on {function.architectures[0]} hosts; "
+                f"this host is {HOST_ARCHITECTURE}"
+            )
         on_free, on_dead = self.pool.callbacks()
         return Environment(
             env_id=env_id,

@@ -227,21 +227,32 @@ class FunctionRegistry:
         published = self._versions.get(latest.name, {})
         return [latest] + [published[v] for v in sorted(published, key=int)]
 
-    def page(self, marker: str | None, max_items: int | None) -> tuple[list[Function], str | None]:
-        names = sorted(self._functions)
+    def page(
+        self, marker: str | None, max_items: int | None, all_versions: bool = False
+    ) -> tuple[list[Function], str | None]:
+        """ListFunctions: functions by name ($LATEST; with ``all_versions`` each followed by its published
+        versions in order), ``max_items`` (50 by default) after ``marker``, and the next page's marker."""
+        items: list[tuple[tuple[str, int], Function]] = []
+        for name in sorted(self._functions):
+            items.append(((name, 0), self._functions[name]))
+            if all_versions:
+                versions = self._versions.get(name, {})
+                items += [((name, int(v)), versions[v]) for v in sorted(versions, key=int)]
         start = 0
         if marker:
             try:
-                after = base64.urlsafe_b64decode(marker.encode()).decode()
-            except (binascii.Error, UnicodeDecodeError):
+                name, _, order = base64.urlsafe_b64decode(marker.encode()).decode().partition("\0")
+                after = (name, int(order or 0))
+            except (binascii.Error, UnicodeDecodeError, ValueError):
                 raise InvalidParameterValue("Invalid marker") from None
-            start = next((i for i, n in enumerate(names) if n > after), len(names))
+            start = next((i for i, (key, _fn) in enumerate(items) if key > after), len(items))
         limit = max_items or 50
-        page = names[start : start + limit]
+        page = items[start : start + limit]
         next_marker = None
-        if start + limit < len(names) and page:
-            next_marker = base64.urlsafe_b64encode(page[-1].encode()).decode()
-        return [self._functions[n] for n in page], next_marker
+        if start + limit < len(items) and page:
+            last_name, last_order = page[-1][0]
+            next_marker = base64.urlsafe_b64encode(f"{last_name}\0{last_order}".encode()).decode()
+        return [fn for _key, fn in page], next_marker
 
     def all(self) -> list[Function]:
         return list(self._functions.values())
@@ -270,6 +281,7 @@ class FunctionRegistry:
         if handler is None and not runtime.startswith("provided"):
             raise InvalidParameterValue("Handler must be set when PackageType is Zip")
         env = self._check_environment(params.get("Environment"))
+        self._check_logging(params.get("LoggingConfig") or {})
         layers = self._resolve_layers(params.get("Layers") or [], ())
         zip_bytes = await self.package(params.get("Code") or {})
         async with self._lock(name):
@@ -367,6 +379,10 @@ class FunctionRegistry:
                 self._check_combined_size(fn.code, changes["layers"])
             extra = dict(fn.extra)
             extra.update({k: params[k] for k in _PASSTHROUGH if k in params})
+            if "LoggingConfig" in params:
+                # Merged over what is set: an update naming only the format keeps the log group.
+                extra["LoggingConfig"] = {**(fn.extra.get("LoggingConfig") or {}), **(params["LoggingConfig"] or {})}
+                self._check_logging(extra["LoggingConfig"])
             fn = fn.replace(extra=extra, **changes, **self._update_fields(fn))
             await self._build_opt(fn)
             await self._store.put_function(fn)
@@ -704,6 +720,15 @@ class FunctionRegistry:
         for key, message in _UNSUPPORTED.items():
             if params.get(key):
                 raise InvalidParameterValue(message)
+
+    @staticmethod
+    def _check_logging(config: Mapping[str, Any]) -> None:
+        levels = config.get("ApplicationLogLevel") or config.get("SystemLogLevel")
+        if levels and (config.get("LogFormat") or "Text") != "JSON":
+            raise InvalidParameterValue(
+                'LogLevel is not supported when LogFormat is set to "Text". Remove LogLevel from your request or '
+                'change the LogFormat to "Json" and try again.'
+            )
 
     @staticmethod
     def _check_environment(environment: Any) -> dict[str, str]:

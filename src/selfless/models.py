@@ -133,6 +133,18 @@ class Function:
         return doc
 
     @property
+    def logging_config(self) -> dict[str, str]:
+        """LoggingConfig as AWS shows it, defaults filled in: Text, or JSON with both levels (INFO unless
+        set), and the log group."""
+        given = self.extra.get("LoggingConfig") or {}
+        doc = {"LogFormat": given.get("LogFormat") or "Text"}
+        if doc["LogFormat"] == "JSON":
+            doc["ApplicationLogLevel"] = given.get("ApplicationLogLevel") or "INFO"
+            doc["SystemLogLevel"] = given.get("SystemLogLevel") or "INFO"
+        doc["LogGroup"] = given.get("LogGroup") or f"/aws/lambda/{self.name}"
+        return doc
+
+    @property
     def opt_key(self) -> str | None:
         """Names the merged /opt tree of this function's layers (None without layers)."""
         if not self.layers:

@@ -308,7 +308,9 @@ class LambdaApi:
         return Response(204, b"", content_type=None)
 
     async def _list_functions(self, params: dict[str, Any], request: Request) -> Response:
-        fns, marker = self._registry.page(params.get("Marker"), params.get("MaxItems"))
+        fns, marker = self._registry.page(
+            params.get("Marker"), params.get("MaxItems"), params.get("FunctionVersion") == "ALL"
+        )
         doc: dict[str, Any] = {"Functions": [configuration(f, self._settings.region) for f in fns]}
         if marker is not None:
             doc["NextMarker"] = marker

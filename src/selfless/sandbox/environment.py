@@ -31,6 +31,7 @@ import signal
 import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 from selfless.api.auth import Keyring, Principal, generate_session_credentials
 from selfless.config import Settings
@@ -167,6 +168,10 @@ class Environment:
         self._start_error: OSError | None = None
         # Resolved once the start is over: init done (the first /next) or the environment is gone.
         self.started: asyncio.Future[None] = self._loop.create_future()
+        # LoggingConfig: JSON turns the platform's lines into JSON records, which SystemLogLevel WARN drops.
+        logging_config = function.logging_config
+        self._json_logs = logging_config["LogFormat"] == "JSON"
+        self._platform_logs = not self._json_logs or logging_config["SystemLogLevel"] in ("DEBUG", "INFO")
         # Platform cost of this start (files, Runtime API endpoint, spawn, fork and sandbox, interpreter
         # start: everything but the function's own init), in the metering record and a metric.
         self.start_overhead_ms = 0.0
@@ -199,9 +204,19 @@ class Environment:
             self._keyring.add(key_id, secret, Principal(key_id, "function", fn.arn), session_token=token)
             self._access_key = key_id
             env = self._environment(layout, f"{host}:{port}", key_id, secret, token)
-            self._stream.write(
-                f"INIT_START Runtime Version: {self.runtime.name}.selfless\t"
-                f"Runtime Version ARN: arn:aws:lambda:{self._settings.region}::runtime:selfless-{self.runtime.name}"
+            runtime_arn = f"arn:aws:lambda:{self._settings.region}::runtime:selfless-{self.runtime.name}"
+            self._platform(
+                None,
+                "platform.initStart",
+                {
+                    "initializationType": env["AWS_LAMBDA_INITIALIZATION_TYPE"],
+                    "phase": "init",
+                    "runtimeVersion": f"{self.runtime.name}.selfless",
+                    "runtimeVersionArn": runtime_arn,
+                    "functionName": fn.name,
+                    "functionVersion": fn.version,
+                },
+                f"INIT_START Runtime Version: {self.runtime.name}.selfless\tRuntime Version ARN: {runtime_arn}",
             )
             if self.runtime.substitute and self._first_substitution(fn.name):
                 self._stream.write(
@@ -266,6 +281,10 @@ class Environment:
             }
         )
         env.setdefault("AWS_ENDPOINT_URL", self._endpoint)
+        logging_config = fn.logging_config
+        env["AWS_LAMBDA_LOG_FORMAT"] = logging_config["LogFormat"]
+        if "ApplicationLogLevel" in logging_config:
+            env["AWS_LAMBDA_LOG_LEVEL"] = logging_config["ApplicationLogLevel"]
         if self.runtime.execution_env:
             env["AWS_EXECUTION_ENV"] = self.runtime.execution_env
         if self.runtime.is_python and layout.packages:
@@ -403,7 +422,7 @@ class Environment:
         inv.deliver()
         if self.state is EnvState.STARTING:
             self._move(EnvState.BUSY)
-        self._write(inv, f"START RequestId: {inv.request_id} Version: {self.function.version}")
+        self._start_line(inv)
         if self._timer is not None:
             self._timer.cancel()
         self._timer = self._loop.call_later(inv.timeout_s, self._timed_out, inv)
@@ -554,7 +573,7 @@ class Environment:
         now = time.monotonic()
         if inv.delivered_at == 0.0:
             inv.delivered_at = now
-            self._write(inv, f"START RequestId: {inv.request_id} Version: {self.function.version}")
+            self._start_line(inv)
         duration_ms = (now - inv.delivered_at) * 1000
         billed = max(1, math.ceil(duration_ms))
         memory = (self._process.peak_rss_mb() if self._process is not None else None) or 0
@@ -564,7 +583,8 @@ class Environment:
             init_ms = self._init_duration_ms
             platform_ms = self.start_overhead_ms
             self._init_reported = True
-        self._write(inv, f"END RequestId: {inv.request_id}")
+        if not self._json_logs:
+            self._write(inv, f"END RequestId: {inv.request_id}")  # JSON logs have no END record
         report = (
             f"REPORT RequestId: {inv.request_id}\tDuration: {duration_ms:.2f} ms\tBilled Duration: {billed} ms\t"
             f"Memory Size: {self.function.memory_size} MB\tMax Memory Used: {memory} MB"
@@ -579,7 +599,21 @@ class Environment:
             report += f"\tStatus: {status}"
             if etype and status == "error":
                 report += f"\tError Type: {etype}"
-        self._write(inv, report)
+        metrics: dict[str, float | int] = {
+            "durationMs": round(duration_ms, 2),
+            "billedDurationMs": billed,
+            "memorySizeMB": self.function.memory_size,
+            "maxMemoryUsedMB": memory,
+        }
+        if init_ms is not None and self._restore_ms is not None:
+            metrics["restoreDurationMs"] = round(self._restore_ms, 2)
+            metrics["billedRestoreDurationMs"] = max(1, math.ceil(self._restore_ms))
+        elif init_ms is not None:
+            metrics["initDurationMs"] = round(init_ms, 2)
+        record: dict[str, Any] = {"requestId": inv.request_id, "metrics": metrics, "status": status or "success"}
+        if etype and status == "error":
+            record["errorType"] = etype
+        self._platform(inv, "platform.report", record, report)
         self._stream.flush_soon()
         self._meter.record(
             function=self.function.name,
@@ -597,6 +631,21 @@ class Environment:
         inv.finish(Outcome(kind, payload, etype, duration_ms, init_ms, memory, tuple(inv.log_lines), platform_ms))
 
     # -- output ------------------------------------------------------------------------------------------
+
+    def _start_line(self, inv: Invocation) -> None:
+        version = self.function.version
+        record = {"requestId": inv.request_id, "version": version}
+        self._platform(inv, "platform.start", record, f"START RequestId: {inv.request_id} Version: {version}")
+
+    def _platform(self, inv: Invocation | None, kind: str, record: dict[str, Any], text: str) -> None:
+        """A platform line: ``text`` in Text format; in JSON format a ``{"time", "type", "record"}`` record as
+        AWS writes it, unless SystemLogLevel is above INFO."""
+        if not self._json_logs:
+            self._write(inv, text)
+        elif self._platform_logs:
+            now = time.time()
+            stamp = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(now)) + f".{int(now * 1000) % 1000:03d}Z"
+            self._write(inv, json.dumps({"time": stamp, "type": kind, "record": record}, separators=(",", ":")))
 
     def _write(self, inv: Invocation | None, line: str) -> None:
         self._stream.write(line)

@@ -237,8 +237,97 @@ def _prepare_paths(env):
     return task_root
 
 
+# The request being served, for log records (AWS's runtime stamps each with it).
+_CURRENT = {"request_id": ""}
+_JSON_LOGS = [False]
+
+
+def _setup_logging(env):
+    """The root logger as AWS's Python runtime sets it up: one handler writing each record to stdout, in
+    Lambda's text form ("[LEVEL]\t<time>Z\t<request id>\t<message>") or, with AWS_LAMBDA_LOG_FORMAT=JSON, as
+    one JSON object (timestamp, level, message, logger, requestId, and the exception's errorType,
+    errorMessage, stackTrace and location); AWS_LAMBDA_LOG_LEVEL (JSON only) sets the root logger's level."""
+    import logging
+
+    _JSON_LOGS[0] = env.get("AWS_LAMBDA_LOG_FORMAT", "").upper() == "JSON"
+    logging.Formatter.converter = time.gmtime
+
+    class RequestId(logging.Filter):
+        def filter(self, record):
+            record.aws_request_id = _CURRENT["request_id"]
+            return True
+
+    class Json(logging.Formatter):
+        reserved = frozenset(vars(logging.makeLogRecord({}))) | {"aws_request_id", "message", "asctime"}
+
+        def format(self, record):
+            level = min(50, max(0, record.levelno)) // 10 * 10
+            message = record.msg if isinstance(record.msg, dict) and not record.args else record.getMessage()
+            doc = {
+                "timestamp": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(record.created)),
+                "level": logging.getLevelName(level),
+                "message": message,
+                "logger": record.name,
+                "requestId": record.aws_request_id or None,
+            }
+            if record.exc_info:
+                import traceback
+
+                doc["stackTrace"] = traceback.format_tb(record.exc_info[2])
+                doc["errorType"] = record.exc_info[0].__name__
+                doc["errorMessage"] = str(record.exc_info[1])
+                doc["location"] = "%s:%s:%s" % (record.pathname, record.funcName, record.lineno)
+            for key, value in vars(record).items():  # what the caller passed as ``extra``
+                if key not in self.reserved and key not in doc:
+                    doc[key] = value
+            doc = {k: v for k, v in doc.items() if v is not None}
+            return json.dumps(doc, ensure_ascii=False, default=str) + "\n"
+
+    class Stdout(logging.Handler):
+        def emit(self, record):
+            try:
+                sys.stdout.write(self.format(record))
+            except Exception:
+                self.handleError(record)
+
+    handler = Stdout()
+    handler.addFilter(RequestId())
+    if _JSON_LOGS[0]:
+        handler.setFormatter(Json())
+    else:
+        handler.setFormatter(
+            logging.Formatter(
+                "[%(levelname)s]\t%(asctime)s.%(msecs)03dZ\t%(aws_request_id)s\t%(message)s\n", "%Y-%m-%dT%H:%M:%S"
+            )
+        )
+    root = logging.getLogger()
+    root.addHandler(handler)
+    level = {"TRACE": "DEBUG", "WARN": "WARNING", "FATAL": "CRITICAL"}.get(
+        env.get("AWS_LAMBDA_LOG_LEVEL", "").upper(), env.get("AWS_LAMBDA_LOG_LEVEL", "").upper()
+    )
+    if _JSON_LOGS[0] and level in ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"):
+        root.setLevel(level)
+
+
+def _log_error(body, request_id=""):
+    """An unhandled error's log line: "[ERROR] Type: message", or in JSON format a JSON record."""
+    if _JSON_LOGS[0]:
+        doc = {
+            "timestamp": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+            "level": "ERROR",
+            "errorMessage": body["errorMessage"],
+            "errorType": body["errorType"],
+            "requestId": request_id,
+            "stackTrace": body.get("stackTrace", []),
+        }
+        sys.stdout.write(json.dumps(doc) + "\n")
+    else:
+        sys.stdout.write("[ERROR] %s: %s\n" % (body["errorType"], body["errorMessage"]))
+
+
 def main():
     env = os.environ
+    _setup_logging(env)
     task_root = _prepare_paths(env)
     conn = _Conn(env["AWS_LAMBDA_RUNTIME_API"])
     started = time.monotonic()
@@ -246,7 +335,7 @@ def main():
         handler = _load_handler(env["_HANDLER"], task_root)
     except _UserError as exc:
         body = _error_body(exc)
-        sys.stdout.write("[ERROR] %s: %s\n" % (exc.error_type, exc.message))
+        _log_error(body)
         conn.request(
             "POST",
             _API + "/init/error",
@@ -265,6 +354,7 @@ def _serve(conn, handler, first):
         _status, headers, event_bytes = conn.request("GET", _API + "/invocation/next", b"", first)
         first = ()
         request_id = headers["lambda-runtime-aws-request-id"]
+        _CURRENT["request_id"] = request_id
         trace = headers.get("lambda-runtime-trace-id")
         if trace:
             env["_X_AMZN_TRACE_ID"] = trace
@@ -289,7 +379,7 @@ def _serve(conn, handler, first):
         except Exception as exc:
             body = _error_body(exc)
             body["requestId"] = request_id
-            sys.stdout.write("[ERROR] %s: %s\n" % (body["errorType"], body["errorMessage"]))
+            _log_error(body, request_id)
             conn.request(
                 "POST",
                 "%s/invocation/%s/error" % (_API, request_id),
@@ -376,6 +466,7 @@ def template_main(control, filter_prog):
         control.send(json.dumps(doc).encode())
 
     env = os.environ
+    _setup_logging(env)
     task_root = _prepare_paths(env)
     started = time.monotonic()
     try:
@@ -384,7 +475,7 @@ def template_main(control, filter_prog):
             func(*args, **kwargs)
     except Exception as exc:
         body = _error_body(exc)
-        sys.stdout.write("[ERROR] %s: %s\n" % (body["errorType"], body["errorMessage"]))
+        _log_error(body)
         send({"init_error": body["errorType"], "message": body["errorMessage"]})
         sys.exit(1)
     init_ms = (time.monotonic() - started) * 1000
@@ -478,7 +569,7 @@ def _forked_child(spec, out_fd, go_fd, api_fd, filter_prog, enter_forked, handle
                 func(*args, **kwargs)
         except Exception as exc:
             body = _error_body(exc)
-            sys.stdout.write("[ERROR] %s: %s\n" % (body["errorType"], body["errorMessage"]))
+            _log_error(body)
             conn.request(
                 "POST",
                 _API + "/init/error",
