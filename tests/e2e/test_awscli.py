@@ -92,3 +92,44 @@ def test_aws_cli_round_trip(server: Server, tmp_path: Path, lam: Any) -> None:
     missing = aws(server, "lambda", "get-function", "--function-name", name, check=False)
     assert missing.returncode != 0
     assert "ResourceNotFoundException" in missing.stderr
+
+
+def test_aws_cli_layers_versions_aliases_and_policies(server: Server, tmp_path: Path) -> None:
+    layer_zip = tmp_path / "layer.zip"
+    layer_zip.write_bytes(make_zip({"python/greeting.py": "WORD = 'hi'\n"}))
+    layer_name = unique("cli-layer")
+    layer = json.loads(
+        aws(
+            server, "lambda", "publish-layer-version", "--layer-name", layer_name, "--zip-file", f"fileb://{layer_zip}",
+            "--compatible-runtimes", "python3.12",
+        ).stdout
+    )  # fmt: skip
+    assert layer["Version"] == 1
+    listed = json.loads(aws(server, "lambda", "list-layers", "--compatible-runtime", "python3.12").stdout)
+    assert layer_name in [entry["LayerName"] for entry in listed["Layers"]]
+
+    name = unique("cli")
+    package = tmp_path / "fn.zip"
+    package.write_bytes(make_zip({"app.py": "import greeting\n\ndef handler(e, c):\n    return greeting.WORD\n"}))
+    aws(
+        server, "lambda", "create-function", "--function-name", name, "--runtime", "python3.12", "--role", ROLE,
+        "--handler", "app.handler", "--zip-file", f"fileb://{package}", "--layers", layer["LayerVersionArn"],
+        "--publish",
+    )  # fmt: skip
+    aws(server, "lambda", "wait", "function-active-v2", "--function-name", name)
+    aws(server, "lambda", "create-alias", "--function-name", name, "--name", "live", "--function-version", "1")
+    out = tmp_path / "out.json"
+    aws(server, "lambda", "invoke", "--function-name", name, "--qualifier", "live", str(out))
+    assert json.loads(out.read_text()) == "hi"
+
+    aws(
+        server, "lambda", "add-permission", "--function-name", name, "--statement-id", "sns",
+        "--action", "lambda:InvokeFunction", "--principal", "sns.amazonaws.com", "--qualifier", "live",
+    )  # fmt: skip
+    policy = json.loads(aws(server, "lambda", "get-policy", "--function-name", name, "--qualifier", "live").stdout)
+    assert json.loads(policy["Policy"])["Statement"][0]["Principal"] == {"Service": "sns.amazonaws.com"}
+    versions = json.loads(aws(server, "lambda", "list-versions-by-function", "--function-name", name).stdout)
+    assert [v["Version"] for v in versions["Versions"]] == ["$LATEST", "1"]
+
+    aws(server, "lambda", "delete-function", "--function-name", name)
+    aws(server, "lambda", "delete-layer-version", "--layer-name", layer_name, "--version-number", "1")
