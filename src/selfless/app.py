@@ -113,6 +113,7 @@ class App:
         self.registry.on_alias_change = self._alias_changed
         self.layers = LayerRegistry(settings, self.store, self.code, self.registry.collect)
         self.registry.layers = self.layers
+        self.registry.in_use = self._packages_in_use
         self.permissions = Permissions(self.store, self.registry, self.layers)
         self.health_info: dict[str, str] = {
             "region": settings.region,
@@ -156,6 +157,17 @@ class App:
         self.pool.retire(qualified_name, generation)
         self.backend.retire(qualified_name, generation)
 
+    def _packages_in_use(self) -> list[str]:
+        """Package keys and /opt trees of every live environment's function."""
+        keys = []
+        for env in self.pool.environments():
+            fn = env.function
+            keys.append(fn.code.key)
+            keys += [layer.code.key for layer in fn.layers]
+            if fn.opt_key is not None:
+                keys.append(fn.opt_key)
+        return keys
+
     def _alias_changed(self, function_name: str, alias: str) -> None:
         """An alias moved or went away: provisioned concurrency follows it; a deleted one's policy goes."""
         self.provisioned.alias_changed(function_name, alias)
@@ -182,7 +194,7 @@ class App:
             settings=self.settings,
             root=self.envs_root / env_id,
             code_tree=self.code.tree(function.code.key),
-            stream=self.logs.stream(function.name, stream_name(function.version, env_id)),
+            stream=self.logs.stream(function.logging_config["LogGroup"], stream_name(function.version, env_id)),
             meter=self.meter,
             keyring=self.keyring,
             backend=self.backend,

@@ -15,7 +15,7 @@ import json
 import random
 import re
 import uuid
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
 from selfless.artifacts.local import LocalCodeStore
@@ -135,6 +135,9 @@ class FunctionRegistry:
         self._tasks: set[asyncio.Task[None]] = set()
         # Set by the composition root (the layer registry needs this one's ``collect`` in turn).
         self.layers: LayerRegistry | None = None
+        # Package keys and /opt trees live environments use (an update's old code serves the calls in
+        # flight until they end): kept by ``collect``. Set by the composition root.
+        self.in_use: Callable[[], Iterable[str]] = lambda: ()
 
     async def load(self) -> None:
         for fn in await self._store.list_functions():
@@ -791,6 +794,7 @@ class FunctionRegistry:
         keys += [fn.opt_key for fn in fns if fn.opt_key is not None]
         if self.layers is not None:
             keys += self.layers.keys()
+        keys += self.in_use()
         await self._code.collect(keys)
 
     # -- layers -----------------------------------------------------------------------------------------

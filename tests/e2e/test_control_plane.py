@@ -4,8 +4,10 @@ GetFunction's Tags and Concurrency sections, and architectures this host cannot 
 
 from __future__ import annotations
 
+import concurrent.futures
 import json
 import platform
+import time
 from collections.abc import Callable
 from typing import Any
 
@@ -134,3 +136,19 @@ def test_a_foreign_architecture_is_kept_and_refused_clearly(lam: Any, make_funct
     assert answer.get("FunctionError") == "Unhandled"
     assert body["errorType"] == "Runtime.InvalidEntrypoint"
     assert f"{FOREIGN} functions run only on {FOREIGN} hosts; this host is {HOST}" in body["errorMessage"]
+
+
+def test_an_update_keeps_the_old_package_for_calls_in_flight(lam: Any, make_function: Callable[..., str]) -> None:
+    """The package an environment runs stays on disk until the environment is gone, even after an update
+    made it unreferenced: a call in flight still reads its own files."""
+    slow = "import time\n\ndef handler(event, context):\n    time.sleep(2)\n    return open('data.txt').read()\n"
+    name = make_function(files={"app.py": slow, "data.txt": "old"})
+    with concurrent.futures.ThreadPoolExecutor(1) as pool:
+        in_flight = pool.submit(lambda: lam.invoke(FunctionName=name))
+        time.sleep(0.8)  # the call has started
+        lam.update_function_code(FunctionName=name, ZipFile=make_zip({"app.py": slow, "data.txt": "new"}))
+        answer = in_flight.result(timeout=30)
+    assert "FunctionError" not in answer, answer["Payload"].read()
+    assert json.loads(answer["Payload"].read()) == "old"
+    wait_updated(lam, name)
+    assert json.loads(lam.invoke(FunctionName=name)["Payload"].read()) == "new"

@@ -282,6 +282,11 @@ def test_children_forked_ahead_that_died_are_passed_over(
     ahead = children_of(mine.pop())
     for pid in ahead:
         os.kill(pid, signal.SIGKILL)
+    # Dead and reaped by their template (whether the server has heard of it yet or not).
+    deadline = time.monotonic() + 10
+    while any(os.path.exists(f"/proc/{pid}") for pid in ahead):
+        assert time.monotonic() < deadline, "the killed children were not reaped"
+        time.sleep(0.01)
     # Concurrent calls: one may find the first environment warm; the others fork, now, past the dead ones.
     with concurrent.futures.ThreadPoolExecutor(3) as pool:
         answers = list(pool.map(lambda _: lam.invoke(FunctionName=name, Payload=b'{"sleep": 0.5}'), range(3)))

@@ -122,3 +122,17 @@ def test_log_levels_need_json(lam: Any) -> None:
         'LogLevel is not supported when LogFormat is set to "Text". Remove LogLevel from your request or change the '
         'LogFormat to "Json" and try again.'
     )
+
+
+def test_a_custom_log_group_gets_the_logs(lam: Any, server: Any, make_function: Callable[..., str]) -> None:
+    name = make_function(CODE, runtime="python3.12")
+    group = f"/shared/{unique('group')}"
+    assert configure(lam, name, {"LogGroup": group}) == {"LogFormat": "Text", "LogGroup": group}
+    request_id, _ = tail(lam, name)
+    logs = server.client("logs")
+    messages = [e["message"] for e in logs.filter_log_events(logGroupName=group)["events"]]
+    assert f"START RequestId: {request_id} Version: $LATEST" in messages
+    assert group in [g["logGroupName"] for g in logs.describe_log_groups(logGroupNamePrefix="/shared/")["logGroups"]]
+    default = f"/aws/lambda/{name}"
+    with pytest.raises(logs.exceptions.ResourceNotFoundException):
+        logs.filter_log_events(logGroupName=default)

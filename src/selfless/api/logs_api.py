@@ -67,9 +67,9 @@ class LogsApi:
             content_type="application/x-amz-json-1.1",
         )
 
-    def _function(self, group: Any) -> str:
-        name = LogStore.function_of_group(str(group or ""))
-        if name is None or not self._logs.has_group(name):
+    def _group(self, group: Any) -> str:
+        name = str(group or "")
+        if not name or not self._logs.has_group(name):
             raise ResourceNotFound("The specified log group does not exist.")
         return name
 
@@ -83,7 +83,7 @@ class LogsApi:
         return {"logGroups": groups}
 
     async def _describe_log_streams(self, p: dict[str, Any]) -> dict[str, Any]:
-        name = self._function(p.get("logGroupName"))
+        name = self._group(p.get("logGroupName"))
         prefix = p.get("logStreamNamePrefix") or ""
         streams = [
             {
@@ -104,7 +104,7 @@ class LogsApi:
         return {"logStreams": streams}
 
     async def _get_log_events(self, p: dict[str, Any]) -> dict[str, Any]:
-        name = self._function(p.get("logGroupName"))
+        name = self._group(p.get("logGroupName"))
         stream = p.get("logStreamName")
         if not any(s == stream for s, _f, _l in self._logs.streams(name)):
             raise ResourceNotFound("The specified log stream does not exist.")
@@ -120,7 +120,7 @@ class LogsApi:
         }
 
     async def _filter_log_events(self, p: dict[str, Any]) -> dict[str, Any]:
-        name = self._function(p.get("logGroupName"))
+        name = self._group(p.get("logGroupName"))
         events = self._logs.events(
             name,
             streams=p.get("logStreamNames"),

@@ -107,8 +107,8 @@ class LogStore:
     def open(self) -> None:
         self.root.mkdir(parents=True, exist_ok=True)
 
-    def stream(self, function_name: str, name: str) -> LogStream:
-        return LogStream(self._stream_path(function_name, name), name, self._mark_dirty)
+    def stream(self, group: str, name: str) -> LogStream:
+        return LogStream(self._stream_path(group, name), name, self._mark_dirty)
 
     def _mark_dirty(self, stream: LogStream) -> None:
         self._dirty.append(stream)
@@ -124,11 +124,14 @@ class LogStore:
         for stream in dirty:
             stream.flush()
 
-    def _group_dir(self, function_name: str) -> Path:
-        return self.root / function_name
+    def _group_dir(self, group: str) -> Path:
+        function_name = self.function_of_group(group)
+        if function_name is not None:
+            return self.root / function_name
+        return self.root / ("~" + urllib.parse.quote(group, safe=""))
 
-    def _stream_path(self, function_name: str, name: str) -> Path:
-        return self._group_dir(function_name) / (urllib.parse.quote(name, safe="") + ".log")
+    def _stream_path(self, group: str, name: str) -> Path:
+        return self._group_dir(group) / (urllib.parse.quote(name, safe="") + ".log")
 
     @staticmethod
     def function_of_group(group: str) -> str | None:
@@ -147,20 +150,21 @@ class LogStore:
         if self.root.is_dir():
             for d in sorted(self.root.iterdir()):
                 if d.is_dir():
-                    out.append((GROUP_PREFIX + d.name, int(d.stat().st_mtime * 1000)))
-        return out
+                    name = urllib.parse.unquote(d.name[1:]) if d.name.startswith("~") else GROUP_PREFIX + d.name
+                    out.append((name, int(d.stat().st_mtime * 1000)))
+        return sorted(out)
 
-    def has_group(self, function_name: str) -> bool:
+    def has_group(self, group: str) -> bool:
         self.flush_pending()
-        return self._group_dir(function_name).is_dir()
+        return self._group_dir(group).is_dir()
 
-    def streams(self, function_name: str) -> list[tuple[str, int, int]]:
+    def streams(self, group: str) -> list[tuple[str, int, int]]:
         """(stream name, first event ms, last event ms) for each stream of a group."""
         self.flush_pending()
         out = []
-        group = self._group_dir(function_name)
-        if group.is_dir():
-            for f in sorted(group.glob("*.log")):
+        directory = self._group_dir(group)
+        if directory.is_dir():
+            for f in sorted(directory.glob("*.log")):
                 name = urllib.parse.unquote(f.name[: -len(".log")])
                 st = f.stat()
                 out.append((name, int(st.st_ctime * 1000), int(st.st_mtime * 1000)))
@@ -168,7 +172,7 @@ class LogStore:
 
     def events(
         self,
-        function_name: str,
+        group: str,
         *,
         streams: list[str] | None = None,
         start_ms: int | None = None,
@@ -179,12 +183,12 @@ class LogStore:
         self.flush_pending()
         wanted = set(streams) if streams else None
         found: list[LogEvent] = []
-        for name, _first, last in self.streams(function_name):
+        for name, _first, last in self.streams(group):
             if wanted is not None and name not in wanted:
                 continue
             if start_ms is not None and last < start_ms - 1000:
                 continue
-            for i, (ts, msg) in enumerate(self._read(self._stream_path(function_name, name))):
+            for i, (ts, msg) in enumerate(self._read(self._stream_path(group, name))):
                 if start_ms is not None and ts < start_ms:
                     continue
                 if end_ms is not None and ts > end_ms:
@@ -206,12 +210,12 @@ class LogStore:
         except FileNotFoundError:
             return
 
-    def delete_group(self, function_name: str) -> None:
+    def delete_group(self, group: str) -> None:
         """What was logged so far goes; a later write makes the group again (as on AWS)."""
         self.flush_pending()
-        group = self._group_dir(function_name)
-        if group.is_dir() and not group.is_symlink():
-            shutil.rmtree(group, ignore_errors=True)
+        directory = self._group_dir(group)
+        if directory.is_dir() and not directory.is_symlink():
+            shutil.rmtree(directory, ignore_errors=True)
 
 
 def split_lines(buffer: str) -> tuple[list[str], str]:

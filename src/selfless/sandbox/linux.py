@@ -629,31 +629,33 @@ class LinuxBackend:
 
     async def _fork(self, env_id: str, template: Template, function: Function, env: Mapping[str, str]) -> LinuxProcess:
         """An environment from the template: a child forked ahead if there is one (the ~20 ms a cgroup v1
-        move costs then lies off the call's path), else one forked now."""
-        child = None
-        while template.ahead and child is None:
-            child = template.ahead.pop()
-            if child.exited.done():  # killed while it waited (the evictor, an OOM): not an environment
+        move costs then lies off the call's path), else one forked now. A child forked ahead that died
+        while it waited (the evictor, an OOM kill; seen as its exit, or as a broken pipe when told to go) is
+        passed over."""
+        child_env = dict(env)
+        child_env["AWS_LAMBDA_INITIALIZATION_TYPE"] = "snap-start"
+        while True:
+            fresh = not template.ahead
+            child = await self._fork_child(template, function) if fresh else template.ahead.pop()
+            if child.exited.done():
                 self._discard_child(template, child)
-                child = None
-        if child is None:
-            child = await self._fork_child(template, function)
+                if fresh:
+                    raise OSError("the environment forked from the template exited at once")
+                continue
+            try:
+                child.go(child_env)
+            except OSError:
+                self._discard_child(template, child)
+                if fresh:
+                    raise
+                continue
+            break
         self._replenish_template(template, function)
         self._forked[env_id] = (template, child.index)
         self._uids[env_id] = template.uid_base + child.index
         self._cgroups[env_id] = child.cgroup
-        child_env = dict(env)
-        child_env["AWS_LAMBDA_INITIALIZATION_TYPE"] = "snap-start"
-        process = LinuxProcess(child.pid, child.exited, child.read_fd, child.cgroup, child.api)
-        try:
-            child.go(child_env)
-        except BaseException:
-            process.kill()
-            os.close(child.read_fd)
-            child.api.close()
-            raise
         os.set_blocking(child.read_fd, False)
-        return process
+        return LinuxProcess(child.pid, child.exited, child.read_fd, child.cgroup, child.api)
 
     async def _fork_child(self, template: Template, function: Function) -> ForkedChild:
         """A child of the template, in its own sandbox and cgroup, waiting for its environment."""
@@ -720,10 +722,7 @@ class LinuxBackend:
     def _discard_child(self, template: Template, child: ForkedChild) -> None:
         """A child forked ahead that will never be an environment: kill it, then free its cgroup and uid."""
         child.cgroup.kill_all()
-        child.close_go()
-        child.api.close()
-        with contextlib.suppress(OSError):
-            os.close(child.read_fd)
+        child.discard()
 
         async def cleanup() -> None:
             with contextlib.suppress(TimeoutError):

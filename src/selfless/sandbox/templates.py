@@ -45,13 +45,16 @@ class TemplateFailed(Exception):
         self.error_type = error_type
 
 
-@dataclasses.dataclass(frozen=True)
+@dataclasses.dataclass
 class ForkedChild:
     """A child of a template, in its own sandbox and cgroup, not yet an environment: ``index`` is its uid
     inside the template's user namespace, ``read_fd`` the read end of its stdout, ``go_fd`` the write end
     of the pipe it waits on (the server writes to it directly: no hop through the template on a call's
     path), ``api`` the server's end of a connection the child uses for the Runtime API (no TCP connect,
-    accept and peer check on a call's path; only this child holds the other end)."""
+    accept and peer check on a call's path; only this child holds the other end).
+
+    Each descriptor is closed at most once (then it is -1): closing a number twice could close another
+    file that took the number meanwhile."""
 
     index: int
     pid: int
@@ -74,8 +77,23 @@ class ForkedChild:
             self.close_go()
 
     def close_go(self) -> None:
-        with contextlib.suppress(OSError):
-            os.close(self.go_fd)
+        fd, self.go_fd = self.go_fd, -1
+        if fd >= 0:
+            with contextlib.suppress(OSError):
+                os.close(fd)
+
+    def close_output(self) -> None:
+        """Its stdout pipe, when it never became an environment (an environment's process closes it)."""
+        fd, self.read_fd = self.read_fd, -1
+        if fd >= 0:
+            with contextlib.suppress(OSError):
+                os.close(fd)
+
+    def discard(self) -> None:
+        """It will never be an environment: its descriptors go (the caller kills it)."""
+        self.close_go()
+        self.close_output()
+        self.api.close()
 
 
 class Template:
