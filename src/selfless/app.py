@@ -22,6 +22,7 @@ from selfless.config import Settings, mem_info_mb
 from selfless.errors import ResourceNotFound
 from selfless.functions import FunctionRegistry
 from selfless.httpserver import HttpServer
+from selfless.invocation.events import AsyncInvoker, EventInvokeConfigs
 from selfless.invocation.leases import Leases
 from selfless.invocation.provisioned import ProvisionedConcurrency
 from selfless.invocation.service import InvocationService
@@ -124,6 +125,16 @@ class App:
         self.metrics.watch_templates(lambda: self.backend.templates_ready())
         self.metrics.watch_concurrency(self.leases.in_use)
         self.invocations = InvocationService(settings, self.registry, self.pool, self.store, self.metrics, self.leases)
+        self.event_configs = EventInvokeConfigs(self.store, self.registry)
+        self.events = AsyncInvoker(
+            self.store,
+            self.registry,
+            self.event_configs,
+            self.invocations.run,
+            limit=settings.async_queue_limit,
+            retry_delay_s=settings.async_retry_delay_s,
+        )
+        self.invocations.events = self.events
         self.code_urls = CodeUrls()
         self.lambda_api = LambdaApi(
             settings,
@@ -135,6 +146,7 @@ class App:
             self.provisioned,
             self.layers,
             self.permissions,
+            self.event_configs,
         )
         self.front = FrontDoor(
             SigV4Verifier(self.keyring),
@@ -154,6 +166,7 @@ class App:
             self.provisioned.forget(qualified_name)
             name, _, qualifier = qualified_name.partition(":")
             self.permissions.forget(name, qualifier or None)
+            self.event_configs.forget(name, qualifier or None)
         self.pool.retire(qualified_name, generation)
         self.backend.retire(qualified_name, generation)
 
@@ -175,6 +188,7 @@ class App:
             self.registry.alias(function_name, alias)
         except ResourceNotFound:
             self.permissions.forget(function_name, alias)
+            self.event_configs.forget(function_name, alias)
 
     def _new_environment(self, function: Function, env_id: str, provisioned: bool = False) -> Environment:
         runtime = self.runtimes.get(function.runtime or "")
@@ -227,7 +241,8 @@ class App:
         await self.registry.load()
         self.pool.start()
         await self.provisioned.load()
-        await self.invocations.start()
+        await self.event_configs.load()
+        await self.events.start()
         self.address = await self.http.start(s.host, s.port)
         if isinstance(self.backend, LinuxBackend):
             wanted = [self.runtimes.get(name) for name in s.zygote_prewarm]

@@ -58,6 +58,9 @@ class Settings:
     max_starting: int = dataclasses.field(default_factory=lambda: 8 * (os.cpu_count() or 1))
     # Accepted-but-not-yet-run asynchronous events held at once; past it Event invokes get 429.
     async_queue_limit: int = 100_000
+    # The delay before an asynchronous event's retry is this times the attempts so far: AWS waits about 1
+    # minute, then 2 (SELFLESS_ASYNC_RETRY_DELAY; tests set milliseconds).
+    async_retry_delay_s: float = 60.0
     # Python runtimes: name -> interpreter path. Empty means "discover the installed ones".
     python_interpreters: Mapping[str, str] = dataclasses.field(default_factory=dict)
     log_level: str = "info"
@@ -111,6 +114,12 @@ class Settings:
         sandbox = pick("sandbox", "SELFLESS_SANDBOX", None)
         if sandbox is not None and sandbox not in ("linux", "process"):
             raise SettingsError(f"--sandbox must be linux or process, got {sandbox!r}")
+        try:
+            retry_delay = float(environ.get("SELFLESS_ASYNC_RETRY_DELAY", "60"))
+        except ValueError as exc:
+            raise SettingsError(f"SELFLESS_ASYNC_RETRY_DELAY is not a number: {exc}") from exc
+        if not 0 <= retry_delay <= 3600:
+            raise SettingsError(f"SELFLESS_ASYNC_RETRY_DELAY must be 0-3600 seconds, got {retry_delay}")
         s3_endpoint = pick("s3_endpoint", "SELFLESS_S3_ENDPOINT", None) or None
         if s3_endpoint is not None and not _is_http_url(str(s3_endpoint)):
             raise SettingsError(f"SELFLESS_S3_ENDPOINT must be an http:// or https:// URL, got {s3_endpoint!r}")
@@ -140,6 +149,7 @@ class Settings:
             zygote_preload=str(environ.get("SELFLESS_ZYGOTE_PRELOAD", "boto3")),
             ksm=str(environ.get("SELFLESS_KSM", "")).lower() in ("1", "true", "on", "yes"),
             s3_endpoint=None if s3_endpoint is None else str(s3_endpoint),
+            async_retry_delay_s=retry_delay,
             zygote_prewarm=tuple(
                 r.strip() for r in environ.get("SELFLESS_ZYGOTE_PREWARM", "python3.12").split(",") if r.strip()
             ),

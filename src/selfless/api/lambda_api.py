@@ -36,6 +36,7 @@ from selfless.errors import (
 )
 from selfless.functions import MAX_ZIPPED, FunctionRegistry
 from selfless.httpserver import Request, Response
+from selfless.invocation.events import EventInvokeConfigs
 from selfless.invocation.leases import Leases
 from selfless.invocation.provisioned import ProvisionedConcurrency
 from selfless.invocation.service import MAX_SYNC_PAYLOAD, InvocationService
@@ -120,7 +121,9 @@ class LambdaApi:
         provisioned: ProvisionedConcurrency,
         layers: LayerRegistry,
         permissions: Permissions,
+        event_configs: EventInvokeConfigs,
     ) -> None:
+        self._event_configs = event_configs
         self._permissions = permissions
         self._provisioned = provisioned
         self._layers = layers
@@ -170,6 +173,11 @@ class LambdaApi:
             "AddLayerVersionPermission": self._add_layer_version_permission,
             "GetLayerVersionPolicy": self._get_layer_version_policy,
             "RemoveLayerVersionPermission": self._remove_layer_version_permission,
+            "PutFunctionEventInvokeConfig": self._put_event_invoke_config,
+            "UpdateFunctionEventInvokeConfig": self._update_event_invoke_config,
+            "GetFunctionEventInvokeConfig": self._get_event_invoke_config,
+            "DeleteFunctionEventInvokeConfig": self._delete_event_invoke_config,
+            "ListFunctionEventInvokeConfigs": self._list_event_invoke_configs,
         }
 
     async def handle(self, request: Request, caller: Caller, request_id: str) -> Response:
@@ -458,6 +466,31 @@ class LambdaApi:
         )
         chosen, marker = _page(found, lambda layer: str(layer.version), params)
         doc: dict[str, Any] = {"LayerVersions": [layer_version_item(v) for v in chosen]}
+        if marker is not None:
+            doc["NextMarker"] = marker
+        return _json(doc)
+
+    # -- asynchronous invocation configuration -----------------------------------------------------------
+
+    async def _put_event_invoke_config(self, params: dict[str, Any], request: Request) -> Response:
+        doc = await self._event_configs.put(params["FunctionName"], params.get("Qualifier"), params, merge=False)
+        return _json(doc)
+
+    async def _update_event_invoke_config(self, params: dict[str, Any], request: Request) -> Response:
+        doc = await self._event_configs.put(params["FunctionName"], params.get("Qualifier"), params, merge=True)
+        return _json(doc)
+
+    async def _get_event_invoke_config(self, params: dict[str, Any], request: Request) -> Response:
+        return _json(self._event_configs.get(params["FunctionName"], params.get("Qualifier")))
+
+    async def _delete_event_invoke_config(self, params: dict[str, Any], request: Request) -> Response:
+        await self._event_configs.delete(params["FunctionName"], params.get("Qualifier"))
+        return Response(204, b"", content_type=None)
+
+    async def _list_event_invoke_configs(self, params: dict[str, Any], request: Request) -> Response:
+        found = self._event_configs.list(params["FunctionName"])
+        chosen, marker = _page(found, lambda doc: str(doc["FunctionArn"]), params)
+        doc: dict[str, Any] = {"FunctionEventInvokeConfigs": chosen}
         if marker is not None:
             doc["NextMarker"] = marker
         return _json(doc)

@@ -14,10 +14,10 @@ from __future__ import annotations
 import asyncio
 import base64
 import binascii
-import contextlib
 import json
 import logging
 import time
+from typing import TYPE_CHECKING
 
 from selfless import ids
 from selfless.config import Settings
@@ -25,7 +25,6 @@ from selfless.errors import (
     InvalidRequestContent,
     RequestTooLarge,
     ResourceConflict,
-    ResourceNotFound,
     ServiceError,
     TooManyRequests,
 )
@@ -37,6 +36,9 @@ from selfless.observability.metrics import Metrics
 from selfless.sandbox.environment import EnvState
 from selfless.sandbox.pool import EnvironmentPool
 from selfless.store.base import MetadataStore, StoredEvent
+
+if TYPE_CHECKING:
+    from selfless.invocation.events import AsyncInvoker
 
 log = logging.getLogger(__name__)
 
@@ -64,9 +66,9 @@ class InvocationService:
         self._registry = registry
         self._pool = pool
         self._store = store
-        self._queue: asyncio.Queue[StoredEvent] = asyncio.Queue(maxsize=settings.async_queue_limit)
-        self._dispatcher: asyncio.Task[None] | None = None
-        self._running: set[asyncio.Task[None]] = set()  # Event invocations
+        # The asynchronous path (invocation/events.py), set by the composition root: it runs events through
+        # ``run`` and so needs this service first.
+        self.events: AsyncInvoker | None = None
         self._sync: set[asyncio.Task[Outcome]] = set()  # synchronous ones, which outlive their callers
         self._inflight = 0
         self._idle = asyncio.Event()
@@ -216,69 +218,26 @@ class InvocationService:
     async def _accept(
         self, fn: Function, qualifier: str | None, payload: bytes, client_context: str | None, request_id: str
     ) -> None:
-        if self._closed or self._queue.full():
-            raise TooManyRequests("Rate Exceeded.", "ReservedFunctionConcurrentInvocationLimitExceeded")
-        event = StoredEvent(request_id, fn.name, qualifier, payload, client_context, time.time())
-        await self._store.add_event(event)
-        self._queue.put_nowait(event)
-
-    async def start(self) -> None:
-        """Re-queue events accepted before a restart, then start dispatching."""
-        for event in await self._store.list_events():
-            if self._queue.full():
-                break
-            self._queue.put_nowait(event)
-        self._dispatcher = asyncio.get_running_loop().create_task(self._dispatch())
-
-    async def _dispatch(self) -> None:
-        slots = asyncio.Semaphore(_ASYNC_CONCURRENCY)
-        while True:
-            event = await self._queue.get()
-            await slots.acquire()
-            task = asyncio.get_running_loop().create_task(self._run_event(event))
-            self._running.add(task)
-            task.add_done_callback(self._running.discard)
-            task.add_done_callback(lambda _t: slots.release())
-
-    async def _run_event(self, event: StoredEvent) -> None:
-        try:
-            fn, invoked = self._registry.for_invoke(event.function_name, event.qualifier)
-        except ResourceNotFound:
-            log.warning("dropping event %s: function %s no longer exists", event.id, event.function_name)
-            await self._store.delete_event(event.id)
-            return
-        delay = 0.5
-        while not self._closed:
-            try:
-                outcome = await self.run(fn, event.payload, event.client_context, event.id, invoked)
-            except TooManyRequests:
-                await asyncio.sleep(delay)
-                delay = min(delay * 2, 30.0)
-                continue
-            if outcome.failed:
-                log.info("event %s for %s ended with %s", event.id, fn.name, outcome.error_type)
-            await self._store.delete_event(event.id)
-            return
+        if self._closed or self.events is None:
+            raise TooManyRequests("Rate Exceeded.", "ServerShuttingDown")
+        await self.events.accept(StoredEvent(request_id, fn.name, qualifier, payload, client_context, time.time()))
 
     # -- shutdown ---------------------------------------------------------------------------------------
 
     async def drain(self, deadline_s: float) -> bool:
-        """Stop taking events and wait for in-flight invocations; True when all finished in time."""
+        """Stop taking events and wait for in-flight invocations; True when all finished in time. Events
+        cut off here stay queued in the store and run after a restart."""
         self._closed = True
-        if self._dispatcher is not None:
-            self._dispatcher.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._dispatcher
+        if self.events is not None:
+            await self.events.close()
         try:
             async with asyncio.timeout(deadline_s):
                 await self._idle.wait()
         except TimeoutError:
             return False
         finally:
-            for task in list(self._running):
-                task.cancel()
-            if self._running:
-                await asyncio.gather(*self._running, return_exceptions=True)
+            if self.events is not None:
+                await self.events.cancel_running()
         return True
 
     @property

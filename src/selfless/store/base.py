@@ -14,7 +14,11 @@ from selfless.models import Alias, Function, LayerVersion
 
 @dataclasses.dataclass(frozen=True)
 class StoredEvent:
-    """An accepted Event invocation, durable until it has run."""
+    """An accepted Event invocation, durable until it has run to success or to its failure path.
+
+    ``attempts``: runs that ended (a throttle is not one); ``next_at``: not before this epoch time (a retry's
+    delay); ``state``: "queued", or "failed" (kept for listing and re-driving) with ``failure`` the condition
+    (RetriesExhausted, EventAgeExceeded) and ``last_error`` the last error type."""
 
     id: str
     function_name: str
@@ -23,6 +27,13 @@ class StoredEvent:
     client_context: str | None
     accepted_at: float
     attempts: int = 0
+    next_at: float = 0.0
+    state: str = "queued"
+    failure: str | None = None
+    last_error: str | None = None
+
+    def replace(self, **changes: Any) -> StoredEvent:
+        return dataclasses.replace(self, **changes)
 
 
 class MetadataStore(Protocol):
@@ -65,10 +76,23 @@ class MetadataStore(Protocol):
 
     async def put_policy(self, resource: str, doc: str | None) -> None: ...
 
-    async def add_event(self, event: StoredEvent) -> None: ...
+    async def add_events(self, events: list[StoredEvent]) -> None:
+        """All of them in one transaction: one commit (one fsync) for a group of accepted events."""
+
+    async def update_event(self, event: StoredEvent) -> None:
+        """Its attempts, next time, state, failure and last error."""
+
+    async def settle_event(self, event: StoredEvent, then: list[StoredEvent]) -> None:
+        """In one transaction: the event is done (deleted, or kept as failed when its state says so) and the
+        events its outcome sends on (destination records) are accepted."""
 
     async def delete_event(self, event_id: str) -> None: ...
 
     async def list_events(self) -> list[StoredEvent]: ...
+
+    async def list_event_invoke_configs(self) -> list[dict[str, Any]]: ...
+
+    async def put_event_invoke_config(self, name: str, qualifier: str, doc: dict[str, Any] | None) -> None:
+        """A function's (or version's, alias's) asynchronous invocation configuration; None removes it."""
 
     async def close(self) -> None: ...

@@ -67,7 +67,31 @@ CREATE TABLE IF NOT EXISTS events (
     accepted_at    REAL NOT NULL,
     attempts       INTEGER NOT NULL DEFAULT 0
 );
+CREATE TABLE IF NOT EXISTS event_invoke_configs (
+    name      TEXT NOT NULL,
+    qualifier TEXT NOT NULL,
+    doc       TEXT NOT NULL,
+    PRIMARY KEY (name, qualifier)
+);
 """
+
+
+_EVENT_COLUMNS = (
+    ("next_at", "REAL NOT NULL DEFAULT 0"),
+    ("state", "TEXT NOT NULL DEFAULT 'queued'"),
+    ("failure", "TEXT"),
+    ("last_error", "TEXT"),
+)
+_EVENT_FIELDS = (
+    "id, function_name, qualifier, payload, client_context, accepted_at, attempts, next_at, state, failure, last_error"
+)
+
+
+def _event_row(e: StoredEvent) -> tuple[Any, ...]:
+    return (
+        e.id, e.function_name, e.qualifier, e.payload, e.client_context, e.accepted_at, e.attempts, e.next_at,
+        e.state, e.failure, e.last_error,
+    )  # fmt: skip
 
 
 @contextlib.contextmanager
@@ -94,9 +118,16 @@ class SqliteStore:
     def _open(self) -> None:
         conn = sqlite3.connect(self._path, isolation_level=None, check_same_thread=True)
         conn.execute("PRAGMA journal_mode=WAL")
-        conn.execute("PRAGMA synchronous=NORMAL")
+        # Every commit is on disk when it returns (an accepted event survives a power cut too); accepted
+        # events share commits (add_events), so this costs one fsync per group, not per event.
+        conn.execute("PRAGMA synchronous=FULL")
         conn.execute("PRAGMA busy_timeout=5000")
         conn.executescript(_SCHEMA)
+        # Columns added since the first schema (a data dir from before gets them, with their defaults).
+        have = {row[1] for row in conn.execute("PRAGMA table_info(events)")}
+        for column, decl in _EVENT_COLUMNS:
+            if column not in have:
+                conn.execute(f"ALTER TABLE events ADD COLUMN {column} {decl}")
         self._conn = conn
 
     async def _run(self, fn: Callable[[], T]) -> T:
@@ -136,6 +167,7 @@ class SqliteStore:
                 db.execute("DELETE FROM versions WHERE name = ?", (name,))
                 db.execute("DELETE FROM aliases WHERE name = ?", (name,))
                 db.execute("DELETE FROM provisioned WHERE name = ?", (name,))
+                db.execute("DELETE FROM event_invoke_configs WHERE name = ?", (name,))
                 # Its policies: "function:<name>" and "function:<name>:<qualifier>" (see selfless.permissions).
                 db.execute(
                     "DELETE FROM policies WHERE resource = ? OR substr(resource, 1, ?) = ?",
@@ -174,6 +206,7 @@ class SqliteStore:
                 db.execute("DELETE FROM versions WHERE name = ? AND version = ?", (name, int(version)))
                 db.execute("DELETE FROM provisioned WHERE name = ? AND qualifier = ?", (name, version))
                 db.execute("DELETE FROM policies WHERE resource = ?", (f"function:{name}:{version}",))
+                db.execute("DELETE FROM event_invoke_configs WHERE name = ? AND qualifier = ?", (name, version))
 
         await self._run(q)
 
@@ -205,6 +238,7 @@ class SqliteStore:
                 db.execute("DELETE FROM aliases WHERE name = ? AND alias = ?", (name, alias))
                 db.execute("DELETE FROM provisioned WHERE name = ? AND qualifier = ?", (name, alias))
                 db.execute("DELETE FROM policies WHERE resource = ?", (f"function:{name}:{alias}",))
+                db.execute("DELETE FROM event_invoke_configs WHERE name = ? AND qualifier = ?", (name, alias))
 
         await self._run(q)
 
@@ -292,21 +326,42 @@ class SqliteStore:
 
         await self._run(q)
 
-    async def add_event(self, event: StoredEvent) -> None:
+    async def add_events(self, events: list[StoredEvent]) -> None:
+        rows = [_event_row(e) for e in events]
+
+        def q() -> None:
+            db = self._db()
+            with _transaction(db):
+                db.executemany(f"INSERT INTO events({_EVENT_FIELDS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)", rows)
+
+        await self._run(q)
+
+    async def update_event(self, event: StoredEvent) -> None:
         def q() -> None:
             self._db().execute(
-                "INSERT INTO events(id, function_name, qualifier, payload, client_context, accepted_at, attempts)"
-                " VALUES (?, ?, ?, ?, ?, ?, ?)",
-                (
-                    event.id,
-                    event.function_name,
-                    event.qualifier,
-                    event.payload,
-                    event.client_context,
-                    event.accepted_at,
-                    event.attempts,
-                ),
+                "UPDATE events SET attempts = ?, next_at = ?, state = ?, failure = ?, last_error = ? WHERE id = ?",
+                (event.attempts, event.next_at, event.state, event.failure, event.last_error, event.id),
             )
+
+        await self._run(q)
+
+    async def settle_event(self, event: StoredEvent, then: list[StoredEvent]) -> None:
+        rows = [_event_row(e) for e in then]
+
+        def q() -> None:
+            db = self._db()
+            with _transaction(db):
+                if event.state == "failed":
+                    db.execute(
+                        "UPDATE events SET attempts = ?, state = ?, failure = ?, last_error = ? WHERE id = ?",
+                        (event.attempts, event.state, event.failure, event.last_error, event.id),
+                    )
+                else:
+                    db.execute("DELETE FROM events WHERE id = ?", (event.id,))
+                if rows:
+                    db.executemany(
+                        f"INSERT INTO events({_EVENT_FIELDS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)", rows
+                    )
 
         await self._run(q)
 
@@ -315,17 +370,33 @@ class SqliteStore:
 
     async def list_events(self) -> list[StoredEvent]:
         def q() -> list[StoredEvent]:
-            rows = (
-                self._db()
-                .execute(
-                    "SELECT id, function_name, qualifier, payload, client_context, accepted_at, attempts"
-                    " FROM events ORDER BY accepted_at"
-                )
-                .fetchall()
-            )
-            return [StoredEvent(r[0], r[1], r[2], bytes(r[3]), r[4], r[5], r[6]) for r in rows]
+            rows = self._db().execute(f"SELECT {_EVENT_FIELDS} FROM events ORDER BY accepted_at").fetchall()
+            return [StoredEvent(r[0], r[1], r[2], bytes(r[3]), r[4], r[5], r[6], r[7], r[8], r[9], r[10]) for r in rows]
 
         return await self._run(q)
+
+    async def list_event_invoke_configs(self) -> list[dict[str, Any]]:
+        def q() -> list[dict[str, Any]]:
+            rows = self._db().execute("SELECT doc FROM event_invoke_configs ORDER BY name, qualifier").fetchall()
+            return [json.loads(doc) for (doc,) in rows]
+
+        return await self._run(q)
+
+    async def put_event_invoke_config(self, name: str, qualifier: str, doc: dict[str, Any] | None) -> None:
+        text = None if doc is None else json.dumps(doc, separators=(",", ":"))
+
+        def q() -> None:
+            db = self._db()
+            if text is None:
+                db.execute("DELETE FROM event_invoke_configs WHERE name = ? AND qualifier = ?", (name, qualifier))
+            else:
+                db.execute(
+                    "INSERT INTO event_invoke_configs(name, qualifier, doc) VALUES (?, ?, ?)"
+                    " ON CONFLICT(name, qualifier) DO UPDATE SET doc=excluded.doc",
+                    (name, qualifier, text),
+                )
+
+        await self._run(q)
 
     async def close(self) -> None:
         def q() -> None:

@@ -1,0 +1,421 @@
+"""Asynchronous invocation: accept an event durably, run it until it succeeds or reaches its failure path.
+
+The path of an Event invocation:
+
+1. ``accept``: the event joins the next group commit (every event accepted while the previous commit was on
+   disk shares one transaction, one fsync) and the caller gets its 202 only once that commit returned.
+2. The scheduler runs each queued event when it is due (a retry's delay) through the same invocation path as
+   a synchronous call, at most ``_CONCURRENCY`` at once; an event is never run twice at the same time.
+3. A throttle (no lease, no environment) is not an attempt: the event waits, backing off up to 5 minutes,
+   for as long as its maximum age allows (6 hours by default, as on AWS). A function error is: the event
+   runs again after ``retry_delay_s`` x attempts (AWS: about 1 minute, then 2), up to MaximumRetryAttempts
+   (0-2, default 2). An event older than MaximumEventAgeInSeconds (60-21600) is not run again.
+4. Settling is one transaction: the event is deleted (success) or kept as failed (RetriesExhausted,
+   EventAgeExceeded), and the invocation record for the OnSuccess / OnFailure destination, if there is one,
+   is accepted with it. So after a crash every accepted event ends in exactly one success or one failure,
+   though a function may run more than once (at least once, as on AWS).
+
+Destinations are Lambda functions for now (the record is their event, delivered as an Event invocation);
+queues and topics come with the services that provide them.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import dataclasses
+import functools
+import heapq
+import itertools
+import json
+import logging
+import re
+import time
+from collections.abc import Awaitable, Callable, Mapping
+from typing import Any
+
+from selfless import ids
+from selfless.errors import InvalidParameterValue, ResourceNotFound, TooManyRequests
+from selfless.functions import FunctionRegistry
+from selfless.invocation.inflight import Outcome
+from selfless.models import Function
+from selfless.store.base import MetadataStore, StoredEvent
+
+log = logging.getLogger(__name__)
+
+DEFAULT_RETRIES = 2
+DEFAULT_MAX_AGE_S = 21_600
+_CONCURRENCY = 64
+_THROTTLE_BACKOFF_MAX_S = 300.0
+_MAX_GROUP = 2_000  # events per group commit
+_LAMBDA_ARN = re.compile(
+    r"^arn:aws[a-zA-Z-]*:lambda:[a-z0-9-]+:\d{12}:function:(?P<name>[a-zA-Z0-9_-]+)(?::(?P<qualifier>[a-zA-Z0-9_$-]+))?$"
+)
+
+Run = Callable[[Function, bytes, "str | None", str, str], Awaitable[Outcome]]
+
+
+@dataclasses.dataclass(frozen=True)
+class Policy:
+    """What applies to one function's (or version's, alias's) events."""
+
+    max_retries: int = DEFAULT_RETRIES
+    max_age_s: int = DEFAULT_MAX_AGE_S
+    on_success: str | None = None
+    on_failure: str | None = None
+
+
+class EventInvokeConfigs:
+    """Put/Update/Get/Delete/ListFunctionEventInvokeConfigs, kept in the metadata store."""
+
+    def __init__(self, store: MetadataStore, registry: FunctionRegistry) -> None:
+        self._store = store
+        self._registry = registry
+        self._configs: dict[tuple[str, str], dict[str, Any]] = {}
+        self._lock = asyncio.Lock()
+
+    async def load(self) -> None:
+        for doc in await self._store.list_event_invoke_configs():
+            self._configs[(doc["name"], doc["qualifier"])] = doc
+
+    def _target(self, name_or_arn: str, qualifier: str | None) -> tuple[str, str, str]:
+        """(function name, qualifier, the FunctionArn AWS shows: qualified, $LATEST by default)."""
+        name, in_arn = self._registry.resolve_name(name_or_arn)
+        qualifier = qualifier or in_arn or "$LATEST"
+        self._registry.get(name, qualifier)  # ResourceNotFound as AWS words it
+        return name, qualifier, f"{self._registry.arn(name)}:{qualifier}"
+
+    async def put(
+        self, name_or_arn: str, qualifier: str | None, params: Mapping[str, Any], merge: bool
+    ) -> dict[str, Any]:
+        """PutFunctionEventInvokeConfig (``merge`` False: what is not given goes back to its default) or
+        UpdateFunctionEventInvokeConfig (``merge`` True)."""
+        name, qualifier, arn = self._target(name_or_arn, qualifier)
+        for kind in ("OnSuccess", "OnFailure"):
+            destination = ((params.get("DestinationConfig") or {}).get(kind) or {}).get("Destination")
+            if destination:
+                _check_destination(destination)
+        async with self._lock:
+            old = self._configs.get((name, qualifier))
+            doc: dict[str, Any] = dict(old) if merge and old is not None else {}
+            for key in ("MaximumRetryAttempts", "MaximumEventAgeInSeconds"):
+                if key in params:
+                    doc[key] = params[key]
+            if "DestinationConfig" in params:
+                merged = dict(doc.get("DestinationConfig") or {}) if merge else {}
+                merged.update({k: v for k, v in (params["DestinationConfig"] or {}).items() if v is not None})
+                doc["DestinationConfig"] = merged
+            doc.update({"name": name, "qualifier": qualifier, "FunctionArn": arn, "LastModified": time.time()})
+            await self._store.put_event_invoke_config(name, qualifier, doc)
+            self._configs[(name, qualifier)] = doc
+        return self.shown(doc)
+
+    def get(self, name_or_arn: str, qualifier: str | None) -> dict[str, Any]:
+        name, qualifier, arn = self._target(name_or_arn, qualifier)
+        doc = self._configs.get((name, qualifier))
+        if doc is None:
+            raise ResourceNotFound(f"The function {arn} doesn't have an EventInvokeConfig")
+        return self.shown(doc)
+
+    async def delete(self, name_or_arn: str, qualifier: str | None) -> None:
+        name, qualifier, arn = self._target(name_or_arn, qualifier)
+        async with self._lock:
+            if (name, qualifier) not in self._configs:
+                raise ResourceNotFound(f"The function {arn} doesn't have an EventInvokeConfig")
+            await self._store.put_event_invoke_config(name, qualifier, None)
+            del self._configs[(name, qualifier)]
+
+    def list(self, name_or_arn: str) -> list[dict[str, Any]]:
+        name = self._registry.latest(name_or_arn).name
+        return [self.shown(doc) for (n, _q), doc in sorted(self._configs.items()) if n == name]
+
+    def forget(self, name: str, qualifier: str | None) -> None:
+        """A function (every configuration of it) or a version or alias went away (the store dropped them)."""
+        for key in [k for k in self._configs if k[0] == name and (qualifier is None or k[1] == qualifier)]:
+            del self._configs[key]
+
+    def policy(self, name: str, qualifier: str | None) -> Policy:
+        doc = self._configs.get((name, qualifier or "$LATEST")) or {}
+        destinations = doc.get("DestinationConfig") or {}
+        return Policy(
+            max_retries=doc.get("MaximumRetryAttempts", DEFAULT_RETRIES),
+            max_age_s=doc.get("MaximumEventAgeInSeconds", DEFAULT_MAX_AGE_S),
+            on_success=(destinations.get("OnSuccess") or {}).get("Destination"),
+            on_failure=(destinations.get("OnFailure") or {}).get("Destination"),
+        )
+
+    @staticmethod
+    def shown(doc: Mapping[str, Any]) -> dict[str, Any]:
+        """FunctionEventInvokeConfig as AWS returns it."""
+        out: dict[str, Any] = {"LastModified": doc["LastModified"], "FunctionArn": doc["FunctionArn"]}
+        for key in ("MaximumRetryAttempts", "MaximumEventAgeInSeconds"):
+            if key in doc:
+                out[key] = doc[key]
+        destinations = doc.get("DestinationConfig") or {}
+        out["DestinationConfig"] = {
+            kind: destinations[kind] for kind in ("OnSuccess", "OnFailure") if destinations.get(kind)
+        }
+        return out
+
+
+def _check_destination(arn: str) -> None:
+    if _LAMBDA_ARN.match(arn):
+        return
+    if re.match(r"^arn:aws[a-zA-Z-]*:(sqs|sns|events|s3):", arn):
+        raise InvalidParameterValue(
+            f"The destination {arn} cannot be used here yet: selfless delivers invocation records to Lambda "
+            "functions; queues, topics, event buses and buckets come with the services that provide them."
+        )
+    raise InvalidParameterValue(f"The destination ARN {arn} is invalid.")
+
+
+def record(
+    event: StoredEvent, function_arn: str, condition: str, attempts: int, outcome: Outcome | None, version: str
+) -> dict[str, Any]:
+    """AWS's invocation record (version 1.0), what a destination receives."""
+    now = time.time()
+    doc: dict[str, Any] = {
+        "version": "1.0",
+        "timestamp": time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(now)) + f".{int(now * 1000) % 1000:03d}Z",
+        "requestContext": {
+            "requestId": event.id,
+            "functionArn": function_arn,
+            "condition": condition,
+            "approximateInvokeCount": attempts,
+        },
+        "requestPayload": _json_or_text(event.payload),
+    }
+    if outcome is not None:
+        response: dict[str, Any] = {"statusCode": 200, "executedVersion": version}
+        if outcome.failed:
+            response["functionError"] = "Unhandled"
+        doc["responseContext"] = response
+        doc["responsePayload"] = _json_or_text(outcome.payload)
+    return doc
+
+
+def _json_or_text(data: bytes) -> Any:
+    try:
+        return json.loads(data) if data else None
+    except ValueError:
+        return data.decode("utf-8", "replace")
+
+
+class AsyncInvoker:
+    """The durable queue and its scheduler (see the module docstring)."""
+
+    def __init__(
+        self,
+        store: MetadataStore,
+        registry: FunctionRegistry,
+        configs: EventInvokeConfigs,
+        run: Run,
+        *,
+        limit: int,
+        retry_delay_s: float,
+    ) -> None:
+        self._store = store
+        self._registry = registry
+        self._configs = configs
+        self._run = run
+        self._limit = limit
+        self._retry_delay_s = retry_delay_s
+        self._pending: list[tuple[StoredEvent, asyncio.Future[None]]] = []
+        self._written = asyncio.Event()
+        self._heap: list[tuple[float, int, StoredEvent]] = []
+        self._seq = itertools.count()
+        self._more = asyncio.Event()
+        self._running: dict[str, asyncio.Task[None]] = {}
+        self._throttled: dict[str, int] = {}
+        self._slots = asyncio.Semaphore(_CONCURRENCY)
+        self._tasks: list[asyncio.Task[None]] = []
+        self._closed = False
+
+    # -- intake ---------------------------------------------------------------------------------------------
+
+    async def accept(self, event: StoredEvent) -> None:
+        """Durable when this returns (raises TooManyRequests when the queue is full or closing)."""
+        if self._closed or self.queued >= self._limit:
+            raise TooManyRequests("Rate Exceeded.", "ReservedFunctionConcurrentInvocationLimitExceeded")
+        done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._pending.append((event, done))
+        self._written.set()
+        await done
+
+    @property
+    def queued(self) -> int:
+        return len(self._pending) + len(self._heap) + len(self._running)
+
+    async def _write_groups(self) -> None:
+        while True:
+            await self._written.wait()
+            self._written.clear()
+            while self._pending:
+                group, self._pending = self._pending[:_MAX_GROUP], self._pending[_MAX_GROUP:]
+                try:
+                    await self._store.add_events([event for event, _ in group])
+                except Exception as exc:
+                    log.error("could not store %d accepted events: %s", len(group), exc)
+                    for _event, done in group:
+                        if not done.done():
+                            done.set_exception(exc)
+                    continue
+                for event, done in group:
+                    self._schedule(event)
+                    if not done.done():
+                        done.set_result(None)
+
+    # -- scheduling -----------------------------------------------------------------------------------------
+
+    async def start(self) -> None:
+        """Queue again what was accepted and not settled before a restart, then start."""
+        for event in await self._store.list_events():
+            if event.state == "queued":
+                self._schedule(event)
+        loop = asyncio.get_running_loop()
+        self._tasks = [loop.create_task(self._write_groups()), loop.create_task(self._dispatch())]
+
+    def _schedule(self, event: StoredEvent) -> None:
+        heapq.heappush(self._heap, (event.next_at, next(self._seq), event))
+        self._more.set()
+
+    async def _dispatch(self) -> None:
+        while True:
+            if not self._heap:
+                await self._more.wait()
+                self._more.clear()
+                continue
+            wait = self._heap[0][0] - time.time()
+            if wait > 0:
+                with contextlib.suppress(TimeoutError):
+                    async with asyncio.timeout(wait):
+                        await self._more.wait()
+                self._more.clear()
+                continue
+            await self._slots.acquire()
+            _due, _seq, event = heapq.heappop(self._heap)
+            task = asyncio.get_running_loop().create_task(self._attempt(event))
+            self._running[event.id] = task
+            task.add_done_callback(functools.partial(self._finished, event.id))
+
+    def _finished(self, event_id: str, _task: asyncio.Task[None]) -> None:
+        self._running.pop(event_id, None)
+        self._slots.release()
+
+    # -- one attempt ----------------------------------------------------------------------------------------
+
+    async def _attempt(self, event: StoredEvent) -> None:
+        policy = self._configs.policy(event.function_name, event.qualifier)
+        try:
+            fn, invoked = self._registry.for_invoke(event.function_name, event.qualifier)
+        except ResourceNotFound:
+            log.warning("dropping event %s: function %s no longer exists", event.id, event.function_name)
+            await self._store.delete_event(event.id)
+            return
+        arn = f"{fn.arn}:{fn.version}" if fn.version == "$LATEST" else fn.arn
+        if time.time() - event.accepted_at > policy.max_age_s:
+            await self._settle_failed(event, policy, arn, "EventAgeExceeded", None, fn.version)
+            return
+        try:
+            outcome = await self._run(fn, event.payload, event.client_context, event.id, invoked)
+        except TooManyRequests:
+            throttles = self._throttled.get(event.id, 0) + 1
+            self._throttled[event.id] = throttles
+            backoff = min(_THROTTLE_BACKOFF_MAX_S, 0.5 * 2 ** min(throttles, 10))
+            self._schedule(event.replace(next_at=time.time() + backoff))
+            return
+        self._throttled.pop(event.id, None)
+        attempts = event.attempts + 1
+        log.info(
+            "event %s for %s: attempt %d of %d %s",
+            event.id, fn.qualified_name, attempts, policy.max_retries + 1,
+            f"failed ({outcome.error_type})" if outcome.failed else "succeeded",
+        )  # fmt: skip
+        if not outcome.failed:
+            then = self._delivery(policy.on_success, event, arn, "Success", attempts, outcome, fn.version)
+            await self._settle(event.replace(attempts=attempts), then)
+            return
+        event = event.replace(attempts=attempts, last_error=outcome.error_type)
+        if attempts <= policy.max_retries:
+            event = event.replace(next_at=time.time() + self._retry_delay_s * attempts)
+            await self._store.update_event(event)
+            self._schedule(event)
+            return
+        await self._settle_failed(event, policy, arn, "RetriesExhausted", outcome, fn.version)
+
+    async def _settle_failed(
+        self, event: StoredEvent, policy: Policy, arn: str, condition: str, outcome: Outcome | None, version: str
+    ) -> None:
+        log.warning("event %s for %s failed: %s after %d attempts", event.id, arn, condition, event.attempts)
+        then = self._delivery(policy.on_failure, event, arn, condition, event.attempts, outcome, version)
+        await self._settle(event.replace(state="failed", failure=condition), then)
+
+    async def _settle(self, event: StoredEvent, then: list[StoredEvent]) -> None:
+        """Durably done, with its destination's record accepted in the same transaction; then that record
+        is queued like any accepted event."""
+        await self._store.settle_event(event, then)
+        for follow in then:
+            self._schedule(follow)
+
+    def _delivery(
+        self,
+        destination: str | None,
+        event: StoredEvent,
+        arn: str,
+        condition: str,
+        attempts: int,
+        outcome: Outcome | None,
+        version: str,
+    ) -> list[StoredEvent]:
+        """The destination's event carrying the invocation record (none without a destination)."""
+        found = _LAMBDA_ARN.match(destination or "")
+        if found is None:
+            return []
+        doc = record(event, arn, condition, attempts, outcome, version)
+        payload = json.dumps(doc).encode()
+        return [
+            StoredEvent(ids.request_id(), found.group("name"), found.group("qualifier"), payload, None, time.time())
+        ]
+
+    # -- what is there --------------------------------------------------------------------------------------
+
+    async def events(self, function_name: str) -> list[StoredEvent]:
+        """Queued, retrying (attempts > 0) and failed events of a function, oldest first."""
+        return [e for e in await self._store.list_events() if e.function_name == function_name]
+
+    async def redrive(self, function_name: str) -> int:
+        """Queue the function's failed events again (a fresh start: attempts and age count anew)."""
+        count = 0
+        for event in await self.events(function_name):
+            if event.state != "failed":
+                continue
+            again = event.replace(state="queued", failure=None, attempts=0, next_at=0.0, accepted_at=time.time())
+            await self._store.delete_event(event.id)
+            await self._store.add_events([again])
+            self._schedule(again)
+            count += 1
+        return count
+
+    # -- shutdown -------------------------------------------------------------------------------------------
+
+    async def close(self) -> None:
+        """Stop taking and starting events; events running now are cancelled by the service's drain and
+        stay queued in the store (they run again after a restart)."""
+        self._closed = True
+        for task in self._tasks:
+            task.cancel()
+        for task in self._tasks:
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        for _event, done in self._pending:
+            if not done.done():
+                done.set_exception(TooManyRequests("Rate Exceeded.", "ServerShuttingDown"))
+        self._pending.clear()
+
+    async def cancel_running(self) -> None:
+        """Attempts still running at the end of a shutdown's grace: cancelled (they stay queued)."""
+        tasks = list(self._running.values())
+        for task in tasks:
+            task.cancel()
+        if tasks:
+            await asyncio.gather(*tasks, return_exceptions=True)

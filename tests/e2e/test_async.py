@@ -1,0 +1,215 @@
+"""Asynchronous invocation as AWS does it: event invoke configurations, retries of function errors,
+destinations receiving AWS's invocation record, throttled events that wait and then run, and a kill -9 under
+load after which every accepted event ends in exactly one success or failure record.
+
+A server of its own, with retries 0.2 s x attempts apart (SELFLESS_ASYNC_RETRY_DELAY) instead of AWS's
+minutes."""
+
+from __future__ import annotations
+
+import concurrent.futures
+import json
+import signal
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.conftest import Server, deploy, start_server
+
+FAILING = """def handler(event, context):
+    raise ValueError("no good: %s" % event.get("n"))
+"""
+ECHO = """def handler(event, context):
+    return {"echo": event}
+"""
+# Prints one line per record it receives: the record itself, and this delivery's own request id.
+RECORDER = """import json
+
+
+def handler(event, context):
+    print("RECORD " + json.dumps({"delivery": context.aws_request_id, "record": event}))
+"""
+
+
+@pytest.fixture(scope="module")
+def async_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
+    srv = start_server(Path(tmp_path_factory.mktemp("async")), {"SELFLESS_ASYNC_RETRY_DELAY": "0.2"})
+    yield srv
+    assert srv.stop() == 0, srv.log()
+
+
+def records(server: Server, recorder: str) -> list[dict[str, Any]]:
+    logs = server.client("logs")
+    try:
+        found = logs.filter_log_events(logGroupName=f"/aws/lambda/{recorder}")["events"]
+    except logs.exceptions.ResourceNotFoundException:
+        return []
+    return [json.loads(e["message"][len("RECORD ") :]) for e in found if e["message"].startswith("RECORD ")]
+
+
+def wait_for(what: str, check: Any, timeout: float = 30.0) -> Any:
+    deadline = time.monotonic() + timeout
+    while True:
+        found = check()
+        if found:
+            return found
+        assert time.monotonic() < deadline, f"timed out waiting for {what}"
+        time.sleep(0.1)
+
+
+def arn_of(lam: Any, name: str) -> str:
+    return str(lam.get_function_configuration(FunctionName=name)["FunctionArn"])
+
+
+def test_event_invoke_config_api(async_server: Server) -> None:
+    lam = async_server.client()
+    name = deploy(lam, ECHO)
+    target = deploy(lam, RECORDER)
+    arn = arn_of(lam, name)
+    with pytest.raises(lam.exceptions.ResourceNotFoundException) as missing:
+        lam.get_function_event_invoke_config(FunctionName=name)
+    assert missing.value.response["Error"]["Message"] == f"The function {arn}:$LATEST doesn't have an EventInvokeConfig"
+    put = lam.put_function_event_invoke_config(
+        FunctionName=name,
+        MaximumRetryAttempts=1,
+        MaximumEventAgeInSeconds=120,
+        DestinationConfig={"OnFailure": {"Destination": arn_of(lam, target)}},
+    )
+    assert put["FunctionArn"] == f"{arn}:$LATEST"
+    assert put["MaximumRetryAttempts"] == 1 and put["MaximumEventAgeInSeconds"] == 120
+    assert put["DestinationConfig"] == {"OnFailure": {"Destination": arn_of(lam, target)}}
+    # Update merges; Put replaces.
+    updated = lam.update_function_event_invoke_config(FunctionName=name, MaximumRetryAttempts=0)
+    assert updated["MaximumRetryAttempts"] == 0 and updated["MaximumEventAgeInSeconds"] == 120
+    assert updated["DestinationConfig"]["OnFailure"]["Destination"] == arn_of(lam, target)
+    replaced = lam.put_function_event_invoke_config(FunctionName=name, MaximumRetryAttempts=2)
+    assert "MaximumEventAgeInSeconds" not in replaced and replaced["DestinationConfig"] == {}
+    assert lam.get_function_event_invoke_config(FunctionName=name)["MaximumRetryAttempts"] == 2
+    listed = lam.list_function_event_invoke_configs(FunctionName=name)["FunctionEventInvokeConfigs"]
+    assert [c["FunctionArn"] for c in listed] == [f"{arn}:$LATEST"]
+
+    unvalidated = async_server.client(parameter_validation=False)  # the server's own validation
+    for bad, code in (
+        ({"MaximumRetryAttempts": 3}, "ValidationException"),
+        ({"MaximumEventAgeInSeconds": 59}, "ValidationException"),
+        (
+            {"DestinationConfig": {"OnSuccess": {"Destination": "arn:aws:sqs:us-east-1:000000000000:q"}}},
+            "InvalidParameterValueException",
+        ),
+    ):
+        with pytest.raises(lam.exceptions.ClientError) as refused:
+            unvalidated.put_function_event_invoke_config(FunctionName=name, **bad)
+        assert refused.value.response["Error"]["Code"] == code, bad
+    assert lam.get_function_event_invoke_config(FunctionName=name)["MaximumRetryAttempts"] == 2, "unchanged"
+    lam.delete_function_event_invoke_config(FunctionName=name)
+    assert lam.list_function_event_invoke_configs(FunctionName=name)["FunctionEventInvokeConfigs"] == []
+
+
+def test_retries_then_the_failure_record(async_server: Server) -> None:
+    lam = async_server.client()
+    name, recorder = deploy(lam, FAILING), deploy(lam, RECORDER)
+    lam.put_function_event_invoke_config(
+        FunctionName=name,
+        MaximumRetryAttempts=1,
+        DestinationConfig={"OnFailure": {"Destination": arn_of(lam, recorder)}},
+    )
+    accepted = lam.invoke(FunctionName=name, InvocationType="Event", Payload=json.dumps({"n": 1}))
+    assert accepted["StatusCode"] == 202
+    request_id = accepted["ResponseMetadata"]["HTTPHeaders"]["x-amzn-requestid"]
+    (got,) = wait_for("the failure record", lambda: records(async_server, recorder))
+    record = got["record"]
+    assert record["version"] == "1.0"
+    assert record["requestContext"] == {
+        "requestId": request_id,
+        "functionArn": f"{arn_of(lam, name)}:$LATEST",
+        "condition": "RetriesExhausted",
+        "approximateInvokeCount": 2,
+    }
+    assert record["requestPayload"] == {"n": 1}
+    assert record["responseContext"] == {"statusCode": 200, "executedVersion": "$LATEST", "functionError": "Unhandled"}
+    assert record["responsePayload"]["errorType"] == "ValueError"
+    assert record["responsePayload"]["errorMessage"] == "no good: 1"
+    # Two attempts, each a START in the function's own log, with the same request id (as AWS retries).
+    logs = async_server.client("logs")
+    starts = [
+        e for e in logs.filter_log_events(logGroupName=f"/aws/lambda/{name}")["events"]
+        if e["message"].startswith(f"START RequestId: {request_id}")
+    ]  # fmt: skip
+    assert len(starts) == 2
+
+
+def test_success_record_and_throttled_events_run_later(async_server: Server) -> None:
+    lam = async_server.client()
+    name, recorder = deploy(lam, ECHO), deploy(lam, RECORDER)
+    lam.put_function_event_invoke_config(
+        FunctionName=name, DestinationConfig={"OnSuccess": {"Destination": arn_of(lam, recorder)}}
+    )
+    lam.put_function_concurrency(FunctionName=name, ReservedConcurrentExecutions=0)  # every call throttled
+    accepted = lam.invoke(FunctionName=name, InvocationType="Event", Payload=json.dumps({"k": "v"}))
+    assert accepted["StatusCode"] == 202
+    time.sleep(1.5)
+    assert records(async_server, recorder) == [], "throttled: not run yet"
+    lam.delete_function_concurrency(FunctionName=name)
+    (got,) = wait_for("the success record", lambda: records(async_server, recorder))
+    record = got["record"]
+    assert record["requestContext"]["condition"] == "Success"
+    assert record["requestContext"]["approximateInvokeCount"] == 1, "a throttle is not an attempt"
+    assert record["responseContext"] == {"statusCode": 200, "executedVersion": "$LATEST"}
+    assert record["responsePayload"] == {"echo": {"k": "v"}}
+
+
+def test_kill_9_under_load_loses_nothing(tmp_path: Path) -> None:
+    server = start_server(tmp_path, {"SELFLESS_ASYNC_RETRY_DELAY": "0.2"})
+    accepted: list[str] = []
+    try:
+        lam = server.client()
+        # Half of the events fail (odd n) and land on the failure path, half succeed.
+        code = "import time\n\ndef handler(event, context):\n    time.sleep(0.05)\n    if event['n'] % 2:\n" \
+               "        raise RuntimeError('odd')\n    return event['n']\n"  # fmt: skip
+        name, recorder = deploy(lam, code), deploy(lam, RECORDER)
+        lam.put_function_event_invoke_config(
+            FunctionName=name,
+            MaximumRetryAttempts=0,
+            DestinationConfig={
+                "OnSuccess": {"Destination": arn_of(lam, recorder)},
+                "OnFailure": {"Destination": arn_of(lam, recorder)},
+            },
+        )
+
+        def send(n: int) -> str | None:
+            try:
+                answer = lam.invoke(FunctionName=name, InvocationType="Event", Payload=json.dumps({"n": n}))
+            except Exception:
+                return None  # the server died under this request: not accepted
+            return str(answer["ResponseMetadata"]["HTTPHeaders"]["x-amzn-requestid"])
+
+        with concurrent.futures.ThreadPoolExecutor(16) as pool:
+            futures = [pool.submit(send, n) for n in range(300)]
+            time.sleep(0.6)
+            server.stop(signal.SIGKILL)  # mid-load: some accepted, some running, some in neither
+            accepted = [r for f in futures if (r := f.result()) is not None]
+    finally:
+        if server.process.poll() is None:
+            server.stop(signal.SIGKILL)
+    assert accepted, "nothing was accepted before the kill"
+    server = start_server(tmp_path, {"SELFLESS_ASYNC_RETRY_DELAY": "0.2"})
+    try:
+
+        def complete() -> list[dict[str, Any]] | None:
+            found = records(server, recorder)
+            seen = {r["record"]["requestContext"]["requestId"] for r in found}
+            return found if seen >= set(accepted) else None
+
+        found = wait_for("a record for every accepted event", complete, timeout=90)
+        by_event: dict[str, set[str]] = {}
+        for r in found:
+            by_event.setdefault(r["record"]["requestContext"]["requestId"], set()).add(r["delivery"])
+        # Exactly one record per accepted event (a record delivered twice keeps its delivery id).
+        assert all(len(deliveries) == 1 for deliveries in by_event.values()), by_event
+        conditions = {r["record"]["requestContext"]["condition"] for r in found}
+        assert conditions == {"Success", "RetriesExhausted"}
+    finally:
+        assert server.stop() == 0, server.log()
