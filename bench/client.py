@@ -163,9 +163,9 @@ class Answer:
         stop = self.head.find(b"\r\n", at + 2)
         return self.head[at + len(needle) : stop if stop >= 0 else len(self.head)].strip().decode("latin-1")
 
-    def failed(self, expect: bytes) -> str | None:
-        """Why this is not a successful answer carrying ``expect`` (None when it is)."""
-        if self.status != 200 or self.body != expect or b"\r\nx-amz-function-error:" in self.head.lower():
+    def failed(self, expect: bytes, status: int = 200) -> str | None:
+        """Why this is not a successful answer (``status``) carrying ``expect`` (None when it is)."""
+        if self.status != status or self.body != expect or b"\r\nx-amz-function-error:" in self.head.lower():
             return f"status {self.status}: {self.body[:200]!r}"
         return None
 
@@ -345,7 +345,7 @@ class _ClientProtocol(asyncio.Protocol):
 
 
 async def _drive(
-    request: SignedRequest, concurrency: int, duration_s: float, expect: bytes, timeout_s: float
+    request: SignedRequest, concurrency: int, duration_s: float, expect: bytes, timeout_s: float, status: int = 200
 ) -> Latencies:
     loop = asyncio.get_running_loop()
     target = request.target
@@ -375,7 +375,7 @@ async def _drive(
                 result.error(f"{type(exc).__name__}: {exc}")
                 return
             t1 = clock()
-            problem = answer.failed(expect)
+            problem = answer.failed(expect, status)
             if problem:
                 result.error(problem)
                 continue
@@ -393,11 +393,17 @@ async def _drive(
 
 
 def run_concurrent(
-    request: SignedRequest, concurrency: int, duration_s: float, expect: bytes, timeout_s: float = 30.0
+    request: SignedRequest,
+    concurrency: int,
+    duration_s: float,
+    expect: bytes,
+    timeout_s: float = 30.0,
+    status: int = 200,
 ) -> Latencies:
-    """``concurrency`` connections, each sending its next request as soon as the last is answered, until
-    ``duration_s`` has passed (connections are opened before the clock starts)."""
-    return uvloop.run(_drive(request, concurrency, duration_s, expect, timeout_s))
+    """``concurrency`` connections, each sending its next request as soon as the last is answered (with
+    ``status`` and ``expect``), until ``duration_s`` has passed (connections are opened before the clock
+    starts)."""
+    return uvloop.run(_drive(request, concurrency, duration_s, expect, timeout_s, status))
 
 
 @dataclasses.dataclass(frozen=True)

@@ -194,6 +194,10 @@ def record(
     return doc
 
 
+def _gate_key(event: StoredEvent) -> str:
+    return f"{event.function_name}:{event.qualifier or '$LATEST'}"
+
+
 def _json_or_text(data: bytes) -> Any:
     try:
         return json.loads(data) if data else None
@@ -226,7 +230,10 @@ class AsyncInvoker:
         self._seq = itertools.count()
         self._more = asyncio.Event()
         self._running: dict[str, asyncio.Task[None]] = {}
-        self._throttled: dict[str, int] = {}
+        # Per function (name:qualifier): not before this time, and throttles in a row. One throttled event
+        # holds back its function's others, so a function with no room costs a heap move per event per
+        # backoff, not a run attempt.
+        self._gates: dict[str, tuple[float, int]] = {}
         self._slots = asyncio.Semaphore(_CONCURRENCY)
         self._tasks: list[asyncio.Task[None]] = []
         self._closed = False
@@ -292,8 +299,12 @@ class AsyncInvoker:
                         await self._more.wait()
                 self._more.clear()
                 continue
-            await self._slots.acquire()
             _due, _seq, event = heapq.heappop(self._heap)
+            gate = self._gates.get(_gate_key(event))
+            if gate is not None and gate[0] > time.time():
+                heapq.heappush(self._heap, (gate[0], next(self._seq), event))
+                continue
+            await self._slots.acquire()
             task = asyncio.get_running_loop().create_task(self._attempt(event))
             self._running[event.id] = task
             task.add_done_callback(functools.partial(self._finished, event.id))
@@ -319,12 +330,13 @@ class AsyncInvoker:
         try:
             outcome = await self._run(fn, event.payload, event.client_context, event.id, invoked)
         except TooManyRequests:
-            throttles = self._throttled.get(event.id, 0) + 1
-            self._throttled[event.id] = throttles
+            key = _gate_key(event)
+            throttles = self._gates.get(key, (0.0, 0))[1] + 1
             backoff = min(_THROTTLE_BACKOFF_MAX_S, 0.5 * 2 ** min(throttles, 10))
+            self._gates[key] = (time.time() + backoff, throttles)
             self._schedule(event.replace(next_at=time.time() + backoff))
             return
-        self._throttled.pop(event.id, None)
+        self._gates.pop(_gate_key(event), None)
         attempts = event.attempts + 1
         log.info(
             "event %s for %s: attempt %d of %d %s",

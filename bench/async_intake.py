@@ -1,0 +1,121 @@
+"""Asynchronous intake benchmark: durable Event invocations accepted per second, next to the same machine's
+plain SQLite commits with fsync, measured in the same run.
+
+Run by hand from the project root (as root for the Linux sandbox), not as a test::
+
+    .venv/bin/python bench/async_intake.py [--concurrency 32] [--seconds 5] [--json out.json]
+
+1. **Intake**: a server, one function with reserved concurrency 0 (so accepted events stay queued and the
+   measurement is the intake alone: every 202 means the event's commit, with fsync, had returned).
+   ``--concurrency`` keep-alive connections each send the next signed ``X-Amz-Invocation-Type: Event`` invoke
+   as soon as the last got its 202, for ``--seconds``. Target: >= 5,000 accepted events per second at 32.
+2. **Floor**: in a fresh SQLite database with the server's settings (WAL, synchronous=FULL), the same rows
+   (one event of the same payload size) inserted one per transaction, sequentially, for ``--seconds``: what
+   durability costs when each event pays its own fsync.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sqlite3
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from client import SignedRequest, SigV4Signer, Stats, Target, run_concurrent
+from invoke import (
+    ACCESS_KEY_ID,
+    PAYLOAD,
+    SECRET_ACCESS_KEY,
+    SelflessServer,
+    invoke_path,
+    lambda_client,
+    machine_info,
+    wait_configured,
+)
+from sandbox import zip_of
+
+
+def floor(seconds: float, payload: bytes) -> dict[str, float]:
+    with tempfile.TemporaryDirectory(prefix="selfless-floor-") as tmp:
+        db = sqlite3.connect(Path(tmp) / "floor.db", isolation_level=None)
+        db.execute("PRAGMA journal_mode=WAL")
+        db.execute("PRAGMA synchronous=FULL")
+        db.execute(
+            "CREATE TABLE events (id TEXT PRIMARY KEY, function_name TEXT, qualifier TEXT, payload BLOB,"
+            " client_context TEXT, accepted_at REAL, attempts INTEGER)"
+        )
+        count = 0
+        started = time.perf_counter()
+        while time.perf_counter() - started < seconds:
+            db.execute("BEGIN")
+            db.execute(
+                "INSERT INTO events VALUES (?, ?, ?, ?, ?, ?, ?)",
+                (os.urandom(16).hex(), "sink", None, payload, None, time.time(), 0),
+            )
+            db.execute("COMMIT")
+            count += 1
+        elapsed = time.perf_counter() - started
+        db.close()
+    return {"commits": count, "commits_per_s": round(count / elapsed, 1)}
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--concurrency", type=int, default=32)
+    parser.add_argument("--seconds", type=float, default=5.0)
+    parser.add_argument("--json", type=Path)
+    args = parser.parse_args()
+    with tempfile.TemporaryDirectory(prefix="selfless-async-") as tmp:
+        server = SelflessServer(str(Path(sys.executable).parent / "selfless"), Path(tmp) / "data", Path(tmp) / "log")
+        try:
+            server.wait_healthy()
+            lam = lambda_client(server.port)
+            lam.create_function(
+                FunctionName="sink",
+                Runtime="python3.12",
+                Role="arn:aws:iam::000000000000:role/bench",
+                Handler="app.handler",
+                Code={"ZipFile": zip_of("def handler(event, context):\n    return event\n")},
+            )
+            wait_configured(lam, "sink")
+            lam.put_function_concurrency(FunctionName="sink", ReservedConcurrentExecutions=0)
+            signer = SigV4Signer(ACCESS_KEY_ID, SECRET_ACCESS_KEY)
+            request = SignedRequest(
+                signer, Target("sink", server.port, invoke_path("sink")), PAYLOAD, {"X-Amz-Invocation-Type": "Event"}
+            )
+            run_concurrent(request, args.concurrency, 1.0, b"", status=202)  # warm-up
+            intake = run_concurrent(request, args.concurrency, args.seconds, b"", status=202)
+        except Exception:
+            print(server.log_tail(40), file=sys.stderr)
+            raise
+        finally:
+            server.stop()
+    if intake.errors:
+        print(f"errors: {intake.errors} {intake.error_examples}", file=sys.stderr)
+    plain = floor(args.seconds, PAYLOAD)
+    stats = Stats.of(intake.samples_ns)
+    result = {
+        "machine": machine_info(),
+        "concurrency": args.concurrency,
+        "accepted": len(intake.samples_ns),
+        "accepted_per_s": round(intake.rate, 1),
+        "latency_p50_ms": round(stats.p50_us / 1000, 3),
+        "latency_p99_ms": round(stats.p99_us / 1000, 3),
+        "errors": intake.errors,
+        "floor_sqlite_fsync_commits_per_s": plain["commits_per_s"],
+        "ratio_to_floor": round(intake.rate / plain["commits_per_s"], 2),
+    }
+    print(json.dumps(result, indent=2))
+    if args.json:
+        args.json.write_text(json.dumps(result, indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
