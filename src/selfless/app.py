@@ -147,6 +147,7 @@ class App:
             self.layers,
             self.permissions,
             self.event_configs,
+            self.events,
         )
         self.front = FrontDoor(
             SigV4Verifier(self.keyring),

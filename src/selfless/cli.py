@@ -209,6 +209,37 @@ class Connection:
     def lambda_(self) -> Any:
         return self.client("lambda")
 
+    def selfless(self, method: str, path: str) -> dict[str, Any]:
+        """One of selfless's own operations (``/_selfless/...``), signed with SigV4 for lambda as boto3
+        signs Lambda's; raises ClientError for an error answer, as boto3 does."""
+        import urllib.error
+        import urllib.request
+
+        from botocore.auth import SigV4Auth
+        from botocore.awsrequest import AWSRequest
+
+        session = self._session if self._session is not None else self._make_session()
+        self._session = session
+        credentials = session.get_credentials()
+        if credentials is None:
+            raise NoCredentialsError()
+        request = AWSRequest(method=method, url=self.endpoint.rstrip("/") + path, data=b"")
+        SigV4Auth(credentials.get_frozen_credentials(), "lambda", session.region_name or "us-east-1").add_auth(request)
+        prepared = request.prepare()
+        opened = urllib.request.Request(prepared.url, data=prepared.body or None, method=method)
+        for name, value in prepared.headers.items():
+            opened.add_header(name, value)
+        try:
+            with urllib.request.urlopen(opened, timeout=READ_TIMEOUT_S) as answer:
+                return dict(json.loads(answer.read() or b"{}"))
+        except urllib.error.HTTPError as exc:
+            body = json.loads(exc.read() or b"{}")
+            code = exc.headers.get("x-amzn-ErrorType", "Error").split(":")[0]
+            error = {"Error": {"Code": code, "Message": body.get("message") or body.get("Message") or ""}}
+            raise ClientError(error, method) from None
+        except urllib.error.URLError:
+            raise EndpointConnectionError(endpoint_url=self.endpoint) from None
+
     @property
     def logs(self) -> Any:
         return self.client("logs")
@@ -551,6 +582,37 @@ def remove(conn: Connection, name: str, yes: bool) -> None:
         click.confirm(f"Delete function {name}?", abort=True)
     conn.lambda_.delete_function(FunctionName=name)
     click.echo(f"deleted {name}")
+
+
+@main.command("events")
+@click.argument("name")
+@click.option("--redrive", is_flag=True, help="Queue the function's failed events again.")
+@client_command
+def events(conn: Connection, name: str, redrive: bool) -> None:
+    """List the asynchronous events of the function NAME that have not succeeded yet.
+
+    A table of request id, qualifier, state (queued, retrying, failed), attempts, when it was accepted and
+    why it failed; "no events" on stderr if none. With --redrive, queue the failed ones again.
+    """
+    path = f"/_selfless/functions/{name}/events"
+    if redrive:
+        count = conn.selfless("POST", path + "/redrive")["Redriven"]
+        click.echo(f"re-drove {count} failed event{'s' if count != 1 else ''} of {name}")
+        return
+    found = conn.selfless("GET", path)["Events"]
+    if not found:
+        click.echo("no events", err=True)
+        return
+    table = Table(box=box.SIMPLE_HEAD, show_edge=False, pad_edge=False)
+    for column in ("Request id", "Qualifier", "State", "Attempts", "Accepted", "Failure"):
+        table.add_column(column, no_wrap=True)
+    for e in found:
+        failure = " ".join(str(x) for x in (e.get("Failure"), e.get("LastError")) if x) or "-"
+        table.add_row(
+            e["RequestId"], e["Qualifier"], e["State"], str(e["Attempts"]), _iso(int(e["AcceptedAt"] * 1000)), failure
+        )
+    console = Console(highlight=False, width=None if sys.stdout.isatty() else 10_000)
+    console.print(table)
 
 
 # -- logs ----------------------------------------------------------------------------------------------

@@ -9,7 +9,10 @@ from __future__ import annotations
 
 import concurrent.futures
 import json
+import os
 import signal
+import subprocess
+import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -17,7 +20,7 @@ from typing import Any
 
 import pytest
 
-from tests.conftest import Server, deploy, start_server
+from tests.conftest import ACCESS_KEY, SECRET_KEY, Server, deploy, start_server, unique
 
 FAILING = """def handler(event, context):
     raise ValueError("no good: %s" % event.get("n"))
@@ -213,3 +216,50 @@ def test_kill_9_under_load_loses_nothing(tmp_path: Path) -> None:
         assert conditions == {"Success", "RetriesExhausted"}
     finally:
         assert server.stop() == 0, server.log()
+
+
+def selfless_cli(server: Server, *args: str) -> subprocess.CompletedProcess[str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("AWS_", "SELFLESS_"))}
+    env.update(
+        SELFLESS_ENDPOINT=server.endpoint, SELFLESS_ACCESS_KEY_ID=ACCESS_KEY, SELFLESS_SECRET_ACCESS_KEY=SECRET_KEY
+    )
+    return subprocess.run(
+        [sys.executable, "-m", "selfless.cli", *args], env=env, capture_output=True, text=True, timeout=60
+    )
+
+
+def test_failed_events_are_listed_and_re_driven(async_server: Server) -> None:
+    lam = async_server.client()
+    name, recorder = deploy(lam, FAILING), deploy(lam, RECORDER)
+    destinations = {"OnFailure": {"Destination": arn_of(lam, recorder)}}
+    lam.put_function_event_invoke_config(FunctionName=name, MaximumRetryAttempts=0, DestinationConfig=destinations)
+    accepted = lam.invoke(FunctionName=name, InvocationType="Event", Payload=json.dumps({"n": 7}))
+    request_id = accepted["ResponseMetadata"]["HTTPHeaders"]["x-amzn-requestid"]
+    wait_for("the failure record", lambda: records(async_server, recorder))
+
+    listed = selfless_cli(async_server, "events", name)
+    assert listed.returncode == 0, listed.stderr
+    (row,) = [line for line in listed.stdout.splitlines() if request_id in line]
+    assert "failed" in row and "RetriesExhausted" in row and "ValueError" in row
+
+    redriven = selfless_cli(async_server, "events", name, "--redrive")
+    assert redriven.returncode == 0 and "re-drove 1 failed event" in redriven.stdout, redriven.stderr
+    # It runs again (and fails again): a second failure record for the same request.
+    wait_for("a second record", lambda: len(records(async_server, recorder)) == 2)
+    assert [r["record"]["requestContext"]["requestId"] for r in records(async_server, recorder)] == [request_id] * 2
+
+    missing = selfless_cli(async_server, "events", unique("nope"))
+    assert missing.returncode == 1 and "ResourceNotFoundException" in missing.stderr
+
+
+def test_invoke_async_the_deprecated_api(async_server: Server) -> None:
+    lam = async_server.client()
+    name, recorder = deploy(lam, ECHO), deploy(lam, RECORDER)
+    destinations = {"OnSuccess": {"Destination": arn_of(lam, recorder)}}
+    lam.put_function_event_invoke_config(FunctionName=name, DestinationConfig=destinations)
+    answer = lam.invoke_async(FunctionName=name, InvokeArgs=json.dumps({"old": "api"}))
+    assert answer["Status"] == 202 and answer["ResponseMetadata"]["HTTPStatusCode"] == 202
+    (got,) = wait_for("the success record", lambda: records(async_server, recorder))
+    assert got["record"]["responsePayload"] == {"echo": {"old": "api"}}
+    with pytest.raises(lam.exceptions.ResourceNotFoundException):
+        lam.invoke_async(FunctionName=unique("nope"), InvokeArgs=b"{}")

@@ -36,7 +36,7 @@ from selfless.errors import (
 )
 from selfless.functions import MAX_ZIPPED, FunctionRegistry
 from selfless.httpserver import Request, Response
-from selfless.invocation.events import EventInvokeConfigs
+from selfless.invocation.events import AsyncInvoker, EventInvokeConfigs
 from selfless.invocation.leases import Leases
 from selfless.invocation.provisioned import ProvisionedConcurrency
 from selfless.invocation.service import MAX_SYNC_PAYLOAD, InvocationService
@@ -47,10 +47,21 @@ from selfless.permissions import Permissions
 # The largest request body any Lambda operation takes: a 50 MB zip as base64 inside JSON.
 MAX_REQUEST = 70_167_211
 _INVOKE_RE = re.compile(r"^/2015-03-31/functions/([^/]+)/invocations/?$")
+# selfless's own operations (no AWS equivalent), signed like Lambda's: the asynchronous events of a function.
+SELFLESS_PREFIX = "/_selfless/"
+_EVENTS_RE = re.compile(r"^/_selfless/functions/([^/]+)/events(/redrive)?$")
 _CODE_URL_TTL_S = 600
 # What a function's own credentials may do until roles carry policies: read and invoke.
 _FUNCTION_ALLOWED = frozenset(
-    {"Invoke", "GetFunction", "GetFunctionConfiguration", "ListFunctions", "ListTags", "GetAccountSettings"}
+    {
+        "Invoke",
+        "InvokeAsync",
+        "GetFunction",
+        "GetFunctionConfiguration",
+        "ListFunctions",
+        "ListTags",
+        "GetAccountSettings",
+    }
 )
 _INVOCATION_TYPES = {t.value: t for t in InvocationType}
 
@@ -122,8 +133,10 @@ class LambdaApi:
         layers: LayerRegistry,
         permissions: Permissions,
         event_configs: EventInvokeConfigs,
+        events: AsyncInvoker,
     ) -> None:
         self._event_configs = event_configs
+        self._events = events
         self._permissions = permissions
         self._provisioned = provisioned
         self._layers = layers
@@ -173,6 +186,7 @@ class LambdaApi:
             "AddLayerVersionPermission": self._add_layer_version_permission,
             "GetLayerVersionPolicy": self._get_layer_version_policy,
             "RemoveLayerVersionPermission": self._remove_layer_version_permission,
+            "InvokeAsync": self._invoke_async,
             "PutFunctionEventInvokeConfig": self._put_event_invoke_config,
             "UpdateFunctionEventInvokeConfig": self._update_event_invoke_config,
             "GetFunctionEventInvokeConfig": self._get_event_invoke_config,
@@ -194,6 +208,8 @@ class LambdaApi:
             if hit is not None:
                 self._authorize(caller, "Invoke")
                 return await self._invoke(urllib.parse.unquote(hit.group(1)), request, request_id)
+        if request.path.startswith(SELFLESS_PREFIX):
+            return await self._selfless(request, caller)
         found = self._router.match(request.method, request.path, request.query)
         if found is None:
             raise UnsupportedOperation(f"No Lambda operation at {request.method} {request.path}")
@@ -270,6 +286,13 @@ class LambdaApi:
         if result.log_tail is not None:
             headers.append(("X-Amz-Log-Result", result.log_tail))
         return Response(result.status, result.payload, headers, content_type="application/json")
+
+    async def _invoke_async(self, params: dict[str, Any], request: Request) -> Response:
+        """The deprecated InvokeAsync: an Event invocation (same queue, same 1 MB limit), answered
+        ``{"Status": 202}``."""
+        payload = params.get("InvokeArgs") or b""
+        await self._invocations.invoke(InvokeRequest(params["FunctionName"], None, payload, InvocationType.EVENT))
+        return _json({"Status": 202}, 202)
 
     # -- functions --------------------------------------------------------------------------------------
 
@@ -469,6 +492,42 @@ class LambdaApi:
         if marker is not None:
             doc["NextMarker"] = marker
         return _json(doc)
+
+    # -- selfless's own: asynchronous events -------------------------------------------------------------
+
+    async def _selfless(self, request: Request, caller: Caller) -> Response:
+        """``GET /_selfless/functions/NAME/events``: the function's queued, retrying and failed events;
+        ``POST .../events/redrive``: queue its failed events again. Admin credentials only."""
+        found = _EVENTS_RE.match(request.path)
+        if found is None:
+            raise UnsupportedOperation(f"No selfless operation at {request.method} {request.path}")
+        if caller.principal.kind != "admin":
+            raise AccessDenied("Only the server's own credentials may read or re-drive events")
+        name = self._registry.latest(urllib.parse.unquote(found.group(1))).name
+        if found.group(2):
+            if request.method != "POST":
+                raise UnsupportedOperation("Re-driving events is a POST")
+            return _json({"Redriven": await self._events.redrive(name)})
+        if request.method != "GET":
+            raise UnsupportedOperation("Listing events is a GET")
+        events = []
+        for e in await self._events.events(name):
+            state = "failed" if e.state == "failed" else ("retrying" if e.attempts else "queued")
+            doc: dict[str, Any] = {
+                "RequestId": e.id,
+                "Qualifier": e.qualifier or "$LATEST",
+                "State": state,
+                "Attempts": e.attempts,
+                "AcceptedAt": e.accepted_at,
+            }
+            if state == "retrying":
+                doc["NextAttemptAt"] = e.next_at
+            if e.failure:
+                doc["Failure"] = e.failure
+            if e.last_error:
+                doc["LastError"] = e.last_error
+            events.append(doc)
+        return _json({"Events": events})
 
     # -- asynchronous invocation configuration -----------------------------------------------------------
 
