@@ -11,6 +11,7 @@ import os
 import platform
 import shutil
 import sys
+from collections.abc import Mapping
 
 from selfless.api.auth import Keyring, Principal, SigV4Verifier, generate_key_pair
 from selfless.api.front import FrontDoor
@@ -149,6 +150,7 @@ class App:
             self.event_configs,
             self.events,
         )
+        self.lambda_api.lineage_of = self._lineage_of
         self.front = FrontDoor(
             SigV4Verifier(self.keyring),
             self.lambda_api,
@@ -181,6 +183,13 @@ class App:
             if fn.opt_key is not None:
                 keys.append(fn.opt_key)
         return keys
+
+    def _lineage_of(self, access_key_id: str) -> Mapping[str, int]:
+        """The chain of the invocation the environment holding this key runs now (empty when none)."""
+        for env in self.pool.environments():
+            if env.access_key == access_key_id:
+                return env.current.lineage if env.current is not None else {}
+        return {}
 
     def _alias_changed(self, function_name: str, alias: str) -> None:
         """An alias moved or went away: provisioned concurrency follows it; a deleted one's policy goes."""

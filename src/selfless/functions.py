@@ -97,6 +97,7 @@ def _snapshot_fields(fn: Function) -> dict[str, Any]:
         "description",
         "tags",
         "reserved_concurrency",
+        "recursive_loop",
         "state",
         "state_reason",
         "state_reason_code",
@@ -588,6 +589,15 @@ class FunctionRegistry:
             await self._store.put_function(fn)
             self._functions[fn.name] = fn
             self._leases.reserve(fn.name, value)
+        return fn
+
+    async def put_recursion(self, name_or_arn: str, value: str) -> Function:
+        """PutFunctionRecursionConfig: for the whole function (kept on $LATEST); no new generation."""
+        fn = self.latest(name_or_arn)
+        async with self._lock(fn.name):
+            fn = self.latest(fn.name).replace(recursive_loop=value)
+            await self._store.put_function(fn)
+            self._functions[fn.name] = fn
         return fn
 
     async def delete_concurrency(self, name_or_arn: str) -> None:

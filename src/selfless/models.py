@@ -113,6 +113,9 @@ class Function:
     last_update_status_reason_code: str | None = None
     # In the order given: later layers' files override earlier ones' in /opt.
     layers: tuple[LayerRef, ...] = ()
+    # RecursiveLoop (PutFunctionRecursionConfig): "Terminate" stops an event chain that comes back to this
+    # function more than 16 times; "Allow" lets it run. Kept on $LATEST, for the whole function.
+    recursive_loop: str = "Terminate"
 
     def replace(self, **changes: Any) -> Function:
         return dataclasses.replace(self, **changes)
@@ -202,6 +205,8 @@ class InvokeRequest:
     tail_logs: bool = False
     client_context: str | None = None  # JSON text, already base64-decoded
     request_id: str = ""
+    # When a function's own code makes the call: how many times each function has run in this chain so far.
+    lineage: Mapping[str, int] = dataclasses.field(default_factory=dict)
 
 
 @dataclasses.dataclass(frozen=True)

@@ -263,3 +263,49 @@ def test_invoke_async_the_deprecated_api(async_server: Server) -> None:
     assert got["record"]["responsePayload"] == {"echo": {"old": "api"}}
     with pytest.raises(lam.exceptions.ResourceNotFoundException):
         lam.invoke_async(FunctionName=unique("nope"), InvokeArgs=b"{}")
+
+
+LOOPER = """import json
+
+import boto3
+
+LAMBDA = boto3.client("lambda")
+
+
+def handler(event, context):
+    depth = event.get("depth", 0)
+    print("DEPTH %d" % depth)
+    if depth < event.get("stop_at", 1000):
+        payload = json.dumps(dict(event, depth=depth + 1))
+        LAMBDA.invoke(FunctionName=context.function_name, InvocationType="Event", Payload=payload)
+    return depth
+"""
+
+
+def depths(server: Server, name: str) -> list[int]:
+    logs = server.client("logs")
+    try:
+        found = logs.filter_log_events(logGroupName=f"/aws/lambda/{name}")["events"]
+    except logs.exceptions.ResourceNotFoundException:
+        return []
+    return sorted(int(e["message"].split()[1]) for e in found if e["message"].startswith("DEPTH "))
+
+
+def test_a_recursive_loop_is_stopped_after_16_runs(async_server: Server) -> None:
+    lam = async_server.client()
+    name, recorder = deploy(lam, LOOPER, runtime="python3.12"), deploy(lam, RECORDER)
+    assert lam.get_function_recursion_config(FunctionName=name)["RecursiveLoop"] == "Terminate"
+    destinations = {"OnFailure": {"Destination": arn_of(lam, recorder)}}
+    lam.put_function_event_invoke_config(FunctionName=name, DestinationConfig=destinations)
+    lam.invoke(FunctionName=name, InvocationType="Event", Payload=json.dumps({"depth": 0}))
+    (got,) = wait_for("the loop's failure record", lambda: records(async_server, recorder), timeout=60)
+    assert got["record"]["requestContext"]["condition"] == "RecursiveInvocationException"
+    assert got["record"]["requestPayload"]["depth"] == 16
+    assert depths(async_server, name) == list(range(16)), "16 runs, then the 17th was stopped"
+
+    # Allow: the chain goes on past 16 (here until the function itself stops at 20).
+    assert lam.put_function_recursion_config(FunctionName=name, RecursiveLoop="Allow")["RecursiveLoop"] == "Allow"
+    allowed = deploy(lam, LOOPER, runtime="python3.12")
+    lam.put_function_recursion_config(FunctionName=allowed, RecursiveLoop="Allow")
+    lam.invoke(FunctionName=allowed, InvocationType="Event", Payload=json.dumps({"depth": 0, "stop_at": 20}))
+    wait_for("21 runs", lambda: depths(async_server, allowed) == list(range(21)), timeout=60)

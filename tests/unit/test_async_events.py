@@ -42,13 +42,17 @@ class Store:
 
 
 class Registry:
-    def __init__(self, exists: bool = True) -> None:
+    def __init__(self, exists: bool = True, recursive_loop: str = "Terminate") -> None:
         self.exists = exists
+        self.fn = FN.replace(recursive_loop=recursive_loop)
+
+    def latest(self, name: str) -> Function:
+        return self.fn
 
     def for_invoke(self, name: str, qualifier: str | None) -> tuple[Function, str]:
         if not self.exists:
             raise ResourceNotFound("gone")
-        return FN, FN.arn
+        return self.fn, FN.arn
 
 
 class Configs:
@@ -56,9 +60,11 @@ class Configs:
         return Policy(max_retries=2, max_age_s=60, on_failure=DEST)
 
 
-def invoker(store: Store, registry: Registry, runs: list[str]) -> AsyncInvoker:
-    async def run(fn: Function, payload: bytes, cc: str | None, request_id: str, arn: str) -> Outcome:
+def invoker(store: Store, registry: Registry, runs: list[str], chains: list[Any] | None = None) -> AsyncInvoker:
+    async def run(fn: Function, payload: bytes, cc: str | None, request_id: str, arn: str, chain: Any) -> Outcome:
         runs.append(request_id)
+        if chains is not None:
+            chains.append(chain)
         return Outcome(OutcomeKind.RESPONSE, b"{}", None, 1.0, None, 0, (), None)
 
     return AsyncInvoker(store, registry, Configs(), run, limit=10, retry_delay_s=0.0)  # type: ignore[arg-type]
@@ -109,3 +115,22 @@ def test_the_queue_is_bounded() -> None:
 
     exc = asyncio.run(scenario())
     assert exc is not None and type(exc).__name__ == "TooManyRequests"
+
+
+def test_a_chain_that_comes_back_more_than_16_times_is_stopped() -> None:
+    store, runs, chains = Store(), [], []
+    looping = StoredEvent("req-3", "f", None, b"{}", None, time.time(), lineage=json.dumps({"f": 16, "g": 16}))
+    asyncio.run(invoker(store, Registry(), runs)._attempt(looping))
+    assert runs == [], "the 17th run of f in the chain does not happen"
+    ((event, then),) = store.settled
+    assert event.state == "failed" and event.failure == "RecursiveInvocationException"
+    assert json.loads(then[0].payload)["requestContext"]["condition"] == "RecursiveInvocationException"
+
+    store, runs = Store(), []
+    below = looping.replace(lineage=json.dumps({"f": 15}))
+    asyncio.run(invoker(store, Registry(), runs, chains)._attempt(below))
+    assert runs == ["req-3"] and chains == [{"f": 16}], "the 16th run happens, and counts itself"
+
+    store, runs = Store(), []
+    asyncio.run(invoker(store, Registry(recursive_loop="Allow"), runs)._attempt(looping))
+    assert runs == ["req-3"], "RecursiveLoop Allow lets the chain go on"

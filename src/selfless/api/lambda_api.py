@@ -14,7 +14,7 @@ import re
 import secrets
 import time
 import urllib.parse
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from typing import Any, TypeVar
 
 from selfless import policies
@@ -137,6 +137,9 @@ class LambdaApi:
     ) -> None:
         self._event_configs = event_configs
         self._events = events
+        # The chain of the invocation an environment (by its access key) is running now: set by the
+        # composition root, which knows the environments (recursive loop detection).
+        self.lineage_of: Callable[[str], Mapping[str, int]] = lambda _key: {}
         self._permissions = permissions
         self._provisioned = provisioned
         self._layers = layers
@@ -187,6 +190,8 @@ class LambdaApi:
             "GetLayerVersionPolicy": self._get_layer_version_policy,
             "RemoveLayerVersionPermission": self._remove_layer_version_permission,
             "InvokeAsync": self._invoke_async,
+            "GetFunctionRecursionConfig": self._get_recursion_config,
+            "PutFunctionRecursionConfig": self._put_recursion_config,
             "PutFunctionEventInvokeConfig": self._put_event_invoke_config,
             "UpdateFunctionEventInvokeConfig": self._update_event_invoke_config,
             "GetFunctionEventInvokeConfig": self._get_event_invoke_config,
@@ -207,7 +212,8 @@ class LambdaApi:
             hit = _INVOKE_RE.match(request.path)
             if hit is not None:
                 self._authorize(caller, "Invoke")
-                return await self._invoke(urllib.parse.unquote(hit.group(1)), request, request_id)
+                lineage = self.lineage_of(caller.principal.access_key_id) if caller.principal.kind == "function" else {}
+                return await self._invoke(urllib.parse.unquote(hit.group(1)), request, request_id, lineage)
         if request.path.startswith(SELFLESS_PREFIX):
             return await self._selfless(request, caller)
         found = self._router.match(request.method, request.path, request.query)
@@ -249,7 +255,9 @@ class LambdaApi:
 
     # -- invoke (hot path) ------------------------------------------------------------------------------
 
-    async def _invoke(self, function_name: str, request: Request, request_id: str) -> Response:
+    async def _invoke(
+        self, function_name: str, request: Request, request_id: str, lineage: Mapping[str, int]
+    ) -> Response:
         h = request.headers
         qualifier = None
         if request.query:
@@ -278,6 +286,7 @@ class LambdaApi:
                 log_type == "Tail",
                 h.get("x-amz-client-context"),
                 request_id,
+                lineage,
             )
         )
         headers = [("X-Amz-Executed-Version", result.executed_version)]
@@ -528,6 +537,15 @@ class LambdaApi:
                 doc["LastError"] = e.last_error
             events.append(doc)
         return _json({"Events": events})
+
+    # -- recursive loop detection -----------------------------------------------------------------------
+
+    async def _get_recursion_config(self, params: dict[str, Any], request: Request) -> Response:
+        return _json({"RecursiveLoop": self._registry.latest(params["FunctionName"]).recursive_loop})
+
+    async def _put_recursion_config(self, params: dict[str, Any], request: Request) -> Response:
+        fn = await self._registry.put_recursion(params["FunctionName"], params["RecursiveLoop"])
+        return _json({"RecursiveLoop": fn.recursive_loop})
 
     # -- asynchronous invocation configuration -----------------------------------------------------------
 

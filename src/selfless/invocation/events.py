@@ -39,7 +39,7 @@ from selfless.errors import InvalidParameterValue, ResourceNotFound, TooManyRequ
 from selfless.functions import FunctionRegistry
 from selfless.invocation.inflight import Outcome
 from selfless.models import Function
-from selfless.store.base import MetadataStore, StoredEvent
+from selfless.store.base import MetadataStore, StoredEvent, encode_lineage
 
 log = logging.getLogger(__name__)
 
@@ -52,7 +52,10 @@ _LAMBDA_ARN = re.compile(
     r"^arn:aws[a-zA-Z-]*:lambda:[a-z0-9-]+:\d{12}:function:(?P<name>[a-zA-Z0-9_-]+)(?::(?P<qualifier>[a-zA-Z0-9_$-]+))?$"
 )
 
-Run = Callable[[Function, bytes, "str | None", str, str], Awaitable[Outcome]]
+Run = Callable[[Function, bytes, "str | None", str, str, "Mapping[str, int] | None"], Awaitable[Outcome]]
+# AWS stops a chain of asynchronous invocations that comes back to one function more than this many times.
+RECURSION_LIMIT = 16
+RECURSION_CONDITION = "RecursiveInvocationException"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -327,8 +330,17 @@ class AsyncInvoker:
         if time.time() - event.accepted_at > policy.max_age_s:
             await self._settle_failed(event, policy, arn, "EventAgeExceeded", None, fn.version)
             return
+        chain = event.chain()
+        runs = chain.get(fn.name, 0)
+        if runs >= RECURSION_LIMIT and self._registry.latest(fn.name).recursive_loop == "Terminate":
+            log.warning(
+                "event %s for %s stopped: a recursive loop (%d runs of %s in its chain)", event.id, arn, runs, fn.name
+            )
+            await self._settle_failed(event, policy, arn, RECURSION_CONDITION, None, fn.version)
+            return
+        chain[fn.name] = runs + 1
         try:
-            outcome = await self._run(fn, event.payload, event.client_context, event.id, invoked)
+            outcome = await self._run(fn, event.payload, event.client_context, event.id, invoked, chain)
         except TooManyRequests:
             key = _gate_key(event)
             throttles = self._gates.get(key, (0.0, 0))[1] + 1
@@ -385,9 +397,13 @@ class AsyncInvoker:
             return []
         doc = record(event, arn, condition, attempts, outcome, version)
         payload = json.dumps(doc).encode()
-        return [
-            StoredEvent(ids.request_id(), found.group("name"), found.group("qualifier"), payload, None, time.time())
-        ]
+        # The record continues its event's chain: a loop through destinations is a loop too.
+        chain = event.chain()
+        source = event.function_name
+        chain[source] = chain.get(source, 0) + (0 if condition == RECURSION_CONDITION else 1)
+        name, qualifier = found.group("name"), found.group("qualifier")
+        lineage = encode_lineage(chain)
+        return [StoredEvent(ids.request_id(), name, qualifier, payload, None, time.time(), lineage=lineage)]
 
     # -- what is there --------------------------------------------------------------------------------------
 

@@ -8,6 +8,7 @@ import dataclasses
 import enum
 import json
 import time
+from collections.abc import Mapping
 
 _TAIL_BYTES = 4096
 
@@ -53,6 +54,7 @@ class Invocation:
         "delivered_at",
         "done",
         "function_arn",
+        "lineage",
         "log_lines",
         "payload",
         "request_id",
@@ -69,8 +71,12 @@ class Invocation:
         timeout_s: int,
         client_context: str | None,
         trace_id: str,
+        lineage: Mapping[str, int] | None = None,
     ) -> None:
         self.request_id = request_id
+        # How many times each function has run in the chain of calls this one belongs to, this one included
+        # (recursive loop detection; see invocation/events.py).
+        self.lineage: Mapping[str, int] = lineage or {}
         self.payload = payload
         self.function_arn = function_arn
         self.timeout_s = timeout_s

@@ -17,6 +17,7 @@ import binascii
 import json
 import logging
 import time
+from collections.abc import Mapping
 from typing import TYPE_CHECKING
 
 from selfless import ids
@@ -35,7 +36,7 @@ from selfless.models import Function, FunctionState, InvocationType, InvokeReque
 from selfless.observability.metrics import Metrics
 from selfless.sandbox.environment import EnvState
 from selfless.sandbox.pool import EnvironmentPool
-from selfless.store.base import MetadataStore, StoredEvent
+from selfless.store.base import MetadataStore, StoredEvent, encode_lineage
 
 if TYPE_CHECKING:
     from selfless.invocation.events import AsyncInvoker
@@ -99,9 +100,11 @@ class InvocationService:
         if req.invocation_type is InvocationType.DRY_RUN:
             return InvokeResult(204, b"", request_id=request_id)
         if req.invocation_type is InvocationType.EVENT:
-            await self._accept(fn, req.qualifier, payload, client_context, request_id)
+            await self._accept(fn, req.qualifier, payload, client_context, request_id, req.lineage)
             return InvokeResult(202, b"", request_id=request_id)
-        outcome = await self.run(fn, payload, client_context, request_id, invoked)
+        # A synchronous call is counted in its chain too (a loop may go through it), but never stopped.
+        lineage = {**req.lineage, fn.name: req.lineage.get(fn.name, 0) + 1} if req.lineage else None
+        outcome = await self.run(fn, payload, client_context, request_id, invoked, lineage)
         return InvokeResult(
             200,
             outcome.payload,
@@ -141,7 +144,13 @@ class InvocationService:
     # -- synchronous path -------------------------------------------------------------------------------
 
     async def run(
-        self, fn: Function, payload: bytes, client_context: str | None, request_id: str, invoked_arn: str = ""
+        self,
+        fn: Function,
+        payload: bytes,
+        client_context: str | None,
+        request_id: str,
+        invoked_arn: str = "",
+        lineage: Mapping[str, int] | None = None,
     ) -> Outcome:
         """Run one invocation on an environment of ``fn`` and return its outcome (never raises for
         function failures; raises TooManyRequests when no lease or environment can be had).
@@ -149,16 +158,22 @@ class InvocationService:
         The invocation runs in a task of its own: a caller that goes away (its request task is cancelled)
         leaves it running to its end, holding its lease and its environment until then, as on AWS.
         ``invoked_arn``: the ARN as the caller named it (with its alias or version), for the context object;
-        ``fn.arn`` when empty."""
+        ``fn.arn`` when empty. ``lineage``: the chain this call belongs to, this function's run counted in."""
         task = asyncio.get_running_loop().create_task(
-            self._run(fn, payload, client_context, request_id, invoked_arn or fn.arn)
+            self._run(fn, payload, client_context, request_id, invoked_arn or fn.arn, lineage)
         )
         self._sync.add(task)
         task.add_done_callback(self._sync.discard)
         return await asyncio.shield(task)
 
     async def _run(
-        self, fn: Function, payload: bytes, client_context: str | None, request_id: str, invoked_arn: str
+        self,
+        fn: Function,
+        payload: bytes,
+        client_context: str | None,
+        request_id: str,
+        invoked_arn: str,
+        lineage: Mapping[str, int] | None,
     ) -> Outcome:
         try:
             lease = self._leases.acquire(fn.name)
@@ -175,6 +190,7 @@ class InvocationService:
                 timeout_s=fn.timeout,
                 client_context=client_context,
                 trace_id=ids.trace_id(),
+                lineage=lineage,
             )
             try:
                 env = await self._pool.lease(fn)
@@ -216,11 +232,20 @@ class InvocationService:
     # -- asynchronous path ------------------------------------------------------------------------------
 
     async def _accept(
-        self, fn: Function, qualifier: str | None, payload: bytes, client_context: str | None, request_id: str
+        self,
+        fn: Function,
+        qualifier: str | None,
+        payload: bytes,
+        client_context: str | None,
+        request_id: str,
+        lineage: Mapping[str, int],
     ) -> None:
         if self._closed or self.events is None:
             raise TooManyRequests("Rate Exceeded.", "ServerShuttingDown")
-        await self.events.accept(StoredEvent(request_id, fn.name, qualifier, payload, client_context, time.time()))
+        event = StoredEvent(
+            request_id, fn.name, qualifier, payload, client_context, time.time(), lineage=encode_lineage(lineage)
+        )
+        await self.events.accept(event)
 
     # -- shutdown ---------------------------------------------------------------------------------------
 

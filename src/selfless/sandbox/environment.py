@@ -184,6 +184,11 @@ class Environment:
         self.state = to
 
     @property
+    def access_key(self) -> str | None:
+        """The access key id of this environment's session credentials (None before its start)."""
+        return self._access_key
+
+    @property
     def alive(self) -> bool:
         return self.state in (EnvState.STARTING, EnvState.IDLE, EnvState.BUSY)
 

@@ -7,6 +7,8 @@ protocol. Every method is a coroutine and every write is durable when it returns
 from __future__ import annotations
 
 import dataclasses
+import json
+from collections.abc import Mapping
 from typing import Any, Protocol
 
 from selfless.models import Alias, Function, LayerVersion
@@ -31,9 +33,18 @@ class StoredEvent:
     state: str = "queued"
     failure: str | None = None
     last_error: str | None = None
+    # JSON {function name: runs so far} of the chain that made this event (recursive loop detection).
+    lineage: str | None = None
 
     def replace(self, **changes: Any) -> StoredEvent:
         return dataclasses.replace(self, **changes)
+
+    def chain(self) -> dict[str, int]:
+        return dict(json.loads(self.lineage)) if self.lineage else {}
+
+
+def encode_lineage(lineage: Mapping[str, int] | None) -> str | None:
+    return json.dumps(dict(lineage), separators=(",", ":"), sort_keys=True) if lineage else None
 
 
 class MetadataStore(Protocol):

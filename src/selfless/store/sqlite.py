@@ -81,16 +81,18 @@ _EVENT_COLUMNS = (
     ("state", "TEXT NOT NULL DEFAULT 'queued'"),
     ("failure", "TEXT"),
     ("last_error", "TEXT"),
+    ("lineage", "TEXT"),
 )
 _EVENT_FIELDS = (
-    "id, function_name, qualifier, payload, client_context, accepted_at, attempts, next_at, state, failure, last_error"
+    "id, function_name, qualifier, payload, client_context, accepted_at, attempts, next_at, state, failure, last_error,"
+    " lineage"
 )
 
 
 def _event_row(e: StoredEvent) -> tuple[Any, ...]:
     return (
         e.id, e.function_name, e.qualifier, e.payload, e.client_context, e.accepted_at, e.attempts, e.next_at,
-        e.state, e.failure, e.last_error,
+        e.state, e.failure, e.last_error, e.lineage,
     )  # fmt: skip
 
 
@@ -332,7 +334,7 @@ class SqliteStore:
         def q() -> None:
             db = self._db()
             with _transaction(db):
-                db.executemany(f"INSERT INTO events({_EVENT_FIELDS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)", rows)
+                db.executemany(f"INSERT INTO events({_EVENT_FIELDS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)", rows)
 
         await self._run(q)
 
@@ -360,7 +362,7 @@ class SqliteStore:
                     db.execute("DELETE FROM events WHERE id = ?", (event.id,))
                 if rows:
                     db.executemany(
-                        f"INSERT INTO events({_EVENT_FIELDS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)", rows
+                        f"INSERT INTO events({_EVENT_FIELDS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)", rows
                     )
 
         await self._run(q)
