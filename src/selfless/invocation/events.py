@@ -48,6 +48,7 @@ DEFAULT_MAX_AGE_S = 21_600
 _CONCURRENCY = 64
 _THROTTLE_BACKOFF_MAX_S = 300.0
 _MAX_GROUP = 2_000  # events per group commit
+_RETRY_AFTER_FAULT_S = 5
 _LAMBDA_ARN = re.compile(
     r"^arn:aws[a-zA-Z-]*:lambda:[a-z0-9-]+:\d{12}:function:(?P<name>[a-zA-Z0-9_-]+)(?::(?P<qualifier>[a-zA-Z0-9_$-]+))?$"
 )
@@ -308,7 +309,7 @@ class AsyncInvoker:
                 heapq.heappush(self._heap, (gate[0], next(self._seq), event))
                 continue
             await self._slots.acquire()
-            task = asyncio.get_running_loop().create_task(self._attempt(event))
+            task = asyncio.get_running_loop().create_task(self._guarded(event))
             self._running[event.id] = task
             task.add_done_callback(functools.partial(self._finished, event.id))
 
@@ -317,6 +318,18 @@ class AsyncInvoker:
         self._slots.release()
 
     # -- one attempt ----------------------------------------------------------------------------------------
+
+    async def _guarded(self, event: StoredEvent) -> None:
+        """An attempt that fails in an unforeseen way (a store error, a backstop deadline) is tried again
+        later: the event stays queued in the store whatever happens here, and in memory too."""
+        try:
+            await self._attempt(event)
+        except asyncio.CancelledError:
+            raise
+        except Exception:
+            log.exception("event %s for %s: the attempt failed; trying again in %d s", event.id,
+                          event.function_name, _RETRY_AFTER_FAULT_S)  # fmt: skip
+            self._schedule(event.replace(next_at=time.time() + _RETRY_AFTER_FAULT_S))
 
     async def _attempt(self, event: StoredEvent) -> None:
         policy = self._configs.policy(event.function_name, event.qualifier)
@@ -371,6 +384,14 @@ class AsyncInvoker:
         self, event: StoredEvent, policy: Policy, arn: str, condition: str, outcome: Outcome | None, version: str
     ) -> None:
         log.warning("event %s for %s failed: %s after %d attempts", event.id, arn, condition, event.attempts)
+        if policy.on_failure is None:
+            dead_letter = self._registry.latest(event.function_name).extra.get("DeadLetterConfig") or {}
+            if dead_letter.get("TargetArn"):
+                # AWS's dead-letter targets are SQS queues and SNS topics, which selfless does not have yet.
+                log.warning(
+                    "event %s: DeadLetterConfig %s cannot be delivered here yet; the event is kept as failed "
+                    "(selfless events %s)", event.id, dead_letter["TargetArn"], event.function_name,
+                )  # fmt: skip
         then = self._delivery(policy.on_failure, event, arn, condition, event.attempts, outcome, version)
         await self._settle(event.replace(state="failed", failure=condition), then)
 
@@ -418,8 +439,7 @@ class AsyncInvoker:
             if event.state != "failed":
                 continue
             again = event.replace(state="queued", failure=None, attempts=0, next_at=0.0, accepted_at=time.time())
-            await self._store.delete_event(event.id)
-            await self._store.add_events([again])
+            await self._store.update_event(again)  # one statement: never both states, never neither
             self._schedule(again)
             count += 1
         return count

@@ -91,7 +91,7 @@ class MetadataStore(Protocol):
         """All of them in one transaction: one commit (one fsync) for a group of accepted events."""
 
     async def update_event(self, event: StoredEvent) -> None:
-        """Its attempts, next time, state, failure and last error."""
+        """Its attempts, next time, state, failure, last error and acceptance time (a re-drive's fresh age)."""
 
     async def settle_event(self, event: StoredEvent, then: list[StoredEvent]) -> None:
         """In one transaction: the event is done (deleted, or kept as failed when its state says so) and the

@@ -341,8 +341,17 @@ class SqliteStore:
     async def update_event(self, event: StoredEvent) -> None:
         def q() -> None:
             self._db().execute(
-                "UPDATE events SET attempts = ?, next_at = ?, state = ?, failure = ?, last_error = ? WHERE id = ?",
-                (event.attempts, event.next_at, event.state, event.failure, event.last_error, event.id),
+                "UPDATE events SET attempts = ?, next_at = ?, state = ?, failure = ?, last_error = ?, accepted_at = ?"
+                " WHERE id = ?",
+                (
+                    event.attempts,
+                    event.next_at,
+                    event.state,
+                    event.failure,
+                    event.last_error,
+                    event.accepted_at,
+                    event.id,
+                ),
             )
 
         await self._run(q)
