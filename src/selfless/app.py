@@ -6,12 +6,13 @@ import asyncio
 import configparser
 import contextlib
 import gc
+import inspect
 import logging
 import os
 import platform
 import shutil
 import sys
-from collections.abc import Mapping
+from collections.abc import Awaitable, Callable, Mapping
 
 from selfless.api.auth import Keyring, Principal, SigV4Verifier, generate_key_pair
 from selfless.api.front import FrontDoor
@@ -303,23 +304,44 @@ class App:
         drained = await self.invocations.drain(s.shutdown_timeout_s)
         if not drained:
             log.warning("shutdown deadline passed with invocations still running; stopping them")
-        await self.registry.wait_settled()
-        await self.provisioned.close()
+        # Every step runs even when one before it failed (what is left behind otherwise is processes and
+        # cgroups); a failure is logged with its traceback and makes the shutdown end in an error.
+        failed: list[str] = []
+
+        async def step(name: str, action: Callable[[], Awaitable[object] | object]) -> None:
+            try:
+                result = action()
+                if inspect.isawaitable(result):
+                    await result
+            except Exception:
+                log.exception("shutdown step %s failed", name)
+                failed.append(name)
+
+        await step("settle updates", self.registry.wait_settled)
+        await step("provisioned concurrency", self.provisioned.close)
+        await step("prewarm", self._stop_prewarm)
+        await step("environments", lambda: self.pool.close(s.kill_grace_s))
+        await step("environment releases", lambda: wait_for_releases(10.0))
+        await step("sandbox backend", self.backend.close)
+        await step("connections", self.http.close_all)
+        await step("adopted children", self._kill_adopted)
+        await step("reaper", self.reaper.uninstall)
+        await step("metering", self.meter.close)
+        await step("store", self.store.close)
+        await step("environment directories", self._sweep_environments)
+        if failed:
+            raise OSError(f"shutdown steps failed: {', '.join(failed)} (see the log)")
+
+    async def _stop_prewarm(self) -> None:
         if self._prewarm is not None:
             self._prewarm.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._prewarm
-        await self.pool.close(s.kill_grace_s)
-        await wait_for_releases(10.0)
-        await self.backend.close()
-        self.http.close_all()
+
+    def _kill_adopted(self) -> None:
         for pid in self.reaper.adopted_children():
             with contextlib.suppress(ProcessLookupError):
                 os.kill(pid, 9)
-        self.reaper.uninstall()
-        self.meter.close()
-        await self.store.close()
-        self._sweep_environments()
 
     def describe(self) -> str:
         lines = [f"runtimes: {', '.join(self.runtimes.names())}", self.backend.describe()]

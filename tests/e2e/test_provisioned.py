@@ -229,6 +229,8 @@ def test_provisioned_concurrency_on_an_alias_follows_it(lam: Any, make_function:
     name = make_function(REPORTER)
     v1 = lam.publish_version(FunctionName=name)["Version"]
     lam.update_function_configuration(FunctionName=name, Description="changed")
+    # As on AWS, a second update while one is in progress is refused: wait for the first.
+    lam.get_waiter("function_updated_v2").wait(FunctionName=name, WaiterConfig={"Delay": 1, "MaxAttempts": 30})
     lam.update_function_configuration(FunctionName=name, MemorySize=192)
     lam.get_waiter("function_updated_v2").wait(FunctionName=name, WaiterConfig={"Delay": 1, "MaxAttempts": 30})
     v2 = lam.publish_version(FunctionName=name)["Version"]
