@@ -42,6 +42,7 @@ class Server:
     log_path: Path
     env: dict[str, str] = field(default_factory=dict)
     sandbox: str = ""
+    prewarm: str | None = None  # /health's word on the zygote prewarm at the first 200
     sandbox_uids: tuple[int, int] | None = None
     sandbox_cgroup: str | None = None
 
@@ -146,6 +147,7 @@ def start_server(tmp: Path, extra_env: dict[str, str] | None = None, args: list[
                 health = json.loads(r.read())
                 server.sandbox = health["sandbox"]
                 server.sandbox_cgroup = health.get("sandbox_cgroup")
+                server.prewarm = health.get("prewarm")
                 if "sandbox_uids" in health:
                     low, high = health["sandbox_uids"].split("-")
                     server.sandbox_uids = (int(low), int(high))

@@ -45,6 +45,8 @@ from selfless.store.sqlite import SqliteStore
 
 log = logging.getLogger("selfless")
 
+# How long /health waits for the zygote prewarm before it says ready anyway.
+PREWARM_WAIT_S = 15.0
 # Lambda's name for this machine's architecture.
 HOST_ARCHITECTURE = {"aarch64": "arm64", "arm64": "arm64"}.get(platform.machine(), "x86_64")
 
@@ -162,6 +164,7 @@ class App:
         self.http = HttpServer(self.front.handle, max_body=MAX_REQUEST, on_too_large=self.front.too_large)
         self.address: tuple[str, int] | None = None
         self._prewarm: asyncio.Task[None] | None = None
+        self._ready_task: asyncio.Task[None] | None = None
         self.created_credentials = False
 
     def _changed(self, qualified_name: str, generation: int | None) -> None:
@@ -263,8 +266,25 @@ class App:
         # collector from walking it again and again, which shows up as p99 spikes on the invoke path.
         gc.collect()
         gc.freeze()
-        self.front.ready = True
+        if self._prewarm is None:
+            self.front.ready = True
+        else:
+            # /health says ready once the zygotes are up (a first call then starts in milliseconds, not in
+            # the ~1 s a zygote takes), or after PREWARM_WAIT_S whatever the prewarm's state.
+            self._ready_task = asyncio.get_running_loop().create_task(self._ready_after_prewarm(self._prewarm))
         return self.address
+
+    async def _ready_after_prewarm(self, prewarm: asyncio.Task[None]) -> None:
+        try:
+            await asyncio.wait_for(asyncio.shield(prewarm), PREWARM_WAIT_S)
+            self.health_info["prewarm"] = "done"
+        except TimeoutError:
+            log.warning("the zygote prewarm took more than %.0f s; ready without it", PREWARM_WAIT_S)
+            self.health_info["prewarm"] = "timed out"
+        except Exception as exc:  # calls start their zygotes themselves then
+            log.warning("the zygote prewarm failed: %s", exc)
+            self.health_info["prewarm"] = "failed"
+        self.front.ready = True
 
     def _choose_backend(self) -> None:
         """linux when asked for (or, unasked, when available); process otherwise, with the reason why."""
@@ -333,6 +353,10 @@ class App:
             raise OSError(f"shutdown steps failed: {', '.join(failed)} (see the log)")
 
     async def _stop_prewarm(self) -> None:
+        if self._ready_task is not None:
+            self._ready_task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._ready_task
         if self._prewarm is not None:
             self._prewarm.cancel()
             with contextlib.suppress(asyncio.CancelledError):
