@@ -73,7 +73,7 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from client import RawConnection, SignedRequest, SigV4Signer, Stats, Target
+from client import RawConnection, SignedRequest, SigV4Signer, Stats, Target, fresh_call
 from invoke import (
     ACCESS_KEY_ID,
     INIT_RE,
@@ -118,19 +118,11 @@ def first_cold_start(port: int, memory: int) -> float:
     create(lambda_client(port), FIRST, HANDLER, memory)
     signer = SigV4Signer(ACCESS_KEY_ID, SECRET_ACCESS_KEY, REGION)
     request = SignedRequest(signer, Target("selfless", port, invoke_path(FIRST)), BODY, TAIL)
-    conn = RawConnection(request.target, timeout_s=60)
-    conn.connect()
-    prepared = request.prepare()
-    try:
-        t0 = time.perf_counter()
-        answer = conn.post(prepared)
-        t1 = time.perf_counter()
-    finally:
-        conn.close()
+    elapsed_ns, answer = fresh_call(request)
     problem = answer.failed(BODY)
     if problem:
         raise RuntimeError(f"the first call on a fresh server failed: {problem}")
-    return (t1 - t0) * 1000
+    return elapsed_ns / 1e6
 
 
 def measure_cold(port: int, count: int, memory: int) -> dict[str, Any]:
@@ -147,16 +139,8 @@ def measure_cold(port: int, count: int, memory: int) -> dict[str, Any]:
             FunctionName=COLD, Environment={"Variables": {"GENERATION": f"{time.time_ns()}{i}"}}
         )
         wait_configured(lam, COLD)
-        conn = RawConnection(request.target, timeout_s=60)
-        conn.connect()
-        prepared = request.prepare()
-        try:
-            with gc_paused():
-                t0 = time.perf_counter_ns()
-                answer = conn.post(prepared)
-                t1 = time.perf_counter_ns()
-        finally:
-            conn.close()
+        with gc_paused():
+            elapsed_ns, answer = fresh_call(request)
         problem = answer.failed(BODY)
         found = INIT_RE.search(log_of(answer.header("X-Amz-Log-Result")))
         if problem:
@@ -164,7 +148,7 @@ def measure_cold(port: int, count: int, memory: int) -> dict[str, Any]:
         elif found is None:
             problems.append(f"sample {i}: no Init Duration (not a cold start)")
         else:
-            samples.append(t1 - t0)
+            samples.append(elapsed_ns)
             init_ms.append(float(found.group(1)))
     return {"samples_ns": samples, "init_ms": init_ms, "problems": problems}
 

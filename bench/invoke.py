@@ -77,6 +77,7 @@ from client import (
     SigV4Signer,
     Stats,
     Target,
+    fresh_call,
     run_concurrent,
     run_sequential,
 )
@@ -479,24 +480,17 @@ def measure_cold(lam: Any, request: SignedRequest, python: Path, count: int) -> 
         )
         wait_configured(lam, COLD_FUNCTION)
         result.update_wait_ms.append((time.perf_counter() - t_update) * 1000)
-        conn = RawConnection(request.target, timeout_s=60)
-        conn.connect()
-        prepared = request.prepare()
         try:
             with gc_paused():
-                t0 = clock()
-                answer = conn.post(prepared)
-                t1 = clock()
+                elapsed_ns, answer = fresh_call(request)
         except OSError as exc:
             result.invoke.error(f"sample {i}: {type(exc).__name__}: {exc}")
             continue
-        finally:
-            conn.close()
         problem = answer.failed(PAYLOAD)
         if problem:
             result.invoke.error(f"sample {i}: {problem}")
         else:
-            result.invoke.samples_ns.append(t1 - t0)
+            result.invoke.samples_ns.append(elapsed_ns)
             log = base64.b64decode(answer.header("X-Amz-Log-Result") or "").decode(errors="replace")
             init = INIT_RE.search(log)
             if init:

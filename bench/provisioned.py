@@ -75,6 +75,7 @@ from client import (
     Stats,
     Target,
     _answer_bounds,
+    fresh_call,
 )
 from invoke import (
     ACCESS_KEY_ID,
@@ -255,20 +256,12 @@ def wait_in_flight(port: int, count: int) -> None:
     )
 
 
-def timed_call(target: Target, request: SignedRequest) -> Call:
+def timed_call(request: SignedRequest) -> Call:
     """One call on a fresh connection, opened (and the request signed) before the clock starts. The
     caller pauses the collector for the whole phase: a ``gc.collect()`` (or any pause of 10 ms or more)
     just before the call makes it ~1 ms slower on an idle 2-vCPU VM, whichever environment answers."""
-    conn = RawConnection(target, timeout_s=60)
-    conn.connect()
-    prepared = request.prepare()
-    try:
-        t0 = time.perf_counter_ns()
-        answer = conn.post(prepared)
-        t1 = time.perf_counter_ns()
-    finally:
-        conn.close()
-    return Call.of(t1 - t0, answer)
+    elapsed_ns, answer = fresh_call(request)
+    return Call.of(elapsed_ns, answer)
 
 
 def keepalive_calls(target: Target, request: SignedRequest, count: int) -> list[Call]:
@@ -323,7 +316,7 @@ def measure_round(
             for k in range(n):
                 wait_in_flight(port, len(holders))
                 late = late or time.time() >= hold_until
-                first.append(timed_call(target, request))
+                first.append(timed_call(request))
                 if k < n - 1:
                     holders.append(PendingCall(port, hold_request.prepare().wire, args.hold + 60))
         answers = [h.finish() for h in holders]
@@ -356,7 +349,7 @@ def measure_round(
     with gc_paused():
         for i in range(args.warmup + args.warm):
             wait_in_flight(port, 0)  # the same prelude as a first call's: one GET /metrics
-            call = timed_call(target, request)
+            call = timed_call(request)
             if i >= args.warmup:
                 warm_fresh.append(call)
     warm_keepalive = keepalive_calls(target, request, args.warm)

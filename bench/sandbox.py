@@ -38,7 +38,7 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from client import RawConnection, SignedRequest, SigV4Signer, Target
+from client import SignedRequest, SigV4Signer, Target, fresh_call
 from invoke import (
     ACCESS_KEY_ID,
     FRESH_ENV,
@@ -145,14 +145,8 @@ def measure_cold(lam: Any, port: int, packages: Path, python: Path, count: int) 
             FunctionName=COLD, Environment={"Variables": {"GENERATION": f"{time.time_ns()}{i}"}}
         )
         wait_configured(lam, COLD)
-        conn = RawConnection(request.target, timeout_s=60)
-        conn.connect()
-        prepared = request.prepare()
         with gc_paused():
-            t0 = time.perf_counter()
-            answer = conn.post(prepared)
-            t1 = time.perf_counter()
-        conn.close()
+            elapsed_ns, answer = fresh_call(request)
         problem = answer.failed(PAYLOAD)
         if problem:
             raise RuntimeError(f"cold sample {i}: {problem}")
@@ -161,7 +155,7 @@ def measure_cold(lam: Any, port: int, packages: Path, python: Path, count: int) 
         if found is None:
             raise RuntimeError(f"cold sample {i} did not start a new environment:\n{log}")
         init.append(float(found.group(1)))
-        cold.append((t1 - t0) * 1000)
+        cold.append(elapsed_ns / 1e6)
         with gc_paused():
             t0 = time.perf_counter()
             subprocess.run(argv, env=env, check=True, timeout=60)
