@@ -11,7 +11,8 @@ Run by hand from the project root (as root for the Linux sandbox), not as a test
    as soon as the last got its 202, for ``--seconds``. Target: >= 5,000 accepted events per second at 32.
 2. **Lag** at a steady load: a second function that prints the wall-clock time its handler starts; events
    sent at ``--rate`` per second for ``--seconds``, each 202's arrival time noted by request id (the event's
-   id); lag = handler start - 202. p50/p99 over all events. (Same machine, same clock.)
+   id); lag = handler start - 202. p50/p99 over all events. (Same machine, same clock.) Floor: 200
+   synchronous calls of the same function on one keep-alive connection, the whole round trip.
 3. **Floor**: in a fresh SQLite database with the server's settings (WAL, synchronous=FULL), the same rows
    (one event of the same payload size) inserted one per transaction, sequentially, for ``--seconds``: what
    durability costs when each event pays its own fsync.
@@ -66,10 +67,9 @@ def logs_client(port: int) -> Any:
 
 def steady_lag(port: int, signer: SigV4Signer, rate: float, seconds: float) -> dict[str, Any]:
     """Events at ``rate``/s (paced, one connection) to ``stamp``; lag from each 202 to its handler start."""
-    request = SignedRequest(
-        signer, Target("stamp", port, invoke_path("stamp")), PAYLOAD, {"X-Amz-Invocation-Type": "Event"}
-    )
-    conn = RawConnection(request.target)
+    target = Target("stamp", port, invoke_path("stamp"))
+    request = SignedRequest(signer, target, PAYLOAD, {"X-Amz-Invocation-Type": "Event"})
+    conn = RawConnection(target)
     conn.connect()
     accepted: dict[str, float] = {}
     started = time.perf_counter()
@@ -103,6 +103,21 @@ def steady_lag(port: int, signer: SigV4Signer, rate: float, seconds: float) -> d
                 break
         time.sleep(0.5)
     lags = sorted((seen[k] - t) * 1000 for k, t in accepted.items() if k in seen)
+    # Floor: the same function called synchronously, on one keep-alive connection: a whole round trip
+    # through the same path (the lag should be a fraction of it: no client leg back, no response).
+    sync = SignedRequest(signer, target, PAYLOAD)
+    conn = RawConnection(target)
+    conn.connect()
+    round_trips = []
+    for _ in range(200):
+        prepared = sync.prepare()
+        t0 = time.perf_counter()
+        answer = conn.post(prepared)
+        round_trips.append((time.perf_counter() - t0) * 1000)
+        if answer.status != 200:
+            raise RuntimeError(f"synchronous floor call failed: {answer.status} {answer.body[:200]!r}")
+    conn.close()
+    round_trips.sort()
     return {
         "rate_per_s": rate,
         "sent": n,
@@ -110,6 +125,8 @@ def steady_lag(port: int, signer: SigV4Signer, rate: float, seconds: float) -> d
         "ran": len(lags),
         "lag_p50_ms": round(pct(lags, 50), 2) if lags else None,
         "lag_p99_ms": round(pct(lags, 99), 2) if lags else None,
+        "floor_sync_round_trip_p50_ms": round(pct(round_trips, 50), 2),
+        "floor_sync_round_trip_p99_ms": round(pct(round_trips, 99), 2),
     }
 
 

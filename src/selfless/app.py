@@ -188,12 +188,10 @@ class App:
                 keys.append(fn.opt_key)
         return keys
 
-    def _lineage_of(self, access_key_id: str) -> Mapping[str, int]:
-        """The chain of the invocation the environment holding this key runs now (empty when none)."""
-        for env in self.pool.environments():
-            if env.access_key == access_key_id:
-                return env.current.lineage if env.current is not None else {}
-        return {}
+    def _lineage_of(self, principal: Principal) -> Mapping[str, int]:
+        """The chain of the invocation the calling environment runs now (empty when none)."""
+        env = self.pool.get(principal.environment_id or "")
+        return env.current.lineage if env is not None and env.current is not None else {}
 
     def _alias_changed(self, function_name: str, alias: str) -> None:
         """An alias moved or went away: provisioned concurrency follows it; a deleted one's policy goes."""

@@ -329,8 +329,6 @@ class FunctionRegistry:
         fn = self.latest(name_or_arn)
         if params.get("ImageUri"):
             raise InvalidParameterValue("Container images are not supported by selfless yet")
-        if params.get("Publish"):
-            raise InvalidParameterValue("Publishing versions is not supported by selfless yet")
         zip_bytes = await self.package(params)
         dry_run = bool(params.get("DryRun"))
         async with self._lock(fn.name):

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import enum
+import functools
 import hashlib
 from collections.abc import Mapping
 from typing import Any
@@ -135,10 +136,10 @@ class Function:
         doc["layers"] = [{"arn": layer.arn, "code": dataclasses.asdict(layer.code)} for layer in self.layers]
         return doc
 
-    @property
-    def logging_config(self) -> dict[str, str]:
+    @functools.cached_property
+    def logging_config(self) -> Mapping[str, str]:
         """LoggingConfig as AWS shows it, defaults filled in: Text, or JSON with both levels (INFO unless
-        set), and the log group."""
+        set), and the log group. Worked out once per record (every environment start reads it)."""
         given = self.extra.get("LoggingConfig") or {}
         doc = {"LogFormat": given.get("LogFormat") or "Text"}
         if doc["LogFormat"] == "JSON":
@@ -147,7 +148,7 @@ class Function:
         doc["LogGroup"] = given.get("LogGroup") or f"/aws/lambda/{self.name}"
         return doc
 
-    @property
+    @functools.cached_property
     def opt_key(self) -> str | None:
         """Names the merged /opt tree of this function's layers (None without layers)."""
         if not self.layers:

@@ -139,8 +139,9 @@ def test_a_foreign_architecture_is_kept_and_refused_clearly(lam: Any, make_funct
 
 
 def test_an_update_keeps_the_old_package_for_calls_in_flight(lam: Any, make_function: Callable[..., str]) -> None:
-    """The package an environment runs stays on disk until the environment is gone, even after an update
-    made it unreferenced: a call in flight still reads its own files."""
+    """An update during a call: the call finishes on its own code and files, the next one runs the new
+    code. (That the old package outlives its last reference while an environment uses it, past the code
+    store's grace for fresh packages, is tests/unit/test_package_collection.py's.)"""
     slow = "import time\n\ndef handler(event, context):\n    time.sleep(2)\n    return open('data.txt').read()\n"
     name = make_function(files={"app.py": slow, "data.txt": "old"})
     with concurrent.futures.ThreadPoolExecutor(1) as pool:
@@ -152,3 +153,14 @@ def test_an_update_keeps_the_old_package_for_calls_in_flight(lam: Any, make_func
     assert json.loads(answer["Payload"].read()) == "old"
     wait_updated(lam, name)
     assert json.loads(lam.invoke(FunctionName=name)["Payload"].read()) == "new"
+
+
+def test_update_function_code_with_publish_makes_a_version(lam: Any, make_function: Callable[..., str]) -> None:
+    name = make_function(CODE)
+    published = lam.update_function_code(
+        FunctionName=name, ZipFile=make_zip({"app.py": "def handler(e, c):\n    return 'v1'\n"}), Publish=True
+    )
+    assert published["Version"] == "1"
+    assert published["FunctionArn"].endswith(f":{name}:1")
+    assert [v["Version"] for v in lam.list_versions_by_function(FunctionName=name)["Versions"]] == ["$LATEST", "1"]
+    assert json.loads(lam.invoke(FunctionName=name, Qualifier="1")["Payload"].read()) == "v1"

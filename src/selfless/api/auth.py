@@ -108,6 +108,7 @@ class Principal:
     access_key_id: str
     kind: str  # "admin" or "function"
     function_arn: str | None = None  # for kind == "function": the function whose environment holds the key
+    environment_id: str | None = None  # for kind == "function": that environment
 
     def __post_init__(self) -> None:
         if self.kind not in ("admin", "function"):

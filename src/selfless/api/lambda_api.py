@@ -20,7 +20,7 @@ from typing import Any, TypeVar
 from selfless import policies
 from selfless.api import errors as wire_errors
 from selfless.api import model as m
-from selfless.api.auth import Caller
+from selfless.api.auth import Caller, Principal
 from selfless.api.wire import alias_doc, configuration, layer_version_doc, layer_version_item
 from selfless.artifacts.local import LocalCodeStore
 from selfless.config import Settings
@@ -137,9 +137,9 @@ class LambdaApi:
     ) -> None:
         self._event_configs = event_configs
         self._events = events
-        # The chain of the invocation an environment (by its access key) is running now: set by the
-        # composition root, which knows the environments (recursive loop detection).
-        self.lineage_of: Callable[[str], Mapping[str, int]] = lambda _key: {}
+        # The chain of the invocation the calling environment runs now: set by the composition root, which
+        # knows the environments (recursive loop detection).
+        self.lineage_of: Callable[[Principal], Mapping[str, int]] = lambda _principal: {}
         self._permissions = permissions
         self._provisioned = provisioned
         self._layers = layers
@@ -212,7 +212,7 @@ class LambdaApi:
             hit = _INVOKE_RE.match(request.path)
             if hit is not None:
                 self._authorize(caller, "Invoke")
-                lineage = self.lineage_of(caller.principal.access_key_id) if caller.principal.kind == "function" else {}
+                lineage = self.lineage_of(caller.principal) if caller.principal.kind == "function" else {}
                 return await self._invoke(urllib.parse.unquote(hit.group(1)), request, request_id, lineage)
         if request.path.startswith(SELFLESS_PREFIX):
             return await self._selfless(request, caller)
@@ -337,6 +337,10 @@ class LambdaApi:
 
     async def _update_function_code(self, params: dict[str, Any], request: Request) -> Response:
         fn = await self._registry.update_code(params["FunctionName"], params)
+        if params.get("Publish") and not params.get("DryRun"):
+            # As CreateFunction's Publish: the new code becomes the next version, which the answer shows.
+            await self._registry.wait_settled()
+            fn = await self._registry.publish_version(fn.name, {})
         return _json(configuration(fn, self._settings.region))
 
     async def _update_function_configuration(self, params: dict[str, Any], request: Request) -> Response:

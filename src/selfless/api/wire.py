@@ -89,7 +89,7 @@ def configuration(fn: Function, region: str) -> dict[str, Any]:
         doc["LastUpdateStatusReasonCode"] = fn.last_update_status_reason_code
     for key, value in fn.extra.items():
         doc[key] = value
-    doc["LoggingConfig"] = fn.logging_config
+    doc["LoggingConfig"] = dict(fn.logging_config)
     snap_start = fn.extra.get("SnapStart")
     if isinstance(snap_start, dict):
         # Fork-after-init is on for published versions that ask for it (and $LATEST by selfless's own tag).

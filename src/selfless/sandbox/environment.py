@@ -184,11 +184,6 @@ class Environment:
         self.state = to
 
     @property
-    def access_key(self) -> str | None:
-        """The access key id of this environment's session credentials (None before its start)."""
-        return self._access_key
-
-    @property
     def alive(self) -> bool:
         return self.state in (EnvState.STARTING, EnvState.IDLE, EnvState.BUSY)
 
@@ -206,7 +201,8 @@ class Environment:
             # backlog, and the ~0.3 ms the event loop takes to serve a socket is off a forked start's path.
             host, port = self._server.listen("127.0.0.1", 0)
             key_id, secret, token = generate_session_credentials()
-            self._keyring.add(key_id, secret, Principal(key_id, "function", fn.arn), session_token=token)
+            principal = Principal(key_id, "function", fn.arn, environment_id=self.id)
+            self._keyring.add(key_id, secret, principal, session_token=token)
             self._access_key = key_id
             env = self._environment(layout, f"{host}:{port}", key_id, secret, token)
             runtime_arn = f"arn:aws:lambda:{self._settings.region}::runtime:selfless-{self.runtime.name}"
@@ -286,10 +282,9 @@ class Environment:
             }
         )
         env.setdefault("AWS_ENDPOINT_URL", self._endpoint)
-        logging_config = fn.logging_config
-        env["AWS_LAMBDA_LOG_FORMAT"] = logging_config["LogFormat"]
-        if "ApplicationLogLevel" in logging_config:
-            env["AWS_LAMBDA_LOG_LEVEL"] = logging_config["ApplicationLogLevel"]
+        env["AWS_LAMBDA_LOG_FORMAT"] = fn.logging_config["LogFormat"]
+        if "ApplicationLogLevel" in fn.logging_config:
+            env["AWS_LAMBDA_LOG_LEVEL"] = fn.logging_config["ApplicationLogLevel"]
         if self.runtime.execution_env:
             env["AWS_EXECUTION_ENV"] = self.runtime.execution_env
         if self.runtime.is_python and layout.packages:

@@ -143,8 +143,11 @@ class LinuxProcess:
             os.kill(self.pid, sig)
 
     def close_output(self) -> None:
-        with contextlib.suppress(OSError):
-            os.close(self.output_fd)
+        """Once (see Scratch.close for what a second close of a number does)."""
+        fd, self.output_fd = self.output_fd, -1
+        if fd >= 0:
+            with contextlib.suppress(OSError):
+                os.close(fd)
 
     def peak_rss_mb(self) -> int | None:
         return self.cgroup.peak_mb()

@@ -415,5 +415,9 @@ class EnvironmentPool:
             return len(self._all)
         return sum(1 for e in self._all.values() if e.key[0] == function_name)
 
+    def get(self, env_id: str) -> Environment | None:
+        """A live environment by its id."""
+        return self._all.get(env_id)
+
     def environments(self) -> list[Environment]:
         return list(self._all.values())

@@ -62,8 +62,13 @@ class Scratch:
             self.image.unlink()
 
     def close(self) -> None:
-        with contextlib.suppress(OSError):
-            os.close(self.fd)
+        """Close our descriptor, once: a returned image is closed when given back and again when released,
+        and a second close of the number would close whatever file took it meanwhile (a zygote's socket,
+        seen at shutdown as "Bad file descriptor")."""
+        fd, self.fd = self.fd, -1
+        if fd >= 0:
+            with contextlib.suppress(OSError):
+                os.close(fd)
 
     def detached(self) -> bool:
         """Whether the loop device no longer reads this image (every mount of it is gone): only then may

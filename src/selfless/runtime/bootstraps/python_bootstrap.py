@@ -325,6 +325,17 @@ def _log_error(body, request_id=""):
         sys.stdout.write("[ERROR] %s: %s\n" % (body["errorType"], body["errorMessage"]))
 
 
+def _init_failed(conn, body, error_type):
+    """The init (or a forked environment's restore) failed: say so in the log and to the Runtime API."""
+    _log_error(body)
+    conn.request(
+        "POST",
+        _API + "/init/error",
+        json.dumps(body).encode(),
+        (("Lambda-Runtime-Function-Error-Type", error_type),),
+    )
+
+
 def main():
     env = os.environ
     _setup_logging(env)
@@ -334,14 +345,7 @@ def main():
     try:
         handler = _load_handler(env["_HANDLER"], task_root)
     except _UserError as exc:
-        body = _error_body(exc)
-        _log_error(body)
-        conn.request(
-            "POST",
-            _API + "/init/error",
-            json.dumps(body).encode(),
-            (("Lambda-Runtime-Function-Error-Type", exc.error_type),),
-        )
+        _init_failed(conn, _error_body(exc), exc.error_type)
         sys.exit(1)
     # The function's own init time (its imports), so the platform can report Init Duration honestly.
     first = (("Selfless-Init-Duration-Ms", "%.3f" % ((time.monotonic() - started) * 1000)),)
@@ -568,14 +572,7 @@ def _forked_child(spec, out_fd, go_fd, api_fd, filter_prog, enter_forked, handle
             for func, args, kwargs in _hooks("get_after_restore"):
                 func(*args, **kwargs)
         except Exception as exc:
-            body = _error_body(exc)
-            _log_error(body)
-            conn.request(
-                "POST",
-                _API + "/init/error",
-                json.dumps(body).encode(),
-                (("Lambda-Runtime-Function-Error-Type", "Runtime.AfterRestoreError"),),
-            )
+            _init_failed(conn, _error_body(exc), "Runtime.AfterRestoreError")
             os._exit(1)
         restore = (("Selfless-Restore-Duration-Ms", "%.3f" % ((time.monotonic() - started) * 1000)),)
         _serve(conn, handler, restore)
