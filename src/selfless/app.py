@@ -24,6 +24,7 @@ from selfless.config import Settings, mem_info_mb
 from selfless.errors import ResourceNotFound
 from selfless.functions import FunctionRegistry
 from selfless.httpserver import HttpServer
+from selfless.invocation.destinations import Destinations
 from selfless.invocation.events import AsyncInvoker, EventInvokeConfigs
 from selfless.invocation.leases import Leases
 from selfless.invocation.provisioned import ProvisionedConcurrency
@@ -129,12 +130,23 @@ class App:
         self.metrics.watch_templates(lambda: self.backend.templates_ready())
         self.metrics.watch_concurrency(self.leases.in_use)
         self.invocations = InvocationService(settings, self.registry, self.pool, self.store, self.metrics, self.leases)
-        self.event_configs = EventInvokeConfigs(self.store, self.registry)
+        self.destinations = Destinations(
+            {
+                "sqs": settings.sqs_endpoint,
+                "sns": settings.sns_endpoint,
+                "events": settings.events_endpoint,
+                "s3": settings.s3_endpoint,
+            },
+            settings.region,
+        )
+        self.registry.check_target = lambda arn, usage: self.destinations.check(arn, usage=usage)
+        self.event_configs = EventInvokeConfigs(self.store, self.registry, self.destinations)
         self.events = AsyncInvoker(
             self.store,
             self.registry,
             self.event_configs,
             self.invocations.run,
+            self.destinations,
             limit=settings.async_queue_limit,
             retry_delay_s=settings.async_retry_delay_s,
         )

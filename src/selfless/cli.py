@@ -592,7 +592,9 @@ def events(conn: Connection, name: str, redrive: bool) -> None:
     """List the asynchronous events of the function NAME that have not succeeded yet.
 
     A table of request id, qualifier, state (queued, retrying, failed), attempts, when it was accepted and
-    why it failed; "no events" on stderr if none. With --redrive, queue the failed ones again.
+    why it failed; a record or dead-letter message still on its way to a queue, topic, bus or bucket shows
+    as "deliver to ARN" in the qualifier's place. "no events" on stderr if none. With --redrive, queue the
+    failed ones (deliveries too) again.
     """
     path = f"/_selfless/functions/{name}/events"
     if redrive:
@@ -608,9 +610,8 @@ def events(conn: Connection, name: str, redrive: bool) -> None:
         table.add_column(column, no_wrap=True)
     for e in found:
         failure = " ".join(str(x) for x in (e.get("Failure"), e.get("LastError")) if x) or "-"
-        table.add_row(
-            e["RequestId"], e["Qualifier"], e["State"], str(e["Attempts"]), _iso(int(e["AcceptedAt"] * 1000)), failure
-        )
+        where = f"deliver to {e['DeliverTo']}" if e.get("DeliverTo") else e["Qualifier"]
+        table.add_row(e["RequestId"], where, e["State"], str(e["Attempts"]), _iso(int(e["AcceptedAt"] * 1000)), failure)
     console = Console(highlight=False, width=None if sys.stdout.isatty() else 10_000)
     console.print(table)
 

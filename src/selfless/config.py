@@ -74,6 +74,11 @@ class Settings:
     ksm: bool = False
     # An S3-compatible endpoint (http:// or https:// URL) for Code's S3Bucket/S3Key; None: S3 locations are refused.
     s3_endpoint: str | None = None
+    # Where asynchronous invocations deliver records and dead-letter messages to queues, topics and event buses
+    # (SQS-, SNS- and EventBridge-compatible endpoints); None: such destinations are refused when configured.
+    sqs_endpoint: str | None = None
+    sns_endpoint: str | None = None
+    events_endpoint: str | None = None
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str], **flags: Any) -> Settings:
@@ -120,9 +125,13 @@ class Settings:
             raise SettingsError(f"SELFLESS_ASYNC_RETRY_DELAY is not a number: {exc}") from exc
         if not 0 <= retry_delay <= 3600:
             raise SettingsError(f"SELFLESS_ASYNC_RETRY_DELAY must be 0-3600 seconds, got {retry_delay}")
-        s3_endpoint = pick("s3_endpoint", "SELFLESS_S3_ENDPOINT", None) or None
-        if s3_endpoint is not None and not _is_http_url(str(s3_endpoint)):
-            raise SettingsError(f"SELFLESS_S3_ENDPOINT must be an http:// or https:// URL, got {s3_endpoint!r}")
+        endpoints: dict[str, str | None] = {}
+        for service in ("s3", "sqs", "sns", "events"):
+            env = f"SELFLESS_{service.upper()}_ENDPOINT"
+            url = pick(f"{service}_endpoint", env, None) or None
+            if url is not None and not _is_http_url(str(url)):
+                raise SettingsError(f"{env} must be an http:// or https:// URL, got {url!r}")
+            endpoints[f"{service}_endpoint"] = None if url is None else str(url)
         interpreters: dict[str, str] = {}
         for entry in str(environ.get("SELFLESS_PYTHON_RUNTIMES", "")).split(","):
             if entry.strip():
@@ -148,7 +157,10 @@ class Settings:
             sandbox=sandbox,
             zygote_preload=str(environ.get("SELFLESS_ZYGOTE_PRELOAD", "boto3")),
             ksm=str(environ.get("SELFLESS_KSM", "")).lower() in ("1", "true", "on", "yes"),
-            s3_endpoint=None if s3_endpoint is None else str(s3_endpoint),
+            s3_endpoint=endpoints["s3_endpoint"],
+            sqs_endpoint=endpoints["sqs_endpoint"],
+            sns_endpoint=endpoints["sns_endpoint"],
+            events_endpoint=endpoints["events_endpoint"],
             async_retry_delay_s=retry_delay,
             zygote_prewarm=tuple(
                 r.strip() for r in environ.get("SELFLESS_ZYGOTE_PREWARM", "python3.12").split(",") if r.strip()

@@ -139,6 +139,9 @@ class FunctionRegistry:
         # Package keys and /opt trees live environments use (an update's old code serves the calls in
         # flight until they end): kept by ``collect``. Set by the composition root.
         self.in_use: Callable[[], Iterable[str]] = lambda: ()
+        # Refuses a DeadLetterConfig target that cannot be delivered to (``Destinations.check``); set by the
+        # composition root.
+        self.check_target: Callable[[str, str], None] = lambda _arn, _usage: None
 
     async def load(self) -> None:
         for fn in await self._store.list_functions():
@@ -726,11 +729,13 @@ class FunctionRegistry:
             f"Supported runtimes: {', '.join(self._runtimes.names())}"
         )
 
-    @staticmethod
-    def _refuse_unsupported(params: Mapping[str, Any]) -> None:
+    def _refuse_unsupported(self, params: Mapping[str, Any]) -> None:
         for key, message in _UNSUPPORTED.items():
             if params.get(key):
                 raise InvalidParameterValue(message)
+        target = (params.get("DeadLetterConfig") or {}).get("TargetArn")
+        if target:  # an empty TargetArn removes the dead-letter target, as on AWS
+            self.check_target(target, "DeadLetterConfig")
 
     @staticmethod
     def _check_logging(config: Mapping[str, Any]) -> None:

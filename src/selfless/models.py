@@ -96,7 +96,8 @@ class Function:
     environment: Mapping[str, str] = dataclasses.field(default_factory=dict)
     architectures: tuple[str, ...] = ("x86_64",)
     tags: Mapping[str, str] = dataclasses.field(default_factory=dict)
-    # Accepted configuration we store and echo back but do not act on yet (TracingConfig, DeadLetterConfig...).
+    # Configuration kept as sent and echoed back: TracingConfig, VpcConfig... (not acted on yet), DeadLetterConfig
+    # (read by the async path), LoggingConfig, SnapStart.
     extra: Mapping[str, Any] = dataclasses.field(default_factory=dict)
     last_modified: str = ""
     revision_id: str = ""

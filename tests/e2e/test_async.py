@@ -28,6 +28,15 @@ FAILING = """def handler(event, context):
 ECHO = """def handler(event, context):
     return {"echo": event}
 """
+SLOW_OR_ECHO = """import time
+
+
+def handler(event, context):
+    if event.get("sleep"):
+        print("sleeping")
+        time.sleep(event["sleep"])
+    return {"echo": event}
+"""
 # Prints one line per record it receives: the record itself, and this delivery's own request id.
 RECORDER = """import json
 
@@ -51,6 +60,14 @@ def records(server: Server, recorder: str) -> list[dict[str, Any]]:
     except logs.exceptions.ResourceNotFoundException:
         return []
     return [json.loads(e["message"][len("RECORD ") :]) for e in found if e["message"].startswith("RECORD ")]
+
+
+def log_messages(server: Server, name: str) -> list[str]:
+    logs = server.client("logs")
+    try:
+        return [e["message"] for e in logs.filter_log_events(logGroupName=f"/aws/lambda/{name}")["events"]]
+    except logs.exceptions.ResourceNotFoundException:
+        return []
 
 
 def wait_for(what: str, check: Any, timeout: float = 30.0) -> Any:
@@ -95,17 +112,25 @@ def test_event_invoke_config_api(async_server: Server) -> None:
     assert [c["FunctionArn"] for c in listed] == [f"{arn}:$LATEST"]
 
     unvalidated = async_server.client(parameter_validation=False)  # the server's own validation
-    for bad, code in (
-        ({"MaximumRetryAttempts": 3}, "ValidationException"),
-        ({"MaximumEventAgeInSeconds": 59}, "ValidationException"),
+    for bad, code, words in (
+        ({"MaximumRetryAttempts": 3}, "ValidationException", ""),
+        ({"MaximumEventAgeInSeconds": 59}, "ValidationException", ""),
+        # This server has no SQS endpoint: a queue destination could never be delivered to.
         (
             {"DestinationConfig": {"OnSuccess": {"Destination": "arn:aws:sqs:us-east-1:000000000000:q"}}},
             "InvalidParameterValueException",
+            "SELFLESS_SQS_ENDPOINT",
+        ),
+        (
+            {"DestinationConfig": {"OnFailure": {"Destination": "arn:aws:dynamodb:us-east-1:000000000000:table/t"}}},
+            "InvalidParameterValueException",
+            "is invalid",
         ),
     ):
         with pytest.raises(lam.exceptions.ClientError) as refused:
             unvalidated.put_function_event_invoke_config(FunctionName=name, **bad)
         assert refused.value.response["Error"]["Code"] == code, bad
+        assert words in refused.value.response["Error"]["Message"]
     assert lam.get_function_event_invoke_config(FunctionName=name)["MaximumRetryAttempts"] == 2, "unchanged"
     lam.delete_function_event_invoke_config(FunctionName=name)
     assert lam.list_function_event_invoke_configs(FunctionName=name)["FunctionEventInvokeConfigs"] == []
@@ -146,22 +171,44 @@ def test_retries_then_the_failure_record(async_server: Server) -> None:
 
 def test_success_record_and_throttled_events_run_later(async_server: Server) -> None:
     lam = async_server.client()
-    name, recorder = deploy(lam, ECHO), deploy(lam, RECORDER)
+    name, recorder = deploy(lam, SLOW_OR_ECHO), deploy(lam, RECORDER)
     lam.put_function_event_invoke_config(
         FunctionName=name, DestinationConfig={"OnSuccess": {"Destination": arn_of(lam, recorder)}}
     )
-    lam.put_function_concurrency(FunctionName=name, ReservedConcurrentExecutions=0)  # every call throttled
-    accepted = lam.invoke(FunctionName=name, InvocationType="Event", Payload=json.dumps({"k": "v"}))
-    assert accepted["StatusCode"] == 202
-    time.sleep(1.5)
-    assert records(async_server, recorder) == [], "throttled: not run yet"
-    lam.delete_function_concurrency(FunctionName=name)
+    lam.put_function_concurrency(FunctionName=name, ReservedConcurrentExecutions=1)
+    with concurrent.futures.ThreadPoolExecutor(1) as pool:
+        busy = pool.submit(lam.invoke, FunctionName=name, Payload=json.dumps({"sleep": 2.5}))  # holds the 1
+        wait_for("the slow call to start", lambda: "sleeping" in " ".join(log_messages(async_server, name)))
+        accepted = lam.invoke(FunctionName=name, InvocationType="Event", Payload=json.dumps({"k": "v"}))
+        assert accepted["StatusCode"] == 202
+        time.sleep(1.0)
+        assert records(async_server, recorder) == [], "throttled: not run yet"
+        assert busy.result()["StatusCode"] == 200
     (got,) = wait_for("the success record", lambda: records(async_server, recorder))
     record = got["record"]
     assert record["requestContext"]["condition"] == "Success"
     assert record["requestContext"]["approximateInvokeCount"] == 1, "a throttle is not an attempt"
     assert record["responseContext"] == {"statusCode": 200, "executedVersion": "$LATEST"}
     assert record["responsePayload"] == {"echo": {"k": "v"}}
+
+
+def test_reserved_concurrency_0_sends_events_to_the_failure_path_at_once(async_server: Server) -> None:
+    """As AWS does since 2021: a function turned off runs none of its events and does not retry them."""
+    lam = async_server.client()
+    name, recorder = deploy(lam, SLOW_OR_ECHO), deploy(lam, RECORDER)
+    lam.put_function_event_invoke_config(
+        FunctionName=name, DestinationConfig={"OnFailure": {"Destination": arn_of(lam, recorder)}}
+    )
+    lam.put_function_concurrency(FunctionName=name, ReservedConcurrentExecutions=0)
+    started = time.monotonic()
+    lam.invoke(FunctionName=name, InvocationType="Event", Payload=json.dumps({"k": "off"}))
+    (got,) = wait_for("the failure record", lambda: records(async_server, recorder))
+    assert time.monotonic() - started < 5, "no retries, no throttle backoff"
+    record = got["record"]
+    assert record["requestContext"]["condition"] == "RetriesExhausted"
+    assert record["requestContext"]["approximateInvokeCount"] == 0
+    assert record["requestPayload"] == {"k": "off"} and "responseContext" not in record
+    assert log_messages(async_server, name) == [], "the function never ran"
 
 
 def test_kill_9_under_load_loses_nothing(tmp_path: Path) -> None:

@@ -11,6 +11,8 @@ import time
 from collections.abc import Callable
 from typing import Any
 
+import pytest
+
 from tests.conftest import ROLE, make_zip, unique
 
 CODE = "def handler(event, context):\n    return 'ok'\n"
@@ -53,7 +55,6 @@ def test_terraform_style_cycle(lam: Any, make_function: Callable[..., str]) -> N
         "MemorySize": 256,
         "Environment": {"Variables": {"STAGE": "prod", "EMPTY": ""}},
         "TracingConfig": {"Mode": "Active"},
-        "DeadLetterConfig": {"TargetArn": "arn:aws:sqs:us-east-1:000000000000:dlq"},
         "Architectures": [HOST],
         "EphemeralStorage": {"Size": 1024},
         "LoggingConfig": {"LogFormat": "JSON", "ApplicationLogLevel": "WARN", "SystemLogLevel": "INFO"},
@@ -107,7 +108,6 @@ def test_terraform_style_cycle(lam: Any, make_function: Callable[..., str]) -> N
             "Timeout",
             "MemorySize",
             "TracingConfig",
-            "DeadLetterConfig",
             "Layers",
             "LoggingConfig",
             "CodeSha256",
@@ -164,3 +164,21 @@ def test_update_function_code_with_publish_makes_a_version(lam: Any, make_functi
     assert published["FunctionArn"].endswith(f":{name}:1")
     assert [v["Version"] for v in lam.list_versions_by_function(FunctionName=name)["Versions"]] == ["$LATEST", "1"]
     assert json.loads(lam.invoke(FunctionName=name, Qualifier="1")["Payload"].read()) == "v1"
+
+
+def test_a_dead_letter_target_that_cannot_be_delivered_to_is_refused(lam: Any) -> None:
+    """This server has no SQS or SNS endpoint: a DeadLetterConfig naming a queue is refused, not kept."""
+    name = unique()
+    for target, words in (
+        ("arn:aws:sqs:us-east-1:000000000000:dlq", "SELFLESS_SQS_ENDPOINT"),
+        ("arn:aws:sns:us-east-1:000000000000:topic", "SELFLESS_SNS_ENDPOINT"),
+        ("arn:aws:lambda:us-east-1:000000000000:function:f", "an SQS queue or an SNS topic"),
+    ):
+        with pytest.raises(lam.exceptions.InvalidParameterValueException) as refused:
+            lam.create_function(
+                FunctionName=name, Runtime="python3.12", Role=ROLE, Handler="app.handler",
+                Code={"ZipFile": make_zip({"app.py": CODE})}, DeadLetterConfig={"TargetArn": target},
+            )  # fmt: skip
+        assert words in refused.value.response["Error"]["Message"]
+    with pytest.raises(lam.exceptions.ResourceNotFoundException):
+        lam.get_function(FunctionName=name)

@@ -535,6 +535,8 @@ class LambdaApi:
             }
             if state == "retrying":
                 doc["NextAttemptAt"] = e.next_at
+            if e.target:
+                doc["DeliverTo"] = e.target  # a record or dead-letter message on its way to a queue, topic...
             if e.failure:
                 doc["Failure"] = e.failure
             if e.last_error:

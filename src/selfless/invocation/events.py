@@ -12,11 +12,16 @@ The path of an Event invocation:
    (0-2, default 2). An event older than MaximumEventAgeInSeconds (60-21600) is not run again.
 4. Settling is one transaction: the event is deleted (success) or kept as failed (RetriesExhausted,
    EventAgeExceeded), and the invocation record for the OnSuccess / OnFailure destination, if there is one,
-   is accepted with it. So after a crash every accepted event ends in exactly one success or one failure,
-   though a function may run more than once (at least once, as on AWS).
+   is accepted with it, as is the dead-letter message of a failed event (DeadLetterConfig). So after a crash
+   every accepted event ends in exactly one success or one failure, though a function may run more than once
+   (at least once, as on AWS).
+5. A record for a Lambda function is an Event invocation of it. A record or dead-letter message for a queue,
+   topic, bus or bucket is a delivery (``StoredEvent.target``): the scheduler sends it (``destinations.py``),
+   and a delivery that does not go through waits and is tried again, backing off up to 5 minutes, for up to
+   6 hours; then it is kept as failed, listed and re-drivable like a failed event.
 
-Destinations are Lambda functions for now (the record is their event, delivered as an Event invocation);
-queues and topics come with the services that provide them.
+A function whose reserved concurrency is 0 runs none of its events: as on AWS since 2021, they go to the
+failure path at once, without retries.
 """
 
 from __future__ import annotations
@@ -35,8 +40,9 @@ from collections.abc import Awaitable, Callable, Mapping
 from typing import Any
 
 from selfless import ids
-from selfless.errors import InvalidParameterValue, ResourceNotFound, TooManyRequests
+from selfless.errors import ResourceNotFound, TooManyRequests
 from selfless.functions import FunctionRegistry
+from selfless.invocation.destinations import DeliveryError, Destinations, Message, dead_letter_attributes
 from selfless.invocation.inflight import Outcome
 from selfless.models import Function
 from selfless.store.base import MetadataStore, StoredEvent, encode_lineage
@@ -49,6 +55,8 @@ _CONCURRENCY = 64
 _THROTTLE_BACKOFF_MAX_S = 300.0
 _MAX_GROUP = 2_000  # events per group commit
 _RETRY_AFTER_FAULT_S = 5
+# A delivery to a queue, topic, bus or bucket is tried again for this long before it is kept as failed.
+DELIVERY_MAX_AGE_S = 21_600
 _LAMBDA_ARN = re.compile(
     r"^arn:aws[a-zA-Z-]*:lambda:[a-z0-9-]+:\d{12}:function:(?P<name>[a-zA-Z0-9_-]+)(?::(?P<qualifier>[a-zA-Z0-9_$-]+))?$"
 )
@@ -72,9 +80,10 @@ class Policy:
 class EventInvokeConfigs:
     """Put/Update/Get/Delete/ListFunctionEventInvokeConfigs, kept in the metadata store."""
 
-    def __init__(self, store: MetadataStore, registry: FunctionRegistry) -> None:
+    def __init__(self, store: MetadataStore, registry: FunctionRegistry, destinations: Destinations) -> None:
         self._store = store
         self._registry = registry
+        self._destinations = destinations
         self._configs: dict[tuple[str, str], dict[str, Any]] = {}
         self._lock = asyncio.Lock()
 
@@ -97,8 +106,8 @@ class EventInvokeConfigs:
         name, qualifier, arn = self._target(name_or_arn, qualifier)
         for kind in ("OnSuccess", "OnFailure"):
             destination = ((params.get("DestinationConfig") or {}).get(kind) or {}).get("Destination")
-            if destination:
-                _check_destination(destination)
+            if destination and not _LAMBDA_ARN.match(destination):
+                self._destinations.check(destination, usage=kind)
         async with self._lock:
             old = self._configs.get((name, qualifier))
             doc: dict[str, Any] = dict(old) if merge and old is not None else {}
@@ -162,17 +171,6 @@ class EventInvokeConfigs:
         return out
 
 
-def _check_destination(arn: str) -> None:
-    if _LAMBDA_ARN.match(arn):
-        return
-    if re.match(r"^arn:aws[a-zA-Z-]*:(sqs|sns|events|s3):", arn):
-        raise InvalidParameterValue(
-            f"The destination {arn} cannot be used here yet: selfless delivers invocation records to Lambda "
-            "functions; queues, topics, event buses and buckets come with the services that provide them."
-        )
-    raise InvalidParameterValue(f"The destination ARN {arn} is invalid.")
-
-
 def record(
     event: StoredEvent, function_arn: str, condition: str, attempts: int, outcome: Outcome | None, version: str
 ) -> dict[str, Any]:
@@ -218,6 +216,7 @@ class AsyncInvoker:
         registry: FunctionRegistry,
         configs: EventInvokeConfigs,
         run: Run,
+        destinations: Destinations,
         *,
         limit: int,
         retry_delay_s: float,
@@ -226,6 +225,7 @@ class AsyncInvoker:
         self._registry = registry
         self._configs = configs
         self._run = run
+        self._destinations = destinations
         self._limit = limit
         self._retry_delay_s = retry_delay_s
         self._pending: list[tuple[StoredEvent, asyncio.Future[None]]] = []
@@ -332,6 +332,9 @@ class AsyncInvoker:
             self._schedule(event.replace(next_at=time.time() + _RETRY_AFTER_FAULT_S))
 
     async def _attempt(self, event: StoredEvent) -> None:
+        if event.target is not None:
+            await self._deliver(event)
+            return
         policy = self._configs.policy(event.function_name, event.qualifier)
         try:
             fn, invoked = self._registry.for_invoke(event.function_name, event.qualifier)
@@ -351,15 +354,16 @@ class AsyncInvoker:
             )
             await self._settle_failed(event, policy, arn, RECURSION_CONDITION, None, fn.version)
             return
+        if self._registry.latest(fn.name).reserved_concurrency == 0:
+            # AWS (since August 2021): a function turned off runs none of its events, and does not retry them.
+            log.warning("event %s for %s: reserved concurrency is 0; to the failure path", event.id, arn)
+            await self._settle_failed(event, policy, arn, "RetriesExhausted", None, fn.version)
+            return
         chain[fn.name] = runs + 1
         try:
             outcome = await self._run(fn, event.payload, event.client_context, event.id, invoked, chain)
         except TooManyRequests:
-            key = _gate_key(event)
-            throttles = self._gates.get(key, (0.0, 0))[1] + 1
-            backoff = min(_THROTTLE_BACKOFF_MAX_S, 0.5 * 2 ** min(throttles, 10))
-            self._gates[key] = (time.time() + backoff, throttles)
-            self._schedule(event.replace(next_at=time.time() + backoff))
+            self._back_off(event, _gate_key(event))
             return
         self._gates.pop(_gate_key(event), None)
         attempts = event.attempts + 1
@@ -380,19 +384,43 @@ class AsyncInvoker:
             return
         await self._settle_failed(event, policy, arn, "RetriesExhausted", outcome, fn.version)
 
+    def _back_off(self, event: StoredEvent, key: str) -> None:
+        """Not now (a throttle, an unreachable destination): this event and the others behind the same gate
+        wait, twice as long each time in a row, up to 5 minutes."""
+        throttles = self._gates.get(key, (0.0, 0))[1] + 1
+        backoff = min(_THROTTLE_BACKOFF_MAX_S, 0.5 * 2 ** min(throttles, 10))
+        self._gates[key] = (time.time() + backoff, throttles)
+        self._schedule(event.replace(next_at=time.time() + backoff))
+
+    async def _deliver(self, event: StoredEvent) -> None:
+        """One attempt to send a record or dead-letter message to its queue, topic, bus or bucket."""
+        target = event.target
+        assert target is not None
+        attributes = json.loads(event.attributes) if event.attributes else {}
+        try:
+            await self._destinations.send(Message(target, event.payload, attributes))
+        except DeliveryError as exc:
+            event = event.replace(attempts=event.attempts + 1, last_error=str(exc)[:500])
+            if time.time() - event.accepted_at > DELIVERY_MAX_AGE_S:
+                log.error("delivery %s to %s failed for 6 hours (%s); kept as failed (selfless events %s)",
+                          event.id, event.target, exc, event.function_name)  # fmt: skip
+                await self._settle(event.replace(state="failed", failure="DeliveryFailed"), [])
+                return
+            log.warning("delivery %s to %s: attempt %d failed: %s", event.id, event.target, event.attempts, exc)
+            await self._store.update_event(event)
+            self._back_off(event, target)
+            return
+        self._gates.pop(target, None)
+        await self._settle(event, [])
+
     async def _settle_failed(
         self, event: StoredEvent, policy: Policy, arn: str, condition: str, outcome: Outcome | None, version: str
     ) -> None:
         log.warning("event %s for %s failed: %s after %d attempts", event.id, arn, condition, event.attempts)
-        if policy.on_failure is None:
-            dead_letter = self._registry.latest(event.function_name).extra.get("DeadLetterConfig") or {}
-            if dead_letter.get("TargetArn"):
-                # AWS's dead-letter targets are SQS queues and SNS topics, which selfless does not have yet.
-                log.warning(
-                    "event %s: DeadLetterConfig %s cannot be delivered here yet; the event is kept as failed "
-                    "(selfless events %s)", event.id, dead_letter["TargetArn"], event.function_name,
-                )  # fmt: skip
         then = self._delivery(policy.on_failure, event, arn, condition, event.attempts, outcome, version)
+        dead_letter = (self._registry.latest(event.function_name).extra.get("DeadLetterConfig") or {}).get("TargetArn")
+        if dead_letter:
+            then.append(self._dead_letter(dead_letter, event, condition, outcome))
         await self._settle(event.replace(state="failed", failure=condition), then)
 
     async def _settle(self, event: StoredEvent, then: list[StoredEvent]) -> None:
@@ -412,12 +440,15 @@ class AsyncInvoker:
         outcome: Outcome | None,
         version: str,
     ) -> list[StoredEvent]:
-        """The destination's event carrying the invocation record (none without a destination)."""
-        found = _LAMBDA_ARN.match(destination or "")
-        if found is None:
+        """The destination's event carrying the invocation record (none without a destination): an Event
+        invocation of a function, or a delivery to a queue, topic, bus or bucket."""
+        if not destination:
             return []
         doc = record(event, arn, condition, attempts, outcome, version)
         payload = json.dumps(doc).encode()
+        found = _LAMBDA_ARN.match(destination)
+        if found is None:
+            return [self._to_target(destination, event, payload, None)]
         # The record continues its event's chain: a loop through destinations is a loop too.
         chain = event.chain()
         source = event.function_name
@@ -425,6 +456,27 @@ class AsyncInvoker:
         name, qualifier = found.group("name"), found.group("qualifier")
         lineage = encode_lineage(chain)
         return [StoredEvent(ids.request_id(), name, qualifier, payload, None, time.time(), lineage=lineage)]
+
+    def _dead_letter(self, target: str, event: StoredEvent, condition: str, outcome: Outcome | None) -> StoredEvent:
+        """The dead-letter message of a failed event: its payload unchanged, with AWS's attributes. ErrorCode
+        is the invoke's HTTP status: 200 when the function ran and failed, 429 when it never ran."""
+        message = condition
+        if outcome is not None:
+            answer = _json_or_text(outcome.payload)
+            message = str(answer.get("errorMessage", "")) if isinstance(answer, dict) else str(answer or "")
+            message = message or outcome.error_type or condition
+        status = 200 if outcome is not None or event.last_error else 429
+        return self._to_target(target, event, event.payload, dead_letter_attributes(event.id, status, message))
+
+    @staticmethod
+    def _to_target(
+        target: str, event: StoredEvent, payload: bytes, attributes: Mapping[str, str] | None
+    ) -> StoredEvent:
+        encoded = json.dumps(dict(attributes), separators=(",", ":")) if attributes else None
+        return StoredEvent(
+            ids.request_id(), event.function_name, event.qualifier, payload, None, time.time(),
+            target=target, attributes=encoded,
+        )  # fmt: skip
 
     # -- what is there --------------------------------------------------------------------------------------
 

@@ -16,11 +16,13 @@ from selfless.models import Alias, Function, LayerVersion
 
 @dataclasses.dataclass(frozen=True)
 class StoredEvent:
-    """An accepted Event invocation, durable until it has run to success or to its failure path.
+    """An accepted Event invocation (or a delivery, see ``target``), durable until it has run to success or
+    to its failure path.
 
-    ``attempts``: runs that ended (a throttle is not one); ``next_at``: not before this epoch time (a retry's
-    delay); ``state``: "queued", or "failed" (kept for listing and re-driving) with ``failure`` the condition
-    (RetriesExhausted, EventAgeExceeded) and ``last_error`` the last error type."""
+    ``attempts``: runs (or delivery attempts) that ended (a throttle is not one); ``next_at``: not before
+    this epoch time (a retry's delay); ``state``: "queued", or "failed" (kept for listing and re-driving)
+    with ``failure`` the condition (RetriesExhausted, EventAgeExceeded, DeliveryFailed) and ``last_error``
+    the last error type."""
 
     id: str
     function_name: str
@@ -35,6 +37,11 @@ class StoredEvent:
     last_error: str | None = None
     # JSON {function name: runs so far} of the chain that made this event (recursive loop detection).
     lineage: str | None = None
+    # A delivery rather than an invocation: send ``payload`` to this queue, topic, bus or bucket ARN (an
+    # invocation record or a dead-letter message about an event of ``function_name``), with ``attributes``
+    # (JSON {name: value}) the dead-letter message's attributes.
+    target: str | None = None
+    attributes: str | None = None
 
     def replace(self, **changes: Any) -> StoredEvent:
         return dataclasses.replace(self, **changes)

@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import contextlib
+import dataclasses
 import json
 import sqlite3
 from collections.abc import Callable, Iterator
@@ -82,18 +83,23 @@ _EVENT_COLUMNS = (
     ("failure", "TEXT"),
     ("last_error", "TEXT"),
     ("lineage", "TEXT"),
+    ("target", "TEXT"),
+    ("attributes", "TEXT"),
 )
-_EVENT_FIELDS = (
-    "id, function_name, qualifier, payload, client_context, accepted_at, attempts, next_at, state, failure, last_error,"
-    " lineage"
-)
+# Every StoredEvent field, in its declaration order (a row of these makes a StoredEvent positionally).
+_EVENT_NAMES = tuple(f.name for f in dataclasses.fields(StoredEvent))
+_EVENT_FIELDS = ", ".join(_EVENT_NAMES)
+_INSERT_EVENTS = f"INSERT INTO events({_EVENT_FIELDS}) VALUES ({', '.join('?' * len(_EVENT_NAMES))})"
 
 
 def _event_row(e: StoredEvent) -> tuple[Any, ...]:
-    return (
-        e.id, e.function_name, e.qualifier, e.payload, e.client_context, e.accepted_at, e.attempts, e.next_at,
-        e.state, e.failure, e.last_error, e.lineage,
-    )  # fmt: skip
+    return tuple(getattr(e, name) for name in _EVENT_NAMES)
+
+
+def _event_of(row: tuple[Any, ...]) -> StoredEvent:
+    values = list(row)
+    values[_EVENT_NAMES.index("payload")] = bytes(values[_EVENT_NAMES.index("payload")])
+    return StoredEvent(*values)
 
 
 @contextlib.contextmanager
@@ -334,7 +340,7 @@ class SqliteStore:
         def q() -> None:
             db = self._db()
             with _transaction(db):
-                db.executemany(f"INSERT INTO events({_EVENT_FIELDS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)", rows)
+                db.executemany(_INSERT_EVENTS, rows)
 
         await self._run(q)
 
@@ -370,9 +376,7 @@ class SqliteStore:
                 else:
                     db.execute("DELETE FROM events WHERE id = ?", (event.id,))
                 if rows:
-                    db.executemany(
-                        f"INSERT INTO events({_EVENT_FIELDS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)", rows
-                    )
+                    db.executemany(_INSERT_EVENTS, rows)
 
         await self._run(q)
 
@@ -382,7 +386,7 @@ class SqliteStore:
     async def list_events(self) -> list[StoredEvent]:
         def q() -> list[StoredEvent]:
             rows = self._db().execute(f"SELECT {_EVENT_FIELDS} FROM events ORDER BY accepted_at").fetchall()
-            return [StoredEvent(r[0], r[1], r[2], bytes(r[3]), r[4], r[5], r[6], r[7], r[8], r[9], r[10]) for r in rows]
+            return [_event_of(r) for r in rows]
 
         return await self._run(q)
 

@@ -1,0 +1,248 @@
+"""Where asynchronous invocations send what became of them: queues, topics, event buses and buckets.
+
+Two things are sent, as AWS Lambda sends them:
+
+- an invocation record (version 1.0 JSON, see ``events.record``) to an OnSuccess / OnFailure destination:
+  an SQS queue (the message body), an SNS topic (the message), an EventBridge bus (an event from source
+  ``lambda`` with detail-type ``Lambda Function Invocation Result - Success|Failure``) or, on failure only, an
+  S3 bucket (an object under ``aws/lambda/async/<function>/YYYY/MM/DD/``);
+- a dead-letter message (DeadLetterConfig) to an SQS queue or SNS topic: the event's payload unchanged, with
+  the message attributes RequestID (String), ErrorCode (Number, the HTTP status) and ErrorMessage (String, at
+  most 1 KB).
+
+Lambda functions as destinations are not handled here: their record is an Event invocation (``events.py``).
+
+Each service is reached at an endpoint of its own (``Settings.sqs_endpoint``, ``sns_endpoint``,
+``events_endpoint``, ``s3_endpoint``) through botocore, with the standard credential chain (unsigned when it
+finds none). A destination whose service has no endpoint is refused when it is configured, naming the
+setting: selfless never accepts a destination it cannot deliver to.
+
+Each delivery is an event in the durable queue (``StoredEvent.target``), accepted in the transaction that
+settled the event it reports on; ``Destinations.send`` makes one attempt, and the queue tries again, with
+backoff, until it is delivered or too old (then it is kept as failed, listed and re-drivable).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import json
+import logging
+import re
+import threading
+import time
+import uuid
+from collections.abc import Mapping
+from typing import Any
+
+import botocore
+import botocore.config
+import botocore.exceptions
+import botocore.session
+
+from selfless.errors import InvalidParameterValue
+
+log = logging.getLogger(__name__)
+
+# One delivery attempt (a queue URL lookup and a send) must finish within this.
+SEND_TIMEOUT_S = 30.0
+# AWS truncates a dead-letter message's ErrorMessage attribute to 1 KB.
+_ERROR_MESSAGE_MAX = 1024
+
+_ARN = re.compile(
+    r"^arn:(?P<partition>aws[a-zA-Z-]*):(?P<service>[a-z0-9-]+):(?P<region>[a-z0-9-]*):(?P<account>\d{12})?:"
+    r"(?P<resource>.+)$"
+)
+# The settings that name each service's endpoint, for the refusal's message.
+ENDPOINT_SETTINGS = {
+    "sqs": "SELFLESS_SQS_ENDPOINT",
+    "sns": "SELFLESS_SNS_ENDPOINT",
+    "events": "SELFLESS_EVENTS_ENDPOINT",
+    "s3": "SELFLESS_S3_ENDPOINT",
+}
+_NO_QUEUE = ("AWS.SimpleQueueService.NonExistentQueue", "QueueDoesNotExist")
+_KIND_NAMES = {"sqs": "queues", "sns": "topics", "events": "event buses", "s3": "buckets"}
+
+
+class DeliveryError(Exception):
+    """One attempt to deliver failed (the service refused it, or could not be reached in time)."""
+
+
+@dataclasses.dataclass(frozen=True)
+class Target:
+    """A parsed destination ARN."""
+
+    arn: str
+    service: str  # sqs, sns, events, s3
+    account: str
+    resource: str  # the queue name, topic name, event-bus/NAME, or bucket name
+
+
+def parse(arn: str) -> Target | None:
+    """The destination an ARN names, or None when it is not an ARN of a service this module delivers to."""
+    found = _ARN.match(arn)
+    if found is None or found.group("service") not in ENDPOINT_SETTINGS:
+        return None
+    return Target(arn, found.group("service"), found.group("account") or "", found.group("resource"))
+
+
+@dataclasses.dataclass(frozen=True)
+class Message:
+    """What one delivery sends: ``body`` to ``target``, with the dead-letter message's ``attributes`` (empty
+    for an invocation record)."""
+
+    target: str
+    body: bytes
+    attributes: Mapping[str, str] = dataclasses.field(default_factory=dict)
+
+    def record_facts(self) -> tuple[str, bool]:
+        """The function ARN an invocation record is about, and whether it reports a success."""
+        try:
+            context = json.loads(self.body).get("requestContext") or {}
+        except (ValueError, AttributeError):
+            return "", False
+        return str(context.get("functionArn") or ""), context.get("condition") == "Success"
+
+
+def dead_letter_attributes(request_id: str, status: int, error_message: str) -> dict[str, str]:
+    """AWS's dead-letter message attributes (RequestID, ErrorCode, ErrorMessage truncated to 1 KB)."""
+    message = error_message.encode()[:_ERROR_MESSAGE_MAX].decode("utf-8", "ignore")
+    return {"RequestID": request_id, "ErrorCode": str(status), "ErrorMessage": message}
+
+
+class Destinations:
+    """Checks destination ARNs against the configured endpoints, and sends messages to them.
+
+    ``endpoints`` maps a service (sqs, sns, events, s3) to its URL, or to None when it has none."""
+
+    def __init__(self, endpoints: Mapping[str, str | None], region: str, *, timeout_s: float = SEND_TIMEOUT_S) -> None:
+        self._endpoints = dict(endpoints)
+        self._region = region
+        self._timeout_s = timeout_s
+        self._clients: dict[str, Any] = {}
+        self._queue_urls: dict[str, str] = {}
+        # Sends run in worker threads; each client is made once, by whichever comes first.
+        self._lock = threading.Lock()
+
+    def check(self, arn: str, *, usage: str) -> None:
+        """Raise InvalidParameterValue unless ``arn`` can be delivered to. ``usage`` is "OnSuccess",
+        "OnFailure" or "DeadLetterConfig" (AWS's rules differ: buckets are on-failure only, dead letters go
+        to queues and topics only)."""
+        target = parse(arn)
+        if usage == "DeadLetterConfig" and (target is None or target.service not in ("sqs", "sns")):
+            raise InvalidParameterValue(
+                f"The provided target arn {arn} is invalid: a dead-letter target is an SQS queue or an SNS topic."
+            )
+        if target is None:
+            raise InvalidParameterValue(f"The destination ARN {arn} is invalid.")
+        if usage == "OnSuccess" and target.service == "s3":
+            raise InvalidParameterValue("S3 bucket destinations are supported for OnFailure only.")
+        if self._endpoints.get(target.service) is None:
+            setting = ENDPOINT_SETTINGS[target.service]
+            raise InvalidParameterValue(
+                f"{arn} cannot be used: selfless delivers to {_KIND_NAMES[target.service]} through {setting}, "
+                "which is not set on this server."
+            )
+
+    async def send(self, message: Message) -> None:
+        """One delivery attempt; raises DeliveryError when it did not go through (the caller retries)."""
+        target = parse(message.target)
+        if target is None or self._endpoints.get(target.service) is None:
+            # Configured while an endpoint was set, and the server restarted without it: kept until it is back.
+            raise DeliveryError(f"no endpoint for {message.target}")
+        try:
+            async with asyncio.timeout(self._timeout_s):
+                await asyncio.to_thread(self._send_sync, target, message)
+        except TimeoutError:
+            raise DeliveryError(f"no answer from the {target.service} endpoint within {self._timeout_s:g} s") from None
+
+    def _send_sync(self, target: Target, message: Message) -> None:
+        try:
+            if target.service == "sqs":
+                self._client("sqs").send_message(
+                    QueueUrl=self._queue_url(target),
+                    MessageBody=message.body.decode("utf-8", "replace"),
+                    **_attributes(message),
+                )
+            elif target.service == "sns":
+                self._client("sns").publish(
+                    TopicArn=target.arn, Message=message.body.decode("utf-8", "replace"), **_attributes(message)
+                )
+            elif target.service == "events":
+                function, success = message.record_facts()
+                result = self._client("events").put_events(
+                    Entries=[
+                        {
+                            "Source": "lambda",
+                            "DetailType": "Lambda Function Invocation Result - "
+                            + ("Success" if success else "Failure"),
+                            "Detail": message.body.decode("utf-8", "replace"),
+                            "Resources": [function] if function else [],
+                            "EventBusName": target.arn,
+                        }
+                    ]
+                )
+                if result.get("FailedEntryCount"):
+                    entry = (result.get("Entries") or [{}])[0]
+                    raise DeliveryError(f"PutEvents refused it: {entry.get('ErrorCode')} {entry.get('ErrorMessage')}")
+            else:
+                self._client("s3").put_object(
+                    Bucket=target.resource, Key=_object_key(message.record_facts()[0]), Body=message.body,
+                    ContentType="application/json",
+                )  # fmt: skip
+        except botocore.exceptions.ClientError as exc:
+            error = exc.response.get("Error", {})
+            if target.service == "sqs" and error.get("Code") in _NO_QUEUE:
+                self._queue_urls.pop(target.arn, None)
+            raise DeliveryError(f"{error.get('Code') or 'Unknown'}: {error.get('Message') or ''}".strip()) from None
+        except (botocore.exceptions.BotoCoreError, ValueError) as exc:
+            raise DeliveryError(str(exc)) from None
+
+    def _queue_url(self, target: Target) -> str:
+        url = self._queue_urls.get(target.arn)
+        if url is None:
+            params: dict[str, str] = {"QueueName": target.resource}
+            if target.account:
+                params["QueueOwnerAWSAccountId"] = target.account
+            url = str(self._client("sqs").get_queue_url(**params)["QueueUrl"])
+            self._queue_urls[target.arn] = url
+        return url
+
+    def _client(self, service: str) -> Any:
+        with self._lock:
+            client = self._clients.get(service)
+            if client is None:
+                session = botocore.session.get_session()
+                config = botocore.config.Config(
+                    connect_timeout=5,
+                    read_timeout=20,
+                    retries={"max_attempts": 1},  # the durable queue retries, with its own backoff
+                    s3={"addressing_style": "path"},
+                )
+                if session.get_credentials() is None:
+                    config = config.merge(botocore.config.Config(signature_version=botocore.UNSIGNED))
+                client = session.create_client(
+                    service, endpoint_url=self._endpoints[service], region_name=self._region, config=config
+                )
+                self._clients[service] = client
+            return client
+
+
+def _attributes(message: Message) -> dict[str, Any]:
+    if not message.attributes:
+        return {}
+    return {
+        "MessageAttributes": {
+            name: {"DataType": "Number" if name == "ErrorCode" else "String", "StringValue": value}
+            for name, value in message.attributes.items()
+        }
+    }
+
+
+def _object_key(function_arn: str) -> str:
+    name = function_arn.split(":")[6] if function_arn.count(":") >= 6 else function_arn
+    now = time.gmtime()
+    return (
+        f"aws/lambda/async/{name}/{time.strftime('%Y/%m/%d', now)}/"
+        f"{time.strftime('%Y-%m-%dT%H.%M.%S', now)}-{uuid.uuid4()}"
+    )
