@@ -356,3 +356,43 @@ def test_a_recursive_loop_is_stopped_after_16_runs(async_server: Server) -> None
     lam.put_function_recursion_config(FunctionName=allowed, RecursiveLoop="Allow")
     lam.invoke(FunctionName=allowed, InvocationType="Event", Payload=json.dumps({"depth": 0, "stop_at": 20}))
     wait_for("21 runs", lambda: depths(async_server, allowed) == list(range(21)), timeout=60)
+
+
+@pytest.mark.timeout(180)
+def test_an_event_too_old_to_run_goes_to_the_failure_path(async_server: Server) -> None:
+    """MaximumEventAgeInSeconds at AWS's minimum, 60: an event throttled for longer than that (its function's
+    one slot is held by an earlier event for 61 s) is not run; its record says EventAgeExceeded and has no
+    response. This takes about a minute, as it would on AWS."""
+    lam = async_server.client()
+    name, recorder = deploy(lam, SLOW_OR_ECHO, Timeout=90), deploy(lam, RECORDER)
+    lam.put_function_event_invoke_config(
+        FunctionName=name,
+        MaximumEventAgeInSeconds=60,
+        DestinationConfig={"OnFailure": {"Destination": arn_of(lam, recorder)}},
+    )
+    lam.put_function_concurrency(FunctionName=name, ReservedConcurrentExecutions=1)
+    lam.invoke(FunctionName=name, InvocationType="Event", Payload=json.dumps({"sleep": 61}))
+    wait_for("the first event to run", lambda: "sleeping" in " ".join(log_messages(async_server, name)))
+    accepted = lam.invoke(FunctionName=name, InvocationType="Event", Payload=json.dumps({"too": "late"}))
+    request_id = accepted["ResponseMetadata"]["HTTPHeaders"]["x-amzn-requestid"]
+    (got,) = wait_for("the failure record", lambda: records(async_server, recorder), timeout=150)
+    record = got["record"]
+    assert record["requestContext"]["requestId"] == request_id
+    assert record["requestContext"]["condition"] == "EventAgeExceeded"
+    assert record["requestContext"]["approximateInvokeCount"] == 0
+    assert record["requestPayload"] == {"too": "late"} and "responseContext" not in record
+    starts = [m for m in log_messages(async_server, name) if m.startswith(f"START RequestId: {request_id}")]
+    assert starts == [], "never run"
+
+
+def test_an_event_larger_than_1_mb_is_refused_and_not_queued(async_server: Server) -> None:
+    lam = async_server.client()
+    name = deploy(lam, ECHO)
+    with pytest.raises(lam.exceptions.RequestTooLargeException) as refused:
+        lam.invoke(FunctionName=name, InvocationType="Event", Payload=b'"' + b"x" * 1_048_575 + b'"')
+    assert refused.value.response["ResponseMetadata"]["HTTPStatusCode"] == 413
+    assert "1048576" in refused.value.response["Error"]["Message"]
+    listed = selfless_cli(async_server, "events", name)
+    assert listed.returncode == 0 and "no events" in listed.stderr, "nothing was queued"
+    accepted = lam.invoke(FunctionName=name, InvocationType="Event", Payload=b'"' + b"x" * 1_048_570 + b'"')
+    assert accepted["StatusCode"] == 202
