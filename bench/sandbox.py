@@ -101,9 +101,11 @@ def create(lam: Any, name: str, source: str, memory: int, runtime: str = "python
     wait_configured(lam, name)
 
 
-def start(kind: str, work: Path) -> SelflessServer:
+def start(kind: str, work: Path, *, ksm: bool = True) -> SelflessServer:
+    """A server with the ``kind`` sandbox; ``ksm``: same-page merging on (for density; the default of
+    ``selfless serve`` is off) when the kind is linux."""
     os.environ["SELFLESS_SANDBOX"] = kind
-    os.environ["SELFLESS_KSM"] = "1" if kind == "linux" else ""
+    os.environ["SELFLESS_KSM"] = "1" if kind == "linux" and ksm else ""
     try:
         server = SelflessServer(
             str(Path(sys.executable).parent / "selfless"), work / f"data-{kind}", work / f"{kind}.log"

@@ -359,6 +359,7 @@ class App:
         await step("metering", self.meter.close)
         await step("store", self.store.close)
         await step("environment directories", self._sweep_environments)
+        await step("logs", self.logs.close)  # after the environments: their last lines are written too
         if failed:
             raise OSError(f"shutdown steps failed: {', '.join(failed)} (see the log)")
 

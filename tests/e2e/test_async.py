@@ -183,7 +183,7 @@ def test_success_record_and_throttled_events_run_later(async_server: Server) -> 
         assert accepted["StatusCode"] == 202
         time.sleep(1.0)
         assert records(async_server, recorder) == [], "throttled: not run yet"
-        assert busy.result()["StatusCode"] == 200
+        assert json.loads(busy.result()["Payload"].read()) == {"echo": {"sleep": 2.5}}
     (got,) = wait_for("the success record", lambda: records(async_server, recorder))
     record = got["record"]
     assert record["requestContext"]["condition"] == "Success"

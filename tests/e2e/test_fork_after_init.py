@@ -294,3 +294,44 @@ def test_children_forked_ahead_that_died_are_passed_over(
     assert all("FunctionError" not in a for a in answers), bodies
     assert all(b["api_status"] == 405 for b in bodies), bodies
     assert sum(b["init"] == "snap-start" for b in bodies) >= 2, bodies
+
+
+BOTO3_AT_INIT = """import sys
+
+PRELOADED = "boto3" in sys.modules  # what the template had before this function's own imports
+import boto3  # noqa: E402 -- after the check above, on purpose
+
+CLIENT = boto3.client("lambda")  # made once, at init, as SnapStart users do
+
+
+def handler(event, context):
+    __import__("time").sleep(event.get("sleep", 0))
+    return {
+        "init": __import__("os").environ["AWS_LAMBDA_INITIALIZATION_TYPE"],
+        "preloaded": PRELOADED,
+        "region": CLIENT.meta.region_name,
+    }
+"""
+
+
+def test_a_template_holds_what_its_init_imports(server: Any, lam: Any, make_function: Callable[..., str]) -> None:
+    """Templates start from a zygote that preloads nothing (every page a template holds is copied at each
+    fork); a function that imports boto3 at init still gets the runtime's boto3, once, in its template."""
+    if server.sandbox != "linux":
+        pytest.fail("fork-after-init needs the linux sandbox, which CI runs")
+    name = make_function(BOTO3_AT_INIT, runtime="python3.12", Timeout=10, Tags={"selfless:ForkAfterInit": "on"})
+    before = templates_ready(server)
+    first = json.loads(lam.invoke(FunctionName=name)["Payload"].read())
+    assert first["init"] == "on-demand"
+    deadline = time.monotonic() + 30
+    while templates_ready(server) <= before:
+        assert time.monotonic() < deadline, "the template did not become ready"
+        time.sleep(0.05)
+    with concurrent.futures.ThreadPoolExecutor(3) as pool:
+        answers = list(pool.map(lambda _: lam.invoke(FunctionName=name, Payload=b'{"sleep": 1}'), range(3)))
+    bodies = [json.loads(a["Payload"].read()) for a in answers]
+    forked = [b for b in bodies if b["init"] == "snap-start"]
+    assert forked, bodies
+    for body in forked:
+        assert body["preloaded"] is False, "the template's zygote preloaded boto3"
+        assert body["region"] == "us-east-1"

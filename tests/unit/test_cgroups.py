@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from selfless.sandbox.cgroups import MAX_PIDS, Cgroups, vcpus_for
+from selfless.sandbox.cgroups import FORK_SERVER_WEIGHT, MAX_PIDS, Cgroup, Cgroups, vcpus_for
 
 
 def fake_v2(tmp_path: Path) -> tuple[Path, Path]:
@@ -75,12 +75,36 @@ def test_v1_limits(tmp_path: Path) -> None:
     memory, cpu, pids = env.dirs
     assert memory == root / "memory" / "svc" / "selfless-0" / "e"
     assert (memory / "memory.limit_in_bytes").read_text() == str(128 << 20)
-    assert (cpu / "cpu.cfs_quota_us").read_text() == "-1"
+    # A new cgroup has no quota and v1's 100 ms period already: nothing is written for the CPU until init ends.
+    assert not (cpu / "cpu.cfs_quota_us").exists() and not (cpu / "cpu.cfs_period_us").exists()
     assert (pids / "pids.max").read_text() == str(MAX_PIDS)
     env.set_cpu(vcpus_for(128))
     assert (cpu / "cpu.cfs_quota_us").read_text() == str(int(128 / 1769 * 100000))
     (memory / "memory.max_usage_in_bytes").write_text(str((64 << 20) + 1))
     assert env.peak_mb() == 65
+
+
+def test_a_template_gets_a_larger_cpu_share_capped_at_one_vcpu(tmp_path: Path) -> None:
+    root = tmp_path / "cgroup"
+    for ctl in ("memory", "cpu", "pids"):
+        (root / ctl / "svc").mkdir(parents=True)
+    table = tmp_path / "self-cgroup"
+    table.write_text("9:pids:/svc\n4:memory:/svc\n1:cpu,cpuacct:/svc\n")
+    cg = Cgroups("selfless-0", root=root, table=table)
+    cg.setup()
+    template = cg.create("template-1-1", 256)
+    template.set_fork_server_cpu()
+    cpu = template.dirs[1]
+    assert (cpu / "cpu.shares").read_text() == str(1024 * FORK_SERVER_WEIGHT)
+    assert (cpu / "cpu.cfs_quota_us").read_text() == "100000", "one vCPU at most"
+
+    root2, _table = fake_v2(tmp_path / "v2")
+    (root2 / "user.slice" / "svc" / "selfless-3").mkdir()
+    d = root2 / "user.slice" / "svc" / "selfless-3" / "t"
+    d.mkdir()
+    Cgroup([d], d, 2).set_fork_server_cpu()
+    assert (d / "cpu.weight").read_text() == str(100 * FORK_SERVER_WEIGHT)
+    assert (d / "cpu.max").read_text() == "100000 100000"
 
 
 def test_cpu_share_follows_memory() -> None:

@@ -1,5 +1,6 @@
-"""Log streams keep lines in memory until the store's next flush, which creates the file: no file is made
-on a cold start's path, readers still see every line written, and memory stays bounded."""
+"""Log streams keep lines in memory until the store's next flush, which hands them to the store's writer
+thread, which creates the file: no file is made on a cold start's path (nor on the event loop), readers still
+see every line written, and memory stays bounded."""
 
 from __future__ import annotations
 
@@ -43,6 +44,7 @@ def test_a_chatty_stream_is_written_out_before_the_flush(tmp_path: Path) -> None
         stream = store.stream("fn", "s")
         for i in range(logs._MAX_PENDING):
             stream.write(f"line {i}", timestamp_ms=i)
+        store.wait_written()  # the writer thread's work so far, not the store's flush
         (path,) = log_files(tmp_path)
         assert len(lines_of(path)) == logs._MAX_PENDING
         stream.close()
@@ -62,3 +64,32 @@ def test_a_deleted_group_comes_back_with_later_lines_only(tmp_path: Path) -> Non
         stream.close()
 
     asyncio.run(scenario())
+
+
+def test_files_are_made_by_the_writer_thread_not_the_caller(tmp_path: Path) -> None:
+    import threading
+
+    store = LogStore(tmp_path)
+    made_on: list[str] = []
+    real_open = logs.open if hasattr(logs, "open") else open
+
+    def spy(*args: object, **kwargs: object) -> object:
+        made_on.append(threading.current_thread().name)
+        return real_open(*args, **kwargs)  # type: ignore[call-overload]
+
+    async def scenario() -> None:
+        stream = store.stream("fn", "s")
+        stream.write("one", timestamp_ms=1)
+        stream.flush()
+        store.wait_written()
+        stream.close()
+        store.close()
+
+    logs.open = spy  # type: ignore[attr-defined]
+    try:
+        asyncio.run(scenario())
+    finally:
+        del logs.open  # type: ignore[attr-defined]
+    assert made_on and all(name.startswith("logs") for name in made_on), made_on
+    (path,) = log_files(tmp_path)
+    assert lines_of(path) == ["1\tone"]

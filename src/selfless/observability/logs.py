@@ -4,18 +4,23 @@ Layout: ``<data-dir>/logs/<function-name>/<quoted stream name>.log``, one event 
 ``<epoch ms>\\t<message>``. Messages never hold a newline: output is split into one event per line, as
 Lambda's runtimes do. The group name shown through the API is ``/aws/lambda/<function-name>``.
 
-Writers append through a buffered file; the store flushes every stream written to within 50 ms (one write
-for a burst of invocations), and before any read, so readers (the CloudWatch Logs API, ``selfless logs``)
-always see everything written so far.
+Writers keep lines in memory; the store hands every stream written to within 50 ms (one write for a burst
+of invocations) to its writer thread, the only one that touches the files, in order. So creating a stream's
+file (a journal write: 0.2-1 ms here) never blocks the event loop, which a burst of cold starts shares. A
+read waits for the writer first (``sync``), so readers (the CloudWatch Logs API, ``selfless logs``) always
+see everything written so far.
 """
 
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import contextlib
 import dataclasses
+import logging
 import os
 import shutil
+import threading
 import time
 import urllib.parse
 import zlib
@@ -26,6 +31,12 @@ from typing import IO
 GROUP_PREFIX = "/aws/lambda/"
 _FLUSH_S = 0.05
 _MAX_PENDING = 512  # lines held in memory per stream between flushes
+_SYNC_TIMEOUT_S = 30.0
+
+log = logging.getLogger(__name__)
+
+# Runs a file operation: on the store's writer thread, or at once for a stream without a store.
+Submit = Callable[[Callable[[], None]], None]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -42,17 +53,36 @@ def stream_name(version: str, env_id: str, now: float | None = None) -> str:
     return f"{day}/[{version}]{env_id}"
 
 
+def _background() -> None:
+    """The writer yields to everything else (nice 19, this thread only): under a burst of cold starts the
+    CPU goes to the starts, and the log files are made and written in the gaps. Readers wait for it."""
+    with contextlib.suppress(OSError, AttributeError):
+        os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), 19)
+
+
+def _at_once(operation: Callable[[], None]) -> None:
+    operation()
+
+
 class LogStream:
-    """An append-only stream owned by one environment. Not thread-safe; the event loop owns it.
+    """An append-only stream owned by one environment. Not thread-safe; the event loop owns it, and its file
+    is touched only by the operations it hands to ``submit`` (the store's writer thread, in order).
 
     Lines are kept in memory until the next flush, which creates the file on its first run: creating a
     file costs a journal write (0.2-1 ms here), which must not sit on a cold start's path."""
 
-    def __init__(self, path: Path, name: str, on_dirty: Callable[[LogStream], None] | None = None) -> None:
+    def __init__(
+        self,
+        path: Path,
+        name: str,
+        on_dirty: Callable[[LogStream], None] | None = None,
+        submit: Submit = _at_once,
+    ) -> None:
         self.name = name
         self._path = path
         self._file: IO[str] | None = None
         self._on_dirty = on_dirty
+        self._submit = submit
         self._dirty = False
         self._pending: list[str] = []
 
@@ -65,8 +95,16 @@ class LogStream:
             self.flush_soon()
 
     def flush(self) -> None:
+        """Hand the lines written so far to the writer."""
         self._dirty = False
         if self._pending:
+            text = "".join(self._pending)
+            self._pending.clear()
+            self._submit(lambda: self._append(text))
+
+    def _append(self, text: str) -> None:
+        """On the writer: the file is made on the first lines (again, if its group was deleted meanwhile)."""
+        try:
             if self._file is not None and os.fstat(self._file.fileno()).st_nlink == 0:
                 # Its group was deleted: later lines make it again, as on AWS.
                 self._file.close()
@@ -74,10 +112,10 @@ class LogStream:
             if self._file is None:
                 self._path.parent.mkdir(parents=True, exist_ok=True)
                 self._file = open(self._path, "a", encoding="utf-8", errors="replace")  # noqa: SIM115
-            self._file.write("".join(self._pending))
-            self._pending.clear()
-        if self._file is not None:
+            self._file.write(text)
             self._file.flush()
+        except OSError as exc:
+            log.error("log stream %s: %d characters could not be written: %s", self.name, len(text), exc)
 
     def flush_soon(self) -> None:
         """Flush within the store's flush interval (now, when the stream has no store)."""
@@ -88,10 +126,11 @@ class LogStream:
             self._on_dirty(self)
 
     def close(self) -> None:
-        """Flush what is pending and close the file."""
-        with contextlib.suppress(OSError):
-            self.flush()
-        self._dirty = False
+        """Flush what is pending and close the file (lines written later open it again)."""
+        self.flush()
+        self._submit(self._close_file)
+
+    def _close_file(self) -> None:
         if self._file is not None:
             with contextlib.suppress(OSError):
                 self._file.close()
@@ -103,12 +142,32 @@ class LogStore:
         self.root = root
         self._dirty: list[LogStream] = []
         self._flush_handle: asyncio.TimerHandle | None = None
+        self._writer = concurrent.futures.ThreadPoolExecutor(
+            max_workers=1, thread_name_prefix="logs", initializer=_background
+        )
 
     def open(self) -> None:
         self.root.mkdir(parents=True, exist_ok=True)
 
     def stream(self, group: str, name: str) -> LogStream:
-        return LogStream(self._stream_path(group, name), name, self._mark_dirty)
+        return LogStream(self._stream_path(group, name), name, self._mark_dirty, self._submit)
+
+    def _submit(self, operation: Callable[[], None]) -> None:
+        self._writer.submit(operation)
+
+    def sync(self) -> None:
+        """Every line written so far is in its file when this returns (readers call it first)."""
+        self.flush_pending()
+        self.wait_written()
+
+    def wait_written(self) -> None:
+        """What was handed to the writer so far is in the files when this returns."""
+        self._writer.submit(lambda: None).result(timeout=_SYNC_TIMEOUT_S)
+
+    def close(self) -> None:
+        """Write out what is pending and stop the writer (the server's last step)."""
+        self.flush_pending()
+        self._writer.shutdown(wait=True)
 
     def _mark_dirty(self, stream: LogStream) -> None:
         self._dirty.append(stream)
@@ -116,7 +175,7 @@ class LogStore:
             self._flush_handle = asyncio.get_running_loop().call_later(_FLUSH_S, self.flush_pending)
 
     def flush_pending(self) -> None:
-        """Flush every stream written to since the last flush."""
+        """Hand every stream written to since the last flush to the writer (without waiting for it)."""
         if self._flush_handle is not None:
             self._flush_handle.cancel()
             self._flush_handle = None
@@ -145,7 +204,7 @@ class LogStore:
 
     def groups(self) -> list[tuple[str, int]]:
         """(group name, creation time ms) of every group with at least one stream."""
-        self.flush_pending()
+        self.sync()
         out = []
         if self.root.is_dir():
             for d in sorted(self.root.iterdir()):
@@ -155,12 +214,12 @@ class LogStore:
         return sorted(out)
 
     def has_group(self, group: str) -> bool:
-        self.flush_pending()
+        self.sync()
         return self._group_dir(group).is_dir()
 
     def streams(self, group: str) -> list[tuple[str, int, int]]:
         """(stream name, first event ms, last event ms) for each stream of a group."""
-        self.flush_pending()
+        self.sync()
         out = []
         directory = self._group_dir(group)
         if directory.is_dir():
@@ -180,7 +239,7 @@ class LogStore:
         pattern: str | None = None,
     ) -> list[LogEvent]:
         """Every matching event of a group, oldest first. ``pattern`` matches as a plain substring."""
-        self.flush_pending()
+        self.sync()
         wanted = set(streams) if streams else None
         found: list[LogEvent] = []
         for name, _first, last in self.streams(group):
@@ -212,7 +271,7 @@ class LogStore:
 
     def delete_group(self, group: str) -> None:
         """What was logged so far goes; a later write makes the group again (as on AWS)."""
-        self.flush_pending()
+        self.sync()
         directory = self._group_dir(group)
         if directory.is_dir() and not directory.is_symlink():
             shutil.rmtree(directory, ignore_errors=True)

@@ -544,7 +544,8 @@ def _forked_child(spec, out_fd, go_fd, api_fd, filter_prog, enter_forked, handle
         enter_forked(spec, filter_prog)
         # Reseeded now, not when a call needs this child: it is a process of its own already.
         _reseed()
-        _prime()
+        if spec.get("prime", True):
+            _prime()
         # Until there is an environment for it (a child forked ahead waits here until a call needs one): its
         # variables come through the pipe.
         chunks = []
