@@ -16,7 +16,7 @@ import boto3
 import pytest
 from moto.server import ThreadedMotoServer
 
-from tests.conftest import ROLE, Server, deploy, make_zip, start_server, unique
+from tests.conftest import Server, deploy, start_server, unique
 from tests.e2e.test_async import ECHO, FAILING, arn_of, selfless_cli, wait_for
 
 MOTO_ACCOUNT = "123456789012"  # the account moto's resources belong to
@@ -172,12 +172,7 @@ def test_dead_letter_queue(server: Server, services: Services) -> None:
     lam = server.client()
     dlq_url, dlq = services.queue()
     failures_url, failures = services.queue()
-    name = unique()
-    lam.create_function(
-        FunctionName=name, Runtime="python3.12", Role=ROLE, Handler="app.handler",
-        Code={"ZipFile": make_zip({"app.py": FAILING})}, DeadLetterConfig={"TargetArn": dlq},
-    )  # fmt: skip
-    lam.get_waiter("function_active_v2").wait(FunctionName=name, WaiterConfig={"Delay": 1, "MaxAttempts": 30})
+    name = deploy(lam, FAILING, runtime="python3.12", DeadLetterConfig={"TargetArn": dlq})
     assert lam.get_function_configuration(FunctionName=name)["DeadLetterConfig"] == {"TargetArn": dlq}
     lam.put_function_event_invoke_config(
         FunctionName=name, MaximumRetryAttempts=0, DestinationConfig={"OnFailure": {"Destination": failures}}
@@ -203,12 +198,7 @@ def test_a_delivery_waits_for_its_queue_across_a_restart(services: Services, tmp
     server = start_server(tmp_path, server_env(services))
     try:
         lam = server.client()
-        name = unique()
-        lam.create_function(
-            FunctionName=name, Runtime="python3.12", Role=ROLE, Handler="app.handler",
-            Code={"ZipFile": make_zip({"app.py": FAILING})}, DeadLetterConfig={"TargetArn": dlq},
-        )  # fmt: skip
-        lam.get_waiter("function_active_v2").wait(FunctionName=name, WaiterConfig={"Delay": 1, "MaxAttempts": 30})
+        name = deploy(lam, FAILING, runtime="python3.12", DeadLetterConfig={"TargetArn": dlq})
         lam.put_function_event_invoke_config(FunctionName=name, MaximumRetryAttempts=0)
         request_id = event_id(lam.invoke(FunctionName=name, InvocationType="Event", Payload=b'{"n": 1}'))
 

@@ -62,7 +62,8 @@ def test_v2_setup_moves_the_server_and_delegates_controllers(tmp_path: Path) -> 
     assert env.peak_mb() == 300
 
 
-def test_v1_limits(tmp_path: Path) -> None:
+def fake_v1(tmp_path: Path) -> tuple[Path, Cgroups]:
+    """A v1 hierarchy (memory, cpu, pids) with this process in /svc; the Cgroups set up on it."""
     root = tmp_path / "cgroup"
     for ctl in ("memory", "cpu", "pids"):
         (root / ctl / "svc").mkdir(parents=True)
@@ -70,6 +71,11 @@ def test_v1_limits(tmp_path: Path) -> None:
     table.write_text("9:pids:/svc\n4:memory:/svc\n1:cpu,cpuacct:/svc\n")
     cg = Cgroups("selfless-0", root=root, table=table)
     cg.setup()
+    return root, cg
+
+
+def test_v1_limits(tmp_path: Path) -> None:
+    root, cg = fake_v1(tmp_path)
     assert cg.version == 1
     env = cg.create("e", 128)
     memory, cpu, pids = env.dirs
@@ -85,13 +91,7 @@ def test_v1_limits(tmp_path: Path) -> None:
 
 
 def test_a_template_gets_a_larger_cpu_share_capped_at_one_vcpu(tmp_path: Path) -> None:
-    root = tmp_path / "cgroup"
-    for ctl in ("memory", "cpu", "pids"):
-        (root / ctl / "svc").mkdir(parents=True)
-    table = tmp_path / "self-cgroup"
-    table.write_text("9:pids:/svc\n4:memory:/svc\n1:cpu,cpuacct:/svc\n")
-    cg = Cgroups("selfless-0", root=root, table=table)
-    cg.setup()
+    _root, cg = fake_v1(tmp_path)
     template = cg.create("template-1-1", 256)
     template.set_fork_server_cpu()
     cpu = template.dirs[1]
