@@ -26,7 +26,8 @@ def test_lines_reach_disk_at_the_flush_and_readers_see_them_at_once(tmp_path: Pa
         stream = store.stream("fn", "2026/11/23/[$LATEST]abc")
         stream.write("INIT_START", timestamp_ms=1)
         assert not log_files(tmp_path), "no file is made on the write's path"
-        # A reader flushes first: the group and its line are there.
+        # A reader waits for the writer first: the group and its line are there.
+        await store.synced()
         assert store.has_group("fn")
         assert [e.message for e in store.events("fn")] == ["INIT_START"]
         stream.write("later", timestamp_ms=2)
@@ -60,6 +61,7 @@ def test_a_deleted_group_comes_back_with_later_lines_only(tmp_path: Path) -> Non
         store.delete_group("fn")
         assert not store.has_group("fn")
         stream.write("after", timestamp_ms=2)
+        await store.synced()
         assert [e.message for e in store.events("fn")] == ["after"]
         stream.close()
 

@@ -57,6 +57,7 @@ class LogsApi:
                 raise InvalidParameterValue("The request body is not valid JSON") from None
             if not isinstance(params, dict):
                 raise InvalidParameterValue("The request body must be a JSON object")
+            await self._logs.synced()  # every line written so far is readable
             doc = await op(params)
         except SelflessError as exc:
             return wire_errors.json_1_1(exc, request_id)

@@ -6,9 +6,9 @@ Lambda's runtimes do. The group name shown through the API is ``/aws/lambda/<fun
 
 Writers keep lines in memory; the store hands every stream written to within 50 ms (one write for a burst
 of invocations) to its writer thread, the only one that touches the files, in order. So creating a stream's
-file (a journal write: 0.2-1 ms here) never blocks the event loop, which a burst of cold starts shares. A
-read waits for the writer first (``sync``), so readers (the CloudWatch Logs API, ``selfless logs``) always
-see everything written so far.
+file (a journal write: 0.2-1 ms here) never blocks the event loop, which a burst of cold starts shares.
+Readers (the CloudWatch Logs API, ``selfless logs``) ``await synced()`` first, so they see everything
+written so far without holding up the event loop while the writer catches up.
 """
 
 from __future__ import annotations
@@ -155,8 +155,16 @@ class LogStore:
     def _submit(self, operation: Callable[[], None]) -> None:
         self._writer.submit(operation)
 
+    async def synced(self) -> None:
+        """Every line written so far is in its file when this returns: readers (the logs API) await it
+        first. The event loop goes on meanwhile: the writer runs at nice 19, and under a burst of starts
+        its backlog can take a while."""
+        self.flush_pending()
+        async with asyncio.timeout(_SYNC_TIMEOUT_S):
+            await asyncio.wrap_future(self._writer.submit(lambda: None))
+
     def sync(self) -> None:
-        """Every line written so far is in its file when this returns (readers call it first)."""
+        """``synced`` for a caller off the event loop or outside one: blocks until the lines are written."""
         self.flush_pending()
         self.wait_written()
 
@@ -204,7 +212,6 @@ class LogStore:
 
     def groups(self) -> list[tuple[str, int]]:
         """(group name, creation time ms) of every group with at least one stream."""
-        self.sync()
         out = []
         if self.root.is_dir():
             for d in sorted(self.root.iterdir()):
@@ -214,12 +221,10 @@ class LogStore:
         return sorted(out)
 
     def has_group(self, group: str) -> bool:
-        self.sync()
         return self._group_dir(group).is_dir()
 
     def streams(self, group: str) -> list[tuple[str, int, int]]:
         """(stream name, first event ms, last event ms) for each stream of a group."""
-        self.sync()
         out = []
         directory = self._group_dir(group)
         if directory.is_dir():
@@ -239,7 +244,6 @@ class LogStore:
         pattern: str | None = None,
     ) -> list[LogEvent]:
         """Every matching event of a group, oldest first. ``pattern`` matches as a plain substring."""
-        self.sync()
         wanted = set(streams) if streams else None
         found: list[LogEvent] = []
         for name, _first, last in self.streams(group):
