@@ -17,7 +17,7 @@ from typing import Any
 
 import pytest
 
-SNAPPY = """import ctypes, os, random, time
+SNAPPY = """import ctypes, os, random, sys, time
 from snapshot_restore_py import register_after_restore, register_before_snapshot
 
 STATE = {"before": 0, "after": 0, "import_random": random.random()}
@@ -51,6 +51,7 @@ def handler(event, context):
         "mounted": mounted,
         "unshared": unshared,
         "stream": context.log_stream_name,
+        "immortal": sys.getrefcount(STATE) > 2**30,
     }
 """
 
@@ -108,6 +109,7 @@ def test_published_versions_fork_from_a_template(server: Any, lam: Any, make_fun
         assert "Restore Duration" in report and "Init Duration" not in report
         assert body["others_tmp"] == [], "/tmp is the environment's own"
         assert not body["mounted"] and not body["unshared"], "the full seccomp filter applies"
+        assert body["immortal"], "what the init left behind is immortal: no copy-on-write for reference counts"
     randoms = [body["random"] for body, _ in forked]
     assert len(set(randoms)) == len(randoms), "random state was reseeded in every forked environment"
     assert len({body["uid"] for body, _ in forked}) == len(forked), "each environment has its own uid"
@@ -335,3 +337,42 @@ def test_a_template_holds_what_its_init_imports(server: Any, lam: Any, make_func
     for body in forked:
         assert body["preloaded"] is False, "the template's zygote preloaded boto3"
         assert body["region"] == "us-east-1"
+
+
+CGROUP_OF = """import os, time
+
+
+def handler(event, context):
+    time.sleep(event.get("sleep", 0))
+    with open("/proc/self/cgroup") as f:
+        memory = next(line for line in f if ":memory:" in line or line.startswith("0::"))
+    return {"init": os.environ["AWS_LAMBDA_INITIALIZATION_TYPE"], "cgroup": memory.rsplit("/", 1)[1].strip()}
+"""
+
+
+def stock_of(server: Any, prefix: str) -> list[str]:
+    """The server's memory cgroups whose names start with ``prefix``."""
+    for dirpath, dirs, _files in os.walk("/sys/fs/cgroup/memory"):
+        if os.path.basename(dirpath) == server.sandbox_cgroup:
+            return [d for d in dirs if d.startswith(prefix)]
+    return []
+
+
+def test_forked_environments_take_cgroups_made_ahead(server: Any, lam: Any, make_function: Callable[..., str]) -> None:
+    """Once the template is ready, cgroups limited for its memory size are made ahead (in the background);
+    a burst's forked environments take them, each its own."""
+    if server.sandbox != "linux":
+        pytest.fail("fork-after-init needs the linux sandbox, which CI runs")
+    name = make_function(CGROUP_OF, runtime="python3.12", MemorySize=192, Tags={"selfless:ForkAfterInit": "on"})
+    first_call_then_template(server, lam, name, "$LATEST")
+    deadline = time.monotonic() + 10
+    while len(stock_of(server, "ahead-192-")) < 16:
+        assert time.monotonic() < deadline, f"no cgroups made ahead: {stock_of(server, 'ahead-')}"
+        time.sleep(0.05)
+    with concurrent.futures.ThreadPoolExecutor(6) as pool:
+        bodies = list(pool.map(lambda _: call(lam, name, "$LATEST", sleep=1.0)[0], range(6)))
+    forked = [b["cgroup"] for b in bodies if b["init"] == "snap-start"]
+    assert len(forked) == 5, bodies  # the first call's environment serves one
+    assert len(set(forked)) == 5, "each environment has a cgroup of its own"
+    # Two children may have been forked ahead (their cgroups made in step with the stock); the others took it.
+    assert sum(c.startswith("ahead-192-") for c in forked) >= 3, forked

@@ -8,11 +8,12 @@ like each hierarchy.
 from __future__ import annotations
 
 import os
+import shutil
 from pathlib import Path
 
 import pytest
 
-from selfless.sandbox.cgroups import FORK_SERVER_WEIGHT, MAX_PIDS, Cgroup, Cgroups, vcpus_for
+from selfless.sandbox.cgroups import FORK_SERVER_WEIGHT, MAX_PIDS, Cgroup, Cgroups, CgroupsAhead, vcpus_for
 
 
 def fake_v2(tmp_path: Path) -> tuple[Path, Path]:
@@ -111,3 +112,31 @@ def test_cpu_share_follows_memory() -> None:
     assert vcpus_for(1769) == pytest.approx(1.0) or vcpus_for(1769) == os.cpu_count()
     assert vcpus_for(128) == pytest.approx(128 / 1769)
     assert vcpus_for(10240) <= min(6, os.cpu_count() or 1)
+
+
+def test_cgroups_made_ahead_come_limited_per_memory_size_and_bounded(tmp_path: Path) -> None:
+    root, cg = fake_v1(tmp_path)
+    ahead = CgroupsAhead(cg)
+    assert ahead.take(128) is None, "nothing is made before it is wanted"
+    ahead.want(128, 3)
+    ahead.want(128, 2)  # a smaller burst keeps the larger stock
+    assert ahead.missing(128) == 3
+    ahead.fill(128)
+    assert ahead.missing(128) == 0
+    taken = ahead.take(128)
+    assert taken is not None and ahead.missing(128) == 1
+    memory, cpu, _pids = taken.dirs
+    # Ready as a forked environment needs it: memory limit, CPU quota, charges carried on the move.
+    assert (memory / "memory.limit_in_bytes").read_text() == str(128 << 20)
+    assert (cpu / "cpu.cfs_quota_us").read_text() == str(int(vcpus_for(128) * 100000))
+    assert (memory / "memory.move_charge_at_immigrate").read_text() == "1"
+    assert ahead.take(256) is None, "a stock serves its own memory size only"
+    ahead.want(256, 10_000)
+    assert ahead.missing(256) == CgroupsAhead.MAX
+    gone = ahead.detach(128)
+    assert len(gone) == 2 and ahead.take(128) is None and ahead.missing(128) == 0
+    for cgroup in gone:  # (on a real cgroupfs: cgroup.remove(); here the limit files are plain files)
+        for d in cgroup.dirs:
+            shutil.rmtree(d)
+    made = sorted(d.name for d in (root / "memory" / "svc" / "selfless-0").iterdir() if d.is_dir())
+    assert made == [taken.dirs[0].name], "detached stock is removed, the taken one is the caller's"

@@ -38,8 +38,12 @@ class CgroupsUnavailable(RuntimeError):
     """The cgroup controllers selfless needs cannot be used here; the message says why."""
 
 
+# Read once: os.cpu_count() reads /sys/devices/system/cpu/online on every call, once per start here.
+_HOST_CPUS = float(os.cpu_count() or 1)
+
+
 def vcpus_for(memory_mb: int) -> float:
-    return min(memory_mb / MB_PER_VCPU, MAX_VCPUS, float(os.cpu_count() or 1))
+    return min(memory_mb / MB_PER_VCPU, MAX_VCPUS, _HOST_CPUS)
 
 
 def _own_path(controller: str, table: Path = Path("/proc/self/cgroup")) -> str:
@@ -263,3 +267,54 @@ class Cgroups:
             for base in self._bases:
                 with contextlib.suppress(OSError):
                     os.rmdir(base)
+
+
+class CgroupsAhead:
+    """Cgroups made and limited ahead for environments forked after init, one stock per memory size: a start
+    that takes one skips the three mkdirs and five writes of making it (~0.25 ms of the server's CPU, on
+    the event loop, where a burst's starts queue up).
+
+    A stock is filled off the calls' path (``fill``, in a worker thread, once its template has been quiet
+    a moment) to the size of the largest burst seen for that memory size, at most ``MAX`` (each costs the
+    kernel ~35-45 KB), and goes when no template of that size is left (``detach``). Not thread-safe: ``take``
+    runs on the event loop, ``fill`` in one thread at a time per size (the caller's job)."""
+
+    MAX = 256
+
+    def __init__(self, cgroups: Cgroups) -> None:
+        self._cgroups = cgroups
+        self._stock: dict[int, list[Cgroup]] = {}
+        self._wanted: dict[int, int] = {}
+        self._ids = 0
+
+    def take(self, memory_mb: int) -> Cgroup | None:
+        """One made for ``memory_mb`` (memory and pids limits, the CPU quota, charges carried), or None."""
+        stock = self._stock.get(memory_mb)
+        return stock.pop() if stock else None
+
+    def want(self, memory_mb: int, count: int) -> None:
+        """Keep at least ``count`` (capped at MAX) for ``memory_mb`` from the next ``fill`` on."""
+        self._wanted[memory_mb] = max(self._wanted.get(memory_mb, 0), min(count, self.MAX))
+
+    def missing(self, memory_mb: int) -> int:
+        return max(0, self._wanted.get(memory_mb, 0) - len(self._stock.get(memory_mb, ())))
+
+    def fill(self, memory_mb: int) -> None:
+        """Make what is missing for ``memory_mb`` (blocking: cgroupfs work; run it in a thread)."""
+        stock = self._stock.setdefault(memory_mb, [])
+        for _ in range(self.missing(memory_mb)):
+            self._ids += 1
+            cgroup = self._cgroups.create(f"ahead-{memory_mb}-{self._ids}", memory_mb)
+            cgroup.set_cpu(vcpus_for(memory_mb))
+            self._cgroups.carry_charges(cgroup)
+            stock.append(cgroup)
+
+    def detach(self, memory_mb: int | None = None) -> list[Cgroup]:
+        """Give up the stock for ``memory_mb`` (every stock: None) and return it, for the caller to remove
+        (on the event loop, so that no ``take`` races with it; the removal can go to a thread)."""
+        sizes = list(self._stock) if memory_mb is None else [memory_mb]
+        gone: list[Cgroup] = []
+        for size in sizes:
+            self._wanted.pop(size, None)
+            gone.extend(self._stock.pop(size, []))
+        return gone

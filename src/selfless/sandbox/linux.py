@@ -31,6 +31,7 @@ import signal
 import socket
 import subprocess
 import sys
+import time
 from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
@@ -38,7 +39,7 @@ from typing import Any
 from selfless.models import Function
 from selfless.runtime.runtimes import BOOTSTRAP_DIR, Runtime
 from selfless.sandbox.base import Layout
-from selfless.sandbox.cgroups import Cgroup, Cgroups, CgroupsUnavailable, vcpus_for
+from selfless.sandbox.cgroups import Cgroup, Cgroups, CgroupsAhead, CgroupsUnavailable, vcpus_for
 from selfless.sandbox.channel import read_messages, send_message
 from selfless.sandbox.peers import PeerLookup
 from selfless.sandbox.scratch import Scratch, ScratchPool, ScratchUnavailable
@@ -65,6 +66,13 @@ _ZYGOTE_START_TIMEOUT_S = 30.0
 FORK_AFTER_INIT_TAG = "selfless:ForkAfterInit"
 # Children each template keeps forked ahead (in their cgroups, waiting for an environment).
 TEMPLATE_AHEAD = 2
+# ... forked once no environment was forked from it for this long: in a burst, a child forked ahead (primed,
+# through worker threads) is taken at once by the next call, which is only the same start made dearer.
+TEMPLATE_AHEAD_QUIET_S = 0.05
+# Cgroups made ahead for forked environments (CgroupsAhead): at first this many per memory size, then as
+# many as the largest burst forked between two quiet moments; a stock no start took from for STOCK_IDLE_S goes.
+CGROUPS_AHEAD_FIRST = 16
+CGROUPS_STOCK_IDLE_S = 600.0
 # A forked child's page tables (~128 KB for a Python process) stay charged to the template's cgroup.
 TEMPLATE_HEADROOM_MB = UIDS_PER_TEMPLATE // 4
 
@@ -353,6 +361,10 @@ class LinuxBackend:
         self._template_blocks: list[int] = []
         self._forked: dict[str, tuple[Template, int]] = {}
         self._template_tasks: set[asyncio.Task[None]] = set()
+        self._cgroups_ahead: CgroupsAhead | None = None
+        self._cgroup_fills: dict[int, asyncio.Task[None]] = {}
+        self._stock_used: dict[int, float] = {}  # memory size -> when a start last took from its stock
+        self._stock_trim: asyncio.TimerHandle | None = None
         # Where each child mounts its root, in its own mount namespace: one empty directory for all.
         self._mount_point = data_dir / "sandbox" / "root"
         self._data_dir = data_dir
@@ -390,6 +402,7 @@ class LinuxBackend:
         except CgroupsUnavailable as exc:
             raise SandboxUnavailable(str(exc)) from exc
         self.cgroups.sweep()
+        self._cgroups_ahead = CgroupsAhead(self.cgroups)
         try:
             self._scratch = ScratchPool(self._data_dir / "scratch", scratch_support())
             self._scratch.open()
@@ -664,6 +677,7 @@ class LinuxBackend:
                     raise
                 continue
             break
+        template.burst += 1
         self._replenish_template(template, function)
         self._forked[env_id] = (template, child.index)
         self._uids[env_id] = template.uid_base + child.index
@@ -715,17 +729,36 @@ class LinuxBackend:
 
     def _forked_cgroup(self, name: str, memory_mb: int) -> Cgroup:
         """With its CPU quota from the start: the template ran the init; what a forked child runs before its
-        first call (entering its sandbox, the after-restore hooks) is restore, limited as the calls are."""
+        first call (entering its sandbox, the after-restore hooks) is restore, limited as the calls are.
+        One made ahead if there is one (CgroupsAhead)."""
+        if self._cgroups_ahead is not None:
+            made = self._cgroups_ahead.take(memory_mb)
+            if made is not None:
+                self._stock_used[memory_mb] = time.monotonic()
+                return made
         cgroup = self.cgroups.create(name, memory_mb)
         cgroup.set_cpu(vcpus_for(memory_mb))
         self.cgroups.carry_charges(cgroup)
         return cgroup
 
     def _replenish_template(self, template: Template, function: Function) -> None:
-        """Keep TEMPLATE_AHEAD children forked ahead for this template (in the background)."""
+        """Keep TEMPLATE_AHEAD children forked ahead for this template, and cgroups made ahead for its
+        memory size, once no environment was forked from it for TEMPLATE_AHEAD_QUIET_S (in the background)."""
         if template.filling or template.draining:
             return
+        if template.refill is not None:
+            template.refill.cancel()
+        template.refill = asyncio.get_running_loop().call_later(
+            TEMPLATE_AHEAD_QUIET_S, self._fill_template, template, function
+        )
+
+    def _fill_template(self, template: Template, function: Function) -> None:
+        template.refill = None
+        if template.filling or not template.usable:
+            return
         template.filling = True
+        self._stock_cgroups(function.memory_size, max(CGROUPS_AHEAD_FIRST, template.burst))
+        template.burst = 0
 
         async def fill() -> None:
             try:
@@ -741,6 +774,52 @@ class LinuxBackend:
                 template.filling = False
 
         task = asyncio.get_running_loop().create_task(fill())
+        self._template_tasks.add(task)
+        task.add_done_callback(self._template_tasks.discard)
+
+    def _stock_cgroups(self, memory_mb: int, count: int) -> None:
+        """Have at least ``count`` cgroups made ahead for ``memory_mb`` (in a worker thread, one fill per
+        size at a time)."""
+        ahead = self._cgroups_ahead
+        if ahead is None:
+            return
+        ahead.want(memory_mb, count)
+        self._stock_used.setdefault(memory_mb, time.monotonic())
+        if not ahead.missing(memory_mb) or memory_mb in self._cgroup_fills:
+            return
+
+        async def fill() -> None:
+            try:
+                await asyncio.to_thread(ahead.fill, memory_mb)
+            except OSError as exc:
+                log.warning("could not make cgroups ahead for %d MB: %s", memory_mb, exc)
+            finally:
+                del self._cgroup_fills[memory_mb]
+
+        self._cgroup_fills[memory_mb] = asyncio.get_running_loop().create_task(fill())
+        if self._stock_trim is None:
+            self._stock_trim = asyncio.get_running_loop().call_later(CGROUPS_STOCK_IDLE_S, self._trim_stocks)
+
+    def _trim_stocks(self) -> None:
+        """Remove the stocks no start took from for CGROUPS_STOCK_IDLE_S."""
+        self._stock_trim = None
+        now = time.monotonic()
+        for size, used in list(self._stock_used.items()):
+            if now - used >= CGROUPS_STOCK_IDLE_S and size not in self._cgroup_fills:
+                del self._stock_used[size]
+                self._remove_cgroups(self._cgroups_ahead.detach(size) if self._cgroups_ahead else [])
+        if self._stock_used:
+            self._stock_trim = asyncio.get_running_loop().call_later(CGROUPS_STOCK_IDLE_S, self._trim_stocks)
+
+    def _remove_cgroups(self, cgroups: list[Cgroup]) -> None:
+        if not cgroups:
+            return
+
+        async def remove() -> None:
+            for cgroup in cgroups:
+                await asyncio.to_thread(cgroup.remove)
+
+        task = asyncio.get_running_loop().create_task(remove())
         self._template_tasks.add(task)
         task.add_done_callback(self._template_tasks.discard)
 
@@ -766,6 +845,9 @@ class LinuxBackend:
         if self._templates.get(template.qualified_name) is template:
             del self._templates[template.qualified_name]
         template.draining = True
+        if template.refill is not None:
+            template.refill.cancel()
+            template.refill = None
         ahead, template.ahead = template.ahead, []
         for child in ahead:
             self._discard_child(template, child)
@@ -896,8 +978,16 @@ class LinuxBackend:
         for template, _index in list(self._forked.values()):
             if not template.idle:
                 self._close_template(template)
+        if self._stock_trim is not None:
+            self._stock_trim.cancel()
+            self._stock_trim = None
         if self._template_tasks:
             await asyncio.gather(*self._template_tasks, return_exceptions=True)
+        if self._cgroup_fills:
+            await asyncio.gather(*self._cgroup_fills.values(), return_exceptions=True)
+        if self._cgroups_ahead is not None:
+            for cgroup in self._cgroups_ahead.detach():
+                await asyncio.to_thread(cgroup.remove)
         if self._scratch is not None:
             await self._scratch.close()
         for task in list(self._spare_tasks):

@@ -120,6 +120,10 @@ class Template:
         # Children forked ahead, in their cgroups already, waiting for an environment (see LinuxBackend).
         self.ahead: list[ForkedChild] = []
         self.filling = False
+        # Children are forked ahead once it has been quiet a moment (LinuxBackend._replenish_template):
+        # the timer for that, and how many environments were forked from it since it was last quiet.
+        self.refill: asyncio.TimerHandle | None = None
+        self.burst = 0
         self.ready: asyncio.Future[float] = self._loop.create_future()  # the template's init time (ms)
         self.ready.add_done_callback(lambda f: f.exception() if not f.cancelled() else None)
 

@@ -457,6 +457,44 @@ def _prime():
         theirs.close()
 
 
+def _immortalize(gc):
+    """Make every object the init left behind immortal (Python 3.12+, PEP 683), so that a forked child's
+    reference counting stops writing to the pages it shares with its template: a write to a shared page
+    is a copy-on-write fault (~2.5 us, and 4 KiB more of the child's own memory), and an increment on an
+    object the child merely reads is such a write. Meta's Cinder has ``immortalize_heap`` for its pre-fork
+    servers for the same reason; CPython offers no public call, so the low 32 bits of each reference count
+    are set to the immortal value directly (64-bit builds with the GIL, where that is the marker). The
+    objects then live as long as the process; what a child drops of them stays in pages it shares with the
+    template. Every object tracked by the collector is found in ``gc.get_objects()`` (which also keeps
+    them alive meanwhile); the untracked ones (strings, numbers, tuples of those) through them."""
+    if sys.version_info < (3, 12) or sys.maxsize <= 2**32 or "t" in getattr(sys, "abiflags", "t"):
+        return  # before PEP 683, 32-bit, or free-threaded (another object header)
+    import ctypes
+
+    cell = ctypes.c_uint32
+
+    def fix(obj):
+        """True when ``obj`` was mortal (and is not any more)."""
+        count = cell.from_address(id(obj))
+        if count.value >= 0x80000000:  # immortal already (or done): its referents were seen to
+            return False
+        count.value = 0xFFFFFFFF
+        return True
+
+    gc.unfreeze()  # what the zygote froze is in the heap the children share too
+    objects = gc.get_objects()
+    for obj in objects:
+        fix(obj)
+    is_tracked = gc.is_tracked
+    get_referents = gc.get_referents
+    for obj in objects:
+        stack = [ref for ref in get_referents(obj) if not is_tracked(ref)]
+        while stack:
+            ref = stack.pop()
+            if fix(ref):
+                stack.extend(r for r in get_referents(ref) if not is_tracked(r))
+
+
 def template_main(control, filter_prog):
     """A fork-after-init template's life (only ever called in a zygote's child, where sandbox_enter is
     importable): init, then fork environments on request."""
@@ -484,6 +522,7 @@ def template_main(control, filter_prog):
         sys.exit(1)
     init_ms = (time.monotonic() - started) * 1000
     gc.collect()
+    _immortalize(gc)
     if hasattr(gc, "freeze"):
         gc.freeze()
     wake_r, wake_w = sandbox_enter.watch_children()
