@@ -469,7 +469,10 @@ def _immortalize(gc):
     them alive meanwhile); the untracked ones (strings, numbers, tuples of those) through them."""
     if sys.version_info < (3, 12) or sys.maxsize <= 2**32 or "t" in getattr(sys, "abiflags", "t"):
         return  # before PEP 683, 32-bit, or free-threaded (another object header)
-    import ctypes
+    try:
+        import ctypes
+    except ImportError:  # an interpreter built without libffi: forks still work, with more copying
+        return
 
     cell = ctypes.c_uint32
 
