@@ -84,6 +84,19 @@ def arn_of(lam: Any, name: str) -> str:
     return str(lam.get_function_configuration(FunctionName=name)["FunctionArn"])
 
 
+def with_recorder(
+    lam: Any, code: str, on: tuple[str, ...], deploy_args: dict[str, Any] | None = None, **config: Any
+) -> tuple[str, str]:
+    """A function from ``code`` and a recorder function that its ``on`` destinations (OnSuccess, OnFailure)
+    send their records to; ``config``: the rest of its event invoke config (MaximumRetryAttempts...)."""
+    name, recorder = deploy(lam, code, **(deploy_args or {})), deploy(lam, RECORDER)
+    destination = {"Destination": arn_of(lam, recorder)}
+    lam.put_function_event_invoke_config(
+        FunctionName=name, DestinationConfig={kind: destination for kind in on}, **config
+    )
+    return name, recorder
+
+
 def test_event_invoke_config_api(async_server: Server) -> None:
     lam = async_server.client()
     name = deploy(lam, ECHO)
@@ -138,12 +151,7 @@ def test_event_invoke_config_api(async_server: Server) -> None:
 
 def test_retries_then_the_failure_record(async_server: Server) -> None:
     lam = async_server.client()
-    name, recorder = deploy(lam, FAILING), deploy(lam, RECORDER)
-    lam.put_function_event_invoke_config(
-        FunctionName=name,
-        MaximumRetryAttempts=1,
-        DestinationConfig={"OnFailure": {"Destination": arn_of(lam, recorder)}},
-    )
+    name, recorder = with_recorder(lam, FAILING, ("OnFailure",), MaximumRetryAttempts=1)
     accepted = lam.invoke(FunctionName=name, InvocationType="Event", Payload=json.dumps({"n": 1}))
     assert accepted["StatusCode"] == 202
     request_id = accepted["ResponseMetadata"]["HTTPHeaders"]["x-amzn-requestid"]
@@ -171,10 +179,7 @@ def test_retries_then_the_failure_record(async_server: Server) -> None:
 
 def test_success_record_and_throttled_events_run_later(async_server: Server) -> None:
     lam = async_server.client()
-    name, recorder = deploy(lam, SLOW_OR_ECHO), deploy(lam, RECORDER)
-    lam.put_function_event_invoke_config(
-        FunctionName=name, DestinationConfig={"OnSuccess": {"Destination": arn_of(lam, recorder)}}
-    )
+    name, recorder = with_recorder(lam, SLOW_OR_ECHO, ("OnSuccess",))
     lam.put_function_concurrency(FunctionName=name, ReservedConcurrentExecutions=1)
     with concurrent.futures.ThreadPoolExecutor(1) as pool:
         busy = pool.submit(lam.invoke, FunctionName=name, Payload=json.dumps({"sleep": 2.5}))  # holds the 1
@@ -195,10 +200,7 @@ def test_success_record_and_throttled_events_run_later(async_server: Server) -> 
 def test_reserved_concurrency_0_sends_events_to_the_failure_path_at_once(async_server: Server) -> None:
     """As AWS does since 2021: a function turned off runs none of its events and does not retry them."""
     lam = async_server.client()
-    name, recorder = deploy(lam, SLOW_OR_ECHO), deploy(lam, RECORDER)
-    lam.put_function_event_invoke_config(
-        FunctionName=name, DestinationConfig={"OnFailure": {"Destination": arn_of(lam, recorder)}}
-    )
+    name, recorder = with_recorder(lam, SLOW_OR_ECHO, ("OnFailure",))
     lam.put_function_concurrency(FunctionName=name, ReservedConcurrentExecutions=0)
     started = time.monotonic()
     lam.invoke(FunctionName=name, InvocationType="Event", Payload=json.dumps({"k": "off"}))
@@ -219,15 +221,7 @@ def test_kill_9_under_load_loses_nothing(tmp_path: Path) -> None:
         # Half of the events fail (odd n) and land on the failure path, half succeed.
         code = "import time\n\ndef handler(event, context):\n    time.sleep(0.05)\n    if event['n'] % 2:\n" \
                "        raise RuntimeError('odd')\n    return event['n']\n"  # fmt: skip
-        name, recorder = deploy(lam, code), deploy(lam, RECORDER)
-        lam.put_function_event_invoke_config(
-            FunctionName=name,
-            MaximumRetryAttempts=0,
-            DestinationConfig={
-                "OnSuccess": {"Destination": arn_of(lam, recorder)},
-                "OnFailure": {"Destination": arn_of(lam, recorder)},
-            },
-        )
+        name, recorder = with_recorder(lam, code, ("OnSuccess", "OnFailure"), MaximumRetryAttempts=0)
 
         def send(n: int) -> str | None:
             try:
@@ -277,9 +271,7 @@ def selfless_cli(server: Server, *args: str) -> subprocess.CompletedProcess[str]
 
 def test_failed_events_are_listed_and_re_driven(async_server: Server) -> None:
     lam = async_server.client()
-    name, recorder = deploy(lam, FAILING), deploy(lam, RECORDER)
-    destinations = {"OnFailure": {"Destination": arn_of(lam, recorder)}}
-    lam.put_function_event_invoke_config(FunctionName=name, MaximumRetryAttempts=0, DestinationConfig=destinations)
+    name, recorder = with_recorder(lam, FAILING, ("OnFailure",), MaximumRetryAttempts=0)
     accepted = lam.invoke(FunctionName=name, InvocationType="Event", Payload=json.dumps({"n": 7}))
     request_id = accepted["ResponseMetadata"]["HTTPHeaders"]["x-amzn-requestid"]
     wait_for("the failure record", lambda: records(async_server, recorder))
@@ -301,9 +293,7 @@ def test_failed_events_are_listed_and_re_driven(async_server: Server) -> None:
 
 def test_invoke_async_the_deprecated_api(async_server: Server) -> None:
     lam = async_server.client()
-    name, recorder = deploy(lam, ECHO), deploy(lam, RECORDER)
-    destinations = {"OnSuccess": {"Destination": arn_of(lam, recorder)}}
-    lam.put_function_event_invoke_config(FunctionName=name, DestinationConfig=destinations)
+    name, recorder = with_recorder(lam, ECHO, ("OnSuccess",))
     answer = lam.invoke_async(FunctionName=name, InvokeArgs=json.dumps({"old": "api"}))
     assert answer["Status"] == 202 and answer["ResponseMetadata"]["HTTPStatusCode"] == 202
     (got,) = wait_for("the success record", lambda: records(async_server, recorder))
@@ -340,10 +330,8 @@ def depths(server: Server, name: str) -> list[int]:
 
 def test_a_recursive_loop_is_stopped_after_16_runs(async_server: Server) -> None:
     lam = async_server.client()
-    name, recorder = deploy(lam, LOOPER, runtime="python3.12"), deploy(lam, RECORDER)
+    name, recorder = with_recorder(lam, LOOPER, ("OnFailure",), {"runtime": "python3.12"})
     assert lam.get_function_recursion_config(FunctionName=name)["RecursiveLoop"] == "Terminate"
-    destinations = {"OnFailure": {"Destination": arn_of(lam, recorder)}}
-    lam.put_function_event_invoke_config(FunctionName=name, DestinationConfig=destinations)
     lam.invoke(FunctionName=name, InvocationType="Event", Payload=json.dumps({"depth": 0}))
     (got,) = wait_for("the loop's failure record", lambda: records(async_server, recorder), timeout=60)
     assert got["record"]["requestContext"]["condition"] == "RecursiveInvocationException"
@@ -364,12 +352,7 @@ def test_an_event_too_old_to_run_goes_to_the_failure_path(async_server: Server) 
     one slot is held by an earlier event for 61 s) is not run; its record says EventAgeExceeded and has no
     response. This takes about a minute, as it would on AWS."""
     lam = async_server.client()
-    name, recorder = deploy(lam, SLOW_OR_ECHO, Timeout=90), deploy(lam, RECORDER)
-    lam.put_function_event_invoke_config(
-        FunctionName=name,
-        MaximumEventAgeInSeconds=60,
-        DestinationConfig={"OnFailure": {"Destination": arn_of(lam, recorder)}},
-    )
+    name, recorder = with_recorder(lam, SLOW_OR_ECHO, ("OnFailure",), {"Timeout": 90}, MaximumEventAgeInSeconds=60)
     lam.put_function_concurrency(FunctionName=name, ReservedConcurrentExecutions=1)
     lam.invoke(FunctionName=name, InvocationType="Event", Payload=json.dumps({"sleep": 61}))
     wait_for("the first event to run", lambda: "sleeping" in " ".join(log_messages(async_server, name)))

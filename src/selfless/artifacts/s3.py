@@ -19,11 +19,9 @@ import threading
 import time
 from typing import Any
 
-import botocore
-import botocore.config
 import botocore.exceptions
-import botocore.session
 
+from selfless import aws_clients
 from selfless.errors import InvalidParameterValue, RequestEntityTooLarge, ServiceError
 
 log = logging.getLogger(__name__)
@@ -139,18 +137,8 @@ class S3Source:
     def _get_client(self) -> Any:
         with self._client_lock:
             if self._client is None:
-                session = botocore.session.get_session()
-                config = botocore.config.Config(
-                    s3={"addressing_style": "path"},  # S3-compatible stores rarely have per-bucket DNS names
-                    connect_timeout=5,
-                    read_timeout=30,
-                    retries={"max_attempts": 2},
-                )
-                if session.get_credentials() is None:
-                    config = config.merge(botocore.config.Config(signature_version=botocore.UNSIGNED))
-                self._client = session.create_client(
-                    "s3", endpoint_url=self.endpoint, region_name=self.region, config=config
-                )
+                assert self.endpoint is not None  # fetch refuses S3 locations without one first
+                self._client = aws_clients.client("s3", self.endpoint, self.region, read_timeout_s=30, max_attempts=2)
             return self._client
 
 

@@ -35,11 +35,9 @@ import uuid
 from collections.abc import Mapping
 from typing import Any
 
-import botocore
-import botocore.config
 import botocore.exceptions
-import botocore.session
 
+from selfless import aws_clients
 from selfless.errors import InvalidParameterValue
 
 log = logging.getLogger(__name__)
@@ -212,18 +210,10 @@ class Destinations:
         with self._lock:
             client = self._clients.get(service)
             if client is None:
-                session = botocore.session.get_session()
-                config = botocore.config.Config(
-                    connect_timeout=5,
-                    read_timeout=20,
-                    retries={"max_attempts": 1},  # the durable queue retries, with its own backoff
-                    s3={"addressing_style": "path"},
-                )
-                if session.get_credentials() is None:
-                    config = config.merge(botocore.config.Config(signature_version=botocore.UNSIGNED))
-                client = session.create_client(
-                    service, endpoint_url=self._endpoints[service], region_name=self._region, config=config
-                )
+                endpoint = self._endpoints[service]
+                assert endpoint is not None  # send refuses a service without one first
+                # One attempt: the durable queue retries, with a backoff of its own.
+                client = aws_clients.client(service, endpoint, self._region, read_timeout_s=20, max_attempts=1)
                 self._clients[service] = client
             return client
 

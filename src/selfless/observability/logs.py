@@ -5,12 +5,12 @@ Layout: ``<data-dir>/logs/<function-name>/<quoted stream name>.log``, one event 
 Lambda's runtimes do. The group name shown through the API is ``/aws/lambda/<function-name>``.
 
 Writers keep lines in memory; the store hands every stream written to within 50 ms (one write for a burst
-of invocations) to its writer thread, the only one that touches the files, in order, and in one batch per
-event-loop turn (a hand-over per stream cost a burst of cold starts a future, a lock and a thread wake-up
-each, and the GIL back and forth). So creating a stream's
+of invocations) to its writer thread, the only one that touches the files, in order. So creating a stream's
 file (a journal write: 0.2-1 ms here) never blocks the event loop, which a burst of cold starts shares.
-Readers (the CloudWatch Logs API, ``selfless logs``) ``await synced()`` first, so they see everything
-written so far without holding up the event loop while the writer catches up.
+Operations go to the writer in one batch per event-loop turn: a hand-over per stream cost a burst a future,
+a lock and a thread wake-up each, and the GIL back and forth. Readers (the CloudWatch Logs API, ``selfless
+logs``) ``await synced()`` first, so they see everything written so far without holding up the event loop
+while the writer catches up.
 """
 
 from __future__ import annotations

@@ -32,7 +32,7 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Coroutine, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -650,9 +650,7 @@ class LinuxBackend:
                     template.ready.set_exception(TemplateFailed("Runtime.Unknown", str(exc)))
                 self._retire_template(template)
 
-        task = asyncio.get_running_loop().create_task(make())
-        self._template_tasks.add(task)
-        task.add_done_callback(self._template_tasks.discard)
+        self._in_background(make())
 
     async def _fork(self, env_id: str, template: Template, function: Function, env: Mapping[str, str]) -> LinuxProcess:
         """An environment from the template: a child forked ahead if there is one (the ~20 ms a cgroup v1
@@ -773,9 +771,7 @@ class LinuxBackend:
             finally:
                 template.filling = False
 
-        task = asyncio.get_running_loop().create_task(fill())
-        self._template_tasks.add(task)
-        task.add_done_callback(self._template_tasks.discard)
+        self._in_background(fill())
 
     def _stock_cgroups(self, memory_mb: int, count: int) -> None:
         """Have at least ``count`` cgroups made ahead for ``memory_mb`` (in a worker thread, one fill per
@@ -807,19 +803,18 @@ class LinuxBackend:
         for size, used in list(self._stock_used.items()):
             if now - used >= CGROUPS_STOCK_IDLE_S and size not in self._cgroup_fills:
                 del self._stock_used[size]
-                self._remove_cgroups(self._cgroups_ahead.detach(size) if self._cgroups_ahead else [])
+                if self._cgroups_ahead is not None:
+                    self._in_background(self._remove_cgroups(self._cgroups_ahead.detach(size)))
         if self._stock_used:
             self._stock_trim = asyncio.get_running_loop().call_later(CGROUPS_STOCK_IDLE_S, self._trim_stocks)
 
-    def _remove_cgroups(self, cgroups: list[Cgroup]) -> None:
-        if not cgroups:
-            return
+    async def _remove_cgroups(self, cgroups: list[Cgroup]) -> None:
+        for cgroup in cgroups:
+            await asyncio.to_thread(cgroup.remove)
 
-        async def remove() -> None:
-            for cgroup in cgroups:
-                await asyncio.to_thread(cgroup.remove)
-
-        task = asyncio.get_running_loop().create_task(remove())
+    def _in_background(self, work: Coroutine[Any, Any, None]) -> None:
+        """Template and cgroup upkeep off the calls' path; ``close`` waits for what is under way."""
+        task = asyncio.get_running_loop().create_task(work)
         self._template_tasks.add(task)
         task.add_done_callback(self._template_tasks.discard)
 
@@ -836,9 +831,7 @@ class LinuxBackend:
             if template.draining and template.idle:
                 self._close_template(template)
 
-        task = asyncio.get_running_loop().create_task(cleanup())
-        self._template_tasks.add(task)
-        task.add_done_callback(self._template_tasks.discard)
+        self._in_background(cleanup())
 
     def _retire_template(self, template: Template) -> None:
         """No more forks from it; it stops once the environments forked from it are gone."""
@@ -867,9 +860,7 @@ class LinuxBackend:
                 await asyncio.to_thread(template.cgroup.remove)
             self._template_blocks.append(template.block)
 
-        task = asyncio.get_running_loop().create_task(cleanup())
-        self._template_tasks.add(task)
-        task.add_done_callback(self._template_tasks.discard)
+        self._in_background(cleanup())
 
     def templates_ready(self) -> int:
         """Fork-after-init templates that environments can fork from now."""
@@ -986,8 +977,7 @@ class LinuxBackend:
         if self._cgroup_fills:
             await asyncio.gather(*self._cgroup_fills.values(), return_exceptions=True)
         if self._cgroups_ahead is not None:
-            for cgroup in self._cgroups_ahead.detach():
-                await asyncio.to_thread(cgroup.remove)
+            await self._remove_cgroups(self._cgroups_ahead.detach())
         if self._scratch is not None:
             await self._scratch.close()
         for task in list(self._spare_tasks):

@@ -90,6 +90,7 @@ _EVENT_COLUMNS = (
 _EVENT_NAMES = tuple(f.name for f in dataclasses.fields(StoredEvent))
 _EVENT_FIELDS = ", ".join(_EVENT_NAMES)
 _INSERT_EVENTS = f"INSERT INTO events({_EVENT_FIELDS}) VALUES ({', '.join('?' * len(_EVENT_NAMES))})"
+_PAYLOAD = _EVENT_NAMES.index("payload")  # a BLOB: made bytes whatever buffer type it is read back as
 
 
 def _event_row(e: StoredEvent) -> tuple[Any, ...]:
@@ -98,7 +99,7 @@ def _event_row(e: StoredEvent) -> tuple[Any, ...]:
 
 def _event_of(row: tuple[Any, ...]) -> StoredEvent:
     values = list(row)
-    values[_EVENT_NAMES.index("payload")] = bytes(values[_EVENT_NAMES.index("payload")])
+    values[_PAYLOAD] = bytes(values[_PAYLOAD])
     return StoredEvent(*values)
 
 
