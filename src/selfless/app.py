@@ -11,6 +11,7 @@ import logging
 import os
 import platform
 import shutil
+import socket
 import sys
 from collections.abc import Awaitable, Callable, Mapping
 
@@ -304,8 +305,14 @@ class App:
         interpreters = [rt.interpreter for name in self.runtimes.names() if (rt := self.runtimes.get(name))]
         fallback = next((i for i in interpreters if i), sys.executable)
         backend = LinuxBackend(
-            self.settings.data_dir, fallback, preload=self.settings.zygote_preload, ksm=self.settings.ksm
+            self.settings.data_dir,
+            fallback,
+            preload=self.settings.zygote_preload,
+            ksm=self.settings.ksm,
+            egress=self.settings.egress,
+            sandbox_network=self.settings.sandbox_network,
         )
+        backend.serve_api = self._serve_api_inside
         try:
             backend.setup(self.settings.max_environments)
         except SandboxUnavailable as exc:
@@ -317,6 +324,14 @@ class App:
         self.health_info["sandbox"] = backend.name
         self.health_info["sandbox_uids"] = f"{backend.uid_range[0]}-{backend.uid_range[1]}"
         self.health_info["sandbox_cgroup"] = backend.cgroups.name
+
+    def _serve_api_inside(self, listener: socket.socket) -> HttpServer:
+        """selfless's API on a listening socket inside an environment's network namespace (its
+        AWS_ENDPOINT_URL): the same front door as the public port's."""
+        server = HttpServer(self.front.handle_inside, max_body=MAX_REQUEST, on_too_large=self.front.too_large)
+        server.listen_on(listener)
+        server.serve_on_demand()
+        return server
 
     def _sweep_environments(self) -> None:
         """Remove what a previous run that died left behind: mounts first, then the directories."""

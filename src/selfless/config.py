@@ -7,6 +7,7 @@ nothing else in the package reads ``os.environ`` for configuration.
 from __future__ import annotations
 
 import dataclasses
+import ipaddress
 import os
 import re
 from collections.abc import Mapping
@@ -79,6 +80,11 @@ class Settings:
     sqs_endpoint: str | None = None
     sns_endpoint: str | None = None
     events_endpoint: str | None = None
+    # What environments of the linux sandbox reach outside (see sandbox/network.py and the README): "public"
+    # (the outside world, not the host, link-local or private ranges), "private" (private ranges too), "none".
+    egress: str = "public"
+    # The addresses environments' links take (each running server an equal share).
+    sandbox_network: str = "10.200.0.0/14"
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str], **flags: Any) -> Settings:
@@ -125,6 +131,16 @@ class Settings:
             raise SettingsError(f"SELFLESS_ASYNC_RETRY_DELAY is not a number: {exc}") from exc
         if not 0 <= retry_delay <= 3600:
             raise SettingsError(f"SELFLESS_ASYNC_RETRY_DELAY must be 0-3600 seconds, got {retry_delay}")
+        egress = str(pick("egress", "SELFLESS_EGRESS", "public")).lower()
+        if egress not in ("public", "private", "none"):
+            raise SettingsError(f"SELFLESS_EGRESS must be public, private or none, got {egress!r}")
+        sandbox_network = str(pick("sandbox_network", "SELFLESS_SANDBOX_NETWORK", "10.200.0.0/14"))
+        try:
+            network = ipaddress.IPv4Network(sandbox_network)
+        except ValueError as exc:
+            raise SettingsError(f"SELFLESS_SANDBOX_NETWORK is not an IPv4 network: {exc}") from exc
+        if network.prefixlen > 18:
+            raise SettingsError(f"SELFLESS_SANDBOX_NETWORK must be a /18 or larger, got {sandbox_network}")
         endpoints: dict[str, str | None] = {}
         for service in ("s3", "sqs", "sns", "events"):
             env = f"SELFLESS_{service.upper()}_ENDPOINT"
@@ -162,6 +178,8 @@ class Settings:
             sns_endpoint=endpoints["sns_endpoint"],
             events_endpoint=endpoints["events_endpoint"],
             async_retry_delay_s=retry_delay,
+            egress=egress,
+            sandbox_network=str(network),
             zygote_prewarm=tuple(
                 r.strip() for r in environ.get("SELFLESS_ZYGOTE_PREWARM", "python3.12").split(",") if r.strip()
             ),

@@ -11,7 +11,6 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import socket
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -65,11 +64,6 @@ def handler(event, context):
         return attempt(lambda: os.setuid(0))
     if case == "chroot":
         return attempt(lambda: os.chroot("/tmp"))
-    if case == "listen":
-        s = socket.socket()
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-        return {"port": port, "listen": attempt(lambda: s.listen(1))}
     if case == "fork_bomb":
         children = 0
         failure = None
@@ -115,18 +109,6 @@ def handler(event, context):
         return {"uid": os.getuid(), "gid": os.getgid(), "groups": os.getgroups(), "cwd": os.getcwd(),
                 "hostname": socket.gethostname(), "caps": read("/proc/self/status").count("CapEff"),
                 "status": open("/proc/self/status").read()}
-    if case == "runtime_api_of":
-        host, port = event["api"].split(":")
-        s = socket.create_connection((host, int(port)), timeout=5)
-        s.sendall(b"GET /2018-06-01/runtime/invocation/next HTTP/1.1\r\nHost: x\r\n\r\n")
-        s.settimeout(2)
-        try:
-            data = s.recv(100)
-        except ConnectionError:
-            data = b""
-        except socket.timeout:
-            data = b"<still waiting>"
-        return data.decode("latin-1")
     if case == "env":
         return dict(os.environ)
     raise ValueError(case)
@@ -277,25 +259,6 @@ def test_kill_everything_reaches_only_its_own_processes(attacker: Callable[..., 
     assert linux.process.poll() is None
 
 
-def test_no_inbound_connections(attacker: Callable[..., Any]) -> None:
-    error, out, _ = attacker({"case": "listen"})
-    assert error is None
-    assert out["listen"]["ok"] is False and out["listen"]["errno"] == 1
-    with socket.socket() as s, pytest.raises(OSError):
-        s.settimeout(1)
-        s.connect(("127.0.0.1", out["port"]))
-
-
-def test_cannot_reach_another_environments_runtime_api(
-    attacker: Callable[..., Any], lam: Any, bystander: tuple[str, bytes]
-) -> None:
-    # The bystander's environment is alive and waiting on /next at this address.
-    api = json.loads(lam.invoke(FunctionName=bystander[0])["Payload"].read())["api"]
-    error, out, _ = attacker({"case": "runtime_api_of", "api": api})
-    assert error is None
-    assert out == "", f"another environment's Runtime API answered: {out!r}"
-
-
 @pytest.fixture
 def big(make_function: Callable[..., str], lam: Any) -> Callable[..., Any]:
     """The attacker with one full vCPU (1,769 MB) and time to exhaust its limits."""
@@ -355,30 +318,6 @@ def test_orphans_are_killed_when_the_environment_goes(attacker: Callable[..., An
     while time.monotonic() < deadline and any(Path(f"/proc/{p}").exists() for p in pids):
         time.sleep(0.05)
     assert not any(Path(f"/proc/{p}").exists() for p in pids)
-
-
-def test_network_mode_none_cuts_the_network_but_not_the_runtime_api(
-    lam: Any, linux: Server, make_function: Callable[..., str]
-) -> None:
-    code = (
-        "import os, socket\n"
-        "def handler(e, c):\n"
-        "    try:\n"
-        "        socket.create_connection(('127.0.0.1', int(e['port'])), timeout=2).close()\n"
-        "        reached = True\n"
-        "    except OSError as exc:\n"
-        "        reached = exc.errno\n"
-        "    return {'reached': reached, 'interfaces': sorted(n for _, n in socket.if_nameindex())}\n"
-    )
-    cut = make_function(code, Tags={"selfless:NetworkMode": "none"})
-    open_ = make_function(code)
-    for _ in range(2):  # the second call reuses the one connection the environment kept
-        r = lam.invoke(FunctionName=cut, Payload=json.dumps({"port": linux.port}))
-        out = json.loads(r["Payload"].read())
-        assert "FunctionError" not in r, out
-        assert out["reached"] is not True and out["interfaces"] == ["lo"]
-    r = lam.invoke(FunctionName=open_, Payload=json.dumps({"port": linux.port}))
-    assert json.loads(r["Payload"].read())["reached"] is True
 
 
 def test_environments_are_offered_to_same_page_merging(tmp_path: Path) -> None:

@@ -36,6 +36,13 @@ class FrontDoor:
         self._health = health
         self.ready = False
 
+    async def handle_inside(self, request: Request) -> Response:
+        """A request from inside an execution environment (the API served in its network namespace): the
+        signed API only. /health and /metrics are for operators on the host."""
+        if request.method == "GET" and request.path in ("/health", "/metrics"):
+            return await self._signed(request)
+        return await self.handle(request)
+
     async def handle(self, request: Request) -> Response:
         path = request.path
         if request.method == "GET":
@@ -49,6 +56,10 @@ class FrontDoor:
                 return Response(200, body, content_type=METRICS_CONTENT_TYPE)
             if path.startswith(CodeUrls.PREFIX):
                 return self._lambda.download(request)
+        return await self._signed(request)
+
+    async def _signed(self, request: Request) -> Response:
+        path = request.path
         request_id = ids.request_id()
         try:
             caller = self._verifier.verify(request.method, path, request.query, request.headers, request.body)

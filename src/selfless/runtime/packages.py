@@ -1,14 +1,18 @@
-"""The packages a Python runtime provides besides the standard library: boto3 and what it needs, as on AWS.
+"""What a Python runtime provides besides the standard library: boto3 and what it needs, as on AWS, beside
+selfless's own bootstrap.
 
 They are copied once from this server's own environment into ``<data-dir>/runtime/python`` (rebuilt when
-their versions change) and put last on the functions' ``sys.path``, after the function's own code, so a
-function that ships its own boto3 gets its own. The same path is visible inside the Linux sandbox
-(read-only), where the zygotes import boto3 before forking. boto3 here needs Python 3.10 or newer: a
-python3.9 function gets no runtime-provided boto3.
+their versions or the bootstrap change), together with the bootstrap's modules, and put last on the
+functions' ``sys.path``, after the function's own code, so a function that ships its own boto3 gets its
+own. Inside the Linux sandbox the directory is ``/var/runtime`` (read-only, where AWS keeps its runtime):
+the zygotes see it there too (a mount namespace of their own) and import boto3 and the bootstrap from it
+before forking, so no path of the host (the data directory's above all) shows in a function's modules or
+tracebacks. boto3 here needs Python 3.10 or newer: a python3.9 function gets no runtime-provided boto3.
 """
 
 from __future__ import annotations
 
+import hashlib
 import importlib.metadata
 import json
 import logging
@@ -16,6 +20,8 @@ import os
 import shutil
 import tempfile
 from pathlib import Path
+
+from selfless.runtime.runtimes import BOOTSTRAP_DIR
 
 log = logging.getLogger(__name__)
 
@@ -43,11 +49,18 @@ def _inventory() -> dict[str, str]:
     return found
 
 
-def prepare(data_dir: Path) -> Path | None:
-    """The runtime package directory, built if missing or stale; None when boto3 is not installed here."""
+def _bootstrap_digest() -> str:
+    digest = hashlib.sha256()
+    for source in sorted(BOOTSTRAP_DIR.glob("*.py")):
+        digest.update(source.name.encode() + b"\0" + source.read_bytes())
+    return digest.hexdigest()
+
+
+def prepare(data_dir: Path) -> Path:
+    """The runtime directory (the bootstrap's modules, and boto3 and friends when this server has them),
+    built if missing or stale."""
     versions = _inventory()
-    if "boto3" not in versions:
-        return None
+    versions["selfless-bootstrap"] = _bootstrap_digest()
     target = data_dir / "runtime" / "python"
     marker = target / ".versions.json"
     try:
@@ -58,7 +71,11 @@ def prepare(data_dir: Path) -> Path | None:
     target.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(dir=target.parent, prefix=".staging-"))
     try:
+        for source in BOOTSTRAP_DIR.glob("*.py"):
+            shutil.copyfile(source, staging / source.name)
         for name in versions:
+            if name == "selfless-bootstrap":
+                continue
             dist = importlib.metadata.distribution(name)
             for entry in dist.files or ():
                 parts = entry.parts

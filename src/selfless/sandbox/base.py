@@ -29,6 +29,11 @@ class Layout:
     packages: str | None = None
     # The function's layers, merged in order (/opt in the Linux sandbox, as on AWS).
     opt_dir: str = "/opt"
+    # Where the function finds its Runtime API ("host:port") and selfless's API (a URL): None when the
+    # backend gives environments no network of their own (then the host's loopback and the server's own
+    # endpoint are used).
+    runtime_api: str | None = None
+    api_url: str | None = None
 
 
 class SandboxProcess(Protocol):
@@ -40,6 +45,12 @@ class SandboxProcess(Protocol):
     # A Runtime API connection the runtime already holds (made by the backend before the runtime ran), for
     # the environment to serve without a connect and a peer check; None: the runtime connects itself.
     runtime_connection: socket.socket | None
+    # A listening socket the backend made for the Runtime API (inside the environment's own network), for the
+    # environment to serve; None: the environment listens on the host's loopback itself.
+    runtime_listener: socket.socket | None
+    # Where the backend hands further Runtime API connections of this environment that it accepted itself (set
+    # by the environment; None until then).
+    runtime_handover: Callable[[socket.socket], None] | None
 
     def kill(self, sig: int = signal.SIGKILL) -> None:
         """Signal the runtime and everything it started. Idempotent; safe after exit."""

@@ -28,6 +28,7 @@ import logging
 import math
 import os
 import signal
+import socket
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -163,6 +164,7 @@ class Environment:
         self._decoder = codecs.getincrementaldecoder("utf-8")("replace")
         self._partial = ""
         self._release_task: asyncio.Task[None] | None = None
+        self._adoptions: set[asyncio.Task[None]] = set()
         self._access_key: str | None = None
         self._cleaned = False
         self._start_error: OSError | None = None
@@ -197,14 +199,17 @@ class Environment:
         fn = self.function
         try:
             layout = await self._backend.prepare(self.id, self._root, self._code_tree, fn)
-            # Bound now, served once the runtime is on its way: a connection made meanwhile waits in the
-            # backlog, and the ~0.3 ms the event loop takes to serve a socket is off a forked start's path.
-            host, port = self._server.listen("127.0.0.1", 0)
+            runtime_api = layout.runtime_api
+            if runtime_api is None:
+                # Bound now, served once the runtime is on its way: a connection made meanwhile waits in the
+                # backlog, and the ~0.3 ms the event loop takes to serve a socket is off a forked start's path.
+                host, port = self._server.listen("127.0.0.1", 0)
+                runtime_api = f"{host}:{port}"
             key_id, secret, token = generate_session_credentials()
             principal = Principal(key_id, "function", fn.arn, environment_id=self.id)
             self._keyring.add(key_id, secret, principal, session_token=token)
             self._access_key = key_id
-            env = self._environment(layout, f"{host}:{port}", key_id, secret, token)
+            env = self._environment(layout, runtime_api, key_id, secret, token)
             runtime_arn = f"arn:aws:lambda:{self._settings.region}::runtime:selfless-{self.runtime.name}"
             self._platform(
                 None,
@@ -231,7 +236,10 @@ class Environment:
                 # Its first /next comes this way; the listener is served after it (``_after_init``).
                 await self._server.adopt(self._process.runtime_connection)
             else:
+                if self._process.runtime_listener is not None:  # inside the environment's own network
+                    self._server.listen_on(self._process.runtime_listener)
                 await self._server.serve()
+            self._process.runtime_handover = self._runtime_connection
         except OSError as exc:
             log.warning("environment %s of %s failed to start: %r", self.id, fn.name, exc, exc_info=True)
             self._start_error = exc
@@ -248,6 +256,12 @@ class Environment:
         else:
             init_timeout = max(_MIN_INIT_TIMEOUT_S, float(fn.timeout))
             self._timer = self._loop.call_later(init_timeout, self._init_timed_out)
+
+    def _runtime_connection(self, sock: socket.socket) -> None:
+        """Another Runtime API connection of this environment, accepted by the backend: served as ours."""
+        task = self._loop.create_task(self._server.adopt(sock))
+        self._adoptions.add(task)
+        task.add_done_callback(self._adoptions.discard)
 
     def _environment(self, layout: Layout, api: str, key_id: str, secret: str, token: str) -> dict[str, str]:
         fn = self.function
@@ -281,7 +295,7 @@ class Environment:
                 "AWS_SESSION_TOKEN": token,
             }
         )
-        env.setdefault("AWS_ENDPOINT_URL", self._endpoint)
+        env.setdefault("AWS_ENDPOINT_URL", layout.api_url or self._endpoint)
         env["AWS_LAMBDA_LOG_FORMAT"] = fn.logging_config["LogFormat"]
         if "ApplicationLogLevel" in fn.logging_config:
             env["AWS_LAMBDA_LOG_LEVEL"] = fn.logging_config["ApplicationLogLevel"]

@@ -1,16 +1,19 @@
 """The Linux sandbox backend: environments forked from per-interpreter zygotes into namespaces and cgroups.
 
-    server ──spawn spec + stdout pipe (SCM_RIGHTS)──> zygote (one per interpreter, warm, single-threaded)
-                                                         └─ fork ─> child: cgroups, namespaces, read-only
-                                                                    root, unprivileged uid, seccomp,
-                                                                    then the runtime (bootstraps/*.py)
+    server ──spawn spec + stdout pipe + netns (SCM_RIGHTS)──> zygote (one per interpreter, warm, single-threaded)
+                                                                └─ fork ─> child: cgroups, its network namespace,
+                                                                           mount/ipc/uts namespaces, read-only
+                                                                           root, limits, unprivileged uid,
+                                                                           seccomp, then the runtime
 
-What a function sees: its code read-only at /var/task, the bootstrap at /var/runtime, a tmpfs /tmp of
-EphemeralStorage size, the runtime's files read-only (/usr and the interpreter's prefix), a /proc that
-shows only its own processes (each environment runs as its own uid), a minimal /dev, and an /etc with only
-passwd, group, hosts, resolv.conf, nsswitch.conf and the CA certificates. Not the data dir, not other
-functions, not the server's environment. It keeps the host's network for outbound calls (as on AWS) but
-cannot accept connections (seccomp refuses listen), and the Runtime API of another environment refuses it.
+What a function sees: its code read-only at /var/task, the runtime (the bootstrap, boto3) read-only at
+/var/runtime, a /tmp of EphemeralStorage size, the runtime's files read-only (/usr and the interpreter's
+prefix), a /proc that shows only its own processes (each environment runs as its own uid), a minimal /dev,
+and an /etc with only passwd, group, hosts, resolv.conf, nsswitch.conf and the CA certificates. Not the data
+dir, not other functions, not the server's environment. Its network is a namespace of its own
+(``network.py``): the Runtime API on 127.0.0.1:9001 and selfless's API on 127.0.0.1:9400 of its own
+loopback, and a routed link to the outside world that reaches nothing of the host's and no other
+environment.
 
 The zygote reports each child's exit code; cgroups bound memory, CPU and pids and let every leftover
 process of an environment be killed when it is retired.
@@ -23,6 +26,7 @@ import contextlib
 import ctypes
 import fcntl
 import functools
+import ipaddress
 import itertools
 import json
 import logging
@@ -36,15 +40,18 @@ from collections.abc import Callable, Coroutine, Mapping
 from pathlib import Path
 from typing import Any
 
+from selfless.httpserver import HttpServer
 from selfless.models import Function
 from selfless.runtime.runtimes import BOOTSTRAP_DIR, Runtime
+from selfless.sandbox import network
 from selfless.sandbox.base import Layout
 from selfless.sandbox.cgroups import Cgroup, Cgroups, CgroupsAhead, CgroupsUnavailable, vcpus_for
 from selfless.sandbox.channel import read_messages, send_message
+from selfless.sandbox.network import Netns, NetnsMaker, NetnsStock, NetworkUnavailable
 from selfless.sandbox.peers import PeerLookup
 from selfless.sandbox.scratch import Scratch, ScratchPool, ScratchUnavailable
 from selfless.sandbox.scratch import check_support as scratch_support
-from selfless.sandbox.templates import UIDS_PER_TEMPLATE, ForkedChild, Template, TemplateFailed
+from selfless.sandbox.templates import UIDS_PER_TEMPLATE, ForkedChild, SharedRuntimeApi, Template, TemplateFailed
 
 log = logging.getLogger(__name__)
 
@@ -92,6 +99,10 @@ def _join_cgroup(cgroup: Cgroup, pid: int) -> None:
             f.write(str(pid))
 
 
+async def _nothing() -> None:
+    return None
+
+
 def _executable(path: Path) -> bool:
     return path.is_file() and os.access(path, os.X_OK)
 
@@ -115,12 +126,12 @@ def check_support() -> None:
     libc = ctypes.CDLL(None, use_errno=True)
     probe = os.fork()
     if probe == 0:  # pragma: no cover - runs in the probe child
-        rc = libc.unshare(0x00020000 | 0x08000000 | 0x04000000)
+        rc = libc.unshare(0x00020000 | 0x08000000 | 0x04000000 | network.CLONE_NEWNET)
         os._exit(0 if rc == 0 else ctypes.get_errno() or 1)
     _, status = os.waitpid(probe, 0)
     code = os.waitstatus_to_exitcode(status)
     if code != 0:
-        raise SandboxUnavailable(f"unshare(mount, ipc, uts namespaces) failed: {os.strerror(code)}")
+        raise SandboxUnavailable(f"unshare(mount, ipc, uts, network namespaces) failed: {os.strerror(code)}")
     if not hasattr(os, "pidfd_open"):
         raise SandboxUnavailable("pidfd_open is missing (Linux 5.3 or newer is needed)")
 
@@ -136,13 +147,17 @@ class LinuxProcess:
         cgroup: Cgroup,
         runtime_connection: socket.socket | None = None,
         cpu_limited: bool = False,
+        runtime_listener: socket.socket | None = None,
     ) -> None:
-        """``cpu_limited``: the CPU quota is set already (an environment forked after init has no init)."""
+        """``cpu_limited``: the CPU quota is set already (an environment forked after init has no init).
+        ``runtime_listener``: where its Runtime API is to be served (127.0.0.1:9001 of its namespace)."""
         self.pid = pid
         self.exited = exited
         self.output_fd = output_fd
         self.cgroup = cgroup
         self.runtime_connection = runtime_connection
+        self.runtime_listener = runtime_listener
+        self.runtime_handover: Callable[[socket.socket], None] | None = None
         self._cpu_limited = cpu_limited
 
     def kill(self, sig: int = signal.SIGKILL) -> None:
@@ -198,12 +213,20 @@ class Zygote:
             "SELFLESS_ZYGOTE_FD": str(theirs.fileno()),
             "SELFLESS_ZYGOTE_PRELOAD": self._preload,
         }
-        if self._packages is not None:
-            env["SELFLESS_RUNTIME_PACKAGES"] = str(self._packages)
+        fds = [theirs.fileno()]
+        view = -1
         try:
-            self._proc = self._popen(env, theirs.fileno())
+            if self._packages is not None:
+                # /var/runtime, in the zygote's own view. A descriptor, not a path: every environment forked
+                # from the zygote shows the zygote's original environment block in /proc/self/environ.
+                view = os.open(self._packages, os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
+                env["SELFLESS_RUNTIME_VIEW_FD"] = str(view)
+                fds.append(view)
+            self._proc = self._popen(env, fds)
         finally:
             theirs.close()
+            if view >= 0:
+                os.close(view)
         ours.setblocking(False)
         self._sock = ours
         self._ready = self._loop.create_future()
@@ -215,13 +238,13 @@ class Zygote:
             await self.close()
             raise
 
-    def _popen(self, env: dict[str, str], fd: int) -> subprocess.Popen[bytes]:
+    def _popen(self, env: dict[str, str], fds: list[int]) -> subprocess.Popen[bytes]:
         # Once per interpreter and server run; a fork+exec of ~1 ms is fine on the loop.
         return subprocess.Popen(
             [self.interpreter, "-I", "-S", "-u", str(ZYGOTE)],
             env=env,
             stdin=subprocess.DEVNULL,
-            pass_fds=(fd,),
+            pass_fds=fds,
             start_new_session=True,
         )
 
@@ -297,18 +320,20 @@ class Zygote:
         await send_message(self._sock, self._loop, self._send_lock, payload, fds or [])
 
     async def spawn(
-        self, spec: dict[str, Any], output_fd: int, spare: str | None = None, control_fd: int | None = None
+        self, spec: dict[str, Any], fds: dict[str, int], spare: str | None = None
     ) -> tuple[int, asyncio.Future[int]]:
+        """Fork a child for ``spec`` with these descriptors: "out" (its stdout), "netns" (the network namespace
+        it enters), "control" (a fork-after-init template's socket); see zygote.py."""
         if self._sock is None or self._loop is None:
             raise OSError("the zygote is not running")
         request_id = next(self._ids)
         reply: asyncio.Future[dict[str, Any]] = self._loop.create_future()
         self._replies[request_id] = reply
-        doc: dict[str, Any] = {"op": "spawn", "id": request_id, "spec": spec}
+        doc: dict[str, Any] = {"op": "spawn", "id": request_id, "spec": spec, "fds": list(fds)}
         if spare is not None:
             doc["spare"] = spare
         async with asyncio.timeout(_SPAWN_TIMEOUT_S):
-            await self._send(json.dumps(doc).encode(), [output_fd] if control_fd is None else [output_fd, control_fd])
+            await self._send(json.dumps(doc).encode(), list(fds.values()))
             msg = await reply
         if "error" in msg:
             raise OSError(f"zygote could not fork: {msg['error']}")
@@ -346,15 +371,31 @@ class LinuxBackend:
         data_dir: Path,
         fallback_interpreter: str,
         preload: str = "",
-        network: str = "default",
         spares: int = 2,
         ksm: bool = False,
+        egress: str = "public",
+        sandbox_network: str = network.DEFAULT_NETWORK,
     ) -> None:
+        """``egress``: what environments reach outside (network.EGRESS_MODES); ``sandbox_network``: the
+        addresses their links take (each server slot gets an equal share)."""
         self._ksm = ksm
+        self._egress = egress
+        self._sandbox_network = ipaddress.IPv4Network(sandbox_network)
+        self._firewall: network.Firewall | None = None
+        self._maker: NetnsMaker | None = None
+        self._netns_stock: NetnsStock | None = None
+        self._network_note = ""
+        # Each environment's (and template's) network namespace, and the server for selfless's API inside it.
+        self._netns: dict[str, Netns] = {}
+        self._doors: dict[str, HttpServer] = {}
+        # Templates' shared Runtime API addresses, and the environments forked from them (by id).
+        self._shared_apis: dict[str, SharedRuntimeApi] = {}
+        self._forked_processes: dict[str, LinuxProcess] = {}
+        # Serves selfless's API on a listening socket inside a namespace (set by the composition root).
+        self.serve_api: Callable[[socket.socket], HttpServer] | None = None
         self._ksm_restore: str | None = None
         self._scratch: ScratchPool | None = None
         self._scratches: dict[str, Scratch] = {}
-        self._peers = PeerLookup()
         # Fork-after-init: a template per opted-in version, the uid blocks they take, and which template
         # (and uid index) each forked environment came from.
         self._templates: dict[str, Template] = {}
@@ -370,7 +411,6 @@ class LinuxBackend:
         self._data_dir = data_dir
         self._fallback_interpreter = fallback_interpreter
         self._preload = preload
-        self._network = network
         self.cgroups = Cgroups()
         self.runtime_packages: Path | None = None
         self._slot_file: Any = None
@@ -387,8 +427,6 @@ class LinuxBackend:
         self._spare_ids = itertools.count(1)
         self._replenishing: set[str] = set()
         self._spare_tasks: set[asyncio.Task[None]] = set()
-        # Environments whose one Runtime API connection is made as root (NetworkMode none).
-        self._root_connects: set[str] = set()
         self._base_binds: list[tuple[str, str, bool]] = []
         self._symlinks: list[tuple[str, str]] = []
 
@@ -427,15 +465,42 @@ class LinuxBackend:
         for cert_dir in ("/etc/ssl", "/etc/ca-certificates", "/etc/pki"):
             if os.path.isdir(cert_dir):
                 self._base_binds.append((cert_dir, cert_dir, True))
-        try:
-            resolv = Path("/etc/resolv.conf").read_text()
-        except OSError:
-            resolv = ""
+        resolv = network.resolv_conf_for_environments()
         self._etc_static = {
             "hosts": "127.0.0.1 localhost\n::1 localhost\n",
             "resolv.conf": resolv,
             "nsswitch.conf": "passwd: files\ngroup: files\nhosts: files dns\n",
         }
+        self._setup_network(resolv)
+
+    def _setup_network(self, resolv: str) -> None:
+        """The slot's firewall (egress through the host) and the namespace maker. Without nftables
+        environments still get namespaces of their own, only with no way out."""
+        plan: network.EgressPlan | None = None
+        if self._egress != "none":
+            try:
+                plan = network.EgressPlan(
+                    self._egress,
+                    network.slot_subnet(self._sandbox_network, self.slot, SLOTS),
+                    f"{network.IF_PREFIX}{self.slot}x",
+                    network.host_resolvers(resolv),
+                )
+                self._firewall = network.Firewall(self.slot, plan)
+                self._firewall.apply()
+                self._network_note = f"egress {self._egress} through {plan.subnet}"
+            except NetworkUnavailable as exc:
+                log.warning("functions get no outbound network: %s (install nftables for it)", exc)
+                self._firewall = None
+                plan = None
+                self._network_note = f"no outbound network ({exc})"
+        else:
+            self._network_note = "no outbound network (SELFLESS_EGRESS=none)"
+        self._maker = NetnsMaker(plan)
+        try:
+            self._maker.start()
+        except OSError as exc:
+            raise SandboxUnavailable(f"cannot make network namespaces: {exc}") from exc
+        self._netns_stock = NetnsStock(self._maker)
 
     def _start_ksm(self) -> None:
         """Run ksmd while we serve (environments are mergeable: see sandbox_enter.mergeable)."""
@@ -465,14 +530,16 @@ class LinuxBackend:
 
     def describe(self) -> str:
         return (
-            f"sandbox: linux (cgroup v{self.cgroups.version}; mount/ipc/uts namespaces, read-only root, "
-            "per-environment uid, seccomp; memory, CPU and pids limits)"
+            f"sandbox: linux (cgroup v{self.cgroups.version}; mount/ipc/uts/network namespaces, read-only root, "
+            f"per-environment uid, seccomp; memory, CPU and pids limits; {self._network_note})"
         )
 
     async def prewarm(self, interpreters: list[str]) -> None:
         """Start these zygotes now (one after another), so no first call waits for them."""
         if self._scratch is not None:
             self._scratch.refill()
+        if self._netns_stock is not None:
+            self._netns_stock.prime(network.OPEN)
         for interpreter in interpreters:
             try:
                 self._replenish(await self._zygote(interpreter))
@@ -500,8 +567,16 @@ class LinuxBackend:
         # Nothing on disk per environment: every child mounts its root on the one shared mount point, in
         # a mount namespace of its own (host directory churn under a burst of cold starts costs journal
         # waits on the event loop).
-        packages = str(self.runtime_packages) if self.runtime_packages else None
-        return Layout("/var/task", "/tmp", "/var/runtime", packages)
+        host, port = network.RUNTIME_API
+        api_host, api_port = network.API
+        return Layout(
+            "/var/task",
+            "/tmp",
+            "/var/runtime",
+            "/var/runtime",
+            runtime_api=f"{host}:{port}",
+            api_url=f"http://{api_host}:{api_port}",
+        )
 
     async def spawn(
         self, env_id: str, root: Path, function: Function, runtime: Runtime, layout: Layout, env: Mapping[str, str]
@@ -510,12 +585,10 @@ class LinuxBackend:
             raise OSError("no free sandbox uid")
         if not runtime.is_python and not _executable(self._code_tree_of(root, function) / "bootstrap"):
             raise FileNotFoundError(2, "no executable bootstrap in the package")
-        network = "none" if function.tags.get(NETWORK_MODE_TAG, "").lower() == "none" else self._network
-        if network == "none" and not runtime.is_python:
-            raise OSError(f"{NETWORK_MODE_TAG}=none needs a Python runtime: a custom runtime opens its own connections")
+        cut = function.tags.get(NETWORK_MODE_TAG, "").lower() == "none"
         interpreter = runtime.interpreter or self._fallback_interpreter
         zygote = await self._zygote(interpreter)
-        if runtime.is_python and network != "none" and forks_after_init(function):
+        if runtime.is_python and not cut and forks_after_init(function):
             template = self._templates.get(function.qualified_name)
             if template is not None and (template.generation != function.generation or template.died):
                 self._retire_template(template)  # a template that died after it was ready is made again
@@ -526,31 +599,68 @@ class LinuxBackend:
                 self._start_template(interpreter, root, function, runtime, env)
         uid = self._free_uids.pop()
         self._uids[env_id] = uid
-        if network == "none":
-            self._root_connects.add(env_id)
         spare = self._take_spare(zygote)
         token = spare[0] if spare is not None else None
         self._replenish(zygote)
-        # cgroupfs and disk work in threads, both at once: under a burst of cold starts they would
-        # otherwise queue behind each other on the event loop.
+        # cgroupfs and disk work in threads, the namespace made ahead (or by its own thread), all at once:
+        # under a burst of cold starts they would otherwise queue behind each other on the event loop.
         cgroup_made = asyncio.to_thread(self._cgroup_for, env_id, spare, function.memory_size)
-        if self._scratch is not None:
-            cgroup, scratch = await asyncio.gather(cgroup_made, self._scratch.take(function.ephemeral_storage))
-            self._scratches[env_id] = scratch
-        else:
-            cgroup = await cgroup_made
-        spec = self._spec(env_id, root, function, runtime, interpreter, uid, env, network)
+        netns_taken = self._netns_for(env_id, network.CLOSED if cut else network.OPEN)
+        scratch_taken = self._scratch.take(function.ephemeral_storage) if self._scratch is not None else _nothing()
+        done = await asyncio.gather(cgroup_made, netns_taken, scratch_taken, return_exceptions=True)
+        if isinstance(done[2], Scratch):
+            self._scratches[env_id] = done[2]
+        for result in done:
+            if isinstance(result, BaseException):
+                raise result  # what was made is recorded: ``release`` frees it
+        cgroup, netns = self._cgroups[env_id], self._netns[env_id]
+        spec = self._spec(env_id, root, function, runtime, interpreter, uid, env)
         spec["cgroup_procs"] = [] if token is not None else cgroup.procs_files
         read_fd, write_fd = os.pipe2(os.O_CLOEXEC)
         try:
-            pid, exited = await zygote.spawn(spec, write_fd, token)
+            pid, exited = await zygote.spawn(spec, {"out": write_fd, "netns": netns.fd}, token)
         except BaseException:
             os.close(read_fd)
             raise
         finally:
             os.close(write_fd)
+            netns.close_fd()  # the child holds the namespace from here (and the listeners do)
         os.set_blocking(read_fd, False)
-        return LinuxProcess(pid, exited, read_fd, cgroup)
+        self._open_door(env_id, netns)
+        return LinuxProcess(pid, exited, read_fd, cgroup, runtime_listener=netns.runtime)
+
+    async def _netns_for(self, env_id: str, kind: network.Kind) -> Netns:
+        """A namespace of ``kind`` for ``env_id`` (recorded at once, for ``release``)."""
+        if self._netns_stock is None:
+            raise OSError("the sandbox is not set up")
+        netns = await self._netns_stock.get(kind)
+        self._netns[env_id] = netns
+        return netns
+
+    def _open_door(self, owner: str, netns: Netns) -> None:
+        """selfless's API, served on the listener inside ``netns`` (once something connects to it)."""
+        if netns.api is not None and self.serve_api is not None:
+            self._doors[owner] = self.serve_api(netns.api)
+            netns.api = None  # the door owns it now
+
+    def _runtime_taker(self, uid: int) -> Callable[[socket.socket], None] | None:
+        """Where a Runtime API connection that ``uid`` made in a template's namespace goes."""
+        for env_id, owner in self._uids.items():
+            if owner == uid:
+                process = self._forked_processes.get(env_id)
+                return process.runtime_handover if process is not None else None
+        return None
+
+    def _close_network(self, owner: str) -> None:
+        shared = self._shared_apis.pop(owner, None)
+        if shared is not None:
+            shared.close()
+        door = self._doors.pop(owner, None)
+        if door is not None:
+            door.close_all()
+        netns = self._netns.pop(owner, None)
+        if netns is not None and self._netns_stock is not None:
+            self._netns_stock.give_back(netns)
 
     def _spec(
         self,
@@ -561,7 +671,6 @@ class LinuxBackend:
         interpreter: str,
         uid: int,
         env: Mapping[str, str],
-        network: str,
     ) -> dict[str, Any]:
         """What the zygote's child needs to enter the sandbox and start the runtime."""
         binds = list(self._base_binds)
@@ -569,12 +678,11 @@ class LinuxBackend:
         if runtime.is_python and not prefix.startswith("/usr"):
             binds.append((prefix, prefix, True))
         binds.append((str(self._code_tree_of(root, function)), "/var/task", True))
-        binds.append((str(BOOTSTRAP_DIR), "/var/runtime", True))
+        # The zygote's own view of the runtime directory (it imported the bootstrap and boto3 from there).
+        view = "/var/runtime" if self.runtime_packages is not None else str(BOOTSTRAP_DIR)
+        binds.append((view, "/var/runtime", True))
         if function.opt_key is not None:
             binds.append((str(self._data_dir / "code" / "opt" / function.opt_key), "/opt", True))
-        if self.runtime_packages is not None:
-            # At the same path as on the host: the zygote imported boto3 from there before forking.
-            binds.append((str(self.runtime_packages), str(self.runtime_packages), True))
         etc = dict(self._etc_static)
         etc["passwd"] = f"root:x:0:0:root:/root:/sbin/nologin\n{SANDBOX_USER}:x:{uid}:{uid}::/tmp:/sbin/nologin\n"
         etc["group"] = f"root:x:0:\n{SANDBOX_USER}:x:{uid}:\n"
@@ -588,8 +696,6 @@ class LinuxBackend:
             "uid": uid,
             "gid": uid,
             "hostname": "localhost",
-            "network": network,
-            "runtime_api": env.get("AWS_LAMBDA_RUNTIME_API", ""),
             "cwd": "/var/task",
             "env": dict(env),
         }
@@ -621,16 +727,21 @@ class LinuxBackend:
                     function.memory_size + TEMPLATE_HEADROOM_MB,
                 )
                 template.cgroup = cgroup
-                spec = self._spec(
-                    f"template-{block}", root, function, runtime, zygote.interpreter, base, env, self._network
-                )
+                # One namespace for the template and every environment forked from it (one function's):
+                # their Runtime API connections are made at fork, so only selfless's API is served in it.
+                netns = await self._netns_stock.fresh(network.OPEN, with_diag=True) if self._netns_stock else None
+                if netns is None:
+                    raise OSError("the sandbox is not set up")
+                self._netns[template.owner] = netns
+                spec = self._spec(template.owner, root, function, runtime, zygote.interpreter, base, env)
                 spec["cgroup_procs"] = cgroup.procs_files
                 spec["template"] = {"uid_base": base, "count": UIDS_PER_TEMPLATE}
                 spec["env"]["AWS_LAMBDA_INITIALIZATION_TYPE"] = "snap-start"
                 ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
                 read_fd, write_fd = os.pipe2(os.O_CLOEXEC)
                 try:
-                    pid, exited = await zygote.spawn(spec, write_fd, None, theirs.fileno())
+                    fds = {"out": write_fd, "control": theirs.fileno(), "netns": netns.fd}
+                    pid, exited = await zygote.spawn(spec, fds)
                 except BaseException:
                     ours.close()
                     os.close(read_fd)
@@ -638,7 +749,12 @@ class LinuxBackend:
                 finally:
                     theirs.close()
                     os.close(write_fd)
+                    netns.close_fd()
                 os.set_blocking(read_fd, False)
+                self._open_door(template.owner, netns)
+                if netns.diag is not None:
+                    peers = PeerLookup(netns.diag)
+                    self._shared_apis[template.owner] = SharedRuntimeApi(netns.runtime, peers, self._runtime_taker)
                 template.attach(pid, exited, ours, read_fd)
                 init_ms = await asyncio.wait_for(asyncio.shield(template.ready), max(10.0, float(function.timeout)))
                 log.info("fork-after-init template of %s ready (init %.1f ms)", function.qualified_name, init_ms)
@@ -681,7 +797,9 @@ class LinuxBackend:
         self._uids[env_id] = template.uid_base + child.index
         self._cgroups[env_id] = child.cgroup
         os.set_blocking(child.read_fd, False)
-        return LinuxProcess(child.pid, child.exited, child.read_fd, child.cgroup, child.api, cpu_limited=True)
+        process = LinuxProcess(child.pid, child.exited, child.read_fd, child.cgroup, child.api, cpu_limited=True)
+        self._forked_processes[env_id] = process
+        return process
 
     async def _fork_child(self, template: Template, function: Function, *, prime: bool = True) -> ForkedChild:
         """A child of the template, in its own sandbox and cgroup, waiting for its environment. ``prime``: it
@@ -697,12 +815,7 @@ class LinuxBackend:
         except BaseException:
             template.give_back_uid(index)
             raise
-        spec = {
-            "uid": index,
-            "tmp_mb": function.ephemeral_storage,
-            "prime": prime,
-            "keep_under_tmp": [str(self.runtime_packages)] if self.runtime_packages is not None else [],
-        }
+        spec = {"uid": index, "tmp_mb": function.ephemeral_storage, "prime": prime}
         read_fd, write_fd = os.pipe2(os.O_CLOEXEC)
         try:
             pid, exited, go_fd, api = await template.fork(spec, write_fd)
@@ -858,6 +971,7 @@ class LinuxBackend:
                     await asyncio.wait_for(asyncio.shield(template.exited), 10)
             if template.cgroup is not None:
                 await asyncio.to_thread(template.cgroup.remove)
+            self._close_network(template.owner)
             self._template_blocks.append(template.block)
 
         self._in_background(cleanup())
@@ -917,22 +1031,10 @@ class LinuxBackend:
     def _code_tree_of(self, root: Path, function: Function) -> Path:
         return self._data_dir / "code" / "trees" / function.code.key
 
-    def peer_check(self, env_id: str) -> Callable[[tuple[str, int], tuple[str, int]], bool]:
-        """Only the environment's own processes (its uid) may talk to its Runtime API: another function
-        on this host must not take its events or answer for it."""
-
-        def check(peer: tuple[str, int], local: tuple[str, int]) -> bool:
-            uid = self._uids.get(env_id)
-            if uid is None:
-                return False
-            owner = self._peers.tcp_owner(peer, local)
-            if owner == 0 and env_id in self._root_connects:
-                # NetworkMode none: the child connected while still root, before its uid changed. Once.
-                self._root_connects.discard(env_id)
-                return True
-            return owner == uid
-
-        return check
+    def peer_check(self, env_id: str) -> None:
+        """None: only the environment's own processes share its network namespace, where its Runtime API
+        listens."""
+        return None
 
     @property
     def uid_range(self) -> tuple[int, int]:
@@ -941,6 +1043,7 @@ class LinuxBackend:
         return base, base + UID_BLOCK - 1
 
     async def release(self, env_id: str, root: Path) -> None:
+        self._forked_processes.pop(env_id, None)
         forked = self._forked.pop(env_id, None)
         cgroup = self._cgroups.pop(env_id, None)
         if cgroup is not None:
@@ -954,7 +1057,7 @@ class LinuxBackend:
             template.give_back_uid(index)
             if template.draining and template.idle:
                 self._close_template(template)
-        self._root_connects.discard(env_id)
+        self._close_network(env_id)
         scratch = self._scratches.pop(env_id, None)
         if scratch is not None and self._scratch is not None:
             await asyncio.to_thread(self._scratch.give_back, scratch)
@@ -963,7 +1066,6 @@ class LinuxBackend:
             self._free_uids.append(uid)
 
     async def close(self) -> None:
-        self._peers.close()
         for template in list(self._templates.values()):
             self._retire_template(template)
         for template, _index in list(self._forked.values()):
@@ -994,6 +1096,14 @@ class LinuxBackend:
                 await asyncio.to_thread(cgroup.remove)
         self._spares.clear()
         self.cgroups.close()
+        for owner in list(self._netns):
+            self._close_network(owner)
+        if self._netns_stock is not None:
+            await self._netns_stock.close()
+        if self._maker is not None:
+            await asyncio.to_thread(self._maker.close)
+        if self._firewall is not None:
+            self._firewall.remove()
         if self._slot_file is not None:
             self._slot_file.close()
             self._slot_file = None

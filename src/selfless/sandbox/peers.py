@@ -30,12 +30,19 @@ class PeerLookup:
     """One netlink socket, used synchronously from the event loop (each answer is ready when ``send``
     returns: the kernel builds it in the sending call)."""
 
-    def __init__(self) -> None:
-        self._sock: socket.socket | None = None
+    def __init__(self, sock: socket.socket | None = None) -> None:
+        """``sock``: a NETLINK_SOCK_DIAG socket made inside another network namespace (it answers for
+        that namespace's sockets; the lookup never makes another). None: one of the caller's namespace."""
+        self._sock: socket.socket | None = sock
+        self._given = sock is not None
+        if sock is not None:
+            sock.settimeout(1.0)
         self._seq = itertools.count(1)
 
     def _socket(self) -> socket.socket:
         if self._sock is None:
+            if self._given:
+                raise OSError("the namespace's sock_diag socket is closed")
             sock = socket.socket(socket.AF_NETLINK, socket.SOCK_DGRAM, _NETLINK_SOCK_DIAG)
             sock.settimeout(1.0)
             self._sock = sock

@@ -22,7 +22,7 @@ import shutil
 import signal
 import socket
 import subprocess
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 
 from selfless.artifacts.local import link_tree
@@ -145,6 +145,8 @@ class Process:
     """One spawned environment process: its pid, process group, merged stdout/stderr pipe and exit future."""
 
     runtime_connection: socket.socket | None = None
+    runtime_listener: socket.socket | None = None
+    runtime_handover: Callable[[socket.socket], None] | None = None
 
     def __init__(self, popen: subprocess.Popen[bytes], exited: asyncio.Future[int]) -> None:
         self._popen = popen

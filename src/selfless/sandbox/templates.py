@@ -26,10 +26,12 @@ import logging
 import os
 import signal
 import socket
+from collections.abc import Callable
 from typing import Any
 
 from selfless.sandbox.cgroups import Cgroup
 from selfless.sandbox.channel import read_messages, send_message
+from selfless.sandbox.peers import PeerLookup
 
 log = logging.getLogger(__name__)
 
@@ -96,12 +98,59 @@ class ForkedChild:
         self.api.close()
 
 
+class SharedRuntimeApi:
+    """The Runtime API address (127.0.0.1:9001) of a template's network namespace, which the template and
+    every environment forked from it share. Each environment got its own connection at fork; a further one
+    (a function that opens its own, from AWS_LAMBDA_RUNTIME_API) is handed to the environment whose uid owns
+    it (sock_diag of that namespace), or closed: one environment never reaches another's Runtime API."""
+
+    def __init__(
+        self,
+        listener: socket.socket,
+        peers: PeerLookup,
+        taker_of: Callable[[int], Callable[[socket.socket], None] | None],
+    ) -> None:
+        """``taker_of(uid)``: where a connection owned by ``uid`` goes (None: nobody's, closed)."""
+        self._listener = listener
+        self._peers = peers
+        self._taker_of = taker_of
+        self._loop = asyncio.get_running_loop()
+        self._loop.add_reader(listener.fileno(), self._accept)
+
+    def _accept(self) -> None:
+        while True:
+            try:
+                conn, peer = self._listener.accept()
+            except BlockingIOError:
+                return
+            except OSError as exc:
+                log.warning("a template's Runtime API listener failed: %s", exc)
+                return
+            uid = self._peers.tcp_owner(peer, conn.getsockname())
+            take = self._taker_of(uid) if uid is not None else None
+            if take is None:
+                conn.close()
+                continue
+            conn.setblocking(False)
+            take(conn)
+
+    def close(self) -> None:
+        """Idempotent."""
+        if self._listener.fileno() >= 0:
+            with contextlib.suppress(ValueError, OSError):
+                self._loop.remove_reader(self._listener.fileno())
+            self._listener.close()
+        self._peers.close()
+
+
 class Template:
     def __init__(self, qualified_name: str, generation: int, uid_base: int, block: int) -> None:
         self.qualified_name = qualified_name
         self.generation = generation
         self.uid_base = uid_base
         self.block = block
+        # The name its cgroup, network namespace and sandbox spec go by.
+        self.owner = f"template-{block}"
         self.cgroup: Cgroup | None = None  # made in the background, with the template
         self.pid = 0
         self.exited: asyncio.Future[int] | None = None

@@ -29,15 +29,6 @@ class _Conn:
         self.buf = b""
 
     def _connect(self):
-        inherited = os.environ.pop("SELFLESS_RUNTIME_API_FD", None)
-        if inherited is not None:
-            # NetworkMode none: the sandbox made this connection before it cut the network.
-            self.sock = _socket.socket(fileno=int(inherited))
-            self.buf = b""
-            self.final = True
-            return
-        if getattr(self, "final", False):
-            raise ConnectionError("the Runtime API connection is gone and the network is cut")
         sock = _socket.socket(_socket.AF_INET, _socket.SOCK_STREAM)
         sock.connect((self.host, self.port))
         sock.setsockopt(_socket.IPPROTO_TCP, _socket.TCP_NODELAY, 1)

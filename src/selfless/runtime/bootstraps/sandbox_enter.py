@@ -3,16 +3,18 @@
 Order matters and every step is a plain syscall through ctypes (no helper binary to install):
 
 1. join the environment's cgroups, unless a spare did so already (memory, CPU, pids limits apply from here);
-2. a new session, and new mount, IPC and UTS namespaces (plus a network namespace for NetworkMode none,
-   after connecting to the Runtime API, the one connection such an environment keeps);
+2. enter the environment's network namespace, made ahead by the server (``selfless.sandbox.network``: its
+   own loopback with the Runtime API on 127.0.0.1:9001, a link to the outside world and none to the host);
+   then a new session, and new mount, IPC and UTS namespaces;
 3. a private tmpfs root: read-only binds of the runtime's files (/usr and friends, the interpreter's
    prefix), the function's code read-only at /var/task, the bootstrap at /var/runtime, a /tmp of
    EphemeralStorage size (an ext4 image on a loop device the server attached; tmpfs where it could not),
    a procfs that hides other users' processes (each environment has its own uid), a minimal /dev and an
    /etc with only what a runtime needs; then the root itself goes read-only;
 4. pivot_root into it and detach the old root;
-5. drop to the environment's unprivileged uid/gid with no supplementary groups (all capabilities go with
-   uid 0), set no_new_privs, and load the seccomp filter built once in the zygote.
+5. AWS's process limits (1,024 open files, 1,024 processes and threads; no core files), then drop to the
+   environment's unprivileged uid/gid with no supplementary groups (all capabilities go with uid 0), set
+   no_new_privs, and load the seccomp filter built once in the zygote.
 
 Mounts live in the child's own mount namespace: they vanish with its last process, nothing to clean up.
 
@@ -26,8 +28,8 @@ the full seccomp filter. The template's own filter allows mount and unshare for 
 
 import ctypes
 import os
+import resource
 import signal
-import socket
 import struct
 
 _libc = ctypes.CDLL(None, use_errno=True)
@@ -54,11 +56,11 @@ MNT_DETACH = 2
 
 PR_SET_SECCOMP = 22
 PR_SET_CHILD_SUBREAPER = 36
+PR_SET_DUMPABLE = 4
 PR_SET_NO_NEW_PRIVS = 38
 PR_SET_MEMORY_MERGE = 67
 SECCOMP_MODE_FILTER = 2
 
-RUNTIME_API_FD = 3
 TEMPLATE_CONTROL_FD = 4  # a template's control socket to the server
 SYS_PIVOT_ROOT = 155
 SYS_CLOSE_RANGE = 436
@@ -114,8 +116,6 @@ DENIED = {
     "fspick": 433,
     "pidfd_getfd": 438,
     "mount_setattr": 442,
-    # No inbound connections: nothing in a sandbox may accept them.
-    "listen": 50,
 }
 SYS_CLONE = 56
 SYS_CLONE3 = 435
@@ -224,16 +224,20 @@ def become_subreaper():
 
 
 def _close_extra_fds(keep=()):
-    first = 3 + len(keep)  # kept descriptors are 3, 4, ... in order
-    if _libc.syscall(SYS_CLOSE_RANGE, first, 0xFFFFFFFF, 0) == 0:
-        return
-    for name in os.listdir("/proc/self/fd"):
-        fd = int(name)
-        if fd >= first:
-            try:
-                os.close(fd)
-            except OSError:
-                pass
+    """Close every descriptor from 3 up but those in ``keep``."""
+    first = 3
+    for kept in sorted(keep) + [None]:
+        last = 0xFFFFFFFF if kept is None else kept - 1
+        if first <= last and _libc.syscall(SYS_CLOSE_RANGE, first, last, 0) != 0:
+            for name in os.listdir("/proc/self/fd"):
+                fd = int(name)
+                if first <= fd <= last:
+                    try:
+                        os.close(fd)
+                    except OSError:
+                        pass
+        if kept is not None:
+            first = kept + 1
 
 
 def _bind(root, src, dst, read_only):
@@ -283,31 +287,30 @@ def join_cgroups(procs_files):
             f.write(str(os.getpid()))
 
 
-def enter(spec, filter_prog):
+# AWS's limits for a function's processes (Lambda quotas: 1,024 file descriptors, 1,024 processes/threads).
+LIMITS = (
+    (resource.RLIMIT_NOFILE, 1024),
+    (resource.RLIMIT_NPROC, 1024),
+    (resource.RLIMIT_CORE, 0),
+)
+
+
+def _limit():
+    for which, value in LIMITS:
+        resource.setrlimit(which, (value, value))
+
+
+def enter(spec, filter_prog, netns_fd=None):
     join_cgroups(spec.get("cgroup_procs", ()))
+    if netns_fd is not None:
+        _check(_libc.setns(netns_fd, CLONE_NEWNET), "setns network namespace")
+        os.close(netns_fd)
     template = spec.get("template")
     if template:
         os.set_inheritable(TEMPLATE_CONTROL_FD, False)
-        try:
-            os.close(RUNTIME_API_FD)
-        except OSError:
-            pass
-    _close_extra_fds(keep=(RUNTIME_API_FD, TEMPLATE_CONTROL_FD) if template else ())
+    _close_extra_fds(keep=(TEMPLATE_CONTROL_FD,) if template else ())
     os.setsid()
-    flags = CLONE_NEWNS | CLONE_NEWIPC | CLONE_NEWUTS
-    if spec.get("network") == "none":
-        # No network at all, but the Runtime API: connected now, from the host's namespace, and kept.
-        host, _, port = spec["runtime_api"].rpartition(":")
-        conn = socket.create_connection((host, int(port)))
-        conn.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-        if conn.fileno() != RUNTIME_API_FD:
-            os.dup2(conn.fileno(), RUNTIME_API_FD)
-            conn.close()
-        else:
-            conn.detach()
-        spec["env"]["SELFLESS_RUNTIME_API_FD"] = str(RUNTIME_API_FD)
-        flags |= CLONE_NEWNET
-    _check(_libc.unshare(flags), "unshare")
+    _check(_libc.unshare(CLONE_NEWNS | CLONE_NEWIPC | CLONE_NEWUTS), "unshare")
     _mount(None, "/", None, MS_REC | MS_PRIVATE)
 
     root = spec["root_dir"]
@@ -349,6 +352,7 @@ def enter(spec, filter_prog):
     hostname = spec.get("hostname", "localhost").encode()
     _check(_libc.sethostname(hostname, len(hostname)), "sethostname")
 
+    _limit()
     if template:
         _enter_user_namespace(template["uid_base"], template["count"])
         filter_prog = build_seccomp_filter(allow=("mount", "umount2", "unshare"))
@@ -357,9 +361,17 @@ def enter(spec, filter_prog):
         os.setgroups([])
         os.setresgid(gid, gid, gid)
         os.setresuid(uid, uid, uid)
+    _own_proc_files()
     _check(_libc.prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0), "no_new_privs")
     _seccomp(filter_prog)
     os.chdir(spec.get("cwd", "/var/task"))
+
+
+def _own_proc_files():
+    """Changing uids cleared the process's dumpable flag, which makes its /proc/self files root's: a function
+    could not read its own environ, maps or fd list (it can on AWS). Its own uid only, no core files
+    (RLIMIT_CORE 0), and ptrace refused by seccomp: nothing else follows from it."""
+    _check(_libc.prctl(PR_SET_DUMPABLE, 1, 0, 0, 0), "dumpable")
 
 
 def _seccomp(filter_prog):
@@ -426,6 +438,7 @@ def enter_forked(spec, filter_prog):
     os.setgroups([])
     os.setresgid(uid, uid, uid)
     os.setresuid(uid, uid, uid)
+    _own_proc_files()
     _check(_libc.prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0), "no_new_privs")
     _seccomp(filter_prog)
     os.chdir("/var/task")
