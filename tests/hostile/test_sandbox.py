@@ -109,6 +109,22 @@ def handler(event, context):
         return {"uid": os.getuid(), "gid": os.getgid(), "groups": os.getgroups(), "cwd": os.getcwd(),
                 "hostname": socket.gethostname(), "caps": read("/proc/self/status").count("CapEff"),
                 "status": open("/proc/self/status").read()}
+    if case == "descriptors":
+        import resource
+        names = ("RLIMIT_NOFILE", "RLIMIT_NPROC", "RLIMIT_CORE")
+        limits = {name: resource.getrlimit(getattr(resource, name)) for name in names}
+        raised = attempt(lambda: resource.setrlimit(resource.RLIMIT_NOFILE, (65536, 65536)))
+        held = []
+        try:
+            while len(held) < 100000:
+                held.append(socket.socket())
+            failure = None
+        except OSError as exc:
+            failure = exc.errno
+        opened = len(held)
+        for s in held:
+            s.close()
+        return {"limits": limits, "raised": raised, "opened": opened, "errno": failure}
     if case == "env":
         return dict(os.environ)
     raise ValueError(case)
@@ -269,6 +285,19 @@ def big(make_function: Callable[..., str], lam: Any) -> Callable[..., Any]:
         return r.get("FunctionError"), json.loads(r["Payload"].read())
 
     return run
+
+
+def test_functions_get_awss_process_limits_not_the_servers(attacker: Callable[..., Any], linux: Server) -> None:
+    """1,024 open files (the server itself may hold tens of thousands), 1,024 processes, no core files; the
+    hard limits cannot be raised."""
+    error, out, _ = attacker({"case": "descriptors"})
+    assert error is None, out
+    assert out["limits"] == {"RLIMIT_NOFILE": [1024, 1024], "RLIMIT_NPROC": [1024, 1024], "RLIMIT_CORE": [0, 0]}
+    assert out["raised"]["ok"] is False
+    assert out["errno"] == 24 and out["opened"] < 1024  # EMFILE
+    with open(f"/proc/{linux.process.pid}/limits") as f:
+        server_files = next(line for line in f if line.startswith("Max open files")).split()[3]
+    assert int(server_files) > 1024
 
 
 def test_fork_bomb_hits_the_pids_limit(big: Callable[..., Any]) -> None:
