@@ -66,6 +66,15 @@ def handler(event, context):
             except urllib.error.HTTPError as exc:
                 out[path] = [exc.code, exc.read(300).decode("latin-1")]
         return out
+    if case == "abstract":
+        s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        try:
+            s.connect("\0" + event["name"])
+            return True
+        except OSError as exc:
+            return exc.errno
+        finally:
+            s.close()
     if case == "routes":
         return open("/proc/net/route").read()
     if case == "whoami":
@@ -229,6 +238,16 @@ def test_function_cannot_reach_the_hosts_services_or_addresses(
     assert reached == {}, f"a function reached the host: {reached}"
     # Refused at once, not left to time out (the host says no; loopback has nothing there).
     assert all(result["error"] != "TimeoutError" for result in out.values()), out
+
+
+def test_function_cannot_reach_the_hosts_abstract_unix_sockets(probe: Callable[..., Any]) -> None:
+    """Abstract unix sockets (D-Bus, X11, systemd's) belong to a network namespace: the host's are not the
+    environment's."""
+    name = f"selfless-test-{uuid.uuid4().hex}"
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as host_side:
+        host_side.bind("\0" + name)
+        host_side.listen(1)
+        assert probe({"case": "abstract", "name": name}) == 111  # ECONNREFUSED: nothing by that name there
 
 
 def test_operator_endpoints_are_not_served_to_functions(probe: Callable[..., Any], linux: Server) -> None:
