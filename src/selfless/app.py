@@ -313,6 +313,7 @@ class App:
             sandbox_network=self.settings.sandbox_network,
         )
         backend.serve_api = self._serve_api_inside
+        self.metrics.watch_namespaces(backend.network_namespaces)
         try:
             backend.setup(self.settings.max_environments)
         except SandboxUnavailable as exc:

@@ -414,6 +414,47 @@ def test_node_custom_runtime_reaches_its_runtime_api(lam: Any, make_function: Ca
         assert out["got"] == {"i": i} and out["api"] == "127.0.0.1:9001" and out["node"].startswith("v")
 
 
+def namespaces(server: Server) -> dict[str, float]:
+    with urllib.request.urlopen(f"{server.endpoint}/metrics", timeout=5) as r:
+        text = r.read().decode()
+    found = {}
+    for line in text.splitlines():
+        if line.startswith("selfless_network_namespaces{"):
+            state = line.split('state="', 1)[1].split('"', 1)[0]
+            found[state] = float(line.rsplit(" ", 1)[1])
+    return found
+
+
+def test_a_namespace_is_reused_only_by_its_own_functions_next_environment(
+    lam: Any, linux: Server, make_function: Callable[..., str], internet: Internet
+) -> None:
+    """An environment's namespace outlives it only for its own function: the next environment of that function
+    gets it (its address, new listeners, nothing the last one left: its listener is gone); another function
+    never does."""
+    mine = make_function(PROBE, runtime="python3.12", Timeout=20)
+    theirs = make_function(PROBE, runtime="python3.12", Timeout=20)
+
+    def call(name: str, event: dict[str, Any]) -> Any:
+        r = lam.invoke(FunctionName=name, Payload=json.dumps(event))
+        body = json.loads(r["Payload"].read())
+        assert "FunctionError" not in r, body
+        return body
+
+    first = call(mine, {"case": "listen", "port": 8080})["address"]
+    recycled_before = namespaces(linux).get("recycled", 0)
+    lam.update_function_configuration(FunctionName=mine, Description="retire its environment")
+    lam.get_waiter("function_updated_v2").wait(FunctionName=mine, WaiterConfig={"Delay": 1, "MaxAttempts": 30})
+    deadline = time.monotonic() + 15
+    while namespaces(linux).get("recycled", 0) <= recycled_before:
+        assert time.monotonic() < deadline, "the retired environment's namespace was not kept for its function"
+        time.sleep(0.05)
+    assert call(theirs, {"case": "whoami"})["address"] != first
+    # The same namespace, with nothing of the last environment's left in it: port 8080 is free again.
+    assert call(mine, {"case": "listen", "port": 8080})["address"] == first
+    outside = call(mine, {"case": "connect", "targets": [[internet.public, 8080]]})
+    assert outside[f"{internet.public}:8080"]["ok"] is True
+
+
 def test_namespaces_and_links_go_with_their_environments(tmp_path: Path, internet: Internet) -> None:
     """Every environment's namespace and host-side link, and the slot's table, are gone after the server."""
     server = start_server(tmp_path, extra_env={"SELFLESS_ZYGOTE_PREWARM": ""})

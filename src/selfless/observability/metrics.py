@@ -6,12 +6,17 @@ gauges read at scrape time. Each update on the invoke path is a dictionary looku
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 
 CONTENT_TYPE = CONTENT_TYPE_LATEST
+
+
+def _count_of(counts: Callable[[], dict[str, int]], key: str) -> int:
+    return counts().get(key, 0)
 
 
 class Metrics:
@@ -56,12 +61,23 @@ class Metrics:
         self.concurrent = Gauge(
             "selfless_concurrent_executions", "Concurrency leases held (invocations running)", registry=self.registry
         )
+        self.namespaces = Gauge(
+            "selfless_network_namespaces",
+            "Environments' network namespaces (in_use; stocked: made ahead; recycled: kept for their function's "
+            "next environment), ~290 KB of kernel memory each",
+            ["state"],
+            registry=self.registry,
+        )
 
     def watch_templates(self, count: Callable[[], int]) -> None:
         self.templates.set_function(count)
 
     def watch_environments(self, count: Callable[[], int]) -> None:
         self.environments.set_function(count)
+
+    def watch_namespaces(self, counts: Callable[[], dict[str, int]]) -> None:
+        for state in ("in_use", "stocked", "recycled"):
+            self.namespaces.labels(state=state).set_function(functools.partial(_count_of, counts, state))
 
     def watch_concurrency(self, count: Callable[[], int]) -> None:
         self.concurrent.set_function(count)

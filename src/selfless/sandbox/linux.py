@@ -388,6 +388,7 @@ class LinuxBackend:
         # Each environment's (and template's) network namespace, and the server for selfless's API inside it.
         self._netns: dict[str, Netns] = {}
         self._doors: dict[str, HttpServer] = {}
+        self._tenants: dict[str, str] = {}  # environment -> its function's name (whose namespaces it may reuse)
         # Templates' shared Runtime API addresses, and the environments forked from them (by id).
         self._shared_apis: dict[str, SharedRuntimeApi] = {}
         self._forked_processes: dict[str, LinuxProcess] = {}
@@ -605,7 +606,7 @@ class LinuxBackend:
         # cgroupfs and disk work in threads, the namespace made ahead (or by its own thread), all at once:
         # under a burst of cold starts they would otherwise queue behind each other on the event loop.
         cgroup_made = asyncio.to_thread(self._cgroup_for, env_id, spare, function.memory_size)
-        netns_taken = self._netns_for(env_id, network.CLOSED if cut else network.OPEN)
+        netns_taken = self._netns_for(env_id, network.CLOSED if cut else network.OPEN, function.name)
         scratch_taken = self._scratch.take(function.ephemeral_storage) if self._scratch is not None else _nothing()
         done = await asyncio.gather(cgroup_made, netns_taken, scratch_taken, return_exceptions=True)
         if isinstance(done[2], Scratch):
@@ -624,17 +625,17 @@ class LinuxBackend:
             raise
         finally:
             os.close(write_fd)
-            netns.close_fd()  # the child holds the namespace from here (and the listeners do)
         os.set_blocking(read_fd, False)
         self._open_door(env_id, netns)
         return LinuxProcess(pid, exited, read_fd, cgroup, runtime_listener=netns.runtime)
 
-    async def _netns_for(self, env_id: str, kind: network.Kind) -> Netns:
-        """A namespace of ``kind`` for ``env_id`` (recorded at once, for ``release``)."""
+    async def _netns_for(self, env_id: str, kind: network.Kind, tenant: str) -> Netns:
+        """A namespace of ``kind`` for ``env_id`` of function ``tenant`` (recorded at once, for ``release``)."""
         if self._netns_stock is None:
             raise OSError("the sandbox is not set up")
-        netns = await self._netns_stock.get(kind)
+        netns = await self._netns_stock.get(kind, tenant)
         self._netns[env_id] = netns
+        self._tenants[env_id] = tenant
         return netns
 
     def _open_door(self, owner: str, netns: Netns) -> None:
@@ -651,16 +652,22 @@ class LinuxBackend:
                 return process.runtime_handover if process is not None else None
         return None
 
-    def _close_network(self, owner: str) -> None:
+    def _close_network(self, owner: str, *, emptied: bool = False) -> None:
+        """``emptied``: no process of the owner is left in its namespace (its cgroup is gone): the namespace
+        goes to the owner's function's next environment."""
         shared = self._shared_apis.pop(owner, None)
         if shared is not None:
             shared.close()
         door = self._doors.pop(owner, None)
         if door is not None:
             door.close_all()
+        tenant = self._tenants.pop(owner, None)
         netns = self._netns.pop(owner, None)
         if netns is not None and self._netns_stock is not None:
-            self._netns_stock.give_back(netns)
+            if emptied and tenant is not None:
+                self._netns_stock.recycle(netns, tenant)
+            else:
+                self._netns_stock.give_back(netns)
 
     def _spec(
         self,
@@ -976,6 +983,11 @@ class LinuxBackend:
 
         self._in_background(cleanup())
 
+    def network_namespaces(self) -> dict[str, int]:
+        """Namespaces by state (the selfless_network_namespaces metric)."""
+        counts = self._netns_stock.counts() if self._netns_stock is not None else {}
+        return {"in_use": len(self._netns), **counts}
+
     def templates_ready(self) -> int:
         """Fork-after-init templates that environments can fork from now."""
         return sum(1 for t in self._templates.values() if t.usable)
@@ -1046,10 +1058,12 @@ class LinuxBackend:
         self._forked_processes.pop(env_id, None)
         forked = self._forked.pop(env_id, None)
         cgroup = self._cgroups.pop(env_id, None)
+        emptied = True  # no process of the environment is left (none ever was, without a cgroup)
         if cgroup is not None:
             cgroup.kill_all()
             if not await asyncio.to_thread(cgroup.remove):
                 log.error("cgroup of environment %s could not be removed", env_id)
+                emptied = False
         if forked is not None:
             # Its uid index (and so its cgroup's name) may be used again only now that the cgroup is gone.
             template, index = forked
@@ -1057,7 +1071,7 @@ class LinuxBackend:
             template.give_back_uid(index)
             if template.draining and template.idle:
                 self._close_template(template)
-        self._close_network(env_id)
+        self._close_network(env_id, emptied=emptied)
         scratch = self._scratches.pop(env_id, None)
         if scratch is not None and self._scratch is not None:
             await asyncio.to_thread(self._scratch.give_back, scratch)

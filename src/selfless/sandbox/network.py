@@ -199,6 +199,8 @@ def _setns(fd: int) -> None:
 def _listener(address: tuple[str, int]) -> socket.socket:
     sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM | socket.SOCK_CLOEXEC)
     try:
+        # A namespace made again for another environment may still hold the last one's closed connections.
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         sock.bind(address)
         sock.listen(_LISTEN_BACKLOG)
         sock.setblocking(False)
@@ -208,14 +210,28 @@ def _listener(address: tuple[str, int]) -> socket.socket:
     return sock
 
 
+@dataclasses.dataclass(frozen=True)
+class Kind:
+    """What a namespace holds: a link to the outside world, and selfless's API (NetworkMode none: neither)."""
+
+    link: bool
+    api: bool
+
+
+OPEN = Kind(link=True, api=True)
+CLOSED = Kind(link=False, api=False)
+
+
 @dataclasses.dataclass
 class Netns:
     """A network namespace made for one environment (or one fork-after-init template).
 
-    ``fd`` holds the namespace until the process that enters it is started (``close_fd`` after); the
-    listening sockets hold it as long as they are open: whoever serves them closes them. ``link`` is the
-    index of its host-side address pair (None: no link, no outbound network)."""
+    ``fd`` holds the namespace (made again for another environment of the same function, ``NetnsStock.
+    recycle``, its listeners are new); the listening sockets hold it as long as they are open: whoever
+    serves them closes them. ``link`` is the index of its host-side address pair (None: no link, no
+    outbound network)."""
 
+    kind: Kind
     fd: int
     runtime: socket.socket
     api: socket.socket | None
@@ -368,8 +384,8 @@ class NetnsMaker:
                 assert self._host_link is not None and self.plan is not None
                 gateway, address = self.plan.pair(link)
                 self._host_link.address(socket.if_nametoindex(self._link_name(link)), gateway, 31)
-                return Netns(fd, runtime, api, link, address, diag)
-            return Netns(fd, runtime, api, None, None, diag)
+                return Netns(Kind(True, with_api), fd, runtime, api, link, address, diag)
+            return Netns(Kind(False, with_api), fd, runtime, api, None, None, diag)
         except BaseException:
             for sock in (runtime, api, diag):
                 if sock is not None:
@@ -379,6 +395,19 @@ class NetnsMaker:
             if link is not None:
                 self.give_back(link)  # the veth, if made, goes with the namespace
             raise
+
+    def submit_rearm(self, netns: Netns) -> concurrent.futures.Future[Netns]:
+        return self._executor.submit(self.rearm, netns)
+
+    def rearm(self, netns: Netns) -> Netns:
+        """New listening sockets in a namespace whose environment is gone (its own were closed with it)."""
+        _setns(netns.fd)
+        try:
+            netns.runtime = _listener(RUNTIME_API)
+            netns.api = _listener(API) if netns.kind.api else None
+        finally:
+            _setns(self._home)
+        return netns
 
     def _link_name(self, link: int) -> str:
         assert self.plan is not None
@@ -515,18 +544,6 @@ class Firewall:
 # -- the stock ---------------------------------------------------------------------------------------------
 
 
-@dataclasses.dataclass(frozen=True)
-class Kind:
-    """What a namespace holds: a link to the outside world, and selfless's API (NetworkMode none: neither)."""
-
-    link: bool
-    api: bool
-
-
-OPEN = Kind(link=True, api=True)
-CLOSED = Kind(link=False, api=False)
-
-
 class NetnsStock:
     """Namespaces made ahead, per kind: at first ``FIRST``, then as many as the largest burst of starts
     between two quiet moments (at most ``MAX``, ~290 KB of kernel memory each); a stock no start took from
@@ -547,10 +564,23 @@ class NetnsStock:
         self._refill: asyncio.TimerHandle | None = None
         self._tasks: set[asyncio.Task[None]] = set()
         self._closed = False
+        # Namespaces of environments that are gone, ready for the same function's next ones (never another's:
+        # the host's connection tracking may still know the last environment's flows), and when each
+        # function last took one.
+        self._recycled: dict[tuple[str, Kind], list[Netns]] = {}
+        self._recycled_used: dict[tuple[str, Kind], float] = {}
+        self._recycled_count = 0
 
-    async def get(self, kind: Kind) -> Netns:
-        """One of this kind: made ahead if there is one, else made now."""
+    async def get(self, kind: Kind, tenant: str | None = None) -> Netns:
+        """One of this kind: the function ``tenant``'s own from an environment that is gone if there is one,
+        else one made ahead, else one made now."""
         loop = asyncio.get_running_loop()
+        if tenant is not None:
+            self._recycled_used[(tenant, kind)] = loop.time()
+            mine = self._recycled.get((tenant, kind))
+            if mine:
+                self._recycled_count -= 1
+                return mine.pop()
         self._used[kind] = loop.time()
         self._burst[kind] = self._burst.get(kind, 0) + 1
         self._refill_soon()
@@ -589,7 +619,13 @@ class NetnsStock:
                     self._release(netns)
             else:
                 self._fill(kind)
-        if self._used:
+        for key, used in list(self._recycled_used.items()):
+            if now - used >= self.IDLE_S:
+                del self._recycled_used[key]
+                for netns in self._recycled.pop(key, []):
+                    self._recycled_count -= 1
+                    self._release(netns)
+        if self._used or self._recycled_used:
             self._refill = asyncio.get_running_loop().call_later(self.IDLE_S, self._quiet)
 
     def _fill(self, kind: Kind) -> None:
@@ -619,10 +655,46 @@ class NetnsStock:
         if netns.link is not None:
             self._maker.give_back(netns.link)
 
+    def counts(self) -> dict[str, int]:
+        """How many are made ahead ("stocked") and kept for their function ("recycled")."""
+        return {"stocked": sum(len(s) for s in self._stock.values()), "recycled": self._recycled_count}
+
     def give_back(self, netns: Netns) -> None:
         """A namespace taken with ``get`` is done with (its environment is gone): close what is left of it
         and free its link's addresses."""
         self._release(netns)
+
+    def recycle(self, netns: Netns, tenant: str) -> None:
+        """A namespace of function ``tenant`` whose environment is gone with every process of it (and whose
+        listeners are closed): made ready for the function's next environment, or released when the
+        recycled ones are ``MAX`` already. Making a namespace and its link again costs ~2 ms of CPU and the
+        kernel's teardown of the old one; this costs two sockets."""
+        if self._closed or netns.fd < 0 or self._recycled_count >= self.MAX:
+            self._release(netns)
+            return
+        self._recycled_count += 1
+        key = (tenant, netns.kind)
+
+        async def rearm() -> None:
+            try:
+                await asyncio.wrap_future(self._maker.submit_rearm(netns))
+            except (OSError, RuntimeError) as exc:
+                log.warning("a network namespace could not be made ready again: %s", exc)
+                self._recycled_count -= 1
+                self._release(netns)
+                return
+            if self._closed:
+                self._recycled_count -= 1
+                self._release(netns)
+                return
+            self._recycled.setdefault(key, []).append(netns)
+            self._recycled_used.setdefault(key, asyncio.get_running_loop().time())
+            if self._refill is None:
+                self._refill = asyncio.get_running_loop().call_later(self.IDLE_S, self._quiet)
+
+        task = asyncio.get_running_loop().create_task(rearm())
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
 
     async def close(self) -> None:
         self._closed = True
@@ -631,7 +703,9 @@ class NetnsStock:
             self._refill = None
         if self._tasks:
             await asyncio.gather(*self._tasks, return_exceptions=True)
-        for stock in self._stock.values():
+        for stock in [*self._stock.values(), *self._recycled.values()]:
             for netns in stock:
                 self._release(netns)
         self._stock.clear()
+        self._recycled.clear()
+        self._recycled_count = 0
