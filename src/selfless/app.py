@@ -15,6 +15,8 @@ import socket
 import sys
 from collections.abc import Awaitable, Callable, Mapping
 
+from selfless import json_limits
+from selfless.api.access import Access
 from selfless.api.auth import Keyring, Principal, SigV4Verifier, generate_key_pair
 from selfless.api.front import FrontDoor
 from selfless.api.lambda_api import MAX_REQUEST, CodeUrls, LambdaApi
@@ -153,6 +155,7 @@ class App:
         )
         self.invocations.events = self.events
         self.code_urls = CodeUrls()
+        access = Access(settings, self.registry)
         self.lambda_api = LambdaApi(
             settings,
             self.registry,
@@ -165,12 +168,13 @@ class App:
             self.permissions,
             self.event_configs,
             self.events,
+            access,
         )
         self.lambda_api.lineage_of = self._lineage_of
         self.front = FrontDoor(
-            SigV4Verifier(self.keyring),
+            SigV4Verifier(self.keyring, settings.region),
             self.lambda_api,
-            LogsApi(self.logs),
+            LogsApi(self.logs, access),
             self.metrics,
             self.health_info,
         )
@@ -248,6 +252,8 @@ class App:
         s = self.settings
         # First: an impossible --sandbox linux must refuse before anything is touched.
         self._choose_backend()
+        # JSON from clients and functions may nest up to AWS's 1,000 levels; Python's parser needs the stack.
+        json_limits.reserve_stack()
         s.data_dir.mkdir(parents=True, exist_ok=True)
         os.chmod(s.data_dir, 0o700)
         key_id, secret, self.created_credentials = load_or_create_credentials(s)

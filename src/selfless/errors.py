@@ -7,6 +7,7 @@ them once to its own wire form (see ``selfless.api.errors``)::
     ├── ValidationError                a parameter broke a modelled constraint (ValidationException)
     ├── InvalidParameterValue          a parameter is well-formed but not acceptable
     ├── InvalidRequestContent          the body is not the JSON the operation expects
+    ├── Serialization                  the same for JSON 1.1 services (CloudWatch Logs)
     ├── ResourceNotFound               no such function / resource
     │   └── ProvisionedConcurrencyConfigNotFound
     ├── ResourceConflict               exists already, or is in a state that forbids the call
@@ -15,9 +16,11 @@ them once to its own wire form (see ``selfless.api.errors``)::
     ├── RequestTooLarge                a payload past the synchronous / asynchronous limit
     ├── RequestEntityTooLarge          a request body past what the operation accepts at all
     ├── TooManyRequests                a bounded queue or limit said no
+    ├── CodeStorageExceeded            no room left to store a code package (the code store's disk is full)
     ├── UnsupportedOperation           an operation of the model this server does not offer yet
     ├── ServiceError                   our fault; never leaks internals
-    └── AuthError                      SigV4 failed: the subclasses name AWS's codes
+    │   └── ServiceUnavailable         the same for CloudWatch Logs (its model has no ServiceException)
+    └── AuthError                      SigV4 failed, or the caller may not: the subclasses name AWS's codes
         ├── MissingAuthenticationToken
         ├── IncompleteSignature
         ├── UnrecognizedClient
@@ -48,6 +51,10 @@ class InvalidParameterValue(SelflessError):
 
 class InvalidRequestContent(SelflessError):
     aws_type = "InvalidRequestContentException"
+
+
+class Serialization(SelflessError):
+    aws_type = "SerializationException"
 
 
 class ResourceNotFound(SelflessError):
@@ -87,12 +94,20 @@ class TooManyRequests(SelflessError):
         self.retry_after_s = retry_after_s
 
 
+class CodeStorageExceeded(SelflessError):
+    aws_type = "CodeStorageExceededException"
+
+
 class UnsupportedOperation(SelflessError):
     aws_type = "UnsupportedOperationException"
 
 
 class ServiceError(SelflessError):
     aws_type = "ServiceException"
+
+
+class ServiceUnavailable(ServiceError):
+    aws_type = "ServiceUnavailableException"
 
 
 class AuthError(SelflessError):

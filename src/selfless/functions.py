@@ -12,6 +12,7 @@ import base64
 import binascii
 import dataclasses
 import json
+import logging
 import random
 import re
 import uuid
@@ -82,6 +83,7 @@ _NAME_RE = re.compile(
 
 
 _random = random.Random()
+log = logging.getLogger(__name__)
 
 
 def _snapshot_fields(fn: Function) -> dict[str, Any]:
@@ -692,7 +694,10 @@ class FunctionRegistry:
             if fn.state is not FunctionState.PENDING and fn.last_update_status is not UpdateStatus.IN_PROGRESS:
                 return
             fn = self._settled(fn)
-            await self._store.put_function(fn)
+            try:
+                await self._store.put_function(fn)
+            except Exception as exc:  # a full disk: what is stored completes at the next start (load)
+                log.warning("function %s settled in memory only, its record could not be written: %s", name, exc)
             self._functions[name] = fn
 
     async def wait_settled(self) -> None:

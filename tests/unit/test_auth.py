@@ -73,8 +73,8 @@ def _keyring() -> Keyring:
 KEYRING = _keyring()
 
 
-def verifier(now: float = T0) -> SigV4Verifier:
-    return SigV4Verifier(KEYRING, clock=lambda: now)
+def verifier(now: float = T0, region: str = "us-east-1") -> SigV4Verifier:
+    return SigV4Verifier(KEYRING, region, clock=lambda: now)
 
 
 @dataclasses.dataclass
@@ -87,8 +87,8 @@ class Wire:
     headers: dict[str, str]
     body: bytes
 
-    def verify(self, now: float = T0) -> Caller:
-        return verifier(now).verify(self.method, self.path, self.query, self.headers, self.body)
+    def verify(self, now: float = T0, region: str = "us-east-1") -> Caller:
+        return verifier(now, region).verify(self.method, self.path, self.query, self.headers, self.body)
 
     def replace(self, **changes: Any) -> Wire:
         return dataclasses.replace(self, **changes)
@@ -219,7 +219,7 @@ def test_dot_segments_and_double_slashes_are_normalized_like_botocore() -> None:
 
 def test_other_service_and_region_come_from_the_scope() -> None:
     wire = sign("POST", "/", body=b"{}", service="logs", region="eu-west-3")
-    assert wire.verify() == Caller(ADMIN, "logs", "eu-west-3")
+    assert wire.verify(region="eu-west-3") == Caller(ADMIN, "logs", "eu-west-3")
 
 
 def test_header_values_are_trimmed_and_collapsed() -> None:
@@ -373,7 +373,7 @@ def test_real_client_requests_verify(clients: tuple[Any, Any]) -> None:
     ]
     for client, operation, kwargs in calls:
         wire = _call(client, operation, **kwargs)
-        caller = verifier(now).verify(wire.method, wire.path, wire.query, wire.headers, wire.body)
+        caller = verifier(now, "us-west-2").verify(wire.method, wire.path, wire.query, wire.headers, wire.body)
         assert caller.region == "us-west-2" and caller.service == "lambda", operation
         assert caller.principal is (FUNCTION if client is function else ADMIN)
     assert "%3A" in _call(admin, "list_tags", Resource=FN_ARN).path
@@ -401,7 +401,9 @@ def test_removed_key() -> None:
     keyring.remove(ADMIN_ID)
     keyring.remove(ADMIN_ID)
     with pytest.raises(UnrecognizedClient):
-        SigV4Verifier(keyring, clock=lambda: T0).verify(wire.method, wire.path, wire.query, wire.headers, wire.body)
+        SigV4Verifier(keyring, "us-east-1", clock=lambda: T0).verify(
+            wire.method, wire.path, wire.query, wire.headers, wire.body
+        )
 
 
 def test_wrong_secret() -> None:
@@ -468,9 +470,20 @@ def test_scope_date_mismatch() -> None:
         wire,
         InvalidSignature,
         "Date in Credential scope does not match YYYYMMDD from ISO-8601 version of date from HTTP: "
-        "'20261122' != '20261123', from '20261123T000100Z'.",
+        "'20261122' != '20261123', from '20261123T000100Z'. ",
         calendar.timegm(at.timetuple()) + 120,
     )
+
+
+def test_scope_in_another_region() -> None:
+    # AWS's words, a space after each sentence; checked before the key, so an unknown key says the same.
+    message = "Credential should be scoped to a valid region, not 'eu-west-1'. "
+    _raises(sign("GET", "/x", region="eu-west-1"), InvalidSignature, message)
+    _raises(sign("GET", "/x", region="eu-west-1", presign_expires=60), InvalidSignature, message)
+    unknown = Credentials("AKIANOBODY0000000000", "x")
+    _raises(sign("GET", "/x", region="eu-west-1", creds=unknown), InvalidSignature, message)
+    _raises(sign("GET", "/x", region="eu-west-1", creds=FN_CREDS), InvalidSignature, message)
+    assert sign("GET", "/x", region="eu-west-1").verify(region="eu-west-1").region == "eu-west-1"
 
 
 def test_session_token_must_match() -> None:
@@ -548,7 +561,7 @@ SIG = "0" * 64
             f"AWS4-HMAC-SHA256 Credential={ADMIN_ID}/20261122//lambda/aws4, SignedHeaders=host, Signature={SIG}",
             InvalidSignature,
             "Credential should be scoped to a valid region, not ''. "
-            "Credential should be scoped with a valid terminator: 'aws4_request', not 'aws4'.",
+            "Credential should be scoped with a valid terminator: 'aws4_request', not 'aws4'. ",
         ),
         (
             f"AWS4-HMAC-SHA256 Credential={CRED}/, SignedHeaders=host;x-amz-date, Signature={SIG}",
@@ -663,7 +676,7 @@ def test_generate_session_credentials_sign_and_verify() -> None:
     keyring = Keyring()
     keyring.add(key_id, secret, Principal(key_id, "function", FN_ARN), session_token=token)
     wire = sign("GET", "/x", creds=Credentials(key_id, secret, token))
-    caller = SigV4Verifier(keyring, clock=lambda: T0).verify(
+    caller = SigV4Verifier(keyring, "us-east-1", clock=lambda: T0).verify(
         wire.method, wire.path, wire.query, wire.headers, wire.body
     )
     assert caller.principal.function_arn == FN_ARN
@@ -684,15 +697,17 @@ def test_keyring_and_principal_validation() -> None:
         Principal(ADMIN_ID, "admin", FN_ARN)
     assert keyring.get(ADMIN_ID) is None
     with pytest.raises(ValueError):
-        SigV4Verifier(keyring, max_skew_s=0)
+        SigV4Verifier(keyring, "us-east-1", max_skew_s=0)
+    with pytest.raises(ValueError):
+        SigV4Verifier(keyring, "")
 
 
 def test_signing_key_cache_is_bounded_and_follows_rotation() -> None:
     keyring = _keyring()
-    subject = SigV4Verifier(keyring, clock=lambda: T0)
+    subject = SigV4Verifier(keyring, "us-east-1", clock=lambda: T0)
     for i in range(300):
-        wire = sign("GET", "/x", region=f"r-{i}")
-        assert subject.verify(wire.method, wire.path, wire.query, wire.headers, wire.body).region == f"r-{i}"
+        wire = sign("GET", "/x", service=f"s-{i}")
+        assert subject.verify(wire.method, wire.path, wire.query, wire.headers, wire.body).service == f"s-{i}"
     assert len(subject._signing_keys) <= 256
     wire = sign("GET", "/x")
     subject.verify(wire.method, wire.path, wire.query, wire.headers, wire.body)

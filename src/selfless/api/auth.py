@@ -2,7 +2,7 @@
 
 Contract
 --------
-``SigV4Verifier(keyring).verify(method, raw_path, raw_query, headers, body)`` returns the authenticated
+``SigV4Verifier(keyring, region).verify(method, raw_path, raw_query, headers, body)`` returns the authenticated
 :class:`Caller` or raises one of the :class:`selfless.errors.AuthError` subclasses, with AWS's own messages:
 
 * ``MissingAuthenticationToken`` -- neither an ``Authorization`` header nor an ``X-Amz-Algorithm`` query
@@ -12,14 +12,16 @@ Contract
   algorithm other than ``AWS4-HMAC-SHA256``, a credential that is not ``keyid/date/region/service/term``, a
   bad ``X-Amz-Expires``).
 * ``InvalidSignature`` -- the signature does not match; or the request date is more than ``max_skew_s``
-  from now (a presigned URL: past its ``X-Amz-Expires``); or the credential scope has a wrong date or
-  terminator; or ``host`` is not a signed header; or the body does not match ``x-amz-content-sha256``.
+  from now (a presigned URL: past its ``X-Amz-Expires``); or the credential scope names another region
+  than the server's, or has a wrong date or terminator (each problem said in one sentence followed by a
+  space, as AWS says them: ``Credential should be scoped to a valid region, not 'eu-west-1'. ``); or
+  ``host`` is not a signed header; or the body does not match ``x-amz-content-sha256``.
 * ``UnrecognizedClient`` -- the access key id is unknown, or the session token is missing, unexpected or
   wrong.
 
 The checks run in the order AWS's front end is observed to use: both mechanisms present; none present;
 parameters present; date format; clock window; ``host`` signed; algorithm; credential shape; scope
-(terminator, date); access key; signature; session token. Nothing is said beyond AWS's messages: in
+(region, terminator, date); access key; signature; session token. Nothing is said beyond AWS's messages: in
 particular whether a key exists is said only as AWS says it (``UnrecognizedClient``), never which part of
 a canonical request differed.
 
@@ -180,12 +182,18 @@ def _secret() -> str:
 class SigV4Verifier:
     """Verifies SigV4-signed requests (``Authorization`` header or presigned query) against a keyring."""
 
-    __slots__ = ("_clock", "_keyring", "_max_skew_s", "_signing_keys")
+    __slots__ = ("_clock", "_keyring", "_max_skew_s", "_region", "_signing_keys")
 
-    def __init__(self, keyring: Keyring, clock: Callable[[], float] = time.time, max_skew_s: float = 900.0) -> None:
+    def __init__(
+        self, keyring: Keyring, region: str, clock: Callable[[], float] = time.time, max_skew_s: float = 900.0
+    ) -> None:
+        """``region``: the server's; a signature scoped to any other is refused, as AWS refuses it."""
         if max_skew_s <= 0:
             raise ValueError("max_skew_s must be positive")
+        if not region:
+            raise ValueError("region must be non-empty")
         self._keyring = keyring
+        self._region = region
         self._clock = clock
         self._max_skew_s = max_skew_s
         self._signing_keys: dict[tuple[str, str, str, str], bytes] = {}
@@ -242,8 +250,8 @@ class SigV4Verifier:
             )
         access_key_id, scope_date, region, service, terminator = scope
         problems = []
-        if not region:
-            problems.append("Credential should be scoped to a valid region, not ''.")
+        if region != self._region:
+            problems.append(f"Credential should be scoped to a valid region, not '{region}'.")
         if terminator != TERMINATOR:
             problems.append(f"Credential should be scoped with a valid terminator: '{TERMINATOR}', not '{terminator}'.")
         if scope_date != amz_date[:8]:
@@ -252,7 +260,7 @@ class SigV4Verifier:
                 f"'{scope_date}' != '{amz_date[:8]}', from '{amz_date}'."
             )
         if problems:
-            raise InvalidSignature(" ".join(problems))
+            raise InvalidSignature("".join(f"{problem} " for problem in problems))
 
         entry = self._keyring.get(access_key_id)
         if entry is None:

@@ -1,16 +1,29 @@
-"""Domain errors to wire errors: the one place that decides status codes and error bodies."""
+"""Domain errors to wire errors: the one place that decides status codes and error bodies.
+
+Also the one place where a failure nothing below foresaw (an ``OSError``, a ``sqlite3.Error``, a bug) becomes
+an answer: :func:`unexpected` turns it into AWS's 500 for the service (``ServiceException`` for Lambda,
+``ServiceUnavailableException`` for CloudWatch Logs), saying plainly when the server's disk is full and never
+showing internals. Each API module catches what escapes its handlers and renders ``unexpected(exc)``, so no
+request ends in the HTTP layer's bare "Internal server error".
+"""
 
 from __future__ import annotations
 
+import errno
 import json
+import logging
+import sqlite3
 
 from selfless import errors as e
 from selfless.httpserver import Response
+
+log = logging.getLogger(__name__)
 
 STATUS: dict[type[e.SelflessError], int] = {
     e.ValidationError: 400,
     e.InvalidParameterValue: 400,
     e.InvalidRequestContent: 400,
+    e.Serialization: 400,
     e.ResourceNotFound: 404,
     e.ResourceConflict: 409,
     e.PreconditionFailed: 412,
@@ -18,10 +31,21 @@ STATUS: dict[type[e.SelflessError], int] = {
     e.RequestTooLarge: 413,
     e.RequestEntityTooLarge: 413,
     e.TooManyRequests: 429,
+    e.CodeStorageExceeded: 400,
     e.UnsupportedOperation: 501,
     e.ServiceError: 500,
     e.AuthError: 403,
 }
+
+_FULL = (
+    "the server's data disk is full, so this request could not be saved. Nothing of it was kept; try again once "
+    "space has been freed."
+)
+INTERNAL = "The Lambda service encountered an internal error."
+DISK_FULL = f"The Lambda service encountered an internal error: {_FULL}"
+_LOGS_INTERNAL = "The service cannot complete the request."
+_LOGS_DISK_FULL = f"The service cannot complete the request: {_FULL}"
+_DISK_ERRNOS = frozenset({errno.ENOSPC, errno.EDQUOT})
 
 
 def status_of(exc: e.SelflessError) -> int:
@@ -29,6 +53,33 @@ def status_of(exc: e.SelflessError) -> int:
         if cls in STATUS:
             return STATUS[cls]
     return 500
+
+
+def disk_full(exc: BaseException) -> bool:
+    """Whether ``exc`` (or what caused it) says that a disk had no space left: ENOSPC or EDQUOT from the
+    operating system, SQLITE_FULL from SQLite."""
+    seen: BaseException | None = exc
+    for _ in range(8):  # a chain of causes is short; this bounds a pathological one
+        if seen is None:
+            break
+        if isinstance(seen, OSError) and seen.errno in _DISK_ERRNOS:
+            return True
+        if isinstance(seen, sqlite3.Error) and (getattr(seen, "sqlite_errorcode", 0) & 0xFF) == sqlite3.SQLITE_FULL:
+            return True
+        seen = seen.__cause__ or seen.__context__
+    return False
+
+
+def unexpected(exc: Exception, service: str = "lambda") -> e.ServiceError:
+    """The 500 a caller gets for ``exc``, which no layer below turned into a domain error; logged here."""
+    full = disk_full(exc)
+    if full:
+        log.error("request refused, the data disk is full: %s", exc)
+    else:
+        log.error("unexpected error serving a %s request", service, exc_info=exc)
+    if service == "logs":
+        return e.ServiceUnavailable(_LOGS_DISK_FULL if full else _LOGS_INTERNAL)
+    return e.ServiceError(DISK_FULL if full else INTERNAL)
 
 
 def rest_json(exc: e.SelflessError, request_id: str) -> Response:

@@ -1,13 +1,17 @@
 """The front door of the one public port: health, signed code downloads, then SigV4 and the service router.
 
 Requests are routed by the service named in their SigV4 credential scope, the way AWS SDKs sign them.
-Nothing past ``/health`` and a signed download link is reachable without a valid signature.
+Nothing past ``/health`` and a signed download link is reachable without a valid signature. A request whose
+signature fails is answered in its service's protocol (JSON 1.1 for CloudWatch Logs, REST-JSON otherwise),
+so that the SDK raises the right exception.
 """
 
 from __future__ import annotations
 
 import asyncio
 import json
+import re
+import urllib.parse
 
 from selfless import ids
 from selfless.api import errors as wire_errors
@@ -18,6 +22,9 @@ from selfless.errors import AuthError, UnsupportedOperation
 from selfless.httpserver import Request, Response
 from selfless.observability.metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
 from selfless.observability.metrics import Metrics
+
+# The service part of a credential scope (``Credential=AKID/20260101/us-east-1/logs/aws4_request``).
+_SCOPED_SERVICE = re.compile(r"Credential=[^/,&\s]*/[^/,&\s]*/[^/,&\s]*/([^/,&\s]*)")
 
 
 class FrontDoor:
@@ -64,15 +71,21 @@ class FrontDoor:
         try:
             caller = self._verifier.verify(request.method, path, request.query, request.headers, request.body)
         except AuthError as exc:
+            if _scoped_service(request) == "logs":
+                return wire_errors.json_1_1(exc, request_id)
             return wire_errors.rest_json(exc, request_id)
         if caller.service == "lambda":
             return await self._lambda.handle(request, caller, request_id)
         if caller.service == "logs":
-            if caller.principal.kind != "admin":
-                return wire_errors.json_1_1(UnsupportedOperation("Function credentials cannot read logs"), request_id)
-            return await self._logs.handle(request, request_id)
+            return await self._logs.handle(request, caller, request_id)
         unsupported = UnsupportedOperation(f"The {caller.service} service is not offered by selfless yet")
         return wire_errors.rest_json(unsupported, request_id)
 
     def too_large(self, request: Request) -> Response:
         return self._lambda.too_large(request)
+
+
+def _scoped_service(request: Request) -> str:
+    """The service a request was signed for, read loosely (for choosing how to say that it failed)."""
+    found = _SCOPED_SERVICE.search(request.headers.get("authorization") or urllib.parse.unquote(request.query))
+    return found.group(1) if found else ""

@@ -1,8 +1,10 @@
 """The Lambda API (REST-JSON, 2015-03-31): route, parse, validate, call the domain, render.
 
-Handlers translate and never decide: rules live in ``selfless.functions`` and ``selfless.invocation``.
-Invoke has its own lean parser because it is the hot path; every other operation goes through the generic
-model-driven parser and validator.
+Handlers translate and never decide: rules live in ``selfless.functions`` and ``selfless.invocation``, and
+who may make a call is decided by ``selfless.api.access`` (once the call's parameters are validated, before
+its handler runs). Invoke has its own lean parser because it is the hot path; every other operation goes
+through the generic model-driven parser and validator. Whatever escapes a handler becomes an AWS-shaped error
+here (``selfless.api.errors.unexpected`` for what no layer foresaw, a full disk included).
 """
 
 from __future__ import annotations
@@ -20,12 +22,12 @@ from typing import Any, TypeVar
 from selfless import policies
 from selfless.api import errors as wire_errors
 from selfless.api import model as m
+from selfless.api.access import LIST_EVENTS, REDRIVE_EVENTS, Access
 from selfless.api.auth import Caller, Principal
 from selfless.api.wire import alias_doc, configuration, layer_version_doc, layer_version_item
 from selfless.artifacts.local import LocalCodeStore
 from selfless.config import Settings
 from selfless.errors import (
-    AccessDenied,
     InvalidParameterValue,
     RequestEntityTooLarge,
     RequestTooLarge,
@@ -51,18 +53,6 @@ _INVOKE_RE = re.compile(r"^/2015-03-31/functions/([^/]+)/invocations/?$")
 SELFLESS_PREFIX = "/_selfless/"
 _EVENTS_RE = re.compile(r"^/_selfless/functions/([^/]+)/events(/redrive)?$")
 _CODE_URL_TTL_S = 600
-# What a function's own credentials may do until roles carry policies: read and invoke.
-_FUNCTION_ALLOWED = frozenset(
-    {
-        "Invoke",
-        "InvokeAsync",
-        "GetFunction",
-        "GetFunctionConfiguration",
-        "ListFunctions",
-        "ListTags",
-        "GetAccountSettings",
-    }
-)
 _INVOCATION_TYPES = {t.value: t for t in InvocationType}
 
 Op = Callable[[dict[str, Any], Request], Awaitable[Response]]
@@ -134,7 +124,9 @@ class LambdaApi:
         permissions: Permissions,
         event_configs: EventInvokeConfigs,
         events: AsyncInvoker,
+        access: Access,
     ) -> None:
+        self._access = access
         self._event_configs = event_configs
         self._events = events
         # The chain of the invocation the calling environment runs now: set by the composition root, which
@@ -150,6 +142,7 @@ class LambdaApi:
         self._code_urls = code_urls
         self._leases = leases
         self._model = m.service_model("lambda")
+        self._invoke_op = self._model.operation_model("Invoke")
         self._router = m.Router(self._model)
         self._ops: dict[str, Op] = {
             "CreateFunction": self._create_function,
@@ -204,6 +197,8 @@ class LambdaApi:
             response = await self._handle(request, caller, request_id)
         except SelflessError as exc:
             return wire_errors.rest_json(exc, request_id)
+        except Exception as exc:  # a full disk, a bug: AWS's 500, never the HTTP layer's bare one
+            return wire_errors.rest_json(wire_errors.unexpected(exc), request_id)
         response.headers.append(("x-amzn-RequestId", request_id))
         return response
 
@@ -211,7 +206,7 @@ class LambdaApi:
         if request.method == "POST":
             hit = _INVOKE_RE.match(request.path)
             if hit is not None:
-                self._authorize(caller, "Invoke")
+                self._access.lambda_call(caller, "Invoke")
                 lineage = self.lineage_of(caller.principal) if caller.principal.kind == "function" else {}
                 return await self._invoke(urllib.parse.unquote(hit.group(1)), request, request_id, lineage)
         if request.path.startswith(SELFLESS_PREFIX):
@@ -220,25 +215,17 @@ class LambdaApi:
         if found is None:
             raise UnsupportedOperation(f"No Lambda operation at {request.method} {request.path}")
         route, labels = found
-        self._authorize(caller, route.operation)
-        handler = self._ops.get(route.operation)
-        if handler is None:
-            raise UnsupportedOperation(f"{route.operation} is not supported by selfless yet")
         op = self._model.operation_model(route.operation)
         params = m.coerce_params(op, m.parse(op, labels, request.query, request.headers, request.body))
         m.validate(op, params)
+        self._access.lambda_call(caller, route.operation, params)
+        handler = self._ops.get(route.operation)
+        if handler is None:
+            raise UnsupportedOperation(f"{route.operation} is not supported by selfless yet")
         response = await handler(params, request)
         if response.status == 200 and route.status != 200:
             response.status = route.status
         return response
-
-    def _authorize(self, caller: Caller, operation: str) -> None:
-        p = caller.principal
-        if p.kind == "admin" or (p.kind == "function" and operation in _FUNCTION_ALLOWED):
-            return
-        raise AccessDenied(
-            f"User: {p.function_arn or p.access_key_id} is not authorized to perform: lambda:{operation}"
-        )
 
     def too_large(self, request: Request) -> Response:
         """A request body past what any operation takes (so past 6 MB for Invoke, 70 MB for the rest)."""
@@ -261,7 +248,10 @@ class LambdaApi:
         h = request.headers
         qualifier = None
         if request.query:
-            qualifier = urllib.parse.parse_qs(request.query).get("Qualifier", [None])[-1]
+            given = urllib.parse.parse_qs(request.query, keep_blank_values=True).get("Qualifier")
+            if given:
+                qualifier = given[-1]
+                m.validate_member(self._invoke_op, "Qualifier", qualifier)
         itype_raw = h.get("x-amz-invocation-type", "RequestResponse")
         itype = _INVOCATION_TYPES.get(itype_raw)
         if itype is None:
@@ -514,9 +504,9 @@ class LambdaApi:
         found = _EVENTS_RE.match(request.path)
         if found is None:
             raise UnsupportedOperation(f"No selfless operation at {request.method} {request.path}")
-        if caller.principal.kind != "admin":
-            raise AccessDenied("Only the server's own credentials may read or re-drive events")
-        name = self._registry.latest(urllib.parse.unquote(found.group(1))).name
+        given = urllib.parse.unquote(found.group(1))
+        self._access.selfless_call(caller, REDRIVE_EVENTS if found.group(2) else LIST_EVENTS, given)
+        name = self._registry.latest(given).name
         if found.group(2):
             if request.method != "POST":
                 raise UnsupportedOperation("Re-driving events is a POST")
@@ -635,6 +625,7 @@ class LambdaApi:
         try:
             data = self._code.blob(key).read_bytes()
         except FileNotFoundError:
-            exc = ResourceNotFound("The package no longer exists")
-            return wire_errors.rest_json(exc, "")
+            return wire_errors.rest_json(ResourceNotFound("The package no longer exists"), "")
+        except OSError as exc:
+            return wire_errors.rest_json(wire_errors.unexpected(exc), "")
         return Response(200, data, content_type="application/zip")

@@ -2,7 +2,8 @@
 
 Enough for ``aws logs tail /aws/lambda/NAME --follow``, ``aws logs filter-log-events`` and ``selfless
 logs``: DescribeLogGroups, DescribeLogStreams, GetLogEvents, FilterLogEvents. Only function log groups
-(``/aws/lambda/<name>``) exist.
+(``/aws/lambda/<name>``) exist. Only the administrator may read them (``selfless.api.access``); a body that
+is not a JSON object, or is nested too deep, is SerializationException as CloudWatch Logs answers it.
 """
 
 from __future__ import annotations
@@ -13,8 +14,17 @@ import json
 from collections.abc import Awaitable, Callable
 from typing import Any
 
+from selfless import json_limits
 from selfless.api import errors as wire_errors
-from selfless.errors import InvalidParameterValue, ResourceNotFound, SelflessError, UnsupportedOperation
+from selfless.api.access import Access
+from selfless.api.auth import Caller
+from selfless.errors import (
+    InvalidParameterValue,
+    ResourceNotFound,
+    SelflessError,
+    Serialization,
+    UnsupportedOperation,
+)
 from selfless.httpserver import Request, Response
 from selfless.observability.logs import LogStore
 
@@ -30,14 +40,15 @@ def _offset(token: str | None) -> int:
     if not token:
         return 0
     try:
-        return int(json.loads(base64.urlsafe_b64decode(token.encode()))["o"])
+        return int(json_limits.loads(base64.urlsafe_b64decode(token.encode()))["o"])
     except (binascii.Error, ValueError, KeyError, TypeError):
         raise InvalidParameterValue("The specified nextToken is invalid.") from None
 
 
 class LogsApi:
-    def __init__(self, logs: LogStore) -> None:
+    def __init__(self, logs: LogStore, access: Access) -> None:
         self._logs = logs
+        self._access = access
         self._ops: dict[str, Callable[[dict[str, Any]], Awaitable[dict[str, Any]]]] = {
             "DescribeLogGroups": self._describe_log_groups,
             "DescribeLogStreams": self._describe_log_streams,
@@ -45,22 +56,26 @@ class LogsApi:
             "FilterLogEvents": self._filter_log_events,
         }
 
-    async def handle(self, request: Request, request_id: str) -> Response:
+    async def handle(self, request: Request, caller: Caller, request_id: str) -> Response:
         try:
             target = request.headers.get("x-amz-target", "")
-            op = self._ops.get(target[len(_TARGET_PREFIX) :]) if target.startswith(_TARGET_PREFIX) else None
+            name = target[len(_TARGET_PREFIX) :] if target.startswith(_TARGET_PREFIX) else ""
+            op = self._ops.get(name)
             if op is None:
                 raise UnsupportedOperation(f"{target or 'this operation'} is not supported by selfless yet")
             try:
-                params = json.loads(request.body or b"{}")
-            except ValueError:
-                raise InvalidParameterValue("The request body is not valid JSON") from None
+                params = json_limits.loads(request.body or b"{}")
+            except ValueError as exc:  # not JSON, not UTF-8, or nested too deep
+                raise Serialization(f"The request body could not be parsed as JSON: {exc}") from None
             if not isinstance(params, dict):
-                raise InvalidParameterValue("The request body must be a JSON object")
+                raise Serialization("The request body must be a JSON object")
+            self._access.logs_call(caller, name, params)
             await self._logs.synced()  # every line written so far is readable
             doc = await op(params)
         except SelflessError as exc:
             return wire_errors.json_1_1(exc, request_id)
+        except Exception as exc:  # a full disk, a bug: the service's 500, never the HTTP layer's bare one
+            return wire_errors.json_1_1(wire_errors.unexpected(exc, "logs"), request_id)
         return Response(
             200,
             json.dumps(doc).encode(),

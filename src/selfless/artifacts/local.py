@@ -8,7 +8,8 @@ Layout under ``<data-dir>/code``::
     staging/            extraction in progress; a refusal removes only its own new directory there
 
 Storing is idempotent: the same zip uploaded twice is stored once. ``collect`` removes packages no
-function refers to any more.
+function refers to any more. A disk with no space left (ENOSPC, EDQUOT) is CodeStorageExceeded, after what
+this call made is removed again: a package is stored whole (tree and blob) or not at all.
 """
 
 from __future__ import annotations
@@ -16,18 +17,21 @@ from __future__ import annotations
 import asyncio
 import base64
 import contextlib
+import errno
 import hashlib
 import os
 import shutil
 import tempfile
 import time
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 
 from selfless.artifacts.unzip import unpack_zip
+from selfless.errors import CodeStorageExceeded
 from selfless.models import CodeRef
 
 _RECENT_S = 120.0
+_FULL = "Code storage limit exceeded: the server's disk has no space left for this package."
 
 
 class LocalCodeStore:
@@ -52,7 +56,8 @@ class LocalCodeStore:
                 leftover.unlink(missing_ok=True)
 
     async def put(self, data: bytes) -> CodeRef:
-        """Validate and store a zip; raises PackageRefused (nothing kept) when it is hostile or broken."""
+        """Validate and store a zip; raises PackageRefused (nothing kept) when it is hostile or broken, and
+        CodeStorageExceeded (nothing kept) when the disk is full."""
         digest = hashlib.sha256(data).digest()
         key = digest.hex()
         self._recent[key] = time.monotonic()
@@ -60,18 +65,23 @@ class LocalCodeStore:
         tree = self._trees / key
         if tree.is_dir() and (self._blobs / f"{key}.zip").is_file():
             return CodeRef(sha_b64, key, len(data), _tree_size(tree))
-        unpacked = await asyncio.to_thread(unpack_zip, data, self._staging)
-        async with self._lock:
-            try:
-                if tree.exists():
-                    shutil.rmtree(unpacked.path)
-                else:
-                    os.rename(unpacked.path, tree)
-                await asyncio.to_thread(self._write_blob, key, data)
-            except BaseException:
-                if unpacked.path.exists():
-                    shutil.rmtree(unpacked.path, ignore_errors=True)
-                raise
+        with _full_is_exceeded():
+            unpacked = await asyncio.to_thread(unpack_zip, data, self._staging)
+            async with self._lock:
+                placed = False
+                try:
+                    if tree.exists():
+                        shutil.rmtree(unpacked.path)
+                    else:
+                        os.rename(unpacked.path, tree)
+                        placed = True
+                    await asyncio.to_thread(self._write_blob, key, data)
+                except BaseException:
+                    # A tree without its blob is half a package: it goes too (placed by this call only).
+                    for leftover in (unpacked.path, tree if placed else None):
+                        if leftover is not None and leftover.exists():
+                            shutil.rmtree(leftover, ignore_errors=True)
+                    raise
         return CodeRef(sha_b64, key, len(data), unpacked.unzipped_size)
 
     def _write_blob(self, key: str, data: bytes) -> None:
@@ -106,7 +116,8 @@ class LocalCodeStore:
         self._recent[opt_key] = time.monotonic()
         if self.opt_tree(opt_key).is_dir():
             return
-        await asyncio.to_thread(self._build_opt, opt_key, [self.tree(k) for k in keys])
+        with _full_is_exceeded():
+            await asyncio.to_thread(self._build_opt, opt_key, [self.tree(k) for k in keys])
 
     def _build_opt(self, opt_key: str, trees: list[Path]) -> None:
         staging = Path(tempfile.mkdtemp(prefix="opt-", dir=self._staging))
@@ -150,6 +161,17 @@ class LocalCodeStore:
             with contextlib.suppress(FileNotFoundError):
                 total += self.blob(key).stat().st_size
         return total
+
+
+@contextlib.contextmanager
+def _full_is_exceeded() -> Iterator[None]:
+    """A write that found the disk full becomes CodeStorageExceeded (its own clean-up has run by then)."""
+    try:
+        yield
+    except OSError as exc:
+        if exc.errno in (errno.ENOSPC, errno.EDQUOT):
+            raise CodeStorageExceeded(_FULL) from exc
+        raise
 
 
 def _tree_size(tree: Path) -> int:

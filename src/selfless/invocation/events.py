@@ -39,7 +39,7 @@ import time
 from collections.abc import Awaitable, Callable, Mapping
 from typing import Any
 
-from selfless import ids
+from selfless import ids, json_limits
 from selfless.errors import ResourceNotFound, TooManyRequests
 from selfless.functions import FunctionRegistry
 from selfless.invocation.destinations import DeliveryError, Destinations, Message, dead_letter_attributes
@@ -201,8 +201,9 @@ def _gate_key(event: StoredEvent) -> str:
 
 
 def _json_or_text(data: bytes) -> Any:
+    """A payload as a record carries it: its JSON, else (not JSON, or nested too deep to re-encode) text."""
     try:
-        return json.loads(data) if data else None
+        return json_limits.loads(data) if data else None
     except ValueError:
         return data.decode("utf-8", "replace")
 
@@ -266,7 +267,7 @@ class AsyncInvoker:
                 try:
                     await self._store.add_events([event for event, _ in group])
                 except Exception as exc:
-                    log.error("could not store %d accepted events: %s", len(group), exc)
+                    log.error("could not store %d events, so they were not accepted: %s", len(group), exc)
                     for _event, done in group:
                         if not done.done():
                             done.set_exception(exc)

@@ -14,13 +14,12 @@ from __future__ import annotations
 import asyncio
 import base64
 import binascii
-import json
 import logging
 import time
 from collections.abc import Mapping
 from typing import TYPE_CHECKING
 
-from selfless import ids
+from selfless import ids, json_limits
 from selfless.config import Settings
 from selfless.errors import (
     InvalidRequestContent,
@@ -119,8 +118,8 @@ class InvocationService:
         if not payload.strip():
             return b"{}"
         try:
-            json.loads(payload)
-        except (ValueError, UnicodeDecodeError) as exc:
+            json_limits.loads(payload)
+        except ValueError as exc:  # not JSON, not UTF-8, or nested too deep
             raise InvalidRequestContent(
                 f"Could not parse request body into json: Could not parse payload into json: {exc}"
             ) from None
@@ -136,8 +135,8 @@ class InvocationService:
             )
         try:
             text = base64.b64decode(raw, validate=True).decode("utf-8")
-            json.loads(text)
-        except (binascii.Error, ValueError, UnicodeDecodeError):
+            json_limits.loads(text)
+        except (binascii.Error, ValueError):
             raise InvalidRequestContent("Client context must be a valid Base64-encoded JSON object.") from None
         return text
 

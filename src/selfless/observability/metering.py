@@ -1,58 +1,111 @@
 """Metering: one record per invocation, appended to ``<data-dir>/metering/<YYYY-MM-DD>.jsonl``.
 
 A record holds what billing needs: function, version, request id, duration, billed duration (ms, rounded
-up), memory size, init duration, outcome. Written on the event loop with a buffered file that is flushed
-50 ms after the first unflushed record (one write for a burst) and on close; readers take whole lines only.
+up), memory size, init duration, outcome. Records are appended by the event loop 50 ms after the first
+unwritten one (one write for a burst) and on close; each write is whole lines, and a write the disk cuts
+short is taken back, so readers see whole lines only.
+
+A write that fails (a full disk) never reaches the invocation that made the record: the records wait in
+memory and are written once the disk takes them again (tried every second). At most ``MAX_WAITING`` wait;
+past that the oldest are dropped, counted in ``dropped`` and said in the server's log.
 """
 
 from __future__ import annotations
 
 import asyncio
+import collections
+import contextlib
 import json
+import logging
+import os
 import time
 from pathlib import Path
-from typing import IO, Any
+from typing import Any
 
+log = logging.getLogger(__name__)
+
+MAX_WAITING = 100_000
 _FLUSH_S = 0.05
+_RETRY_S = 1.0
 
 
 class Meter:
     def __init__(self, root: Path) -> None:
         self.root = root
-        self._day = ""
-        self._file: IO[str] | None = None
+        self.dropped = 0  # records lost because the disk refused them for too long
+        self._waiting: collections.deque[tuple[str, str]] = collections.deque()  # (day, line)
         self._flush_handle: asyncio.TimerHandle | None = None
+        self._failing = False
 
     def open(self) -> None:
         self.root.mkdir(parents=True, exist_ok=True)
 
     def record(self, **fields: Any) -> None:
+        """Keep one record; never raises for the disk's sake."""
         now = time.time()
-        day = time.strftime("%Y-%m-%d", time.gmtime(now))
-        if day != self._day or self._file is None:
-            self.close()
-            self._file = open(self.root / f"{day}.jsonl", "a", encoding="utf-8")  # noqa: SIM115
-            self._day = day
         fields["time"] = round(now, 3)
-        self._file.write(json.dumps(fields, separators=(",", ":")) + "\n")
+        if len(self._waiting) >= MAX_WAITING:
+            self._waiting.popleft()
+            self.dropped += 1
+            if self.dropped == 1 or self.dropped % 10_000 == 0:
+                log.error("metering: %d records dropped so far, the disk has refused them too long", self.dropped)
+        line = json.dumps(fields, separators=(",", ":")) + "\n"
+        self._waiting.append((time.strftime("%Y-%m-%d", time.gmtime(now)), line))
         # Records from a burst of invocations leave in one write.
         if self._flush_handle is None:
             try:
                 loop = asyncio.get_running_loop()
             except RuntimeError:
-                self._file.flush()
+                self._write()
             else:
                 self._flush_handle = loop.call_later(_FLUSH_S, self._flush)
 
     def _flush(self) -> None:
         self._flush_handle = None
-        if self._file is not None:
-            self._file.flush()
+        if not self._write():
+            self._flush_handle = asyncio.get_running_loop().call_later(_RETRY_S, self._flush)
+
+    def _write(self) -> bool:
+        """Append the waiting records, day by day; False when the disk refused some (they keep waiting)."""
+        while self._waiting:
+            day = self._waiting[0][0]
+            lines = []
+            while self._waiting and self._waiting[0][0] == day:
+                lines.append(self._waiting.popleft()[1])
+            try:
+                _append(self.root / f"{day}.jsonl", "".join(lines).encode())
+            except OSError as exc:
+                self._waiting.extendleft((day, line) for line in reversed(lines))
+                if not self._failing:
+                    log.error("metering: records cannot be written (%s); they wait until the disk takes them", exc)
+                self._failing = True
+                return False
+            if self._failing:
+                log.warning("metering: records are written again")
+                self._failing = False
+        return True
 
     def close(self) -> None:
         if self._flush_handle is not None:
             self._flush_handle.cancel()
             self._flush_handle = None
-        if self._file is not None:
-            self._file.close()
-            self._file = None
+        if not self._write():
+            log.error("metering: %d records could not be written before shutdown", len(self._waiting))
+            self._waiting.clear()
+
+
+def _append(path: Path, data: bytes) -> None:
+    """Append ``data`` whole or not at all (a write cut short by a full disk is truncated away)."""
+    fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o644)
+    try:
+        start = os.fstat(fd).st_size
+        try:
+            view = memoryview(data)
+            while view:
+                view = view[os.write(fd, view) :]
+        except OSError:
+            with contextlib.suppress(OSError):
+                os.ftruncate(fd, start)
+            raise
+    finally:
+        os.close(fd)

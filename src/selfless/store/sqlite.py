@@ -1,8 +1,9 @@
 """The embedded metadata store: SQLite in WAL mode, one connection owned by one writer thread.
 
 All statements run on that thread (``sqlite3`` connections are not shared across threads), so callers on the
-event loop never block on disk. WAL with ``synchronous=NORMAL`` keeps every committed write across a crash of
-this process (kill -9); only a power loss can drop the last transactions.
+event loop never block on disk. WAL with ``synchronous=FULL`` keeps every committed write across a crash of
+this process (kill -9) and a power loss. A write that fails (a full disk:
+``sqlite3.OperationalError``, SQLITE_FULL) changes nothing and leaves the connection ready for the next one.
 """
 
 from __future__ import annotations
@@ -109,10 +110,14 @@ def _transaction(db: sqlite3.Connection) -> Iterator[None]:
     db.execute("BEGIN IMMEDIATE")
     try:
         yield
+        db.execute("COMMIT")
     except BaseException:
-        db.execute("ROLLBACK")
+        # A full disk makes SQLite roll back by itself, or leaves a failed COMMIT's transaction open: either
+        # way none remains after this, so the next write (once there is space) starts afresh.
+        if db.in_transaction:
+            with contextlib.suppress(sqlite3.Error):
+                db.execute("ROLLBACK")
         raise
-    db.execute("COMMIT")
 
 
 class SqliteStore:
