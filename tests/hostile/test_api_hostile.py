@@ -334,3 +334,38 @@ def test_invoke_validates_its_qualifier_as_get_function_does(
             lam_unvalidated.get_function(FunctionName=name, Qualifier=qualifier)
         assert info.value.response["Error"] == {"Code": "ValidationException", "Message": message}
     healthy(server, lam, name)
+
+
+DEEP_ERROR_BOOTSTRAP = """#!/usr/bin/env python3
+# A custom runtime that answers every call with an error body nested far past any parser's limit.
+import json, os, urllib.request
+
+api = "http://" + os.environ["AWS_LAMBDA_RUNTIME_API"] + "/2018-06-01/runtime/invocation/"
+while True:
+    with urllib.request.urlopen(api + "next") as r:
+        request_id = r.headers["Lambda-Runtime-Aws-Request-Id"]
+    body = ("[" * 100000 + "]" * 100000).encode()
+    post = urllib.request.Request(api + request_id + "/error", data=body, method="POST")
+    urllib.request.urlopen(post).close()
+"""
+
+
+def test_a_runtimes_deeply_nested_error_body_ends_its_call_at_once(
+    server: Server, lam: Any, make_function: Callable[..., str]
+) -> None:
+    """A Runtime API error body nested 100k deep is kept as the error's text, not a 500 that would leave the
+    call waiting for its timeout."""
+    name = make_function(
+        files={"bootstrap": DEEP_ERROR_BOOTSTRAP},
+        modes={"bootstrap": 0o755},
+        runtime="provided.al2023",
+        handler="x",
+        Timeout=30,
+    )
+    started = time.monotonic()
+    r = lam.invoke(FunctionName=name, Payload=b"{}")
+    body = r["Payload"].read()
+    assert time.monotonic() - started < 10
+    assert r["FunctionError"] == "Unhandled"
+    assert json.loads(body)["errorMessage"].startswith("[[[")
+    healthy(server, lam, make_function("def handler(event, context):\n    return event\n"))

@@ -34,6 +34,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from selfless import json_limits
 from selfless.api.auth import Keyring, Principal, generate_session_credentials
 from selfless.config import Settings
 from selfless.httpserver import HttpServer
@@ -491,7 +492,7 @@ class Environment:
             return False
         etype = error_type or "Unhandled"
         try:
-            parsed = json.loads(body) if body else {}
+            parsed = json_limits.loads(body) if body else {}
             if isinstance(parsed, dict) and isinstance(parsed.get("errorType"), str):
                 etype = parsed["errorType"]
         except ValueError:
@@ -504,7 +505,7 @@ class Environment:
             return False
         etype = error_type or "Runtime.Unknown"
         try:
-            parsed = json.loads(body) if body else {}
+            parsed = json_limits.loads(body) if body else {}
             if isinstance(parsed, dict) and isinstance(parsed.get("errorType"), str):
                 etype = parsed["errorType"]
         except ValueError:
