@@ -91,13 +91,15 @@ class App:
         self.reaper = proc.ChildReaper()
         self.store = SqliteStore(data / "metadata.sqlite3")
         self.code = LocalCodeStore(data / "code")
-        self.logs = LogStore(data / "logs")
+        self.metrics = Metrics()
+        self.logs = LogStore(
+            data / "logs", group_max_bytes=settings.log_group_max_mb << 20, on_dropped=self.metrics.log_dropped
+        )
         self.meter = Meter(data / "metering")
         self.keyring = Keyring()
         self.runtimes = RuntimeCatalog(discover_interpreters(settings.python_interpreters))
         self.backend: Backend = proc.ProcessBackend(self.reaper, proc.can_mount())
         self.backend_warning: str | None = None
-        self.metrics = Metrics()
         self.pool = EnvironmentPool(
             self._new_environment,
             keep_alive_s=settings.keep_alive_s,
@@ -237,7 +239,11 @@ class App:
             settings=self.settings,
             root=self.envs_root / env_id,
             code_tree=self.code.tree(function.code.key),
-            stream=self.logs.stream(function.logging_config["LogGroup"], stream_name(function.version, env_id)),
+            stream=self.logs.stream(
+                function.logging_config["LogGroup"],
+                stream_name(function.version, env_id),
+                json_format=function.logging_config["LogFormat"] == "JSON",
+            ),
             meter=self.meter,
             keyring=self.keyring,
             backend=self.backend,

@@ -62,6 +62,8 @@ class Settings:
     # The delay before an asynchronous event's retry is this times the attempts so far: AWS waits about 1
     # minute, then 2 (SELFLESS_ASYNC_RETRY_DELAY; tests set milliseconds).
     async_retry_delay_s: float = 60.0
+    # Function logs a log group keeps on disk at most (MB): past it its oldest logs are deleted, and said.
+    log_group_max_mb: int = 256
     # Python runtimes: name -> interpreter path. Empty means "discover the installed ones".
     python_interpreters: Mapping[str, str] = dataclasses.field(default_factory=dict)
     log_level: str = "info"
@@ -106,10 +108,13 @@ class Settings:
             starting = int(pick("max_starting", "SELFLESS_MAX_STARTING", 8 * (os.cpu_count() or 1)))
             min_free_raw = pick("min_free_mb", "SELFLESS_MIN_FREE_MB", None)
             min_free = None if min_free_raw in (None, "") else max(0, int(min_free_raw))
+            log_group_max = int(environ.get("SELFLESS_LOG_GROUP_MAX_MB", "256"))
         except ValueError as exc:
             raise SettingsError(f"not a number: {exc}") from exc
         if concurrency < 1:
             raise SettingsError(f"SELFLESS_CONCURRENCY_LIMIT must be at least 1, got {concurrency}")
+        if log_group_max < 1:
+            raise SettingsError(f"SELFLESS_LOG_GROUP_MAX_MB must be at least 1, got {log_group_max}")
         if not 0 <= port <= 65535:
             raise SettingsError(f"port out of range: {port}")
         account = str(pick("account_id", "SELFLESS_ACCOUNT_ID", "000000000000"))
@@ -180,6 +185,7 @@ class Settings:
             async_retry_delay_s=retry_delay,
             egress=egress,
             sandbox_network=str(network),
+            log_group_max_mb=log_group_max,
             zygote_prewarm=tuple(
                 r.strip() for r in environ.get("SELFLESS_ZYGOTE_PREWARM", "python3.12").split(",") if r.strip()
             ),

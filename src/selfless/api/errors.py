@@ -93,9 +93,16 @@ def rest_json(exc: e.SelflessError, request_id: str) -> Response:
     return Response(status_of(exc), json.dumps(body).encode(), headers)
 
 
+# CloudWatch Logs names some errors otherwise than Lambda does.
+_LOGS_TYPES = {
+    "InvalidParameterValueException": "InvalidParameterException",
+    "ServiceException": "ServiceUnavailableException",
+}
+
+
 def json_1_1(exc: e.SelflessError, request_id: str) -> Response:
     """The JSON 1.1 protocol's error (CloudWatch Logs): ``__type`` in the body."""
-    body = {"__type": exc.aws_type, "message": exc.message}
+    body = {"__type": _LOGS_TYPES.get(exc.aws_type, exc.aws_type), "message": exc.message}
     return Response(
         status_of(exc),
         json.dumps(body).encode(),

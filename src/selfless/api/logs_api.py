@@ -1,13 +1,17 @@
 """A CloudWatch Logs API subset (JSON 1.1, ``Logs_20140328``) over the function logs on disk.
 
 Enough for ``aws logs tail /aws/lambda/NAME --follow``, ``aws logs filter-log-events`` and ``selfless
-logs``: DescribeLogGroups, DescribeLogStreams, GetLogEvents, FilterLogEvents. Only function log groups
-(``/aws/lambda/<name>``) exist. Only the administrator may read them (``selfless.api.access``); a body that
-is not a JSON object, or is nested too deep, is SerializationException as CloudWatch Logs answers it.
+logs``: DescribeLogGroups, DescribeLogStreams, GetLogEvents, FilterLogEvents, and retention policies
+(PutRetentionPolicy, DeleteRetentionPolicy). Groups are those functions log to (``/aws/lambda/<name>`` or their
+LoggingConfig.LogGroup). Pages follow the events' order (a token names the last event given), and reads run off
+the event loop, so a large group costs a page's memory and no stall. Only the administrator may read them
+(``selfless.api.access``); a body that is not a JSON object, or is nested too deep, is SerializationException
+as CloudWatch Logs answers it.
 """
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import binascii
 import json
@@ -23,26 +27,39 @@ from selfless.errors import (
     ResourceNotFound,
     SelflessError,
     Serialization,
+    ServiceError,
     UnsupportedOperation,
 )
 from selfless.httpserver import Request, Response
-from selfless.observability.logs import LogStore
+from selfless.observability.logs import RETENTION_DAYS, LogStore
 
 _TARGET_PREFIX = "Logs_20140328."
 _MAX_EVENTS = 10_000
 
 
-def _token(offset: int) -> str:
-    return base64.urlsafe_b64encode(json.dumps({"o": offset}).encode()).decode()
+def _token(key: tuple[int, int, int, int] | None) -> str:
+    """Where the next page starts: after the event with this key (None: from the start)."""
+    return base64.urlsafe_b64encode(json.dumps({"k": key}).encode()).decode()
 
 
-def _offset(token: str | None) -> int:
+def _after(token: str | None) -> tuple[int, int, int, int] | None:
     if not token:
-        return 0
+        return None
     try:
-        return int(json_limits.loads(base64.urlsafe_b64decode(token.encode()))["o"])
+        key = json_limits.loads(base64.urlsafe_b64decode(token.encode()))["k"]
+        if key is None:
+            return None
+        ts, crc, seq, line = (int(part) for part in key)
+        return ts, crc, seq, line
     except (binascii.Error, ValueError, KeyError, TypeError):
         raise InvalidParameterValue("The specified nextToken is invalid.") from None
+
+
+def _limit(p: dict[str, Any]) -> int:
+    try:
+        return max(1, min(int(p.get("limit") or _MAX_EVENTS), _MAX_EVENTS))
+    except (TypeError, ValueError):
+        raise InvalidParameterValue("limit must be a number") from None
 
 
 class LogsApi:
@@ -54,6 +71,8 @@ class LogsApi:
             "DescribeLogStreams": self._describe_log_streams,
             "GetLogEvents": self._get_log_events,
             "FilterLogEvents": self._filter_log_events,
+            "PutRetentionPolicy": self._put_retention_policy,
+            "DeleteRetentionPolicy": self._delete_retention_policy,
         }
 
     async def handle(self, request: Request, caller: Caller, request_id: str) -> Response:
@@ -91,11 +110,20 @@ class LogsApi:
 
     async def _describe_log_groups(self, p: dict[str, Any]) -> dict[str, Any]:
         prefix = p.get("logGroupNamePrefix") or ""
-        groups = [
-            {"logGroupName": g, "creationTime": t, "arn": f"arn:aws:logs:::log-group:{g}:*", "storedBytes": 0}
-            for g, t in self._logs.groups()
-            if g.startswith(prefix)
-        ]
+        groups = []
+        for g, created, stored in await asyncio.to_thread(self._logs.groups):
+            if not g.startswith(prefix):
+                continue
+            group: dict[str, Any] = {
+                "logGroupName": g,
+                "creationTime": created,
+                "arn": f"arn:aws:logs:::log-group:{g}:*",
+                "storedBytes": stored,
+            }
+            days = self._logs.retention(g)
+            if days is not None:
+                group["retentionInDays"] = days
+            groups.append(group)
         return {"logGroups": groups}
 
     async def _describe_log_streams(self, p: dict[str, Any]) -> dict[str, Any]:
@@ -108,9 +136,9 @@ class LogsApi:
                 "firstEventTimestamp": first,
                 "lastEventTimestamp": last,
                 "lastIngestionTime": last,
-                "storedBytes": 0,
+                "storedBytes": stored,
             }
-            for s, first, last in self._logs.streams(name)
+            for s, first, last, stored in await asyncio.to_thread(self._logs.streams, name)
             if s.startswith(prefix)
         ]
         if p.get("orderBy") == "LastEventTime":
@@ -121,32 +149,41 @@ class LogsApi:
 
     async def _get_log_events(self, p: dict[str, Any]) -> dict[str, Any]:
         name = self._group(p.get("logGroupName"))
-        stream = p.get("logStreamName")
-        if not any(s == stream for s, _f, _l in self._logs.streams(name)):
+        stream = str(p.get("logStreamName"))
+        if not any(s == stream for s, *_ in await asyncio.to_thread(self._logs.streams, name)):
             raise ResourceNotFound("The specified log stream does not exist.")
-        events = self._logs.events(name, streams=[str(stream)], start_ms=p.get("startTime"), end_ms=p.get("endTime"))
-        offset = _offset(p.get("nextToken"))
-        limit = min(int(p.get("limit") or _MAX_EVENTS), _MAX_EVENTS)
-        page = events[offset : offset + limit]
-        token = _token(offset + len(page))
+        token = p.get("nextToken")
+        after = _after(token[2:] if isinstance(token, str) and token[:2] in ("f/", "b/") else token)
+        page = await asyncio.to_thread(
+            self._logs.events,
+            name,
+            streams=[stream],
+            start_ms=p.get("startTime"),
+            end_ms=p.get("endTime"),
+            after=after,
+            limit=_limit(p),
+        )
+        next_token = _token(page[-1].key if page else after)
         return {
             "events": [{"timestamp": e.timestamp, "message": e.message, "ingestionTime": e.timestamp} for e in page],
-            "nextForwardToken": "f/" + token,
-            "nextBackwardToken": "b/" + token,
+            "nextForwardToken": "f/" + next_token,
+            "nextBackwardToken": "b/" + next_token,
         }
 
     async def _filter_log_events(self, p: dict[str, Any]) -> dict[str, Any]:
         name = self._group(p.get("logGroupName"))
-        events = self._logs.events(
+        limit = _limit(p)
+        found = await asyncio.to_thread(
+            self._logs.events,
             name,
             streams=p.get("logStreamNames"),
             start_ms=p.get("startTime"),
             end_ms=p.get("endTime"),
             pattern=(p.get("filterPattern") or "").strip('"') or None,
+            after=_after(p.get("nextToken")),
+            limit=limit + 1,  # one more: is there a next page?
         )
-        offset = _offset(p.get("nextToken"))
-        limit = min(int(p.get("limit") or _MAX_EVENTS), _MAX_EVENTS)
-        page = events[offset : offset + limit]
+        page = found[:limit]
         doc: dict[str, Any] = {
             "events": [
                 {
@@ -160,6 +197,25 @@ class LogsApi:
             ],
             "searchedLogStreams": [],
         }
-        if offset + len(page) < len(events):
-            doc["nextToken"] = _token(offset + len(page))
+        if len(found) > limit:
+            doc["nextToken"] = _token(page[-1].key)
         return doc
+
+    async def _put_retention_policy(self, p: dict[str, Any]) -> dict[str, Any]:
+        name = self._group(p.get("logGroupName"))
+        days = p.get("retentionInDays")
+        if not isinstance(days, int) or isinstance(days, bool) or days not in RETENTION_DAYS:
+            valid = ", ".join(str(d) for d in RETENTION_DAYS)
+            raise InvalidParameterValue(f"Invalid retention value. Valid values are: [{valid}]")
+        await self._keep_retention(name, days)
+        return {}
+
+    async def _delete_retention_policy(self, p: dict[str, Any]) -> dict[str, Any]:
+        await self._keep_retention(self._group(p.get("logGroupName")), None)
+        return {}
+
+    async def _keep_retention(self, group: str, days: int | None) -> None:
+        try:
+            await self._logs.set_retention(group, days)
+        except OSError as exc:  # a full or failing disk: said as AWS says it is unavailable, nothing changed
+            raise ServiceError(f"The retention policy could not be stored: {exc.strerror or exc}") from exc

@@ -8,7 +8,8 @@ import dataclasses
 import enum
 import json
 import time
-from collections.abc import Mapping
+from collections import deque
+from collections.abc import Iterator, Mapping, Sequence
 
 _TAIL_BYTES = 4096
 
@@ -43,6 +44,41 @@ class Outcome:
     @property
     def failed(self) -> bool:
         return self.kind is not OutcomeKind.RESPONSE
+
+
+class LogTail:
+    """The last lines of an invocation's log, as many as its last ``_TAIL_BYTES`` need and no more: what
+    ``LogType: Tail`` returns, whatever the function prints."""
+
+    __slots__ = ("_chars", "_lines")
+
+    def __init__(self) -> None:
+        self._lines: deque[str] = deque()
+        self._chars = 0  # of the lines kept, a newline each: a character is at least one byte
+
+    def append(self, line: str) -> None:
+        if len(line) > _TAIL_BYTES:
+            line = line[-_TAIL_BYTES:]
+        self._lines.append(line)
+        self._chars += len(line) + 1
+        # The oldest line goes once the others hold the tail without it.
+        while self._chars - len(self._lines[0]) - 1 >= _TAIL_BYTES:
+            self._chars -= len(self._lines.popleft()) + 1
+
+    def extend(self, lines: Sequence[str]) -> None:
+        # Only the lines that can still be in the tail: a flood of short lines costs a few, not all of them.
+        start, chars = len(lines), 0
+        while start > 0 and chars < _TAIL_BYTES:
+            start -= 1
+            chars += len(lines[start]) + 1
+        for i in range(start, len(lines)):
+            self.append(lines[i])
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._lines)
+
+    def __len__(self) -> int:
+        return len(self._lines)
 
 
 class Invocation:
@@ -84,7 +120,7 @@ class Invocation:
         self.trace_id = trace_id
         self.deadline_ms = 0
         self.delivered_at = 0.0
-        self.log_lines: list[str] = []
+        self.log_lines = LogTail()
         self.done: asyncio.Future[Outcome] = asyncio.get_running_loop().create_future()
 
     def deliver(self) -> None:

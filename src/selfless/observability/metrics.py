@@ -52,6 +52,19 @@ class Metrics:
             ["reason"],
             registry=self.registry,
         )
+        self.log_lines_dropped = Counter(
+            "selfless_log_lines_dropped",
+            "Function log lines not kept, by reason: backlog (the log writer too far behind), write_failed (e.g. a "
+            "full disk), group_cap (a group's oldest deleted for its size cap), retention (past its retention)",
+            ["reason"],
+            registry=self.registry,
+        )
+        self.log_bytes_dropped = Counter(
+            "selfless_log_bytes_dropped",
+            "Bytes of the function log lines counted by selfless_log_lines_dropped_total",
+            ["reason"],
+            registry=self.registry,
+        )
         self.environments = Gauge("selfless_environments", "Live execution environments", registry=self.registry)
         self.templates = Gauge(
             "selfless_fork_templates_ready",
@@ -68,6 +81,11 @@ class Metrics:
             ["state"],
             registry=self.registry,
         )
+
+    def log_dropped(self, reason: str, lines: int, size: int) -> None:
+        """Thread-safe: the log writer thread counts what it could not keep."""
+        self.log_lines_dropped.labels(reason).inc(lines)
+        self.log_bytes_dropped.labels(reason).inc(size)
 
     def watch_templates(self, count: Callable[[], int]) -> None:
         self.templates.set_function(count)

@@ -20,15 +20,17 @@ Contracts:
 from __future__ import annotations
 
 import asyncio
-import codecs
 import contextlib
 import enum
+import fcntl
 import json
 import logging
 import math
 import os
 import signal
 import socket
+import sys
+import termios
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -40,7 +42,7 @@ from selfless.config import Settings
 from selfless.httpserver import HttpServer
 from selfless.invocation.inflight import Invocation, Outcome, OutcomeKind, error_payload
 from selfless.models import Function
-from selfless.observability.logs import LogStream, split_lines
+from selfless.observability.logs import LogStream, cut_events
 from selfless.observability.metering import Meter
 from selfless.runtime import api as runtime_api
 from selfless.runtime.api import EnvironmentStopped
@@ -52,6 +54,10 @@ log = logging.getLogger(__name__)
 # AWS gives the init phase 10 s, and retries a slow init within the invocation's own timeout.
 _MIN_INIT_TIMEOUT_S = 10.0
 _KILL_WAIT_S = 10.0
+# Output: one read per event-loop callback takes this much at most; a drain before START/END at most this
+# (more than a pipe holds: 64 KiB by default, 1 MiB at most for an unprivileged process).
+_READ_BYTES = 65536
+_DRAIN_MAX = 1 << 20
 
 
 _releases: set[asyncio.Task[None]] = set()
@@ -162,8 +168,9 @@ class Environment:
         self._init_reported = False
         self._init_error: tuple[bytes, str] | None = None
         self._restore_ms: float | None = None  # forked from a template: REPORT shows Restore Duration
-        self._decoder = codecs.getincrementaldecoder("utf-8")("replace")
-        self._partial = ""
+        self._partial = b""  # an unfinished last line of output (at most one event's worth)
+        self._output_paused = False  # not reading output until the log writer catches up
+        self._output_eof = False
         self._release_task: asyncio.Task[None] | None = None
         self._adoptions: set[asyncio.Task[None]] = set()
         self._access_key: str | None = None
@@ -668,39 +675,82 @@ class Environment:
             inv.log_lines.append(line)
 
     def _read_output(self) -> None:
+        """The runtime's pipe is readable: one bounded read per callback, so a function that never stops
+        printing cannot hold the event loop. While the log writer is behind (its backlog past its bound), the
+        pipe is not read until it has caught up: a function printing faster than the disk takes it then blocks
+        on its own writes, and the server holds a bounded backlog, never the function's whole output."""
+        p = self._process
+        if p is None or self._output_paused:
+            return
+        data, eof = _read_pipe(p.output_fd, _READ_BYTES, self._loop)
         # A write may arrive in pieces (print() under -u writes each argument separately): keep the
         # unfinished line until its newline, or until the invocation completes.
-        self._drain_output(complete=False)
+        self._take_output(data, complete=eof, final=eof)
+        if not eof and self._stream.congested:
+            self._output_paused = True
+            with contextlib.suppress(ValueError, OSError):
+                self._loop.remove_reader(p.output_fd)
+            self._stream.when_drained(self._resume_output)
+
+    def _resume_output(self) -> None:
+        self._output_paused = False
+        p = self._process
+        if p is not None and not self._cleaned and not self._output_eof and p.output_fd >= 0:
+            self._loop.add_reader(p.output_fd, self._read_output)
 
     def _drain_output(self, final: bool = False, complete: bool = True) -> None:
-        """Read everything the runtime has written so far; called before END so output lands in its call.
-        ``complete``: an invocation (or the environment) ends here, so an unfinished last line goes out too."""
+        """Read what the runtime has written so far; called before START and END so output lands in its call.
+        Bounded: what the pipe holds now (which holds everything written before the runtime's last request),
+        so a background thread printing on cannot keep it going. It reads even while the reader waits for
+        the log writer (a pipe's worth at most); only past the writer's hard bound is that output dropped,
+        counted and said. ``complete``: an invocation (or the environment) ends here, so an unfinished last
+        line goes out too. ``final``: the runtime is gone."""
         p = self._process
         if p is None:
             return
-        chunks = []
-        while True:
-            try:
-                data = os.read(p.output_fd, 65536)
-            except BlockingIOError:
-                break
-            except OSError:
-                data = b""
-            if not data:
-                with contextlib.suppress(ValueError, OSError):
-                    self._loop.remove_reader(p.output_fd)
-                final = True
-                break
-            chunks.append(data)
-        if not chunks and not final and not (complete and self._partial):
+        data, eof = _read_pipe(p.output_fd, min(_pipe_bytes(p.output_fd), _DRAIN_MAX), self._loop)
+        self._take_output(data, complete=complete or eof, final=final or eof)
+
+    def _take_output(self, data: bytes, complete: bool, final: bool) -> None:
+        if final:
+            self._output_eof = True
+        if not data and not (complete and self._partial):
             return
-        text = self._partial + self._decoder.decode(b"".join(chunks), final=final)
-        lines, rest = split_lines(text)
-        # Without a trailing newline a final fragment still belongs to this call.
-        if rest and (final or complete):
-            lines.append(rest)
-            rest = ""
-        self._partial = rest
-        inv = self.current if self.current is not None and self.current.delivered_at else None
-        for line in lines:
-            self._write(inv, line)
+        lines, self._partial = cut_events(self._partial + data, complete=complete)
+        if not lines:
+            return
+        if self._stream.overflowing:
+            self._stream.drop(len(lines), sum(len(line) + 1 for line in lines))
+            return
+        self._stream.write_lines(lines)
+        inv = self.current
+        if inv is not None and inv.delivered_at:
+            inv.log_lines.extend(lines)
+
+
+def _pipe_bytes(fd: int) -> int:
+    """How many bytes the pipe holds now (0 when that cannot be told)."""
+    try:
+        return int.from_bytes(fcntl.ioctl(fd, termios.FIONREAD, b"\0\0\0\0"), sys.byteorder)
+    except OSError:
+        return 0
+
+
+def _read_pipe(fd: int, limit: int, loop: asyncio.AbstractEventLoop) -> tuple[bytes, bool]:
+    """Up to ``limit`` bytes from the non-blocking pipe, and whether it is at its end (then no longer watched)."""
+    chunks: list[bytes] = []
+    left = limit
+    while left > 0:
+        try:
+            data = os.read(fd, left)
+        except BlockingIOError:
+            break
+        except OSError:
+            data = b""
+        if not data:
+            with contextlib.suppress(ValueError, OSError):
+                loop.remove_reader(fd)
+            return b"".join(chunks), True
+        chunks.append(data)
+        left -= len(data)
+    return b"".join(chunks), False

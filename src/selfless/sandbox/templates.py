@@ -35,6 +35,8 @@ from selfless.sandbox.peers import PeerLookup
 
 log = logging.getLogger(__name__)
 
+_MAX_LINE = 65536  # what the server's own log takes of a template's output without a newline, per line
+
 UIDS_PER_TEMPLATE = 512
 _FORK_TIMEOUT_S = 10.0
 
@@ -294,6 +296,9 @@ class Template:
                 self._loop.remove_reader(self._output_fd)
             return
         *lines, self._partial = (self._partial + data).split(b"\n")
+        if len(self._partial) > _MAX_LINE:  # an init printing without newlines must not grow the server
+            lines.append(self._partial)
+            self._partial = b""
         for line in lines:
             log.info("template of %s: %s", self.qualified_name, line.decode("utf-8", "replace"))
 
