@@ -15,6 +15,8 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
+from selfless.httpserver import HEAD_TIMEOUT_S, MAX_HEAD, MAX_HEADERS, MIN_BODY_RATE
+
 DEFAULT_HOST = "127.0.0.1"
 DEFAULT_PORT = 9400
 DEFAULT_DATA_DIR = "./.selfless"
@@ -85,6 +87,17 @@ class Settings:
     egress: str = "public"
     # The addresses environments' links take (each running server an equal share).
     sandbox_network: str = "10.200.0.0/14"
+    # Open connections to the API port (each one a descriptor): past it new ones are reset at once. Well under
+    # the open-files limit, which is raised to its hard limit at start-up when the cap needs it.
+    max_connections: int = 4096
+    # A request head (request line and header fields) takes at most this many bytes and fields: 431 past them.
+    max_header_bytes: int = MAX_HEAD
+    max_headers: int = MAX_HEADERS
+    # A request head must be complete this long after its first byte (a new connection's first: after its
+    # accept), and a body must then keep arriving at min_body_rate bytes a second on average after the same
+    # grace; 408 otherwise. Keep-alive connections idle between requests are not cut by it.
+    head_timeout_s: float = HEAD_TIMEOUT_S
+    min_body_rate: int = MIN_BODY_RATE
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str], **flags: Any) -> Settings:
@@ -106,8 +119,26 @@ class Settings:
             starting = int(pick("max_starting", "SELFLESS_MAX_STARTING", 8 * (os.cpu_count() or 1)))
             min_free_raw = pick("min_free_mb", "SELFLESS_MIN_FREE_MB", None)
             min_free = None if min_free_raw in (None, "") else max(0, int(min_free_raw))
+            max_connections = int(pick("max_connections", "SELFLESS_MAX_CONNECTIONS", 4096))
+            max_header_bytes = int(pick("max_header_bytes", "SELFLESS_MAX_HEADER_BYTES", MAX_HEAD))
+            max_headers = int(pick("max_headers", "SELFLESS_MAX_HEADERS", MAX_HEADERS))
+            head_timeout = float(pick("head_timeout_s", "SELFLESS_HEAD_TIMEOUT", HEAD_TIMEOUT_S))
+            min_body_rate = int(pick("min_body_rate", "SELFLESS_MIN_BODY_RATE", MIN_BODY_RATE))
         except ValueError as exc:
             raise SettingsError(f"not a number: {exc}") from exc
+        if max_connections < 1:
+            raise SettingsError(f"SELFLESS_MAX_CONNECTIONS must be at least 1, got {max_connections}")
+        # Below these a SigV4-signed request may not fit (its Authorization alone is ~250 bytes, a session token ~1 KB).
+        if max_header_bytes < 8192:
+            raise SettingsError(f"SELFLESS_MAX_HEADER_BYTES must be at least 8192, got {max_header_bytes}")
+        if max_headers < 20:
+            raise SettingsError(f"SELFLESS_MAX_HEADERS must be at least 20, got {max_headers}")
+        if not 0 < head_timeout <= 3600:
+            raise SettingsError(
+                f"SELFLESS_HEAD_TIMEOUT must be more than 0 and at most 3600 seconds, got {head_timeout}"
+            )
+        if min_body_rate < 1:
+            raise SettingsError(f"SELFLESS_MIN_BODY_RATE must be at least 1 byte a second, got {min_body_rate}")
         if concurrency < 1:
             raise SettingsError(f"SELFLESS_CONCURRENCY_LIMIT must be at least 1, got {concurrency}")
         if not 0 <= port <= 65535:
@@ -180,6 +211,11 @@ class Settings:
             async_retry_delay_s=retry_delay,
             egress=egress,
             sandbox_network=str(network),
+            max_connections=max_connections,
+            max_header_bytes=max_header_bytes,
+            max_headers=max_headers,
+            head_timeout_s=head_timeout,
+            min_body_rate=min_body_rate,
             zygote_prewarm=tuple(
                 r.strip() for r in environ.get("SELFLESS_ZYGOTE_PREWARM", "python3.12").split(",") if r.strip()
             ),

@@ -56,6 +56,13 @@ class Metrics:
         self.concurrent = Gauge(
             "selfless_concurrent_executions", "Concurrency leases held (invocations running)", registry=self.registry
         )
+        self.connections = Gauge("selfless_connections", "Open connections to the API port", registry=self.registry)
+        self.connections_refused = Counter(
+            "selfless_connections_refused",
+            "Connections reset on arrival because their listener was at its cap (api: the API port)",
+            ["listener"],
+            registry=self.registry,
+        )
 
     def watch_templates(self, count: Callable[[], int]) -> None:
         self.templates.set_function(count)
@@ -65,6 +72,9 @@ class Metrics:
 
     def watch_concurrency(self, count: Callable[[], int]) -> None:
         self.concurrent.set_function(count)
+
+    def watch_connections(self, count: Callable[[], int]) -> None:
+        self.connections.set_function(count)
 
     def render(self) -> bytes:
         return generate_latest(self.registry)
