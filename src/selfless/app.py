@@ -10,10 +10,12 @@ import inspect
 import logging
 import os
 import platform
+import resource
 import shutil
 import socket
 import sys
 from collections.abc import Awaitable, Callable, Mapping
+from typing import Any
 
 from selfless import json_limits
 from selfless.api.access import Access
@@ -26,7 +28,7 @@ from selfless.artifacts.s3 import S3Source
 from selfless.config import Settings, mem_info_mb
 from selfless.errors import ResourceNotFound
 from selfless.functions import FunctionRegistry
-from selfless.httpserver import HttpServer
+from selfless.httpserver import ConnectionBudget, Handler, HttpServer
 from selfless.invocation.destinations import Destinations
 from selfless.invocation.events import AsyncInvoker, EventInvokeConfigs
 from selfless.invocation.leases import Leases
@@ -180,7 +182,15 @@ class App:
             self.metrics,
             self.health_info,
         )
-        self.http = HttpServer(self.front.handle, max_body=MAX_REQUEST, on_too_large=self.front.too_large)
+        self.http = self._http_server(
+            self.front.handle,
+            max_connections=settings.max_connections,
+            on_refused=lambda: self.metrics.connections_refused.labels("api").inc(),
+        )
+        self.metrics.watch_connections(lambda: len(self.http.connections))
+        self.descriptor_warning: str | None = None
+        # What every environment's own API listener holds together (each also has its own cap).
+        self._environment_budget = ConnectionBudget(settings.max_connections)
         self.address: tuple[str, int] | None = None
         self._prewarm: asyncio.Task[None] | None = None
         self._ready_task: asyncio.Task[None] | None = None
@@ -280,6 +290,9 @@ class App:
         await self.provisioned.load()
         await self.event_configs.load()
         await self.events.start()
+        self.http.max_connections, self.descriptor_warning = descriptor_budget(
+            s.max_connections, descriptor_reserve(s.max_environments) + self._environment_budget.limit
+        )
         self.address = await self.http.start(s.host, s.port)
         if isinstance(self.backend, LinuxBackend):
             wanted = [self.runtimes.get(name) for name in s.zygote_prewarm]
@@ -338,10 +351,29 @@ class App:
         self.health_info["sandbox_uids"] = f"{backend.uid_range[0]}-{backend.uid_range[1]}"
         self.health_info["sandbox_cgroup"] = backend.cgroups.name
 
+    def _http_server(self, handler: Handler, **options: Any) -> HttpServer:
+        """A listener of selfless's API, with the request limits of the settings."""
+        s = self.settings
+        return HttpServer(
+            handler,
+            max_body=MAX_REQUEST,
+            on_too_large=self.front.too_large,
+            max_head=s.max_header_bytes,
+            max_headers=s.max_headers,
+            head_timeout=s.head_timeout_s,
+            min_body_rate=s.min_body_rate,
+            **options,
+        )
+
     def _serve_api_inside(self, listener: socket.socket) -> HttpServer:
         """selfless's API on a listening socket inside an environment's network namespace (its
         AWS_ENDPOINT_URL): the same front door as the public port's."""
-        server = HttpServer(self.front.handle_inside, max_body=MAX_REQUEST, on_too_large=self.front.too_large)
+        server = self._http_server(
+            self.front.handle_inside,
+            max_connections=self.settings.environment_connections,
+            budget=self._environment_budget,
+            on_refused=lambda: self.metrics.connections_refused.labels("environment").inc(),
+        )
         server.listen_on(listener)
         server.serve_on_demand()
         return server
@@ -410,7 +442,47 @@ class App:
         lines = [f"runtimes: {', '.join(self.runtimes.names())}", self.backend.describe()]
         if self.backend_warning:
             lines.append(self.backend_warning)
+        if self.descriptor_warning:
+            lines.append(self.descriptor_warning)
         return "\n".join(lines)
+
+
+def descriptor_reserve(max_environments: int) -> int:
+    """Descriptors the server needs besides its API connections: a base (store, logs, zygotes, stocked
+    namespaces and cgroups...) and ~8 per live environment (measured: its Runtime API listener and
+    connection, its API listener, output pipes, scratch disk, log file), rounded up."""
+    return 1024 + 10 * max_environments
+
+
+def descriptor_budget(
+    max_connections: int,
+    reserve: int,
+    getrlimit: Callable[[int], tuple[int, int]] = resource.getrlimit,
+    setrlimit: Callable[[int, tuple[int, int]], None] = resource.setrlimit,
+) -> tuple[int, str | None]:
+    """The connection cap the open-files limit allows, and a warning when it is not ``max_connections``.
+
+    The cap plus ``reserve`` must fit under RLIMIT_NOFILE, or a flood of connections takes the descriptors
+    that starting environments, the store and /health's own connections need. The soft limit is raised to
+    the hard one when that is needed (functions get their own limits: 1,024 in the linux sandbox); when even
+    the hard limit is short, the cap shrinks to fit (connections keep at least a quarter of the limit)."""
+    soft, hard = getrlimit(resource.RLIMIT_NOFILE)  # finite on Linux
+    needed = max_connections + reserve
+    if soft < needed and soft < hard:
+        try:
+            setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+            soft = hard
+        except (OSError, ValueError) as exc:
+            log.warning("could not raise the open-files limit from %d to %d: %s", soft, hard, exc)
+    if soft >= needed:
+        return max_connections, None
+    cap = max(1, min(max_connections, max(soft - reserve, soft // 4)))
+    return cap, (
+        f"warning: open files are limited to {soft} (RLIMIT_NOFILE), short of the {needed} that "
+        f"{max_connections} API connections and ~{reserve} descriptors for environments need; API connections "
+        f"are capped at {cap}. Raise the limit (ulimit -n, systemd's LimitNOFILE=) or lower "
+        "SELFLESS_MAX_CONNECTIONS / SELFLESS_MAX_ENVIRONMENTS."
+    )
 
 
 def default_credentials_hint(settings: Settings) -> str:

@@ -15,6 +15,8 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
+from selfless.httpserver import HEAD_TIMEOUT_S, MAX_HEAD, MAX_HEADERS, MIN_BODY_RATE
+
 DEFAULT_HOST = "127.0.0.1"
 DEFAULT_PORT = 9400
 DEFAULT_DATA_DIR = "./.selfless"
@@ -87,6 +89,21 @@ class Settings:
     egress: str = "public"
     # The addresses environments' links take (each running server an equal share).
     sandbox_network: str = "10.200.0.0/14"
+    # Open connections to the API port (each one a descriptor): past it new ones are reset at once. Well under
+    # the open-files limit, which is raised to its hard limit at start-up when the cap needs it.
+    max_connections: int = 4096
+    # Connections one environment may hold to selfless's API (its own listener, inside its namespace); all
+    # environments together hold at most ``max_connections`` more (a budget apart from the API port's, so
+    # that functions never take the operators' connections).
+    environment_connections: int = 64
+    # A request head (request line and header fields) takes at most this many bytes and fields: 431 past them.
+    max_header_bytes: int = MAX_HEAD
+    max_headers: int = MAX_HEADERS
+    # A request head must be complete this long after its first byte (a new connection's first: after its
+    # accept), and a body must then keep arriving at min_body_rate bytes a second on average after the same
+    # grace; 408 otherwise. Keep-alive connections idle between requests are not cut by it.
+    head_timeout_s: float = HEAD_TIMEOUT_S
+    min_body_rate: int = MIN_BODY_RATE
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str], **flags: Any) -> Settings:
@@ -109,8 +126,29 @@ class Settings:
             min_free_raw = pick("min_free_mb", "SELFLESS_MIN_FREE_MB", None)
             min_free = None if min_free_raw in (None, "") else max(0, int(min_free_raw))
             log_group_max = int(environ.get("SELFLESS_LOG_GROUP_MAX_MB", "256"))
+            max_connections = int(pick("max_connections", "SELFLESS_MAX_CONNECTIONS", 4096))
+            environment_connections = int(environ.get("SELFLESS_ENVIRONMENT_CONNECTIONS", "64"))
+            max_header_bytes = int(pick("max_header_bytes", "SELFLESS_MAX_HEADER_BYTES", MAX_HEAD))
+            max_headers = int(pick("max_headers", "SELFLESS_MAX_HEADERS", MAX_HEADERS))
+            head_timeout = float(pick("head_timeout_s", "SELFLESS_HEAD_TIMEOUT", HEAD_TIMEOUT_S))
+            min_body_rate = int(pick("min_body_rate", "SELFLESS_MIN_BODY_RATE", MIN_BODY_RATE))
         except ValueError as exc:
             raise SettingsError(f"not a number: {exc}") from exc
+        if max_connections < 1:
+            raise SettingsError(f"SELFLESS_MAX_CONNECTIONS must be at least 1, got {max_connections}")
+        if not 1 <= environment_connections <= 1024:
+            raise SettingsError(f"SELFLESS_ENVIRONMENT_CONNECTIONS must be 1-1024, got {environment_connections}")
+        # Below these a SigV4-signed request may not fit (its Authorization alone is ~250 bytes, a session token ~1 KB).
+        if max_header_bytes < 8192:
+            raise SettingsError(f"SELFLESS_MAX_HEADER_BYTES must be at least 8192, got {max_header_bytes}")
+        if max_headers < 20:
+            raise SettingsError(f"SELFLESS_MAX_HEADERS must be at least 20, got {max_headers}")
+        if not 0 < head_timeout <= 3600:
+            raise SettingsError(
+                f"SELFLESS_HEAD_TIMEOUT must be more than 0 and at most 3600 seconds, got {head_timeout}"
+            )
+        if min_body_rate < 1:
+            raise SettingsError(f"SELFLESS_MIN_BODY_RATE must be at least 1 byte a second, got {min_body_rate}")
         if concurrency < 1:
             raise SettingsError(f"SELFLESS_CONCURRENCY_LIMIT must be at least 1, got {concurrency}")
         if log_group_max < 1:
@@ -186,6 +224,12 @@ class Settings:
             egress=egress,
             sandbox_network=str(network),
             log_group_max_mb=log_group_max,
+            max_connections=max_connections,
+            environment_connections=environment_connections,
+            max_header_bytes=max_header_bytes,
+            max_headers=max_headers,
+            head_timeout_s=head_timeout,
+            min_body_rate=min_body_rate,
             zygote_prewarm=tuple(
                 r.strip() for r in environ.get("SELFLESS_ZYGOTE_PREWARM", "python3.12").split(",") if r.strip()
             ),

@@ -2,17 +2,33 @@
 
 Why not a framework: the warm invoke path crosses this layer four times (client in and out, environment in
 and out), and a framework costs ~100 µs each way here (docs/benchmarks.md). This module does only what both
-servers need:
+servers need, and bounds what a client can make it hold:
 
 - one request at a time per connection: a pipelined request waits in a short queue (reading pauses only
   when that queue is full), so the common case costs no epoll changes;
 - keep-alive, ``Connection: close``, HTTP/1.0;
+- request heads of at most ``max_head`` bytes (request target and header fields) in at most ``max_headers``
+  fields: past either, 431, and the parser is fed nothing more, so a 7 MB head costs no more parsing than
+  ``max_head`` plus one read. Repeated headers are joined with ``,`` once, when the head is complete;
 - bodies up to ``max_body`` bytes; a larger ``Content-Length`` is answered by ``on_too_large`` after the body
   has been read and dropped (so that clients that send the whole body before reading see the answer), and a
   body past ``2 * max_body`` closes the connection;
 - TCP_NODELAY on every connection (Nagle plus delayed ACK otherwise adds ~44 ms per leg);
-- an idle deadline per connection, enforced by one sweep per server (no timer per request): a connection
-  with no handler running that has been silent that long is closed, mid-request or between requests.
+- deadlines, enforced by one sweep per server (no timer per request) on connections with no handler
+  running: between requests, ``idle_timeout`` of silence closes a connection; a request head must be
+  complete ``head_timeout`` after its first byte (a connection's first head: after its accept, so a
+  connection that never says anything goes too); a body must keep arriving at ``min_body_rate`` bytes a
+  second on average after a grace of ``head_timeout`` (a 1-byte-per-minute body goes after the grace, a
+  large one at a fair pace takes what it needs). A late head or body gets 408. ``idle_timeout=0`` turns the
+  sweep off: for a server whose peer may stay silent or slow as long as it likes (the Runtime API: a
+  runtime waits on /next until there is work, and an invocation's own timeout bounds the rest);
+- at most ``max_connections`` connections at once (None: no cap): past it a new connection is accepted and
+  reset at once (SO_LINGER 0), so its client fails fast instead of waiting in the backlog, and
+  ``on_refused`` is called.
+
+Refusals (400, 408, 431) close gracefully: the answer is written, the connection half-closed, and what the
+client still sends is read and dropped until it closes, for ``LINGER_S`` at most, so that a client that
+sends its whole request before reading sees the answer rather than a reset.
 
 Handlers are ``async def handler(request) -> Response``. A handler that raises gets a bare 500; mapping domain
 errors to wire errors is the caller's job (``selfless.api.errors``).
@@ -24,9 +40,11 @@ import asyncio
 import collections
 import contextlib
 import dataclasses
-import functools
+import json
 import logging
+import math
 import socket
+import struct
 import time
 from collections.abc import Awaitable, Callable
 from http import HTTPStatus
@@ -67,13 +85,64 @@ class Response:
 
 
 Handler = Callable[[Request], Awaitable[Response]]
-# Decides from (peer address, local address) whether a new connection may stay open.
-PeerCheck = Callable[[tuple[str, int], tuple[str, int]], bool]
 TooLargeHandler = Callable[[Request], Response]
 
 
 def _too_large_default(request: Request) -> Response:
     return Response(413, b'{"message":"Request entity too large"}')
+
+
+# Where a connection is in its current request.
+_IDLE = 0  # between requests: the idle deadline
+_HEAD = 1  # a head is arriving (a connection's first from its accept): the head deadline
+_BODY = 2  # a body is arriving: the body's pace
+_DRAINING = 3  # refused: its input is dropped until it closes or the linger ends
+
+# A refused connection's input is read and dropped this long at most (see the module docstring).
+LINGER_S = 2.0
+# Defaults fit for a public API (what front ends use: nginx reads heads of up to 4 x 8 KiB, Node and h11
+# 16 KiB, AWS's load balancers 64 KiB; Apache takes 100 fields and gives a head 20-40 s).
+MAX_HEAD = 32 * 1024
+MAX_HEADERS = 100
+HEAD_TIMEOUT_S = 20.0
+MIN_BODY_RATE = 4096
+_RESET = struct.pack("ii", 1, 0)  # SO_LINGER on, 0 s: close() sends a reset
+
+
+class _HeadRefused(Exception):
+    """Raised in a parser callback to stop the parser: the head is over a limit (already answered)."""
+
+
+class _Refuse(asyncio.Protocol):
+    """A connection past ``max_connections``: reset at once. Stateless, so one instance serves them all."""
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        reset(transport.get_extra_info("socket"))
+        transport.abort()  # type: ignore[attr-defined]  # a connection's transport is a Transport
+
+
+_REFUSE = _Refuse()
+
+
+def reset(sock: Any) -> None:
+    """Make ``close()`` of ``sock`` (a socket or uvloop's stand-in) send a reset rather than a FIN."""
+    if sock is not None and sock.family in (socket.AF_INET, socket.AF_INET6):
+        with contextlib.suppress(OSError):
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, _RESET)
+
+
+class ConnectionBudget:
+    """A cap shared by many servers (each environment's own API listener): their connections together stay
+    under ``limit``, whatever each one's own cap."""
+
+    __slots__ = ("held", "limit")
+
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
+        self.held: set[HttpProtocol] = set()
+
+    def full(self) -> bool:
+        return len(self.held) >= self.limit
 
 
 class HttpProtocol(asyncio.Protocol):
@@ -85,16 +154,23 @@ class HttpProtocol(asyncio.Protocol):
         "_context",
         "_discarding",
         "_handler",
-        "_header_name",
+        "_head_raw",
         "_headers",
         "_last_seen",
+        "_linger",
         "_loop",
         "_max_body",
+        "_max_head",
+        "_max_headers",
         "_on_too_large",
         "_parser",
         "_peer",
-        "_peer_check",
         "_pending",
+        "_repeated",
+        "_repeats",
+        "_shared",
+        "_started",
+        "_state",
         "_task",
         "_transport",
         "_url",
@@ -105,14 +181,19 @@ class HttpProtocol(asyncio.Protocol):
         handler: Handler,
         *,
         max_body: int,
+        max_head: int = MAX_HEAD,
+        max_headers: int = MAX_HEADERS,
         context: Any,
         on_too_large: TooLargeHandler,
         connections: set[HttpProtocol],
-        peer_check: PeerCheck | None = None,
+        shared: set[HttpProtocol] | None = None,
     ) -> None:
-        self._peer_check = peer_check
+        """``connections``: its server's, and ``shared`` a budget's: it leaves both when it closes."""
+        self._shared = shared
         self._handler = handler
         self._max_body = max_body
+        self._max_head = max_head
+        self._max_headers = max_headers
         self._context = context
         self._on_too_large = on_too_large
         self._connections = connections
@@ -121,7 +202,9 @@ class HttpProtocol(asyncio.Protocol):
         self._transport: asyncio.Transport | None = None
         self._url = b""
         self._headers: dict[str, str] = {}
-        self._header_name = b""
+        self._repeated: dict[str, list[str]] | None = None  # a repeated field's values, joined at the end
+        self._repeats = 0  # fields of this head that repeated a name
+        self._head_raw = 0  # bytes read while a head was unfinished (see data_received)
         self._body_parts: list[bytes] = []
         self._body_size = 0
         self._discarding = False
@@ -129,6 +212,10 @@ class HttpProtocol(asyncio.Protocol):
         self._closing = False
         self._pending: collections.deque[tuple[Request, bool]] = collections.deque()
         self._last_seen = time.monotonic()
+        # A new connection waits for its first head, whose clock runs from now (its accept).
+        self._state = _HEAD
+        self._started = self._last_seen
+        self._linger: asyncio.TimerHandle | None = None
         self._peer: tuple[str, int] | None = None
 
     # -- asyncio.Protocol ---------------------------------------------------------------------------------
@@ -142,33 +229,53 @@ class HttpProtocol(asyncio.Protocol):
                 sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         peer = transport.get_extra_info("peername")
         self._peer = peer if isinstance(peer, tuple) else None
-        if self._peer_check is not None:
-            local = transport.get_extra_info("sockname")
-            if self._peer is None or not self._peer_check(self._peer, local):
-                transport.close()
 
     def connection_lost(self, exc: Exception | None) -> None:
         self._connections.discard(self)
+        if self._shared is not None:
+            self._shared.discard(self)
         self._closing = True
         self._pending.clear()
         if self._task is not None and not self._task.done():
             self._task.cancel()
+        if self._linger is not None:
+            self._linger.cancel()
         self._transport = None
 
     def data_received(self, data: bytes) -> None:
+        state = self._state
+        if state == _DRAINING:
+            return
         self._last_seen = time.monotonic()
+        if state != _BODY:
+            if state == _IDLE:  # the next request's first bytes (or stray line ends): its head's clock starts
+                self._state = _HEAD
+                self._started = self._last_seen
+            # Counted before parsing, so that one huge field (which httptools gathers before it calls
+            # on_header) is caught too; reset when a message completes, so this never counts another
+            # request's bytes (it may miss a pipelined head's start: at most one read).
+            self._head_raw += len(data)
         try:
             self._parser.feed_data(data)
         except httptools.HttpParserUpgrade:
-            self._send_error_and_close(400)
+            self._refuse(400, "Bad request")
+            return
         except httptools.HttpParserError:
-            self._send_error_and_close(400)
+            self._refuse(400, "Bad request")  # a no-op when a callback refused already (431)
+            return
+        if self._state == _HEAD and self._head_raw > self._max_head:
+            self._head_too_large()
 
     # -- httptools callbacks ------------------------------------------------------------------------------
 
     def on_message_begin(self) -> None:
+        if self._state == _IDLE:  # pipelined after a request that ended in this same read: its clock starts
+            self._started = self._last_seen
+        self._state = _HEAD
         self._url = b""
         self._headers = {}
+        self._repeated = None
+        self._repeats = 0
         self._body_parts = []
         self._body_size = 0
         self._discarding = False
@@ -177,13 +284,44 @@ class HttpProtocol(asyncio.Protocol):
         self._url += url
 
     def on_header(self, name: bytes, value: bytes) -> None:
+        # The warm path: a field with a new name costs one dict lookup more than no limit at all. Sizes are
+        # checked by data_received and, for a head read at once, by on_headers_complete.
         key = name.decode("latin-1").lower()
-        text = value.decode("latin-1")
-        old = self._headers.get(key)
-        self._headers[key] = text if old is None else f"{old},{text}"
+        headers = self._headers
+        if key in headers:
+            self._repeat(key, value.decode("latin-1"))
+        elif len(headers) + self._repeats < self._max_headers:
+            headers[key] = value.decode("latin-1")
+        else:
+            raise self._head_too_large()
+
+    def _repeat(self, key: str, text: str) -> None:
+        self._repeats += 1
+        if len(self._headers) + self._repeats > self._max_headers:
+            raise self._head_too_large()
+        # Joined once the head is complete: joining at each repeat is quadratic in the repeats.
+        if self._repeated is None:
+            self._repeated = {}
+        parts = self._repeated.get(key)
+        if parts is None:
+            self._repeated[key] = [self._headers[key], text]
+        else:
+            parts.append(text)
 
     def on_headers_complete(self) -> None:
-        length = self._headers.get("content-length")
+        headers = self._headers
+        if self._repeated is not None:
+            for key, parts in self._repeated.items():
+                headers[key] = ",".join(parts)
+            self._repeated = None
+        # A head that came whole within reads of more than max_head bytes (with its body, say): measured.
+        if self._head_raw > self._max_head:
+            size = len(self._url) + sum(len(k) + len(v) + 4 for k, v in headers.items())
+            if size > self._max_head:
+                raise self._head_too_large()
+        self._state = _BODY
+        self._started = self._last_seen
+        length = headers.get("content-length")
         if length is not None and length.isdigit() and int(length) > self._max_body:
             self._discarding = True
 
@@ -193,11 +331,13 @@ class HttpProtocol(asyncio.Protocol):
             self._discarding = True
             self._body_parts = []
             if self._body_size > 2 * self._max_body:
-                self._send_error_and_close(413)
+                self._body_too_large()
             return
         self._body_parts.append(body)
 
     def on_message_complete(self) -> None:
+        self._state = _IDLE
+        self._head_raw = 0
         if self._transport is None or self._closing:
             return
         url = self._url.decode("latin-1")
@@ -243,6 +383,20 @@ class HttpProtocol(asyncio.Protocol):
         transport = self._transport
         if transport is None or transport.is_closing():
             return
+        self._send(transport, response, keep_alive)
+        self._last_seen = time.monotonic()
+        if self._state == _HEAD:  # a pipelined head waited behind this handler: its clock starts now
+            self._started = self._last_seen
+        if not keep_alive:
+            transport.close()
+        elif self._pending and self._task is None:
+            request, keep = self._pending.popleft()
+            if len(self._pending) == _MAX_PIPELINED - 1:
+                transport.resume_reading()
+            self._task = self._loop.create_task(self._run(request, keep))
+
+    @staticmethod
+    def _send(transport: asyncio.Transport, response: Response, keep_alive: bool) -> None:
         status = response.status
         parts = [f"HTTP/1.1 {status} {_REASONS.get(status, 'Unknown')}\r\n"]
         if response.content_type is not None:
@@ -258,24 +412,65 @@ class HttpProtocol(asyncio.Protocol):
         transport.write(head + response.body if len(response.body) < 65536 else head)
         if len(response.body) >= 65536:
             transport.write(response.body)
-        self._last_seen = time.monotonic()
-        if not keep_alive:
-            transport.close()
-        elif self._pending and self._task is None:
-            request, keep = self._pending.popleft()
-            if len(self._pending) == _MAX_PIPELINED - 1:
-                transport.resume_reading()
-            self._task = self._loop.create_task(self._run(request, keep))
 
-    def _send_error_and_close(self, status: int) -> None:
+    def _body_too_large(self) -> None:
         if self._transport is not None and not self._transport.is_closing():
-            body = b'{"message":"Bad request"}' if status == 400 else b'{"message":"Request entity too large"}'
-            self._write(Response(status, body), keep_alive=False)
+            self._write(Response(413, b'{"message":"Request entity too large"}'), keep_alive=False)
 
-    def close_if_idle(self, cutoff: float) -> None:
-        """Close when no handler runs and nothing arrived since ``cutoff`` (a monotonic time)."""
-        if self._task is None and self._last_seen < cutoff and self._transport is not None:
-            self._transport.close()
+    def _head_too_large(self) -> _HeadRefused:
+        """Answer 431; returns what a parser callback raises to stop the parser."""
+        limits = f"at most {self._max_headers} fields and {self._max_head} bytes"
+        self._refuse(431, f"Request header fields too large: {limits}")
+        return _HeadRefused()
+
+    def _refuse(self, status: int, message: str) -> None:
+        """Answer ``status`` with ``{"message": message}`` and close gracefully (the module docstring says
+        how). Idempotent. With a handler still running (a pipelined request refused), the connection is
+        closed at once instead: its answer would have to wait for that handler's."""
+        transport = self._transport
+        if transport is None or self._state == _DRAINING:
+            return
+        self._state = _DRAINING
+        self._pending.clear()
+        if self._task is not None or transport.is_closing():
+            transport.close()
+            return
+        self._send(transport, Response(status, json.dumps({"message": message}).encode()), keep_alive=False)
+        if not transport.can_write_eof():
+            transport.close()
+            return
+        transport.write_eof()  # then its EOF closes it (eof_received), or the linger ends
+        self._linger = self._loop.call_later(LINGER_S, transport.close)
+
+    def expire(self, now: float, idle_timeout: float, head_timeout: float, min_body_rate: float) -> None:
+        """The sweep's visit: close this connection if it is past its deadline (the module docstring says
+        which). Nothing happens while a handler runs."""
+        transport = self._transport
+        if transport is None:
+            if not self._closing and now - self._last_seen > 60:
+                self._connections.discard(self)  # made by an accept that never connected it
+            return
+        if self._task is not None:
+            return
+        state = self._state
+        silent = now - self._last_seen > idle_timeout
+        if state == _IDLE:
+            if silent:
+                transport.close()
+            return
+        if state == _HEAD:
+            late = 0 < head_timeout < now - self._started
+            why = f"the request head took more than {head_timeout:g} s"
+            if (late or silent) and self._head_raw == 0:
+                transport.close()  # never said a word: nobody is waiting for an answer
+                return
+        else:
+            # The grace, plus a second for each min_body_rate bytes that came: a fair pace takes what it needs.
+            allowed = head_timeout + self._body_size / min_body_rate if min_body_rate > 0 else math.inf
+            late = head_timeout > 0 and now - self._started > allowed
+            why = f"the request body arrived slower than {min_body_rate:g} bytes/s"
+        if late or silent:
+            self._refuse(408, f"Request timeout: {why if late else 'the client went silent mid-request'}")
 
     def close(self) -> None:
         """Close now; an in-flight handler is cancelled."""
@@ -284,40 +479,79 @@ class HttpProtocol(asyncio.Protocol):
 
 
 class HttpServer:
-    """One listening socket and the connections it accepted."""
+    """One listening socket and the connections it accepted (the module docstring states the limits)."""
 
     def __init__(
         self,
         handler: Handler,
         *,
         max_body: int = 1 << 20,
+        max_head: int = MAX_HEAD,
+        max_headers: int = MAX_HEADERS,
         idle_timeout: float = 75.0,
+        head_timeout: float = HEAD_TIMEOUT_S,
+        min_body_rate: float = MIN_BODY_RATE,
+        max_connections: int | None = None,
+        on_refused: Callable[[], None] | None = None,
+        budget: ConnectionBudget | None = None,
         context: Any = None,
         on_too_large: TooLargeHandler = _too_large_default,
-        peer_check: PeerCheck | None = None,
     ) -> None:
-        self._peer_check = peer_check
         self._handler = handler
         self._max_body = max_body
+        self._max_head = max_head
+        self._max_headers = max_headers
         self._idle_timeout = idle_timeout
+        self._head_timeout = head_timeout
+        self._min_body_rate = min_body_rate
+        self.max_connections = max_connections  # None: no cap; may be lowered before serving
+        self._on_refused = on_refused
+        self._budget = budget  # a cap shared with other servers, besides this one's own
         self._context = context
         self._on_too_large = on_too_large
         self._server: asyncio.Server | None = None
         self._listener: socket.socket | None = None  # bound by ``listen``, not yet served
         self._serving: asyncio.Task[None] | None = None  # ``serve_soon``
         self._waiting_fd = -1  # ``serve_on_demand``: the listener watched for a first connection
-        self._sweeper: asyncio.TimerHandle | None = None
+        self._sweeping = False  # between serving and ``stop_listening``, with an idle timeout
+        self._sweeper: asyncio.TimerHandle | None = None  # armed while there are connections
         self.connections: set[HttpProtocol] = set()
+        self.refused = 0  # connections refused for the cap, since the start
 
-    def _factory(self) -> HttpProtocol:
-        return HttpProtocol(
+    def _full(self) -> bool:
+        if self._budget is not None and self._budget.full():
+            return True
+        return self.max_connections is not None and len(self.connections) >= self.max_connections
+
+    def _count_refusal(self) -> None:
+        self.refused += 1
+        if self._on_refused is not None:
+            self._on_refused()
+
+    def _protocol(self) -> HttpProtocol:
+        conn = HttpProtocol(
             self._handler,
             max_body=self._max_body,
+            max_head=self._max_head,
+            max_headers=self._max_headers,
             context=self._context,
             on_too_large=self._on_too_large,
             connections=self.connections,
-            peer_check=self._peer_check,
+            shared=self._budget.held if self._budget is not None else None,
         )
+        # Counted from its accept, not from connection_made: a burst of accepts runs ahead of those.
+        self.connections.add(conn)
+        if self._budget is not None:
+            self._budget.held.add(conn)
+        if self._sweeping and self._sweeper is None:
+            self._sweeper = asyncio.get_running_loop().call_later(self._sweep_every, self._sweep)
+        return conn
+
+    def _factory(self) -> asyncio.Protocol:
+        if self._full():
+            self._count_refusal()
+            return _REFUSE
+        return self._protocol()
 
     async def start(self, host: str, port: int, *, sock: socket.socket | None = None) -> tuple[str, int]:
         """Listen and return the bound (host, port)."""
@@ -391,34 +625,42 @@ class HttpServer:
 
     def _start_sweeping(self) -> None:
         if self._idle_timeout > 0:
-            self._sweeper = asyncio.get_running_loop().call_later(self._sweep_every, self._sweep)
+            self._sweeping = True
+            if self.connections and self._sweeper is None:
+                self._sweeper = asyncio.get_running_loop().call_later(self._sweep_every, self._sweep)
 
     async def adopt(self, sock: socket.socket) -> None:
         """Serve one connection that is already made, as if accepted: whoever made it vouches for its peer,
-        so there is no peer check. The transport owns ``sock`` from here."""
-        factory = functools.partial(
-            HttpProtocol,
-            self._handler,
-            max_body=self._max_body,
-            context=self._context,
-            on_too_large=self._on_too_large,
-            connections=self.connections,
-        )
+        (the cap holds). The transport owns ``sock`` from here."""
+        if self._full():
+            self._count_refusal()
+            reset(sock)
+            sock.close()
+            return
+        conn = self._protocol()
         try:
-            await asyncio.get_running_loop().connect_accepted_socket(factory, sock)
+            await asyncio.get_running_loop().connect_accepted_socket(lambda: conn, sock)
         except BaseException:
+            self.connections.discard(conn)
+            if self._budget is not None:
+                self._budget.held.discard(conn)
             sock.close()
             raise
 
     @property
     def _sweep_every(self) -> float:
-        return max(0.5, self._idle_timeout / 4)
+        deadlines = [t for t in (self._idle_timeout, self._head_timeout) if t > 0]
+        return max(0.25, min(deadlines) / 4)
 
     def _sweep(self) -> None:
-        cutoff = time.monotonic() - self._idle_timeout
+        """Visit every connection (``HttpProtocol.expire``); rearmed while there are connections, so a
+        server nobody is connected to costs no timer."""
+        now = time.monotonic()
         for conn in list(self.connections):
-            conn.close_if_idle(cutoff)
-        self._sweeper = asyncio.get_running_loop().call_later(self._sweep_every, self._sweep)
+            conn.expire(now, self._idle_timeout, self._head_timeout, self._min_body_rate)
+        self._sweeper = None
+        if self.connections:
+            self._sweeper = asyncio.get_running_loop().call_later(self._sweep_every, self._sweep)
 
     def stop_listening(self) -> None:
         """Idempotent: stop accepting; open connections stay."""
@@ -433,6 +675,7 @@ class HttpServer:
             self._listener = None
         if self._server is not None:
             self._server.close()
+        self._sweeping = False
         if self._sweeper is not None:
             self._sweeper.cancel()
             self._sweeper = None

@@ -75,6 +75,31 @@ def handler(event, context):
             return exc.errno
         finally:
             s.close()
+    if case == "flood":
+        import time as _time
+        host, port = event["target"]
+        held, refused = [], 0
+        for _ in range(event["count"]):
+            s = socket.socket()
+            s.settimeout(2)
+            try:
+                s.connect((host, port))
+                held.append(s)
+            except OSError:
+                refused += 1
+                s.close()
+        _time.sleep(0.5)  # a connection over the cap is reset right after its accept
+        alive = 0
+        for s in held:
+            try:
+                s.setblocking(False)
+                alive += s.recv(1) != b""
+            except BlockingIOError:
+                alive += 1
+            except OSError:
+                pass
+            s.close()
+        return {"alive": alive, "refused": refused}
     if case == "routes":
         return open("/proc/net/route").read()
     if case == "whoami":
@@ -248,6 +273,22 @@ def test_function_cannot_reach_the_hosts_abstract_unix_sockets(probe: Callable[.
         host_side.bind("\0" + name)
         host_side.listen(1)
         assert probe({"case": "abstract", "name": name}) == 111  # ECONNREFUSED: nothing by that name there
+
+
+def test_a_function_cannot_take_the_servers_connections(probe: Callable[..., Any], linux: Server, lam: Any) -> None:
+    """A function opening as many connections as it can to selfless's API and to its Runtime API gets its
+    environment's share (64 and 32), the rest reset at once; the operators' port never notices."""
+    out = probe({"case": "flood", "target": ["127.0.0.1", 9400], "count": 900})
+    assert 0 < out["alive"] <= 64, out
+    out = probe({"case": "flood", "target": ["127.0.0.1", 9001], "count": 300})
+    assert out["alive"] <= 32, out
+    with urllib.request.urlopen(f"{linux.endpoint}/health", timeout=5) as r:
+        assert r.status == 200
+    assert probe({"case": "whoami"})["own"] == probe.name  # type: ignore[attr-defined]
+    with urllib.request.urlopen(f"{linux.endpoint}/metrics", timeout=5) as r:
+        text = r.read().decode().splitlines()
+        refused = [x for x in text if x.startswith("selfless_connections_refused_total") and "environment" in x]
+    assert refused and float(refused[0].rsplit(" ", 1)[1]) >= 900 - 64
 
 
 def test_operator_endpoints_are_not_served_to_functions(probe: Callable[..., Any], linux: Server) -> None:

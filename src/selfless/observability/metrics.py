@@ -81,6 +81,13 @@ class Metrics:
             ["state"],
             registry=self.registry,
         )
+        self.connections = Gauge("selfless_connections", "Open connections to the API port", registry=self.registry)
+        self.connections_refused = Counter(
+            "selfless_connections_refused",
+            "Connections reset on arrival because their listener was at its cap (api: the API port)",
+            ["listener"],
+            registry=self.registry,
+        )
 
     def log_dropped(self, reason: str, lines: int, size: int) -> None:
         """Thread-safe: the log writer thread counts what it could not keep."""
@@ -99,6 +106,9 @@ class Metrics:
 
     def watch_concurrency(self, count: Callable[[], int]) -> None:
         self.concurrent.set_function(count)
+
+    def watch_connections(self, count: Callable[[], int]) -> None:
+        self.connections.set_function(count)
 
     def render(self) -> bytes:
         return generate_latest(self.registry)

@@ -23,6 +23,9 @@ from selfless.invocation.inflight import Invocation
 PREFIX = "/2018-06-01/runtime/"
 # AWS's limit on a synchronous response (6 MB + 100 bytes of framing).
 MAX_RESPONSE = 6_291_556
+# Request heads: a runtime's error carries its X-Ray cause in a header (awslambdaric sends up to 1 MiB of it,
+# what AWS's Runtime API takes), so heads here may be far larger than the public API's.
+MAX_HEAD = 1024 * 1024 + 64 * 1024
 
 _ACCEPTED = Response(202, b'{"status":"OK"}')
 

@@ -88,7 +88,4 @@ class Backend(Protocol):
         """A function version moved to ``generation`` or went away (None): drop what the backend keeps for
         older generations of it (fork-after-init templates)."""
 
-    def peer_check(self, env_id: str) -> Callable[[tuple[str, int], tuple[str, int]], bool] | None:
-        """Who may connect to an environment's Runtime API (None: anyone on loopback)."""
-
     async def close(self) -> None: ...

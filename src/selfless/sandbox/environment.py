@@ -54,6 +54,7 @@ log = logging.getLogger(__name__)
 # AWS gives the init phase 10 s, and retries a slow init within the invocation's own timeout.
 _MIN_INIT_TIMEOUT_S = 10.0
 _KILL_WAIT_S = 10.0
+RUNTIME_API_CONNECTIONS = 32
 # Output: one read per event-loop callback takes this much at most; a drain before START/END at most this
 # (more than a pipe holds: 64 KiB by default, 1 MiB at most for an unprivileged process).
 _READ_BYTES = 65536
@@ -151,13 +152,17 @@ class Environment:
         self._endpoint = endpoint
         self._first_substitution = first_substitution
         self._loop = asyncio.get_running_loop()
+        # Only the environment's own processes reach it (its own loopback, or a connection made at fork); a
+        # runtime's X-Ray error cause comes in a header of up to 1 MiB; a few connections are all a runtime
+        # and its extensions need (each one is a descriptor of the server's).
         self._server = HttpServer(
             runtime_api.handle,
             max_body=runtime_api.MAX_RESPONSE,
+            max_head=runtime_api.MAX_HEAD,
+            max_connections=RUNTIME_API_CONNECTIONS,
             idle_timeout=0,
             context=self,
             on_too_large=runtime_api.too_large,
-            peer_check=backend.peer_check(env_id),
         )
         self._process: SandboxProcess | None = None
         self._waiter: asyncio.Future[Invocation] | None = None

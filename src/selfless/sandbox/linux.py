@@ -1043,11 +1043,6 @@ class LinuxBackend:
     def _code_tree_of(self, root: Path, function: Function) -> Path:
         return self._data_dir / "code" / "trees" / function.code.key
 
-    def peer_check(self, env_id: str) -> None:
-        """None: only the environment's own processes share its network namespace, where its Runtime API
-        listens."""
-        return None
-
     @property
     def uid_range(self) -> tuple[int, int]:
         """The uids this server gives its environments (inclusive)."""

@@ -300,9 +300,6 @@ class ProcessBackend:
         # rmtree does not follow a symlink at the top (it refuses it); ignore_errors covers "never made".
         await asyncio.to_thread(shutil.rmtree, root, True)
 
-    def peer_check(self, env_id: str) -> None:
-        return None
-
     def templates_ready(self) -> int:
         return 0
 
