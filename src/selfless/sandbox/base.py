@@ -40,9 +40,19 @@ class SandboxProcess(Protocol):
     # A Runtime API connection the runtime already holds (made by the backend before the runtime ran), for
     # the environment to serve without a connect and a peer check; None: the runtime connects itself.
     runtime_connection: socket.socket | None
+    # Whether ``freeze`` can stop it between invocations (False: the backend cannot, or it was signalled).
+    freezable: bool
 
     def kill(self, sig: int = signal.SIGKILL) -> None:
-        """Signal the runtime and everything it started. Idempotent; safe after exit."""
+        """Signal the runtime and everything it started, frozen or not (it is thawed, and never frozen
+        again). Idempotent; safe after exit."""
+
+    def freeze(self) -> None:
+        """Stop everything the environment runs, where it stands, until ``thaw``: between invocations
+        nothing it left behind makes progress. A no-op where ``freezable`` is False."""
+
+    def thaw(self) -> None:
+        """Let it run again. Cheap when it is not frozen; safe after exit."""
 
     def close_output(self) -> None: ...
 
