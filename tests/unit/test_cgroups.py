@@ -136,9 +136,7 @@ def test_v1_without_a_freezer_says_why_and_makes_environments_that_are_never_fro
     env.thaw()  # nothing to do, and no error
 
 
-def test_v1_environments_join_the_freezer_and_freeze_and_thaw(
-    tmp_path: Path, loop: asyncio.AbstractEventLoop
-) -> None:
+def test_v1_environments_join_the_freezer_and_freeze_and_thaw(tmp_path: Path, loop: asyncio.AbstractEventLoop) -> None:
     root, cg = fake_v1(tmp_path, freezer=True)
     assert cg.freezer_missing is None
     base = root / "freezer" / "selfless-0"

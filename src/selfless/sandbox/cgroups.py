@@ -327,11 +327,9 @@ class Cgroups:
         for name in names - {KEEP_FROZEN}:
             # v1: the same directory under every controller (a crash may have left some of them only).
             dirs = [base / name for base in self._bases if (base / name).is_dir()]
-            leftover = self._cgroup(name, dirs)
-            if leftover.freezer is not None and not leftover.freezer.exists():
-                leftover.freezer = None
-            for d in dirs:
+            for d in dirs:  # what each holds: a crash between two joins leaves a process in some only
                 Cgroup([d], d, self.version).kill_all()
+            leftover = self._cgroup(name, dirs)
             leftover.thaw()
             leftover.remove()
 
@@ -351,8 +349,8 @@ class Cgroups:
 
 class CgroupsAhead:
     """Cgroups made and limited ahead for environments forked after init, one stock per memory size: a start
-    that takes one skips the three mkdirs and five writes of making it (~0.25 ms of the server's CPU, on
-    the event loop, where a burst's starts queue up).
+    that takes one skips the mkdirs (one per controller) and five writes of making it (~0.25 ms of the
+    server's CPU, on the event loop, where a burst's starts queue up).
 
     A stock is filled off the calls' path (``fill``, in a worker thread, once its template has been quiet
     a moment) to the size of the largest burst seen for that memory size, at most ``MAX`` (each costs the
