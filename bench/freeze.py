@@ -2,7 +2,7 @@
 
 Run by hand from the project root, as root on Linux (not a test)::
 
-    .venv/bin/python bench/freeze.py [--samples 300] [--idle-ms 5]
+    .venv/bin/python bench/freeze.py [--samples 300] [--idle-ms 20]
 
 What it does: makes a cgroup the way the linux sandbox does (selfless's own ``Cgroups``, under a name of its
 own, removed at the end) and puts one child in it that answers one byte on a socket pair, as a runtime
@@ -11,6 +11,8 @@ blocked at /next answers its event. Then, ``--samples`` times each, after ``--id
 - **plain**: send a byte, read the answer (the child was asleep in recv, not frozen): the floor;
 - **frozen**: freeze (``LinuxProcess.freeze``), wait until the kernel says FROZEN, then thaw
   (``LinuxProcess.thaw``, the one pwrite on a call's path) and send a byte, read the answer;
+- **frozen, sent first**: the same, but the byte is sent before the thaw (the answer to /next could be
+  written into a frozen runtime's socket and the thaw come after: one wake-up instead of two);
 
 and the freeze and thaw writes alone. All three with and without v1's ``keep-frozen`` cgroup (which keeps
 the freezer's static key on, see ``cgroups.py``); on cgroup v2 there is no such key and both runs are alike.
@@ -46,7 +48,13 @@ def echo_child() -> tuple[int, socket.socket]:
 
 
 def measure(process: LinuxProcess, sock: socket.socket, samples: int, idle_s: float) -> dict[str, list[float]]:
-    us = {"plain round trip": [], "thaw + round trip": [], "freeze write": [], "thaw write": []}
+    us: dict[str, list[float]] = {
+        "plain round trip": [],
+        "thaw + round trip": [],
+        "send, thaw, read": [],
+        "freeze write": [],
+        "thaw write": [],
+    }
     clock = time.perf_counter
     for _ in range(samples):
         time.sleep(idle_s)
@@ -71,6 +79,17 @@ def measure(process: LinuxProcess, sock: socket.socket, samples: int, idle_s: fl
         t2 = clock()
         us["thaw write"].append((t1 - t0) * 1e6)
         us["thaw + round trip"].append((t2 - t0) * 1e6)
+        time.sleep(idle_s)
+        process.freeze()
+        while process.cgroup.freezer_state() != "FROZEN":
+            if time.monotonic() > deadline + 5:
+                raise RuntimeError("the child did not freeze")
+        time.sleep(idle_s)
+        t0 = clock()
+        sock.sendall(b"x")
+        process.thaw()
+        sock.recv(1)
+        us["send, thaw, read"].append((clock() - t0) * 1e6)
     return us
 
 
@@ -85,7 +104,7 @@ def report(title: str, us: dict[str, list[float]]) -> None:
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--samples", type=int, default=300)
-    p.add_argument("--idle-ms", type=float, default=5.0)
+    p.add_argument("--idle-ms", type=float, default=20.0)
     args = p.parse_args()
     if not 1 <= args.samples <= 100_000 or not 0 <= args.idle_ms <= 1000:
         p.error("keep --samples in [1, 1e5] and --idle-ms in [0, 1000]")

@@ -54,8 +54,8 @@ class Settings:
     min_free_mb: int | None = None
     # An environment whose runtime has waited for its next invocation this long (ms) is frozen (the linux
     # sandbox's cgroup freezer) until that invocation: what the function left running makes no progress
-    # meanwhile, as on AWS. The wait spares calls that follow each other closely a thaw (~30 us); it is also
-    # how long a leftover may still run unbilled after a call. None: never frozen.
+    # meanwhile, as on AWS. The wait spares calls that follow each other closely a thaw (~40-60 us here); it
+    # is also how long a leftover may still run unbilled after a call. None: never frozen.
     freeze_after_ms: float | None = 10.0
     # Environments starting (spawned, init not done) at once. Starts are CPU-bound: past a few per CPU,
     # more at once only makes every one of them finish later; callers beyond it wait (boundedly) for a

@@ -14,7 +14,7 @@ it has signalled, and whatever kills an environment goes through it or thaws its
 (a v1 host where it is not mounted) environments simply run unfrozen: ``Cgroups.freezer_missing`` says why.
 
 v1's freezer turns a kernel static key on while any cgroup is freezing and off when the last thaws: each
-such turn patches kernel text on every CPU (~100 us of a freeze or thaw here, against ~12 us otherwise).
+such turn patches kernel text on every CPU (a thaw ~185 us here, against ~50 us otherwise; bench/freeze.py).
 So one empty cgroup (``KEEP_FROZEN``) stays frozen while the server runs, and the key stays on.
 
 ``<name>`` is ``selfless-<slot>``: each running server holds its own slot (see ``linux.py``), so servers
