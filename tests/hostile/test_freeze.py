@@ -36,6 +36,8 @@ SLACK_S = 0.15
 # The attack's own pacing: how long the function leaves its work running between two calls.
 BETWEEN_CALLS_S = 2.0
 TIMEOUT_S = 3
+# One vCPU: no CPU quota throttles the runtime on its way back to /next after a call that started a process.
+MEMORY_MB = 1769
 
 LEAVER = r"""
 import os, subprocess, sys, threading, time
@@ -182,7 +184,7 @@ def linux(server: Server) -> Server:
 
 @pytest.fixture
 def leaver(lam: Any, linux: Server) -> Iterator[Leaver]:
-    fn = Leaver(linux, lam, Timeout=TIMEOUT_S, MemorySize=1024)
+    fn = Leaver(linux, lam, Timeout=TIMEOUT_S, MemorySize=MEMORY_MB)
     yield fn
     with contextlib.suppress(Exception):
         lam.delete_function(FunctionName=fn.name)
@@ -250,7 +252,7 @@ def templates_ready(server: Server) -> int:
 
 
 def test_environments_forked_after_init_are_frozen_and_their_template_is_not(lam: Any, linux: Server) -> None:
-    fn = Leaver(linux, lam, Timeout=TIMEOUT_S, MemorySize=1024, Tags={"selfless:ForkAfterInit": "on"})
+    fn = Leaver(linux, lam, Timeout=TIMEOUT_S, MemorySize=MEMORY_MB, Tags={"selfless:ForkAfterInit": "on"})
     try:
         before = templates_ready(linux)
         fn.healthy()  # a plain start, which has the template made
@@ -285,7 +287,7 @@ def short_keep_alive(tmp_path: Path, linux: Server) -> Iterator[Server]:
 
 
 def test_keep_alive_expiry_of_a_frozen_environment_leaves_nothing_behind(short_keep_alive: Server) -> None:
-    fn = Leaver(short_keep_alive, short_keep_alive.client(), Timeout=TIMEOUT_S, MemorySize=1024)
+    fn = Leaver(short_keep_alive, short_keep_alive.client(), Timeout=TIMEOUT_S, MemorySize=MEMORY_MB)
     _end, child, dirs = fn.leave()
     assert_gone(child, dirs)  # expired: 3 s idle
     assert_health(short_keep_alive)
@@ -295,7 +297,7 @@ def test_keep_alive_expiry_of_a_frozen_environment_leaves_nothing_behind(short_k
 def test_a_server_stopping_with_frozen_environments_leaves_nothing_behind(tmp_path: Path, linux: Server) -> None:
     srv = start_server(tmp_path)
     try:
-        fn = Leaver(srv, srv.client(), Timeout=TIMEOUT_S, MemorySize=1024)
+        fn = Leaver(srv, srv.client(), Timeout=TIMEOUT_S, MemorySize=MEMORY_MB)
         _end, child, dirs = fn.leave()
     finally:
         assert srv.stop() == 0, srv.log()
