@@ -27,7 +27,13 @@ What it does
    hand-parsed protocol client, each sending its next request when the last is answered, for ``--duration``
    seconds per target (in ``--rounds`` slices, rotated like 3., after one second of unrecorded warm-up that
    lets selfless start its environments). Requests per second, and p50 / p99 per request.
-5. **Cold start**: before each of ``--cold`` samples, UpdateFunctionConfiguration changes an environment
+5. **Warm, spaced** (``--spaced``, ``--gap-ms``): sequential invokes on one connection (raw client), each
+   after a pause longer than the freeze delay (SELFLESS_FREEZE_AFTER_MS), so that every call finds its
+   environment frozen and pays the thaw; the floors get the same pauses (their workers sleep in the
+   meantime, as an idle environment would). ``--unfrozen-too`` starts a second server with freezing off
+   (SELFLESS_FREEZE_AFTER_MS=off) and measures it in the same rounds as the first, for 3. and 5.: the cost
+   of freezing (a thaw, and the timer every call arms) next to the same noise.
+6. **Cold start**: before each of ``--cold`` samples, UpdateFunctionConfiguration changes an environment
    variable of ``bench-cold`` (which retires its environments) and the script waits for LastUpdateStatus
    Successful; then ONE invoke is timed client-side on a connection opened before the clock starts. The
    request asks for ``X-Amz-Log-Type: Tail`` so that the REPORT line's ``Init Duration`` shows which samples
@@ -243,11 +249,12 @@ class ServerStop:
 class SelflessServer:
     """One ``selfless serve`` child with its output in a log file."""
 
-    def __init__(self, executable: str, data_dir: Path, log_path: Path):
+    def __init__(self, executable: str, data_dir: Path, log_path: Path, extra_env: dict[str, str] | None = None):
         self.port = free_port()
         self.log_path = log_path
         env = dict(os.environ)
         env.update(SELFLESS_ACCESS_KEY_ID=ACCESS_KEY_ID, SELFLESS_SECRET_ACCESS_KEY=SECRET_ACCESS_KEY)
+        env.update(extra_env or {})
         self._log = open(log_path, "wb")  # noqa: SIM115 -- closed in stop()
         self.proc = subprocess.Popen(
             [executable, "serve", "--port", str(self.port), "--data-dir", str(data_dir)],
@@ -436,6 +443,27 @@ def measure_sequential(
     return results
 
 
+def measure_spaced(requests: dict[str, SignedRequest], count: int, gap_s: float) -> dict[str, Latencies]:
+    """``count`` invokes per target, each ``gap_s`` after the last answer (rotated: one per target in turn,
+    so that each target's calls are ``gap_s`` or more apart)."""
+    conns = {t: RawConnection(r.target) for t, r in requests.items()}
+    results = {t: Latencies() for t in requests}
+    try:
+        for name, conn in conns.items():
+            conn.connect()
+            if run_sequential(conn, requests[name], 5, PAYLOAD).errors:
+                raise RuntimeError(f"{name}: spaced warm-up failed")
+        with gc_paused():
+            for _ in range(count):
+                for name, conn in conns.items():
+                    time.sleep(gap_s / len(conns))
+                    results[name].extend(run_sequential(conn, requests[name], 1, PAYLOAD))
+    finally:
+        for conn in conns.values():
+            conn.close()
+    return results
+
+
 def measure_concurrent(
     requests: dict[str, SignedRequest], concurrency: int, duration_s: float, rounds: int
 ) -> dict[str, Latencies]:
@@ -537,11 +565,12 @@ def fmt(value: float, unit: str) -> str:
 
 
 def render(rows: list[Row]) -> str:
-    header = f"{'figure':<26} {'selfless':>12}   {'floor':<34} {'floor value':>12} {'ratio':>8}  target"
+    width = max([26, *(len(row.figure) for row in rows)])
+    header = f"{'figure':<{width}} {'selfless':>12}   {'floor':<34} {'floor value':>12} {'ratio':>8}  target"
     lines = [header, "-" * len(header)]
     for row in rows:
         for i, ((floor_name, floor_value), ratio) in enumerate(zip(row.floors, row.ratios(), strict=True)):
-            left = f"{row.figure:<26} {fmt(row.value, row.unit):>12}" if i == 0 else " " * 39
+            left = f"{row.figure:<{width}} {fmt(row.value, row.unit):>12}" if i == 0 else " " * (width + 13)
             target = ""
             if i == 0 and row.target is not None:
                 verdict = "met" if ratio <= row.target else "MISSED"
@@ -560,6 +589,7 @@ def stats_dict(lat: Latencies) -> dict[str, Any]:
 
 
 RELAY_FLOOR = "relay (front end + worker)"
+UNFROZEN = "selfless-unfrozen"
 ECHO_FLOOR = "echo (one process)"
 FRESH_FLOOR = "fresh interpreter (clean venv)"
 
@@ -569,6 +599,8 @@ def build_rows(
     conc: dict[str, Latencies],
     cold: ColdResult,
     concurrency: int,
+    spaced: dict[str, Latencies] | None = None,
+    gap_ms: float = 0.0,
 ) -> list[Row]:
     c = {k: Stats.of(v.samples_ns) for k, v in conc.items()}
 
@@ -576,18 +608,35 @@ def build_rows(
         floors = [(RELAY_FLOOR, getattr(of["relay"], field)), (ECHO_FLOOR, getattr(of["echo"], field))]
         return Row(figure, getattr(of["selfless"], field), "us", floors, target)
 
+    def unfrozen(figure: str, of: dict[str, Stats], field: str) -> list[Row]:
+        """The same figure of the server with freezing off, if it was measured."""
+        if UNFROZEN not in of:
+            return []
+        floors = [
+            (RELAY_FLOOR, getattr(of["relay"], field)),
+            ("selfless (freezing on)", getattr(of["selfless"], field)),
+        ]
+        return [Row(f"{figure}, freezing off", getattr(of[UNFROZEN], field), "us", floors)]
+
     rates = [(RELAY_FLOOR, conc["relay"].rate), (ECHO_FLOOR, conc["echo"].rate)]
     ci, cf = Stats.of(cold.invoke.samples_ns), Stats.of(cold.fresh.samples_ns)
     rows: list[Row] = []
     if "raw" in warm:
         w = {k: Stats.of(v.samples_ns) for k, v in warm["raw"].items()}
-        rows += [row("warm c=1 p50", w, "p50_us", 3.0), row("warm c=1 p99", w, "p99_us")]
-        rows += [row("warm c=1 mean", w, "mean_us")]
+        rows += [row("warm c=1 p50", w, "p50_us", 3.0), *unfrozen("warm c=1 p50", w, "p50_us")]
+        rows += [row("warm c=1 p99", w, "p99_us"), row("warm c=1 mean", w, "mean_us")]
     if "http.client" in warm:
         h = {k: Stats.of(v.samples_ns) for k, v in warm["http.client"].items()}
         target = None if "raw" in warm else 3.0
         rows += [row("warm c=1 p50 http.client", h, "p50_us", target)]
         rows += [row("warm c=1 p99 http.client", h, "p99_us")]
+    if spaced:
+        s = {k: Stats.of(v.samples_ns) for k, v in spaced.items()}
+        rows += [
+            row(f"warm {gap_ms:g} ms apart p50", s, "p50_us"),
+            *unfrozen(f"warm {gap_ms:g} ms apart p50", s, "p50_us"),
+        ]
+        rows += [row(f"warm {gap_ms:g} ms apart p99", s, "p99_us")]
     rows += [
         Row(f"warm c={concurrency} throughput", conc["selfless"].rate, "/s", rates),
         row(f"warm c={concurrency} p50", c, "p50_us"),
@@ -617,6 +666,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--concurrency", type=int, default=16, help="connections for throughput [16]")
     p.add_argument("--cold", type=int, default=30, help="cold-start samples (and fresh interpreters) [30]")
     p.add_argument("--rounds", type=int, default=4, help="blocks the warm figures are rotated in [4]")
+    p.add_argument("--spaced", type=int, default=200, help="invokes per target with a pause before each [200]")
+    p.add_argument("--gap-ms", type=float, default=50.0, help="the pause before each spaced invoke [50]")
+    p.add_argument("--unfrozen-too", action="store_true", help="also a server with freezing off, same rounds")
     p.add_argument("--relay-workers", type=int, default=16, help="worker processes of the relay floor [16]")
     p.add_argument(
         "--c1-client",
@@ -633,6 +685,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
             p.error(f"--{name.replace('_', '-')} must be at least 1")
     if not 0 < args.duration <= 600 or args.warm > 1_000_000 or args.cold > 10_000:
         p.error("keep --duration in (0, 600], --warm <= 1e6 and --cold <= 1e4")
+    if not 0 <= args.spaced <= 10_000 or not 0 < args.gap_ms <= 10_000:
+        p.error("keep --spaced in [0, 1e4] and --gap-ms in (0, 1e4]")
     return args
 
 
@@ -662,6 +716,7 @@ def main(argv: list[str] | None = None) -> int:
     print(f"kernel  : {machine['kernel']}; load average at start {' '.join(machine['loadavg_at_start'])}")
     print(f"python  : {machine['python']} ({machine['python_executable']})")
     print(f"selfless: {machine['selfless_commit']}")
+    print(f"freezing: SELFLESS_FREEZE_AFTER_MS={os.environ.get('SELFLESS_FREEZE_AFTER_MS', '(default)')}")
     print(
         f"plan    : c=1 {args.warm} invokes/target (+{args.warmup} warm-up), c={args.concurrency} "
         f"{args.duration:g} s/target, {args.cold} cold samples, {args.rounds} rounds, "
@@ -670,6 +725,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     workdir = Path(tempfile.mkdtemp(prefix="selfless-bench-"))
     server: SelflessServer | None = None
+    unfrozen: SelflessServer | None = None
     floors: Floors | None = None
     stopped: ServerStop | None = None
     log_text = ""
@@ -682,6 +738,12 @@ def main(argv: list[str] | None = None) -> int:
         lam = lambda_client(server.port)
         deploy(lam, WARM_FUNCTION)
         deploy(lam, COLD_FUNCTION)
+        if args.unfrozen_too:
+            unfrozen = SelflessServer(
+                args.selfless, workdir / "data-unfrozen", workdir / "unfrozen.log", {"SELFLESS_FREEZE_AFTER_MS": "off"}
+            )
+            unfrozen.wait_healthy()
+            deploy(lambda_client(unfrozen.port), WARM_FUNCTION)
         floors = Floors()
         floors.start(args.relay_workers)
         print(
@@ -696,10 +758,18 @@ def main(argv: list[str] | None = None) -> int:
             "relay": SignedRequest(signer, Target("relay", floors.relay_port, path), PAYLOAD),
             "selfless": SignedRequest(signer, Target("selfless", server.port, path), PAYLOAD),
         }
+        if unfrozen is not None:
+            requests[UNFROZEN] = SignedRequest(signer, Target(UNFROZEN, unfrozen.port, path), PAYLOAD)
         print("measuring warm c=1 ...", flush=True)
         warm = measure_sequential(requests, clients, args.warm, args.warmup, args.rounds)
+        spaced: dict[str, Latencies] | None = None
+        if args.spaced:
+            print(f"measuring warm, {args.gap_ms:g} ms apart ...", flush=True)
+            spaced = measure_spaced(requests, args.spaced, args.gap_ms / 1000)
         print(f"measuring warm c={args.concurrency} ...", flush=True)
-        conc = measure_concurrent(requests, args.concurrency, args.duration, args.rounds)
+        conc = measure_concurrent(
+            {k: v for k, v in requests.items() if k != UNFROZEN}, args.concurrency, args.duration, args.rounds
+        )
         print("measuring cold starts ...", flush=True)
         cold_request = SignedRequest(
             signer,
@@ -711,6 +781,10 @@ def main(argv: list[str] | None = None) -> int:
     finally:
         if floors is not None:
             floors.stop()
+        if unfrozen is not None:
+            unfrozen_stop = unfrozen.stop()
+            if unfrozen_stop.killed or unfrozen_stop.leftovers:
+                print(f"selfless (freezing off) did not stop cleanly: {unfrozen_stop}", file=sys.stderr)
         if server is not None:
             stopped = server.stop()
             log_text = server.log_path.read_text(errors="replace") if server.log_path.exists() else ""
@@ -720,7 +794,7 @@ def main(argv: list[str] | None = None) -> int:
                 print(f"selfless did not stop cleanly: {stopped}", file=sys.stderr)
         shutil.rmtree(workdir, ignore_errors=True)
 
-    rows = build_rows(warm, conc, cold, args.concurrency)
+    rows = build_rows(warm, conc, cold, args.concurrency, spaced, args.gap_ms)
     print()
     print(render(rows))
     print()
@@ -750,6 +824,7 @@ def main(argv: list[str] | None = None) -> int:
             "config": {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()},
             "rows": [{**dataclasses.asdict(r), "ratios": r.ratios()} for r in rows],
             "warm_c1": {c: {k: stats_dict(v) for k, v in group.items()} for c, group in warm.items()},
+            "warm_spaced": {k: stats_dict(v) for k, v in (spaced or {}).items()},
             f"warm_c{args.concurrency}": {k: {**stats_dict(v), "rate": v.rate} for k, v in conc.items()},
             "cold": {
                 "invoke": stats_dict(cold.invoke),

@@ -55,6 +55,11 @@ class Settings:
     # least recently used first, until it is back above. None: 5% of the host's memory, at least 256 MB;
     # 0: off. Real memory, unlike the budget above, so a sensible default can be on.
     min_free_mb: int | None = None
+    # An environment whose runtime has waited for its next invocation this long (ms) is frozen (the linux
+    # sandbox's cgroup freezer) until that invocation: what the function left running makes no progress
+    # meanwhile, as on AWS. The wait spares calls that follow each other closely a thaw (~40-60 us here); it
+    # is also how long a leftover may still run unbilled after a call. None: never frozen.
+    freeze_after_ms: float | None = 10.0
     # Environments starting (spawned, init not done) at once. Starts are CPU-bound: past a few per CPU,
     # more at once only makes every one of them finish later; callers beyond it wait (boundedly) for a
     # start slot or for an environment of their function to come free, whichever is first.
@@ -132,6 +137,8 @@ class Settings:
             max_headers = int(pick("max_headers", "SELFLESS_MAX_HEADERS", MAX_HEADERS))
             head_timeout = float(pick("head_timeout_s", "SELFLESS_HEAD_TIMEOUT", HEAD_TIMEOUT_S))
             min_body_rate = int(pick("min_body_rate", "SELFLESS_MIN_BODY_RATE", MIN_BODY_RATE))
+            freeze_raw = str(pick("freeze_after_ms", "SELFLESS_FREEZE_AFTER_MS", "10")).strip().lower()
+            freeze_after = None if freeze_raw == "off" else float(freeze_raw)
         except ValueError as exc:
             raise SettingsError(f"not a number: {exc}") from exc
         if max_connections < 1:
@@ -149,6 +156,8 @@ class Settings:
             )
         if min_body_rate < 1:
             raise SettingsError(f"SELFLESS_MIN_BODY_RATE must be at least 1 byte a second, got {min_body_rate}")
+        if freeze_after is not None and not 0 <= freeze_after <= 1000:
+            raise SettingsError(f"SELFLESS_FREEZE_AFTER_MS must be 0-1000 (ms) or off, got {freeze_raw}")
         if concurrency < 1:
             raise SettingsError(f"SELFLESS_CONCURRENCY_LIMIT must be at least 1, got {concurrency}")
         if log_group_max < 1:
@@ -211,6 +220,7 @@ class Settings:
             memory_budget_mb=max(0, budget),
             max_starting=max(1, starting),
             min_free_mb=min_free,
+            freeze_after_ms=freeze_after,
             python_interpreters=interpreters,
             log_level=str(pick("log_level", "SELFLESS_LOG_LEVEL", "info")),
             sandbox=sandbox,
@@ -239,7 +249,7 @@ class Settings:
         if self.min_free_mb is not None:
             return self.min_free_mb
         total = mem_info_mb("MemTotal")
-        return max(256, total // 20) if total else 0
+        return max(256, total // 20) if total else 0  # the host's memory unknown: no pressure evictor
 
     @property
     def endpoint(self) -> str:
@@ -256,16 +266,17 @@ def _is_http_url(value: str) -> bool:
         return False
 
 
-def mem_info_mb(field: str) -> int:
-    """A /proc/meminfo field in MB (0 when it cannot be read)."""
+def mem_info_mb(field: str, path: str = "/proc/meminfo") -> int | None:
+    """A /proc/meminfo field in MB; None when it cannot be read (no file, no such field, not a number):
+    an unknown amount, never to be taken for none."""
     try:
-        with open("/proc/meminfo", encoding="ascii") as f:
+        with open(path, encoding="ascii") as f:
             for line in f:
                 if line.startswith(field + ":"):
                     return int(line.split()[1]) // 1024
-    except (OSError, ValueError, IndexError):
+    except (OSError, ValueError, IndexError, UnicodeDecodeError):
         pass
-    return 0
+    return None
 
 
 def environ_snapshot() -> dict[str, str]:

@@ -1,4 +1,4 @@
-"""Cgroup set-up and limits on both hierarchies, against a stand-in cgroup filesystem.
+"""Cgroup set-up, limits and freezing on both hierarchies, against a stand-in cgroup filesystem.
 
 CI machines here have cgroup v1, exercised for real by the sandbox tests; v2's set-up (the server leaf,
 delegated controllers) and every limit file of both versions are checked here on a directory tree shaped
@@ -7,13 +7,26 @@ like each hierarchy.
 
 from __future__ import annotations
 
+import asyncio
 import os
 import shutil
+import signal
+import subprocess
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-from selfless.sandbox.cgroups import FORK_SERVER_WEIGHT, MAX_PIDS, Cgroup, Cgroups, CgroupsAhead, vcpus_for
+from selfless.sandbox.cgroups import (
+    FORK_SERVER_WEIGHT,
+    KEEP_FROZEN,
+    MAX_PIDS,
+    Cgroup,
+    Cgroups,
+    CgroupsAhead,
+    vcpus_for,
+)
+from selfless.sandbox.linux import LinuxProcess
 
 
 def fake_v2(tmp_path: Path) -> tuple[Path, Path]:
@@ -61,18 +74,131 @@ def test_v2_setup_moves_the_server_and_delegates_controllers(tmp_path: Path) -> 
     assert (d / "cpu.max").read_text() == f"{int(vcpus_for(3538) * 100000)} 100000"
     (d / "memory.peak").write_text(str(300 << 20))
     assert env.peak_mb() == 300
+    assert cg.freezer_missing is not None, "no cgroup.freeze in this tree: not frozen"
+    assert env.freezer is None
 
 
-def fake_v1(tmp_path: Path) -> tuple[Path, Cgroups]:
-    """A v1 hierarchy (memory, cpu, pids) with this process in /svc; the Cgroups set up on it."""
+def test_v2_freezes_through_cgroup_freeze(tmp_path: Path, loop: asyncio.AbstractEventLoop) -> None:
+    root, table = fake_v2(tmp_path)
+    own = root / "user.slice" / "svc"
+    for d in (own / "selfless-server", own / "selfless-3"):
+        d.mkdir()
+        (d / "cgroup.procs").write_text("")
+        (d / "cgroup.subtree_control").write_text("")
+    (own / "selfless-3" / "cgroup.freeze").write_text("0")
+    cg = Cgroups("selfless-3", root=root, table=table)
+    cg.setup()
+    assert cg.freezer_missing is None
+    d = own / "selfless-3" / "env1"
+    d.mkdir()
+    env = cg._cgroup("env1", [d])
+    assert env.freezer == d / "cgroup.freeze"
+    (d / "cgroup.freeze").write_text("0")
+    (d / "cgroup.events").write_text("populated 1\nfrozen 0\n")
+    process = LinuxProcess(1 << 30, loop.create_future(), -1, env)
+    process.freeze()
+    assert (d / "cgroup.freeze").read_text() == "1" and env.freezer_state() == "FREEZING"
+    (d / "cgroup.events").write_text("populated 1\nfrozen 1\n")  # as the kernel says once all are
+    assert env.freezer_state() == "FROZEN"
+    process.thaw()
+    assert (d / "cgroup.freeze").read_text() == "0"
+    cg.keep_freezer_on()  # v1 only: nothing to keep on here
+    assert not (own / "selfless-3" / KEEP_FROZEN).exists()
+
+
+def fake_v1(tmp_path: Path, freezer: bool = False) -> tuple[Path, Cgroups]:
+    """A v1 hierarchy (memory, cpu, pids, and freezer if asked) with this process in /svc (in / of the
+    freezer's, as on the CI machines); the Cgroups set up on it."""
     root = tmp_path / "cgroup"
     for ctl in ("memory", "cpu", "pids"):
         (root / ctl / "svc").mkdir(parents=True)
     table = tmp_path / "self-cgroup"
-    table.write_text("9:pids:/svc\n4:memory:/svc\n1:cpu,cpuacct:/svc\n")
+    table.write_text("9:pids:/svc\n6:freezer:/\n4:memory:/svc\n1:cpu,cpuacct:/svc\n")
+    if freezer:
+        (root / "freezer").mkdir()
     cg = Cgroups("selfless-0", root=root, table=table)
     cg.setup()
     return root, cg
+
+
+@pytest.fixture
+def loop() -> Iterator[asyncio.AbstractEventLoop]:
+    loop = asyncio.new_event_loop()
+    yield loop
+    loop.close()
+
+
+def test_v1_without_a_freezer_says_why_and_makes_environments_that_are_never_frozen(tmp_path: Path) -> None:
+    _root, cg = fake_v1(tmp_path)
+    assert cg.freezer_missing is not None and "freezer" in cg.freezer_missing
+    env = cg.create("e", 128)
+    assert len(env.dirs) == 3 and env.freezer is None and env.freezer_state() is None
+    env.thaw()  # nothing to do, and no error
+
+
+def test_v1_environments_join_the_freezer_and_freeze_and_thaw(tmp_path: Path, loop: asyncio.AbstractEventLoop) -> None:
+    root, cg = fake_v1(tmp_path, freezer=True)
+    assert cg.freezer_missing is None
+    base = root / "freezer" / "selfless-0"
+    env = cg.create("e", 128)
+    assert env.dirs[3] == base / "e" and str(base / "e" / "cgroup.procs") in env.procs_files
+    assert env.freezer == base / "e" / "freezer.state"
+    (base / "e" / "freezer.state").write_text("THAWED")
+    # Spares, forked children and cgroups made ahead all come from make(): every one has its freezer.
+    assert cg.make("spare-1").freezer == base / "spare-1" / "freezer.state"
+    process = LinuxProcess(1 << 30, loop.create_future(), -1, env)
+    assert process.freezable
+    process.thaw()
+    assert env.freezer_state() == "THAWED", "a thaw of what is not frozen writes nothing"
+    process.freeze()
+    assert env.freezer_state() == "FROZEN"
+    process.thaw()
+    assert env.freezer_state() == "THAWED"
+    process.freeze()
+    process.kill(signal.SIGTERM)
+    assert env.freezer_state() == "THAWED", "a signal is always followed by a thaw"
+    assert not process.freezable, "a signalled environment is never frozen again"
+    process.freeze()
+    assert env.freezer_state() == "THAWED"
+
+
+def test_kill_all_signals_first_and_thaws_after(tmp_path: Path, loop: asyncio.AbstractEventLoop) -> None:
+    _root, cg = fake_v1(tmp_path, freezer=True)
+    env = cg.create("e", 128)
+    child = subprocess.Popen(["sleep", "30"], start_new_session=True)
+    try:
+        (env.memory_dir / "cgroup.procs").write_text(f"{child.pid}\n")
+        assert env.freezer is not None
+        env.freezer.write_text("FROZEN")
+        process = LinuxProcess(child.pid, loop.create_future(), -1, env)
+        process.kill()
+        assert child.wait(timeout=10) == -signal.SIGKILL
+        assert env.freezer_state() == "THAWED"
+    finally:
+        child.kill()
+        child.wait()
+
+
+def test_v1_keeps_one_empty_cgroup_frozen_while_it_runs(tmp_path: Path) -> None:
+    root, cg = fake_v1(tmp_path, freezer=True)
+    keep = root / "freezer" / "selfless-0" / KEEP_FROZEN
+    cg.keep_freezer_on()
+    assert (keep / "freezer.state").read_text() == "FROZEN"
+    cg.sweep()
+    assert (keep / "freezer.state").read_text() == "FROZEN", "not a leftover"
+    cg.close()
+    assert (keep / "freezer.state").read_text() == "THAWED", "thawed (and on a real cgroupfs removed) at close"
+
+
+def test_sweep_thaws_what_a_previous_run_left_frozen(tmp_path: Path) -> None:
+    root, cg = fake_v1(tmp_path, freezer=True)
+    left = root / "freezer" / "selfless-0" / "0123abcd"
+    left.mkdir()
+    (left / "cgroup.procs").write_text("")
+    (left / "freezer.state").write_text("FROZEN")
+    cg.sweep()
+    # (On a real cgroupfs the directory then goes; here its files keep it.)
+    assert (left / "freezer.state").read_text() == "THAWED"
 
 
 def test_v1_limits(tmp_path: Path) -> None:
@@ -125,7 +251,7 @@ def test_cgroups_made_ahead_come_limited_per_memory_size_and_bounded(tmp_path: P
     assert ahead.missing(128) == 0
     taken = ahead.take(128)
     assert taken is not None and ahead.missing(128) == 1
-    memory, cpu, _pids = taken.dirs
+    memory, cpu = taken.dirs[:2]
     # Ready as a forked environment needs it: memory limit, CPU quota, charges carried on the move.
     assert (memory / "memory.limit_in_bytes").read_text() == str(128 << 20)
     assert (cpu / "cpu.cfs_quota_us").read_text() == str(int(vcpus_for(128) * 100000))

@@ -5,11 +5,15 @@ requests."""
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
+from pathlib import Path
 from typing import Any
 
 import pytest
 
+from selfless import config
+from selfless.config import Settings, mem_info_mb
 from selfless.errors import TooManyRequests
 from selfless.models import CodeRef, Function, FunctionState
 from selfless.sandbox import pool as pool_module
@@ -198,3 +202,72 @@ def test_memory_pressure_stops_idle_environments_least_recently_used_first(monke
             await pool.close(0)
 
     asyncio.run(scenario())
+
+
+def test_meminfo_that_cannot_be_read_is_unknown_not_zero(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    missing = str(tmp_path / "no-meminfo")
+    assert mem_info_mb("MemAvailable", missing) is None
+    garbled = tmp_path / "garbled"
+    garbled.write_text("MemTotal:       16000000 kB\nMemAvailable:   lots kB\n")
+    assert mem_info_mb("MemAvailable", str(garbled)) is None
+    assert mem_info_mb("MemFree", str(garbled)) is None, "a field that is not there"
+    assert mem_info_mb("MemTotal", str(garbled)) == 15625
+    assert mem_info_mb("MemAvailable") is not None, "this host's own /proc/meminfo reads"
+    # The default threshold comes from MemTotal: unknown, and there is no pressure evictor at all.
+    monkeypatch.setattr(config, "mem_info_mb", lambda field: None)
+    assert Settings(min_free_mb=None).resolved_min_free_mb() == 0
+
+
+def test_a_failed_memory_reading_is_never_pressure(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    monkeypatch.setattr(pool_module, "_PRESSURE_TICK_S", 0.005)
+    reading: dict[str, int | None] = {"mb": None}
+    readings = {"count": 0}
+    evicted: list[str] = []
+
+    def available() -> int | None:
+        readings["count"] += 1
+        return reading["mb"]
+
+    async def scenario() -> None:
+        made: list[FakeEnvironment] = []
+
+        def factory(fn: Function, env_id: str, provisioned: bool) -> Any:
+            env = FakeEnvironment(fn, env_id, pool)
+            made.append(env)
+            return env
+
+        pool = EnvironmentPool(
+            factory,
+            keep_alive_s=600,
+            max_environments=100,
+            min_free_mb=1_000,
+            mem_available_mb=available,
+            on_evict=evicted.append,
+        )
+        pool.start()
+        try:
+            envs = [await pool.lease(function(f"fn{i}")) for i in range(3)]
+            for env in made:
+                env.finish_init()
+                env.free()
+            for _ in range(500):  # many ticks with a reading that fails every time
+                await asyncio.sleep(0.005)
+                if readings["count"] >= 20:
+                    break
+            assert readings["count"] >= 20
+            assert evicted == [] and all(e.state is EnvState.IDLE for e in envs), "unknown is not pressure"
+            reading["mb"] = 500  # readable again, and really short: now it is pressure
+            for _ in range(500):
+                await asyncio.sleep(0.005)
+                if evicted:
+                    break
+            assert evicted and evicted[0] == "memory_pressure"
+        finally:
+            await pool.close(0)
+
+    with caplog.at_level(logging.INFO, logger=pool_module.__name__):
+        asyncio.run(scenario())
+    unknown = [r for r in caplog.records if "cannot be read" in r.getMessage()]
+    assert len(unknown) == 1, "said once per run of failures, not at every tick"

@@ -51,9 +51,19 @@ class SandboxProcess(Protocol):
     # Where the backend hands further Runtime API connections of this environment that it accepted itself (set
     # by the environment; None until then).
     runtime_handover: Callable[[socket.socket], None] | None
+    # Whether ``freeze`` can stop it between invocations (False: the backend cannot, or it was signalled).
+    freezable: bool
 
     def kill(self, sig: int = signal.SIGKILL) -> None:
-        """Signal the runtime and everything it started. Idempotent; safe after exit."""
+        """Signal the runtime and everything it started, frozen or not (it is thawed, and never frozen
+        again). Idempotent; safe after exit."""
+
+    def freeze(self) -> None:
+        """Stop everything the environment runs, where it stands, until ``thaw``: between invocations
+        nothing it left behind makes progress. A no-op where ``freezable`` is False."""
+
+    def thaw(self) -> None:
+        """Let it run again. Cheap when it is not frozen; safe after exit."""
 
     def close_output(self) -> None: ...
 

@@ -1,11 +1,21 @@
-"""Control groups for execution environments: memory, CPU and pids limits, peak memory, and kill-all.
+"""Control groups for execution environments: memory, CPU and pids limits, peak memory, freezing, kill-all.
 
 Both hierarchies are supported:
 
 - v1 (this project's CI machines): one directory per controller, ``<mount>/<ctl>/<our cgroup>/<name>/<env>``
-  for memory, cpu and pids.
+  for memory, cpu, pids and (where it is mounted) freezer.
 - v2 (unified): ``<mount>/<our cgroup>/<name>/<env>``. v2 forbids processes in a cgroup that hands
   controllers to its children, so the server first moves itself into ``<our cgroup>/selfless-server``.
+  Freezing is v2's core ``cgroup.freeze`` file (no controller to enable).
+
+Freezing stops every task of an environment where it stands (between invocations, see ``environment.py``);
+a frozen task acts on no signal until it is thawed (on v1 not even SIGKILL), so ``kill_all`` thaws after
+it has signalled, and whatever kills an environment goes through it or thaws itself. Without a freezer
+(a v1 host where it is not mounted) environments simply run unfrozen: ``Cgroups.freezer_missing`` says why.
+
+v1's freezer turns a kernel static key on while any cgroup is freezing and off when the last thaws: each
+such turn patches kernel text on every CPU (a thaw ~185 us here, against ~50 us otherwise; bench/freeze.py).
+So one empty cgroup (``KEEP_FROZEN``) stays frozen while the server runs, and the key stays on.
 
 ``<name>`` is ``selfless-<slot>``: each running server holds its own slot (see ``linux.py``), so servers
 side by side never touch each other's environments.
@@ -32,6 +42,8 @@ _ROOT = Path("/sys/fs/cgroup")
 _CPU_PERIOD_US = 100_000
 # How much more CPU share a fork-after-init template gets than an environment (see set_fork_server_cpu).
 FORK_SERVER_WEIGHT = 16
+# The empty v1 freezer cgroup kept frozen while the server runs (see the module docstring).
+KEEP_FROZEN = "keep-frozen"
 
 
 class CgroupsUnavailable(RuntimeError):
@@ -61,17 +73,45 @@ def _write(path: Path, value: str) -> None:
         f.write(value)
 
 
+def freeze_command(version: int, frozen: bool) -> bytes:
+    """What to write to the freezer file (``Cgroup.freezer``) to freeze or thaw."""
+    if version == 1:
+        return b"FROZEN" if frozen else b"THAWED"
+    return b"1" if frozen else b"0"
+
+
 @dataclasses.dataclass
 class Cgroup:
-    """One environment's cgroup (a directory per controller on v1, one on v2)."""
+    """One environment's cgroup (a directory per controller on v1, one on v2). ``freezer``: the file that
+    freezes it (v1 ``freezer.state``, v2 ``cgroup.freeze``), None where there is no freezer."""
 
     dirs: list[Path]
     memory_dir: Path
     version: int
+    freezer: Path | None = None
 
     @property
     def procs_files(self) -> list[str]:
         return [str(d / "cgroup.procs") for d in self.dirs]
+
+    def thaw(self) -> None:
+        """Let every task inside run again (a no-op when not frozen; nothing when the cgroup is gone)."""
+        if self.freezer is not None:
+            with contextlib.suppress(OSError), open(self.freezer, "wb") as f:
+                f.write(freeze_command(self.version, False))
+
+    def freezer_state(self) -> str | None:
+        """FROZEN, FREEZING or THAWED (v2: FROZEN once ``cgroup.events`` says so); None without a freezer."""
+        if self.freezer is None:
+            return None
+        try:
+            if self.version == 1:
+                return self.freezer.read_text().strip()
+            frozen = "frozen 1" in (self.freezer.parent / "cgroup.events").read_text().splitlines()
+            wanted = self.freezer.read_text().strip() == "1"
+        except OSError:
+            return None
+        return "FROZEN" if frozen else "FREEZING" if wanted else "THAWED"
 
     def peak_mb(self) -> int | None:
         name = "memory.max_usage_in_bytes" if self.version == 1 else "memory.peak"
@@ -112,13 +152,15 @@ class Cgroup:
         return [int(p) for p in text.split()]
 
     def kill_all(self) -> None:
-        """SIGKILL everything inside, including processes that left the environment's process group."""
+        """SIGKILL everything inside, including processes that left the environment's process group, then
+        thaw: a frozen task dies once thawed, without running another instruction of its own."""
         if self.version == 2:
             with contextlib.suppress(OSError):
                 _write(self.memory_dir / "cgroup.kill", "1")
         for pid in self.pids():
             with contextlib.suppress(ProcessLookupError, PermissionError):
                 os.kill(pid, signal.SIGKILL)
+        self.thaw()
 
     def remove(self, deadline_s: float = 5.0) -> bool:
         """Kill what is left and remove the directories; False if something would not go in time."""
@@ -150,6 +192,9 @@ class Cgroups:
         self._memsw: bool | None = None  # v1 swap accounting (memory.memsw.*): not known until first tried
         self._bases: list[Path] = []
         self._memory_base = Path()
+        # Why environments cannot be frozen here (None: they can), for the backend to say once.
+        self.freezer_missing: str | None = None
+        self._freezer_base: Path | None = None  # v1: the freezer controller's base; v2: the one base
 
     def setup(self) -> None:
         """Find the hierarchy and make the ``selfless`` parent; raises CgroupsUnavailable with the reason."""
@@ -173,10 +218,21 @@ class Cgroups:
             except OSError as exc:
                 raise CgroupsUnavailable(f"cannot create {base}: {exc.strerror}") from exc
             bases.append(base)
-        self._bases = bases
         self._memory_base = bases[0]
         with contextlib.suppress(OSError):
             _write(self._memory_base / "memory.use_hierarchy", "1")
+        mount = self._root / "freezer"
+        if mount.is_dir():
+            base = mount / _own_path("freezer", self._table).lstrip("/") / self.name
+            try:
+                base.mkdir(exist_ok=True)
+                bases.append(base)
+                self._freezer_base = base
+            except OSError as exc:
+                self.freezer_missing = f"cannot create {base}: {exc.strerror}"
+        else:
+            self.freezer_missing = f"the cgroup v1 freezer controller is not mounted at {mount}"
+        self._bases = bases
 
     def _setup_v2(self) -> None:
         self.version = 2
@@ -196,6 +252,19 @@ class Cgroups:
             raise CgroupsUnavailable(f"cannot delegate memory, cpu and pids controllers under {own}: {exc}") from exc
         self._bases = [envs]
         self._memory_base = envs
+        if (envs / "cgroup.freeze").is_file():
+            self._freezer_base = envs
+        else:
+            self.freezer_missing = f"{envs} has no cgroup.freeze (Linux 5.2 or newer freezes cgroup v2)"
+
+    def keep_freezer_on(self) -> None:
+        """v1: freeze the empty KEEP_FROZEN cgroup for as long as the server runs (see the module
+        docstring); ``close`` removes it. Best effort: without it freezing only costs more."""
+        if self.version == 1 and self._freezer_base is not None:
+            keep = self._freezer_base / KEEP_FROZEN
+            with contextlib.suppress(OSError):
+                keep.mkdir(exist_ok=True)
+                _write(keep / "freezer.state", "FROZEN")
 
     def create(self, env_id: str, memory_mb: int) -> Cgroup:
         cg = self.make(env_id)
@@ -207,7 +276,13 @@ class Cgroups:
         dirs = [base / name for base in self._bases]
         for d in dirs:
             d.mkdir()
-        return Cgroup(dirs, dirs[0], self.version)
+        return self._cgroup(name, dirs)
+
+    def _cgroup(self, name: str, dirs: list[Path]) -> Cgroup:
+        freezer = None
+        if self._freezer_base is not None:
+            freezer = self._freezer_base / name / ("freezer.state" if self.version == 1 else "cgroup.freeze")
+        return Cgroup(dirs, dirs[0], self.version, freezer)
 
     def limit(self, cg: Cgroup, memory_mb: int) -> None:
         """Memory and pids limits for ``memory_mb``; the CPU quota waits for the end of init (``set_cpu``:
@@ -217,7 +292,7 @@ class Cgroups:
         limit = memory_mb << 20
         try:
             if self.version == 1:
-                memory, _cpu, pids = dirs
+                memory, pids = dirs[0], dirs[2]
                 _write(memory / "memory.limit_in_bytes", str(limit))
                 if self._memsw is not False:  # only with swap accounting
                     try:
@@ -247,23 +322,26 @@ class Cgroups:
                 _write(cg.dirs[0] / "memory.move_charge_at_immigrate", "1")
 
     def sweep(self) -> None:
-        """Remove environment cgroups a previous run left behind (killing what they hold)."""
-        for base in self._bases:
-            if base.is_dir():
-                for d in base.iterdir():
-                    if d.is_dir():
-                        leftover = Cgroup([d], d, self.version)
-                        leftover.kill_all()
-                        leftover.remove()
-        if self.version == 1:
-            # The same env directory exists under every controller.
-            names = {d.name for base in self._bases if base.is_dir() for d in base.iterdir() if d.is_dir()}
-            for name in names:
-                Cgroup([b / name for b in self._bases], self._bases[0] / name, 1).remove()
+        """Remove environment cgroups a previous run left behind (killing what they hold, frozen or not)."""
+        names = {d.name for base in self._bases if base.is_dir() for d in base.iterdir() if d.is_dir()}
+        for name in names - {KEEP_FROZEN}:
+            # v1: the same directory under every controller (a crash may have left some of them only).
+            dirs = [base / name for base in self._bases if (base / name).is_dir()]
+            for d in dirs:  # what each holds: a crash between two joins leaves a process in some only
+                Cgroup([d], d, self.version).kill_all()
+            leftover = self._cgroup(name, dirs)
+            leftover.thaw()
+            leftover.remove()
 
     def close(self) -> None:
         """Remove our parent directories (v1: ``selfless`` under each controller) when empty."""
         if self.version == 1:
+            if self._freezer_base is not None:
+                keep = self._freezer_base / KEEP_FROZEN
+                with contextlib.suppress(OSError):
+                    _write(keep / "freezer.state", "THAWED")
+                with contextlib.suppress(OSError):
+                    os.rmdir(keep)
             for base in self._bases:
                 with contextlib.suppress(OSError):
                     os.rmdir(base)
@@ -271,8 +349,8 @@ class Cgroups:
 
 class CgroupsAhead:
     """Cgroups made and limited ahead for environments forked after init, one stock per memory size: a start
-    that takes one skips the three mkdirs and five writes of making it (~0.25 ms of the server's CPU, on
-    the event loop, where a burst's starts queue up).
+    that takes one skips the mkdirs (one per controller) and five writes of making it (~0.25 ms of the
+    server's CPU, on the event loop, where a burst's starts queue up).
 
     A stock is filled off the calls' path (``fill``, in a worker thread, once its template has been quiet
     a moment) to the size of the largest burst seen for that memory size, at most ``MAX`` (each costs the

@@ -15,8 +15,9 @@ dir, not other functions, not the server's environment. Its network is a namespa
 loopback, and a routed link to the outside world that reaches nothing of the host's and no other
 environment.
 
-The zygote reports each child's exit code; cgroups bound memory, CPU and pids and let every leftover
-process of an environment be killed when it is retired.
+The zygote reports each child's exit code; cgroups bound memory, CPU and pids, freeze an environment
+between its invocations (``LinuxProcess.freeze``), and let every leftover process of an environment be
+killed when it is retired.
 """
 
 from __future__ import annotations
@@ -45,7 +46,7 @@ from selfless.models import Function
 from selfless.runtime.runtimes import BOOTSTRAP_DIR, Runtime
 from selfless.sandbox import network
 from selfless.sandbox.base import Layout
-from selfless.sandbox.cgroups import Cgroup, Cgroups, CgroupsAhead, CgroupsUnavailable, vcpus_for
+from selfless.sandbox.cgroups import Cgroup, Cgroups, CgroupsAhead, CgroupsUnavailable, freeze_command, vcpus_for
 from selfless.sandbox.channel import read_messages, send_message
 from selfless.sandbox.network import Netns, NetnsMaker, NetnsStock, NetworkUnavailable
 from selfless.sandbox.peers import PeerLookup
@@ -159,14 +160,44 @@ class LinuxProcess:
         self.runtime_listener = runtime_listener
         self.runtime_handover: Callable[[socket.socket], None] | None = None
         self._cpu_limited = cpu_limited
+        self.freezable = cgroup.freezer is not None
+        # The freezer file, open from the first freeze on: a thaw on a call's path is then one pwrite.
+        self._freezer_fd = -1
+        self._frozen = False
+
+    def freeze(self) -> None:
+        freezer = self.cgroup.freezer
+        if not self.freezable or freezer is None:
+            return
+        try:
+            if self._freezer_fd < 0:
+                self._freezer_fd = os.open(freezer, os.O_WRONLY | os.O_CLOEXEC)
+            os.pwrite(self._freezer_fd, freeze_command(self.cgroup.version, True), 0)
+            self._frozen = True
+        except OSError as exc:  # the cgroup went (the environment is on its way out)
+            log.debug("could not freeze %s: %s", self.cgroup.freezer, exc)
+
+    def thaw(self) -> None:
+        if self._frozen:
+            self._frozen = False
+            with contextlib.suppress(OSError):
+                os.pwrite(self._freezer_fd, freeze_command(self.cgroup.version, False), 0)
 
     def kill(self, sig: int = signal.SIGKILL) -> None:
         if sig == signal.SIGKILL:
-            self.cgroup.kill_all()
+            self.cgroup.kill_all()  # thaws too
         with contextlib.suppress(ProcessLookupError, PermissionError):
             os.killpg(self.pid, sig)
         with contextlib.suppress(ProcessLookupError, PermissionError):
             os.kill(self.pid, sig)
+        # Signalled first, thawed second: a frozen task acts on no signal until thawed, and then acts on this
+        # one before anything else. An environment that was signalled is never frozen again.
+        self.thaw()
+        self.freezable = False
+        fd, self._freezer_fd = self._freezer_fd, -1
+        if fd >= 0:
+            with contextlib.suppress(OSError):
+                os.close(fd)
 
     def close_output(self) -> None:
         """Once (see Scratch.close for what a second close of a number does)."""
@@ -441,6 +472,13 @@ class LinuxBackend:
         except CgroupsUnavailable as exc:
             raise SandboxUnavailable(str(exc)) from exc
         self.cgroups.sweep()
+        if self.cgroups.freezer_missing is not None:
+            log.warning(
+                "environments are not frozen between invocations (what a function leaves running keeps running): %s",
+                self.cgroups.freezer_missing,
+            )
+        else:
+            self.cgroups.keep_freezer_on()
         self._cgroups_ahead = CgroupsAhead(self.cgroups)
         try:
             self._scratch = ScratchPool(self._data_dir / "scratch", scratch_support())
@@ -532,7 +570,8 @@ class LinuxBackend:
     def describe(self) -> str:
         return (
             f"sandbox: linux (cgroup v{self.cgroups.version}; mount/ipc/uts/network namespaces, read-only root, "
-            f"per-environment uid, seccomp; memory, CPU and pids limits; {self._network_note})"
+            "per-environment uid, seccomp; memory, CPU and pids limits"
+            f"{'' if self.cgroups.freezer_missing else '; frozen between invocations'}; {self._network_note})"
         )
 
     async def prewarm(self, interpreters: list[str]) -> None:

@@ -83,16 +83,18 @@ class EnvironmentPool:
         memory_budget_mb: int = 0,
         max_starting: int = 64,
         min_free_mb: int = 0,
-        mem_available_mb: Callable[[], int] = lambda: 1 << 40,
+        mem_available_mb: Callable[[], int | None] = lambda: 1 << 40,
         on_evict: Callable[[str], None] = lambda _reason: None,
     ) -> None:
         """``memory_budget_mb`` 0: no memory budget, only the count bound. ``min_free_mb`` 0: no pressure
-        evictor; else idle environments are stopped while ``mem_available_mb()`` is below it."""
+        evictor; else idle environments are stopped while ``mem_available_mb()`` is below it (None, the
+        amount unknown, never counts as pressure)."""
         self._factory = factory
         self._min_free_mb = min_free_mb
         self._mem_available_mb = mem_available_mb
         self._on_evict = on_evict
         self._pressure: asyncio.Task[None] | None = None
+        self._mem_unknown = False  # the last reading failed (said once per run of failures)
         self._max_starting = max_starting
         self._starting = 0
         # Requests waiting for a start slot (all functions, in arrival order), and the same requests by
@@ -362,10 +364,21 @@ class EnvironmentPool:
 
     async def _relieve_pressure(self) -> None:
         """While the host is short of memory, stop idle environments (least recently used first), a few per
-        tick: stopping frees memory a moment later, so the next reading shows whether more must go."""
+        tick: stopping frees memory a moment later, so the next reading shows whether more must go. A
+        reading that failed is no pressure: stopping every idle environment four times a second because a
+        file could not be read would be the outage, not the cure."""
         while True:
             await asyncio.sleep(_PRESSURE_TICK_S)
-            if self._mem_available_mb() >= self._min_free_mb:
+            available = self._mem_available_mb()
+            if available is None:
+                if not self._mem_unknown:
+                    log.warning("memory pressure unknown: the host's available memory cannot be read")
+                    self._mem_unknown = True
+                continue
+            if self._mem_unknown:
+                log.info("memory pressure: the host's available memory can be read again")
+                self._mem_unknown = False
+            if available >= self._min_free_mb:
                 continue
             for _ in range(_PRESSURE_BATCH):
                 if not self._evict_one("memory_pressure"):

@@ -3,8 +3,8 @@
 What it gives: its own process group and session (so an environment and the children it leaves behind are
 killed together), its own working copy of the code, its own TMPDIR (a tmpfs sized to EphemeralStorage when
 the server may mount, else a plain directory), no inheritance of the server's environment variables or
-file descriptors. What it does not give: memory, CPU and pids limits, or any hiding of the host; that is the
-Linux sandbox backend's job (``selfless serve`` says so once at start-up).
+file descriptors. What it does not give: memory, CPU and pids limits, freezing between invocations, or any
+hiding of the host; that is the Linux sandbox backend's job (``selfless serve`` says so once at start-up).
 
 The ``ChildReaper`` owns ``waitpid``: the server is a child subreaper, so environments' orphans are
 re-parented to it, and every exited child (ours or adopted) is reaped here.
@@ -142,11 +142,16 @@ class ChildReaper:
 
 
 class Process:
-    """One spawned environment process: its pid, process group, merged stdout/stderr pipe and exit future."""
+    """One spawned environment process: its pid, process group, merged stdout/stderr pipe and exit future.
+
+    It is never frozen between invocations: only a cgroup catches every process an environment starts
+    (a child that calls setsid leaves the process group, so SIGSTOP to the group would miss exactly the
+    leftovers that matter), and this backend has none. What a function leaves running here keeps running."""
 
     runtime_connection: socket.socket | None = None
     runtime_listener: socket.socket | None = None
     runtime_handover: Callable[[socket.socket], None] | None = None
+    freezable = False
 
     def __init__(self, popen: subprocess.Popen[bytes], exited: asyncio.Future[int]) -> None:
         self._popen = popen
@@ -198,6 +203,12 @@ class Process:
 
     def init_done(self, memory_mb: int) -> None:
         """Nothing to tighten: this backend enforces no CPU limit."""
+
+    def freeze(self) -> None:
+        """Nothing: see the class docstring."""
+
+    def thaw(self) -> None:
+        """Nothing: see the class docstring."""
 
     def close_status(self) -> None:
         if self._status_fd is not None:
