@@ -589,6 +589,8 @@ def stats_dict(lat: Latencies) -> dict[str, Any]:
 
 
 RELAY_FLOOR = "relay (front end + worker)"
+SHARED_RELAY = "shared relay floor (../shared/floors)"
+SHARED_RELAY_PATH = Path(__file__).resolve().parent.parent.parent / "shared" / "floors" / "relay_floor.py"
 UNFROZEN = "selfless-unfrozen"
 ECHO_FLOOR = "echo (one process)"
 FRESH_FLOOR = "fresh interpreter (clean venv)"
@@ -606,6 +608,8 @@ def build_rows(
 
     def row(figure: str, of: dict[str, Stats], field: str, target: float | None = None) -> Row:
         floors = [(RELAY_FLOOR, getattr(of["relay"], field)), (ECHO_FLOOR, getattr(of["echo"], field))]
+        if SHARED_RELAY in of:
+            floors.insert(0, (SHARED_RELAY, getattr(of[SHARED_RELAY], field)))
         return Row(figure, getattr(of["selfless"], field), "us", floors, target)
 
     def unfrozen(figure: str, of: dict[str, Stats], field: str) -> list[Row]:
@@ -727,6 +731,8 @@ def main(argv: list[str] | None = None) -> int:
     server: SelflessServer | None = None
     unfrozen: SelflessServer | None = None
     floors: Floors | None = None
+    shared: subprocess.Popen[str] | None = None
+    shared_port = 0
     stopped: ServerStop | None = None
     log_text = ""
     try:
@@ -746,6 +752,16 @@ def main(argv: list[str] | None = None) -> int:
             deploy(lambda_client(unfrozen.port), WARM_FUNCTION)
         floors = Floors()
         floors.start(args.relay_workers)
+        if SHARED_RELAY_PATH.is_file():
+            # The team's reference relay floor, where this checkout sits beside it: started as its README says
+            # (one worker: sequential figures only).
+            shared_port = free_port()
+            shared = subprocess.Popen(
+                [sys.executable, str(SHARED_RELAY_PATH), str(shared_port)], stdout=subprocess.PIPE, text=True
+            )
+            assert shared.stdout is not None
+            if shared.stdout.readline().strip() != "ready":
+                raise RuntimeError("the shared relay floor did not start")
         print(
             f"servers : selfless :{server.port}, echo :{floors.echo_port}, relay :{floors.relay_port}",
             flush=True,
@@ -760,6 +776,8 @@ def main(argv: list[str] | None = None) -> int:
         }
         if unfrozen is not None:
             requests[UNFROZEN] = SignedRequest(signer, Target(UNFROZEN, unfrozen.port, path), PAYLOAD)
+        if shared is not None:
+            requests[SHARED_RELAY] = SignedRequest(signer, Target(SHARED_RELAY, shared_port, path), PAYLOAD)
         print("measuring warm c=1 ...", flush=True)
         warm = measure_sequential(requests, clients, args.warm, args.warmup, args.rounds)
         spaced: dict[str, Latencies] | None = None
@@ -768,7 +786,10 @@ def main(argv: list[str] | None = None) -> int:
             spaced = measure_spaced(requests, args.spaced, args.gap_ms / 1000)
         print(f"measuring warm c={args.concurrency} ...", flush=True)
         conc = measure_concurrent(
-            {k: v for k, v in requests.items() if k != UNFROZEN}, args.concurrency, args.duration, args.rounds
+            {k: v for k, v in requests.items() if k not in (UNFROZEN, SHARED_RELAY)},
+            args.concurrency,
+            args.duration,
+            args.rounds,
         )
         print("measuring cold starts ...", flush=True)
         cold_request = SignedRequest(
@@ -781,6 +802,9 @@ def main(argv: list[str] | None = None) -> int:
     finally:
         if floors is not None:
             floors.stop()
+        if shared is not None:
+            shared.kill()
+            shared.communicate(timeout=10)
         if unfrozen is not None:
             unfrozen_stop = unfrozen.stop()
             if unfrozen_stop.killed or unfrozen_stop.leftovers:
