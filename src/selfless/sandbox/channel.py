@@ -1,10 +1,13 @@
 """The control channels to the processes that fork environments (zygotes, fork-after-init templates):
-SOCK_SEQPACKET sockets carrying one JSON document per message, with descriptors where needed."""
+SOCK_SEQPACKET sockets carrying one JSON document per message, with descriptors where needed; and reading
+what those processes print (``read_pipe``)."""
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
+import os
 import socket
 from collections.abc import Callable
 from typing import Any
@@ -52,3 +55,23 @@ def read_messages(sock: socket.socket, dispatch: Callable[[dict[str, Any]], None
             lost()
             return
         dispatch(json.loads(data))
+
+
+def read_pipe(fd: int, limit: int, loop: asyncio.AbstractEventLoop) -> tuple[bytes, bool]:
+    """Up to ``limit`` bytes from the non-blocking pipe, and whether it is at its end (then no longer watched)."""
+    chunks: list[bytes] = []
+    left = limit
+    while left > 0:
+        try:
+            data = os.read(fd, left)
+        except BlockingIOError:
+            break
+        except OSError:
+            data = b""
+        if not data:
+            with contextlib.suppress(ValueError, OSError):
+                loop.remove_reader(fd)
+            return b"".join(chunks), True
+        chunks.append(data)
+        left -= len(data)
+    return b"".join(chunks), False

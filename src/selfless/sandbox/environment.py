@@ -31,7 +31,6 @@ import fcntl
 import json
 import logging
 import math
-import os
 import signal
 import socket
 import sys
@@ -53,6 +52,7 @@ from selfless.runtime import api as runtime_api
 from selfless.runtime.api import EnvironmentStopped
 from selfless.runtime.runtimes import Runtime
 from selfless.sandbox.base import Backend, Layout, SandboxProcess
+from selfless.sandbox.channel import read_pipe
 
 log = logging.getLogger(__name__)
 
@@ -726,7 +726,7 @@ class Environment:
         p = self._process
         if p is None or self._output_paused:
             return
-        data, eof = _read_pipe(p.output_fd, _READ_BYTES, self._loop)
+        data, eof = read_pipe(p.output_fd, _READ_BYTES, self._loop)
         # A write may arrive in pieces (print() under -u writes each argument separately): keep the
         # unfinished line until its newline, or until the invocation completes.
         self._take_output(data, complete=eof, final=eof)
@@ -752,7 +752,7 @@ class Environment:
         p = self._process
         if p is None:
             return
-        data, eof = _read_pipe(p.output_fd, min(_pipe_bytes(p.output_fd), _DRAIN_MAX), self._loop)
+        data, eof = read_pipe(p.output_fd, min(_pipe_bytes(p.output_fd), _DRAIN_MAX), self._loop)
         self._take_output(data, complete=complete or eof, final=final or eof)
 
     def _take_output(self, data: bytes, complete: bool, final: bool) -> None:
@@ -778,23 +778,3 @@ def _pipe_bytes(fd: int) -> int:
         return int.from_bytes(fcntl.ioctl(fd, termios.FIONREAD, b"\0\0\0\0"), sys.byteorder)
     except OSError:
         return 0
-
-
-def _read_pipe(fd: int, limit: int, loop: asyncio.AbstractEventLoop) -> tuple[bytes, bool]:
-    """Up to ``limit`` bytes from the non-blocking pipe, and whether it is at its end (then no longer watched)."""
-    chunks: list[bytes] = []
-    left = limit
-    while left > 0:
-        try:
-            data = os.read(fd, left)
-        except BlockingIOError:
-            break
-        except OSError:
-            data = b""
-        if not data:
-            with contextlib.suppress(ValueError, OSError):
-                loop.remove_reader(fd)
-            return b"".join(chunks), True
-        chunks.append(data)
-        left -= len(data)
-    return b"".join(chunks), False

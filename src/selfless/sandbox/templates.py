@@ -30,7 +30,7 @@ from collections.abc import Callable
 from typing import Any
 
 from selfless.sandbox.cgroups import Cgroup
-from selfless.sandbox.channel import read_messages, send_message
+from selfless.sandbox.channel import read_messages, read_pipe, send_message
 from selfless.sandbox.peers import PeerLookup
 
 log = logging.getLogger(__name__)
@@ -285,15 +285,8 @@ class Template:
 
     def _on_output(self) -> None:
         # What the template's init printed: into the server's log, line by line.
-        try:
-            data = os.read(self._output_fd, 65536)
-        except BlockingIOError:
-            return
-        except OSError:
-            data = b""
+        data, _end = read_pipe(self._output_fd, 65536, self._loop)
         if not data:
-            with contextlib.suppress(ValueError, OSError):
-                self._loop.remove_reader(self._output_fd)
             return
         *lines, self._partial = (self._partial + data).split(b"\n")
         if len(self._partial) > _MAX_LINE:  # an init printing without newlines must not grow the server
