@@ -236,7 +236,6 @@ class Netns:
     runtime: socket.socket
     api: socket.socket | None
     link: int | None
-    address: str | None = None  # the environment's address on its link
     diag: socket.socket | None = None  # NETLINK_SOCK_DIAG of the namespace: who owns a connection there
 
     def close_fd(self) -> None:
@@ -382,10 +381,10 @@ class NetnsMaker:
                 _setns(self._home)  # back home, whatever happened: this thread makes every namespace
             if link is not None:
                 assert self._host_link is not None and self.plan is not None
-                gateway, address = self.plan.pair(link)
+                gateway, _address = self.plan.pair(link)
                 self._host_link.address(socket.if_nametoindex(self._link_name(link)), gateway, 31)
-                return Netns(Kind(True, with_api), fd, runtime, api, link, address, diag)
-            return Netns(Kind(False, with_api), fd, runtime, api, None, None, diag)
+                return Netns(Kind(True, with_api), fd, runtime, api, link, diag)
+            return Netns(Kind(False, with_api), fd, runtime, api, None, diag)
         except BaseException:
             for sock in (runtime, api, diag):
                 if sock is not None:

@@ -423,17 +423,7 @@ def enter_forked(spec, filter_prog):
     own uid (``spec["uid"]``, inside the template's user namespace), then the full seccomp filter."""
     _check(_libc.unshare(CLONE_NEWNS), "unshare")
     _mount(None, "/", None, MS_REC | MS_PRIVATE)
-    # Paths the template sees below /tmp (a data dir there, in tests) stay visible through the new /tmp
-    # (held open in this namespace's copy of the mounts, then bound back over the new /tmp).
-    kept = []
-    for path in spec.get("keep_under_tmp", ()):
-        if path.startswith("/tmp/") and os.path.isdir(path):
-            kept.append((os.open(path, os.O_PATH | os.O_CLOEXEC), path))
     _mount("tmpfs", "/tmp", "tmpfs", MS_NOSUID | MS_NODEV, "size=%dm,mode=1777" % spec["tmp_mb"])
-    for fd, path in kept:
-        os.makedirs(path, exist_ok=True)
-        _mount("/proc/self/fd/%d" % fd, path, None, MS_BIND | MS_REC)
-        os.close(fd)
     uid = spec["uid"]
     os.setgroups([])
     os.setresgid(uid, uid, uid)
