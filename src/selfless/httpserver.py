@@ -30,8 +30,12 @@ Refusals (400, 408, 431) close gracefully: the answer is written, the connection
 client still sends is read and dropped until it closes, for ``LINGER_S`` at most, so that a client that
 sends its whole request before reading sees the answer rather than a reset.
 
-Handlers are ``async def handler(request) -> Response``. A handler that raises gets a bare 500; mapping domain
-errors to wire errors is the caller's job (``selfless.api.errors``).
+A handler takes a request and returns its ``Response``, an ``asyncio.Future`` of one, or a coroutine that makes
+one (an ``async def`` handler). A Response is written at once and a Future when it resolves, with no task in
+between: the Runtime API answers most of a runtime's requests so, and a task per request costs more than
+the rest of such a request does. A coroutine runs in a task of its own. A handler that raises gets a bare
+500; mapping domain errors to wire errors is the caller's job (``selfless.api.errors``). A connection that
+goes away cancels its handler's task or Future.
 """
 
 from __future__ import annotations
@@ -84,8 +88,11 @@ class Response:
     content_type: str | None = "application/json"
 
 
-Handler = Callable[[Request], Awaitable[Response]]
+Handler = Callable[[Request], "Response | asyncio.Future[Response] | Awaitable[Response]"]
 TooLargeHandler = Callable[[Request], Response]
+
+
+_INTERNAL_ERROR = Response(500, b'{"message":"Internal server error"}')
 
 
 def _too_large_default(request: Request) -> Response:
@@ -208,7 +215,8 @@ class HttpProtocol(asyncio.Protocol):
         self._body_parts: list[bytes] = []
         self._body_size = 0
         self._discarding = False
-        self._task: asyncio.Task[None] | None = None
+        # The handler at work on this connection's request: its task (a coroutine) or the Future it returned.
+        self._task: asyncio.Future[Any] | None = None
         self._closing = False
         self._pending: collections.deque[tuple[Request, bool]] = collections.deque()
         self._last_seen = time.monotonic()
@@ -364,18 +372,41 @@ class HttpProtocol(asyncio.Protocol):
             if len(self._pending) >= _MAX_PIPELINED:
                 self._transport.pause_reading()
             return
-        self._task = self._loop.create_task(self._run(request, keep_alive))
+        self._dispatch(request, keep_alive)
 
     # -- internals ----------------------------------------------------------------------------------------
 
-    async def _run(self, request: Request, keep_alive: bool) -> None:
+    def _dispatch(self, request: Request, keep_alive: bool) -> None:
         try:
-            response = await self._handler(request)
+            result = self._handler(request)
+        except Exception:
+            log.exception("unhandled error serving %s %s", request.method, request.path)
+            result = _INTERNAL_ERROR
+        if isinstance(result, Response):
+            self._write(result, keep_alive)
+        elif isinstance(result, asyncio.Future):
+            self._task = result
+            result.add_done_callback(lambda done: self._resolved(done, request, keep_alive))
+        else:
+            self._task = self._loop.create_task(self._run(result, request, keep_alive))
+
+    def _resolved(self, done: asyncio.Future[Response], request: Request, keep_alive: bool) -> None:
+        if done.cancelled() or done is not self._task:
+            return  # the connection went away (and cancelled it)
+        self._task = None
+        exc = done.exception()
+        if exc is not None:
+            log.error("unhandled error serving %s %s", request.method, request.path, exc_info=exc)
+        self._write(_INTERNAL_ERROR if exc is not None else done.result(), keep_alive)
+
+    async def _run(self, answer: Awaitable[Response], request: Request, keep_alive: bool) -> None:
+        try:
+            response = await answer
         except asyncio.CancelledError:
             return
         except Exception:
             log.exception("unhandled error serving %s %s", request.method, request.path)
-            response = Response(500, b'{"message":"Internal server error"}')
+            response = _INTERNAL_ERROR
         self._task = None
         self._write(response, keep_alive)
 
@@ -393,7 +424,7 @@ class HttpProtocol(asyncio.Protocol):
             request, keep = self._pending.popleft()
             if len(self._pending) == _MAX_PIPELINED - 1:
                 transport.resume_reading()
-            self._task = self._loop.create_task(self._run(request, keep))
+            self._dispatch(request, keep)
 
     @staticmethod
     def _send(transport: asyncio.Transport, response: Response, keep_alive: bool) -> None:

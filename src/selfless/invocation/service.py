@@ -17,7 +17,7 @@ import binascii
 import logging
 import time
 from collections.abc import Mapping
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from selfless import ids, json_limits
 from selfless.config import Settings
@@ -30,10 +30,10 @@ from selfless.errors import (
 )
 from selfless.functions import FunctionRegistry
 from selfless.invocation.inflight import Invocation, Outcome, OutcomeKind, error_payload
-from selfless.invocation.leases import Leases
+from selfless.invocation.leases import Lease, Leases
 from selfless.models import Function, FunctionState, InvocationType, InvokeRequest, InvokeResult
 from selfless.observability.metrics import Metrics
-from selfless.sandbox.environment import EnvState
+from selfless.sandbox.environment import Environment, EnvState
 from selfless.sandbox.pool import EnvironmentPool
 from selfless.store.base import MetadataStore, StoredEvent, encode_lineage
 
@@ -48,6 +48,7 @@ MAX_CLIENT_CONTEXT = 3583
 _ASYNC_CONCURRENCY = 64
 # Beyond the function's timeout and init, how long a caller waits before we call it our fault.
 _BACKSTOP_S = 30.0
+_MAX_CACHED_COUNTERS = 10_000
 
 
 class InvocationService:
@@ -70,6 +71,10 @@ class InvocationService:
         # ``run`` and so needs this service first.
         self.events: AsyncInvoker | None = None
         self._sync: set[asyncio.Task[Outcome]] = set()  # synchronous ones, which outlive their callers
+        self._sync_stops: set[asyncio.Task[None]] = set()  # environments stopped by the backstop
+        # Each function's invocation counters by outcome (prometheus-client's labels() costs a lock and a
+        # tuple's hashing per call: the warm path looks its counter up here instead).
+        self._counters: dict[tuple[str, OutcomeKind], Any] = {}
         self._inflight = 0
         self._idle = asyncio.Event()
         self._idle.set()
@@ -154,79 +159,114 @@ class InvocationService:
         """Run one invocation on an environment of ``fn`` and return its outcome (never raises for
         function failures; raises TooManyRequests when no lease or environment can be had).
 
-        The invocation runs in a task of its own: a caller that goes away (its request task is cancelled)
-        leaves it running to its end, holding its lease and its environment until then, as on AWS.
-        ``invoked_arn``: the ARN as the caller named it (with its alias or version), for the context object;
-        ``fn.arn`` when empty. ``lineage``: the chain this call belongs to, this function's run counted in."""
-        task = asyncio.get_running_loop().create_task(
-            self._run(fn, payload, client_context, request_id, invoked_arn or fn.arn, lineage)
+        A caller that goes away (its request task is cancelled) leaves the invocation running to its end,
+        holding its lease and its environment until then, as on AWS: the lease is given back by the outcome's
+        own callback, never by the caller. An idle environment is taken and given the call right here (the
+        warm path: no task of its own); otherwise a task leases one (it may start one) and the caller waits
+        for that task. ``invoked_arn``: the ARN as the caller named it (with its alias or version), for the
+        context object; ``fn.arn`` when empty. ``lineage``: the chain this call belongs to, this function's
+        run counted in."""
+        try:
+            lease = self._leases.acquire(fn.name)
+        except TooManyRequests as exc:
+            self._throttled(exc)
+            raise
+        self._inflight += 1
+        self._idle.clear()
+        inv = Invocation(
+            request_id,
+            payload,
+            function_arn=invoked_arn or fn.arn,
+            timeout_s=fn.timeout,
+            client_context=client_context,
+            trace_id=ids.trace_id(),
+            lineage=lineage,
         )
+        env = self._pool.take_idle(fn)
+        if env is not None:
+            self._begin(fn, env, inv, lease)
+            return await asyncio.shield(inv.done)
+        task = asyncio.get_running_loop().create_task(self._start_and_run(fn, inv, lease))
         self._sync.add(task)
         task.add_done_callback(self._sync.discard)
         return await asyncio.shield(task)
 
-    async def _run(
-        self,
-        fn: Function,
-        payload: bytes,
-        client_context: str | None,
-        request_id: str,
-        invoked_arn: str,
-        lineage: Mapping[str, int] | None,
-    ) -> Outcome:
+    async def _start_and_run(self, fn: Function, inv: Invocation, lease: Lease) -> Outcome:
+        """The path without an idle environment: lease one (which may start it), then as the warm path."""
         try:
-            lease = self._leases.acquire(fn.name)
+            env = await self._pool.lease(fn)
         except TooManyRequests as exc:
-            self._metrics.throttles.labels(exc.reason).inc()
+            self._throttled(exc)
+            self._settled(lease)
             raise
-        self._inflight += 1
-        self._idle.clear()
-        try:
-            inv = Invocation(
-                request_id,
-                payload,
-                function_arn=invoked_arn,
-                timeout_s=fn.timeout,
-                client_context=client_context,
-                trace_id=ids.trace_id(),
-                lineage=lineage,
+        except OSError as exc:
+            # No environment could even be built (its runtime vanished from this host).
+            log.warning("no environment for %s: %s", fn.name, exc)
+            self._settled(lease)
+            body = error_payload(
+                "Runtime.InvalidEntrypoint", f"RequestId: {inv.request_id} Error: Couldn't start the runtime: {exc}"
             )
-            try:
-                env = await self._pool.lease(fn)
-            except TooManyRequests as exc:
-                self._metrics.throttles.labels(exc.reason).inc()
-                raise
-            except OSError as exc:
-                # No environment could even be built (its runtime vanished from this host).
-                log.warning("no environment for %s: %s", fn.name, exc)
-                body = error_payload(
-                    "Runtime.InvalidEntrypoint", f"RequestId: {request_id} Error: Couldn't start the runtime: {exc}"
-                )
-                return Outcome(OutcomeKind.START_FAILED, body, "Runtime.InvalidEntrypoint")
-            if env.state is EnvState.STARTING:
-                self._metrics.cold_starts.labels(fn.name).inc()
+            return Outcome(OutcomeKind.START_FAILED, body, "Runtime.InvalidEntrypoint")
+        except BaseException:
+            self._settled(lease)
+            raise
+        if env.state is EnvState.STARTING:
+            self._metrics.cold_starts.labels(fn.name).inc()
+        self._begin(fn, env, inv, lease)
+        return await inv.done
+
+    def _begin(self, fn: Function, env: Environment, inv: Invocation, lease: Lease) -> None:
+        """Give ``inv`` to ``env``; from here its outcome (or the backstop) settles the lease, exactly once."""
+        loop = asyncio.get_running_loop()
+        backstop = loop.call_later(max(10.0, float(fn.timeout)) + fn.timeout + _BACKSTOP_S, self._backstop, env, inv)
+
+        def finished(done: asyncio.Future[Outcome]) -> None:
+            backstop.cancel()
+            self._settled(lease)
+            if not done.cancelled() and done.exception() is None:
+                outcome = done.result()
+                counter = self._counters.get((fn.name, outcome.kind))
+                if counter is None:
+                    counter = self._metrics.invocations.labels(fn.name, outcome.kind.value)
+                    if len(self._counters) < _MAX_CACHED_COUNTERS:
+                        self._counters[(fn.name, outcome.kind)] = counter
+                counter.inc()
+                self._metrics.duration.observe(outcome.duration_ms / 1000)
+                if outcome.platform_init_ms is not None:
+                    self._metrics.start_overhead.observe(outcome.platform_init_ms / 1000)
+
+        inv.done.add_done_callback(finished)
+        try:
             env.assign(inv)
-            backstop = max(10.0, float(fn.timeout)) + fn.timeout + _BACKSTOP_S
-            try:
-                async with asyncio.timeout(backstop):
-                    outcome = await inv.done
-            except TimeoutError:
-                log.error("invocation %s passed its backstop deadline; stopping its environment", request_id)
-                await env.stop()
-                if inv.done.done():
-                    return inv.done.result()
-                raise ServiceError("The invocation did not finish in time") from None
-            self._metrics.invocations.labels(fn.name, outcome.kind.value).inc()
-            self._metrics.duration.observe(outcome.duration_ms / 1000)
-            if outcome.platform_init_ms is not None:
-                self._metrics.start_overhead.observe(outcome.platform_init_ms / 1000)
-            return outcome
-        finally:
-            # Every path gives the lease back exactly once: response, error, timeout, crash, no environment.
-            self._leases.release(lease)
-            self._inflight -= 1
-            if self._inflight == 0:
-                self._idle.set()
+        except BaseException as exc:
+            if not inv.done.done():
+                inv.done.set_exception(exc)
+            raise
+
+    def _backstop(self, env: Environment, inv: Invocation) -> None:
+        """The environment never settled ``inv`` (its own deadline should have): our fault; stop it."""
+        if inv.done.done():
+            return
+        log.error("invocation %s passed its backstop deadline; stopping its environment", inv.request_id)
+        task = asyncio.get_running_loop().create_task(self._stop_stuck(env, inv))
+        self._sync_stops.add(task)
+        task.add_done_callback(self._sync_stops.discard)
+
+    @staticmethod
+    async def _stop_stuck(env: Environment, inv: Invocation) -> None:
+        await env.stop()  # which settles the invocation if it can (its REPORT included)
+        if not inv.done.done():
+            inv.done.set_exception(ServiceError("The invocation did not finish in time"))
+
+    def _settled(self, lease: Lease) -> None:
+        """Every path gives the lease back exactly once: response, error, timeout, crash, no environment."""
+        self._leases.release(lease)
+        self._inflight -= 1
+        if self._inflight == 0:
+            self._idle.set()
+
+    def _throttled(self, exc: TooManyRequests) -> None:
+        self._metrics.throttles.labels(exc.reason).inc()
 
     # -- asynchronous path ------------------------------------------------------------------------------
 

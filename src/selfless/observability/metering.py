@@ -27,6 +27,8 @@ log = logging.getLogger(__name__)
 MAX_WAITING = 100_000
 _FLUSH_S = 0.05
 _RETRY_S = 1.0
+# One encoder for every record: json.dumps with separators builds a new encoder per call.
+_ENCODE = json.JSONEncoder(separators=(",", ":")).encode
 
 
 class Meter:
@@ -36,6 +38,8 @@ class Meter:
         self._waiting: collections.deque[tuple[str, str]] = collections.deque()  # (day, line)
         self._flush_handle: asyncio.TimerHandle | None = None
         self._failing = False
+        self._day_number = -1
+        self._day_name = ""
 
     def open(self) -> None:
         self.root.mkdir(parents=True, exist_ok=True)
@@ -49,8 +53,8 @@ class Meter:
             self.dropped += 1
             if self.dropped == 1 or self.dropped % 10_000 == 0:
                 log.error("metering: %d records dropped so far, the disk has refused them too long", self.dropped)
-        line = json.dumps(fields, separators=(",", ":")) + "\n"
-        self._waiting.append((time.strftime("%Y-%m-%d", time.gmtime(now)), line))
+        line = _ENCODE(fields) + "\n"
+        self._waiting.append((self._day(now), line))
         # Records from a burst of invocations leave in one write.
         if self._flush_handle is None:
             try:
@@ -59,6 +63,14 @@ class Meter:
                 self._write()
             else:
                 self._flush_handle = loop.call_later(_FLUSH_S, self._flush)
+
+    def _day(self, now: float) -> str:
+        """The UTC day of ``now`` (``YYYY-MM-DD``), formatted once a day."""
+        number = int(now // 86_400)
+        if number != self._day_number:
+            self._day_number = number
+            self._day_name = time.strftime("%Y-%m-%d", time.gmtime(now))
+        return self._day_name
 
     def _flush(self) -> None:
         self._flush_handle = None

@@ -14,6 +14,7 @@ The handlers translate; the environment (``RuntimeSession``) decides.
 
 from __future__ import annotations
 
+import asyncio
 import json
 from typing import Protocol
 
@@ -37,8 +38,12 @@ class EnvironmentStopped(Exception):
 class RuntimeSession(Protocol):
     """What an environment offers its runtime."""
 
-    async def next_invocation(self, init_ms: float | None = None, restore_ms: float | None = None) -> Invocation:
-        """``restore_ms``: the environment was forked from a post-init template; this long to restore."""
+    def next_invocation(
+        self, init_ms: float | None = None, restore_ms: float | None = None
+    ) -> Invocation | asyncio.Future[Invocation]:
+        """The invocation to deliver now, or a Future of the next one (cancelled if the runtime goes away;
+        failing with EnvironmentStopped if the environment does). ``restore_ms``: the environment was forked
+        from a post-init template; this long to restore."""
 
     def post_response(self, request_id: str, body: bytes) -> bool: ...
 
@@ -61,6 +66,9 @@ def _error(status: int, error_type: str, message: str) -> Response:
     return Response(status, json.dumps({"errorMessage": message, "errorType": error_type}).encode())
 
 
+_STOPPED = _error(410, "EnvironmentStopped", "The execution environment is shutting down")
+
+
 def _next_response(inv: Invocation) -> Response:
     headers = [
         ("Lambda-Runtime-Aws-Request-Id", inv.request_id),
@@ -73,7 +81,36 @@ def _next_response(inv: Invocation) -> Response:
     return Response(200, inv.payload, headers)
 
 
-async def handle(request: Request) -> Response:
+def _when_delivered(waiter: asyncio.Future[Invocation]) -> asyncio.Future[Response]:
+    """The answer to a /next that waits: resolves when ``waiter`` does; cancelling it (the runtime's connection
+    closed) cancels ``waiter``, so the environment knows that nobody waits."""
+    answer: asyncio.Future[Response] = asyncio.get_running_loop().create_future()
+
+    def delivered(done: asyncio.Future[Invocation]) -> None:
+        if answer.done():
+            return
+        if done.cancelled():
+            answer.cancel()
+            return
+        exc = done.exception()
+        if isinstance(exc, EnvironmentStopped):
+            answer.set_result(_STOPPED)
+        elif exc is not None:
+            answer.set_exception(exc)
+        else:
+            answer.set_result(_next_response(done.result()))
+
+    def abandoned(done: asyncio.Future[Response]) -> None:
+        if done.cancelled():
+            waiter.cancel()
+
+    waiter.add_done_callback(delivered)
+    answer.add_done_callback(abandoned)
+    return answer
+
+
+def handle(request: Request) -> Response | asyncio.Future[Response]:
+    """Answer at once where the environment can (every request but a /next that has to wait for work)."""
     session: RuntimeSession = request.context
     path = request.path
     if not path.startswith(PREFIX):
@@ -85,9 +122,10 @@ async def handle(request: Request) -> Response:
             init_ms = _number(reported) if reported is not None else None
             restored = request.headers.get("selfless-restore-duration-ms")
             restore_ms = _number(restored) if restored is not None else None
-            return _next_response(await session.next_invocation(init_ms, restore_ms))
+            got = session.next_invocation(init_ms, restore_ms)
         except EnvironmentStopped:
-            return _error(410, "EnvironmentStopped", "The execution environment is shutting down")
+            return _STOPPED
+        return _next_response(got) if isinstance(got, Invocation) else _when_delivered(got)
     if request.method != "POST":
         return _error(405, "InvalidRequest", "Method not allowed")
     if tail == "init/error":

@@ -80,6 +80,12 @@ def freeze_command(version: int, frozen: bool) -> bytes:
     return b"1" if frozen else b"0"
 
 
+def peak_mb_of(content: bytes) -> int:
+    """A peak-memory file's bytes as whole MB, rounded up, at least 1. ValueError if it holds no number."""
+    value: int = int(content)
+    return max(1, -(-value // (1 << 20)))
+
+
 @dataclasses.dataclass
 class Cgroup:
     """One environment's cgroup (a directory per controller on v1, one on v2). ``freezer``: the file that
@@ -113,13 +119,16 @@ class Cgroup:
             return None
         return "FROZEN" if frozen else "FREEZING" if wanted else "THAWED"
 
+    @property
+    def peak_file(self) -> Path:
+        """The file that holds the peak memory use in bytes (v1 ``memory.max_usage_in_bytes``, v2 ``memory.peak``)."""
+        return self.memory_dir / ("memory.max_usage_in_bytes" if self.version == 1 else "memory.peak")
+
     def peak_mb(self) -> int | None:
-        name = "memory.max_usage_in_bytes" if self.version == 1 else "memory.peak"
         try:
-            value = int((self.memory_dir / name).read_text())
+            return peak_mb_of(self.peak_file.read_bytes())
         except (OSError, ValueError):
             return None
-        return max(1, -(-value // (1 << 20)))
 
     def set_cpu(self, vcpus: float | None) -> None:
         """CPU quota in vCPUs; None lifts it (the init phase runs at full speed, as on AWS)."""

@@ -471,7 +471,9 @@ class Environment:
         self._timer = self._loop.call_later(inv.timeout_s, self._timed_out, inv)
         return inv
 
-    async def next_invocation(self, init_ms: float | None = None, restore_ms: float | None = None) -> Invocation:
+    def next_invocation(
+        self, init_ms: float | None = None, restore_ms: float | None = None
+    ) -> Invocation | asyncio.Future[Invocation]:
         if not self._init_done:
             self._init_done = True
             self._restore_ms = restore_ms
@@ -501,7 +503,7 @@ class Environment:
             raise EnvironmentStopped(self.id)
         self._waiter = self._loop.create_future()
         self._freeze_soon()
-        return await self._waiter
+        return self._waiter
 
     def _freeze_soon(self) -> None:
         """The runtime waits for work and has none: freeze the environment unless a call comes first."""
@@ -649,8 +651,6 @@ class Environment:
             init_ms = self._init_duration_ms
             platform_ms = self.start_overhead_ms
             self._init_reported = True
-        if not self._json_logs:
-            self._write(inv, f"END RequestId: {inv.request_id}")  # JSON logs have no END record
         report = (
             f"REPORT RequestId: {inv.request_id}\tDuration: {duration_ms:.2f} ms\tBilled Duration: {billed} ms\t"
             f"Memory Size: {self.function.memory_size} MB\tMax Memory Used: {memory} MB"
@@ -665,21 +665,27 @@ class Environment:
             report += f"\tStatus: {status}"
             if etype and status == "error":
                 report += f"\tError Type: {etype}"
-        metrics: dict[str, float | int] = {
-            "durationMs": round(duration_ms, 2),
-            "billedDurationMs": billed,
-            "memorySizeMB": self.function.memory_size,
-            "maxMemoryUsedMB": memory,
-        }
-        if init_ms is not None and self._restore_ms is not None:
-            metrics["restoreDurationMs"] = round(self._restore_ms, 2)
-            metrics["billedRestoreDurationMs"] = max(1, math.ceil(self._restore_ms))
-        elif init_ms is not None:
-            metrics["initDurationMs"] = round(init_ms, 2)
-        record: dict[str, Any] = {"requestId": inv.request_id, "metrics": metrics, "status": status or "success"}
-        if etype and status == "error":
-            record["errorType"] = etype
-        self._platform(inv, "platform.report", record, report)
+        if not self._json_logs:
+            # END and REPORT as one event batch (JSON logs have no END record).
+            lines = (f"END RequestId: {inv.request_id}", report)
+            self._stream.write_lines(lines)
+            inv.log_lines.extend(lines)
+        elif self._platform_logs:
+            metrics: dict[str, float | int] = {
+                "durationMs": round(duration_ms, 2),
+                "billedDurationMs": billed,
+                "memorySizeMB": self.function.memory_size,
+                "maxMemoryUsedMB": memory,
+            }
+            if init_ms is not None and self._restore_ms is not None:
+                metrics["restoreDurationMs"] = round(self._restore_ms, 2)
+                metrics["billedRestoreDurationMs"] = max(1, math.ceil(self._restore_ms))
+            elif init_ms is not None:
+                metrics["initDurationMs"] = round(init_ms, 2)
+            record: dict[str, Any] = {"requestId": inv.request_id, "metrics": metrics, "status": status or "success"}
+            if etype and status == "error":
+                record["errorType"] = etype
+            self._platform(inv, "platform.report", record, report)
         self._stream.flush_soon()
         self._meter.record(
             function=self.function.name,
@@ -700,8 +706,11 @@ class Environment:
 
     def _start_line(self, inv: Invocation) -> None:
         version = self.function.version
-        record = {"requestId": inv.request_id, "version": version}
-        self._platform(inv, "platform.start", record, f"START RequestId: {inv.request_id} Version: {version}")
+        if not self._json_logs:
+            self._write(inv, f"START RequestId: {inv.request_id} Version: {version}")
+        else:
+            record = {"requestId": inv.request_id, "version": version}
+            self._platform(inv, "platform.start", record, f"START RequestId: {inv.request_id} Version: {version}")
 
     def _platform(self, inv: Invocation | None, kind: str, record: dict[str, Any], text: str) -> None:
         """A platform line: ``text`` in Text format; in JSON format a ``{"time", "type", "record"}`` record as

@@ -46,7 +46,15 @@ from selfless.models import Function
 from selfless.runtime.runtimes import BOOTSTRAP_DIR, Runtime
 from selfless.sandbox import network
 from selfless.sandbox.base import Layout
-from selfless.sandbox.cgroups import Cgroup, Cgroups, CgroupsAhead, CgroupsUnavailable, freeze_command, vcpus_for
+from selfless.sandbox.cgroups import (
+    Cgroup,
+    Cgroups,
+    CgroupsAhead,
+    CgroupsUnavailable,
+    freeze_command,
+    peak_mb_of,
+    vcpus_for,
+)
 from selfless.sandbox.channel import read_messages, send_message
 from selfless.sandbox.network import Netns, NetnsMaker, NetnsStock, NetworkUnavailable
 from selfless.sandbox.peers import PeerLookup
@@ -164,6 +172,9 @@ class LinuxProcess:
         # The freezer file, open from the first freeze on: a thaw on a call's path is then one pwrite.
         self._freezer_fd = -1
         self._frozen = False
+        # The cgroup's peak-memory file, open from the first REPORT on (one pread per call) until the kill.
+        self._peak_fd = -1
+        self._killed = False
 
     def freeze(self) -> None:
         freezer = self.cgroup.freezer
@@ -194,10 +205,12 @@ class LinuxProcess:
         # one before anything else. An environment that was signalled is never frozen again.
         self.thaw()
         self.freezable = False
-        fd, self._freezer_fd = self._freezer_fd, -1
-        if fd >= 0:
-            with contextlib.suppress(OSError):
-                os.close(fd)
+        self._killed = True
+        for fd in (self._freezer_fd, self._peak_fd):
+            if fd >= 0:
+                with contextlib.suppress(OSError):
+                    os.close(fd)
+        self._freezer_fd = self._peak_fd = -1
 
     def close_output(self) -> None:
         """Once (see Scratch.close for what a second close of a number does)."""
@@ -207,7 +220,14 @@ class LinuxProcess:
                 os.close(fd)
 
     def peak_rss_mb(self) -> int | None:
-        return self.cgroup.peak_mb()
+        if self._killed:
+            return self.cgroup.peak_mb()
+        try:
+            if self._peak_fd < 0:
+                self._peak_fd = os.open(self.cgroup.peak_file, os.O_RDONLY | os.O_CLOEXEC)
+            return peak_mb_of(os.pread(self._peak_fd, 32, 0))
+        except (OSError, ValueError):
+            return None
 
     def init_done(self, memory_mb: int) -> None:
         """From here on the CPU quota is in proportion to memory."""

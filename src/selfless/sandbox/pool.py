@@ -115,22 +115,30 @@ class EnvironmentPool:
 
     # -- leasing ----------------------------------------------------------------------------------------
 
-    async def lease(self, function: Function) -> Environment:
-        """An environment ready to ``assign`` one invocation to. Raises TooManyRequests when full or when
-        no start slot came in time, OSError when a new environment cannot start."""
+    def take_idle(self, function: Function) -> Environment | None:
+        """An idle environment of ``function`` (provisioned ones first), ready to ``assign`` one invocation
+        to at once; None when there is none (``lease`` then waits for one or starts one)."""
         self._current[function.qualified_name] = function.generation
-        key = (function.qualified_name, function.generation)
         provisioned = self._provisioned.get(function.qualified_name)
         if provisioned is not None:
             while provisioned.idle:
                 env = provisioned.idle.pop()
                 if env.state is EnvState.IDLE:
                     return env
-        idle = self._idle.get(key)
+        idle = self._idle.get((function.qualified_name, function.generation))
         while idle:
             env = idle.pop()
             if env.state is EnvState.IDLE:
                 return env
+        return None
+
+    async def lease(self, function: Function) -> Environment:
+        """An environment ready to ``assign`` one invocation to. Raises TooManyRequests when full or when
+        no start slot came in time, OSError when a new environment cannot start."""
+        env = self.take_idle(function)
+        if env is not None:
+            return env
+        key = (function.qualified_name, function.generation)
         if self._closed:
             raise TooManyRequests("Rate Exceeded.", "ServerShuttingDown")
         if self._starting >= self._max_starting:
