@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import datetime
 import random
+import re
 import time
 
 _random = random.Random()
@@ -23,9 +24,32 @@ def request_id() -> str:
     return f"{h[:8]}-{h[8:12]}-{h[12:16]}-{h[16:20]}-{h[20:]}"
 
 
-def trace_id() -> str:
-    """An X-Ray style trace header value: ``Root=1-<epoch hex>-<24 hex>;Sampled=0``."""
-    return f"Root=1-{int(time.time()):08x}-{_random.getrandbits(96):024x};Sampled=0"
+def trace_id(sampled: bool = False) -> str:
+    """A new X-Ray trace header, as Lambda makes one for a call that came without:
+    ``Root=1-<epoch hex>-<24 hex>;Parent=<16 hex>;Sampled=0|1`` (sampled: the function's TracingConfig is
+    Active)."""
+    bits = _random.getrandbits(160)
+    parent = bits & 0xFFFFFFFFFFFFFFFF
+    return f"Root=1-{int(time.time()):08x}-{bits >> 64:024x};Parent={parent:016x};Sampled={int(sampled)}"
+
+
+def accepted_trace(header: str | None, sampled: bool) -> str | None:
+    """The X-Ray trace header a caller sent (X-Amzn-Trace-Id), if it is one: printable ASCII of at most
+    ``MAX_TRACE_HEADER`` characters that names a ``Root=1-<8 hex>-<24 hex>``; otherwise None, and the call gets
+    a trace of its own (as Lambda ignores a header it cannot read). A header that says nothing about sampling
+    gets ``Sampled=1`` when the function's tracing is Active."""
+    if header is None or len(header) > MAX_TRACE_HEADER or not header.isascii() or not header.isprintable():
+        return None
+    fields = [part.strip() for part in header.split(";") if part.strip()]
+    if not any(_TRACE_ROOT.fullmatch(part) for part in fields):
+        return None
+    if sampled and not any(part.startswith("Sampled=") for part in fields):
+        fields.append("Sampled=1")
+    return ";".join(fields)
+
+
+MAX_TRACE_HEADER = 1024
+_TRACE_ROOT = re.compile(r"Root=1-[0-9a-fA-F]{8}-[0-9a-fA-F]{24}")
 
 
 def now_lastmodified() -> str:

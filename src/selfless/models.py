@@ -123,6 +123,12 @@ class Function:
         return dataclasses.replace(self, **changes)
 
     @property
+    def tracing_active(self) -> bool:
+        """TracingConfig Mode is Active: a call without a trace header gets a sampled one."""
+        tracing = self.extra.get("TracingConfig")
+        return isinstance(tracing, Mapping) and tracing.get("Mode") == "Active"
+
+    @property
     def qualified_name(self) -> str:
         """What environments belong to: ``name`` for $LATEST, ``name:N`` for version N."""
         return self.name if self.version == "$LATEST" else f"{self.name}:{self.version}"
@@ -209,6 +215,7 @@ class InvokeRequest:
     request_id: str = ""
     # When a function's own code makes the call: how many times each function has run in this chain so far.
     lineage: Mapping[str, int] = dataclasses.field(default_factory=dict)
+    trace_header: str | None = None  # X-Amzn-Trace-Id as the caller sent it
 
 
 @dataclasses.dataclass(frozen=True)

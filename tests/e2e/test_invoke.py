@@ -6,6 +6,7 @@ import base64
 import concurrent.futures
 import json
 import os
+import re
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -435,3 +436,62 @@ def test_function_boto3_wins_over_the_runtime_one(lam: Any, make_function: Calla
         }
     )
     assert call(lam, name)[1] == "shipped-with-the-function"
+
+
+TRACED = """
+import os
+def handler(event, context):
+    print("trace=" + os.environ.get("_X_AMZN_TRACE_ID", "-"))
+    return os.environ.get("_X_AMZN_TRACE_ID")
+"""
+CALLER_TRACE = "Root=1-5759e988-bd862e3fe1be46a994272793;Parent=53995c3f42cd8ad8;Sampled=1"
+
+
+def _with_trace_header(lam: Any, value: str) -> Callable[[], None]:
+    """Send X-Amzn-Trace-Id on this client's Invoke calls (as API Gateway or an X-Ray SDK does); the
+    returned callable stops it."""
+
+    def add(request: Any, **_: Any) -> None:
+        request.headers["X-Amzn-Trace-Id"] = value
+
+    lam.meta.events.register_first("before-sign.lambda.Invoke", add)
+    return lambda: lam.meta.events.unregister("before-sign.lambda.Invoke", add)
+
+
+def test_trace_header_reaches_the_function_and_tracing_mode_sets_sampling(
+    lam: Any, server: Server, make_function: Callable[..., str]
+) -> None:
+    name = make_function(TRACED)
+    # No header, PassThrough: a trace of the call's own, not sampled.
+    _, got = call(lam, name)
+    assert re.fullmatch(r"Root=1-[0-9a-f]{8}-[0-9a-f]{24};Parent=[0-9a-f]{16};Sampled=0", got)
+    # The caller's header is what the function sees (synchronous and asynchronous calls alike).
+    stop = _with_trace_header(lam, CALLER_TRACE)
+    try:
+        _, got = call(lam, name)
+        assert got == CALLER_TRACE
+        accepted = lam.invoke(FunctionName=name, InvocationType="Event", Payload=b"{}")
+        assert accepted["StatusCode"] == 202
+    finally:
+        stop()
+    logs = server.client("logs")
+    deadline = time.monotonic() + 20
+    seen: list[str] = []
+    while time.monotonic() < deadline and len(seen) < 3:
+        events = logs.filter_log_events(logGroupName=f"/aws/lambda/{name}")["events"]
+        seen = [e["message"].strip() for e in events if e["message"].startswith("trace=")]
+        time.sleep(0.1)
+    assert len(seen) == 3 and seen[2] == f"trace={CALLER_TRACE}", seen
+    # A header that is no X-Ray header is not passed on: the call gets its own.
+    stop = _with_trace_header(lam, "not-a-trace")
+    try:
+        _, got = call(lam, name)
+    finally:
+        stop()
+    assert got.startswith("Root=1-") and got.endswith(";Sampled=0")
+    # TracingConfig Active: a call without a header gets a sampled trace.
+    lam.update_function_configuration(FunctionName=name, TracingConfig={"Mode": "Active"})
+    lam.get_waiter("function_updated_v2").wait(FunctionName=name, WaiterConfig={"Delay": 1, "MaxAttempts": 30})
+    assert lam.get_function_configuration(FunctionName=name)["TracingConfig"] == {"Mode": "Active"}
+    _, got = call(lam, name)
+    assert re.fullmatch(r"Root=1-[0-9a-f]{8}-[0-9a-f]{24};Parent=[0-9a-f]{16};Sampled=1", got)

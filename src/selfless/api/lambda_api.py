@@ -277,6 +277,7 @@ class LambdaApi:
                 h.get("x-amz-client-context"),
                 request_id,
                 lineage,
+                h.get("x-amzn-trace-id"),
             )
         )
         headers = [("X-Amz-Executed-Version", result.executed_version)]

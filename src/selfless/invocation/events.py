@@ -61,7 +61,8 @@ _LAMBDA_ARN = re.compile(
     r"^arn:aws[a-zA-Z-]*:lambda:[a-z0-9-]+:\d{12}:function:(?P<name>[a-zA-Z0-9_-]+)(?::(?P<qualifier>[a-zA-Z0-9_$-]+))?$"
 )
 
-Run = Callable[[Function, bytes, "str | None", str, str, "Mapping[str, int] | None"], Awaitable[Outcome]]
+# (function, payload, client context, request id, invoked ARN, lineage, trace header)
+Run = Callable[[Function, bytes, "str | None", str, str, "Mapping[str, int] | None", "str | None"], Awaitable[Outcome]]
 # AWS stops a chain of asynchronous invocations that comes back to one function more than this many times.
 RECURSION_LIMIT = 16
 RECURSION_CONDITION = "RecursiveInvocationException"
@@ -362,7 +363,7 @@ class AsyncInvoker:
             return
         chain[fn.name] = runs + 1
         try:
-            outcome = await self._run(fn, event.payload, event.client_context, event.id, invoked, chain)
+            outcome = await self._run(fn, event.payload, event.client_context, event.id, invoked, chain, event.trace_id)
         except TooManyRequests:
             self._back_off(event, _gate_key(event))
             return

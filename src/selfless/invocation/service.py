@@ -103,12 +103,16 @@ class InvocationService:
         payload = self._check_json(req.payload)
         if req.invocation_type is InvocationType.DRY_RUN:
             return InvokeResult(204, b"", request_id=request_id)
+        # X-Ray: the caller's trace header when it sent one; else one of the call's own, sampled when the
+        # function's tracing is Active.
+        active = fn.tracing_active
+        trace = ids.accepted_trace(req.trace_header, active) or ids.trace_id(active)
         if req.invocation_type is InvocationType.EVENT:
-            await self._accept(fn, req.qualifier, payload, client_context, request_id, req.lineage)
+            await self._accept(fn, req.qualifier, payload, client_context, request_id, req.lineage, trace)
             return InvokeResult(202, b"", request_id=request_id)
         # A synchronous call is counted in its chain too (a loop may go through it), but never stopped.
         lineage = {**req.lineage, fn.name: req.lineage.get(fn.name, 0) + 1} if req.lineage else None
-        outcome = await self.run(fn, payload, client_context, request_id, invoked, lineage)
+        outcome = await self.run(fn, payload, client_context, request_id, invoked, lineage, trace)
         return InvokeResult(
             200,
             outcome.payload,
@@ -155,6 +159,7 @@ class InvocationService:
         request_id: str,
         invoked_arn: str = "",
         lineage: Mapping[str, int] | None = None,
+        trace: str | None = None,
     ) -> Outcome:
         """Run one invocation on an environment of ``fn`` and return its outcome (never raises for
         function failures; raises TooManyRequests when no lease or environment can be had).
@@ -165,7 +170,8 @@ class InvocationService:
         warm path: no task of its own); otherwise a task leases one (it may start one) and the caller waits
         for that task. ``invoked_arn``: the ARN as the caller named it (with its alias or version), for the
         context object; ``fn.arn`` when empty. ``lineage``: the chain this call belongs to, this function's
-        run counted in."""
+        run counted in. ``trace``: its X-Ray trace header (a new one, sampled as the function's tracing
+        says, when None)."""
         try:
             lease = self._leases.acquire(fn.name)
         except TooManyRequests as exc:
@@ -179,7 +185,7 @@ class InvocationService:
             function_arn=invoked_arn or fn.arn,
             timeout_s=fn.timeout,
             client_context=client_context,
-            trace_id=ids.trace_id(),
+            trace_id=trace or ids.trace_id(fn.tracing_active),
             lineage=lineage,
         )
         env = self._pool.take_idle(fn)
@@ -278,11 +284,19 @@ class InvocationService:
         client_context: str | None,
         request_id: str,
         lineage: Mapping[str, int],
+        trace: str,
     ) -> None:
         if self._closed or self.events is None:
             raise TooManyRequests("Rate Exceeded.", "ServerShuttingDown")
         event = StoredEvent(
-            request_id, fn.name, qualifier, payload, client_context, time.time(), lineage=encode_lineage(lineage)
+            request_id,
+            fn.name,
+            qualifier,
+            payload,
+            client_context,
+            time.time(),
+            lineage=encode_lineage(lineage),
+            trace_id=trace,
         )
         await self.events.accept(event)
 

@@ -42,6 +42,8 @@ class StoredEvent:
     # (JSON {name: value}) the dead-letter message's attributes.
     target: str | None = None
     attributes: str | None = None
+    # The X-Ray trace header the event runs with (the caller's X-Amzn-Trace-Id, or one made at acceptance).
+    trace_id: str | None = None
 
     def replace(self, **changes: Any) -> StoredEvent:
         return dataclasses.replace(self, **changes)

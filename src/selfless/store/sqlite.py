@@ -86,6 +86,7 @@ _EVENT_COLUMNS = (
     ("lineage", "TEXT"),
     ("target", "TEXT"),
     ("attributes", "TEXT"),
+    ("trace_id", "TEXT"),
 )
 # Every StoredEvent field, in its declaration order (a row of these makes a StoredEvent positionally).
 _EVENT_NAMES = tuple(f.name for f in dataclasses.fields(StoredEvent))
