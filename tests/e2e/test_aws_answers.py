@@ -375,6 +375,12 @@ def test_policy_revision_is_the_revision_of_what_it_is_attached_to(lam: Any, mak
     moved = lam.get_alias(FunctionName=name, Name="live")["RevisionId"]
     assert moved != alias["RevisionId"]
     assert lam.get_policy(FunctionName=name, Qualifier="live")["RevisionId"] == moved
+    # So does a version's, with the version's.
+    version = lam.get_function_configuration(FunctionName=name, Qualifier="1")["RevisionId"]
+    lam.add_permission(FunctionName=f"{name}:1", StatementId="sns", RevisionId=version, **add)
+    bumped = lam.get_function_configuration(FunctionName=name, Qualifier="1")["RevisionId"]
+    assert bumped != version
+    assert lam.get_policy(FunctionName=name, Qualifier="1")["RevisionId"] == bumped
 
 
 # -- event invoke configurations --------------------------------------------------------------------------------
