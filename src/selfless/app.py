@@ -124,6 +124,7 @@ class App:
         )
         self.provisioned = ProvisionedConcurrency(self.registry, self.pool, self.store, self.leases)
         self.registry.on_alias_change = self._alias_changed
+        self.registry.provisioned = self.provisioned.totals
         self.layers = LayerRegistry(settings, self.store, self.code, self.registry.collect)
         self.registry.layers = self.layers
         self.registry.in_use = self._packages_in_use

@@ -40,6 +40,13 @@ from selfless.store.base import MetadataStore
 
 MAX_ZIPPED = 52_428_800  # 50 MB
 MAX_ENV_BYTES = 4096
+MAX_TAGS = 50  # per function, AWS's limit
+
+TAGS_ON_QUALIFIED = "Tags on function aliases and versions are not supported. Please specify a function ARN."
+QUALIFIED_CONCURRENCY = (
+    "This operation is permitted on Lambda functions only. Aliases and versions do not support this operation. "
+    "Please specify either a function name or an unqualified function ARN."
+)
 
 # Keys AWS reserves: setting any of them is refused (the runtime sets them).
 RESERVED_ENV_KEYS = frozenset(
@@ -111,6 +118,19 @@ def _snapshot_fields(fn: Function) -> dict[str, Any]:
     return doc
 
 
+def check_tags(tags: Mapping[str, str]) -> None:
+    """Raise InvalidParameterValue unless ``tags`` keep AWS's rules beyond the model's lengths: at most 50 per
+    function, and no key under the ``aws:`` prefix (any case), which AWS reserves for its own tags."""
+    reserved = sorted(k for k in tags if k.lower().startswith("aws:"))
+    if reserved:
+        # AWS documents the reservation; the exact wording of Lambda's refusal could not be confirmed.
+        raise InvalidParameterValue(
+            f"Invalid tag key: {reserved[0]}. Tag keys starting with 'aws:' are reserved for AWS use."
+        )
+    if len(tags) > MAX_TAGS:
+        raise InvalidParameterValue("Number of tags exceeds resource tag limit.")
+
+
 class FunctionRegistry:
     def __init__(
         self,
@@ -144,6 +164,9 @@ class FunctionRegistry:
         # Refuses a DeadLetterConfig target that cannot be delivered to (``Destinations.check``); set by the
         # composition root.
         self.check_target: Callable[[str, str], None] = lambda _arn, _usage: None
+        # Provisioned concurrency requested per function name, all its versions and aliases together
+        # (``ProvisionedConcurrency.totals``); set by the composition root, which sits above both.
+        self.provisioned: Callable[[], Mapping[str, int]] = dict
 
     async def load(self) -> None:
         for fn in await self._store.list_functions():
@@ -290,6 +313,7 @@ class FunctionRegistry:
         if handler is None and not runtime.startswith("provided"):
             raise InvalidParameterValue("Handler must be set when PackageType is Zip")
         env = self._check_environment(params.get("Environment"))
+        check_tags(params.get("Tags") or {})
         self._check_logging(params.get("LoggingConfig") or {})
         layers = self._resolve_layers(params.get("Layers") or [], ())
         zip_bytes = await self.package(params.get("Code") or {})
@@ -312,6 +336,7 @@ class FunctionRegistry:
                 memory_size=params.get("MemorySize", 128),
                 ephemeral_storage=(params.get("EphemeralStorage") or {}).get("Size", 512),
                 environment=env,
+                environment_set=params.get("Environment") is not None,
                 architectures=tuple(params.get("Architectures") or ("x86_64",)),
                 tags=dict(params.get("Tags") or {}),
                 extra={k: params[k] for k in _PASSTHROUGH if k in params},
@@ -379,6 +404,7 @@ class FunctionRegistry:
                     changes[field] = params[key]
             if env is not None:
                 changes["environment"] = env
+                changes["environment_set"] = params["Environment"] is not None
             if "EphemeralStorage" in params:
                 changes["ephemeral_storage"] = (params["EphemeralStorage"] or {}).get("Size", 512)
             if "Layers" in params:
@@ -582,12 +608,31 @@ class FunctionRegistry:
             self._versions.setdefault(name, {})[version.version] = version
         return version
 
+    def unqualified(self, name_or_arn: str) -> Function:
+        """$LATEST, for operations on the whole function (reserved concurrency): a version or alias named is
+        InvalidParameterValue, as on AWS."""
+        name, q = self.resolve_name(name_or_arn)
+        if q is not None:
+            raise InvalidParameterValue(QUALIFIED_CONCURRENCY)
+        return self.latest(name)
+
     async def put_concurrency(self, name_or_arn: str, value: int) -> Function:
-        """Reserve ``value`` concurrent executions (0 turns the function off)."""
-        fn = self.latest(name_or_arn)
+        """Reserve ``value`` concurrent executions (0 turns the function off). The reservation must hold the
+        function's provisioned concurrency, and leave the account's unreserved pool (less the provisioned
+        concurrency of functions without a reservation, which comes out of it) at AWS's minimum."""
+        fn = self.unqualified(name_or_arn)
         async with self._lock(fn.name):
             fn = self.get(fn.name)
-            self._leases.check_reservation(fn.name, value)
+            totals = self.provisioned()
+            own = totals.get(fn.name, 0)
+            if own > value:
+                # AWS's wording, its stray spaces included.
+                raise InvalidParameterValue(
+                    f" ReservedConcurrentExecutions  {value} should not be lower than function's total provisioned "
+                    f"concurrency [{own}]."
+                )
+            pinned = sum(n for other, n in totals.items() if other != fn.name and self._leases.reserved(other) is None)
+            self._leases.check_reservation(fn.name, value, pinned)
             fn = fn.replace(reserved_concurrency=value)
             await self._store.put_function(fn)
             self._functions[fn.name] = fn
@@ -604,7 +649,7 @@ class FunctionRegistry:
         return fn
 
     async def delete_concurrency(self, name_or_arn: str) -> None:
-        fn = self.latest(name_or_arn)
+        fn = self.unqualified(name_or_arn)
         async with self._lock(fn.name):
             fn = self.get(fn.name).replace(reserved_concurrency=None)
             await self._store.put_function(fn)
@@ -612,13 +657,14 @@ class FunctionRegistry:
             self._leases.reserve(fn.name, None)
 
     async def tag(self, arn: str, tags: Mapping[str, str]) -> None:
+        """TagResource: ``tags`` merged over the function's (a key given again takes the new value)."""
         fn = self._by_arn(arn)
+        check_tags(tags)
         async with self._lock(fn.name):
             fn = self._by_arn(arn)
             merged = dict(fn.tags)
             merged.update(tags)
-            if len(merged) > 50:
-                raise InvalidParameterValue("Number of tags exceeds resource tag limit.")
+            check_tags(merged)
             fn = fn.replace(tags=merged, revision_id=str(uuid.uuid4()))
             await self._store.put_function(fn)
             self._functions[fn.name] = fn
@@ -637,16 +683,56 @@ class FunctionRegistry:
         return dict(self._by_arn(arn).tags)
 
     def _by_arn(self, arn: str) -> Function:
+        """The function a tagging call's Resource names. A version's or alias's ARN is refused before the
+        function is looked up (AWS keeps tags on functions only)."""
+        parts = arn.split(":")
+        if len(parts) == 8 and parts[5] == "function":  # arn:aws:lambda:<region>:<account>:function:<name>:<q>
+            raise InvalidParameterValue(TAGS_ON_QUALIFIED)
         prefix = f"arn:aws:lambda:{self._settings.region}:{self._settings.account_id}:function:"
         if not arn.startswith(prefix):
             raise ResourceNotFound(f"Function not found: {arn}")
-        name = arn[len(prefix) :]
-        if ":" in name:
-            raise InvalidParameterValue("Tags are not supported on versions or aliases; use the function ARN")
-        fn = self._functions.get(name)
+        fn = self._functions.get(arn[len(prefix) :])
         if fn is None:
             raise ResourceNotFound(f"Function not found: {arn}")
         return fn
+
+    # -- revisions --------------------------------------------------------------------------------------
+
+    def revision(self, name: str, qualifier: str | None) -> str:
+        """The RevisionId of $LATEST (``qualifier`` None or "$LATEST"), of a published version or of an alias:
+        also the revision of the resource policy attached to it, as AWS reports it (GetPolicy)."""
+        if qualifier is not None and qualifier != "$LATEST":
+            alias = self._aliases.get(name, {}).get(qualifier)
+            if alias is not None:
+                return alias.revision_id
+        return self.get(name, qualifier).revision_id
+
+    async def new_revision(self, name: str, qualifier: str | None) -> str:
+        """Give $LATEST, a version or an alias a new RevisionId (its resource policy changed: AWS counts the
+        policy as part of what it names); the new id."""
+        revision = str(uuid.uuid4())
+        async with self._lock(name):
+            if qualifier is not None and qualifier != "$LATEST":
+                alias = self._aliases.get(name, {}).get(qualifier)
+                if alias is not None:
+                    alias = dataclasses.replace(alias, revision_id=revision)
+                    await self._store.put_alias(alias)
+                    self._aliases[name][alias.name] = alias
+                    return revision
+                version = self.get(name, qualifier).replace(revision_id=revision)
+                await self._store.put_version(version)
+                self._versions[name][version.version] = version
+                return revision
+            fn = self.latest(name).replace(revision_id=revision)
+            await self._store.put_function(fn)
+            self._functions[name] = fn
+        return revision
+
+    def code_size(self) -> int:
+        """Bytes of deployment packages (zipped) held by every function's $LATEST and published versions: AWS
+        counts each version's package (GetAccountSettings' AccountUsage.TotalCodeSize, with layers')."""
+        fns = [*self._functions.values(), *(v for versions in self._versions.values() for v in versions.values())]
+        return sum(fn.code.size for fn in fns)
 
     # -- state transitions ------------------------------------------------------------------------------
 

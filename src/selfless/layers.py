@@ -132,6 +132,10 @@ class LayerRegistry:
                 out.append(matching[0])
         return out
 
+    def code_size(self) -> int:
+        """Bytes of every layer version's archive (zipped), as GetAccountSettings counts them."""
+        return sum(layer.code.size for versions in self._layers.values() for layer in versions.values())
+
     def keys(self) -> Iterable[str]:
         """Package keys every layer version refers to (kept by the code store's collection)."""
         return [layer.code.key for versions in self._layers.values() for layer in versions.values()]

@@ -94,6 +94,9 @@ class Function:
     memory_size: int = 128
     ephemeral_storage: int = 512
     environment: Mapping[str, str] = dataclasses.field(default_factory=dict)
+    # Environment was given (even as an empty map): AWS then shows ``Environment: {"Variables": {...}}``, and
+    # leaves it out for a function that never had one.
+    environment_set: bool = False
     architectures: tuple[str, ...] = ("x86_64",)
     tags: Mapping[str, str] = dataclasses.field(default_factory=dict)
     # Configuration kept as sent and echoed back: TracingConfig, VpcConfig... (not acted on yet), DeadLetterConfig

@@ -5,6 +5,11 @@ request names, checks that it exists, and stores each policy (its document and r
 store under a resource key: ``function:<name>``, ``function:<name>:<qualifier>``, ``layer:<name>:<version>``.
 A function's policies go with the function, a version's or alias's with it, a layer version's with it.
 
+Revisions follow AWS: a function's (version's, alias's) policy is part of it, so GetPolicy reports the
+RevisionId of what the policy is attached to, AddPermission's and RemovePermission's RevisionId must name
+that one, and both calls give it a new RevisionId. A layer version has no revision of its own, so its
+policy keeps its own.
+
 The statements are recorded and returned exactly; selfless does not evaluate them yet (API callers are
 its own admin credentials or functions' session credentials, see ``api.lambda_api``).
 """
@@ -12,12 +17,13 @@ its own admin credentials or functions' session credentials, see ``api.lambda_ap
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import json
 from collections.abc import Mapping
 from typing import Any
 
 from selfless import policies
-from selfless.errors import ResourceNotFound
+from selfless.errors import PreconditionFailed, ResourceNotFound
 from selfless.functions import FunctionRegistry
 from selfless.layers import LayerRegistry, policy_resource
 from selfless.policies import Policy
@@ -25,6 +31,10 @@ from selfless.store.base import MetadataStore
 
 _NO_FUNCTION_POLICY = "The resource you requested does not exist."
 _NO_LAYER_POLICY = "No policy is associated with the given resource."
+_STALE = (
+    "The Revision Id provided does not match the latest Revision Id. "
+    "Call the GetPolicy API to retrieve the latest Revision Id"
+)
 
 
 class Permissions:
@@ -42,39 +52,54 @@ class Permissions:
 
     # -- functions ------------------------------------------------------------------------------------------
 
-    def _function_resource(self, name_or_arn: str, qualifier: str | None) -> tuple[str, str]:
-        """(resource key, resource ARN) of the function, version or alias a request names; raises
-        ResourceNotFound as GetFunction would when it does not exist."""
+    def _function_resource(self, name_or_arn: str, qualifier: str | None) -> tuple[str, str, str, str | None]:
+        """(resource key, resource ARN, function name, qualifier or None) of the function, version or alias a
+        request names; raises ResourceNotFound as GetFunction would when it does not exist."""
         name, in_arn = self._functions.resolve_name(name_or_arn)
         fn = self._functions.latest(name)
         qualifier = qualifier or in_arn
         if qualifier is None:
-            return f"function:{fn.name}", fn.arn
+            return f"function:{fn.name}", fn.arn, fn.name, None
         if qualifier != "$LATEST":
             self._functions.get(fn.name, qualifier)  # a version or an alias that exists
-        return f"function:{fn.name}:{qualifier}", f"{fn.arn}:{qualifier}"
+        return f"function:{fn.name}:{qualifier}", f"{fn.arn}:{qualifier}", fn.name, qualifier
+
+    def _check_revision(self, name: str, qualifier: str | None, revision: str | None) -> None:
+        """A request's RevisionId names the function's (version's, alias's) revision, which is also its
+        policy's: AWS's policy is part of what it is attached to."""
+        if revision is not None and revision != self._functions.revision(name, qualifier):
+            raise PreconditionFailed(_STALE)
 
     async def add_function(self, name_or_arn: str, params: Mapping[str, Any]) -> str:
-        """AddPermission: the new statement, as the JSON string AWS returns."""
-        resource, arn = self._function_resource(name_or_arn, params.get("Qualifier"))
+        """AddPermission: the new statement, as the JSON string AWS returns. The function (version, alias)
+        gets a new RevisionId, which GetPolicy reports as the policy's."""
+        resource, arn, name, qualifier = self._function_resource(name_or_arn, params.get("Qualifier"))
         statement = policies.function_statement(params, arn)
         async with self._lock:
-            policy = policies.add(self._policies.get(resource), statement, params.get("RevisionId"))
+            self._check_revision(name, qualifier, params.get("RevisionId"))
+            policy = policies.add(self._policies.get(resource), statement, None)
             await self._save(resource, policy)
+            await self._functions.new_revision(name, qualifier)
         return policies.statement_json(statement)
 
     def function_policy(self, name_or_arn: str, qualifier: str | None) -> Policy:
-        resource, _arn = self._function_resource(name_or_arn, qualifier)
+        """GetPolicy: the policy, its revision being the RevisionId of what it is attached to."""
+        resource, _arn, name, qualifier = self._function_resource(name_or_arn, qualifier)
         policy = self._policies.get(resource)
         if policy is None:
             raise ResourceNotFound(_NO_FUNCTION_POLICY)
-        return policy
+        return dataclasses.replace(policy, revision_id=self._functions.revision(name, qualifier))
 
     async def remove_function(self, name_or_arn: str, sid: str, qualifier: str | None, revision: str | None) -> None:
-        resource, _arn = self._function_resource(name_or_arn, qualifier)
+        """RemovePermission; like AddPermission, a new RevisionId for what the policy is attached to."""
+        resource, _arn, name, qualifier = self._function_resource(name_or_arn, qualifier)
         async with self._lock:
-            policy = policies.remove(self._policies.get(resource), sid, revision)
+            current = self._policies.get(resource)
+            if current is not None:
+                self._check_revision(name, qualifier, revision)
+            policy = policies.remove(current, sid, None)
             await self._save(resource, policy)
+            await self._functions.new_revision(name, qualifier)
 
     def forget(self, name: str, qualifier: str | None = None) -> None:
         """A function (every policy of it) or one version or alias of it went away; the store deleted its

@@ -113,13 +113,14 @@ def test_event_invoke_config_api(async_server: Server) -> None:
     )
     assert put["FunctionArn"] == f"{arn}:$LATEST"
     assert put["MaximumRetryAttempts"] == 1 and put["MaximumEventAgeInSeconds"] == 120
-    assert put["DestinationConfig"] == {"OnFailure": {"Destination": arn_of(lam, target)}}
+    assert put["DestinationConfig"] == {"OnSuccess": {}, "OnFailure": {"Destination": arn_of(lam, target)}}
     # Update merges; Put replaces.
     updated = lam.update_function_event_invoke_config(FunctionName=name, MaximumRetryAttempts=0)
     assert updated["MaximumRetryAttempts"] == 0 and updated["MaximumEventAgeInSeconds"] == 120
     assert updated["DestinationConfig"]["OnFailure"]["Destination"] == arn_of(lam, target)
     replaced = lam.put_function_event_invoke_config(FunctionName=name, MaximumRetryAttempts=2)
-    assert "MaximumEventAgeInSeconds" not in replaced and replaced["DestinationConfig"] == {}
+    assert "MaximumEventAgeInSeconds" not in replaced
+    assert replaced["DestinationConfig"] == {"OnSuccess": {}, "OnFailure": {}}
     assert lam.get_function_event_invoke_config(FunctionName=name)["MaximumRetryAttempts"] == 2
     listed = lam.list_function_event_invoke_configs(FunctionName=name)["FunctionEventInvokeConfigs"]
     assert [c["FunctionArn"] for c in listed] == [f"{arn}:$LATEST"]

@@ -204,7 +204,9 @@ def test_account_settings(lam: Any, make_function: Callable[..., str]) -> None:
         (
             {"Environment": {"Variables": {"1bad": "x"}}},
             "ValidationException",
-            "at 'environment.variables.key' failed to satisfy constraint",
+            # AWS names the map once (its values unshown: they are sensitive) with every rule of its keys.
+            "Value at 'environment.variables' failed to satisfy constraint: Map keys must satisfy constraint: "
+            "[Member must satisfy regular expression pattern: [a-zA-Z]([a-zA-Z0-9_])+",
         ),
         (
             {"Code": {"S3Bucket": "my-bucket", "S3Key": "k.zip"}},

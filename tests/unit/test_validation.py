@@ -94,3 +94,35 @@ def test_parse_reads_every_location() -> None:
     assert model.parse(untag, {"Resource": "r"}, "tagKeys=a&tagKeys=b", {}, b"")["TagKeys"] == ["a", "b"]
     with pytest.raises(InvalidRequestContent):
         model.parse(OP, {}, "", {}, b"{not json")
+
+
+def test_maps_are_reported_once_with_every_rule_of_their_keys_or_values() -> None:
+    # As AWS recorded it for an alias's routing weights.
+    op = model.service_model().operation_model("CreateAlias")
+    with pytest.raises(ValidationError) as exc:
+        model.validate(
+            op,
+            {
+                "FunctionName": "f",
+                "Name": "a",
+                "FunctionVersion": "1",
+                "RoutingConfig": {"AdditionalVersionWeights": {"2": 2.0}},
+            },
+        )
+    assert exc.value.message == (
+        "1 validation error detected: Value '{2=2.0}' at 'routingConfig.additionalVersionWeights' failed to satisfy "
+        "constraint: Map value must satisfy constraint: [Member must have value less than or equal to 1.0, Member "
+        "must have value greater than or equal to 0.0, Member must not be null]"
+    )
+
+
+def test_tag_keys_and_values_keep_the_model_rules() -> None:
+    op = model.service_model().operation_model("TagResource")
+    arn = "arn:aws:lambda:us-east-1:000000000000:function:f"
+    model.validate(op, {"Resource": arn, "Tags": {"Team é 1": "a b:c/d=e+f-g@h_i.j", "k": ""}})
+    for tags, what in (({"k" * 129: "v"}, "Map keys"), ({"": "v"}, "Map keys"), ({"k": "v" * 257}, "Map value")):
+        with pytest.raises(ValidationError) as exc:
+            model.validate(op, {"Resource": arn, "Tags": tags})
+        assert f"at 'tags' failed to satisfy constraint: {what} must satisfy constraint: [" in exc.value.message
+    with pytest.raises(ValidationError):
+        model.validate(op, {"Resource": arn, "Tags": {"k": "semi;colon"}})

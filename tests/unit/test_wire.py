@@ -11,7 +11,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from selfless.api import model
-from selfless.api.wire import configuration
+from selfless.api.wire import being_created, configuration
 from selfless.models import CodeRef, Function, FunctionState, UpdateStatus
 
 names = st.text(string.ascii_letters + string.digits + "-_", min_size=1, max_size=64)
@@ -74,3 +74,44 @@ def test_configuration_parses_back_exactly(fn: Function) -> None:
 @given(fn=functions())
 def test_store_document_round_trip(fn: Function) -> None:
     assert Function.from_doc(json.loads(json.dumps(fn.to_doc()))) == fn
+
+
+def _plain(**changes: Any) -> Function:
+    base = Function(
+        name="f",
+        arn="arn:aws:lambda:us-east-1:000000000000:function:f",
+        runtime="python3.12",
+        role="arn:aws:iam::000000000000:role/r",
+        handler="app.handler",
+        code=CodeRef("c" * 44, "ab" * 32, 10, 20),
+        state=FunctionState.ACTIVE,
+        last_update_status=UpdateStatus.SUCCESSFUL,
+    )
+    return base.replace(**changes)
+
+
+def test_configuration_echoes_the_arn_named_and_lists_without_states() -> None:
+    fn = _plain()
+    assert configuration(fn, "us-east-1")["FunctionArn"] == fn.arn
+    assert configuration(fn, "us-east-1", function_arn=f"{fn.arn}:live")["FunctionArn"] == f"{fn.arn}:live"
+    listed = configuration(fn, "us-east-1", listed=True)
+    for absent in ("State", "LastUpdateStatus", "RuntimeVersionConfig"):
+        assert absent not in listed
+    assert listed["CodeSha256"] == fn.code.sha256
+
+
+def test_environment_shown_when_set_even_empty() -> None:
+    assert "Environment" not in configuration(_plain(), "us-east-1")
+    assert configuration(_plain(environment_set=True), "us-east-1")["Environment"] == {"Variables": {}}
+    assert configuration(_plain(environment={"A": "1"}), "us-east-1")["Environment"] == {"Variables": {"A": "1"}}
+
+
+def test_being_created_is_pending_without_update_status() -> None:
+    doc = being_created(configuration(_plain(version="1"), "us-east-1"))
+    assert (doc["State"], doc["StateReason"], doc["StateReasonCode"]) == (
+        "Pending",
+        "The function is being created.",
+        "Creating",
+    )
+    assert not any(key.startswith("LastUpdateStatus") for key in doc)
+    assert parse_as("CreateFunction", doc, 201) == doc

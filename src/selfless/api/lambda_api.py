@@ -24,7 +24,7 @@ from selfless.api import errors as wire_errors
 from selfless.api import model as m
 from selfless.api.access import LIST_EVENTS, REDRIVE_EVENTS, Access
 from selfless.api.auth import Caller, Principal
-from selfless.api.wire import alias_doc, configuration, layer_version_doc, layer_version_item
+from selfless.api.wire import alias_doc, being_created, configuration, layer_version_doc, layer_version_item
 from selfless.artifacts.local import LocalCodeStore
 from selfless.config import Settings
 from selfless.errors import (
@@ -300,17 +300,28 @@ class LambdaApi:
         host = request.headers.get("host") or f"{self._settings.host}:{self._settings.port}"
         return f"http://{host}"
 
+    def _named_arn(self, params: dict[str, Any]) -> str | None:
+        """The qualified ARN a read names (Qualifier, or the qualifier in FunctionName), which AWS echoes as
+        FunctionArn: an alias's ARN through an alias, ``...:$LATEST`` for $LATEST named explicitly; None
+        when no qualifier was named (the record's own ARN is shown)."""
+        name, in_name = self._registry.resolve_name(params["FunctionName"])
+        qualifier = params.get("Qualifier") or in_name
+        return None if qualifier is None else f"{self._registry.arn(name)}:{qualifier}"
+
     async def _create_function(self, params: dict[str, Any], request: Request) -> Response:
         fn = await self._registry.create(params)
         if params.get("Publish"):
             await self._registry.wait_settled()
-            fn = await self._registry.publish_version(fn.name, {})
+            version = await self._registry.publish_version(fn.name, {})
+            # AWS answers with the new version (Version "1"), still Pending, under the function's unqualified ARN.
+            doc = being_created(configuration(version, self._settings.region, function_arn=fn.arn))
+            return _json(doc, 201)
         return _json(configuration(fn, self._settings.region), 201)
 
     async def _get_function(self, params: dict[str, Any], request: Request) -> Response:
         fn = self._registry.get(params["FunctionName"], params.get("Qualifier"))
         doc: dict[str, Any] = {
-            "Configuration": configuration(fn, self._settings.region),
+            "Configuration": configuration(fn, self._settings.region, function_arn=self._named_arn(params)),
             "Code": {
                 "RepositoryType": "S3",
                 "Location": self._code_urls.url(self._base_url(request), fn.code.key),
@@ -324,14 +335,16 @@ class LambdaApi:
 
     async def _get_function_configuration(self, params: dict[str, Any], request: Request) -> Response:
         fn = self._registry.get(params["FunctionName"], params.get("Qualifier"))
-        return _json(configuration(fn, self._settings.region))
+        return _json(configuration(fn, self._settings.region, function_arn=self._named_arn(params)))
 
     async def _update_function_code(self, params: dict[str, Any], request: Request) -> Response:
         fn = await self._registry.update_code(params["FunctionName"], params)
         if params.get("Publish") and not params.get("DryRun"):
             # As CreateFunction's Publish: the new code becomes the next version, which the answer shows.
             await self._registry.wait_settled()
-            fn = await self._registry.publish_version(fn.name, {})
+            version = await self._registry.publish_version(fn.name, {})
+            # AWS answers with the new version under its own (qualified) ARN, still Pending.
+            return _json(being_created(configuration(version, self._settings.region)))
         return _json(configuration(fn, self._settings.region))
 
     async def _update_function_configuration(self, params: dict[str, Any], request: Request) -> Response:
@@ -346,7 +359,19 @@ class LambdaApi:
         fns, marker = self._registry.page(
             params.get("Marker"), params.get("MaxItems"), params.get("FunctionVersion") == "ALL"
         )
-        doc: dict[str, Any] = {"Functions": [configuration(f, self._settings.region) for f in fns]}
+        every = params.get("FunctionVersion") == "ALL"
+        # Listing every version, AWS qualifies $LATEST's ARN too (each item names one version).
+        doc: dict[str, Any] = {
+            "Functions": [
+                configuration(
+                    f,
+                    self._settings.region,
+                    function_arn=f"{f.arn}:$LATEST" if every and f.version == "$LATEST" else None,
+                    listed=True,
+                )
+                for f in fns
+            ]
+        }
         if marker is not None:
             doc["NextMarker"] = marker
         return _json(doc)
@@ -363,7 +388,8 @@ class LambdaApi:
                     "UnreservedConcurrentExecutions": self._leases.unreserved_limit,
                 },
                 "AccountUsage": {
-                    "TotalCodeSize": self._code.total_size(f.code.key for f in fns),
+                    # Deployment packages of every version and layer archives, as AWS counts them.
+                    "TotalCodeSize": self._registry.code_size() + self._layers.code_size(),
                     "FunctionCount": len(fns),
                 },
             }
@@ -376,7 +402,7 @@ class LambdaApi:
         return _json({"ReservedConcurrentExecutions": fn.reserved_concurrency})
 
     async def _get_function_concurrency(self, params: dict[str, Any], request: Request) -> Response:
-        fn = self._registry.get(params["FunctionName"])
+        fn = self._registry.unqualified(params["FunctionName"])
         if fn.reserved_concurrency is None:
             return _json({})
         return _json({"ReservedConcurrentExecutions": fn.reserved_concurrency})
@@ -402,7 +428,17 @@ class LambdaApi:
             start = found[0] + 1
         limit = params.get("MaxItems") or 50
         chosen = versions[start : start + limit]
-        doc: dict[str, Any] = {"Versions": [configuration(v, self._settings.region) for v in chosen]}
+        doc: dict[str, Any] = {
+            "Versions": [
+                configuration(
+                    v,
+                    self._settings.region,
+                    function_arn=f"{v.arn}:$LATEST" if v.version == "$LATEST" else None,
+                    listed=True,
+                )
+                for v in chosen
+            ]
+        }
         if start + limit < len(versions) and chosen:
             doc["NextMarker"] = chosen[-1].version
         return _json(doc)

@@ -232,9 +232,16 @@ def _check(shape: Any, value: Any, path: str, errors: list[str]) -> None:
             errors.append(f"{shown} at '{path}' failed to satisfy constraint: Member must be a map")
             return
         _length(meta, len(value), shown, path, errors)
-        for k, v in value.items():
-            _check(shape.key, k, f"{path}.key", errors)
-            _check(shape.value, v, f"{path}.value", errors)
+        _check_map_members(shape, value, path, errors)
+        return
+    if t in ("double", "float"):
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            errors.append(f"{shown} at '{path}' failed to satisfy constraint: Member must be a number")
+            return
+        for rule in _value_rules(meta, float):
+            limit = meta["min"] if "greater" in rule else meta["max"]
+            if ("greater" in rule and value < limit) or ("less" in rule and value > limit):
+                errors.append(f"{shown} at '{path}' failed to satisfy constraint: {rule}")
         return
     if t in ("integer", "long"):
         if isinstance(value, bool) or not isinstance(value, int):
@@ -305,6 +312,64 @@ def _check_string_list(member: Any, value: list[Any], path: str, errors: list[st
     )
 
 
+def _check_map_members(shape: Any, value: Mapping[Any, Any], path: str, errors: list[str]) -> None:
+    """AWS reports a map with a bad key (or value) once, at the map, shown as Java renders it, naming every
+    constraint of its keys (values): "Value '{k=v}' at 'tags' failed to satisfy constraint: Map keys must
+    satisfy constraint: [Member must have length less than or equal to 128, ..., Member must not be null]"."""
+    shown = "Value" if shape.metadata.get("sensitive") else f"Value '{_java_map(value)}'"
+    for member, items, what in ((shape.key, list(value), "Map keys"), (shape.value, list(value.values()), "Map value")):
+        found: list[str] = []
+        for item in items:
+            _check(member, item, path, found)
+        if found:
+            errors.append(
+                f"{shown} at '{path}' failed to satisfy constraint: {what} must satisfy constraint: "
+                f"[{', '.join(_member_rules(member))}]"
+            )
+
+
+def _java_map(value: Mapping[Any, Any]) -> str:
+    return "{" + ", ".join(f"{k}={_java_scalar(v)}" for k, v in value.items()) + "}"
+
+
+def _java_scalar(value: Any) -> str:
+    if isinstance(value, bool):
+        return str(value).lower()
+    return str(value)
+
+
+def _value_rules(meta: Mapping[str, Any], kind: type) -> list[str]:
+    rules = []
+    if "max" in meta:
+        rules.append(f"Member must have value less than or equal to {kind(meta['max'])}")
+    if "min" in meta:
+        rules.append(f"Member must have value greater than or equal to {kind(meta['min'])}")
+    return rules
+
+
+def _member_rules(member: Any) -> list[str]:
+    """Every constraint of a map's keys or values, in the order AWS lists them."""
+    meta = dict(member.metadata)
+    meta.update(EXTRA_LIMITS.get(member.name, {}))
+    rules: list[str] = []
+    if member.type_name in ("double", "float"):
+        rules += _value_rules(meta, float)
+    elif member.type_name in ("integer", "long"):
+        rules += _value_rules(meta, int)
+    else:
+        if "max" in meta:
+            rules.append(f"Member must have length less than or equal to {meta['max']}")
+        if "min" in meta:
+            rules.append(f"Member must have length greater than or equal to {meta['min']}")
+        enum = getattr(member, "enum", None)
+        if enum:
+            rules.append(f"Member must satisfy enum value set: [{', '.join(enum)}]")
+        if "pattern" in meta:
+            rules.append(f"Member must satisfy regular expression pattern: {meta['pattern']}")
+    rules.append("Member must not be null")
+    return rules
+
+
 def _length(meta: Mapping[str, Any], n: int, shown: str, path: str, errors: list[str]) -> None:
     if "min" in meta and n < meta["min"]:
         errors.append(
@@ -318,8 +383,20 @@ def _length(meta: Mapping[str, Any], n: int, shown: str, path: str, errors: list
         )
 
 
+# Java's Unicode classes that model patterns use (TagKey, TagValue), inside a character class, in Python's
+# terms: letters and numbers are word characters (\w, which adds "_", a character those patterns allow
+# anyway); separators are listed (Unicode category Z).
+_JAVA_CLASSES = {
+    r"\p{L}": r"\w",
+    r"\p{N}": r"\w",
+    r"\p{Z}": " \u00a0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000",
+}
+
+
 @functools.cache
 def _compiled(pattern: str) -> re.Pattern[str] | None:
+    for java, python in _JAVA_CLASSES.items():
+        pattern = pattern.replace(java, python)
     try:
         return re.compile(pattern)
     except re.error:

@@ -47,11 +47,35 @@ def layer_version_doc(layer: LayerVersion, location: str) -> dict[str, Any]:
     return doc
 
 
-def configuration(fn: Function, region: str) -> dict[str, Any]:
+# What a listing (ListFunctions, ListVersionsByFunction) leaves out of each FunctionConfiguration: AWS shows
+# states and the runtime version only when one function (or version) is read.
+_NOT_LISTED = (
+    "State",
+    "StateReason",
+    "StateReasonCode",
+    "LastUpdateStatus",
+    "LastUpdateStatusReason",
+    "LastUpdateStatusReasonCode",
+    "RuntimeVersionConfig",
+)
+
+# The state AWS reports for a function or version that is being created.
+CREATING = {"State": "Pending", "StateReason": "The function is being created.", "StateReasonCode": "Creating"}
+
+
+def configuration(
+    fn: Function, region: str, *, function_arn: str | None = None, listed: bool = False
+) -> dict[str, Any]:
+    """FunctionConfiguration as AWS answers it for ``fn``.
+
+    ``function_arn`` is the ARN the caller named when AWS echoes it instead of the record's own: an alias's
+    ARN when reading through an alias, ``...:$LATEST`` when $LATEST was named explicitly. ``listed`` gives the
+    shorter form of ListFunctions' and ListVersionsByFunction's items (no states, no runtime version).
+    """
     runtime = fn.runtime or ""
     doc: dict[str, Any] = {
         "FunctionName": fn.name,
-        "FunctionArn": fn.arn,
+        "FunctionArn": function_arn or fn.arn,
         "Runtime": fn.runtime,
         "Role": fn.role,
         "Handler": fn.handler,
@@ -73,7 +97,7 @@ def configuration(fn: Function, region: str) -> dict[str, Any]:
             "RuntimeVersionArn": f"arn:aws:lambda:{region}::runtime:selfless-{runtime}",
         },
     }
-    if fn.environment:
+    if fn.environment or fn.environment_set:
         doc["Environment"] = {"Variables": dict(fn.environment)}
     if fn.layers:
         doc["Layers"] = [{"Arn": layer.arn, "CodeSize": layer.code.size} for layer in fn.layers]
@@ -98,4 +122,15 @@ def configuration(fn: Function, region: str) -> dict[str, Any]:
             "ApplyOn": snap_start.get("ApplyOn", "None"),
             "OptimizationStatus": "On" if applies else "Off",
         }
+    if listed:
+        for key in _NOT_LISTED:
+            doc.pop(key, None)
     return {k: v for k, v in doc.items() if v is not None}
+
+
+def being_created(doc: dict[str, Any]) -> dict[str, Any]:
+    """``doc`` as AWS answers a call that publishes a version while creating it (CreateFunction or
+    UpdateFunctionCode with Publish): the new version is Pending, with no update status yet."""
+    out = {k: v for k, v in doc.items() if not k.startswith("LastUpdateStatus")}
+    out.update(CREATING)
+    return out

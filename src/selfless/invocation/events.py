@@ -166,8 +166,9 @@ class EventInvokeConfigs:
             if key in doc:
                 out[key] = doc[key]
         destinations = doc.get("DestinationConfig") or {}
+        # AWS always shows both, one without a destination (none given, or an empty Destination) as {}.
         out["DestinationConfig"] = {
-            kind: destinations[kind] for kind in ("OnSuccess", "OnFailure") if destinations.get(kind)
+            kind: {k: v for k, v in (destinations.get(kind) or {}).items() if v} for kind in ("OnSuccess", "OnFailure")
         }
         return out
 

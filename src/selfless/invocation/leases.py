@@ -49,10 +49,12 @@ class Leases:
     def load(self, reservations: Mapping[str, int]) -> None:
         self._reserved = dict(reservations)
 
-    def check_reservation(self, function: str, value: int) -> None:
-        """Raise InvalidParameterValue, with AWS's message, if reserving ``value`` breaks the minimum."""
+    def check_reservation(self, function: str, value: int, pinned: int = 0) -> None:
+        """Raise InvalidParameterValue, with AWS's message, if reserving ``value`` breaks the minimum.
+        ``pinned``: provisioned concurrency of other functions without a reservation, which the unreserved
+        pool holds too."""
         others = sum(v for k, v in self._reserved.items() if k != function)
-        if self.account_limit - others - value < self.min_unreserved:
+        if self.account_limit - others - pinned - value < self.min_unreserved:
             raise InvalidParameterValue(
                 "Specified ReservedConcurrentExecutions for function decreases account's "
                 f"UnreservedConcurrentExecution below its minimum value of [{self.min_unreserved}]."

@@ -160,6 +160,13 @@ class ProvisionedConcurrency:
             next_marker = base64.urlsafe_b64encode(chosen[-1].qualifier.encode()).decode()
         return [self._doc(c, with_arn=True) for c in chosen], next_marker
 
+    def totals(self) -> dict[str, int]:
+        """Provisioned concurrency requested per function name (all its versions and aliases together)."""
+        out: dict[str, int] = {}
+        for config in self._configs.values():
+            out[config.function_name] = out.get(config.function_name, 0) + config.requested
+        return out
+
     def forget(self, qualified_name: str) -> None:
         """The configuration (and so its environments) is gone: deleted, or its version or function was."""
         config = self._configs.pop(qualified_name, None)

@@ -68,6 +68,9 @@ class MetadataStore(Protocol):
 
     async def publish_version(self, latest: Function, version: Function) -> None: ...
 
+    async def put_version(self, version: Function) -> None:
+        """A published version's record again (only what may change on a version: its RevisionId)."""
+
     async def delete_version(self, name: str, version: str) -> None:
         """The version with its provisioned concurrency configuration and its policy."""
 

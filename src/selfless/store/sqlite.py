@@ -214,6 +214,16 @@ class SqliteStore:
 
         await self._run(q)
 
+    async def put_version(self, version: Function) -> None:
+        doc = json.dumps(version.to_doc(), separators=(",", ":"))
+
+        def q() -> None:
+            self._db().execute(
+                "UPDATE versions SET doc = ? WHERE name = ? AND version = ?", (doc, version.name, int(version.version))
+            )
+
+        await self._run(q)
+
     async def delete_version(self, name: str, version: str) -> None:
         def q() -> None:
             db = self._db()
