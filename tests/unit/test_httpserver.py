@@ -423,3 +423,67 @@ def test_adopted_connections_count_against_the_cap(run: Any) -> None:
                 second_peer.close()
 
     run(scenario())
+
+
+def test_handlers_may_answer_at_once_with_a_future_or_with_a_coroutine(run: Any) -> None:
+    """Three kinds of answer, pipelined on one connection, go out in order; a Future left pending when its
+    connection closes is cancelled (the Runtime API's /next tells its environment so), and a handler that
+    raises or a Future that fails gets a bare 500."""
+    pending: list[asyncio.Future[Response]] = []
+
+    def handler(request: Request) -> Any:
+        kind = request.path.strip("/")
+        if kind == "now":
+            return Response(200, b"now")
+        if kind == "raise":
+            raise RuntimeError("boom")
+        if kind == "later":
+            fut: asyncio.Future[Response] = asyncio.get_running_loop().create_future()
+            asyncio.get_running_loop().call_later(0.05, fut.set_result, Response(200, b"later"))
+            return fut
+        if kind == "fail":
+            fut = asyncio.get_running_loop().create_future()
+            asyncio.get_running_loop().call_soon(fut.set_exception, ValueError("no"))
+            return fut
+        if kind == "never":
+            fut = asyncio.get_running_loop().create_future()
+            pending.append(fut)
+            return fut
+
+        async def coroutine() -> Response:
+            await asyncio.sleep(0.01)
+            return Response(200, b"coroutine")
+
+        return coroutine()
+
+    async def scenario() -> None:
+        async with serving(handler, idle_timeout=0) as (_, port):
+            reader, writer = await asyncio.open_connection("127.0.0.1", port)
+            order = ["later", "now", "coroutine", "raise", "fail", "now"]
+            writer.write(b"".join(f"GET /{k} HTTP/1.1\r\nHost: x\r\n\r\n".encode() for k in order))
+            bodies = []
+            for _ in order:
+                answer = await asyncio.wait_for(read_response(reader), 5)
+                bodies.append(answer.split(b"\r\n\r\n", 1)[1])
+            assert bodies == [
+                b"later",
+                b"now",
+                b"coroutine",
+                b'{"message":"Internal server error"}',
+                b'{"message":"Internal server error"}',
+                b"now",
+            ]
+            writer.write(b"GET /never HTTP/1.1\r\nHost: x\r\n\r\n")
+            await writer.drain()
+            for _ in range(100):
+                if pending:
+                    break
+                await asyncio.sleep(0.01)
+            writer.close()
+            for _ in range(100):
+                if pending[0].cancelled():
+                    break
+                await asyncio.sleep(0.01)
+            assert pending[0].cancelled()
+
+    run(scenario())

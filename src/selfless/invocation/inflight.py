@@ -108,6 +108,7 @@ class Invocation:
         client_context: str | None,
         trace_id: str,
         lineage: Mapping[str, int] | None = None,
+        loop: asyncio.AbstractEventLoop | None = None,
     ) -> None:
         self.request_id = request_id
         # How many times each function has run in the chain of calls this one belongs to, this one included
@@ -121,7 +122,7 @@ class Invocation:
         self.deadline_ms = 0
         self.delivered_at = 0.0
         self.log_lines = LogTail()
-        self.done: asyncio.Future[Outcome] = asyncio.get_running_loop().create_future()
+        self.done: asyncio.Future[Outcome] = (loop or asyncio.get_running_loop()).create_future()
 
     def deliver(self) -> None:
         self.delivered_at = time.monotonic()

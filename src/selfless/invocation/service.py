@@ -179,6 +179,7 @@ class InvocationService:
             raise
         self._inflight += 1
         self._idle.clear()
+        loop = asyncio.get_running_loop()  # once: in CPython 3.11 each call costs a getpid() system call
         inv = Invocation(
             request_id,
             payload,
@@ -187,12 +188,13 @@ class InvocationService:
             client_context=client_context,
             trace_id=trace or ids.trace_id(fn.tracing_active),
             lineage=lineage,
+            loop=loop,
         )
         env = self._pool.take_idle(fn)
         if env is not None:
             self._begin(fn, env, inv, lease)
             return await asyncio.shield(inv.done)
-        task = asyncio.get_running_loop().create_task(self._start_and_run(fn, inv, lease))
+        task = loop.create_task(self._start_and_run(fn, inv, lease))
         self._sync.add(task)
         task.add_done_callback(self._sync.discard)
         return await asyncio.shield(task)
@@ -223,8 +225,8 @@ class InvocationService:
 
     def _begin(self, fn: Function, env: Environment, inv: Invocation, lease: Lease) -> None:
         """Give ``inv`` to ``env``; from here its outcome (or the backstop) settles the lease, exactly once."""
-        loop = asyncio.get_running_loop()
-        backstop = loop.call_later(max(10.0, float(fn.timeout)) + fn.timeout + _BACKSTOP_S, self._backstop, env, inv)
+        deadline_s = max(10.0, float(fn.timeout)) + fn.timeout + _BACKSTOP_S
+        backstop = inv.done.get_loop().call_later(deadline_s, self._backstop, env, inv)
 
         def finished(done: asyncio.Future[Outcome]) -> None:
             backstop.cancel()

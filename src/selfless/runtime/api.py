@@ -84,7 +84,7 @@ def _next_response(inv: Invocation) -> Response:
 def _when_delivered(waiter: asyncio.Future[Invocation]) -> asyncio.Future[Response]:
     """The answer to a /next that waits: resolves when ``waiter`` does; cancelling it (the runtime's connection
     closed) cancels ``waiter``, so the environment knows that nobody waits."""
-    answer: asyncio.Future[Response] = asyncio.get_running_loop().create_future()
+    answer: asyncio.Future[Response] = waiter.get_loop().create_future()
 
     def delivered(done: asyncio.Future[Invocation]) -> None:
         if answer.done():
