@@ -315,6 +315,10 @@ def test_a_full_disk_under_the_logs_loses_lines_counted_and_said_once_space_retu
             for fn in (name, as_json):
                 invoke(lam, fn, mode="print", text="before", n=1)
                 assert "before 0" in [e["message"] for e in events(logs, fn)]  # a read: written by now
+                # The next calls in a new environment, so a new log stream: its file is made once the disk is
+                # full, and has no room at all (the first one's last page has slack that takes short writes).
+                lam.update_function_configuration(FunctionName=fn, Environment={"Variables": {"STREAM": "2"}})
+                lam.get_waiter("function_updated_v2").wait(FunctionName=fn, WaiterConfig={"Delay": 1})
             filler = fill(srv.data_dir / "logs")
             # The disk is full: the calls themselves are unharmed, their lines are counted as lost.
             for fn in (name, as_json):

@@ -41,11 +41,43 @@ class _Conn:
         self.sock = _socket.socket(fileno=fd)
         self.buf = b""
 
-    def request(self, method, path, body=b"", headers=()):
+    @staticmethod
+    def _message(method, path, body, headers):
         head = "%s %s HTTP/1.1\r\nHost: runtime\r\nContent-Length: %d\r\n" % (method, path, len(body))
         for name, value in headers:
             head += "%s: %s\r\n" % (name, value)
-        data = (head + "\r\n").encode("latin-1") + body
+        return (head + "\r\n").encode("latin-1") + body
+
+    def post_then_next(self, path, body, headers=()):
+        """POST an invocation's result and ask for the next event in the same write (HTTP/1.1 pipelining:
+        the server answers them in turn), which spares the runtime and the server a round trip per call;
+        the answer to the /next. Should the server close the connection after the POST (a result it
+        refused), the /next is asked again on a new one."""
+        nxt = self._message("GET", _API + "/invocation/next", b"", ())
+        if self.sock is None:
+            self.request("POST", path, body, headers)
+            return self.request("GET", _API + "/invocation/next")
+        try:
+            self.sock.sendall(self._message("POST", path, body, headers) + nxt)
+            _status, headers_in, _payload = self._read_response()
+        except (ConnectionError, OSError):
+            # The server closed an idle keep-alive connection: both once more, one by one on a new one.
+            self.close()
+            self.request("POST", path, body, headers)
+            return self.request("GET", _API + "/invocation/next")
+        try:
+            if headers_in.get("connection", "").lower() == "close":
+                raise ConnectionError("the runtime API closed the connection after the result")
+            status, headers_in, payload = self._read_response()
+        except (ConnectionError, OSError):
+            self.close()
+            return self.request("GET", _API + "/invocation/next")
+        if headers_in.get("connection", "").lower() == "close":
+            self.close()
+        return status, headers_in, payload
+
+    def request(self, method, path, body=b"", headers=()):
+        data = self._message(method, path, body, headers)
         reused = self.sock is not None
         if not reused:
             self._connect()
@@ -345,9 +377,8 @@ def main():
 
 def _serve(conn, handler, first):
     env = os.environ
+    _status, headers, event_bytes = conn.request("GET", _API + "/invocation/next", b"", first)
     while True:
-        _status, headers, event_bytes = conn.request("GET", _API + "/invocation/next", b"", first)
-        first = ()
         request_id = headers["lambda-runtime-aws-request-id"]
         _CURRENT["request_id"] = request_id
         trace = headers.get("lambda-runtime-trace-id")
@@ -375,14 +406,15 @@ def _serve(conn, handler, first):
             body = _error_body(exc)
             body["requestId"] = request_id
             _log_error(body, request_id)
-            conn.request(
-                "POST",
+            _status, headers, event_bytes = conn.post_then_next(
                 "%s/invocation/%s/error" % (_API, request_id),
                 json.dumps(body).encode(),
                 (("Lambda-Runtime-Function-Error-Type", "Unhandled"), ("Content-Type", "application/json")),
             )
             continue
-        conn.request("POST", "%s/invocation/%s/response" % (_API, request_id), payload)
+        _status, headers, event_bytes = conn.post_then_next(
+            "%s/invocation/%s/response" % (_API, request_id), payload
+        )
 
 
 # -- fork-after-init ----------------------------------------------------------------------------------------
