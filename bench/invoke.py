@@ -41,7 +41,14 @@ What it does
    ``python -c "import json, os; os._exit(0)"`` from a clean ``python3.11 -m venv`` (no site-packages, the
    python3.11 selfless itself would pick: the first on PATH that is not a pyenv shim).
 
-Ratios are selfless / floor. Targets: warm p50 <= 3x the relay floor, cold p50 <= 1.5x a fresh interpreter.
+The team's reference relay floor (``../shared/floors/relay_floor.py``, started as its README says, when this
+checkout sits beside it) is timed with the sequential figures (3. and 5.). It serves one request at a time
+(one worker, and one slot for the waiting client: a second request in flight overwrites the first's, and
+the floor fails), so the concurrent figure (4.) is set next to ``bench/floors.py``'s relay, the same design
+with a worker per connection.
+
+Ratios are selfless / floor. Targets: warm c=1 p50 <= 2.5x the shared relay floor, c=16 throughput >= 0.6x the
+relay's, cold p50 <= 1.5x a fresh interpreter.
 Every request goes to 127.0.0.1; every loop is bounded in count and time.
 """
 
@@ -548,7 +555,8 @@ class Row:
     value: float
     unit: str  # "us", "ms" or "/s"
     floors: list[tuple[str, float]]
-    target: float | None = None  # an upper bound on value / floors[0]
+    target: float | None = None  # a bound on value / floors[0]: an upper one, or a lower one with at_least
+    at_least: bool = False
 
     def ratios(self) -> list[float]:
         return [self.value / f if f else math.nan for _, f in self.floors]
@@ -573,8 +581,8 @@ def render(rows: list[Row]) -> str:
             left = f"{row.figure:<{width}} {fmt(row.value, row.unit):>12}" if i == 0 else " " * (width + 13)
             target = ""
             if i == 0 and row.target is not None:
-                verdict = "met" if ratio <= row.target else "MISSED"
-                target = f"<= {row.target:g}x {verdict}"
+                met = ratio >= row.target if row.at_least else ratio <= row.target
+                target = f"{'>=' if row.at_least else '<='} {row.target:g}x {'met' if met else 'MISSED'}"
             floor = f"{floor_name:<34} {fmt(floor_value, row.unit):>12}"
             lines.append(f"{left}   {floor} {ratio:>7.2f}x  {target}".rstrip())
     return "\n".join(lines)
@@ -627,7 +635,7 @@ def build_rows(
     rows: list[Row] = []
     if "raw" in warm:
         w = {k: Stats.of(v.samples_ns) for k, v in warm["raw"].items()}
-        rows += [row("warm c=1 p50", w, "p50_us", 3.0), *unfrozen("warm c=1 p50", w, "p50_us")]
+        rows += [row("warm c=1 p50", w, "p50_us", 2.5), *unfrozen("warm c=1 p50", w, "p50_us")]
         rows += [row("warm c=1 p99", w, "p99_us"), row("warm c=1 mean", w, "mean_us")]
     if "http.client" in warm:
         h = {k: Stats.of(v.samples_ns) for k, v in warm["http.client"].items()}
@@ -642,7 +650,7 @@ def build_rows(
         ]
         rows += [row(f"warm {gap_ms:g} ms apart p99", s, "p99_us")]
     rows += [
-        Row(f"warm c={concurrency} throughput", conc["selfless"].rate, "/s", rates),
+        Row(f"warm c={concurrency} throughput", conc["selfless"].rate, "/s", rates, 0.6, at_least=True),
         row(f"warm c={concurrency} p50", c, "p50_us"),
         row(f"warm c={concurrency} p99", c, "p99_us"),
         Row("cold start p50", ci.p50_us / 1000, "ms", [(FRESH_FLOOR, cf.p50_us / 1000)], 1.5),
