@@ -66,6 +66,7 @@ def _log_failure(task: asyncio.Task[None]) -> None:
 
 _REASONS = {s.value: s.phrase for s in HTTPStatus}
 _MAX_PIPELINED = 8
+_MAX_HELD = 4096  # the largest answer held back to leave with the next (coalesce)
 
 
 @dataclasses.dataclass(slots=True)
@@ -157,12 +158,14 @@ class HttpProtocol(asyncio.Protocol):
         "_body_parts",
         "_body_size",
         "_closing",
+        "_coalesce",
         "_connections",
         "_context",
         "_discarding",
         "_handler",
         "_head_raw",
         "_headers",
+        "_held",
         "_last_seen",
         "_linger",
         "_loop",
@@ -194,9 +197,13 @@ class HttpProtocol(asyncio.Protocol):
         on_too_large: TooLargeHandler,
         connections: set[HttpProtocol],
         shared: set[HttpProtocol] | None = None,
+        coalesce: bool = False,
     ) -> None:
-        """``connections``: its server's, and ``shared`` a budget's: it leaves both when it closes."""
+        """``connections``: its server's, and ``shared`` a budget's: it leaves both when it closes.
+        ``coalesce``: see HttpServer."""
         self._shared = shared
+        self._coalesce = coalesce
+        self._held = b""  # an answer that leaves with the next one (coalesce)
         self._handler = handler
         self._max_body = max_body
         self._max_head = max_head
@@ -265,6 +272,11 @@ class HttpProtocol(asyncio.Protocol):
             self._head_raw += len(data)
         try:
             self._parser.feed_data(data)
+            if self._coalesce and self._pending and self._task is None and self._state != _DRAINING:
+                # Requests that came in this read were queued (see on_message_complete): served now, so
+                # that an answer knows whether another request is behind it.
+                request, keep = self._pending.popleft()
+                self._dispatch(request, keep)
         except httptools.HttpParserUpgrade:
             self._refuse(400, "Bad request")
             return
@@ -366,8 +378,9 @@ class HttpProtocol(asyncio.Protocol):
             self._pending.clear()
             self._write(self._on_too_large(request), keep_alive=False)
             return
-        if self._task is not None:
-            # Pipelined behind a request still being served; answers go out in order.
+        if self._task is not None or self._coalesce:
+            # Pipelined behind a request still being served (answers go out in order), or with coalesce,
+            # every request of a read until the read is parsed (data_received serves the first).
             self._pending.append((request, keep_alive))
             if len(self._pending) >= _MAX_PIPELINED:
                 self._transport.pause_reading()
@@ -414,7 +427,14 @@ class HttpProtocol(asyncio.Protocol):
         transport = self._transport
         if transport is None or transport.is_closing():
             return
-        self._send(transport, response, keep_alive)
+        if self._coalesce and keep_alive and self._pending and self._task is None:
+            # A pipelined request waits behind this answer: the answer leaves with that one's (one write, one
+            # wake-up of the peer, instead of two).
+            self._held += self._encode(response, keep_alive)
+            if len(self._held) > _MAX_HELD:
+                self._flush_held(transport)
+        else:
+            self._send(transport, response, keep_alive)
         self._last_seen = time.monotonic()
         if self._state == _HEAD:  # a pipelined head waited behind this handler: its clock starts now
             self._started = self._last_seen
@@ -426,8 +446,22 @@ class HttpProtocol(asyncio.Protocol):
                 transport.resume_reading()
             self._dispatch(request, keep)
 
+    def _flush_held(self, transport: asyncio.Transport) -> None:
+        held, self._held = self._held, b""
+        if held:
+            transport.write(held)
+
+    def _send(self, transport: asyncio.Transport, response: Response, keep_alive: bool) -> None:
+        data = self._encode(response, keep_alive)
+        if self._held:
+            if len(data) < 65536:
+                data, self._held = self._held + data, b""
+            else:
+                self._flush_held(transport)  # a large answer: a write of its own after the held one
+        transport.write(data)
+
     @staticmethod
-    def _send(transport: asyncio.Transport, response: Response, keep_alive: bool) -> None:
+    def _encode(response: Response, keep_alive: bool) -> bytes:
         status = response.status
         parts = [f"HTTP/1.1 {status} {_REASONS.get(status, 'Unknown')}\r\n"]
         if response.content_type is not None:
@@ -438,11 +472,8 @@ class HttpProtocol(asyncio.Protocol):
         if not keep_alive:
             parts.append("Connection: close\r\n")
         parts.append("\r\n")
-        head = "".join(parts).encode("latin-1")
         # One write: headers and body leave in the same segment when they fit.
-        transport.write(head + response.body if len(response.body) < 65536 else head)
-        if len(response.body) >= 65536:
-            transport.write(response.body)
+        return "".join(parts).encode("latin-1") + response.body
 
     def _body_too_large(self) -> None:
         if self._transport is not None and not self._transport.is_closing():
@@ -527,7 +558,13 @@ class HttpServer:
         budget: ConnectionBudget | None = None,
         context: Any = None,
         on_too_large: TooLargeHandler = _too_large_default,
+        coalesce: bool = False,
     ) -> None:
+        """``coalesce``: an answer with a pipelined request behind it (a runtime's result, then its next
+        /next) is held back and leaves with that request's answer, in one write: for a peer that sends both
+        at once and wants the second answer anyway (selfless's Python runtime). At most ``_MAX_HELD``
+        bytes are held; a larger answer goes at once."""
+        self._coalesce = coalesce
         self._handler = handler
         self._max_body = max_body
         self._max_head = max_head
@@ -569,6 +606,7 @@ class HttpServer:
             on_too_large=self._on_too_large,
             connections=self.connections,
             shared=self._budget.held if self._budget is not None else None,
+            coalesce=self._coalesce,
         )
         # Counted from its accept, not from connection_made: a burst of accepts runs ahead of those.
         self.connections.add(conn)

@@ -487,3 +487,41 @@ def test_handlers_may_answer_at_once_with_a_future_or_with_a_coroutine(run: Any)
             assert pending[0].cancelled()
 
     run(scenario())
+
+
+def test_coalesce_holds_an_answer_until_the_pipelined_request_behind_it_is_answered(run: Any) -> None:
+    """With coalesce (the Runtime API), a result's answer and the answer to the /next pipelined behind it
+    reach the peer in one read; without a request behind it an answer goes at once."""
+    later: list[asyncio.Future[Response]] = []
+
+    def handler(request: Request) -> Any:
+        if request.path == "/wait":
+            fut: asyncio.Future[Response] = asyncio.get_running_loop().create_future()
+            later.append(fut)
+            return fut
+        return Response(202, b"ok")
+
+    async def scenario() -> None:
+        async with serving(handler, idle_timeout=0, coalesce=True) as (_, port):
+            reader, writer = await asyncio.open_connection("127.0.0.1", port)
+            writer.write(b"POST /result HTTP/1.1\r\nHost: x\r\nContent-Length: 0\r\n\r\n")
+            alone = await asyncio.wait_for(read_response(reader), 5)
+            assert alone.endswith(b"ok")  # nothing behind it: at once
+            writer.write(
+                b"POST /result HTTP/1.1\r\nHost: x\r\nContent-Length: 0\r\n\r\nGET /wait HTTP/1.1\r\nHost: x\r\n\r\n"
+            )
+            for _ in range(100):
+                if later:
+                    break
+                await asyncio.sleep(0.01)
+            await asyncio.sleep(0.05)
+            with pytest.raises(TimeoutError):  # the 202 waits for the /next's answer
+                await asyncio.wait_for(reader.read(1), 0.1)
+            later[0].set_result(Response(200, b"next"))
+            first = await asyncio.wait_for(read_response(reader), 5)
+            second = await asyncio.wait_for(read_response(reader), 5)
+            assert first.startswith(b"HTTP/1.1 202") and first.endswith(b"ok")
+            assert second.startswith(b"HTTP/1.1 200") and second.endswith(b"next")
+            writer.close()
+
+    run(scenario())

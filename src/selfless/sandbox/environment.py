@@ -168,6 +168,7 @@ class Environment:
             idle_timeout=0,
             context=self,
             on_too_large=runtime_api.too_large,
+            coalesce=True,  # a result's 202 leaves with the answer to the /next sent behind it
         )
         self._process: SandboxProcess | None = None
         self._waiter: asyncio.Future[Invocation] | None = None
@@ -254,8 +255,10 @@ class Environment:
             self._spawned_at = time.monotonic()
             self._process = await self._backend.spawn(self.id, self._root, fn, self.runtime, layout, env)
             if self._process.runtime_connection is not None:
-                # Its first /next comes this way; the listener is served after it (``_after_init``).
+                # Its first /next comes this way; the listener (if any) is served after it (``_after_init``).
                 await self._server.adopt(self._process.runtime_connection)
+                if self._process.runtime_listener is not None:
+                    self._server.listen_on(self._process.runtime_listener)
             else:
                 if self._process.runtime_listener is not None:  # inside the environment's own network
                     self._server.listen_on(self._process.runtime_listener)

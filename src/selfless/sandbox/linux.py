@@ -676,17 +676,31 @@ class LinuxBackend:
         cgroup, netns = self._cgroups[env_id], self._netns[env_id]
         spec = self._spec(env_id, root, function, runtime, interpreter, uid, env)
         spec["cgroup_procs"] = [] if token is not None else cgroup.procs_files
+        fds = {"out": -1, "netns": netns.fd}
+        ours: socket.socket | None = None
+        if runtime.is_python:
+            # selfless's own Python runtime talks to its Runtime API over a Unix socket pair made here
+            # (AWS_LAMBDA_RUNTIME_API, served inside the namespace from its init on, is there for anything
+            # else): a call then costs the server and the runtime a loopback TCP exchange less each way.
+            ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
+            fds["api"] = theirs.fileno()
+            spec["runtime_api_fd"] = True
         read_fd, write_fd = os.pipe2(os.O_CLOEXEC)
+        fds["out"] = write_fd
         try:
-            pid, exited = await zygote.spawn(spec, {"out": write_fd, "netns": netns.fd}, token)
+            pid, exited = await zygote.spawn(spec, fds, token)
         except BaseException:
             os.close(read_fd)
+            if ours is not None:
+                ours.close()
             raise
         finally:
             os.close(write_fd)
+            if ours is not None:
+                theirs.close()
         os.set_blocking(read_fd, False)
         self._open_door(env_id, netns)
-        return LinuxProcess(pid, exited, read_fd, cgroup, runtime_listener=netns.runtime)
+        return LinuxProcess(pid, exited, read_fd, cgroup, runtime_connection=ours, runtime_listener=netns.runtime)
 
     async def _netns_for(self, env_id: str, kind: network.Kind, tenant: str) -> Netns:
         """A namespace of ``kind`` for ``env_id`` of function ``tenant`` (recorded at once, for ``release``)."""

@@ -359,11 +359,16 @@ def _init_failed(conn, body, error_type):
     )
 
 
-def main():
+def main(api_fd=None):
+    """A Python environment's runtime. ``api_fd``: a connection to the Runtime API the server made for it (a
+    Unix socket pair: cheaper per call than loopback TCP); AWS_LAMBDA_RUNTIME_API otherwise, and should
+    that connection ever close."""
     env = os.environ
     _setup_logging(env)
     task_root = _prepare_paths(env)
     conn = _Conn(env["AWS_LAMBDA_RUNTIME_API"])
+    if api_fd is not None:
+        conn.adopt(api_fd)
     started = time.monotonic()
     try:
         handler = _load_handler(env["_HANDLER"], task_root)
@@ -412,9 +417,7 @@ def _serve(conn, handler, first):
                 (("Lambda-Runtime-Function-Error-Type", "Unhandled"), ("Content-Type", "application/json")),
             )
             continue
-        _status, headers, event_bytes = conn.post_then_next(
-            "%s/invocation/%s/response" % (_API, request_id), payload
-        )
+        _status, headers, event_bytes = conn.post_then_next("%s/invocation/%s/response" % (_API, request_id), payload)
 
 
 # -- fork-after-init ----------------------------------------------------------------------------------------

@@ -62,6 +62,7 @@ PR_SET_MEMORY_MERGE = 67
 SECCOMP_MODE_FILTER = 2
 
 TEMPLATE_CONTROL_FD = 4  # a template's control socket to the server
+RUNTIME_API_FD = 5  # a Python environment's own connection to its Runtime API (a Unix socket pair)
 SYS_PIVOT_ROOT = 155
 SYS_CLOSE_RANGE = 436
 
@@ -306,9 +307,14 @@ def enter(spec, filter_prog, netns_fd=None):
         _check(_libc.setns(netns_fd, CLONE_NEWNET), "setns network namespace")
         os.close(netns_fd)
     template = spec.get("template")
+    keep = []
     if template:
         os.set_inheritable(TEMPLATE_CONTROL_FD, False)
-    _close_extra_fds(keep=(TEMPLATE_CONTROL_FD,) if template else ())
+        keep.append(TEMPLATE_CONTROL_FD)
+    if spec.get("runtime_api_fd"):
+        os.set_inheritable(RUNTIME_API_FD, False)  # the runtime's; not for the processes a function starts
+        keep.append(RUNTIME_API_FD)
+    _close_extra_fds(keep=tuple(keep))
     os.setsid()
     _check(_libc.unshare(CLONE_NEWNS | CLONE_NEWIPC | CLONE_NEWUTS), "unshare")
     _mount(None, "/", None, MS_REC | MS_PRIVATE)

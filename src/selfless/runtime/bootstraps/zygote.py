@@ -12,7 +12,8 @@ collector's way, and serves two messages:
   server -> zygote   {"op": "spare", "token": T, "cgroup_procs": [...]}
   zygote -> server   {"spare": T, "pid": P}
   server -> zygote   {"op": "spawn", "id": N, "spec": {...}, "fds": [names], ["spare": T]} with the
-                     descriptors ``fds`` names, in order (SCM_RIGHTS): "out" (the stdout pipe), "netns" (the
+                     descriptors ``fds`` names, in order (SCM_RIGHTS): "out" (the stdout pipe), "api" (a Python
+                     environment's end of its Runtime API connection), "netns" (the
                      environment's network namespace), "control" (a fork-after-init template's socket)
   zygote -> server   {"id": N, "pid": P} or {"id": N, "error": "..."}; later {"exit": P, "code": C}
 
@@ -193,12 +194,20 @@ def _child(spec, fds, sock, filter_prog):
         if out_fd > 2:
             os.close(out_fd)
         netns_fd = fds.get("netns")
-        control_fd = fds.get("control")
-        if control_fd is not None and control_fd != sandbox_enter.TEMPLATE_CONTROL_FD:
-            if netns_fd == sandbox_enter.TEMPLATE_CONTROL_FD:
-                netns_fd = os.dup(netns_fd)  # (the number is the control socket's from here)
-            os.dup2(control_fd, sandbox_enter.TEMPLATE_CONTROL_FD)
-            os.close(control_fd)
+        # Each socket to its fixed number (sandbox_enter keeps those); a descriptor still open that holds
+        # that number now moves aside first ("out" is closed by now).
+        fixed = (("control", sandbox_enter.TEMPLATE_CONTROL_FD), ("api", sandbox_enter.RUNTIME_API_FD))
+        for name, number in fixed:
+            fd = fds.get(name)
+            if fd is None or fd == number:
+                continue
+            for other in ("netns", "control", "api"):
+                if other != name and fds.get(other) == number:
+                    fds[other] = os.dup(number)
+            netns_fd = fds.get("netns")
+            os.dup2(fd, number)
+            os.close(fd)
+            fds[name] = number
         devnull = os.open("/dev/null", os.O_RDONLY)
         os.dup2(devnull, 0)
         os.close(devnull)
@@ -213,7 +222,7 @@ def _child(spec, fds, sock, filter_prog):
             control = socket.socket(fileno=sandbox_enter.TEMPLATE_CONTROL_FD)
             python_bootstrap.template_main(control, filter_prog)
         else:
-            python_bootstrap.main()
+            python_bootstrap.main(sandbox_enter.RUNTIME_API_FD if "api" in fds else None)
         code = 0
     except SystemExit as exc:
         code = exc.code if isinstance(exc.code, int) else 1
