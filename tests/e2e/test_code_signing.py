@@ -8,6 +8,7 @@ refuses the deployment (CodeVerificationFailedException), Warn accepts it and lo
 
 from __future__ import annotations
 
+import contextlib
 import json
 import re
 from collections.abc import Callable, Iterator
@@ -39,10 +40,8 @@ def make_config(lam: Any) -> Iterator[Callable[..., dict[str, Any]]]:
 
     yield make
     for arn in made:
-        try:
+        with contextlib.suppress(lam.exceptions.ResourceNotFoundException):
             lam.delete_code_signing_config(CodeSigningConfigArn=arn)
-        except lam.exceptions.ResourceNotFoundException:
-            pass
 
 
 def error(exc: pytest.ExceptionInfo[Any]) -> tuple[str, str, int]:
@@ -211,9 +210,7 @@ def test_a_missing_configuration_is_not_found_as_aws_says(lam: Any, lam_unvalida
 # -- functions and their configuration -----------------------------------------------------------------------
 
 
-def test_a_function_is_given_a_configuration_and_loses_it(
-    lam: Any, make_config: Callable[..., dict[str, Any]]
-) -> None:
+def test_a_function_is_given_a_configuration_and_loses_it(lam: Any, make_config: Callable[..., dict[str, Any]]) -> None:
     arn = make_config()["CodeSigningConfigArn"]
     name = unique("signed")
     try:
