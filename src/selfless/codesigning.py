@@ -30,13 +30,8 @@ from collections.abc import AsyncIterator, Callable, Mapping
 from typing import Any
 
 from selfless.config import Settings
-from selfless.errors import (
-    CodeSigningConfigNotFound,
-    CodeVerificationFailed,
-    InvalidParameterValue,
-    ResourceConflict,
-    ResourceNotFound,
-)
+from selfless.errors import CodeSigningConfigNotFound, CodeVerificationFailed, ResourceConflict, ResourceNotFound
+from selfless.functions import check_tags
 from selfless.ids import now_lastmodified
 from selfless.models import CodeSigningConfig
 from selfless.store.base import MetadataStore
@@ -44,7 +39,6 @@ from selfless.store.base import MetadataStore
 log = logging.getLogger(__name__)
 
 DEFAULT_POLICY = "Warn"
-MAX_TAGS = 50
 # A configuration's ARN as the model's CodeSigningConfigArn pattern has it (the id: csc- and 17 characters).
 _ARN_RE = re.compile(
     r"^arn:(?:aws[a-zA-Z-]*)?:lambda:(?P<region>[a-z0-9-]+):(?P<account>\d{12}):code-signing-config:"
@@ -90,7 +84,7 @@ class CodeSigning:
     async def create(self, params: Mapping[str, Any]) -> CodeSigningConfig:
         """A new configuration (its parameters already hold to the model's constraints)."""
         tags = dict(params.get("Tags") or {})
-        _check_tag_count(tags)
+        check_tags(tags)  # a function's tag rules: at most 50, none under the reserved aws: prefix
         s = self._settings
         while True:
             config_id = f"csc-{secrets.token_hex(9)[:17]}"
@@ -205,7 +199,7 @@ class CodeSigning:
         async with self._lock:
             config = self.get(arn)
             merged = {**config.tags, **tags}
-            _check_tag_count(merged)
+            check_tags(merged)
             config = config.replace(tags=merged)
             await self._store.put_code_signing_config(config)
             self._configs[arn] = config
@@ -220,8 +214,3 @@ class CodeSigning:
 
     def tags(self, arn: str) -> dict[str, str]:
         return dict(self.get(arn).tags)
-
-
-def _check_tag_count(tags: Mapping[str, str]) -> None:
-    if len(tags) > MAX_TAGS:
-        raise InvalidParameterValue("Number of tags exceeds resource tag limit.")

@@ -18,12 +18,11 @@ import random
 import re
 import uuid
 from collections.abc import Callable, Iterable, Mapping
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from selfless.artifacts.local import LocalCodeStore
 from selfless.artifacts.s3 import S3Source
 from selfless.artifacts.unzip import MAX_UNZIPPED
-from selfless.codesigning import CodeSigning
 from selfless.config import Settings
 from selfless.errors import (
     InvalidParameterValue,
@@ -39,6 +38,9 @@ from selfless.layers import LayerRegistry
 from selfless.models import Alias, CodeRef, Function, FunctionState, LayerRef, UpdateStatus
 from selfless.runtime.runtimes import RuntimeCatalog
 from selfless.store.base import MetadataStore
+
+if TYPE_CHECKING:  # the code signing registry uses this module's tag rules, so it is imported for types only
+    from selfless.codesigning import CodeSigning
 
 MAX_ZIPPED = 52_428_800  # 50 MB
 MAX_ENV_BYTES = 4096

@@ -139,6 +139,15 @@ def test_tags(lam: Any, make_config: Callable[..., dict[str, Any]]) -> None:
     assert lam.list_tags(Resource=arn)["Tags"] == {"a": "1", "b": "2"}
     lam.untag_resource(Resource=arn, TagKeys=["a"])
     assert lam.list_tags(Resource=arn)["Tags"] == {"b": "2"}
+    # A function's tag rules: at most 50, none under the reserved aws: prefix; a refusal changes nothing.
+    for tags in ({f"k{i}": "v" for i in range(50)}, {"aws:owner": "me"}):
+        with pytest.raises(lam.exceptions.InvalidParameterValueException):
+            lam.tag_resource(Resource=arn, Tags=tags)
+    assert lam.list_tags(Resource=arn)["Tags"] == {"b": "2"}
+    with pytest.raises(lam.exceptions.InvalidParameterValueException):
+        lam.create_code_signing_config(
+            AllowedPublishers={"SigningProfileVersionArns": [PROFILE]}, Tags={"AWS:team": "x"}
+        )
     with pytest.raises(lam.exceptions.ResourceNotFoundException):
         lam.list_tags(Resource=MISSING)
 
