@@ -412,9 +412,7 @@ def _serve(conn, handler, first):
                 (("Lambda-Runtime-Function-Error-Type", "Unhandled"), ("Content-Type", "application/json")),
             )
             continue
-        _status, headers, event_bytes = conn.post_then_next(
-            "%s/invocation/%s/response" % (_API, request_id), payload
-        )
+        _status, headers, event_bytes = conn.post_then_next("%s/invocation/%s/response" % (_API, request_id), payload)
 
 
 # -- fork-after-init ----------------------------------------------------------------------------------------
