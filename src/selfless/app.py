@@ -25,6 +25,7 @@ from selfless.api.lambda_api import MAX_REQUEST, CodeUrls, LambdaApi
 from selfless.api.logs_api import LogsApi
 from selfless.artifacts.local import LocalCodeStore
 from selfless.artifacts.s3 import S3Source
+from selfless.codesigning import CodeSigning
 from selfless.config import Settings, mem_info_mb
 from selfless.errors import ResourceNotFound
 from selfless.functions import FunctionRegistry
@@ -129,6 +130,9 @@ class App:
         self.registry.layers = self.layers
         self.registry.in_use = self._packages_in_use
         self.permissions = Permissions(self.store, self.registry, self.layers)
+        self.code_signing = CodeSigning(settings, self.store)
+        self.code_signing.users_of = self.registry.code_signing_users
+        self.registry.code_signing = self.code_signing
         self.health_info: dict[str, str] = {
             "region": settings.region,
             "account": settings.account_id,
@@ -174,6 +178,7 @@ class App:
             self.event_configs,
             self.events,
             access,
+            self.code_signing,
         )
         self.lambda_api.lineage_of = self._lineage_of
         self.front = FrontDoor(
@@ -286,6 +291,7 @@ class App:
         self.meter.open()
         await self.layers.load()
         await self.permissions.load()
+        await self.code_signing.load()
         await self.registry.load()
         self.pool.start()
         await self.provisioned.load()

@@ -9,9 +9,11 @@ them once to its own wire form (see ``selfless.api.errors``)::
     ├── InvalidRequestContent          the body is not the JSON the operation expects
     ├── Serialization                  the same for JSON 1.1 services (CloudWatch Logs)
     ├── ResourceNotFound               no such function / resource
-    │   └── ProvisionedConcurrencyConfigNotFound
+    │   ├── ProvisionedConcurrencyConfigNotFound
+    │   └── CodeSigningConfigNotFound  a function was given a code signing configuration that does not exist
     ├── ResourceConflict               exists already, or is in a state that forbids the call
     ├── PreconditionFailed             a RevisionId did not match
+    ├── CodeVerificationFailed         a deployment refused by an Enforce code signing policy
     ├── PolicyLengthExceeded           a resource policy would pass 20 KB
     ├── RequestTooLarge                a payload past the synchronous / asynchronous limit
     ├── RequestEntityTooLarge          a request body past what the operation accepts at all
@@ -63,6 +65,14 @@ class ResourceNotFound(SelflessError):
 
 class ProvisionedConcurrencyConfigNotFound(ResourceNotFound):
     aws_type = "ProvisionedConcurrencyConfigNotFoundException"
+
+
+class CodeSigningConfigNotFound(ResourceNotFound):
+    aws_type = "CodeSigningConfigNotFoundException"
+
+
+class CodeVerificationFailed(SelflessError):
+    aws_type = "CodeVerificationFailedException"
 
 
 class ResourceConflict(SelflessError):

@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import binascii
+import contextlib
 import dataclasses
 import json
 import logging
@@ -17,7 +18,7 @@ import random
 import re
 import uuid
 from collections.abc import Callable, Iterable, Mapping
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from selfless.artifacts.local import LocalCodeStore
 from selfless.artifacts.s3 import S3Source
@@ -37,6 +38,9 @@ from selfless.layers import LayerRegistry
 from selfless.models import Alias, CodeRef, Function, FunctionState, LayerRef, UpdateStatus
 from selfless.runtime.runtimes import RuntimeCatalog
 from selfless.store.base import MetadataStore
+
+if TYPE_CHECKING:  # the code signing registry uses this module's tag rules, so it is imported for types only
+    from selfless.codesigning import CodeSigning
 
 MAX_ZIPPED = 52_428_800  # 50 MB
 MAX_ENV_BYTES = 4096
@@ -77,7 +81,6 @@ _PASSTHROUGH = ("VpcConfig", "DeadLetterConfig", "KMSKeyArn", "TracingConfig", "
 _UNSUPPORTED = {
     "FileSystemConfigs": "File systems are not supported by selfless",
     "ImageConfig": "Container images are not supported by selfless yet",
-    "CodeSigningConfigArn": "Code signing is not supported by selfless yet",
     "CapacityProviderConfig": "Capacity providers are not supported by selfless",
     "DurableConfig": "Durable functions are not supported by selfless yet",
 }
@@ -107,6 +110,7 @@ def _snapshot_fields(fn: Function) -> dict[str, Any]:
         "tags",
         "reserved_concurrency",
         "recursive_loop",
+        "code_signing_config_arn",
         "state",
         "state_reason",
         "state_reason_code",
@@ -167,6 +171,8 @@ class FunctionRegistry:
         # Provisioned concurrency requested per function name, all its versions and aliases together
         # (``ProvisionedConcurrency.totals``); set by the composition root, which sits above both.
         self.provisioned: Callable[[], Mapping[str, int]] = dict
+        # Code signing configurations: checks deployments; set by the composition root.
+        self.code_signing: CodeSigning | None = None
 
     async def load(self) -> None:
         for fn in await self._store.list_functions():
@@ -316,6 +322,8 @@ class FunctionRegistry:
         check_tags(params.get("Tags") or {})
         self._check_logging(params.get("LoggingConfig") or {})
         layers = self._resolve_layers(params.get("Layers") or [], ())
+        signing = params.get("CodeSigningConfigArn")
+        self._check_signing(signing, name)
         zip_bytes = await self.package(params.get("Code") or {})
         async with self._lock(name):
             if name in self._functions:
@@ -347,10 +355,12 @@ class FunctionRegistry:
                 state_reason="The function is being created.",
                 state_reason_code="Creating",
                 layers=layers,
+                code_signing_config_arn=signing,
             )
             await self._build_opt(fn)
-            await self._store.put_function(fn)
-            self._functions[name] = fn
+            async with self._attaching(signing):
+                await self._store.put_function(fn)
+                self._functions[name] = fn
         self._on_change(name, fn.generation)
         self._settle_soon(name)
         return fn
@@ -365,6 +375,7 @@ class FunctionRegistry:
             fn = self.get(fn.name)
             self._check_revision(fn, params.get("RevisionId"))
             self._check_updatable(fn)
+            self._check_signing(fn.code_signing_config_arn, fn.name)
             code = await self._code.put(zip_bytes)
             self._check_combined_size(code, fn.layers)
             if dry_run:
@@ -408,6 +419,8 @@ class FunctionRegistry:
             if "EphemeralStorage" in params:
                 changes["ephemeral_storage"] = (params["EphemeralStorage"] or {}).get("Size", 512)
             if "Layers" in params:
+                if params["Layers"]:  # layers are deployed packages too: signed by an allowed profile or not
+                    self._check_signing(fn.code_signing_config_arn, fn.name)
                 changes["layers"] = self._resolve_layers(params["Layers"] or [], fn.layers)
                 self._check_combined_size(fn.code, changes["layers"])
             extra = dict(fn.extra)
@@ -648,6 +661,24 @@ class FunctionRegistry:
             self._functions[fn.name] = fn
         return fn
 
+    async def put_code_signing(self, name_or_arn: str, config_arn: str | None) -> Function:
+        """Attach a code signing configuration to the function (None detaches it): it applies to the
+        deployments that follow, as on AWS. No new generation: running code is not redeployed."""
+        if config_arn is not None and self.code_signing is not None:
+            self.code_signing.for_function(config_arn)  # AWS looks for the configuration before the function
+        fn = self.latest(name_or_arn)
+        async with self._lock(fn.name):
+            fn = self.latest(fn.name)
+            async with self._attaching(config_arn):
+                fn = fn.replace(code_signing_config_arn=config_arn)
+                await self._store.put_function(fn)
+                self._functions[fn.name] = fn
+        return fn
+
+    def code_signing_users(self, config_arn: str) -> list[str]:
+        """The ARNs of the functions a code signing configuration is attached to, by name."""
+        return [fn.arn for name, fn in sorted(self._functions.items()) if fn.code_signing_config_arn == config_arn]
+
     async def delete_concurrency(self, name_or_arn: str) -> None:
         fn = self.unqualified(name_or_arn)
         async with self._lock(fn.name):
@@ -819,6 +850,23 @@ class FunctionRegistry:
             f"The runtime parameter of {runtime} is not supported by this server. "
             f"Supported runtimes: {', '.join(self._runtimes.names())}"
         )
+
+    def _check_signing(self, config_arn: str | None, name: str) -> None:
+        """A package is being deployed to function ``name``, which has (or is given) ``config_arn``:
+        CodeSigningConfigNotFoundException for a configuration that does not exist; what its policy says
+        about a package whose signature selfless cannot verify (``CodeSigning.check_deployment``)."""
+        if config_arn is None:
+            return
+        if self.code_signing is None:
+            raise InvalidParameterValue("Code signing is not available on this server")
+        self.code_signing.for_function(config_arn)
+        self.code_signing.check_deployment(config_arn, self.arn(name))
+
+    def _attaching(self, config_arn: str | None) -> contextlib.AbstractAsyncContextManager[None]:
+        """Held while a record naming ``config_arn`` is written (the configuration cannot go meanwhile)."""
+        if config_arn is None or self.code_signing is None:
+            return contextlib.nullcontext()
+        return self.code_signing.attaching(config_arn)
 
     def _refuse_unsupported(self, params: Mapping[str, Any]) -> None:
         for key, message in _UNSUPPORTED.items():

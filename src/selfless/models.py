@@ -121,6 +121,9 @@ class Function:
     # RecursiveLoop (PutFunctionRecursionConfig): "Terminate" stops an event chain that comes back to this
     # function more than 16 times; "Allow" lets it run. Kept on $LATEST, for the whole function.
     recursive_loop: str = "Terminate"
+    # The code signing configuration attached to the function (CreateFunction's CodeSigningConfigArn,
+    # PutFunctionCodeSigningConfig): kept on $LATEST, for the whole function; checked at every deployment.
+    code_signing_config_arn: str | None = None
 
     def replace(self, **changes: Any) -> Function:
         return dataclasses.replace(self, **changes)
@@ -199,6 +202,35 @@ class Alias:
     @classmethod
     def from_doc(cls, doc: Mapping[str, Any]) -> Alias:
         return cls(**doc)
+
+
+@dataclasses.dataclass(frozen=True)
+class CodeSigningConfig:
+    """A code signing configuration: the signing profiles whose signatures are trusted, and what a deployment
+    that fails the checks gets (``policy``: "Warn" lets it through with a warning, "Enforce" refuses it)."""
+
+    id: str
+    arn: str
+    allowed_profiles: tuple[str, ...]
+    policy: str = "Warn"
+    description: str = ""
+    last_modified: str = ""
+    tags: Mapping[str, str] = dataclasses.field(default_factory=dict)
+
+    def replace(self, **changes: Any) -> CodeSigningConfig:
+        return dataclasses.replace(self, **changes)
+
+    def to_doc(self) -> dict[str, Any]:
+        doc = dataclasses.asdict(self)
+        doc["allowed_profiles"] = list(self.allowed_profiles)
+        doc["tags"] = dict(self.tags)
+        return doc
+
+    @classmethod
+    def from_doc(cls, doc: Mapping[str, Any]) -> CodeSigningConfig:
+        fields = dict(doc)
+        fields["allowed_profiles"] = tuple(fields.get("allowed_profiles", ()))
+        return cls(**fields)
 
 
 class InvocationType(enum.StrEnum):

@@ -97,6 +97,12 @@ def test_every_response_fits_the_model(server: Server) -> None:
         SnapStart={"ApplyOn": "PublishedVersions"},
     )
     lam.get_waiter("function_active_v2").wait(FunctionName=name, WaiterConfig={"Delay": 1, "MaxAttempts": 30})
+    signing = lam.create_code_signing_config(
+        AllowedPublishers={
+            "SigningProfileVersionArns": ["arn:aws:signer:us-east-1:000000000000:/signing-profiles/p/1"]
+        },
+        Tags={"a": "b"},
+    )["CodeSigningConfig"]["CodeSigningConfigArn"]
     try:
         lam.get_function(FunctionName=name)
         lam.get_function_configuration(FunctionName=name)
@@ -128,6 +134,15 @@ def test_every_response_fits_the_model(server: Server) -> None:
             Action="lambda:GetLayerVersion", Principal="*",
         )  # fmt: skip
         lam.get_layer_version_policy(LayerName=layer["LayerArn"], VersionNumber=layer["Version"])
+        lam.get_function_code_signing_config(FunctionName=name)  # none yet
+        lam.put_function_code_signing_config(FunctionName=name, CodeSigningConfigArn=signing)
+        lam.get_function_code_signing_config(FunctionName=name)
+        lam.get_code_signing_config(CodeSigningConfigArn=signing)
+        lam.update_code_signing_config(CodeSigningConfigArn=signing, Description="x")
+        lam.list_code_signing_configs()
+        lam.list_functions_by_code_signing_config(CodeSigningConfigArn=signing)
+        lam.list_tags(Resource=signing)
+        missing_signing = signing[:-17] + "0" * 17
         for failing in (
             lambda: lam.get_function(FunctionName=unique("missing")),
             lambda: lam.get_alias(FunctionName=name, Name="nope"),
@@ -135,6 +150,9 @@ def test_every_response_fits_the_model(server: Server) -> None:
             lambda: lam.update_function_configuration(FunctionName=name, RevisionId="stale"),
             lambda: lam.get_layer_version(LayerName=layer["LayerArn"], VersionNumber=99),
             lambda: lam.put_function_concurrency(FunctionName=name, ReservedConcurrentExecutions=100000),
+            lambda: lam.get_code_signing_config(CodeSigningConfigArn=missing_signing),
+            lambda: lam.delete_code_signing_config(CodeSigningConfigArn=signing),  # in use
+            lambda: lam.put_function_code_signing_config(FunctionName=name, CodeSigningConfigArn=missing_signing),
         ):
             try:
                 failing()
@@ -145,6 +163,7 @@ def test_every_response_fits_the_model(server: Server) -> None:
     finally:
         lam.delete_provisioned_concurrency_config(FunctionName=name, Qualifier="live")
         lam.delete_function(FunctionName=name)
+        lam.delete_code_signing_config(CodeSigningConfigArn=signing)
         lam.delete_layer_version(LayerName=layer["LayerArn"], VersionNumber=layer["Version"])
     checked = {op for op, _, _ in seen}
     assert len(checked) >= 25, sorted(checked)

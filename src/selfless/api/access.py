@@ -93,6 +93,8 @@ class Access:
             return (f"{arn}:{params['VersionNumber']}" if "VersionNumber" in params else arn), None
         if "Arn" in params:  # GetLayerVersionByArn
             return str(params["Arn"]), None
+        if "CodeSigningConfigArn" in params:  # a code signing configuration's own operations
+            return str(params["CodeSigningConfigArn"]), None
         return "*", None
 
     def _function_resource(self, name_or_arn: str, qualifier: str | None) -> tuple[str, str | None]:

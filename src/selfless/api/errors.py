@@ -27,6 +27,7 @@ STATUS: dict[type[e.SelflessError], int] = {
     e.ResourceNotFound: 404,
     e.ResourceConflict: 409,
     e.PreconditionFailed: 412,
+    e.CodeVerificationFailed: 400,
     e.PolicyLengthExceeded: 400,
     e.RequestTooLarge: 413,
     e.RequestEntityTooLarge: 413,

@@ -11,7 +11,7 @@ import json
 from collections.abc import Mapping
 from typing import Any, Protocol
 
-from selfless.models import Alias, Function, LayerVersion
+from selfless.models import Alias, CodeSigningConfig, Function, LayerVersion
 
 
 @dataclasses.dataclass(frozen=True)
@@ -117,5 +117,12 @@ class MetadataStore(Protocol):
 
     async def put_event_invoke_config(self, name: str, qualifier: str, doc: dict[str, Any] | None) -> None:
         """A function's (or version's, alias's) asynchronous invocation configuration; None removes it."""
+
+    async def list_code_signing_configs(self) -> list[CodeSigningConfig]: ...
+
+    async def put_code_signing_config(self, config: CodeSigningConfig) -> None:
+        """Creates the configuration, or replaces the one with its id."""
+
+    async def delete_code_signing_config(self, config_id: str) -> None: ...
 
     async def close(self) -> None: ...

@@ -18,7 +18,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any, TypeVar
 
-from selfless.models import Alias, Function, LayerVersion
+from selfless.models import Alias, CodeSigningConfig, Function, LayerVersion
 from selfless.store.base import StoredEvent
 
 T = TypeVar("T")
@@ -68,6 +68,10 @@ CREATE TABLE IF NOT EXISTS events (
     client_context TEXT,
     accepted_at    REAL NOT NULL,
     attempts       INTEGER NOT NULL DEFAULT 0
+);
+CREATE TABLE IF NOT EXISTS code_signing_configs (
+    id  TEXT PRIMARY KEY,
+    doc TEXT NOT NULL
 );
 CREATE TABLE IF NOT EXISTS event_invoke_configs (
     name      TEXT NOT NULL,
@@ -429,6 +433,30 @@ class SqliteStore:
                 )
 
         await self._run(q)
+
+    async def list_code_signing_configs(self) -> list[CodeSigningConfig]:
+        def q() -> list[CodeSigningConfig]:
+            rows = self._db().execute("SELECT doc FROM code_signing_configs ORDER BY rowid").fetchall()
+            return [CodeSigningConfig.from_doc(json.loads(doc)) for (doc,) in rows]
+
+        return await self._run(q)
+
+    async def put_code_signing_config(self, config: CodeSigningConfig) -> None:
+        doc = json.dumps(config.to_doc(), separators=(",", ":"))
+
+        def q() -> None:
+            self._db().execute(
+                "INSERT INTO code_signing_configs(id, doc) VALUES (?, ?)"
+                " ON CONFLICT(id) DO UPDATE SET doc=excluded.doc",
+                (config.id, doc),
+            )
+
+        await self._run(q)
+
+    async def delete_code_signing_config(self, config_id: str) -> None:
+        await self._run(
+            lambda: self._db().execute("DELETE FROM code_signing_configs WHERE id = ?", (config_id,)) and None
+        )
 
     async def close(self) -> None:
         def q() -> None:
