@@ -547,10 +547,11 @@ def invoke(conn: Connection, name: str, payload: bytes, show_logs: bool, asynchr
 def list_functions(conn: Connection) -> None:
     """List the functions.
 
-    A table of name, runtime, memory, timeout, last modified and state; "no functions" on stderr if none.
+    A table of name, runtime, memory, timeout, last modified and code size; "no functions" on stderr if none
+    (ListFunctions carries no state, as on AWS).
     """
     table = Table(box=box.SIMPLE_HEAD, show_edge=False, pad_edge=False)
-    for column in ("Name", "Runtime", "Memory", "Timeout", "Last modified", "State"):
+    for column in ("Name", "Runtime", "Memory", "Timeout", "Last modified", "Code size"):
         table.add_column(column, no_wrap=True)
     count = 0
     for page in conn.lambda_.get_paginator("list_functions").paginate():
@@ -562,7 +563,7 @@ def list_functions(conn: Connection) -> None:
                 f"{fn['MemorySize']} MB" if "MemorySize" in fn else "-",
                 f"{fn['Timeout']} s" if "Timeout" in fn else "-",
                 fn.get("LastModified") or "-",
-                fn.get("State") or "-",
+                f"{fn['CodeSize']:,} B" if "CodeSize" in fn else "-",
             )
     if count == 0:
         click.echo("no functions", err=True)

@@ -220,7 +220,7 @@ def test_deploy_invoke_and_redeploy(cli_server: CliServer, tmp_path: Path) -> No
 
     listing = ok(cli_server, "ls").stdout
     row = next(line for line in listing.splitlines() if name in line)
-    assert "python3.12" in row and "256 MB" in row and "10 s" in row and "Active" in row
+    assert "python3.12" in row and "256 MB" in row and "10 s" in row and " B" in row
 
 
 def test_invoke_logs_prints_the_tail_on_stderr(cli_server: CliServer, tmp_path: Path) -> None:
