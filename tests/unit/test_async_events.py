@@ -64,7 +64,9 @@ class Configs:
 
 
 def invoker(store: Store, registry: Registry, runs: list[str], chains: list[Any] | None = None) -> AsyncInvoker:
-    async def run(fn: Function, payload: bytes, cc: str | None, request_id: str, arn: str, chain: Any) -> Outcome:
+    async def run(
+        fn: Function, payload: bytes, cc: str | None, request_id: str, arn: str, chain: Any, trace: str | None = None
+    ) -> Outcome:
         runs.append(request_id)
         if chains is not None:
             chains.append(chain)
