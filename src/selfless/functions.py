@@ -20,6 +20,7 @@ import uuid
 from collections.abc import Callable, Iterable, Mapping
 from typing import TYPE_CHECKING, Any
 
+from selfless.api.model import service_model
 from selfless.artifacts.local import LocalCodeStore
 from selfless.artifacts.s3 import S3Source
 from selfless.artifacts.unzip import MAX_UNZIPPED
@@ -85,11 +86,21 @@ _UNSUPPORTED = {
     "DurableConfig": "Durable functions are not supported by selfless yet",
 }
 
+# A function's name, partial ARN (ACCOUNT:function:NAME or ACCOUNT:NAME) or ARN, optionally qualified. A
+# region is read only inside a full ARN: "my-fn-1:live" is a function and its alias, not a region.
 _NAME_RE = re.compile(
-    r"^(?:arn:(?:aws[a-zA-Z-]*)?:lambda:(?P<region>[a-z]{2}(?:-gov|-iso[a-z]?)?-[a-z]+-\d):"
+    r"^(?:arn:(?:aws[a-zA-Z-]*)?:lambda:(?P<region>(?:eusc-)?[a-z]{2}(?:-gov|-iso[a-z]?)?-[a-z]+-\d):"
     r"(?P<account>\d{12}):function:|(?P<paccount>\d{12}):function:|(?P<short>\d{12}):)?"
     r"(?P<name>[a-zA-Z0-9_-]+)(?::(?P<qualifier>\$LATEST|[a-zA-Z0-9_-]+))?$"
 )
+_NAME_PATTERN = (
+    r"(arn:(aws[a-zA-Z-]*)?:lambda:)?([a-z]{2}(-gov)?-[a-z]+-\d{1}:)?(\d{12}:)?(function:)?"
+    r"([a-zA-Z0-9-_]+)(:(\$LATEST|[a-zA-Z0-9-_]+))?"
+)
+# Every runtime botocore's model names (the Runtime enum): the request validator leaves Runtime to
+# ``_check_runtime``, which words an unknown one as AWS does.
+_MODELLED_RUNTIMES = frozenset(service_model("lambda").shape_for("Runtime").enum)
+DERIVED_QUALIFIER = "The derived qualifier from the function name does not match the specified qualifier."
 
 
 _random = random.Random()
@@ -200,32 +211,43 @@ class FunctionRegistry:
 
     def resolve_name(self, name_or_arn: str) -> tuple[str, str | None]:
         """(function name, qualifier or None) from a name, partial ARN or ARN; ResourceNotFound when the
-        ARN names another account or region."""
+        ARN names another region or account."""
+        return self.resolve(name_or_arn, None)
+
+    def resolve(self, name_or_arn: str, qualifier: str | None) -> tuple[str, str | None]:
+        """(function name, qualifier or None) that a FunctionName and an operation's Qualifier parameter
+        name together, checked as AWS checks them: a qualified name whose qualifier differs from the
+        parameter is InvalidParameterValue, then an ARN of another region or account is ResourceNotFound."""
         m = _NAME_RE.match(name_or_arn)
         if m is None:
             raise ValidationError(
                 f"1 validation error detected: Value '{name_or_arn}' at 'functionName' failed to satisfy "
-                "constraint: Member must satisfy regular expression pattern: "
-                r"(arn:(aws[a-zA-Z-]*)?:lambda:)?([a-z]{2}(-gov)?-[a-z]+-\d{1}:)?(\d{12}:)?(function:)?"
-                r"([a-zA-Z0-9-_]+)(:(\$LATEST|[a-zA-Z0-9-_]+))?"
+                f"constraint: Member must satisfy regular expression pattern: {_NAME_PATTERN}"
+            )
+        name, in_name = m.group("name"), m.group("qualifier")
+        if qualifier and in_name and qualifier != in_name:
+            raise InvalidParameterValue(DERIVED_QUALIFIER)
+        region = m.group("region")
+        if region and region != self._settings.region:
+            raise ResourceNotFound(
+                f"Functions from '{region}' are not reachable in this region ('{self._settings.region}')"
             )
         account = m.group("account") or m.group("paccount") or m.group("short")
-        region = m.group("region")
-        name = m.group("name")
-        if (account and account != self._settings.account_id) or (region and region != self._settings.region):
+        if account and account != self._settings.account_id:
+            # Another account's function: nothing of it is here (AWS would check that account's policy).
             raise ResourceNotFound(f"Function not found: {self.arn(name)}")
         if len(name) > 64:
             raise ValidationError(
                 f"1 validation error detected: Value '{name}' at 'functionName' failed to satisfy constraint: "
                 "Member must have length less than or equal to 64"
             )
-        return name, m.group("qualifier")
+        return name, qualifier or in_name
 
     def get(self, name_or_arn: str, qualifier: str | None = None) -> Function:
         """$LATEST, or the published version the qualifier (or the ARN's) names; for an alias, the version
         it points to."""
-        name, q = self.resolve_name(name_or_arn)
-        asked = q = qualifier or q
+        name, q = self.resolve(name_or_arn, qualifier)
+        asked = q
         fn = self._functions.get(name)
         if fn is not None and q is not None and q != "$LATEST":
             alias = self._aliases.get(name, {}).get(q)
@@ -239,8 +261,7 @@ class FunctionRegistry:
     def for_invoke(self, name_or_arn: str, qualifier: str | None = None) -> tuple[Function, str]:
         """What one call runs, and the ARN the call named (the context's invoked_function_arn, qualifier
         included): like ``get``, but an alias with routing weights picks its version by them."""
-        name, q = self.resolve_name(name_or_arn)
-        q = qualifier or q
+        name, q = self.resolve(name_or_arn, qualifier)
         invoked = self.arn(name) + (f":{q}" if q else "")
         alias = self._aliases.get(name, {}).get(q) if q is not None else None
         if alias is not None and alias.weights:
@@ -441,8 +462,7 @@ class FunctionRegistry:
 
     async def delete(self, name_or_arn: str, qualifier: str | None) -> None:
         """The whole function (its versions too), or with a qualifier one published version."""
-        name, q = self.resolve_name(name_or_arn)
-        q = qualifier or q
+        name, q = self.resolve(name_or_arn, qualifier)
         if q == "$LATEST":
             raise InvalidParameterValue("$LATEST version cannot be deleted without deleting the function.")
         if q is not None:
@@ -488,6 +508,8 @@ class FunctionRegistry:
     # -- aliases ----------------------------------------------------------------------------------------
 
     def alias(self, name_or_arn: str, alias_name: str) -> Alias:
+        """GetAlias's alias: "Cannot find alias arn: ARN" when it does not exist (AWS's words, which
+        tools such as Terraform match)."""
         fn = self.latest(name_or_arn)
         alias = self._aliases.get(fn.name, {}).get(alias_name)
         if alias is None:
@@ -526,7 +548,9 @@ class FunctionRegistry:
     async def update_alias(self, name_or_arn: str, params: Mapping[str, Any]) -> Alias:
         fn = self.latest(name_or_arn)
         async with self._lock(fn.name):
-            alias = self.alias(fn.name, params["Name"])
+            alias = self._aliases.get(fn.name, {}).get(params["Name"])
+            if alias is None:  # UpdateAlias words it otherwise than GetAlias
+                raise ResourceNotFound(f"Alias not found: {fn.arn}:{params['Name']}")
             if params.get("RevisionId") is not None and params["RevisionId"] != alias.revision_id:
                 raise PreconditionFailed(
                     "The Revision Id provided does not match the latest Revision Id. "
@@ -548,9 +572,12 @@ class FunctionRegistry:
         return alias
 
     async def delete_alias(self, name_or_arn: str, alias_name: str) -> None:
+        """Idempotent, as on AWS: deleting an alias that does not exist succeeds (the function must)."""
         fn = self.latest(name_or_arn)
         async with self._lock(fn.name):
-            alias = self.alias(fn.name, alias_name)
+            alias = self._aliases.get(fn.name, {}).get(alias_name)
+            if alias is None:
+                return
             await self._store.delete_alias(fn.name, alias.name)
             del self._aliases[fn.name][alias.name]
         self.on_alias_change(fn.name, alias_name)
@@ -846,9 +873,16 @@ class FunctionRegistry:
                 f"The runtime parameter of {runtime} is no longer supported for creating or updating AWS Lambda "
                 "functions. We recommend you use a supported runtime while creating or updating functions."
             )
+        if runtime in _MODELLED_RUNTIMES:  # a runtime AWS offers that this server has not installed
+            raise InvalidParameterValue(
+                f"The runtime parameter of {runtime} is not supported by this server. "
+                f"Supported runtimes: {', '.join(self._runtimes.names())}"
+            )
+        # AWS's words for a runtime it does not know (a typo, another case): the list names the runtimes it
+        # takes, which here are the installed ones. Value unquoted, as AWS writes it.
         raise InvalidParameterValue(
-            f"The runtime parameter of {runtime} is not supported by this server. "
-            f"Supported runtimes: {', '.join(self._runtimes.names())}"
+            f"Value {runtime} at 'runtime' failed to satisfy constraint: Member must satisfy enum value set: "
+            f"[{', '.join(self._runtimes.names())}] or be a valid ARN"
         )
 
     def _check_signing(self, config_arn: str | None, name: str) -> None:

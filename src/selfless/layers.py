@@ -90,10 +90,15 @@ class LayerRegistry:
             self._last[name] = version
         return layer
 
-    def get(self, name_or_arn: str, version: int) -> LayerVersion:
-        layer = self._layers.get(self.name_of(name_or_arn), {}).get(version)
+    def get(self, name_or_arn: str, version: int, named: bool = False) -> LayerVersion:
+        """The layer version; ResourceNotFound when it does not exist, in GetLayerVersion's words, or with
+        ``named`` in those of the layer version policy operations: "Layer version ARN does not exist."."""
+        name = self.name_of(name_or_arn)
+        layer = self._layers.get(name, {}).get(version)
         if layer is None:
-            raise ResourceNotFound(_NOT_FOUND)
+            raise ResourceNotFound(
+                f"Layer version {self.layer_arn(name)}:{version} does not exist." if named else _NOT_FOUND
+            )
         return layer
 
     def get_by_arn(self, arn: str) -> LayerVersion:

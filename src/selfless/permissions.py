@@ -55,9 +55,8 @@ class Permissions:
     def _function_resource(self, name_or_arn: str, qualifier: str | None) -> tuple[str, str, str, str | None]:
         """(resource key, resource ARN, function name, qualifier or None) of the function, version or alias a
         request names; raises ResourceNotFound as GetFunction would when it does not exist."""
-        name, in_arn = self._functions.resolve_name(name_or_arn)
+        name, qualifier = self._functions.resolve(name_or_arn, qualifier)
         fn = self._functions.latest(name)
-        qualifier = qualifier or in_arn
         if qualifier is None:
             return f"function:{fn.name}", fn.arn, fn.name, None
         if qualifier != "$LATEST":
@@ -117,7 +116,7 @@ class Permissions:
 
     async def add_layer(self, name_or_arn: str, version: int, params: Mapping[str, Any]) -> tuple[str, str]:
         """AddLayerVersionPermission: the new statement (JSON string) and the policy's revision."""
-        layer = self._layers.get(name_or_arn, version)
+        layer = self._layers.get(name_or_arn, version, named=True)
         resource = policy_resource(layer.name, layer.version)
         statement = policies.layer_statement(params, layer.arn)
         async with self._lock:
@@ -126,14 +125,14 @@ class Permissions:
         return policies.statement_json(statement), policy.revision_id
 
     def layer_policy(self, name_or_arn: str, version: int) -> Policy:
-        layer = self._layers.get(name_or_arn, version)
+        layer = self._layers.get(name_or_arn, version, named=True)
         policy = self._policies.get(policy_resource(layer.name, layer.version))
         if policy is None:
             raise ResourceNotFound(_NO_LAYER_POLICY)
         return policy
 
     async def remove_layer(self, name_or_arn: str, version: int, sid: str, revision: str | None) -> None:
-        layer = self._layers.get(name_or_arn, version)
+        layer = self._layers.get(name_or_arn, version, named=True)
         resource = policy_resource(layer.name, layer.version)
         async with self._lock:
             policy = policies.remove(self._policies.get(resource), sid, revision, layer=True)

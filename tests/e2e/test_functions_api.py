@@ -176,7 +176,11 @@ def test_account_settings(lam: Any, make_function: Callable[..., str]) -> None:
             "ValidationException",
             "Member must have value less than or equal to 10240",
         ),
-        ({"Runtime": "cobol9"}, "ValidationException", "Member must satisfy enum value set"),
+        (
+            {"Runtime": "cobol9"},
+            "InvalidParameterValueException",
+            "Value cobol9 at 'runtime' failed to satisfy constraint: Member must satisfy enum value set: [",
+        ),
         ({"Runtime": "python2.7"}, "InvalidParameterValueException", "python2.7 is no longer supported"),
         ({"Runtime": "nodejs22.x"}, "InvalidParameterValueException", "nodejs22.x is not supported"),
         ({"Handler": "has space"}, "ValidationException", "at 'handler' failed to satisfy constraint"),

@@ -10,11 +10,13 @@ request ends in the HTTP layer's bare "Internal server error".
 from __future__ import annotations
 
 import errno
+import functools
 import json
 import logging
 import sqlite3
 
 from selfless import errors as e
+from selfless.api.model import service_model
 from selfless.httpserver import Response
 
 log = logging.getLogger(__name__)
@@ -83,15 +85,35 @@ def unexpected(exc: Exception, service: str = "lambda") -> e.ServiceError:
     return e.ServiceError(DISK_FULL if full else INTERNAL)
 
 
+@functools.cache
+def _modelled_members(aws_type: str) -> frozenset[str] | None:
+    """The body members Lambda's model gives the error ``aws_type`` (``Type`` and ``Message`` or ``message``,
+    spelled per exception as AWS sends them, plus any others such as ``Reason``); None for an error the model
+    does not describe (ValidationException, AccessDeniedException and SigV4's errors, selfless's own)."""
+    for shape in service_model("lambda").error_shapes:
+        if shape.name == aws_type:
+            return frozenset(
+                name for name, member in shape.members.items() if member.serialization.get("location") is None
+            )
+    return None
+
+
 def rest_json(exc: e.SelflessError, request_id: str) -> Response:
-    """Lambda's REST-JSON error: x-amzn-ErrorType names the code, the body carries Type and message."""
-    body: dict[str, str] = {"Type": "User" if status_of(exc) < 500 else "Service", "message": exc.message}
+    """Lambda's REST-JSON error: x-amzn-ErrorType names the code; the body carries the members Lambda's model
+    gives that error, spelled as AWS sends them (``Message`` for ResourceNotFoundException and
+    ServiceException, ``message`` for most others), so that botocore's parsed error holds the same keys as
+    against AWS. An error the model does not describe gets ``Type`` and ``message``: AWS's spelling for
+    those is not in any model, and every SDK reads either (unverified against AWS)."""
+    status = status_of(exc)
+    members = _modelled_members(exc.aws_type)
+    body: dict[str, str] = {"Type": "User" if status < 500 else "Service"}
+    body["Message" if members is not None and "Message" in members else "message"] = exc.message
     headers = [("x-amzn-ErrorType", exc.aws_type), ("x-amzn-RequestId", request_id)]
     if isinstance(exc, e.TooManyRequests):
         body["Reason"] = exc.reason
-        body["retryAfterSeconds"] = str(exc.retry_after_s)
+        # retryAfterSeconds is modelled as the Retry-After header, not a body member.
         headers.append(("Retry-After", str(exc.retry_after_s)))
-    return Response(status_of(exc), json.dumps(body).encode(), headers)
+    return Response(status, json.dumps(body).encode(), headers)
 
 
 # CloudWatch Logs names some errors otherwise than Lambda does.

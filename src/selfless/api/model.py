@@ -7,8 +7,11 @@ botocore ships the model every SDK is generated from; selfless reads it instead 
 - ``parse`` builds an operation's input dict from URI labels, query string, headers and the JSON body (or
   the raw payload for blob-payload operations such as Invoke).
 - ``validate`` checks the modelled constraints (required, type, min/max, length, pattern, enum) and raises
-  ``ValidationError`` with AWS's wording: ``1 validation error detected: Value '100' at 'memorySize'
-  failed to satisfy constraint: Member must have value greater than or equal to 128``.
+  ``ValidationError`` with AWS's wording, every violation in one message: ``1 validation error detected:
+  Value '100' at 'memorySize' failed to satisfy constraint: Member must have value greater than or equal to
+  128``. Paths are AWS's (Java-side) member names: lowerCamel, dotted (``environment.variables``), list
+  members as ``fileSystemConfigs.1.member``; a collection whose members break their rules is reported once,
+  at the collection, naming every rule of its members.
 """
 
 from __future__ import annotations
@@ -136,7 +139,7 @@ def _lower_camel(name: str) -> str:
     return name[:1].lower() + name[1:]
 
 
-def _coerce(shape: Any, value: Any) -> Any:
+def _coerce(shape: Any, value: Any, path: str) -> Any:
     """Values from the URI, query string and headers arrive as text; make them the modelled type."""
     if isinstance(value, str):
         if shape.type_name in ("integer", "long"):
@@ -144,7 +147,7 @@ def _coerce(shape: Any, value: Any) -> Any:
                 return int(value)
             except ValueError:
                 raise ValidationError(
-                    f"1 validation error detected: Value '{value}' failed to satisfy constraint: "
+                    f"1 validation error detected: Value '{value}' at '{path}' failed to satisfy constraint: "
                     "Member must be a number"
                 ) from None
         if shape.type_name == "boolean":
@@ -158,16 +161,27 @@ def coerce_params(op: Any, params: dict[str, Any]) -> dict[str, Any]:
         return params
     for name, member in shape.members.items():
         if name in params and "location" in member.serialization:
-            params[name] = _coerce(member, params[name])
+            params[name] = _coerce(member, params[name], _lower_camel(name))
     return params
 
 
+# Input members whose modelled enum Lambda does not enforce as a ValidationException: a Runtime may also be
+# a runtime's ARN, so Lambda refuses an unknown one itself, with InvalidParameterValueException and its own
+# words (``selfless.functions``).
+_SERVICE_CHECKED: dict[str, frozenset[str]] = {
+    "CreateFunction": frozenset({"Runtime"}),
+    "UpdateFunctionConfiguration": frozenset({"Runtime"}),
+}
+
+
 def validate(op: Any, params: Mapping[str, Any]) -> None:
-    """Raise ValidationError listing every modelled constraint the input breaks, in AWS's words."""
+    """Raise ValidationError listing every modelled constraint the input breaks, in AWS's words: members in
+    the model's order, each member's constraints in the order AWS checks them (type, length, enum, pattern),
+    values rendered as AWS's validator prints them (:func:`render`)."""
     errors: list[str] = []
     shape = op.input_shape
     if shape is not None:
-        _check_structure(shape, params, "", errors)
+        _check_structure(shape, params, "", errors, _SERVICE_CHECKED.get(op.name, frozenset()))
     _raise_for(errors)
 
 
@@ -184,203 +198,214 @@ def _raise_for(errors: list[str]) -> None:
         raise ValidationError(f"{n} validation error{'s' if n > 1 else ''} detected: " + "; ".join(errors))
 
 
-def _shown(shape: Any, value: Any) -> str:
-    if shape.metadata.get("sensitive"):
-        return "Value"
+def render(value: Any) -> str:
+    """A value as AWS's (Java) validator prints it in a message: text as it is, ``null``, ``true``/``false``,
+    a double with its fraction (``1.0``), a list as ``[a, b]``, a map as ``{k=v, k2=v2}``."""
+    if value is None:
+        return "null"
     if isinstance(value, bool):
-        value = str(value).lower()
-    return f"Value '{value}'"
+        return "true" if value else "false"
+    if isinstance(value, float):
+        return f"{value:.1f}" if value.is_integer() else repr(value)
+    if isinstance(value, (list, tuple)):
+        return "[" + ", ".join(render(item) for item in value) + "]"
+    if isinstance(value, Mapping):
+        return "{" + ", ".join(f"{render(k)}={render(v)}" for k, v in value.items()) + "}"
+    return str(value)
 
 
-def _check_structure(shape: Any, value: Any, path: str, errors: list[str]) -> None:
+def _sensitive(shape: Any) -> bool:
+    if shape.metadata.get("sensitive"):
+        return True
+    if shape.type_name == "map":
+        return bool(shape.key.metadata.get("sensitive") or shape.value.metadata.get("sensitive"))
+    if shape.type_name == "list":
+        return bool(shape.member.metadata.get("sensitive"))
+    return False
+
+
+def _shown(shape: Any, value: Any) -> str:
+    """How a message names the value: never echoed for a sensitive member (``Value at 'x'``)."""
+    if _sensitive(shape):
+        return "Value"
+    if value is None:
+        return "Value null"
+    return f"Value '{render(value)}'"
+
+
+def _failed(shown: str, path: str, rule: str) -> str:
+    return f"{shown} at '{path}' failed to satisfy constraint: {rule}"
+
+
+def _meta(shape: Any) -> dict[str, Any]:
+    meta = dict(shape.metadata)
+    meta.update(EXTRA_LIMITS.get(shape.name, {}))
+    return meta
+
+
+def _check_structure(
+    shape: Any, value: Any, path: str, errors: list[str], service_checked: frozenset[str] = frozenset()
+) -> None:
     if not isinstance(value, Mapping):
-        errors.append(f"Value at '{path}' failed to satisfy constraint: Member must be a structure")
+        errors.append(_failed(_shown(shape, value), path, "Member must be a structure"))
         return
-    for req in shape.required_members:
-        if value.get(req) is None:
-            errors.append(f"Value null at '{_join(path, req)}' failed to satisfy constraint: Member must not be null")
+    # Member by member in the model's order, a missing required one where it stands.
+    required = set(shape.required_members)
     for name, member in shape.members.items():
-        if name in value and value[name] is not None:
-            _check(member, value[name], _join(path, name), errors)
+        given = value.get(name)
+        if given is None:
+            if name in required:
+                errors.append(_failed("Value null", _join(path, name), "Member must not be null"))
+            continue
+        _check(member, given, _join(path, name), errors, enum=name not in service_checked)
 
 
 def _join(path: str, name: str) -> str:
     return f"{path}.{_lower_camel(name)}" if path else _lower_camel(name)
 
 
-def _check(shape: Any, value: Any, path: str, errors: list[str]) -> None:
+_NUMBERS = ("integer", "long", "float", "double")
+
+
+def _number(shape: Any, bound: Any) -> str:
+    return render(float(bound)) if shape.type_name in ("float", "double") else str(bound)
+
+
+def _type_rule(shape: Any, value: Any) -> str | None:
+    """The rule a value of the wrong JSON type breaks (None when the type is right)."""
     t = shape.type_name
-    meta = dict(shape.metadata)
-    meta.update(EXTRA_LIMITS.get(shape.name, {}))
-    shown = _shown(shape, value)
-    if t == "structure":
-        _check_structure(shape, value, path, errors)
-        return
-    if t == "list":
-        if not isinstance(value, list):
-            errors.append(f"{shown} at '{path}' failed to satisfy constraint: Member must be a list")
-            return
-        _length(meta, len(value), shown, path, errors)
-        if shape.member.type_name == "string":
-            _check_string_list(shape.member, value, path, errors)
-            return
-        for i, item in enumerate(value):
-            _check(shape.member, item, f"{path}.{i + 1}.member", errors)
-        return
-    if t == "map":
-        if not isinstance(value, Mapping):
-            errors.append(f"{shown} at '{path}' failed to satisfy constraint: Member must be a map")
-            return
-        _length(meta, len(value), shown, path, errors)
-        _check_map_members(shape, value, path, errors)
-        return
-    if t in ("double", "float"):
-        if isinstance(value, bool) or not isinstance(value, (int, float)):
-            errors.append(f"{shown} at '{path}' failed to satisfy constraint: Member must be a number")
-            return
-        for rule in _value_rules(meta, float):
-            limit = meta["min"] if "greater" in rule else meta["max"]
-            if ("greater" in rule and value < limit) or ("less" in rule and value > limit):
-                errors.append(f"{shown} at '{path}' failed to satisfy constraint: {rule}")
-        return
-    if t in ("integer", "long"):
-        if isinstance(value, bool) or not isinstance(value, int):
-            errors.append(f"{shown} at '{path}' failed to satisfy constraint: Member must be a number")
-            return
+    if t == "string" and not isinstance(value, str):
+        return "Member must be a string"
+    if t in ("integer", "long") and (isinstance(value, bool) or not isinstance(value, int)):
+        return "Member must be a number"
+    if t in ("float", "double") and (isinstance(value, bool) or not isinstance(value, (int, float))):
+        return "Member must be a number"
+    if t == "boolean" and not isinstance(value, bool):
+        return "Member must be a boolean"
+    if t == "list" and not isinstance(value, list):
+        return "Member must be a list"
+    if t == "map" and not isinstance(value, Mapping):
+        return "Member must be a map"
+    return None
+
+
+def _broken(shape: Any, value: Any, enum: bool = True) -> list[str]:
+    """The rules a scalar (or a collection's size) breaks, in the order AWS checks them: bounds (the lower
+    first), then the enum, then the pattern."""
+    meta = _meta(shape)
+    t = shape.type_name
+    rules: list[str] = []
+    if t in _NUMBERS:
         if "min" in meta and value < meta["min"]:
-            errors.append(
-                f"{shown} at '{path}' failed to satisfy constraint: "
-                f"Member must have value greater than or equal to {meta['min']}"
-            )
+            rules.append(f"Member must have value greater than or equal to {_number(shape, meta['min'])}")
         if "max" in meta and value > meta["max"]:
-            errors.append(
-                f"{shown} at '{path}' failed to satisfy constraint: "
-                f"Member must have value less than or equal to {meta['max']}"
-            )
-        return
-    if t == "boolean":
-        if not isinstance(value, bool):
-            errors.append(f"{shown} at '{path}' failed to satisfy constraint: Member must be a boolean")
-        return
-    if t == "blob":
-        return
+            rules.append(f"Member must have value less than or equal to {_number(shape, meta['max'])}")
+        return rules
+    if t in ("string", "list", "map"):
+        n = len(value)
+        if "min" in meta and n < meta["min"]:
+            rules.append(f"Member must have length greater than or equal to {meta['min']}")
+        if "max" in meta and n > meta["max"]:
+            rules.append(f"Member must have length less than or equal to {meta['max']}")
     if t == "string":
-        if not isinstance(value, str):
-            errors.append(f"{shown} at '{path}' failed to satisfy constraint: Member must be a string")
-            return
-        _length(meta, len(value), shown, path, errors)
-        enum = getattr(shape, "enum", None)
-        if enum and value not in enum:
-            errors.append(
-                f"{shown} at '{path}' failed to satisfy constraint: "
-                f"Member must satisfy enum value set: [{', '.join(enum)}]"
-            )
+        allowed = getattr(shape, "enum", None)
+        if enum and allowed and value not in allowed:
+            rules.append(f"Member must satisfy enum value set: [{', '.join(allowed)}]")
         pattern = meta.get("pattern")
         if pattern and not _full_match(pattern, value):
-            errors.append(
-                f"{shown} at '{path}' failed to satisfy constraint: "
-                f"Member must satisfy regular expression pattern: {pattern}"
-            )
-
-
-def _check_string_list(member: Any, value: list[Any], path: str, errors: list[str]) -> None:
-    """AWS reports a list of strings with a bad member once, at the list, naming every constraint of its
-    members: "Value '[a, b]' at 'layers' failed to satisfy constraint: Member must satisfy constraint:
-    [Member must have length less than or equal to 140, ..., Member must satisfy regular expression ...]"."""
-    found: list[str] = []
-    for i, item in enumerate(value):
-        _check(member, item, f"{path}.{i + 1}.member", found)
-    if not found:
-        return
-    meta = dict(member.metadata)
-    meta.update(EXTRA_LIMITS.get(member.name, {}))
-    rules = []
-    if "max" in meta:
-        rules.append(f"Member must have length less than or equal to {meta['max']}")
-    if "min" in meta:
-        rules.append(f"Member must have length greater than or equal to {meta['min']}")
-    enum = getattr(member, "enum", None)
-    if enum:
-        rules.append(f"Member must satisfy enum value set: [{', '.join(enum)}]")
-    if "pattern" in meta:
-        rules.append(f"Member must satisfy regular expression pattern: {meta['pattern']}")
-    if not all(isinstance(item, str) for item in value):
-        rules.insert(0, "Member must be a string")
-    shown = "Value" if member.metadata.get("sensitive") else f"Value '[{', '.join(str(v) for v in value)}]'"
-    errors.append(
-        f"{shown} at '{path}' failed to satisfy constraint: Member must satisfy constraint: [{', '.join(rules)}]"
-    )
-
-
-def _check_map_members(shape: Any, value: Mapping[Any, Any], path: str, errors: list[str]) -> None:
-    """AWS reports a map with a bad key (or value) once, at the map, shown as Java renders it, naming every
-    constraint of its keys (values): "Value '{k=v}' at 'tags' failed to satisfy constraint: Map keys must
-    satisfy constraint: [Member must have length less than or equal to 128, ..., Member must not be null]"."""
-    shown = "Value" if shape.metadata.get("sensitive") else f"Value '{_java_map(value)}'"
-    for member, items, what in ((shape.key, list(value), "Map keys"), (shape.value, list(value.values()), "Map value")):
-        found: list[str] = []
-        for item in items:
-            _check(member, item, path, found)
-        if found:
-            errors.append(
-                f"{shown} at '{path}' failed to satisfy constraint: {what} must satisfy constraint: "
-                f"[{', '.join(_member_rules(member))}]"
-            )
-
-
-def _java_map(value: Mapping[Any, Any]) -> str:
-    return "{" + ", ".join(f"{k}={_java_scalar(v)}" for k, v in value.items()) + "}"
-
-
-def _java_scalar(value: Any) -> str:
-    if isinstance(value, bool):
-        return str(value).lower()
-    return str(value)
-
-
-def _value_rules(meta: Mapping[str, Any], kind: type) -> list[str]:
-    rules = []
-    if "max" in meta:
-        rules.append(f"Member must have value less than or equal to {kind(meta['max'])}")
-    if "min" in meta:
-        rules.append(f"Member must have value greater than or equal to {kind(meta['min'])}")
+            rules.append(f"Member must satisfy regular expression pattern: {pattern}")
     return rules
 
 
-def _member_rules(member: Any) -> list[str]:
-    """Every constraint of a map's keys or values, in the order AWS lists them."""
-    meta = dict(member.metadata)
-    meta.update(EXTRA_LIMITS.get(member.name, {}))
+def _all_rules(shape: Any) -> list[str]:
+    """Every rule of a collection's member (key, value) shape, as AWS lists them when one member breaks any:
+    upper bound, lower bound, enum, pattern, and last that it may not be null."""
+    meta = _meta(shape)
+    t = shape.type_name
     rules: list[str] = []
-    if member.type_name in ("double", "float"):
-        rules += _value_rules(meta, float)
-    elif member.type_name in ("integer", "long"):
-        rules += _value_rules(meta, int)
+    if t in _NUMBERS:
+        if "max" in meta:
+            rules.append(f"Member must have value less than or equal to {_number(shape, meta['max'])}")
+        if "min" in meta:
+            rules.append(f"Member must have value greater than or equal to {_number(shape, meta['min'])}")
     else:
         if "max" in meta:
             rules.append(f"Member must have length less than or equal to {meta['max']}")
         if "min" in meta:
             rules.append(f"Member must have length greater than or equal to {meta['min']}")
-        enum = getattr(member, "enum", None)
-        if enum:
-            rules.append(f"Member must satisfy enum value set: [{', '.join(enum)}]")
+        allowed = getattr(shape, "enum", None)
+        if allowed:
+            rules.append(f"Member must satisfy enum value set: [{', '.join(allowed)}]")
         if "pattern" in meta:
             rules.append(f"Member must satisfy regular expression pattern: {meta['pattern']}")
     rules.append("Member must not be null")
     return rules
 
 
-def _length(meta: Mapping[str, Any], n: int, shown: str, path: str, errors: list[str]) -> None:
-    if "min" in meta and n < meta["min"]:
-        errors.append(
-            f"{shown} at '{path}' failed to satisfy constraint: "
-            f"Member must have length greater than or equal to {meta['min']}"
-        )
-    if "max" in meta and n > meta["max"]:
-        errors.append(
-            f"{shown} at '{path}' failed to satisfy constraint: "
-            f"Member must have length less than or equal to {meta['max']}"
-        )
+def _check(shape: Any, value: Any, path: str, errors: list[str], enum: bool = True) -> None:
+    t = shape.type_name
+    if t == "structure":
+        _check_structure(shape, value, path, errors)
+        return
+    if t == "blob":
+        return
+    wrong = _type_rule(shape, value)
+    if wrong is not None:
+        errors.append(_failed(_shown(shape, value), path, wrong))
+        return
+    shown = _shown(shape, value)
+    errors.extend(_failed(shown, path, rule) for rule in _broken(shape, value, enum))
+    if t == "list":
+        _check_members(shape, value, shown, path, errors)
+    elif t == "map":
+        _check_entries(shape, value, shown, path, errors)
+
+
+def _is_collection_of_scalars(shape: Any) -> bool:
+    return shape.type_name not in ("structure", "list", "map", "blob")
+
+
+def _scalar_ok(shape: Any, item: Any) -> bool:
+    return item is not None and _type_rule(shape, item) is None and not _broken(shape, item)
+
+
+def _collection_rule(what: str, shape: Any, items: list[Any]) -> str:
+    rules = _all_rules(shape)
+    wrong = next((rule for item in items if item is not None and (rule := _type_rule(shape, item))), None)
+    if wrong is not None:
+        rules.insert(0, wrong)
+    return f"{what} must satisfy constraint: [{', '.join(rules)}]"
+
+
+def _check_members(shape: Any, value: list[Any], shown: str, path: str, errors: list[str]) -> None:
+    """AWS reports a list of scalars with a bad member once, at the list, naming every rule of its members:
+    "Value '[a, b]' at 'layers' failed to satisfy constraint: Member must satisfy constraint: [Member must
+    have length less than or equal to 140, ..., Member must not be null]". A list of structures is checked
+    member by member, each at ``<list>.<n>.member``."""
+    member = shape.member
+    if _is_collection_of_scalars(member):
+        if not all(_scalar_ok(member, item) for item in value):
+            errors.append(_failed(shown, path, _collection_rule("Member", member, value)))
+        return
+    for i, item in enumerate(value):
+        if item is None:
+            errors.append(_failed("Value null", f"{path}.{i + 1}.member", "Member must not be null"))
+        else:
+            _check(member, item, f"{path}.{i + 1}.member", errors)
+
+
+def _check_entries(shape: Any, value: Mapping[Any, Any], shown: str, path: str, errors: list[str]) -> None:
+    """A map with a bad key or value is reported at the map, once for its keys and once for its values:
+    "Value '{k=v}' at 'x' failed to satisfy constraint: Map keys must satisfy constraint: [...]"."""
+    if not all(_scalar_ok(shape.key, key) for key in value):
+        errors.append(_failed(shown, path, _collection_rule("Map keys", shape.key, list(value))))
+    if _is_collection_of_scalars(shape.value):
+        if not all(_scalar_ok(shape.value, v) for v in value.values()):
+            errors.append(_failed(shown, path, _collection_rule("Map value", shape.value, list(value.values()))))
+        return
+    for v in value.values():
+        if v is not None:
+            _check(shape.value, v, f"{path}.value", errors)
 
 
 # Java's Unicode classes that model patterns use (TagKey, TagValue), inside a character class, in Python's

@@ -64,6 +64,15 @@ _LAMBDA_ARN = re.compile(
 # (function, payload, client context, request id, invoked ARN, lineage, trace header)
 Run = Callable[[Function, bytes, "str | None", str, str, "Mapping[str, int] | None", "str | None"], Awaitable[Outcome]]
 # AWS stops a chain of asynchronous invocations that comes back to one function more than this many times.
+# AWS's words when Put/Update/ListFunctionEventInvokeConfig(s) name a function, version or alias that does
+# not exist, and when a function, version or alias has no configuration.
+_NO_FUNCTION = "The function doesn't exist."
+
+
+def _no_config(arn: str) -> str:
+    return f"The function {arn} doesn't have an EventInvokeConfig"
+
+
 RECURSION_LIMIT = 16
 RECURSION_CONDITION = "RecursiveInvocationException"
 
@@ -92,19 +101,27 @@ class EventInvokeConfigs:
         for doc in await self._store.list_event_invoke_configs():
             self._configs[(doc["name"], doc["qualifier"])] = doc
 
-    def _target(self, name_or_arn: str, qualifier: str | None) -> tuple[str, str, str]:
-        """(function name, qualifier, the FunctionArn AWS shows: qualified, $LATEST by default)."""
-        name, in_arn = self._registry.resolve_name(name_or_arn)
-        qualifier = qualifier or in_arn or "$LATEST"
-        self._registry.get(name, qualifier)  # ResourceNotFound as AWS words it
-        return name, qualifier, f"{self._registry.arn(name)}:{qualifier}"
+    def _target(self, name_or_arn: str, qualifier: str | None, changing: bool) -> tuple[str, str, str]:
+        """(function name, qualifier, the FunctionArn AWS shows: qualified, $LATEST by default). A function,
+        version or alias that does not exist is ResourceNotFound in the words AWS uses for the operation:
+        "The function doesn't exist." when ``changing`` (Put, Update), else that it has no configuration."""
+        name, qualifier = self._registry.resolve(name_or_arn, qualifier)
+        qualifier = qualifier or "$LATEST"
+        arn = f"{self._registry.arn(name)}:{qualifier}"
+        try:
+            self._registry.get(name, qualifier)
+        except ResourceNotFound:
+            raise ResourceNotFound(_NO_FUNCTION if changing else _no_config(arn)) from None
+        return name, qualifier, arn
 
     async def put(
         self, name_or_arn: str, qualifier: str | None, params: Mapping[str, Any], merge: bool
     ) -> dict[str, Any]:
         """PutFunctionEventInvokeConfig (``merge`` False: what is not given goes back to its default) or
         UpdateFunctionEventInvokeConfig (``merge`` True)."""
-        name, qualifier, arn = self._target(name_or_arn, qualifier)
+        name, qualifier, arn = self._target(name_or_arn, qualifier, changing=True)
+        if merge and (name, qualifier) not in self._configs:
+            raise ResourceNotFound(_no_config(arn))
         for kind in ("OnSuccess", "OnFailure"):
             destination = ((params.get("DestinationConfig") or {}).get(kind) or {}).get("Destination")
             if destination and not _LAMBDA_ARN.match(destination):
@@ -125,22 +142,25 @@ class EventInvokeConfigs:
         return self.shown(doc)
 
     def get(self, name_or_arn: str, qualifier: str | None) -> dict[str, Any]:
-        name, qualifier, arn = self._target(name_or_arn, qualifier)
+        name, qualifier, arn = self._target(name_or_arn, qualifier, changing=False)
         doc = self._configs.get((name, qualifier))
         if doc is None:
-            raise ResourceNotFound(f"The function {arn} doesn't have an EventInvokeConfig")
+            raise ResourceNotFound(_no_config(arn))
         return self.shown(doc)
 
     async def delete(self, name_or_arn: str, qualifier: str | None) -> None:
-        name, qualifier, arn = self._target(name_or_arn, qualifier)
+        name, qualifier, arn = self._target(name_or_arn, qualifier, changing=False)
         async with self._lock:
             if (name, qualifier) not in self._configs:
-                raise ResourceNotFound(f"The function {arn} doesn't have an EventInvokeConfig")
+                raise ResourceNotFound(_no_config(arn))
             await self._store.put_event_invoke_config(name, qualifier, None)
             del self._configs[(name, qualifier)]
 
     def list(self, name_or_arn: str) -> list[dict[str, Any]]:
-        name = self._registry.latest(name_or_arn).name
+        try:
+            name = self._registry.latest(name_or_arn).name
+        except ResourceNotFound:
+            raise ResourceNotFound(_NO_FUNCTION) from None
         return [self.shown(doc) for (n, _q), doc in sorted(self._configs.items()) if n == name]
 
     def forget(self, name: str, qualifier: str | None) -> None:

@@ -225,11 +225,7 @@ class ProvisionedConcurrency:
     # -- helpers ------------------------------------------------------------------------------------------
 
     def _version(self, name_or_arn: str, qualifier: str) -> Function:
-        name, q = self._registry.resolve_name(name_or_arn)
-        if q is not None and q != qualifier:
-            raise InvalidParameterValue(
-                "The derived qualifier from the function name does not match the specified qualifier."
-            )
+        name, _qualifier = self._registry.resolve(name_or_arn, qualifier)  # a mismatch with the ARN's: refused
         version = self._registry.get(name, qualifier)
         if version.version == "$LATEST":  # $LATEST itself, or an alias pointing to it
             raise InvalidParameterValue(
