@@ -146,3 +146,28 @@ def test_unexpected_errors_become_aws_500s() -> None:
     assert logs.aws_type == "ServiceUnavailableException" and "data disk is full" in logs.message
     response = wire_errors.rest_json(full, "rid")
     assert response.status == 500 and ("x-amzn-ErrorType", "ServiceException") in response.headers
+
+
+def test_an_invocation_record_is_the_json_record_would_write(tmp_path: Path) -> None:
+    meter = Meter(tmp_path / "metering")
+    meter.open()
+    fields: dict[str, Any] = {
+        "function": 'odd"name\\é',
+        "version": "$LATEST",
+        "request_id": "6f1c0a3e-1111-4222-8333-444455556666",
+        "environment": "ab" * 16,
+        "duration_ms": 0.412,
+        "billed_ms": 1,
+        "memory_mb": 128,
+        "max_memory_used_mb": 23,
+        "init_ms": None,
+        "platform_init_ms": 1.5,
+        "outcome": "response",
+    }
+    meter.invocation(**fields)
+    meter.record(**fields)
+    meter.close()
+    (day,) = (tmp_path / "metering").iterdir()
+    fast, generic = (json.loads(line) for line in day.read_text().splitlines())
+    assert fast.pop("time") == pytest.approx(generic.pop("time"), abs=1)
+    assert fast == generic == fields

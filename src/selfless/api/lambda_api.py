@@ -220,7 +220,10 @@ class LambdaApi:
             if hit is not None:
                 self._access.lambda_call(caller, "Invoke")
                 lineage = self.lineage_of(caller.principal) if caller.principal.kind == "function" else {}
-                return await self._invoke(urllib.parse.unquote(hit.group(1)), request, request_id, lineage)
+                name = hit.group(1)
+                return await self._invoke(
+                    urllib.parse.unquote(name) if "%" in name else name, request, request_id, lineage
+                )
         if request.path.startswith(SELFLESS_PREFIX):
             return await self._selfless(request, caller)
         found = self._router.match(request.method, request.path, request.query)

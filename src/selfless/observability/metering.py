@@ -29,6 +29,11 @@ _FLUSH_S = 0.05
 _RETRY_S = 1.0
 # One encoder for every record: json.dumps with separators builds a new encoder per call.
 _ENCODE = json.JSONEncoder(separators=(",", ":")).encode
+_STR: Any = json.encoder.encode_basestring  # a JSON string literal, quotes and escapes included (C)
+
+
+def _number(value: float | None) -> str:
+    return "null" if value is None else repr(float(value))
 
 
 class Meter:
@@ -48,12 +53,41 @@ class Meter:
         """Keep one record; never raises for the disk's sake."""
         now = time.time()
         fields["time"] = round(now, 3)
+        self._keep(now, _ENCODE(fields) + "\n")
+
+    def invocation(
+        self,
+        *,
+        function: str,
+        version: str,
+        request_id: str,
+        environment: str,
+        duration_ms: float,
+        billed_ms: int,
+        memory_mb: int,
+        max_memory_used_mb: int,
+        init_ms: float | None,
+        platform_init_ms: float | None,
+        outcome: str,
+    ) -> None:
+        """One invocation's record: what ``record`` with these fields keeps, formatted directly (the warm
+        path's: a JSON encoder costs ~7 µs a record, this ~2)."""
+        now = time.time()
+        line = (
+            f'{{"function":{_STR(function)},"version":{_STR(version)},"request_id":{_STR(request_id)},'
+            f'"environment":{_STR(environment)},"duration_ms":{float(duration_ms)!r},"billed_ms":{int(billed_ms)},'
+            f'"memory_mb":{int(memory_mb)},"max_memory_used_mb":{int(max_memory_used_mb)},'
+            f'"init_ms":{_number(init_ms)},"platform_init_ms":{_number(platform_init_ms)},'
+            f'"outcome":{_STR(outcome)},"time":{round(now, 3)!r}}}\n'
+        )
+        self._keep(now, line)
+
+    def _keep(self, now: float, line: str) -> None:
         if len(self._waiting) >= MAX_WAITING:
             self._waiting.popleft()
             self.dropped += 1
             if self.dropped == 1 or self.dropped % 10_000 == 0:
                 log.error("metering: %d records dropped so far, the disk has refused them too long", self.dropped)
-        line = _ENCODE(fields) + "\n"
         self._waiting.append((self._day(now), line))
         # Records from a burst of invocations leave in one write.
         if self._flush_handle is None:

@@ -690,7 +690,7 @@ class Environment:
                 record["errorType"] = etype
             self._platform(inv, "platform.report", record, report)
         self._stream.flush_soon()
-        self._meter.record(
+        self._meter.invocation(
             function=self.function.name,
             version=self.function.version,
             request_id=inv.request_id,
