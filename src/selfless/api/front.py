@@ -12,6 +12,7 @@ import asyncio
 import json
 import re
 import urllib.parse
+from collections.abc import Awaitable
 
 from selfless import ids
 from selfless.api import errors as wire_errors
@@ -22,6 +23,8 @@ from selfless.errors import AuthError, UnsupportedOperation
 from selfless.httpserver import Request, Response
 from selfless.observability.metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
 from selfless.observability.metrics import Metrics
+
+Answer = Response | asyncio.Future[Response] | Awaitable[Response]
 
 # The service part of a credential scope (``Credential=AKID/20260101/us-east-1/logs/aws4_request``).
 _SCOPED_SERVICE = re.compile(r"Credential=[^/,&\s]*/[^/,&\s]*/[^/,&\s]*/([^/,&\s]*)")
@@ -43,14 +46,16 @@ class FrontDoor:
         self._health = health
         self.ready = False
 
-    async def handle_inside(self, request: Request) -> Response:
+    def handle_inside(self, request: Request) -> Answer:
         """A request from inside an execution environment (the API served in its network namespace): the
         signed API only. /health and /metrics are for operators on the host."""
         if request.method == "GET" and request.path in ("/health", "/metrics"):
-            return await self._signed(request)
-        return await self.handle(request)
+            return self._signed(request)
+        return self.handle(request)
 
-    async def handle(self, request: Request) -> Response:
+    def handle(self, request: Request) -> Answer:
+        """The answer to one request, as the HTTP server takes it: a Response, a Future of one (Invoke) or
+        a coroutine (the rest)."""
         path = request.path
         if request.method == "GET":
             if path == "/health":
@@ -58,14 +63,17 @@ class FrontDoor:
                     return Response(503, b'{"status":"starting"}')
                 return Response(200, json.dumps({"status": "ok", **self._health}).encode())
             if path == "/metrics":
-                # In a thread: with thousands of functions' series, rendering takes tens of milliseconds.
-                body = await asyncio.to_thread(self._metrics.render)
-                return Response(200, body, content_type=METRICS_CONTENT_TYPE)
+                return self._metrics_page()
             if path.startswith(CodeUrls.PREFIX):
                 return self._lambda.download(request)
-        return await self._signed(request)
+        return self._signed(request)
 
-    async def _signed(self, request: Request) -> Response:
+    async def _metrics_page(self) -> Response:
+        # In a thread: with thousands of functions' series, rendering takes tens of milliseconds.
+        body = await asyncio.to_thread(self._metrics.render)
+        return Response(200, body, content_type=METRICS_CONTENT_TYPE)
+
+    def _signed(self, request: Request) -> Answer:
         path = request.path
         request_id = ids.request_id()
         try:
@@ -75,9 +83,9 @@ class FrontDoor:
                 return wire_errors.json_1_1(exc, request_id)
             return wire_errors.rest_json(exc, request_id)
         if caller.service == "lambda":
-            return await self._lambda.handle(request, caller, request_id)
+            return self._lambda.handle(request, caller, request_id)
         if caller.service == "logs":
-            return await self._logs.handle(request, caller, request_id)
+            return self._logs.handle(request, caller, request_id)
         unsupported = UnsupportedOperation(f"The {caller.service} service is not offered by selfless yet")
         return wire_errors.rest_json(unsupported, request_id)
 

@@ -9,6 +9,7 @@ here (``selfless.api.errors.unexpected`` for what no layer foresaw, a full disk 
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import hmac
 import json
@@ -40,11 +41,12 @@ from selfless.errors import (
 from selfless.functions import MAX_ZIPPED, FunctionRegistry
 from selfless.httpserver import Request, Response
 from selfless.invocation.events import AsyncInvoker, EventInvokeConfigs
+from selfless.invocation.inflight import Outcome
 from selfless.invocation.leases import Leases
 from selfless.invocation.provisioned import ProvisionedConcurrency
 from selfless.invocation.service import MAX_SYNC_PAYLOAD, InvocationService
 from selfless.layers import LayerRegistry
-from selfless.models import InvocationType, InvokeRequest, LayerVersion
+from selfless.models import InvocationType, InvokeRequest, InvokeResult, LayerVersion
 from selfless.permissions import Permissions
 
 # The largest request body any Lambda operation takes: a 50 MB zip as base64 inside JSON.
@@ -73,6 +75,16 @@ def _page(items: list[T], key: Callable[[T], str], params: dict[str, Any]) -> tu
     limit = params.get("MaxItems") or 50
     chosen = items[start : start + limit]
     return chosen, (key(chosen[-1]) if chosen and start + limit < len(items) else None)
+
+
+def _invoke_response(result: InvokeResult) -> Response:
+    headers = [("X-Amz-Executed-Version", result.executed_version)]
+    if result.function_error is not None:
+        headers.append(("X-Amz-Function-Error", result.function_error))
+    if result.log_tail is not None:
+        headers.append(("X-Amz-Log-Result", result.log_tail))
+    headers.append(("x-amzn-RequestId", result.request_id))
+    return Response(result.status, result.payload, headers, content_type="application/json")
 
 
 def _json(doc: Any, status: int = 200, headers: list[tuple[str, str]] | None = None) -> Response:
@@ -204,7 +216,23 @@ class LambdaApi:
             "ListFunctionsByCodeSigningConfig": self._list_functions_by_code_signing_config,
         }
 
-    async def handle(self, request: Request, caller: Caller, request_id: str) -> Response:
+    def handle(
+        self, request: Request, caller: Caller, request_id: str
+    ) -> Response | asyncio.Future[Response] | Awaitable[Response]:
+        """The answer to one signed Lambda request: at once (an error), a Future (a RequestResponse Invoke:
+        no task and no chain of coroutines on the warm path) or a coroutine (everything else)."""
+        if request.method == "POST":
+            hit = _INVOKE_RE.match(request.path)
+            if hit is not None:
+                try:
+                    return self._invoke(hit.group(1), request, caller, request_id)
+                except SelflessError as exc:
+                    return wire_errors.rest_json(exc, request_id)
+                except Exception as exc:  # a full disk, a bug: AWS's 500, never the HTTP layer's bare one
+                    return wire_errors.rest_json(wire_errors.unexpected(exc), request_id)
+        return self._handle_other(request, caller, request_id)
+
+    async def _handle_other(self, request: Request, caller: Caller, request_id: str) -> Response:
         try:
             response = await self._handle(request, caller, request_id)
         except SelflessError as exc:
@@ -215,15 +243,6 @@ class LambdaApi:
         return response
 
     async def _handle(self, request: Request, caller: Caller, request_id: str) -> Response:
-        if request.method == "POST":
-            hit = _INVOKE_RE.match(request.path)
-            if hit is not None:
-                self._access.lambda_call(caller, "Invoke")
-                lineage = self.lineage_of(caller.principal) if caller.principal.kind == "function" else {}
-                name = hit.group(1)
-                return await self._invoke(
-                    urllib.parse.unquote(name) if "%" in name else name, request, request_id, lineage
-                )
         if request.path.startswith(SELFLESS_PREFIX):
             return await self._selfless(request, caller)
         found = self._router.match(request.method, request.path, request.query)
@@ -257,9 +276,14 @@ class LambdaApi:
 
     # -- invoke (hot path) ------------------------------------------------------------------------------
 
-    async def _invoke(
-        self, function_name: str, request: Request, request_id: str, lineage: Mapping[str, int]
-    ) -> Response:
+    def _invoke(
+        self, quoted_name: str, request: Request, caller: Caller, request_id: str
+    ) -> asyncio.Future[Response] | Awaitable[Response]:
+        """Invoke, parsed and checked here (raising what the caller maps); a RequestResponse call is started
+        at once and answered through a callback on its outcome, the other types in a coroutine."""
+        self._access.lambda_call(caller, "Invoke")
+        lineage = self.lineage_of(caller.principal) if caller.principal.kind == "function" else {}
+        function_name = urllib.parse.unquote(quoted_name) if "%" in quoted_name else quoted_name
         h = request.headers
         qualifier = None
         if request.query:
@@ -282,25 +306,45 @@ class LambdaApi:
             )
         if log_type == "Tail" and itype is not InvocationType.REQUEST_RESPONSE:
             raise InvalidParameterValue("LogType Tail is only supported for RequestResponse invocations.")
-        result = await self._invocations.invoke(
-            InvokeRequest(
-                function_name,
-                qualifier,
-                request.body,
-                itype,
-                log_type == "Tail",
-                h.get("x-amz-client-context"),
-                request_id,
-                lineage,
-                h.get("x-amzn-trace-id"),
-            )
+        req = InvokeRequest(
+            function_name,
+            qualifier,
+            request.body,
+            itype,
+            log_type == "Tail",
+            h.get("x-amz-client-context"),
+            request_id,
+            lineage,
+            h.get("x-amzn-trace-id"),
         )
-        headers = [("X-Amz-Executed-Version", result.executed_version)]
-        if result.function_error is not None:
-            headers.append(("X-Amz-Function-Error", result.function_error))
-        if result.log_tail is not None:
-            headers.append(("X-Amz-Log-Result", result.log_tail))
-        return Response(result.status, result.payload, headers, content_type="application/json")
+        if itype is not InvocationType.REQUEST_RESPONSE:
+            return self._invoke_later(req)
+        started = self._invocations.start(req)
+        answer: asyncio.Future[Response] = started.outcome.get_loop().create_future()
+
+        def answered(done: asyncio.Future[Outcome]) -> None:
+            if answer.done():
+                return  # the client went away (its connection cancelled the answer); the call ran anyway
+            try:
+                response = _invoke_response(self._invocations.result(started, done.result()))
+            except SelflessError as exc:
+                response = wire_errors.rest_json(exc, request_id)
+            except asyncio.CancelledError:  # only a shutdown cancels a call's start
+                response = wire_errors.rest_json(wire_errors.unexpected(RuntimeError("cancelled")), request_id)
+            except Exception as exc:  # a bug: AWS's 500, never the HTTP layer's bare one
+                response = wire_errors.rest_json(wire_errors.unexpected(exc), request_id)
+            answer.set_result(response)
+
+        started.outcome.add_done_callback(answered)
+        return answer
+
+    async def _invoke_later(self, req: InvokeRequest) -> Response:
+        try:
+            return _invoke_response(await self._invocations.invoke(req))
+        except SelflessError as exc:
+            return wire_errors.rest_json(exc, req.request_id)
+        except Exception as exc:  # a full disk, a bug: AWS's 500, never the HTTP layer's bare one
+            return wire_errors.rest_json(wire_errors.unexpected(exc), req.request_id)
 
     async def _invoke_async(self, params: dict[str, Any], request: Request) -> Response:
         """The deprecated InvokeAsync: an Event invocation (same queue, same 1 MB limit), answered

@@ -17,7 +17,7 @@ import binascii
 import logging
 import time
 from collections.abc import Mapping
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 from selfless import ids, json_limits
 from selfless.config import Settings
@@ -49,6 +49,24 @@ _ASYNC_CONCURRENCY = 64
 # Beyond the function's timeout and init, how long a caller waits before we call it our fault.
 _BACKSTOP_S = 30.0
 _MAX_CACHED_COUNTERS = 10_000
+
+
+class _Prepared(NamedTuple):
+    fn: Function
+    invoked: str
+    payload: bytes
+    client_context: str | None
+    request_id: str
+    trace: str
+
+
+class Started(NamedTuple):
+    """A RequestResponse invocation on its way (InvocationService.start)."""
+
+    outcome: asyncio.Future[Outcome]
+    fn: Function
+    request_id: str
+    tail_logs: bool
 
 
 class InvocationService:
@@ -83,6 +101,40 @@ class InvocationService:
     # -- entry point ------------------------------------------------------------------------------------
 
     async def invoke(self, req: InvokeRequest) -> InvokeResult:
+        """Any invocation type: RequestResponse runs and answers its result (a caller that goes away leaves
+        it running), Event is stored and answered 202, DryRun checks and answers 204."""
+        if req.invocation_type is InvocationType.REQUEST_RESPONSE:
+            started = self.start(req)
+            return self.result(started, await asyncio.shield(started.outcome))
+        p = self._prepare(req)
+        if req.invocation_type is InvocationType.DRY_RUN:
+            return InvokeResult(204, b"", request_id=p.request_id)
+        await self._accept(p.fn, req.qualifier, p.payload, p.client_context, p.request_id, req.lineage, p.trace)
+        return InvokeResult(202, b"", request_id=p.request_id)
+
+    def start(self, req: InvokeRequest) -> Started:
+        """A RequestResponse invocation checked (raising what ``invoke`` raises) and started, without waiting:
+        the Future of its outcome, which the caller must not cancel (wait on it through ``asyncio.shield``, or
+        a callback), and what ``result`` needs to answer it."""
+        p = self._prepare(req)
+        # A synchronous call is counted in its chain too (a loop may go through it), but never stopped.
+        lineage = {**req.lineage, p.fn.name: req.lineage.get(p.fn.name, 0) + 1} if req.lineage else None
+        outcome = self._launch(p.fn, p.payload, p.client_context, p.request_id, p.invoked, lineage, p.trace)
+        return Started(outcome, p.fn, p.request_id, req.tail_logs)
+
+    @staticmethod
+    def result(started: Started, outcome: Outcome) -> InvokeResult:
+        """A RequestResponse invocation's answer."""
+        return InvokeResult(
+            200,
+            outcome.payload,
+            executed_version=started.fn.version,
+            function_error="Unhandled" if outcome.failed else None,
+            log_tail=outcome.log_tail if started.tail_logs else None,
+            request_id=started.request_id,
+        )
+
+    def _prepare(self, req: InvokeRequest) -> _Prepared:
         fn, invoked = self._registry.for_invoke(req.function_name, req.qualifier)
         if fn.state is FunctionState.PENDING:
             raise ResourceConflict(
@@ -101,26 +153,11 @@ class InvocationService:
                 f"Request must be smaller than {MAX_SYNC_PAYLOAD} bytes for the InvokeFunction operation"
             )
         payload = self._check_json(req.payload)
-        if req.invocation_type is InvocationType.DRY_RUN:
-            return InvokeResult(204, b"", request_id=request_id)
         # X-Ray: the caller's trace header when it sent one; else one of the call's own, sampled when the
         # function's tracing is Active.
         active = fn.tracing_active
         trace = ids.accepted_trace(req.trace_header, active) or ids.trace_id(active)
-        if req.invocation_type is InvocationType.EVENT:
-            await self._accept(fn, req.qualifier, payload, client_context, request_id, req.lineage, trace)
-            return InvokeResult(202, b"", request_id=request_id)
-        # A synchronous call is counted in its chain too (a loop may go through it), but never stopped.
-        lineage = {**req.lineage, fn.name: req.lineage.get(fn.name, 0) + 1} if req.lineage else None
-        outcome = await self.run(fn, payload, client_context, request_id, invoked, lineage, trace)
-        return InvokeResult(
-            200,
-            outcome.payload,
-            executed_version=fn.version,
-            function_error="Unhandled" if outcome.failed else None,
-            log_tail=outcome.log_tail if req.tail_logs else None,
-            request_id=request_id,
-        )
+        return _Prepared(fn, invoked, payload, client_context, request_id, trace)
 
     @staticmethod
     def _check_json(payload: bytes) -> bytes:
@@ -162,7 +199,23 @@ class InvocationService:
         trace: str | None = None,
     ) -> Outcome:
         """Run one invocation on an environment of ``fn`` and return its outcome (never raises for
-        function failures; raises TooManyRequests when no lease or environment can be had).
+        function failures; raises TooManyRequests when no lease or environment can be had). See
+        ``_launch``."""
+        started = self._launch(fn, payload, client_context, request_id, invoked_arn, lineage, trace)
+        return await asyncio.shield(started)
+
+    def _launch(
+        self,
+        fn: Function,
+        payload: bytes,
+        client_context: str | None,
+        request_id: str,
+        invoked_arn: str = "",
+        lineage: Mapping[str, int] | None = None,
+        trace: str | None = None,
+    ) -> asyncio.Future[Outcome]:
+        """Start one invocation on an environment of ``fn``: the Future of its outcome (which fails with
+        TooManyRequests when no environment can be had); raises TooManyRequests at once without a lease.
 
         A caller that goes away (its request task is cancelled) leaves the invocation running to its end,
         holding its lease and its environment until then, as on AWS: the lease is given back by the outcome's
@@ -193,11 +246,11 @@ class InvocationService:
         env = self._pool.take_idle(fn)
         if env is not None:
             self._begin(fn, env, inv, lease)
-            return await asyncio.shield(inv.done)
+            return inv.done
         task = loop.create_task(self._start_and_run(fn, inv, lease))
         self._sync.add(task)
         task.add_done_callback(self._sync.discard)
-        return await asyncio.shield(task)
+        return task
 
     async def _start_and_run(self, fn: Function, inv: Invocation, lease: Lease) -> Outcome:
         """The path without an idle environment: lease one (which may start it), then as the warm path."""
