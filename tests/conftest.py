@@ -213,6 +213,19 @@ def unique(prefix: str = "fn") -> str:
     return f"{prefix}-{uuid.uuid4().hex[:10]}"
 
 
+def create_python(lam: Any, name: str, code: str, **kwargs: Any) -> dict[str, Any]:
+    """CreateFunction's answer for a python3.12 function whose ``app.py`` is ``code`` (not waited for)."""
+    answer: dict[str, Any] = lam.create_function(
+        FunctionName=name,
+        Runtime="python3.12",
+        Role=ROLE,
+        Handler="app.handler",
+        Code={"ZipFile": make_zip({"app.py": code})},
+        **kwargs,
+    )
+    return answer
+
+
 def deploy(
     lam: Any,
     code: str | None = None,

@@ -17,7 +17,7 @@ from typing import Any
 import botocore.exceptions
 import pytest
 
-from tests.conftest import ROLE, make_zip, unique
+from tests.conftest import create_python, make_zip, unique
 
 HANDLER = "def handler(event, context):\n    return event\n"
 WAIT = {"Delay": 1, "MaxAttempts": 30}
@@ -31,15 +31,7 @@ def error_of(call: Callable[[], Any]) -> tuple[str, str]:
 
 
 def create(lam: Any, name: str, **kwargs: Any) -> dict[str, Any]:
-    answer: dict[str, Any] = lam.create_function(
-        FunctionName=name,
-        Runtime="python3.12",
-        Role=ROLE,
-        Handler="app.handler",
-        Code={"ZipFile": make_zip({"app.py": HANDLER})},
-        **kwargs,
-    )
-    return answer
+    return create_python(lam, name, HANDLER, **kwargs)
 
 
 def settled(lam: Any, name: str, qualifier: str | None = None, timeout_s: float = 10.0) -> dict[str, Any]:

@@ -17,7 +17,7 @@ from typing import Any
 
 import pytest
 
-from tests.conftest import ROLE, Server, make_zip, unique
+from tests.conftest import Server, create_python, make_zip, unique
 
 PROFILE = "arn:aws:signer:us-east-1:000000000000:/signing-profiles/selfless/abcdef1234"
 OTHER_PROFILE = "arn:aws:signer:us-east-1:000000000000:/signing-profiles/other/0123456789"
@@ -50,14 +50,7 @@ def error(exc: pytest.ExceptionInfo[Any]) -> tuple[str, str, int]:
 
 
 def create_function(lam: Any, name: str, **kwargs: Any) -> dict[str, Any]:
-    out: dict[str, Any] = lam.create_function(
-        FunctionName=name,
-        Runtime="python3.12",
-        Role=ROLE,
-        Handler="app.handler",
-        Code={"ZipFile": make_zip({"app.py": CODE})},
-        **kwargs,
-    )
+    out = create_python(lam, name, CODE, **kwargs)
     lam.get_waiter("function_active_v2").wait(FunctionName=name, WaiterConfig={"Delay": 1, "MaxAttempts": 30})
     return out
 
