@@ -193,3 +193,33 @@ def test_memory_budget_evicts_least_recently_used_idle_environments(tmp_path: Pa
         assert not Path(f"/proc/{pid_b}").exists()
     finally:
         assert server.stop() == 0
+
+
+def test_warm_calls_never_take_an_environment_started_for_another_call(
+    lam: Any, server: Any, make_function: Callable[..., str]
+) -> None:
+    """An environment started for one call may finish its init before its start returns; a warm call that
+    comes meanwhile must not take it (the call it was started for then finds it busy). Calls that keep
+    coming while new environments start, as a load that grows does, all succeed."""
+    name = make_function("def handler(event, context):\n    return event\n")
+    lam.invoke(FunctionName=name, Payload=b"{}")  # one warm environment to take
+    cold = server.client("lambda", retries={"max_attempts": 0})
+
+    def calls(i: int) -> list[int]:
+        statuses = []
+        for n in range(15):
+            try:
+                out = cold.invoke(FunctionName=name, Payload=json.dumps({"i": i, "n": n}).encode())
+                statuses.append(out["StatusCode"] if json.loads(out["Payload"].read()) == {"i": i, "n": n} else -1)
+            except botocore.exceptions.ClientError as exc:
+                statuses.append(exc.response["ResponseMetadata"]["HTTPStatusCode"])
+        return statuses
+
+    for _ in range(3):
+        with concurrent.futures.ThreadPoolExecutor(16) as pool:
+            results = [s for statuses in pool.map(calls, range(16)) for s in statuses]
+        assert results == [200] * len(results), sorted(set(results))
+        lam.update_function_configuration(FunctionName=name, Description=f"round {time.time()}")
+        lam.get_waiter("function_updated_v2").wait(FunctionName=name, WaiterConfig={"Delay": 1})
+        lam.invoke(FunctionName=name, Payload=b"{}")
+    assert "IllegalTransition" not in server.log()

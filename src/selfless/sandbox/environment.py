@@ -141,6 +141,9 @@ class Environment:
         self.key = (function.qualified_name, function.generation)
         # Started ahead for provisioned concurrency: initialised before any call, never reports Init Duration.
         self.provisioned = provisioned
+        # Started for one call (the pool's lease), which assigns it once its start returns: should its init
+        # finish first, it is not offered to any other call meanwhile.
+        self.claimed = False
         self.runtime = runtime
         self.state = EnvState.STARTING
         self.last_used = time.monotonic()
@@ -440,6 +443,7 @@ class Environment:
         else:
             raise IllegalTransition(f"environment {self.id}: cannot assign in {self.state.value}")
         self.current = inv
+        self.claimed = False
         if self._waiter is not None and not self._waiter.done():
             waiter, self._waiter = self._waiter, None
             # Thawed before the answer to /next is written (by the handler waiting for it, right after this),
@@ -498,7 +502,8 @@ class Environment:
                 self._timer = None
             if self.current is None and self.state is EnvState.STARTING:
                 self._move(EnvState.IDLE)
-                self._on_free(self)
+                if not self.claimed:  # started ahead (provisioned): free for any call
+                    self._on_free(self)
         inv = self.current
         if inv is not None and inv.delivered_at == 0.0:
             return self._deliver(inv)

@@ -161,7 +161,15 @@ class EnvironmentPool:
             raise
         self._all[env_id] = env
         env.started.add_done_callback(lambda _f: self._slot_done())
-        await env.start()
+        env.claimed = True
+        try:
+            await env.start()
+        except BaseException:
+            # The call that wanted it went away (a shutdown): ready or not, it is anyone's.
+            env.claimed = False
+            if env.state is EnvState.IDLE and env.current is None:
+                self._on_free(env)
+            raise
         return env
 
     async def _wait_for_slot_or_env(self, key: EnvKey) -> Environment | _Slot:
