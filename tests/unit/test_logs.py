@@ -156,7 +156,7 @@ def test_an_unfinished_line_is_never_held_past_one_event() -> None:
 
 def test_the_tail_of_an_invocation_keeps_only_its_last_4_kb() -> None:
     async def scenario() -> None:
-        inv = Invocation("r", b"", function_arn="arn", timeout_s=3, client_context=None, trace_id="t")
+        inv = Invocation("r", b"", function_arn="arn", timeout_s=3, client_context=None, trace_id="t", tail=True)
         everything: list[str] = []
         for i in range(20_000):
             line = f"line {i} " + "é" * (i % 50)
@@ -173,6 +173,11 @@ def test_the_tail_of_an_invocation_keeps_only_its_last_4_kb() -> None:
         outcome = Outcome(OutcomeKind.RESPONSE, log_lines=kept)
         whole = ("\n".join(everything) + "\n").encode()[-4096:]
         assert base64.b64decode(outcome.log_tail) == whole
+        # A call that did not ask for its tail keeps none of it.
+        plain = Invocation("r", b"", function_arn="arn", timeout_s=3, client_context=None, trace_id="t")
+        plain.log_lines.append("a line")
+        plain.log_lines.extend(["more"] * 3)
+        assert tuple(plain.log_lines) == ()
 
     asyncio.run(scenario())
 

@@ -81,6 +81,18 @@ class LogTail:
         return len(self._lines)
 
 
+class NoTail(LogTail):
+    """What a call that did not ask for its log's tail keeps of it: nothing (the warm path's common case)."""
+
+    __slots__ = ()
+
+    def append(self, line: str) -> None:
+        pass
+
+    def extend(self, lines: Sequence[str]) -> None:
+        pass
+
+
 class Invocation:
     """One request for one environment. ``done`` resolves exactly once with an ``Outcome``."""
 
@@ -109,6 +121,7 @@ class Invocation:
         trace_id: str,
         lineage: Mapping[str, int] | None = None,
         loop: asyncio.AbstractEventLoop | None = None,
+        tail: bool = False,
     ) -> None:
         self.request_id = request_id
         # How many times each function has run in the chain of calls this one belongs to, this one included
@@ -121,7 +134,8 @@ class Invocation:
         self.trace_id = trace_id
         self.deadline_ms = 0
         self.delivered_at = 0.0
-        self.log_lines = LogTail()
+        # Kept only for a call that wants it back (LogType: Tail): the log itself is written either way.
+        self.log_lines = LogTail() if tail else NoTail()
         self.done: asyncio.Future[Outcome] = (loop or asyncio.get_running_loop()).create_future()
 
     def deliver(self) -> None:

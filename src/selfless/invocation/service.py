@@ -119,7 +119,9 @@ class InvocationService:
         p = self._prepare(req)
         # A synchronous call is counted in its chain too (a loop may go through it), but never stopped.
         lineage = {**req.lineage, p.fn.name: req.lineage.get(p.fn.name, 0) + 1} if req.lineage else None
-        outcome = self._launch(p.fn, p.payload, p.client_context, p.request_id, p.invoked, lineage, p.trace)
+        outcome = self._launch(
+            p.fn, p.payload, p.client_context, p.request_id, p.invoked, lineage, p.trace, req.tail_logs
+        )
         return Started(outcome, p.fn, p.request_id, req.tail_logs)
 
     @staticmethod
@@ -213,6 +215,7 @@ class InvocationService:
         invoked_arn: str = "",
         lineage: Mapping[str, int] | None = None,
         trace: str | None = None,
+        tail: bool = False,
     ) -> asyncio.Future[Outcome]:
         """Start one invocation on an environment of ``fn``: the Future of its outcome (which fails with
         TooManyRequests when no environment can be had); raises TooManyRequests at once without a lease.
@@ -224,7 +227,7 @@ class InvocationService:
         for that task. ``invoked_arn``: the ARN as the caller named it (with its alias or version), for the
         context object; ``fn.arn`` when empty. ``lineage``: the chain this call belongs to, this function's
         run counted in. ``trace``: its X-Ray trace header (a new one, sampled as the function's tracing
-        says, when None)."""
+        says, when None). ``tail``: keep the log's last lines for the answer (LogType: Tail)."""
         try:
             lease = self._leases.acquire(fn.name)
         except TooManyRequests as exc:
@@ -242,6 +245,7 @@ class InvocationService:
             trace_id=trace or ids.trace_id(fn.tracing_active),
             lineage=lineage,
             loop=loop,
+            tail=tail,
         )
         env = self._pool.take_idle(fn)
         if env is not None:
