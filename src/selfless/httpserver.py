@@ -178,6 +178,7 @@ class HttpProtocol(asyncio.Protocol):
         "_pending",
         "_repeated",
         "_repeats",
+        "_serving_pending",
         "_shared",
         "_started",
         "_state",
@@ -204,6 +205,7 @@ class HttpProtocol(asyncio.Protocol):
         self._shared = shared
         self._coalesce = coalesce
         self._held = b""  # an answer that leaves with the next one (coalesce)
+        self._serving_pending = False
         self._handler = handler
         self._max_body = max_body
         self._max_head = max_head
@@ -272,11 +274,10 @@ class HttpProtocol(asyncio.Protocol):
             self._head_raw += len(data)
         try:
             self._parser.feed_data(data)
-            if self._coalesce and self._pending and self._task is None and self._state != _DRAINING:
+            if self._coalesce and self._state != _DRAINING:
                 # Requests that came in this read were queued (see on_message_complete): served now, so
                 # that an answer knows whether another request is behind it.
-                request, keep = self._pending.popleft()
-                self._dispatch(request, keep)
+                self._serve_pending()
         except httptools.HttpParserUpgrade:
             self._refuse(400, "Bad request")
             return
@@ -440,11 +441,28 @@ class HttpProtocol(asyncio.Protocol):
             self._started = self._last_seen
         if not keep_alive:
             transport.close()
-        elif self._pending and self._task is None:
-            request, keep = self._pending.popleft()
-            if len(self._pending) == _MAX_PIPELINED - 1:
-                transport.resume_reading()
-            self._dispatch(request, keep)
+        else:
+            self._serve_pending()
+
+    def _serve_pending(self) -> None:
+        """Serve the requests queued behind the last one, in order, until one is still at work. A loop, not
+        a call per answer from the last answer's write: thousands of pipelined requests answered at once
+        must not nest that deep. Re-entered (an answer written from inside it), it leaves the rest to the
+        loop already running."""
+        if self._serving_pending:
+            return
+        self._serving_pending = True
+        try:
+            while self._pending and self._task is None and not self._closing:
+                transport = self._transport
+                if transport is None or transport.is_closing():
+                    break
+                request, keep = self._pending.popleft()
+                if len(self._pending) == _MAX_PIPELINED - 1:
+                    transport.resume_reading()
+                self._dispatch(request, keep)
+        finally:
+            self._serving_pending = False
 
     def _flush_held(self, transport: asyncio.Transport) -> None:
         held, self._held = self._held, b""

@@ -525,3 +525,36 @@ def test_coalesce_holds_an_answer_until_the_pipelined_request_behind_it_is_answe
             writer.close()
 
     run(scenario())
+
+
+@pytest.mark.parametrize("coalesce", [False, True])
+def test_thousands_of_pipelined_requests_answered_at_once_do_not_recurse(run: Any, coalesce: bool) -> None:
+    """A peer that pipelines thousands of small requests in one write, behind one that takes a while, gets
+    every answer in order; answering them one after another must not nest calls (a recursion per answer
+    would overflow Python's stack around a thousand). A Runtime API peer is a function's own code."""
+    count = 3000
+
+    def handler(request: Request) -> Any:
+        if request.path == "/slow":
+
+            async def slow() -> Response:
+                await asyncio.sleep(0.05)
+                return Response(200, b"slow")
+
+            return slow()
+        return Response(200, request.path.encode())
+
+    async def scenario() -> None:
+        async with serving(handler, idle_timeout=0, coalesce=coalesce) as (_, port):
+            reader, writer = await asyncio.open_connection("127.0.0.1", port)
+            writer.write(b"GET /slow HTTP/1.1\r\nHost: x\r\n\r\n")
+            writer.write(b"".join(f"GET /{i} HTTP/1.1\r\nHost: x\r\n\r\n".encode() for i in range(count)))
+            await writer.drain()
+            bodies = []
+            async with asyncio.timeout(30):
+                for _ in range(count + 1):
+                    bodies.append((await read_response(reader)).split(b"\r\n\r\n", 1)[1])
+            assert bodies == [b"slow"] + [f"/{i}".encode() for i in range(count)]
+            writer.close()
+
+    run(scenario())
