@@ -678,7 +678,7 @@ class Environment:
             lines = (f"END RequestId: {inv.request_id}", report)
             self._stream.write_lines(lines)
             inv.log_lines.extend(lines)
-        elif self._platform_logs:
+        else:  # the JSON record (``_platform`` leaves it out when SystemLogLevel is above INFO)
             metrics: dict[str, float | int] = {
                 "durationMs": round(duration_ms, 2),
                 "billedDurationMs": billed,
@@ -714,11 +714,8 @@ class Environment:
 
     def _start_line(self, inv: Invocation) -> None:
         version = self.function.version
-        if not self._json_logs:
-            self._write(inv, f"START RequestId: {inv.request_id} Version: {version}")
-        else:
-            record = {"requestId": inv.request_id, "version": version}
-            self._platform(inv, "platform.start", record, f"START RequestId: {inv.request_id} Version: {version}")
+        record = {"requestId": inv.request_id, "version": version}
+        self._platform(inv, "platform.start", record, f"START RequestId: {inv.request_id} Version: {version}")
 
     def _platform(self, inv: Invocation | None, kind: str, record: dict[str, Any], text: str) -> None:
         """A platform line: ``text`` in Text format; in JSON format a ``{"time", "type", "record"}`` record as
