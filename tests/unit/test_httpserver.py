@@ -72,6 +72,17 @@ async def read_all(reader: asyncio.StreamReader, within: float = 5.0) -> bytes:
     return b"".join(chunks)
 
 
+async def until(condition: Callable[[], bool], within: float = 10.0) -> None:
+    """Wait until ``condition`` holds; a failed assertion after ``within`` seconds."""
+    deadline = time.monotonic() + within
+    for _ in range(int(within / 0.01) + 1):
+        if condition():
+            return
+        assert time.monotonic() < deadline, "not in time"
+        await asyncio.sleep(0.01)
+    assert condition(), "not in time"
+
+
 async def read_response(reader: asyncio.StreamReader) -> bytes:
     """One response off a kept-alive connection."""
     head = await reader.readuntil(b"\r\n\r\n")
@@ -475,16 +486,9 @@ def test_handlers_may_answer_at_once_with_a_future_or_with_a_coroutine(run: Any)
             ]
             writer.write(b"GET /never HTTP/1.1\r\nHost: x\r\n\r\n")
             await writer.drain()
-            for _ in range(100):
-                if pending:
-                    break
-                await asyncio.sleep(0.01)
+            await until(lambda: bool(pending))
             writer.close()
-            for _ in range(100):
-                if pending[0].cancelled():
-                    break
-                await asyncio.sleep(0.01)
-            assert pending[0].cancelled()
+            await until(lambda: pending[0].cancelled())
 
     run(scenario())
 
@@ -510,10 +514,7 @@ def test_coalesce_holds_an_answer_until_the_pipelined_request_behind_it_is_answe
             writer.write(
                 b"POST /result HTTP/1.1\r\nHost: x\r\nContent-Length: 0\r\n\r\nGET /wait HTTP/1.1\r\nHost: x\r\n\r\n"
             )
-            for _ in range(100):
-                if later:
-                    break
-                await asyncio.sleep(0.01)
+            await until(lambda: bool(later))
             await asyncio.sleep(0.05)
             with pytest.raises(TimeoutError):  # the 202 waits for the /next's answer
                 await asyncio.wait_for(reader.read(1), 0.1)
