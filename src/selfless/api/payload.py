@@ -1,0 +1,63 @@
+"""A request body as a service reads it: decoded, in chunks, checked against what was signed.
+
+The HTTP server hands most requests over whole (``Request.body``); S3's object writes may be gigabytes, so a
+request the front door routes to S3 is dispatched as soon as its head is complete and its body streams
+(``Request.stream``). The front door wraps that stream in a :class:`Payload`: it removes ``aws-chunked``
+framing (verifying each chunk's signature when the chunks are signed), hashes the bytes as they pass, and
+when the body ends checks them against the signed ``x-amz-content-sha256``. A body that does not match
+raises :class:`selfless.errors.AuthError` (or a subclass) from the iteration, after its last chunk and
+before iteration ends, so a consumer that commits only after a complete iteration never commits a body
+that was not the one signed.
+
+Contract for consumers:
+
+* ``async for chunk in payload`` yields the decoded bytes in order (no empty chunks); it may raise
+  ``AuthError`` (signature or digest mismatch), ``BadDigest``-style errors are the consumer's (it checks
+  Content-MD5 and x-amz-checksum-* itself, with ``trailers`` for those sent after the body);
+* iterate at most once;
+* ``length`` is the decoded length when the client declared it (``x-amz-decoded-content-length`` for
+  aws-chunked, else ``Content-Length``), None otherwise;
+* ``trailers`` holds the trailing header fields (lower-case names), complete once iteration has ended.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from typing import Protocol
+
+
+class Payload(Protocol):
+    length: int | None
+    trailers: dict[str, str]
+
+    def __aiter__(self) -> AsyncIterator[bytes]: ...
+
+
+class BytesPayload:
+    """A payload already in memory (a small body the server read whole, or a test's)."""
+
+    __slots__ = ("_data", "length", "trailers")
+
+    def __init__(self, data: bytes, trailers: dict[str, str] | None = None) -> None:
+        self._data = data
+        self.length: int | None = len(data)
+        self.trailers: dict[str, str] = dict(trailers or {})
+
+    async def _chunks(self) -> AsyncIterator[bytes]:
+        if self._data:
+            yield self._data
+
+    def __aiter__(self) -> AsyncIterator[bytes]:
+        return self._chunks()
+
+
+async def read_all(payload: Payload, limit: int) -> bytes:
+    """The whole payload, or ValueError once it passes ``limit`` bytes (for bodies parsed in memory: XML)."""
+    parts: list[bytes] = []
+    size = 0
+    async for chunk in payload:
+        size += len(chunk)
+        if size > limit:
+            raise ValueError(f"the body is larger than {limit} bytes")
+        parts.append(chunk)
+    return b"".join(parts)
