@@ -244,3 +244,60 @@ def _document(statements: Iterable[Mapping[str, Any]]) -> str:
 def _dumps(value: object) -> str:
     # AWS writes compact JSON, non-ASCII as is.
     return json.dumps(value, separators=(",", ":"), ensure_ascii=False)
+
+
+def allows_service(
+    policy: Policy | None,
+    service: str,
+    action: str,
+    *,
+    source_arn: str | None = None,
+    source_account: str | None = None,
+) -> bool:
+    """Whether ``policy`` lets the service principal ``service`` (``s3.amazonaws.com``) do ``action``
+    (``lambda:InvokeFunction``) on behalf of ``source_arn`` / ``source_account``: an Allow statement naming
+    that principal (or ``*``) and the action (or ``lambda:*``, ``*``), whose conditions all hold. The
+    conditions evaluated are those AddPermission writes (ArnLike/ArnEquals/StringEquals/StringLike on
+    AWS:SourceArn and AWS:SourceAccount); a statement with any other condition key grants nothing here,
+    as a condition that cannot be shown to hold must not widen a grant."""
+    if policy is None:
+        return False
+    context = {"aws:sourcearn": source_arn, "aws:sourceaccount": source_account}
+    return any(_grants(statement, service, action, context) for statement in policy.statements)
+
+
+def _grants(statement: Mapping[str, Any], service: str, action: str, context: Mapping[str, str | None]) -> bool:
+    if statement.get("Effect") != "Allow":
+        return False
+    principal = statement.get("Principal")
+    services = principal.get("Service") if isinstance(principal, dict) else None
+    if principal != "*" and service not in (services if isinstance(services, list) else [services]):
+        return False
+    actions = statement.get("Action")
+    if not any(_glob(pattern, action) for pattern in (actions if isinstance(actions, list) else [actions])):
+        return False
+    for operator, clauses in (statement.get("Condition") or {}).items():
+        for key, wanted in clauses.items():
+            value = context.get(key.lower())
+            if value is None or operator not in _OPERATORS:
+                return False
+            patterns = wanted if isinstance(wanted, list) else [wanted]
+            if not any(_OPERATORS[operator](str(pattern), value) for pattern in patterns):
+                return False
+    return True
+
+
+def _glob(pattern: object, value: str) -> bool:
+    """IAM's wildcard match: ``*`` any run, ``?`` one character, case-sensitive."""
+    if not isinstance(pattern, str):
+        return False
+    regex = "".join(".*" if c == "*" else "." if c == "?" else re.escape(c) for c in pattern)
+    return re.fullmatch(regex, value, re.DOTALL) is not None
+
+
+_OPERATORS = {
+    "StringEquals": lambda pattern, value: pattern == value,
+    "StringLike": _glob,
+    "ArnEquals": lambda pattern, value: pattern == value,
+    "ArnLike": _glob,
+}

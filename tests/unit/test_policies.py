@@ -429,3 +429,77 @@ def test_adding_all_then_removing_all_in_any_order(sids: list[str], rnd: Any) ->
         assert (policy.sids if policy else ()) == tuple(left)
         assert policy is None or policy.revision_id != old
     assert policy is None
+
+
+# -- evaluating a policy for a service principal (S3's destination check) ---------------------------------
+
+
+def _policy(*statements: dict[str, Any]) -> policies.Policy:
+    policy = None
+    for statement in statements:
+        policy = policies.add(policy, statement, None)
+    assert policy is not None
+    return policy
+
+
+S3 = "s3.amazonaws.com"
+INVOKE = "lambda:InvokeFunction"
+BUCKET = "arn:aws:s3:::photos"
+
+
+def test_s3_may_invoke_with_the_statement_aws_documents() -> None:
+    policy = _policy(
+        policies.function_statement(
+            {
+                "StatementId": "s3",
+                "Action": INVOKE,
+                "Principal": S3,
+                "SourceArn": BUCKET,
+                "SourceAccount": "123456789012",
+            },
+            FN,
+        )
+    )
+    assert policies.allows_service(policy, S3, INVOKE, source_arn=BUCKET, source_account="123456789012")
+    assert not policies.allows_service(
+        policy, S3, INVOKE, source_arn="arn:aws:s3:::other", source_account="123456789012"
+    )
+    assert not policies.allows_service(policy, S3, INVOKE, source_arn=BUCKET, source_account="999999999999")
+    assert not policies.allows_service(
+        policy, "sns.amazonaws.com", INVOKE, source_arn=BUCKET, source_account="123456789012"
+    )
+
+
+def test_wildcards_in_source_arn_and_action() -> None:
+    policy = _policy(
+        policies.function_statement(
+            {"StatementId": "a", "Action": "lambda:*", "Principal": S3, "SourceArn": "arn:aws:s3:::ph?tos-*"}, FN
+        )
+    )
+    assert policies.allows_service(policy, S3, INVOKE, source_arn="arn:aws:s3:::photos-2026")
+    assert not policies.allows_service(policy, S3, INVOKE, source_arn="arn:aws:s3:::photos")
+
+
+def test_no_policy_a_deny_or_another_principal_grants_nothing() -> None:
+    assert not policies.allows_service(None, S3, INVOKE, source_arn=BUCKET)
+    other = _policy(
+        policies.function_statement({"StatementId": "a", "Action": INVOKE, "Principal": "sns.amazonaws.com"}, FN)
+    )
+    assert not policies.allows_service(other, S3, INVOKE, source_arn=BUCKET)
+    deny = policies.Policy(({"Sid": "d", "Effect": "Deny", "Principal": {"Service": S3}, "Action": INVOKE},), "r")
+    assert not policies.allows_service(deny, S3, INVOKE, source_arn=BUCKET)
+    wrong_action = _policy(
+        policies.function_statement({"StatementId": "g", "Action": "lambda:GetFunction", "Principal": S3}, FN)
+    )
+    assert not policies.allows_service(wrong_action, S3, INVOKE, source_arn=BUCKET)
+
+
+def test_a_condition_that_cannot_be_evaluated_grants_nothing() -> None:
+    policy = _policy(
+        policies.function_statement(
+            {"StatementId": "o", "Action": INVOKE, "Principal": S3, "PrincipalOrgID": "o-123"}, FN
+        )
+    )
+    assert not policies.allows_service(policy, S3, INVOKE, source_arn=BUCKET)
+    unconditional = _policy(policies.function_statement({"StatementId": "u", "Action": INVOKE, "Principal": S3}, FN))
+    assert policies.allows_service(unconditional, S3, INVOKE, source_arn=BUCKET)

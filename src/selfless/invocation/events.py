@@ -276,6 +276,18 @@ class AsyncInvoker:
         self._written.set()
         await done
 
+    def has_room(self, count: int) -> bool:
+        """Whether ``count`` more events fit in the queue now (for a service that stores events in its own
+        transaction, then hands them over with :meth:`adopt`: it refuses its request when this is False)."""
+        return not self._closed and self.queued + count <= self._limit
+
+    def adopt(self, events: list[StoredEvent]) -> None:
+        """Schedule events another service has already made durable (committed with its own change, such as
+        an object and its bucket notifications in one transaction). Events committed but not adopted (a
+        crash in between) are found by :meth:`start` after a restart, like any accepted event."""
+        for event in events:
+            self._schedule(event)
+
     @property
     def queued(self) -> int:
         return len(self._pending) + len(self._heap) + len(self._running)
