@@ -21,6 +21,7 @@ from selfless import json_limits
 from selfless.api.access import Access
 from selfless.api.auth import Keyring, Principal, SigV4Verifier, generate_key_pair
 from selfless.api.front import FrontDoor
+from selfless.api.hooks_api import HooksApi
 from selfless.api.lambda_api import MAX_REQUEST, CodeUrls, LambdaApi
 from selfless.api.logs_api import LogsApi
 from selfless.artifacts.local import LocalCodeStore
@@ -28,6 +29,7 @@ from selfless.artifacts.s3 import S3Source
 from selfless.codesigning import CodeSigning
 from selfless.config import Settings, mem_info_mb
 from selfless.errors import ResourceNotFound
+from selfless.events.webhooks import Webhooks
 from selfless.functions import FunctionRegistry
 from selfless.httpserver import ConnectionBudget, Handler, HttpServer
 from selfless.invocation.destinations import Destinations
@@ -181,12 +183,14 @@ class App:
             self.code_signing,
         )
         self.lambda_api.lineage_of = self._lineage_of
+        self.webhooks = Webhooks(self.store, self.registry, self.events)
         self.front = FrontDoor(
             SigV4Verifier(self.keyring, settings.region),
             self.lambda_api,
             LogsApi(self.logs, access),
             self.metrics,
             self.health_info,
+            hooks=HooksApi(self.webhooks, access),
         )
         self.http = self._http_server(
             self.front.handle,
@@ -296,6 +300,7 @@ class App:
         self.pool.start()
         await self.provisioned.load()
         await self.event_configs.load()
+        await self.webhooks.load()
         await self.events.start()
         self.http.max_connections, self.descriptor_warning = descriptor_budget(
             s.max_connections, descriptor_reserve(s.max_environments) + self._environment_budget.limit

@@ -209,7 +209,7 @@ class Connection:
     def lambda_(self) -> Any:
         return self.client("lambda")
 
-    def selfless(self, method: str, path: str) -> dict[str, Any]:
+    def selfless(self, method: str, path: str, body: dict[str, Any] | None = None) -> dict[str, Any]:
         """One of selfless's own operations (``/_selfless/...``), signed with SigV4 for lambda as boto3
         signs Lambda's; raises ClientError for an error answer, as boto3 does."""
         import urllib.error
@@ -223,7 +223,8 @@ class Connection:
         credentials = session.get_credentials()
         if credentials is None:
             raise NoCredentialsError()
-        request = AWSRequest(method=method, url=self.endpoint.rstrip("/") + path, data=b"")
+        data = json.dumps(body).encode() if body is not None else b""
+        request = AWSRequest(method=method, url=self.endpoint.rstrip("/") + path, data=data)
         SigV4Auth(credentials.get_frozen_credentials(), "lambda", session.region_name or "us-east-1").add_auth(request)
         prepared = request.prepare()
         opened = urllib.request.Request(prepared.url, data=prepared.body or None, method=method)
@@ -615,6 +616,94 @@ def events(conn: Connection, name: str, redrive: bool) -> None:
         table.add_row(e["RequestId"], where, e["State"], str(e["Attempts"]), _iso(int(e["AcceptedAt"] * 1000)), failure)
     console = Console(highlight=False, width=None if sys.stdout.isatty() else 10_000)
     console.print(table)
+
+
+# -- webhook triggers -------------------------------------------------------------------------------------
+
+
+@main.group("webhooks")
+def webhooks() -> None:
+    """Run functions on uploads to external object stores (MinIO, Ceph RGW) through their webhooks."""
+
+
+@webhooks.command("create")
+@click.argument("name")
+@click.option("--source", type=click.Choice(["minio", "ceph"]), required=True, help="The store that calls.")
+@click.option("--bucket", required=True, help="The store's bucket whose events run the function.")
+@click.option("--function", "function", required=True, help="Function name or ARN (an alias or version too).")
+@click.option(
+    "--event",
+    "events",
+    multiple=True,
+    default=("s3:ObjectCreated:*",),
+    show_default=True,
+    help="An S3 event type (repeatable).",
+)
+@click.option("--prefix", default=None, help="Only keys that start with this.")
+@click.option("--suffix", default=None, help="Only keys that end with this.")
+@click.option("--token", default=None, help="The store's token (default: a new random one, printed once).")
+@client_command
+def webhooks_create(
+    conn: Connection,
+    name: str,
+    source: str,
+    bucket: str,
+    function: str,
+    events: tuple[str, ...],
+    prefix: str | None,
+    suffix: str | None,
+    token: str | None,
+) -> None:
+    """Create the webhook trigger NAME, and print how to point the store at it.
+
+    MinIO: set the printed endpoint and token as a notify_webhook target, then add the bucket's event
+    notification for that target. Ceph RGW: create a topic whose push-endpoint is the printed URL (the token
+    rides in its query: Ceph cannot set headers), then the bucket's notification on that topic.
+    """
+    rules = [{"Name": n, "Value": v} for n, v in (("prefix", prefix), ("suffix", suffix)) if v]
+    body: dict[str, Any] = {"Name": name, "Source": source, "Bucket": bucket, "FunctionName": function}
+    body["Events"] = list(events)
+    if rules:
+        body["Filter"] = {"Key": {"FilterRules": rules}}
+    if token:
+        body["Token"] = token
+    made = conn.selfless("POST", "/_selfless/webhook-triggers", body)
+    url = conn.endpoint.rstrip("/") + made["Endpoint"]
+    click.echo(f"created webhook trigger {name}: {source} bucket {bucket} -> {made['FunctionArn']}")
+    if source == "minio":
+        click.echo(f"endpoint:   {url}")
+        click.echo(f"auth_token: {made['Token']}")
+        click.echo(f"  mc admin config set ALIAS notify_webhook:{name} endpoint={url} auth_token={made['Token']}")
+        click.echo(f"  mc event add ALIAS/{bucket} arn:minio:sqs::{name}:webhook --event put")
+    else:
+        click.echo(f"push-endpoint: {url}?token={made['Token']}")
+
+
+@webhooks.command("list")
+@client_command
+def webhooks_list(conn: Connection) -> None:
+    """List the webhook triggers ("no webhook triggers" on stderr if none)."""
+    found = conn.selfless("GET", "/_selfless/webhook-triggers")["WebhookTriggers"]
+    if not found:
+        click.echo("no webhook triggers", err=True)
+        return
+    table = Table(box=box.SIMPLE_HEAD, show_edge=False, pad_edge=False)
+    for column in ("Name", "Source", "Bucket", "Events", "Filter", "Function"):
+        table.add_column(column, no_wrap=True)
+    for t in found:
+        rules = (t.get("Filter") or {}).get("Key", {}).get("FilterRules", [])
+        shown = " ".join(f"{r['Name']}={r['Value']}" for r in rules) or "-"
+        table.add_row(t["Name"], t["Source"], t["Bucket"], ",".join(t["Events"]), shown, t["FunctionArn"])
+    Console(highlight=False, width=None if sys.stdout.isatty() else 10_000).print(table)
+
+
+@webhooks.command("delete")
+@click.argument("name")
+@client_command
+def webhooks_delete(conn: Connection, name: str) -> None:
+    """Delete the webhook trigger NAME (the store's later deliveries get 404)."""
+    conn.selfless("DELETE", f"/_selfless/webhook-triggers/{name}")
+    click.echo(f"deleted webhook trigger {name}")
 
 
 # -- logs ----------------------------------------------------------------------------------------------

@@ -77,6 +77,14 @@ class Access:
             return
         raise self._denied(caller.principal, "selfless", action, self._function_resource(function_name, None)[0])
 
+    def admin_call(self, caller: Caller, action: str) -> None:
+        """May ``caller`` use one of selfless's own account-wide operations (webhook triggers)? The
+        administrator only."""
+        if caller.principal.kind == "admin":
+            return
+        s = self._settings
+        raise self._denied(caller.principal, "selfless", action, f"arn:aws:lambda:{s.region}:{s.account_id}:*")
+
     # -- resources --------------------------------------------------------------------------------------------
 
     def _lambda_resource(self, params: Mapping[str, Any]) -> tuple[str, str | None]:

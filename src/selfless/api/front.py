@@ -16,6 +16,7 @@ from collections.abc import Awaitable
 
 from selfless import ids
 from selfless.api import errors as wire_errors
+from selfless.api import hooks_api
 from selfless.api.auth import SigV4Verifier
 from selfless.api.lambda_api import CodeUrls, LambdaApi
 from selfless.api.logs_api import LogsApi
@@ -38,7 +39,9 @@ class FrontDoor:
         logs_api: LogsApi,
         metrics: Metrics,
         health: dict[str, str],
+        hooks: hooks_api.HooksApi | None = None,
     ) -> None:
+        self._hooks = hooks
         self._verifier = verifier
         self._metrics = metrics
         self._lambda = lambda_api
@@ -66,6 +69,8 @@ class FrontDoor:
                 return self._metrics_page()
             if path.startswith(CodeUrls.PREFIX):
                 return self._lambda.download(request)
+        if self._hooks is not None and path.startswith(hooks_api.INTAKE_PREFIX):
+            return self._hooks.intake(request)  # authenticated by the trigger's token, not SigV4
         return self._signed(request)
 
     async def _metrics_page(self) -> Response:
@@ -83,6 +88,8 @@ class FrontDoor:
                 return wire_errors.json_1_1(exc, request_id)
             return wire_errors.rest_json(exc, request_id)
         if caller.service == "lambda":
+            if self._hooks is not None and path.startswith(hooks_api.ADMIN_PREFIX):
+                return self._hooks.manage(request, caller, request_id)
             return self._lambda.handle(request, caller, request_id)
         if caller.service == "logs":
             return self._logs.handle(request, caller, request_id)

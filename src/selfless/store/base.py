@@ -125,4 +125,9 @@ class MetadataStore(Protocol):
 
     async def delete_code_signing_config(self, config_id: str) -> None: ...
 
+    async def list_webhook_triggers(self) -> list[dict[str, Any]]: ...
+
+    async def put_webhook_trigger(self, name: str, doc: dict[str, Any] | None) -> None:
+        """An external object store's webhook trigger (``events.webhooks``); None removes it."""
+
     async def close(self) -> None: ...

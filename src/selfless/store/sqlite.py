@@ -73,6 +73,10 @@ CREATE TABLE IF NOT EXISTS code_signing_configs (
     id  TEXT PRIMARY KEY,
     doc TEXT NOT NULL
 );
+CREATE TABLE IF NOT EXISTS webhook_triggers (
+    name TEXT PRIMARY KEY,
+    doc  TEXT NOT NULL
+);
 CREATE TABLE IF NOT EXISTS event_invoke_configs (
     name      TEXT NOT NULL,
     qualifier TEXT NOT NULL,
@@ -457,6 +461,26 @@ class SqliteStore:
         await self._run(
             lambda: self._db().execute("DELETE FROM code_signing_configs WHERE id = ?", (config_id,)) and None
         )
+
+    async def list_webhook_triggers(self) -> list[dict[str, Any]]:
+        def q() -> list[dict[str, Any]]:
+            rows = self._db().execute("SELECT doc FROM webhook_triggers ORDER BY name").fetchall()
+            return [json.loads(doc) for (doc,) in rows]
+
+        return await self._run(q)
+
+    async def put_webhook_trigger(self, name: str, doc: dict[str, Any] | None) -> None:
+        def q() -> None:
+            if doc is None:
+                self._db().execute("DELETE FROM webhook_triggers WHERE name = ?", (name,))
+            else:
+                self._db().execute(
+                    "INSERT INTO webhook_triggers(name, doc) VALUES (?, ?)"
+                    " ON CONFLICT(name) DO UPDATE SET doc=excluded.doc",
+                    (name, json.dumps(doc, separators=(",", ":"))),
+                )
+
+        await self._run(q)
 
     async def close(self) -> None:
         def q() -> None:
