@@ -293,3 +293,58 @@ def event_record(
 def event_payload(record: Mapping[str, Any]) -> bytes:
     """The invocation payload S3 sends a function: one record per event."""
     return json.dumps({"Records": [record]}, separators=(",", ":")).encode()
+
+
+@dataclasses.dataclass(frozen=True)
+class ObjectEvent:
+    """What happened to an object, for the notifications it matches: ``event_name`` with its ``s3:`` prefix;
+    ``size``/``etag`` (unquoted) for creations; ``version_id`` for a versioned bucket's objects and markers;
+    who did it (``principal_id``, ``source_ip``) and the request's ids."""
+
+    event_name: str
+    bucket: str
+    key: str
+    principal_id: str
+    source_ip: str
+    request_id: str
+    host_id: str
+    size: int | None = None
+    etag: str | None = None
+    version_id: str | None = None
+
+
+def matching_payloads(
+    targets: Iterable[FunctionTarget],
+    event: ObjectEvent,
+    *,
+    region: str,
+    owner_id: str,
+    sequencer: Sequencer,
+    at: float | None = None,
+) -> list[tuple[FunctionTarget, bytes]]:
+    """The invocation payload for each target ``event`` matches (one invocation per matched configuration,
+    as S3 sends one message per configuration)."""
+    out = []
+    stamp = time.time() if at is None else at
+    for target in targets:
+        if not target.matches(event.event_name, event.key):
+            continue
+        record = event_record(
+            event_name=event.event_name,
+            bucket=event.bucket,
+            key=event.key,
+            config_id=target.id,
+            region=region,
+            owner_id=owner_id,
+            principal_id=event.principal_id,
+            source_ip=event.source_ip,
+            request_id=event.request_id,
+            host_id=event.host_id,
+            sequencer=sequencer.next(),
+            size=event.size,
+            etag=event.etag,
+            version_id=event.version_id,
+            at=stamp,
+        )
+        out.append((target, event_payload(record)))
+    return out
