@@ -10,7 +10,12 @@ servers need, and bounds what a client can make it hold:
 - request heads of at most ``max_head`` bytes (request target and header fields) in at most ``max_headers``
   fields: past either, 431, and the parser is fed nothing more, so a 7 MB head costs no more parsing than
   ``max_head`` plus one read. Repeated headers are joined with ``,`` once, when the head is complete;
-- bodies up to ``max_body`` bytes; a larger ``Content-Length`` is answered by ``on_too_large`` after the body
+- bodies up to ``max_body`` bytes, or, for a request the server's ``streams`` predicate picks from its head,
+  a body of any size handed to the handler as it arrives (``Request.stream``: at most ``STREAM_HIGH`` bytes
+  wait unread, then reading pauses; ``Expect: 100-continue`` is answered when the handler starts; an answer
+  before the body ended drops the rest at the body's pace); answers may stream too (``Response.stream``,
+  written no further ahead of the peer than the transport's high-water mark). A larger ``Content-Length``
+  than ``max_body`` is answered by ``on_too_large`` after the body
   has been read and dropped (so that clients that send the whole body before reading see the answer), and a
   body past ``2 * max_body`` closes the connection;
 - TCP_NODELAY on every connection (Nagle plus delayed ACK otherwise adds ~44 ms per leg);
@@ -50,7 +55,7 @@ import math
 import socket
 import struct
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from http import HTTPStatus
 from typing import Any
 
@@ -79,6 +84,8 @@ class Request:
     peer: tuple[str, int] | None = None
     # Per-server context (the Runtime API puts the environment here).
     context: Any = None
+    # The body as it arrives, for a request the server's ``streams`` predicate chose (``body`` is then b"").
+    stream: BodyStream | None = None
 
 
 @dataclasses.dataclass(slots=True)
@@ -87,9 +94,106 @@ class Response:
     body: bytes = b""
     headers: list[tuple[str, str]] = dataclasses.field(default_factory=list)
     content_type: str | None = "application/json"
+    # A body written as it is produced (``body`` is then b""), with ``length`` its Content-Length. ``length``
+    # without ``stream`` and with an empty ``body``: an answer to HEAD, which says the length and sends nothing.
+    stream: AsyncIterator[bytes] | None = None
+    length: int | None = None
+
+
+class BodyStream:
+    """A request body as it arrives: ``async for chunk in stream`` (or ``await stream.read()``) until it
+    ends. At most ``high`` bytes wait unread (past that the connection stops reading until the reader has
+    taken them below ``low``), so a fast client and a slow consumer hold a bounded amount of memory. A
+    connection that goes away mid-body makes the reader raise ConnectionResetError."""
+
+    __slots__ = ("_chunks", "_done", "_error", "_high", "_low", "_paused", "_size", "_transport", "_waiter")
+
+    def __init__(self, transport: asyncio.Transport, high: int, low: int) -> None:
+        self._transport = transport
+        self._chunks: collections.deque[bytes] = collections.deque()
+        self._size = 0
+        self._high = high
+        self._low = low
+        self._paused = False
+        self._done = False
+        self._error: BaseException | None = None
+        self._waiter: asyncio.Future[None] | None = None
+
+    @property
+    def buffered(self) -> int:
+        return self._size
+
+    @property
+    def complete(self) -> bool:
+        return self._done
+
+    def _feed(self, data: bytes) -> None:
+        self._chunks.append(data)
+        self._size += len(data)
+        if self._size > self._high and not self._paused:
+            self._paused = True
+            self._transport.pause_reading()
+        self._wake()
+
+    def _finish(self, error: BaseException | None = None) -> None:
+        if self._done:
+            return
+        self._done = True
+        self._error = error
+        if self._paused:
+            self._paused = False
+            with contextlib.suppress(Exception):
+                self._transport.resume_reading()
+        self._wake()
+
+    def _discard(self) -> None:
+        """Nobody will read the rest (the request was answered): drop what waits and what comes."""
+        self._chunks.clear()
+        self._size = 0
+        self._high = -1  # _feed drops from now on (see HttpProtocol.on_body)
+        if self._paused:
+            self._paused = False
+            self._transport.resume_reading()
+
+    def _wake(self) -> None:
+        waiter = self._waiter
+        if waiter is not None and not waiter.done():
+            waiter.set_result(None)
+
+    async def read(self) -> bytes:
+        """The next chunk; b"" at the end."""
+        while not self._chunks:
+            if self._done:
+                if self._error is not None:
+                    raise self._error
+                return b""
+            self._waiter = asyncio.get_running_loop().create_future()
+            try:
+                await self._waiter
+            finally:
+                self._waiter = None
+        chunk = self._chunks.popleft()
+        self._size -= len(chunk)
+        if self._paused and self._size < self._low:
+            self._paused = False
+            self._transport.resume_reading()
+        return chunk
+
+    def __aiter__(self) -> BodyStream:
+        return self
+
+    async def __anext__(self) -> bytes:
+        chunk = await self.read()
+        if not chunk:
+            raise StopAsyncIteration
+        return chunk
 
 
 Handler = Callable[[Request], "Response | asyncio.Future[Response] | Awaitable[Response]"]
+# Chooses, from its head (method, raw request target, lower-case headers), a request whose body streams.
+StreamsPredicate = Callable[[str, str, dict[str, str]], bool]
+STREAM_HIGH = 1 << 20  # bytes of a streamed body that may wait unread (then reading pauses)
+STREAM_LOW = 256 << 10  # ... until the reader has taken them below this
 TooLargeHandler = Callable[[Request], Response]
 
 
@@ -182,9 +286,13 @@ class HttpProtocol(asyncio.Protocol):
         "_shared",
         "_started",
         "_state",
+        "_stream",
+        "_streams",
         "_task",
         "_transport",
         "_url",
+        "_write_waiter",
+        "_writing_paused",
     )
 
     def __init__(
@@ -199,9 +307,14 @@ class HttpProtocol(asyncio.Protocol):
         connections: set[HttpProtocol],
         shared: set[HttpProtocol] | None = None,
         coalesce: bool = False,
+        streams: StreamsPredicate | None = None,
     ) -> None:
         """``connections``: its server's, and ``shared`` a budget's: it leaves both when it closes.
-        ``coalesce``: see HttpServer."""
+        ``coalesce``, ``streams``: see HttpServer."""
+        self._streams = streams
+        self._stream: BodyStream | None = None  # the body of the request whose head came last, while it arrives
+        self._writing_paused = False
+        self._write_waiter: asyncio.Future[None] | None = None
         self._shared = shared
         self._coalesce = coalesce
         self._held = b""  # an answer that leaves with the next one (coalesce)
@@ -248,6 +361,11 @@ class HttpProtocol(asyncio.Protocol):
         self._peer = peer if isinstance(peer, tuple) else None
 
     def connection_lost(self, exc: Exception | None) -> None:
+        if self._stream is not None:
+            self._stream._finish(ConnectionResetError("the client went away before the body ended"))
+            self._stream = None
+        if self._write_waiter is not None and not self._write_waiter.done():
+            self._write_waiter.set_result(None)
         self._connections.discard(self)
         if self._shared is not None:
             self._shared.discard(self)
@@ -286,6 +404,14 @@ class HttpProtocol(asyncio.Protocol):
             return
         if self._state == _HEAD and self._head_raw > self._max_head:
             self._head_too_large()
+
+    def pause_writing(self) -> None:
+        self._writing_paused = True
+
+    def resume_writing(self) -> None:
+        self._writing_paused = False
+        if self._write_waiter is not None and not self._write_waiter.done():
+            self._write_waiter.set_result(None)
 
     # -- httptools callbacks ------------------------------------------------------------------------------
 
@@ -342,12 +468,40 @@ class HttpProtocol(asyncio.Protocol):
                 raise self._head_too_large()
         self._state = _BODY
         self._started = self._last_seen
+        if self._streams is not None and self._streams(self._method(), self._url.decode("latin-1"), headers):
+            self._begin_stream()
+            return
         length = headers.get("content-length")
         if length is not None and length.isdigit() and int(length) > self._max_body:
             self._discarding = True
 
+    def _method(self) -> str:
+        return str(self._parser.get_method().decode("ascii"))
+
+    def _begin_stream(self) -> None:
+        """Dispatch the request now, its body to follow through a BodyStream (no ``max_body``)."""
+        transport = self._transport
+        if transport is None or self._closing:
+            return
+        stream = BodyStream(transport, STREAM_HIGH, STREAM_LOW)
+        self._stream = stream
+        path, _, query = self._url.decode("latin-1").partition("?")
+        request = Request(self._method(), path, query, self._headers, b"", self._peer, self._context, stream)
+        keep_alive = self._parser.should_keep_alive()
+        if self._task is not None or self._pending:
+            self._pending.append((request, keep_alive))  # its 100 Continue, if asked for, when it is served
+            if len(self._pending) >= _MAX_PIPELINED:
+                transport.pause_reading()
+            return
+        self._dispatch(request, keep_alive)
+
     def on_body(self, body: bytes) -> None:
         self._body_size += len(body)
+        stream = self._stream
+        if stream is not None:
+            if stream._high >= 0:  # else answered already: the rest is dropped
+                stream._feed(body)
+            return
         if self._discarding or self._body_size > self._max_body:
             self._discarding = True
             self._body_parts = []
@@ -359,6 +513,10 @@ class HttpProtocol(asyncio.Protocol):
     def on_message_complete(self) -> None:
         self._state = _IDLE
         self._head_raw = 0
+        if self._stream is not None:  # dispatched with its head
+            self._stream._finish()
+            self._stream = None
+            return
         if self._transport is None or self._closing:
             return
         url = self._url.decode("latin-1")
@@ -391,6 +549,14 @@ class HttpProtocol(asyncio.Protocol):
     # -- internals ----------------------------------------------------------------------------------------
 
     def _dispatch(self, request: Request, keep_alive: bool) -> None:
+        stream = request.stream
+        if (
+            stream is not None
+            and not stream.complete
+            and self._transport is not None
+            and request.headers.get("expect", "").lower() == "100-continue"
+        ):
+            self._transport.write(b"HTTP/1.1 100 Continue\r\n\r\n")
         try:
             result = self._handler(request)
         except Exception:
@@ -428,6 +594,15 @@ class HttpProtocol(asyncio.Protocol):
         transport = self._transport
         if transport is None or transport.is_closing():
             return
+        if self._stream is not None:
+            # Answered before its body ended: the rest is read and dropped (at the body's pace), so that a
+            # client that sends it all before reading sees this answer.
+            self._stream._discard()
+        if response.stream is not None:
+            self._flush_held(transport)
+            transport.write(self._encode(response, keep_alive))
+            self._task = self._loop.create_task(self._pump(response.stream, keep_alive))
+            return
         if self._coalesce and keep_alive and self._pending and self._task is None:
             # A pipelined request waits behind this answer: the answer leaves with that one's (one write, one
             # wake-up of the peer, instead of two).
@@ -436,6 +611,9 @@ class HttpProtocol(asyncio.Protocol):
                 self._flush_held(transport)
         else:
             self._send(transport, response, keep_alive)
+        self._written(transport, keep_alive)
+
+    def _written(self, transport: asyncio.Transport, keep_alive: bool) -> None:
         self._last_seen = time.monotonic()
         if self._state == _HEAD:  # a pipelined head waited behind this handler: its clock starts now
             self._started = self._last_seen
@@ -443,6 +621,39 @@ class HttpProtocol(asyncio.Protocol):
             transport.close()
         else:
             self._serve_pending()
+
+    async def _pump(self, body: AsyncIterator[bytes], keep_alive: bool) -> None:
+        """Write a streamed answer's body, never more than the transport's high-water mark ahead of the
+        peer; then go on as after any answer. A body that fails mid-way aborts the connection (the peer
+        sees a short body, never a wrong one)."""
+        try:
+            async for chunk in body:
+                transport = self._transport
+                if transport is None or transport.is_closing():
+                    return
+                transport.write(chunk)
+                if self._writing_paused:
+                    self._write_waiter = self._loop.create_future()
+                    try:
+                        await self._write_waiter
+                    finally:
+                        self._write_waiter = None
+        except asyncio.CancelledError:
+            raise
+        except Exception:
+            log.exception("a streamed answer failed mid-body")
+            if self._transport is not None:
+                self._transport.abort()
+            return
+        finally:
+            closing = getattr(body, "aclose", None)
+            if closing is not None:
+                with contextlib.suppress(Exception):
+                    await closing()
+        self._task = None
+        transport = self._transport
+        if transport is not None and not transport.is_closing():
+            self._written(transport, keep_alive)
 
     def _serve_pending(self) -> None:
         """Serve the requests queued behind the last one, in order, until one is still at work. A loop, not
@@ -486,7 +697,8 @@ class HttpProtocol(asyncio.Protocol):
             parts.append(f"Content-Type: {response.content_type}\r\n")
         for name, value in response.headers:
             parts.append(f"{name}: {value}\r\n")
-        parts.append(f"Content-Length: {len(response.body)}\r\n")
+        length = response.length if response.length is not None else len(response.body)
+        parts.append(f"Content-Length: {length}\r\n")
         if not keep_alive:
             parts.append("Connection: close\r\n")
         parts.append("\r\n")
@@ -530,9 +742,11 @@ class HttpProtocol(asyncio.Protocol):
             if not self._closing and now - self._last_seen > 60:
                 self._connections.discard(self)  # made by an accept that never connected it
             return
-        if self._task is not None:
-            return
         state = self._state
+        if self._task is not None:
+            stream = self._stream
+            if stream is None or state != _BODY or stream._paused:
+                return
         silent = now - self._last_seen > idle_timeout
         if state == _IDLE:
             if silent:
@@ -577,12 +791,16 @@ class HttpServer:
         context: Any = None,
         on_too_large: TooLargeHandler = _too_large_default,
         coalesce: bool = False,
+        streams: StreamsPredicate | None = None,
     ) -> None:
-        """``coalesce``: an answer with a pipelined request behind it (a runtime's result, then its next
+        """``streams``: picks, from a request's head, the requests dispatched at once with their body as a
+        ``BodyStream`` (``Request.stream``) and no ``max_body``: object uploads, which may be gigabytes.
+        ``coalesce``: an answer with a pipelined request behind it (a runtime's result, then its next
         /next) is held back and leaves with that request's answer, in one write: for a peer that sends both
         at once and wants the second answer anyway (selfless's Python runtime). At most ``_MAX_HELD``
         bytes are held; a larger answer goes at once."""
         self._coalesce = coalesce
+        self._streams = streams
         self._handler = handler
         self._max_body = max_body
         self._max_head = max_head
@@ -625,6 +843,7 @@ class HttpServer:
             connections=self.connections,
             shared=self._budget.held if self._budget is not None else None,
             coalesce=self._coalesce,
+            streams=self._streams,
         )
         # Counted from its accept, not from connection_made: a burst of accepts runs ahead of those.
         self.connections.add(conn)
