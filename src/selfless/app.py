@@ -50,6 +50,11 @@ from selfless.sandbox.base import Backend
 from selfless.sandbox.environment import Environment, wait_for_releases
 from selfless.sandbox.linux import LinuxBackend, SandboxUnavailable
 from selfless.sandbox.pool import EnvironmentPool
+from selfless.services.s3.api import S3Api
+from selfless.services.s3.blobs import LocalBlobs
+from selfless.services.s3.functions import NotificationFunctions
+from selfless.services.s3.service import ObjectService
+from selfless.services.s3.sqlite import SqliteObjectMetadata
 from selfless.store.sqlite import SqliteStore
 
 log = logging.getLogger("selfless")
@@ -184,6 +189,15 @@ class App:
         )
         self.lambda_api.lineage_of = self._lineage_of
         self.webhooks = Webhooks(self.store, self.registry, self.events)
+        self.s3_meta = SqliteObjectMetadata(self.store)
+        self.s3 = ObjectService(
+            self.s3_meta,
+            LocalBlobs(data / "s3"),
+            NotificationFunctions(self.registry, self.permissions, settings.account_id),
+            self.events,
+            region=settings.region,
+            owner_id=settings.account_id,
+        )
         self.front = FrontDoor(
             SigV4Verifier(self.keyring, settings.region),
             self.lambda_api,
@@ -191,6 +205,7 @@ class App:
             self.metrics,
             self.health_info,
             hooks=HooksApi(self.webhooks, access),
+            s3=S3Api(self.s3),
         )
         self.http = self._http_server(
             self.front.handle,
@@ -301,6 +316,10 @@ class App:
         await self.provisioned.load()
         await self.event_configs.load()
         await self.webhooks.load()
+        await self.s3_meta.open()
+        swept = await self.s3.start()
+        if swept:
+            log.info("object store: removed %d blobs of writes a stop interrupted", swept)
         await self.events.start()
         self.http.max_connections, self.descriptor_warning = descriptor_budget(
             s.max_connections, descriptor_reserve(s.max_environments) + self._environment_budget.limit
@@ -368,6 +387,7 @@ class App:
         s = self.settings
         return HttpServer(
             handler,
+            streams=self.front.streams,
             max_body=MAX_REQUEST,
             on_too_large=self.front.too_large,
             max_head=s.max_header_bytes,

@@ -144,5 +144,11 @@ class AccessDenied(AuthError):
     aws_type = "AccessDeniedException"
 
 
+class ContentDigestMismatch(AuthError):
+    """A streamed body that is not the one its signature's x-amz-content-sha256 names (S3's code)."""
+
+    aws_type = "XAmzContentSHA256Mismatch"
+
+
 class PackageRefused(InvalidParameterValue):
     """A code package was refused before anything of it was written outside its own new directory."""

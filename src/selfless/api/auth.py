@@ -127,6 +127,9 @@ class Caller:
     principal: Principal
     service: str  # from the credential scope, e.g. "lambda", "logs"
     region: str
+    # A streamed body's signed digest (hex, or an S3 mode such as UNSIGNED-PAYLOAD), checked as the body
+    # passes (``selfless.api.payload.SignedPayload``); None when the body was checked here.
+    content_sha256: str | None = None
 
 
 class Keyring:
@@ -199,8 +202,11 @@ class SigV4Verifier:
         self._max_skew_s = max_skew_s
         self._signing_keys: dict[tuple[str, str, str, str], bytes] = {}
 
-    def verify(self, method: str, raw_path: str, raw_query: str, headers: Mapping[str, str], body: bytes) -> Caller:
-        """Authenticate one request; see the module docstring for the contract and the errors."""
+    def verify(
+        self, method: str, raw_path: str, raw_query: str, headers: Mapping[str, str], body: bytes | None
+    ) -> Caller:
+        """Authenticate one request; see the module docstring for the contract and the errors. ``body`` None:
+        it streams (S3 uploads), so the digest it must match is returned in ``Caller.content_sha256``."""
         authorization = headers.get("authorization")
         if authorization is not None and not authorization.strip():
             authorization = None
@@ -269,9 +275,14 @@ class SigV4Verifier:
         secret, principal, expected_token = entry
 
         # The canonical request, as botocore builds it.
+        s3 = service == "s3"
         declared = headers.get("x-amz-content-sha256")
         if declared is not None:
             declared = payload_hash = _client_text(declared)
+        elif s3 and presigned:
+            declared = payload_hash = UNSIGNED_PAYLOAD  # what S3's presigner signs
+        elif body is None:
+            raise IncompleteSignature("Missing required header for this request: x-amz-content-sha256")
         elif body:
             payload_hash = hashlib.sha256(body).hexdigest()
         else:
@@ -287,7 +298,7 @@ class SigV4Verifier:
         canonical_request = "\n".join(
             (
                 method.upper(),
-                _canonical_uri_cached(raw_path),
+                raw_path if s3 else _canonical_uri_cached(raw_path),  # S3: as sent (botocore's S3SigV4Auth)
                 "&".join([f"{key}={value}" for key, value in pairs]),
                 "\n".join(header_lines) + "\n",
                 ";".join(names),
@@ -309,9 +320,15 @@ class SigV4Verifier:
         elif token is None or not hmac.compare_digest(_utf8(expected_token), _utf8(token)):
             raise UnrecognizedClient(_MSG_UNRECOGNIZED)
 
+        if s3 and declared is not None and (declared == UNSIGNED_PAYLOAD or body is None):
+            # S3 takes unsigned bodies (presigned uploads are), as AWS does; a streamed body is checked
+            # against its declared digest as it passes.
+            return Caller(principal, service, region, declared)
         if declared == UNSIGNED_PAYLOAD:
             # An unsigned body could be swapped on the wire (the API is plain HTTP): never accepted.
             raise InvalidSignature(_MSG_MISMATCH)
+        if body is None:
+            raise InvalidSignature(_MSG_MISMATCH)  # only S3 streams bodies
         if declared is not None:
             # A declared digest is what was signed; the body must be what was declared.
             actual = hashlib.sha256(body).hexdigest() if body else _EMPTY_SHA256

@@ -13,19 +13,32 @@ import json
 import re
 import urllib.parse
 from collections.abc import Awaitable
+from typing import Protocol
 
 from selfless import ids
 from selfless.api import errors as wire_errors
 from selfless.api import hooks_api
-from selfless.api.auth import SigV4Verifier
+from selfless.api.auth import Caller, SigV4Verifier
 from selfless.api.lambda_api import CodeUrls, LambdaApi
 from selfless.api.logs_api import LogsApi
+from selfless.api.payload import Payload, SignedPayload
 from selfless.errors import AuthError, UnsupportedOperation
 from selfless.httpserver import Request, Response
 from selfless.observability.metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
 from selfless.observability.metrics import Metrics
 
 Answer = Response | asyncio.Future[Response] | Awaitable[Response]
+
+
+class ObjectStoreApi(Protocol):
+    """What the front door needs of the S3 service (``selfless.services.s3.api.S3Api``)."""
+
+    def bucket_from_host(self, host: str) -> str | None: ...
+
+    async def handle(self, request: Request, caller: Caller, request_id: str, payload: Payload) -> Response: ...
+
+    def error(self, exc: Exception, request: Request, request_id: str) -> Response: ...
+
 
 # The service part of a credential scope (``Credential=AKID/20260101/us-east-1/logs/aws4_request``).
 _SCOPED_SERVICE = re.compile(r"Credential=[^/,&\s]*/[^/,&\s]*/[^/,&\s]*/([^/,&\s]*)")
@@ -40,8 +53,10 @@ class FrontDoor:
         metrics: Metrics,
         health: dict[str, str],
         hooks: hooks_api.HooksApi | None = None,
+        s3: ObjectStoreApi | None = None,
     ) -> None:
         self._hooks = hooks
+        self._s3 = s3
         self._verifier = verifier
         self._metrics = metrics
         self._lambda = lambda_api
@@ -60,6 +75,8 @@ class FrontDoor:
         """The answer to one request, as the HTTP server takes it: a Response, a Future of one (Invoke) or
         a coroutine (the rest)."""
         path = request.path
+        if request.stream is not None:
+            return self._object_store(request)
         if request.method == "GET":
             if path == "/health":
                 if not self.ready:
@@ -95,6 +112,35 @@ class FrontDoor:
             return self._logs.handle(request, caller, request_id)
         unsupported = UnsupportedOperation(f"The {caller.service} service is not offered by selfless yet")
         return wire_errors.rest_json(unsupported, request_id)
+
+    def streams(self, method: str, url: str, headers: dict[str, str]) -> bool:
+        """For the HTTP server, from a request's head: does it go to the object store (its body then
+        streams)? When it is signed for ``s3`` (header or presigned query) or addressed to a bucket's
+        virtual host."""
+        if self._s3 is None:
+            return False
+        authorization = headers.get("authorization")
+        if authorization is not None:
+            found = _SCOPED_SERVICE.search(authorization)
+        else:
+            _, _, query = url.partition("?")
+            found = _SCOPED_SERVICE.search(urllib.parse.unquote(query)) if "Credential" in query else None
+        if found is not None and found.group(1) == "s3":
+            return True
+        host = headers.get("host")
+        return host is not None and self._s3.bucket_from_host(host) is not None
+
+    async def _object_store(self, request: Request) -> Response:
+        assert self._s3 is not None and request.stream is not None  # streams() chose it
+        request_id = ids.request_id()
+        try:
+            caller = self._verifier.verify(request.method, request.path, request.query, request.headers, None)
+        except AuthError as exc:
+            return self._s3.error(exc, request, request_id)
+        length = request.headers.get("x-amz-decoded-content-length") or request.headers.get("content-length")
+        declared = int(length) if length and length.isdigit() else None
+        payload = SignedPayload(request.stream, caller.content_sha256, declared)
+        return await self._s3.handle(request, caller, request_id, payload)
 
     def too_large(self, request: Request) -> Response:
         return self._lambda.too_large(request)

@@ -22,8 +22,13 @@ Contract for consumers:
 
 from __future__ import annotations
 
+import hashlib
+import hmac
 from collections.abc import AsyncIterator
 from typing import Protocol
+
+from selfless.errors import ContentDigestMismatch
+from selfless.httpserver import BodyStream
 
 
 class Payload(Protocol):
@@ -61,3 +66,34 @@ async def read_all(payload: Payload, limit: int) -> bytes:
             raise ValueError(f"the body is larger than {limit} bytes")
         parts.append(chunk)
     return b"".join(parts)
+
+
+UNSIGNED_PAYLOAD = "UNSIGNED-PAYLOAD"
+
+
+class SignedPayload:
+    """A streamed body checked against the digest its signature names: ``declared`` is the
+    x-amz-content-sha256 value (a hex SHA-256, or UNSIGNED-PAYLOAD: nothing to check). The check runs when
+    the body ends: a mismatch raises ContentDigestMismatch instead of ending the iteration."""
+
+    __slots__ = ("_declared", "_stream", "length", "trailers")
+
+    def __init__(self, stream: BodyStream, declared: str | None, length: int | None) -> None:
+        self._stream = stream
+        self._declared = None if declared in (None, UNSIGNED_PAYLOAD) else declared
+        self.length = length
+        self.trailers: dict[str, str] = {}
+
+    async def _chunks(self) -> AsyncIterator[bytes]:
+        digest = hashlib.sha256() if self._declared is not None else None
+        async for chunk in self._stream:
+            if digest is not None:
+                digest.update(chunk)
+            yield chunk
+        if digest is not None and not hmac.compare_digest(
+            digest.hexdigest().encode(), (self._declared or "").lower().encode("ascii", "replace")
+        ):
+            raise ContentDigestMismatch("The provided 'x-amz-content-sha256' header does not match what was computed.")
+
+    def __aiter__(self) -> AsyncIterator[bytes]:
+        return self._chunks()

@@ -113,6 +113,18 @@ def _event_of(row: tuple[Any, ...]) -> StoredEvent:
     return StoredEvent(*values)
 
 
+def insert_events(db: sqlite3.Connection, events: list[StoredEvent]) -> None:
+    """Accepted events, inside the caller's transaction."""
+    db.executemany(_INSERT_EVENTS, [_event_row(e) for e in events])
+
+
+@contextlib.contextmanager
+def transaction(db: sqlite3.Connection) -> Iterator[None]:
+    """Several statements committed together (BEGIN IMMEDIATE ... COMMIT), or none of them."""
+    with _transaction(db):
+        yield
+
+
 @contextlib.contextmanager
 def _transaction(db: sqlite3.Connection) -> Iterator[None]:
     # The connection is in autocommit mode (isolation_level=None): several statements commit together here.
@@ -156,6 +168,11 @@ class SqliteStore:
     async def _run(self, fn: Callable[[], T]) -> T:
         loop = asyncio.get_running_loop()
         return await loop.run_in_executor(self._executor, fn)
+
+    async def call(self, fn: Callable[[sqlite3.Connection], T]) -> T:
+        """Run ``fn`` with the connection on the store's one thread: for another service's tables kept in
+        this database, so that its changes and accepted events can commit together (``transaction``)."""
+        return await self._run(lambda: fn(self._db()))
 
     def _db(self) -> sqlite3.Connection:
         if self._conn is None:

@@ -1,0 +1,140 @@
+"""Object bytes in a local directory: ``<root>/tmp/`` while being written, ``<root>/blobs/<xx>/<id>`` once synced.
+
+A blob is written under a fresh random name, synced, then renamed into place (and the directory synced), so a
+blob that exists is whole; it is never overwritten, only deleted once no metadata row names it. Disk I/O runs
+in worker threads, in pieces of up to ``CHUNK`` bytes, so a 5 GB object never sits in memory.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import secrets
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+CHUNK = 1 << 20
+
+
+class LocalBlobs:
+    def __init__(self, root: Path) -> None:
+        self._root = root
+        self._tmp = root / "tmp"
+        self._blobs = root / "blobs"
+
+    def _path(self, blob: str) -> Path:
+        return self._blobs / blob[:2] / blob
+
+    def writer(self) -> LocalBlobWriter:
+        return LocalBlobWriter(self)
+
+    async def read(self, blob: str, start: int, end: int) -> AsyncIterator[bytes]:
+        """The bytes [start, end) of ``blob``, in pieces."""
+        fd = await asyncio.to_thread(os.open, self._path(blob), os.O_RDONLY | os.O_CLOEXEC)
+        return _chunks(fd, start, end)
+
+    async def delete(self, blobs: list[str]) -> None:
+        def remove() -> None:
+            for blob in blobs:
+                with contextlib.suppress(FileNotFoundError):
+                    self._path(blob).unlink()
+
+        if blobs:
+            await asyncio.to_thread(remove)
+
+    async def open_and_sweep(self, in_use: set[str]) -> int:
+        def sweep() -> int:
+            self._tmp.mkdir(parents=True, exist_ok=True)
+            self._blobs.mkdir(parents=True, exist_ok=True)
+            gone = 0
+            for path in self._tmp.iterdir():
+                with contextlib.suppress(FileNotFoundError):
+                    path.unlink()
+                    gone += 1
+            for folder in self._blobs.iterdir():
+                for path in folder.iterdir():
+                    if path.name not in in_use:
+                        with contextlib.suppress(FileNotFoundError):
+                            path.unlink()
+                            gone += 1
+            return gone
+
+        return await asyncio.to_thread(sweep)
+
+
+async def _chunks(fd: int, start: int, end: int) -> AsyncIterator[bytes]:
+    try:
+        offset = start
+        while offset < end:
+            data = await asyncio.to_thread(os.pread, fd, min(CHUNK, end - offset), offset)
+            if not data:
+                raise OSError(f"the object's file ended at {offset} of {end} bytes")
+            offset += len(data)
+            yield data
+    finally:
+        os.close(fd)
+
+
+class LocalBlobWriter:
+    """Appends to a temporary file (buffered to ``CHUNK``); ``commit`` syncs it and moves it into place."""
+
+    def __init__(self, blobs: LocalBlobs) -> None:
+        self._blobs = blobs
+        self.blob = secrets.token_hex(16)
+        self.size = 0
+        self._buffer: list[bytes] = []
+        self._buffered = 0
+        self._fd = -1
+        self._temp = blobs._tmp / self.blob
+
+    async def write(self, data: bytes) -> None:
+        self._buffer.append(data)
+        self._buffered += len(data)
+        self.size += len(data)
+        if self._buffered >= CHUNK:
+            await self._flush()
+
+    async def _flush(self) -> None:
+        data = b"".join(self._buffer)
+        self._buffer, self._buffered = [], 0
+
+        def write() -> None:
+            if self._fd < 0:
+                self._fd = os.open(self._temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
+            view = memoryview(data)
+            while view:
+                view = view[os.write(self._fd, view) :]
+
+        await asyncio.to_thread(write)
+
+    async def commit(self) -> None:
+        await self._flush()
+        final = self._blobs._path(self.blob)
+
+        def place() -> None:
+            if self._fd < 0:  # an empty blob
+                self._fd = os.open(self._temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
+            os.fsync(self._fd)
+            os.close(self._fd)
+            self._fd = -1
+            final.parent.mkdir(exist_ok=True)
+            os.rename(self._temp, final)
+            dir_fd = os.open(final.parent, os.O_RDONLY | os.O_DIRECTORY)
+            try:
+                os.fsync(dir_fd)
+            finally:
+                os.close(dir_fd)
+
+        await asyncio.to_thread(place)
+
+    async def discard(self) -> None:
+        def drop() -> None:
+            if self._fd >= 0:
+                os.close(self._fd)
+                self._fd = -1
+            with contextlib.suppress(FileNotFoundError):
+                self._temp.unlink()
+
+        self._buffer = []
+        await asyncio.to_thread(drop)
