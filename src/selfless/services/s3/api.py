@@ -437,8 +437,6 @@ class S3Api:
         for name, stored in record.headers.items():
             value[name] = float(stored) if name == "Expires" else stored
         value.setdefault("ContentType", "binary/octet-stream")
-        if params.get("ChecksumMode") == "ENABLED":
-            value.update(self._checksum_fields(record))
         if record.parts:
             value["PartsCount"] = record.parts
         for name in (
@@ -461,6 +459,8 @@ class S3Api:
         start, end, partial = self._range(params.get("Range"), record.size)
         if partial:
             value["ContentRange"] = f"bytes {start}-{end - 1}/{record.size}"
+        elif params.get("ChecksumMode") == "ENABLED":  # a whole object's checksums: not a range's, as S3 does
+            value.update(self._checksum_fields(record))
         headers = [
             (k, v) for k, v in wire.output_headers(wire.operation(call.op), value) if k.lower() != "content-length"
         ]

@@ -394,6 +394,8 @@ class ObjectService:
         prefixes: list[str] = []
         last = ""
         cursor = after
+        if delimiter and after.startswith(prefix) and after.endswith(delimiter) and delimiter in after[len(prefix) :]:
+            cursor = after + "\U0010ffff"  # a page ended on a common prefix: what it rolled up is behind
         while len(contents) + len(prefixes) < max_keys:
             page = await self._meta.list_objects(bucket_name, prefix, cursor, 1000)
             for record in page.objects:
