@@ -60,7 +60,7 @@ def test_matching_by_event_type_prefix_and_suffix(wanted: str, event: str, key: 
     assert target.matches(event, key) is matches
 
 
-def test_filter_rule_names_are_read_without_case_and_kept_as_given() -> None:
+def test_filter_rule_names_are_read_without_case_and_given_back_capitalized() -> None:
     doc = config("s3:ObjectCreated:*")
     doc["Filter"] = {"Key": {"FilterRules": [{"Name": "Prefix", "Value": "a/"}]}}
     (target,) = parse(doc)
@@ -68,6 +68,10 @@ def test_filter_rule_names_are_read_without_case_and_kept_as_given() -> None:
     assert notify.stored({"LambdaFunctionConfigurations": [doc]}, (target,))["LambdaFunctionConfigurations"][0][
         "Filter"
     ] == {"Key": {"FilterRules": [{"Name": "Prefix", "Value": "a/"}]}}
+    doc["Filter"] = {"Key": {"FilterRules": [{"Name": "suffix", "Value": ".x"}]}}
+    (target,) = parse(doc)
+    shown = notify.stored({"LambdaFunctionConfigurations": [doc]}, (target,))["LambdaFunctionConfigurations"][0]
+    assert shown["Filter"] == {"Key": {"FilterRules": [{"Name": "Suffix", "Value": ".x"}]}}
 
 
 @pytest.mark.parametrize(

@@ -199,10 +199,15 @@ def _target(config: Mapping[str, Any]) -> FunctionTarget:
 
 def stored(doc: Mapping[str, Any], targets: Sequence[FunctionTarget]) -> dict[str, Any]:
     """The configuration as GetBucketNotificationConfiguration returns it: as given, with each function
-    configuration's Id (generated where none was given)."""
+    configuration's Id (generated where none was given) and its filter rules named ``Prefix``/``Suffix``."""
     configs = []
     for config, target in zip(doc.get("LambdaFunctionConfigurations") or [], targets, strict=True):
-        configs.append({**config, "Id": target.id})
+        shown = {**config, "Id": target.id}
+        rules = [{"Name": n, "Value": v} for n, v in (("Prefix", target.prefix), ("Suffix", target.suffix)) if v]
+        if config.get("Filter"):
+            # S3 gives the rules back capitalized, whatever case they were put in.
+            shown["Filter"] = {"Key": {"FilterRules": rules}}
+        configs.append(shown)
     out: dict[str, Any] = {}
     if configs:
         out["LambdaFunctionConfigurations"] = configs
