@@ -127,6 +127,8 @@ class FrontDoor:
             found = _SCOPED_SERVICE.search(urllib.parse.unquote(query)) if "Credential" in query else None
         if found is not None and found.group(1) == "s3":
             return True
+        if authorization is None and "AWSAccessKeyId=" in url and "Signature=" in url:
+            return True  # a URL presigned with S3's older query signature
         host = headers.get("host")
         return host is not None and self._s3.bucket_from_host(host) is not None
 
@@ -134,7 +136,13 @@ class FrontDoor:
         assert self._s3 is not None and request.stream is not None  # streams() chose it
         request_id = ids.request_id()
         try:
-            caller = self._verifier.verify(request.method, request.path, request.query, request.headers, None)
+            if "AWSAccessKeyId=" in request.query and "authorization" not in request.headers:
+                host = self._s3.bucket_from_host(request.headers.get("host", ""))
+                caller = self._verifier.verify_s3_v2_query(
+                    request.method, request.path, request.query, request.headers, host
+                )
+            else:
+                caller = self._verifier.verify(request.method, request.path, request.query, request.headers, None)
         except AuthError as exc:
             return self._s3.error(exc, request, request_id)
         length = request.headers.get("x-amz-decoded-content-length") or request.headers.get("content-length")
