@@ -52,6 +52,7 @@ from selfless.sandbox.linux import LinuxBackend, SandboxUnavailable
 from selfless.sandbox.pool import EnvironmentPool
 from selfless.services.s3.api import S3Api
 from selfless.services.s3.blobs import LocalBlobs
+from selfless.services.s3.code import BuiltinCodeObjects
 from selfless.services.s3.functions import NotificationFunctions
 from selfless.services.s3.service import ObjectService
 from selfless.services.s3.sqlite import SqliteObjectMetadata
@@ -121,6 +122,8 @@ class App:
             on_evict=lambda reason: self.metrics.evictions.labels(reason).inc(),
         )
         self.leases = Leases(settings.concurrency_limit)
+        # Code in S3 comes from SELFLESS_S3_ENDPOINT's store when set, else from the built-in one (made below).
+        self._code_objects = BuiltinCodeObjects()
         self.registry = FunctionRegistry(
             settings,
             self.store,
@@ -128,7 +131,7 @@ class App:
             self.runtimes,
             self._changed,
             self.leases,
-            S3Source(settings.s3_endpoint, settings.region),
+            S3Source(settings.s3_endpoint, settings.region) if settings.s3_endpoint else self._code_objects,
         )
         self.provisioned = ProvisionedConcurrency(self.registry, self.pool, self.store, self.leases)
         self.registry.on_alias_change = self._alias_changed
@@ -198,6 +201,7 @@ class App:
             region=settings.region,
             owner_id=settings.account_id,
         )
+        self._code_objects.service = self.s3
         self.front = FrontDoor(
             SigV4Verifier(self.keyring, settings.region),
             self.lambda_api,

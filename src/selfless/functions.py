@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING, Any
 
 from selfless.api.model import service_model
 from selfless.artifacts.local import LocalCodeStore
-from selfless.artifacts.s3 import S3Source
+from selfless.artifacts.s3 import CodeObjects
 from selfless.artifacts.unzip import MAX_UNZIPPED
 from selfless.config import Settings
 from selfless.errors import (
@@ -155,7 +155,7 @@ class FunctionRegistry:
         runtimes: RuntimeCatalog,
         on_change: Callable[[str, int | None], None],
         leases: Leases,
-        s3: S3Source,
+        s3: CodeObjects,
     ) -> None:
         self._s3 = s3
         self._leases = leases

@@ -148,10 +148,28 @@ def test_missing_objects_give_aws_errors_and_change_nothing(store: tuple[Store, 
         lam.publish_layer_version(LayerName=unique("layer"), Content={"S3Bucket": BUCKET, "S3Key": "absent.zip"})
 
 
-def test_without_an_endpoint_s3_locations_are_refused_clearly(lam: Any) -> None:
+def test_without_an_endpoint_code_comes_from_the_built_in_store(server: Server, lam: Any) -> None:
+    from tests.e2e.test_s3 import client
+
+    s3 = client(server)
+    bucket = unique("code")
+    s3.create_bucket(Bucket=bucket)
+    s3.put_object(Bucket=bucket, Key="fn.zip", Body=package("built-in"))
+    s3.put_object(Bucket=bucket, Key="layer.zip", Body=make_zip({"python/from_s3.py": "WHERE = 'built-in'\n"}))
+    layer = lam.publish_layer_version(LayerName=unique("layer"), Content={"S3Bucket": bucket, "S3Key": "layer.zip"})
+    name = unique()
+    lam.create_function(
+        FunctionName=name, Runtime="python3.12", Role=ROLE, Handler="app.handler",
+        Code={"S3Bucket": bucket, "S3Key": "fn.zip"}, Layers=[layer["LayerVersionArn"]],
+    )  # fmt: skip
+    lam.get_waiter("function_active_v2").wait(FunctionName=name, WaiterConfig={"Delay": 1, "MaxAttempts": 30})
+    assert json.loads(lam.invoke(FunctionName=name)["Payload"].read()) == "built-in"
     with pytest.raises(lam.exceptions.InvalidParameterValueException) as refused:
-        lam.create_function(
-            FunctionName=unique(), Runtime="python3.12", Role=ROLE, Handler="app.handler",
-            Code={"S3Bucket": BUCKET, "S3Key": "fn.zip"},
-        )  # fmt: skip
-    assert "SELFLESS_S3_ENDPOINT" in refused.value.response["Error"]["Message"]
+        lam.update_function_code(FunctionName=name, S3Bucket=bucket, S3Key="absent.zip")
+    assert refused.value.response["Error"]["Message"] == (
+        "Error occurred while GetObject. S3 Error Code: NoSuchKey. S3 Error Message: The specified key does not exist."
+    )
+    with pytest.raises(lam.exceptions.InvalidParameterValueException) as refused:
+        lam.update_function_code(FunctionName=name, S3Bucket=bucket, S3Key="fn.zip", S3ObjectVersion="v9")
+    assert "NoSuchVersion" in refused.value.response["Error"]["Message"]
+    lam.delete_function(FunctionName=name)

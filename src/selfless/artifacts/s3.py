@@ -17,7 +17,7 @@ import asyncio
 import logging
 import threading
 import time
-from typing import Any
+from typing import Any, Protocol
 
 import botocore.exceptions
 
@@ -35,6 +35,13 @@ _CHUNK = 1 << 20
 _BODYLESS = {"403": ("AccessDenied", "Access Denied")}
 
 NO_ENDPOINT_MESSAGE = "S3 code locations need an S3-compatible endpoint: set SELFLESS_S3_ENDPOINT"
+
+
+class CodeObjects(Protocol):
+    """Where ``Code.S3Bucket/S3Key/S3ObjectVersion`` (and layer content) is read: an external S3-compatible
+    store (``S3Source``) or selfless's built-in one (``services.s3.code.BuiltinCodeObjects``)."""
+
+    async def fetch(self, bucket: str, key: str, version: str | None, *, max_bytes: int) -> bytes: ...
 
 
 class _DeadlineExceeded(Exception):
