@@ -27,7 +27,8 @@ from tests.conftest import ACCESS_KEY, SECRET_KEY, Server, unique
 
 
 def client(server: Server, **config: Any) -> Any:
-    return boto3.client(
+    """An s3 client of ``server``, closed when the server stops (no pooled socket left to the collector)."""
+    made = boto3.client(
         "s3",
         endpoint_url=server.endpoint,
         region_name="us-east-1",
@@ -35,6 +36,8 @@ def client(server: Server, **config: Any) -> Any:
         aws_secret_access_key=config.pop("secret", SECRET_KEY),
         config=Config(retries={"max_attempts": 1}, **config),
     )
+    server.clients.append(made)
+    return made
 
 
 @pytest.fixture(scope="module")

@@ -11,7 +11,8 @@ that was not the one signed.
 
 Contract for consumers:
 
-* ``async for chunk in payload`` yields the decoded bytes in order (no empty chunks); it may raise
+* ``async for chunk in payload`` yields the decoded bytes in order (no empty chunks; a streamed body in
+  pieces of about ``BATCH`` bytes); it may raise
   ``AuthError`` (signature or digest mismatch), ``BadDigest``-style errors are the consumer's (it checks
   Content-MD5 and x-amz-checksum-* itself, with ``trailers`` for those sent after the body);
 * iterate at most once;
@@ -22,6 +23,7 @@ Contract for consumers:
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import hmac
 from collections.abc import AsyncIterator
@@ -69,6 +71,7 @@ async def read_all(payload: Payload, limit: int) -> bytes:
 
 
 UNSIGNED_PAYLOAD = "UNSIGNED-PAYLOAD"
+BATCH = 1 << 20  # bytes a streamed body is handed on in (the last piece may be smaller)
 
 
 class SignedPayload:
@@ -85,11 +88,25 @@ class SignedPayload:
         self.trailers: dict[str, str] = {}
 
     async def _chunks(self) -> AsyncIterator[bytes]:
+        # Pieces of up to BATCH bytes: a large body is hashed in a worker thread (hashlib lets go of the GIL
+        # for large buffers), one hop per piece, so the event loop is not held by hashing gigabytes.
         digest = hashlib.sha256() if self._declared is not None else None
+        held: list[bytes] = []
+        size = 0
         async for chunk in self._stream:
+            held.append(chunk)
+            size += len(chunk)
+            if size >= BATCH:
+                piece = b"".join(held)
+                held, size = [], 0
+                if digest is not None:
+                    await asyncio.to_thread(digest.update, piece)
+                yield piece
+        if held:
+            piece = b"".join(held)
             if digest is not None:
-                digest.update(chunk)
-            yield chunk
+                digest.update(piece)
+            yield piece
         if digest is not None and not hmac.compare_digest(
             digest.hexdigest().encode(), (self._declared or "").lower().encode("ascii", "replace")
         ):

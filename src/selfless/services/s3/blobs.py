@@ -11,7 +11,7 @@ import asyncio
 import contextlib
 import os
 import secrets
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 
 CHUNK = 1 << 20
@@ -88,18 +88,26 @@ class LocalBlobWriter:
         self._fd = -1
         self._temp = blobs._tmp / self.blob
 
-    async def write(self, data: bytes) -> None:
+    async def write(self, data: bytes, also: Callable[[bytes], None] | None = None) -> None:
+        """Append ``data``; ``also`` (a hash's update) is called with it in the same worker-thread hop."""
+        self.size += len(data)
+        if also is not None and len(data) >= CHUNK:
+            await self._flush(data, also)
+            return
+        if also is not None:
+            also(data)
         self._buffer.append(data)
         self._buffered += len(data)
-        self.size += len(data)
         if self._buffered >= CHUNK:
             await self._flush()
 
-    async def _flush(self) -> None:
-        data = b"".join(self._buffer)
+    async def _flush(self, extra: bytes = b"", also: Callable[[bytes], None] | None = None) -> None:
+        data = b"".join(self._buffer) + extra if self._buffer else extra
         self._buffer, self._buffered = [], 0
 
         def write() -> None:
+            if also is not None:
+                also(extra)
             if self._fd < 0:
                 self._fd = os.open(self._temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
             view = memoryview(data)

@@ -250,8 +250,8 @@ class ObjectService:
                 size += len(chunk)
                 if size > limit:
                     raise S3Error("EntityTooLarge", "Your proposed upload exceeds the maximum allowed size")
-                hashers.update(chunk)
                 if writer is None and size <= INLINE_MAX:
+                    hashers.update(chunk)
                     held.append(chunk)
                     continue
                 if writer is None:
@@ -259,7 +259,8 @@ class ObjectService:
                     for piece in held:
                         await writer.write(piece)
                     held = []
-                await writer.write(chunk)
+                # Hashed and written in one worker-thread hop (hashlib lets go of the GIL for large buffers).
+                await writer.write(chunk, also=hashers.update)
             md5 = hashers.md5.digest()
             computed = hashers.values()
             self._verify(checks, payload.trailers, md5, computed)
