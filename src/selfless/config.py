@@ -133,6 +133,7 @@ class Settings:
             log_group_max = int(environ.get("SELFLESS_LOG_GROUP_MAX_MB", "256"))
             max_connections = int(pick("max_connections", "SELFLESS_MAX_CONNECTIONS", 4096))
             environment_connections = int(environ.get("SELFLESS_ENVIRONMENT_CONNECTIONS", "64"))
+            async_queue_limit = max(1, int(environ.get("SELFLESS_ASYNC_QUEUE_LIMIT", "100000")))
             max_header_bytes = int(pick("max_header_bytes", "SELFLESS_MAX_HEADER_BYTES", MAX_HEAD))
             max_headers = int(pick("max_headers", "SELFLESS_MAX_HEADERS", MAX_HEADERS))
             head_timeout = float(pick("head_timeout_s", "SELFLESS_HEAD_TIMEOUT", HEAD_TIMEOUT_S))
@@ -216,6 +217,7 @@ class Settings:
             keep_alive_s=keep_alive,
             shutdown_timeout_s=shutdown,
             max_environments=max_envs,
+            async_queue_limit=async_queue_limit,
             concurrency_limit=concurrency,
             memory_budget_mb=max(0, budget),
             max_starting=max(1, starting),
