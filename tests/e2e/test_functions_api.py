@@ -213,9 +213,9 @@ def test_account_settings(lam: Any, make_function: Callable[..., str]) -> None:
             "[Member must satisfy regular expression pattern: [a-zA-Z]([a-zA-Z0-9_])+",
         ),
         (
-            {"Code": {"S3Bucket": "my-bucket", "S3Key": "k.zip"}},
+            {"Code": {"S3Bucket": "no-such-bucket-here", "S3Key": "k.zip"}},
             "InvalidParameterValueException",
-            "S3 code locations",
+            "Error occurred while GetObject. S3 Error Code: NoSuchBucket.",
         ),
         (
             {"Code": {"ZipFile": b"not a zip"}},
