@@ -19,6 +19,7 @@ from typing import Any
 import pytest
 
 from tests.conftest import Server, deploy, unique
+from tests.e2e.test_s3_notifications import records, wait_records
 
 RECORDER = """import json
 
@@ -130,25 +131,6 @@ def cli(server: Server, *args: str) -> subprocess.CompletedProcess[str]:
     )
     assert result.returncode == 0, result.stderr
     return result
-
-
-def records(server: Server, function: str) -> list[dict[str, Any]]:
-    logs = server.client("logs")
-    try:
-        found = logs.filter_log_events(logGroupName=f"/aws/lambda/{function}")["events"]
-    except logs.exceptions.ResourceNotFoundException:
-        return []
-    return [json.loads(e["message"][len("RECORD ") :]) for e in found if e["message"].startswith("RECORD ")]
-
-
-def wait_records(server: Server, function: str, count: int, timeout: float = 30.0) -> list[dict[str, Any]]:
-    deadline = time.monotonic() + timeout
-    while True:
-        found = records(server, function)
-        if len(found) >= count:
-            return found
-        assert time.monotonic() < deadline, f"{len(found)} of {count} records arrived"
-        time.sleep(0.1)
 
 
 def field(output: str, label: str) -> str:

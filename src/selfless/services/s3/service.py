@@ -60,6 +60,13 @@ class Actor:
     source_ip: str
     request_id: str
 
+    def event(self, name: str, bucket: str, key: str, made: ObjectRecord | None = None) -> notify.ObjectEvent:
+        """What this actor did to bucket/key (``made``: the object a creation made), for notifications."""
+        size, etag = (made.size, made.etag.strip('"')) if made is not None else (None, None)
+        return notify.ObjectEvent(
+            name, bucket, key, self.principal_id, self.source_ip, self.request_id, self.request_id, size, etag
+        )
+
 
 @dataclasses.dataclass(frozen=True)
 class WriteChecks:
@@ -325,17 +332,7 @@ class ObjectService:
         try:
             events = self._notifications(
                 bucket,
-                notify.ObjectEvent(
-                    event_name,
-                    bucket.name,
-                    record.key,
-                    actor.principal_id,
-                    actor.source_ip,
-                    actor.request_id,
-                    actor.request_id,
-                    size=record.size,
-                    etag=record.etag.strip('"'),
-                ),
+                actor.event(event_name, bucket.name, record.key, record),
             )
             old = await self._meta.put_object(record, events)
         except BaseException:
@@ -365,15 +362,7 @@ class ObjectService:
         bucket = await self.bucket(bucket_name)
         events = self._notifications(
             bucket,
-            notify.ObjectEvent(
-                "s3:ObjectRemoved:Delete",
-                bucket_name,
-                key,
-                actor.principal_id,
-                actor.source_ip,
-                actor.request_id,
-                actor.request_id,
-            ),
+            actor.event("s3:ObjectRemoved:Delete", bucket_name, key),
         )
         current = await self._meta.get_object(bucket_name, key)
         if current is None:
@@ -586,17 +575,7 @@ class ObjectService:
             writer.blob,
             parts=len(chosen),
         )
-        event = notify.ObjectEvent(
-            "s3:ObjectCreated:CompleteMultipartUpload",
-            bucket_name,
-            key,
-            actor.principal_id,
-            actor.source_ip,
-            actor.request_id,
-            actor.request_id,
-            size=record.size,
-            etag=record.etag.strip('"'),
-        )
+        event = actor.event("s3:ObjectCreated:CompleteMultipartUpload", bucket_name, key, record)
         try:
             events = self._notifications(bucket, event)
             old, parts = await self._meta.complete_upload(upload_id, record, events)
