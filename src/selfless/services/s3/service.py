@@ -39,6 +39,7 @@ MAX_PUT = 5 << 30  # a single PUT (and a part) at most 5 GiB, as S3 allows
 MIN_PART = 5 << 20  # every part but the last at least 5 MiB
 MAX_PARTS = 10_000
 MAX_KEY_BYTES = 1024
+_BUCKET_CACHE = 10_000
 _BUCKET_NAME = re.compile(r"[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]")
 _IP = re.compile(r"\d+\.\d+\.\d+\.\d+")
 CHECKSUMS = ("CRC32", "CRC32C", "SHA1", "SHA256")
@@ -160,6 +161,7 @@ class ObjectService:
         self._clock = clock
         self._sequencer = notify.Sequencer()
         self._targets: dict[str, tuple[notify.FunctionTarget, ...]] = {}  # parsed configurations by document
+        self._buckets: dict[str, Bucket] = {}
 
     # -- buckets ---------------------------------------------------------------------------------------------
 
@@ -181,9 +183,16 @@ class ObjectService:
         return bucket
 
     async def bucket(self, name: str) -> Bucket:
-        found = await self._meta.get_bucket(name)
+        # Buckets are few and change through this service only (one server owns the embedded store): kept in
+        # memory, so an object request costs no database round trip to find its bucket.
+        found = self._buckets.get(name)
         if found is None:
-            raise no_such_bucket(name)
+            found = await self._meta.get_bucket(name)
+            if found is None:
+                raise no_such_bucket(name)
+            if len(self._buckets) >= _BUCKET_CACHE:
+                self._buckets.clear()
+            self._buckets[name] = found
         return found
 
     async def list_buckets(self) -> list[Bucket]:
@@ -191,6 +200,7 @@ class ObjectService:
 
     async def delete_bucket(self, name: str) -> None:
         await self.bucket(name)
+        self._buckets.pop(name, None)
         if not await self._meta.delete_bucket(name):
             raise S3Error("BucketNotEmpty", "The bucket you tried to delete is not empty", BucketName=name)
 
@@ -201,7 +211,9 @@ class ObjectService:
         targets = notify.parse(doc)
         notify.check_destinations(targets, self._functions.refusal(name))
         stored = json.dumps(notify.stored(doc, targets), separators=(",", ":"))
-        await self._meta.update_bucket(dataclasses.replace(bucket, notification=stored))
+        changed = dataclasses.replace(bucket, notification=stored)
+        await self._meta.update_bucket(changed)
+        self._buckets[name] = changed
 
     async def notification(self, name: str) -> dict[str, Any]:
         bucket = await self.bucket(name)
