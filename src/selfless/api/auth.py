@@ -40,6 +40,14 @@ and the aws CLI use):
   unless it is ``UNSIGNED-PAYLOAD`` -- else ``sha256(body)``. This holds for presigned URLs too:
   botocore's ``SigV4QueryAuth`` hashes the body (only S3's presigner uses ``UNSIGNED-PAYLOAD``).
 
+For S3 (scope service ``s3``), as S3 and botocore's ``S3SigV4Auth`` do it: the canonical URI is the path as
+sent (no normalising, no second encoding); ``x-amz-content-sha256`` is required for header auth and may be
+``UNSIGNED-PAYLOAD`` (a presigned URL signs that value when it has no such header); a streamed body
+(``body=None``) is checked against the declared digest as it passes (``Caller.content_sha256``,
+``api.payload.SignedPayload``). ``verify_s3_v2_query`` checks the older presigned query signature
+(``AWSAccessKeyId``/``Expires``/``Signature``, HMAC-SHA1) that ``aws s3 presign`` makes; it is accepted for
+S3 only.
+
 Inputs are what ``selfless.httpserver`` hands over: ``headers`` with lower-case names, one value each
 (repeated headers joined with ``,``); ``raw_path`` and ``raw_query`` the request target exactly as
 received, split at the first ``?``; all three decoded from the wire as Latin-1, so that each code point is
