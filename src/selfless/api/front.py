@@ -121,7 +121,8 @@ class FrontDoor:
             return False
         authorization = headers.get("authorization")
         if authorization is not None:
-            found = _SCOPED_SERVICE.search(authorization)
+            # The warm Invoke path passes here: a substring test first, the regex only for a likely S3 scope.
+            found = _SCOPED_SERVICE.search(authorization) if "/s3/" in authorization else None
         else:
             _, _, query = url.partition("?")
             found = _SCOPED_SERVICE.search(urllib.parse.unquote(query)) if "Credential" in query else None
@@ -130,7 +131,7 @@ class FrontDoor:
         if authorization is None and "AWSAccessKeyId=" in url and "Signature=" in url:
             return True  # a URL presigned with S3's older query signature
         host = headers.get("host")
-        return host is not None and self._s3.bucket_from_host(host) is not None
+        return host is not None and ".localhost" in host and self._s3.bucket_from_host(host) is not None
 
     async def _object_store(self, request: Request) -> Response:
         assert self._s3 is not None and request.stream is not None  # streams() chose it
