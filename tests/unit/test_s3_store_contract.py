@@ -79,9 +79,9 @@ def test_objects_and_the_events_they_commit_with(make: Any) -> None:
     async def scenario() -> None:
         store, base = await make()
         await store.create_bucket(Bucket("b", 1.0, "us-east-1"))
-        assert await store.put_object(record("k"), [event(1)]) is None
+        assert await store.put_object(record("k"), [event(1)]) == []
         replaced = await store.put_object(record("k", blob="blob-2", inline=None), [event(2)])
-        assert replaced == record("k")
+        assert replaced == [record("k")]
         assert (await store.get_object("b", "k")) == record("k", blob="blob-2", inline=None)
         removed = await store.delete_object("b", "k", [event(3)])
         assert removed is not None and removed.blob == "blob-2"
@@ -142,10 +142,86 @@ def test_multipart_uploads(make: Any) -> None:
         assert [(p.number, p.blob) for p in await store.list_parts("u")] == [(1, "blob-p1b"), (2, "blob-p2")]
         assert await store.blobs_in_use() == {"blob-p1b", "blob-p2"}
         old, parts = await store.complete_upload("u", record("k", blob="whole", inline=None), [event(9)])
-        assert old is None and [p.number for p in parts] == [1, 2]
+        assert old == [] and [p.number for p in parts] == [1, 2]
         assert await store.get_upload("u") is None and await store.list_parts("u") == []
         assert await store.blobs_in_use() == {"whole"}
         assert [e.id for e in await base.list_events()] == ["e9"]
+        await base.close()
+
+    run(scenario)
+
+
+def test_versions_kept_listed_and_removed_as_the_bucket_state_says(make: Any) -> None:
+    async def scenario() -> None:
+        store, base = await make()
+        await store.create_bucket(Bucket("b", 1.0, "us-east-1", versioning="Enabled"))
+        await store.put_object(record("k", blob="v0", inline=None), [])  # written before versioning: "null"
+        assert await store.put_object(record("k", version_id="v1", blob="b1", inline=None), [], "Enabled") == []
+        assert await store.put_object(record("k", version_id="v2"), [event(1)], "Enabled") == []
+        marker = ObjectRecord("b", "k", 0, "", 3.0, version_id="m3", delete_marker=True)
+        assert await store.put_object(marker, [], "Enabled") == []
+        await store.put_object(record("z", version_id="z1"), [], "Enabled")
+        assert (await store.get_object("b", "k")) == marker
+        assert (await store.get_object("b", "k", "v1")).blob == "b1"  # type: ignore[union-attr]
+        assert (await store.get_object("b", "k", "null")).blob == "v0"  # type: ignore[union-attr]
+        assert await store.get_object("b", "k", "nope") is None
+        # Listings skip a current delete marker; version listings show it, newest first per key.
+        assert [o.key for o in (await store.list_objects("b", "", "", 10)).objects] == ["z"]
+        page = await store.list_versions("b", "", "", None, 10)
+        assert [(r.key, r.version_id, latest) for r, latest in page.versions] == [
+            ("k", "m3", True),
+            ("k", "v2", False),
+            ("k", "v1", False),
+            ("k", "null", False),
+            ("z", "z1", True),
+        ]
+        first = await store.list_versions("b", "", "", None, 2)
+        assert first.truncated and [r.version_id for r, _ in first.versions] == ["m3", "v2"]
+        rest = await store.list_versions("b", "", "k", "v2", 10)
+        assert [r.version_id for r, _ in rest.versions] == ["v1", "null", "z1"] and not rest.truncated
+        assert [r.version_id for r, _ in (await store.list_versions("b", "", "k", None, 10)).versions] == ["z1"]
+        assert [r.version_id for r, _ in (await store.list_versions("b", "z", "", None, 10)).versions] == ["z1"]
+        # Removing the current version (the marker) makes the newest older one current again.
+        assert (await store.delete_version("b", "k", "m3", [event(2)])) == marker
+        assert (await store.get_object("b", "k")).version_id == "v2"  # type: ignore[union-attr]
+        removed = await store.delete_version("b", "k", "v1", [])
+        assert removed is not None and removed.blob == "b1"
+        assert await store.delete_version("b", "k", "v1", [event(3)]) is None  # nothing changed, no event
+        assert [e.id for e in await base.list_events()] == ["e1", "e2"]
+        # Suspended: a write makes the "null" version, replacing the older "null" one (returned for its blob).
+        gone = await store.put_object(record("k", blob="n2", inline=None), [], "Suspended")
+        assert [g.blob for g in gone] == ["v0"]
+        again = await store.put_object(record("k", blob="n3", inline=None), [], "Suspended")
+        assert [g.blob for g in again] == ["n2"]
+        assert [r.version_id for r, _ in (await store.list_versions("b", "k", "", None, 10)).versions] == [
+            "null",
+            "v2",
+        ]
+        assert await store.blobs_in_use() == {"n3"}
+        assert not await store.delete_bucket("b")  # older versions keep a bucket
+        await store.delete_version("b", "k", "null", [])
+        await store.delete_version("b", "k", "v2", [])
+        await store.delete_version("b", "z", "z1", [])
+        assert await store.delete_bucket("b")
+        await base.close()
+
+    run(scenario)
+
+
+def test_tags_change_with_their_events(make: Any) -> None:
+    async def scenario() -> None:
+        store, base = await make()
+        await store.create_bucket(Bucket("b", 1.0, "us-east-1"))
+        await store.put_object(record("k", tags={"a": "1"}), [])
+        assert (await store.get_object("b", "k")).tags == {"a": "1"}  # type: ignore[union-attr]
+        changed = await store.set_tags("b", "k", None, {"b": "2"}, [event(1)])
+        assert changed is not None and changed.tags == {"b": "2"}
+        assert (await store.get_object("b", "k")).tags == {"b": "2"}  # type: ignore[union-attr]
+        assert await store.set_tags("b", "k", "v9", {}, [event(2)]) is None
+        assert await store.set_tags("b", "none", None, {}, [event(3)]) is None
+        assert [e.id for e in await base.list_events()] == ["e1"]
+        await store.create_upload(Upload("u", "b", "k", 1.0, tags={"t": "v"}))
+        assert (await store.get_upload("u")).tags == {"t": "v"}  # type: ignore[union-attr]
         await base.close()
 
     run(scenario)
@@ -175,5 +251,26 @@ def test_blobs_are_whole_or_absent_and_the_sweep_removes_the_rest(tmp_path: Path
         await discarded.discard()
         assert await LocalBlobs(tmp_path / "s3").open_and_sweep({kept.blob}) == 2
         assert sorted(p.name for p in (tmp_path / "s3").rglob("*") if p.is_file()) == [kept.blob]
+
+    run(scenario)
+
+
+def test_a_database_from_before_versioning_opens_with_its_objects(tmp_path: Path) -> None:
+    async def scenario() -> None:
+        with sqlite3.connect(tmp_path / "meta.db") as db:  # the object table as it was made before versions
+            db.execute(
+                "CREATE TABLE s3_objects (bucket TEXT NOT NULL, key BLOB NOT NULL, version_id TEXT NOT NULL,"
+                " size INTEGER NOT NULL, etag TEXT NOT NULL, last_modified REAL NOT NULL, doc TEXT NOT NULL,"
+                " inline BLOB, blob TEXT, parts INTEGER NOT NULL DEFAULT 0, PRIMARY KEY (bucket, key))"
+            )
+            db.execute(
+                "INSERT INTO s3_objects VALUES ('b', CAST('k' AS BLOB), 'null', 1, '\"e\"', 1.0,"
+                ' \'{"headers":{},"metadata":{},"checksums":{}}\', CAST(\'x\' AS BLOB), NULL, 0)'
+            )
+        store, base = await _sqlite(tmp_path)
+        found = await store.get_object("b", "k")
+        assert found is not None and found.inline == b"x" and not found.delete_marker and found.tags == {}
+        assert [o.key for o in (await store.list_objects("b", "", "", 10)).objects] == ["k"]
+        await base.close()
 
     run(scenario)

@@ -4,8 +4,8 @@ model (``wire``), answered with S3's XML errors (``errors``).
 
 Who may do what until IAM policies exist: the administrator everything; a function's session credentials
 (the ones selfless gives each environment) may list buckets, read and write objects (Put, Get, Head, Delete,
-DeleteObjects, Copy, the listings and multipart uploads) in any bucket, and nothing else (no bucket created,
-deleted or reconfigured): AccessDenied.
+DeleteObjects, Copy, the listings and version listings, multipart uploads, object tags) in any bucket, and
+nothing else (no bucket created, deleted or reconfigured): AccessDenied.
 """
 
 from __future__ import annotations
@@ -21,7 +21,7 @@ from selfless.errors import AuthError
 from selfless.httpserver import Request, Response
 from selfless.services.s3 import notify, wire
 from selfless.services.s3.errors import S3Error, from_auth, render
-from selfless.services.s3.service import CHECKSUMS, Actor, ObjectService, WriteChecks
+from selfless.services.s3.service import CHECKSUMS, Actor, ObjectService, WriteChecks, check_tags
 from selfless.services.s3.store import ObjectRecord
 
 log = logging.getLogger(__name__)
@@ -52,14 +52,12 @@ _UNSUPPORTED = frozenset(
         "restore",
         "retention",
         "select",
-        "tagging",
         "torrent",
-        "versionId",
-        "versioning",
-        "versions",
         "website",
     }
 )
+# Bucket subresources offered for objects only.
+_UNSUPPORTED_FOR_BUCKETS = _UNSUPPORTED | {"tagging"}
 # Operations a function's credentials may use (see the module docstring).
 _FOR_FUNCTIONS = frozenset(
     {
@@ -80,6 +78,11 @@ _FOR_FUNCTIONS = frozenset(
         "AbortMultipartUpload",
         "ListParts",
         "ListMultipartUploads",
+        "ListObjectVersions",
+        "UploadPartCopy",
+        "GetObjectTagging",
+        "PutObjectTagging",
+        "DeleteObjectTagging",
     }
 )
 # Output documents' root elements, as S3 names them.
@@ -95,6 +98,10 @@ _ROOTS = {
     "DeleteObjects": "DeleteResult",
     "GetBucketLocation": "LocationConstraint",
     "GetBucketNotificationConfiguration": "NotificationConfiguration",
+    "GetBucketVersioning": "VersioningConfiguration",
+    "ListObjectVersions": "ListVersionsResult",
+    "GetObjectTagging": "Tagging",
+    "UploadPartCopy": "CopyPartResult",
 }
 # Object headers kept with an object, by the model's member name.
 _STANDARD = ("CacheControl", "ContentDisposition", "ContentEncoding", "ContentLanguage", "ContentType", "Expires")
@@ -141,6 +148,13 @@ class S3Api:
             "ListMultipartUploads": self._list_uploads,
             "PutBucketNotificationConfiguration": self._put_notification,
             "GetBucketNotificationConfiguration": self._get_notification,
+            "PutBucketVersioning": self._put_versioning,
+            "GetBucketVersioning": self._get_versioning,
+            "ListObjectVersions": self._list_versions,
+            "UploadPartCopy": self._upload_part_copy,
+            "PutObjectTagging": self._put_tagging,
+            "GetObjectTagging": self._get_tagging,
+            "DeleteObjectTagging": self._delete_tagging,
         }
 
     # -- entry points ----------------------------------------------------------------------------------------
@@ -218,7 +232,12 @@ class S3Api:
                     return "PutBucketNotificationConfiguration"
                 if method == "GET":
                     return "GetBucketNotificationConfiguration"
-            if any(k in _UNSUPPORTED for k in query):
+            if "versioning" in query:
+                if method == "PUT":
+                    return "PutBucketVersioning"
+                if method == "GET":
+                    return "GetBucketVersioning"
+            if any(k in _UNSUPPORTED_FOR_BUCKETS for k in query):
                 raise unsupported()
             if method == "PUT":
                 return "CreateBucket"
@@ -233,16 +252,21 @@ class S3Api:
                     return "GetBucketLocation"
                 if "uploads" in query:
                     return "ListMultipartUploads"
+                if "versions" in query:
+                    return "ListObjectVersions"
                 return "ListObjectsV2" if query.get("list-type") == "2" else "ListObjects"
             raise S3Error("MethodNotAllowed", "The specified method is not allowed against this resource.")
         if any(k in _UNSUPPORTED for k in query):
             raise unsupported()
+        if "tagging" in query:
+            tagging = {"PUT": "PutObjectTagging", "GET": "GetObjectTagging", "DELETE": "DeleteObjectTagging"}
+            if method in tagging:
+                return tagging[method]
+            raise S3Error("MethodNotAllowed", "The specified method is not allowed against this resource.")
         copying = "x-amz-copy-source" in headers
         if method == "PUT":
             if "uploadId" in query and "partNumber" in query:
-                if copying:
-                    raise unsupported()  # UploadPartCopy
-                return "UploadPart"
+                return "UploadPartCopy" if copying else "UploadPart"
             return "CopyObject" if copying else "PutObject"
         if method == "GET":
             return "ListParts" if "uploadId" in query else "GetObject"
@@ -407,6 +431,21 @@ class S3Api:
     def _standard(params: Mapping[str, Any]) -> dict[str, str]:
         return {name: str(params[name]) for name in _STANDARD if params.get(name) is not None}
 
+    @staticmethod
+    def _tagging(params: Mapping[str, Any]) -> dict[str, str] | None:
+        """The x-amz-tagging header's tag set (a URL-encoded query string), if it was sent."""
+        raw = params.get("Tagging")
+        if raw is None:
+            return None
+        return check_tags(urllib.parse.parse_qsl(raw, keep_blank_values=True))
+
+    async def _versions_shown(self, bucket: str) -> bool:
+        """Whether answers about the bucket's objects name their versions (once versioning was ever set)."""
+        return bool((await self._s3.bucket(bucket)).versioning)
+
+    async def _version_field(self, record: ObjectRecord) -> dict[str, str]:
+        return {"VersionId": record.version_id} if await self._versions_shown(record.bucket) else {}
+
     async def _put_object(self, params: dict[str, Any], call: _Call) -> Response:
         if call.payload.length is None and "content-length" not in call.request.headers:
             raise S3Error("MissingContentLength", "You must provide the Content-Length HTTP header.")
@@ -418,8 +457,10 @@ class S3Api:
             params.get("Metadata") or {},
             self._checks(params),
             call.actor,
+            tags=self._tagging(params),
         )
-        return self._answer("PutObject", {"ETag": record.etag, **self._checksum_fields(record)})
+        value = {"ETag": record.etag, **self._checksum_fields(record), **await self._version_field(record)}
+        return self._answer("PutObject", value)
 
     @staticmethod
     def _checksum_fields(record: ObjectRecord) -> dict[str, str]:
@@ -427,13 +468,16 @@ class S3Api:
 
     async def _get_object(self, params: dict[str, Any], call: _Call) -> Response:
         head = call.op == "HeadObject"
-        record = await self._s3.get(params["Bucket"], params["Key"])
+        record = await self._s3.get(params["Bucket"], params["Key"], params.get("VersionId"))
         value: dict[str, Any] = {
             "AcceptRanges": "bytes",
             "ETag": record.etag,
             "LastModified": record.last_modified,
             "Metadata": dict(record.metadata),
+            **await self._version_field(record),
         }
+        if record.tags:
+            value["TagCount"] = len(record.tags)
         for name, stored in record.headers.items():
             value[name] = float(stored) if name == "Expires" else stored
         value.setdefault("ContentType", "binary/octet-stream")
@@ -533,8 +577,13 @@ class S3Api:
         return start, end, True
 
     async def _delete_object(self, params: dict[str, Any], call: _Call) -> Response:
-        await self._s3.delete_object(params["Bucket"], params["Key"], call.actor)
-        return Response(204, b"", content_type=None)
+        deleted = await self._s3.delete_object(params["Bucket"], params["Key"], call.actor, params.get("VersionId"))
+        value: dict[str, Any] = {}
+        if deleted.version_id is not None:
+            value["VersionId"] = deleted.version_id
+        if deleted.delete_marker:
+            value["DeleteMarker"] = True
+        return Response(204, b"", wire.output_headers(wire.operation("DeleteObject"), value), content_type=None)
 
     async def _delete_objects(self, params: dict[str, Any], call: _Call) -> Response:
         doc = await self._xml_input(call, "Delete")
@@ -547,23 +596,42 @@ class S3Api:
         deleted, errors = [], []
         for entry in objects:
             key = entry.get("Key") or ""
+            version_id = entry.get("VersionId") or None
             try:
-                await self._s3.delete_object(params["Bucket"], key, call.actor)
-                deleted.append({"Key": key})
+                done = await self._s3.delete_object(params["Bucket"], key, call.actor, version_id)
             except S3Error as exc:
                 if exc.code == "NoSuchBucket":
                     raise
-                errors.append({"Key": key, "Code": exc.code, "Message": exc.message})
+                error = {"Key": key, "Code": exc.code, "Message": exc.message}
+                errors.append({**error, "VersionId": version_id} if version_id else error)
+                continue
+            shown: dict[str, Any] = {"Key": key}
+            if version_id is not None:
+                shown["VersionId"] = version_id
+                if done.delete_marker:
+                    shown["DeleteMarker"] = True
+                    shown["DeleteMarkerVersionId"] = version_id
+            elif done.delete_marker:
+                shown["DeleteMarker"] = True
+                shown["DeleteMarkerVersionId"] = done.version_id
+            deleted.append(shown)
         value: dict[str, Any] = {"Errors": errors} if errors else {}
         if not doc.get("Quiet"):
             value["Deleted"] = deleted
         return self._answer("DeleteObjects", value)
 
-    async def _copy_object(self, params: dict[str, Any], call: _Call) -> Response:
-        source = urllib.parse.unquote(params["CopySource"]).lstrip("/")
-        source, _, source_query = source.partition("?")
+    async def _copy_source(self, params: Mapping[str, Any]) -> ObjectRecord:
+        """The version x-amz-copy-source names (``bucket/key``, URL-encoded, with an optional ``?versionId=``),
+        checked against the x-amz-copy-source-if-* conditions."""
+        raw = params["CopySource"].lstrip("/")
+        source, _, source_query = raw.partition("?")
+        source = urllib.parse.unquote(source)
+        version_id = None
         if source_query:
-            raise S3Error("NotImplemented", "Copying a given version is not implemented: versioning is not offered yet")
+            query = urllib.parse.parse_qs(source_query, keep_blank_values=True)
+            if set(query) != {"versionId"} or not query["versionId"][-1]:
+                raise S3Error("InvalidArgument", "Invalid copy source encoding", ArgumentName="x-amz-copy-source")
+            version_id = query["versionId"][-1]
         source_bucket, _, source_key = source.partition("/")
         if not source_bucket or not source_key:
             raise S3Error(
@@ -571,8 +639,20 @@ class S3Api:
                 "Copy Source must mention the source bucket and key: sourcebucket/sourcekey",
                 ArgumentName="x-amz-copy-source",
             )
-        record = await self._s3.get(source_bucket, source_key)
+        try:
+            record = await self._s3.get(source_bucket, source_key, version_id)
+        except S3Error as exc:
+            if exc.code == "MethodNotAllowed":  # a delete marker named by its version
+                raise S3Error(
+                    "InvalidRequest",
+                    "The source of a copy request may not specifically refer to a delete marker by version id.",
+                ) from None
+            raise
         self._copy_conditions(params, record)
+        return record
+
+    async def _copy_object(self, params: dict[str, Any], call: _Call) -> Response:
+        record = await self._copy_source(params)
         directive = params.get("MetadataDirective") or "COPY"
         if directive not in ("COPY", "REPLACE"):
             raise S3Error("InvalidArgument", "Unknown metadata directive.", ArgumentName="x-amz-metadata-directive")
@@ -581,10 +661,18 @@ class S3Api:
             if directive == "REPLACE"
             else None
         )
-        copied = await self._s3.copy(record, params["Bucket"], params["Key"], replace, call.actor)
-        return self._answer(
-            "CopyObject", {"CopyObjectResult": {"ETag": copied.etag, "LastModified": copied.last_modified}}
-        )
+        tagging = params.get("TaggingDirective") or "COPY"
+        if tagging not in ("COPY", "REPLACE"):
+            raise S3Error("InvalidArgument", "Unknown tagging directive.", ArgumentName="x-amz-tagging-directive")
+        tags = (self._tagging(params) or {}) if tagging == "REPLACE" else None
+        copied = await self._s3.copy(record, params["Bucket"], params["Key"], replace, call.actor, tags)
+        value: dict[str, Any] = {
+            "CopyObjectResult": {"ETag": copied.etag, "LastModified": copied.last_modified},
+            **await self._version_field(copied),
+        }
+        if await self._versions_shown(record.bucket):
+            value["CopySourceVersionId"] = record.version_id
+        return self._answer("CopyObject", value)
 
     @staticmethod
     def _copy_conditions(params: Mapping[str, Any], record: ObjectRecord) -> None:
@@ -609,7 +697,12 @@ class S3Api:
     async def _create_upload(self, params: dict[str, Any], call: _Call) -> Response:
         algorithm = params.get("ChecksumAlgorithm")
         upload = await self._s3.create_upload(
-            params["Bucket"], params["Key"], self._standard(params), params.get("Metadata") or {}, algorithm
+            params["Bucket"],
+            params["Key"],
+            self._standard(params),
+            params.get("Metadata") or {},
+            algorithm,
+            self._tagging(params),
         )
         return self._answer(
             "CreateMultipartUpload", {"Bucket": upload.bucket, "Key": upload.key, "UploadId": upload.upload_id}
@@ -635,6 +728,7 @@ class S3Api:
             "Bucket": record.bucket,
             "Key": record.key,
             "ETag": record.etag,
+            **await self._version_field(record),
         }
         return self._answer("CompleteMultipartUpload", value)
 
@@ -671,6 +765,140 @@ class S3Api:
             ],
         }
         return self._answer("ListMultipartUploads", value)
+
+    async def _upload_part_copy(self, params: dict[str, Any], call: _Call) -> Response:
+        source = await self._copy_source(params)
+        start, end = self._copy_range(params.get("CopySourceRange"), source.size)
+        part = await self._s3.upload_part_copy(
+            params["Bucket"], params["Key"], params["UploadId"], params["PartNumber"], source, start, end
+        )
+        value: dict[str, Any] = {"CopyPartResult": {"ETag": part.etag, "LastModified": part.last_modified}}
+        if await self._versions_shown(source.bucket):
+            value["CopySourceVersionId"] = source.version_id
+        return self._answer("UploadPartCopy", value)
+
+    @staticmethod
+    def _copy_range(raw: str | None, size: int) -> tuple[int, int]:
+        """x-amz-copy-source-range (``bytes=first-last``, both given) as [start, end); the whole source without
+        it."""
+        if raw is None:
+            return 0, size
+        first, sep, last = raw.removeprefix("bytes=").partition("-")
+        if not raw.startswith("bytes=") or not sep or not first.isdigit() or not last.isdigit():
+            raise S3Error(
+                "InvalidArgument",
+                "The x-amz-copy-source-range value must be of the form bytes=first-last where first and last are "
+                "the zero-based offsets of the first and last bytes to copy",
+                ArgumentName="x-amz-copy-source-range",
+                ArgumentValue=raw,
+            )
+        start, end = int(first), int(last) + 1
+        if start >= end or end > size:
+            raise S3Error(
+                "InvalidArgument",
+                f"Range specified is not valid for source object of size: {size}",
+                ArgumentName="x-amz-copy-source-range",
+                ArgumentValue=raw,
+            )
+        return start, end
+
+    # -- versions and tags -----------------------------------------------------------------------------------
+
+    async def _put_versioning(self, params: dict[str, Any], call: _Call) -> Response:
+        doc = await self._xml_input(call, "VersioningConfiguration")
+        await self._s3.put_versioning(params["Bucket"], doc.get("Status"), doc.get("MFADelete"))
+        return Response(200, b"", content_type=None)
+
+    async def _get_versioning(self, params: dict[str, Any], call: _Call) -> Response:
+        bucket = await self._s3.bucket(params["Bucket"])
+        return self._answer("GetBucketVersioning", {"Status": bucket.versioning} if bucket.versioning else {})
+
+    async def _list_versions(self, params: dict[str, Any], call: _Call) -> Response:
+        bucket = params["Bucket"]
+        prefix = params.get("Prefix") or ""
+        delimiter = params.get("Delimiter") or ""
+        key_marker = params.get("KeyMarker") or ""
+        version_marker = params.get("VersionIdMarker") or None
+        if version_marker is not None and not key_marker:
+            raise S3Error(
+                "InvalidArgument",
+                "A version-id marker cannot be specified without a key marker.",
+                ArgumentName="version-id-marker",
+                ArgumentValue=version_marker,
+            )
+        max_keys = params.get("MaxKeys", 1000)
+        if max_keys < 0:
+            raise S3Error("InvalidArgument", "maxKeys should be non-negative", ArgumentName="max-keys")
+        max_keys = min(max_keys, 1000)
+        encoding = params.get("EncodingType")
+        if encoding not in (None, "url"):
+            raise S3Error(
+                "InvalidArgument", "Invalid Encoding Method specified in Request", ArgumentName="encoding-type"
+            )
+        found, prefixes, truncated, (next_key, next_version) = await self._s3.list_versions(
+            bucket, prefix, delimiter, key_marker, version_marker, max_keys
+        )
+
+        def shown(text: str) -> str:
+            return urllib.parse.quote(text, safe="/") if encoding == "url" else text
+
+        owner = {"ID": self._s3.owner_id, "DisplayName": "selfless"}
+        versions, markers = [], []
+        for record, latest in found:
+            entry: dict[str, Any] = {
+                "Key": shown(record.key),
+                "VersionId": record.version_id,
+                "IsLatest": latest,
+                "LastModified": record.last_modified,
+                "Owner": owner,
+            }
+            if record.delete_marker:
+                markers.append(entry)
+            else:
+                versions.append({**entry, "ETag": record.etag, "Size": record.size, "StorageClass": "STANDARD"})
+        value: dict[str, Any] = {
+            "Name": bucket,
+            "Prefix": shown(prefix),
+            "KeyMarker": shown(key_marker),
+            "VersionIdMarker": version_marker or "",
+            "MaxKeys": max_keys,
+            "IsTruncated": truncated,
+        }
+        if versions:
+            value["Versions"] = versions
+        if markers:
+            value["DeleteMarkers"] = markers
+        if prefixes:
+            value["CommonPrefixes"] = [{"Prefix": shown(p)} for p in prefixes]
+        if delimiter:
+            value["Delimiter"] = shown(delimiter)
+        if encoding:
+            value["EncodingType"] = encoding
+        if truncated:
+            value["NextKeyMarker"] = shown(next_key)
+            if next_version is not None:
+                value["NextVersionIdMarker"] = next_version
+        return self._answer("ListObjectVersions", value)
+
+    async def _put_tagging(self, params: dict[str, Any], call: _Call) -> Response:
+        doc = await self._xml_input(call, "Tagging")
+        pairs = [(str(t.get("Key", "")), str(t.get("Value", ""))) for t in doc.get("TagSet") or []]
+        record = await self._s3.put_tags(
+            params["Bucket"], params["Key"], params.get("VersionId"), check_tags(pairs), call.actor
+        )
+        return self._answer("PutObjectTagging", await self._version_field(record))
+
+    async def _get_tagging(self, params: dict[str, Any], call: _Call) -> Response:
+        record = await self._s3.get(params["Bucket"], params["Key"], params.get("VersionId"))
+        value = {
+            "TagSet": [{"Key": k, "Value": v} for k, v in record.tags.items()],
+            **await self._version_field(record),
+        }
+        return self._answer("GetObjectTagging", value)
+
+    async def _delete_tagging(self, params: dict[str, Any], call: _Call) -> Response:
+        record = await self._s3.put_tags(params["Bucket"], params["Key"], params.get("VersionId"), None, call.actor)
+        return self._answer("DeleteObjectTagging", await self._version_field(record), status=204)
 
     # -- notifications ---------------------------------------------------------------------------------------
 

@@ -21,9 +21,7 @@ class BuiltinCodeObjects:
             raise InvalidParameterValue("S3Key must not be empty")
         assert self.service is not None, "the object store is made before the server serves"
         try:
-            if version not in (None, "null"):
-                raise S3Error("NoSuchVersion", "The specified version does not exist.")
-            record = await self.service.get(bucket, key)
+            record = await self.service.get(bucket, key, version)
             if record.size > max_bytes:
                 raise RequestEntityTooLarge(f"The S3 object is larger than the {max_bytes} bytes a package may be")
             parts = [chunk async for chunk in await self.service.read(record, 0, record.size)]

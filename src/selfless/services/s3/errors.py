@@ -17,6 +17,7 @@ STATUS = {
     "AuthorizationHeaderMalformed": 400,
     "AuthorizationQueryParametersError": 400,
     "BadDigest": 400,
+    "BadRequest": 400,
     "BucketAlreadyOwnedByYou": 409,
     "BucketNotEmpty": 409,
     "EntityTooLarge": 400,
@@ -31,6 +32,7 @@ STATUS = {
     "InvalidPartOrder": 400,
     "InvalidRange": 416,
     "InvalidRequest": 400,
+    "InvalidTag": 400,
     "InvalidToken": 400,
     "MalformedXML": 400,
     "MethodNotAllowed": 405,
@@ -38,6 +40,7 @@ STATUS = {
     "NoSuchBucket": 404,
     "NoSuchKey": 404,
     "NoSuchUpload": 404,
+    "NoSuchVersion": 404,
     "NotImplemented": 501,
     "PreconditionFailed": 412,
     "RequestTimeTooSkewed": 403,
@@ -53,6 +56,12 @@ class S3Error(Exception):
         self.code = code
         self.message = message
         self.fields = fields
+        self.headers: list[tuple[str, str]] = []
+
+    def with_headers(self, headers: list[tuple[str, str]]) -> S3Error:
+        """The error with headers S3 sends beside its body (x-amz-delete-marker, ...)."""
+        self.headers = headers
+        return self
 
     @property
     def status(self) -> int:
@@ -114,7 +123,7 @@ def render(err: S3Error, resource: str, request_id: str, head: bool = False) -> 
         f"<Error><Code>{err.code}</Code><Message>{escape(err.message)}</Message>{fields}"
         f"<Resource>{escape(resource)}</Resource><RequestId>{request_id}</RequestId></Error>"
     ).encode()
-    headers = [("x-amz-request-id", request_id), ("x-amz-id-2", request_id)]
+    headers = [*err.headers, ("x-amz-request-id", request_id), ("x-amz-id-2", request_id)]
     if head:  # HEAD answers carry no body: the code goes in the status alone, as S3 does
         return Response(err.status, b"", headers, content_type=None, length=0)
     return Response(err.status, body, headers, content_type="application/xml")

@@ -1,6 +1,7 @@
 """The built-in object store's rules, as S3 has them: bucket names, object writes (streamed, hashed as they
 pass, verified against Content-MD5 and the x-amz-checksum-* values, atomic), reads (ranges, conditions),
-listings (prefix, delimiter, pages), copies, multipart uploads, and the bucket notifications each change
+listings (prefix, delimiter, pages), copies, multipart uploads, bucket versioning (version ids, delete
+markers, older versions read, listed and removed), object tags, and the bucket notifications each change
 sends, committed with the change itself (``services.s3.notify``)."""
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ import hashlib
 import json
 import re
 import secrets
+import string
 import time
 import zlib
 from collections.abc import AsyncIterator, Callable, Iterable, Mapping
@@ -61,11 +63,25 @@ class Actor:
     source_ip: str
     request_id: str
 
-    def event(self, name: str, bucket: str, key: str, made: ObjectRecord | None = None) -> notify.ObjectEvent:
-        """What this actor did to bucket/key (``made``: the object a creation made), for notifications."""
-        size, etag = (made.size, made.etag.strip('"')) if made is not None else (None, None)
+    def event(
+        self, name: str, bucket: str, key: str, made: ObjectRecord | None = None, version_id: str = "null"
+    ) -> notify.ObjectEvent:
+        """What this actor did to bucket/key (``made``: the object a creation made; ``version_id``: the version
+        it made or removed), for notifications."""
+        size, etag = (made.size, made.etag.strip('"')) if made is not None and not made.delete_marker else (None, None)
+        if made is not None:
+            version_id = made.version_id
         return notify.ObjectEvent(
-            name, bucket, key, self.principal_id, self.source_ip, self.request_id, self.request_id, size, etag
+            name,
+            bucket,
+            key,
+            self.principal_id,
+            self.source_ip,
+            self.request_id,
+            self.request_id,
+            size,
+            etag,
+            None if version_id == "null" else version_id,  # S3 names versions of versioned buckets only
         )
 
 
@@ -111,6 +127,26 @@ class _Hashers:
         return out
 
 
+@dataclasses.dataclass(frozen=True)
+class Deleted:
+    """What a delete did: the version it made (a delete marker) or removed, and whether that is a marker."""
+
+    version_id: str | None = None
+    delete_marker: bool = False
+
+
+class _Stream:
+    """Bytes from an iterator as a ``Payload`` (a copy's source)."""
+
+    def __init__(self, chunks: AsyncIterator[bytes], length: int) -> None:
+        self._chunks = chunks
+        self.length: int | None = length
+        self.trailers: dict[str, str] = {}
+
+    def __aiter__(self) -> AsyncIterator[bytes]:
+        return self._chunks
+
+
 @dataclasses.dataclass
 class _Written:
     size: int
@@ -131,6 +167,35 @@ def check_bucket_name(name: str) -> None:
         or name.endswith(("-s3alias", "--ol-s3"))
     ):
         raise S3Error("InvalidBucketName", "The specified bucket is not valid.", BucketName=name)
+
+
+MAX_TAGS = 10
+
+
+def check_tags(pairs: list[tuple[str, str]]) -> dict[str, str]:
+    """An object's tag set from (key, value) pairs, refused as S3 refuses it."""
+    if len(pairs) > MAX_TAGS:
+        raise S3Error("BadRequest", "Object tags cannot be greater than 10")
+    tags: dict[str, str] = {}
+    for key, value in pairs:
+        if key in tags:
+            raise S3Error("InvalidTag", "Cannot provide multiple Tags with the same key", TagKey=key)
+        if not key or len(key) > 128:
+            raise S3Error("InvalidTag", "The TagKey you have provided is invalid", TagKey=key)
+        if len(value) > 256:
+            raise S3Error("InvalidTag", "The TagValue you have provided is too long, max 256", TagKey=key)
+        if key.startswith("aws:"):
+            raise S3Error("InvalidTag", "Your TagKey cannot be prefixed with aws:", TagKey=key)
+        tags[key] = value
+    return tags
+
+
+_VERSION_ALPHABET = string.ascii_letters + string.digits
+
+
+def new_version_id() -> str:
+    # 32 letters and digits (190 random bits), as long as S3's: safe in URLs, copy sources and command lines.
+    return "".join(secrets.choice(_VERSION_ALPHABET) for _ in range(32))
 
 
 def check_key(key: str) -> None:
@@ -203,6 +268,16 @@ class ObjectService:
         self._buckets.pop(name, None)
         if not await self._meta.delete_bucket(name):
             raise S3Error("BucketNotEmpty", "The bucket you tried to delete is not empty", BucketName=name)
+
+    async def put_versioning(self, name: str, status: str | None, mfa_delete: str | None) -> None:
+        bucket = await self.bucket(name)
+        if status not in ("Enabled", "Suspended") or mfa_delete not in (None, "Disabled"):
+            if mfa_delete not in (None, "Disabled"):
+                raise S3Error("NotImplemented", "MFA Delete is not offered by this store.")
+            raise malformed_xml()
+        changed = dataclasses.replace(bucket, versioning=status)
+        await self._meta.update_bucket(changed)
+        self._buckets[name] = changed
 
     # -- notifications ---------------------------------------------------------------------------------------
 
@@ -322,6 +397,7 @@ class ObjectService:
         checks: WriteChecks,
         actor: Actor,
         event_name: str = "s3:ObjectCreated:Put",
+        tags: Mapping[str, str] | None = None,
     ) -> ObjectRecord:
         check_key(key)
         bucket = await self.bucket(bucket_name)
@@ -337,30 +413,54 @@ class ObjectService:
             written.checksums,
             written.inline,
             written.blob,
+            self._version_for(bucket),
+            tags=dict(tags or {}),
         )
         return await self._commit(bucket, record, actor, event_name)
 
+    @staticmethod
+    def _version_for(bucket: Bucket) -> str:
+        """The version id a write to ``bucket`` makes now."""
+        return new_version_id() if bucket.versioning == "Enabled" else "null"
+
     async def _commit(self, bucket: Bucket, record: ObjectRecord, actor: Actor, event_name: str) -> ObjectRecord:
         try:
-            events = self._notifications(
-                bucket,
-                actor.event(event_name, bucket.name, record.key, record),
-            )
-            old = await self._meta.put_object(record, events)
+            events = self._notifications(bucket, actor.event(event_name, bucket.name, record.key, record))
+            gone = await self._meta.put_object(record, events, bucket.versioning)
         except BaseException:
             if record.blob is not None:
                 await self._blobs.delete([record.blob])
             raise
         self._events.adopt(events)
-        if old is not None and old.blob is not None and old.blob != record.blob:
-            await self._blobs.delete([old.blob])
+        await self._forget(gone, keep=record.blob)
         return record
 
-    async def get(self, bucket_name: str, key: str) -> ObjectRecord:
+    async def _forget(self, gone: Iterable[ObjectRecord], keep: str | None = None) -> None:
+        """The blobs of versions that are no longer there deleted."""
+        blobs = [r.blob for r in gone if r.blob is not None and r.blob != keep]
+        if blobs:
+            await self._blobs.delete(blobs)
+
+    async def get(self, bucket_name: str, key: str, version_id: str | None = None) -> ObjectRecord:
+        """The key's current version, or the one ``version_id`` names; S3's 404 (NoSuchKey, NoSuchVersion) when
+        there is none, and for a delete marker: 404 when it is current, 405 when named (both with the
+        x-amz-delete-marker header, as S3 answers)."""
         await self.bucket(bucket_name)
-        found = await self._meta.get_object(bucket_name, key)
+        found = await self._meta.get_object(bucket_name, key, version_id)
         if found is None:
+            if version_id is not None:
+                raise S3Error("NoSuchVersion", "The specified version does not exist.", Key=key, VersionId=version_id)
             raise no_such_key(key)
+        if found.delete_marker:
+            marker = [("x-amz-delete-marker", "true"), ("x-amz-version-id", found.version_id)]
+            if version_id is not None:
+                raise S3Error(
+                    "MethodNotAllowed",
+                    "The specified method is not allowed against this resource.",
+                    Method="GET",
+                    ResourceType="DeleteMarker",
+                ).with_headers([*marker, ("Allow", "DELETE")])
+            raise no_such_key(key).with_headers(marker)
         return found
 
     async def read(self, record: ObjectRecord, start: int, end: int) -> AsyncIterator[bytes]:
@@ -370,21 +470,92 @@ class ObjectService:
         assert record.blob is not None
         return await self._blobs.read(record.blob, start, end)
 
-    async def delete_object(self, bucket_name: str, key: str, actor: Actor) -> None:
+    async def delete_object(self, bucket_name: str, key: str, actor: Actor, version_id: str | None = None) -> Deleted:
+        """S3's DeleteObject: a named version removed for good; else, in a bucket that has versioning, a delete
+        marker made the current version; else the object removed."""
         bucket = await self.bucket(bucket_name)
-        events = self._notifications(
-            bucket,
-            actor.event("s3:ObjectRemoved:Delete", bucket_name, key),
-        )
+        if version_id is not None:
+            events = self._notifications(
+                bucket, actor.event("s3:ObjectRemoved:Delete", bucket_name, key, version_id=version_id)
+            )
+            removed = await self._meta.delete_version(bucket_name, key, version_id, events)
+            if removed is None:
+                return Deleted(version_id)  # nothing there: S3 answers 204 and sends no event
+            self._events.adopt(events)
+            await self._forget([removed])
+            return Deleted(version_id, removed.delete_marker)
+        if bucket.versioning:
+            marker = ObjectRecord(
+                bucket_name, key, 0, "", self._clock(), version_id=self._version_for(bucket), delete_marker=True
+            )
+            await self._commit(bucket, marker, actor, "s3:ObjectRemoved:DeleteMarkerCreated")
+            return Deleted(marker.version_id, True)
+        events = self._notifications(bucket, actor.event("s3:ObjectRemoved:Delete", bucket_name, key))
         current = await self._meta.get_object(bucket_name, key)
         if current is None:
-            return  # S3 answers 204 for a key that is not there, and sends no event
+            return Deleted()  # S3 answers 204 for a key that is not there, and sends no event
         old = await self._meta.delete_object(bucket_name, key, events)
         if old is None:
-            return
+            return Deleted()
         self._events.adopt(events)
-        if old.blob is not None:
-            await self._blobs.delete([old.blob])
+        await self._forget([old])
+        return Deleted()
+
+    async def list_versions(
+        self, bucket_name: str, prefix: str, delimiter: str, key_marker: str, version_marker: str | None, max_keys: int
+    ) -> tuple[list[tuple[ObjectRecord, bool]], list[str], bool, tuple[str, str | None]]:
+        """S3's ListObjectVersions page: versions (each with whether it is current) and common prefixes past
+        the markers, whether more follow, and the next page's markers."""
+        await self.bucket(bucket_name)
+        versions: list[tuple[ObjectRecord, bool]] = []
+        prefixes: list[str] = []
+        last: tuple[str, str | None] = ("", None)
+        key_after, version_after = key_marker, version_marker
+        rolled_up = key_marker.startswith(prefix) and key_marker.endswith(delimiter)
+        if delimiter and rolled_up and delimiter in key_marker[len(prefix) :]:
+            key_after, version_after = key_marker + "\U0010ffff", None  # past the rolled-up prefix
+        while len(versions) + len(prefixes) < max_keys:
+            page = await self._meta.list_versions(bucket_name, prefix, key_after, version_after, 1000)
+            for record, latest in page.versions:
+                rest = record.key[len(prefix) :]
+                cut = rest.find(delimiter) if delimiter else -1
+                if cut >= 0:
+                    common = prefix + rest[: cut + len(delimiter)]
+                    if common not in prefixes:
+                        if len(versions) + len(prefixes) >= max_keys:
+                            return versions, prefixes, True, last
+                        prefixes.append(common)
+                        last = (common, None)
+                    key_after, version_after = common + "\U0010ffff", None
+                    break
+                if len(versions) + len(prefixes) >= max_keys:
+                    return versions, prefixes, True, last
+                versions.append((record, latest))
+                last = (record.key, record.version_id)
+                key_after, version_after = record.key, record.version_id
+            else:
+                if not page.truncated:
+                    return versions, prefixes, False, last
+        more = await self._meta.list_versions(bucket_name, prefix, key_after, version_after, 1)
+        return versions, prefixes, bool(more.versions), last
+
+    async def put_tags(
+        self, bucket_name: str, key: str, version_id: str | None, tags: Mapping[str, str] | None, actor: Actor
+    ) -> ObjectRecord:
+        """Replace (``tags``) or remove (None) a version's tag set; the changed version."""
+        bucket = await self.bucket(bucket_name)
+        record = await self.get(bucket_name, key, version_id)
+        name = "s3:ObjectTagging:Put" if tags is not None else "s3:ObjectTagging:Delete"
+        events = self._notifications(bucket, actor.event(name, bucket_name, key, version_id=record.version_id))
+        changed = await self._meta.set_tags(bucket_name, key, record.version_id, tags or {}, events)
+        if changed is None:  # removed meanwhile
+            raise (
+                no_such_key(key)
+                if version_id is None
+                else S3Error("NoSuchVersion", "The specified version does not exist.", Key=key, VersionId=version_id)
+            )
+        self._events.adopt(events)
+        return changed
 
     async def list_objects(
         self, bucket_name: str, prefix: str, delimiter: str, after: str, max_keys: int
@@ -430,11 +601,17 @@ class ObjectService:
         key: str,
         replace: Mapping[str, Any] | None,
         actor: Actor,
+        tags: Mapping[str, str] | None = None,
     ) -> ObjectRecord:
-        """Copy ``source`` to bucket/key: its metadata and headers too, or ``replace``'s (REPLACE)."""
+        """Copy ``source`` to bucket/key: its metadata and headers too, or ``replace``'s (REPLACE); its tags,
+        or ``tags`` (the REPLACE tagging directive's)."""
         check_key(key)
         bucket = await self.bucket(bucket_name)
-        if source.bucket == bucket_name and source.key == key and replace is None:
+        onto_itself = source.bucket == bucket_name and source.key == key and replace is None
+        if onto_itself and bucket.versioning == "Enabled":  # an older version copied over the key restores it
+            current = await self._meta.get_object(bucket_name, key)
+            onto_itself = current is not None and current.version_id == source.version_id
+        if onto_itself:
             raise S3Error(
                 "InvalidRequest",
                 "This copy request is illegal because it is trying to copy an object to itself without changing the "
@@ -464,19 +641,29 @@ class ObjectService:
             dict(source.checksums),
             inline,
             blob,
+            self._version_for(bucket),
             parts=source.parts,
+            tags=dict(source.tags if tags is None else tags),
         )
         return await self._commit(bucket, record, actor, "s3:ObjectCreated:Copy")
 
     # -- multipart -------------------------------------------------------------------------------------------
 
     async def create_upload(
-        self, bucket_name: str, key: str, headers: Mapping[str, str], metadata: Mapping[str, str], algorithm: str | None
+        self,
+        bucket_name: str,
+        key: str,
+        headers: Mapping[str, str],
+        metadata: Mapping[str, str],
+        algorithm: str | None,
+        tags: Mapping[str, str] | None = None,
     ) -> Upload:
         check_key(key)
         await self.bucket(bucket_name)
         upload_id = secrets.token_urlsafe(48)
-        upload = Upload(upload_id, bucket_name, key, self._clock(), dict(headers), dict(metadata), algorithm)
+        upload = Upload(
+            upload_id, bucket_name, key, self._clock(), dict(headers), dict(metadata), algorithm, dict(tags or {})
+        )
         await self._meta.create_upload(upload)
         return upload
 
@@ -490,6 +677,22 @@ class ObjectService:
     async def upload_part(
         self, bucket_name: str, key: str, upload_id: str, number: int, payload: Payload, checks: WriteChecks
     ) -> Part:
+        self._check_part_number(number)
+        await self.upload(bucket_name, key, upload_id)
+        written = await self._write(payload, checks, MAX_PUT)
+        return await self._keep_part(upload_id, number, written)
+
+    async def upload_part_copy(
+        self, bucket_name: str, key: str, upload_id: str, number: int, source: ObjectRecord, start: int, end: int
+    ) -> Part:
+        """UploadPartCopy: bytes [start, end) of ``source`` as part ``number``."""
+        self._check_part_number(number)
+        await self.upload(bucket_name, key, upload_id)
+        written = await self._write(_Stream(await self.read(source, start, end), end - start), WriteChecks(), MAX_PUT)
+        return await self._keep_part(upload_id, number, written)
+
+    @staticmethod
+    def _check_part_number(number: int) -> None:
         if not 1 <= number <= MAX_PARTS:
             raise S3Error(
                 "InvalidArgument",
@@ -497,8 +700,8 @@ class ObjectService:
                 ArgumentName="partNumber",
                 ArgumentValue=str(number),
             )
-        await self.upload(bucket_name, key, upload_id)
-        written = await self._write(payload, checks, MAX_PUT)
+
+    async def _keep_part(self, upload_id: str, number: int, written: _Written) -> Part:
         blob = written.blob
         if blob is None:  # parts always live in blobs: they are concatenated at completion
             writer = self._blobs.writer()
@@ -585,20 +788,20 @@ class ObjectService:
             {},
             None,
             writer.blob,
+            self._version_for(bucket),
             parts=len(chosen),
+            tags=dict(upload.tags),
         )
         event = actor.event("s3:ObjectCreated:CompleteMultipartUpload", bucket_name, key, record)
         try:
             events = self._notifications(bucket, event)
-            old, parts = await self._meta.complete_upload(upload_id, record, events)
+            gone, parts = await self._meta.complete_upload(upload_id, record, events, bucket.versioning)
         except BaseException:
             await self._blobs.delete([writer.blob])
             raise
         self._events.adopt(events)
-        gone = [p.blob for p in parts]
-        if old is not None and old.blob is not None:
-            gone.append(old.blob)
-        await self._blobs.delete(gone)
+        await self._blobs.delete([p.blob for p in parts])
+        await self._forget(gone, keep=record.blob)
         return record
 
     async def start(self) -> int:

@@ -2,6 +2,9 @@
 in the same database as the rest, so an object and its notifications' events commit together), and the
 bytes behind ``BlobStore`` (a local directory today; an S3-compatible store for the cluster mode).
 
+Versions: a key's current version lives apart from its older ones (``versioning`` says how a write treats
+the one it replaces, as S3's bucket versioning states do); a delete marker is a version with no bytes.
+
 Every write is durable when it returns. An object's bytes are written and synced first (under a name of
 their own, never overwritten), then its metadata row commits: a reader never sees a partial object, and a
 crash in between leaves a blob no row names, which ``BlobStore.sweep`` removes at the next start.
@@ -30,10 +33,11 @@ class Bucket:
 
 @dataclasses.dataclass(frozen=True)
 class ObjectRecord:
-    """One object (the current version of a key). ``etag`` is quoted, as S3 sends it. ``headers``: the
-    standard headers stored with it (Content-Type, Cache-Control, ...), ``metadata``: x-amz-meta-* (names
-    without the prefix), ``checksums``: algorithm -> base64 value. The bytes are ``inline`` or in the blob
-    ``blob``."""
+    """One version of a key. ``etag`` is quoted, as S3 sends it. ``headers``: the standard headers stored with
+    it (Content-Type, Cache-Control, ...), ``metadata``: x-amz-meta-* (names without the prefix),
+    ``checksums``: algorithm -> base64 value, ``tags``: its tag set. The bytes are ``inline`` or in the blob
+    ``blob``. ``version_id`` is "null" unless the bucket's versioning was Enabled when it was written; a
+    ``delete_marker`` has no bytes."""
 
     bucket: str
     key: str
@@ -47,12 +51,14 @@ class ObjectRecord:
     blob: str | None = None
     version_id: str = "null"
     parts: int = 0  # multipart: how many parts (the ETag's -N)
+    delete_marker: bool = False
+    tags: Mapping[str, str] = dataclasses.field(default_factory=dict)
 
     def doc(self) -> str:
-        return json.dumps(
-            {"headers": dict(self.headers), "metadata": dict(self.metadata), "checksums": dict(self.checksums)},
-            separators=(",", ":"),
-        )
+        doc = {"headers": dict(self.headers), "metadata": dict(self.metadata), "checksums": dict(self.checksums)}
+        if self.tags:
+            doc["tags"] = dict(self.tags)
+        return json.dumps(doc, separators=(",", ":"))
 
 
 @dataclasses.dataclass(frozen=True)
@@ -66,6 +72,7 @@ class Upload:
     headers: Mapping[str, str] = dataclasses.field(default_factory=dict)
     metadata: Mapping[str, str] = dataclasses.field(default_factory=dict)
     checksum_algorithm: str | None = None
+    tags: Mapping[str, str] = dataclasses.field(default_factory=dict)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -85,6 +92,15 @@ class Listing:
     truncated: bool
 
 
+@dataclasses.dataclass(frozen=True)
+class VersionListing:
+    """Versions in S3's order (key ascending, then newest first), each with whether it is the key's current
+    one."""
+
+    versions: list[tuple[ObjectRecord, bool]]
+    truncated: bool
+
+
 class ObjectMetadataStore(Protocol):
     async def create_bucket(self, bucket: Bucket) -> bool:
         """False when a bucket of that name exists already (nothing changed)."""
@@ -97,20 +113,46 @@ class ObjectMetadataStore(Protocol):
         """Its versioning and notification configuration."""
 
     async def delete_bucket(self, name: str) -> bool:
-        """False (nothing changed) when the bucket holds objects or uploads."""
+        """False (nothing changed) when the bucket holds objects (of any version, delete markers too) or uploads."""
 
-    async def put_object(self, record: ObjectRecord, events: list[StoredEvent]) -> ObjectRecord | None:
-        """Make ``record`` the key's object, and accept ``events`` in the same transaction. Returns the object
-        it replaced (whose blob the caller may now delete), if any."""
+    async def put_object(
+        self, record: ObjectRecord, events: list[StoredEvent], versioning: str = ""
+    ) -> list[ObjectRecord]:
+        """Make ``record`` (an object or a delete marker) the key's current version and accept ``events``, in
+        one transaction. What happens to the versions already there follows ``versioning``, the bucket's
+        state: "" (never enabled) replaces the current one; "Enabled" keeps it as an older version;
+        "Suspended" keeps it unless its version is "null", and any older "null" version goes. Returns the
+        versions that went (whose blobs the caller may now delete)."""
 
-    async def get_object(self, bucket: str, key: str) -> ObjectRecord | None: ...
+    async def get_object(self, bucket: str, key: str, version_id: str | None = None) -> ObjectRecord | None:
+        """The key's current version (possibly a delete marker), or the version ``version_id`` names."""
 
     async def delete_object(self, bucket: str, key: str, events: list[StoredEvent]) -> ObjectRecord | None:
-        """Remove the key's object (and accept ``events``) in one transaction; the removed one, if any."""
+        """Remove the key's current version (and accept ``events``) in one transaction; the removed one, if any.
+        For buckets that never had versioning."""
+
+    async def delete_version(
+        self, bucket: str, key: str, version_id: str, events: list[StoredEvent]
+    ) -> ObjectRecord | None:
+        """Remove one version for good (and accept ``events``) in one transaction; when it was the current one,
+        the newest older version becomes current. The removed version, or None (nothing changed)."""
+
+    async def set_tags(
+        self, bucket: str, key: str, version_id: str | None, tags: Mapping[str, str], events: list[StoredEvent]
+    ) -> ObjectRecord | None:
+        """Replace a version's tag set (the current version's when ``version_id`` is None) and accept ``events``,
+        in one transaction; the changed record, or None (nothing changed) when there is no such version."""
 
     async def list_objects(self, bucket: str, prefix: str, after: str, limit: int) -> Listing:
-        """Objects whose key starts with ``prefix`` and sorts after ``after`` (UTF-8 binary order, as S3
-        sorts), at most ``limit`` of them."""
+        """Current versions that are not delete markers whose key starts with ``prefix`` and sorts after
+        ``after`` (UTF-8 binary order, as S3 sorts), at most ``limit`` of them."""
+
+    async def list_versions(
+        self, bucket: str, prefix: str, key_after: str, version_after: str | None, limit: int
+    ) -> VersionListing:
+        """Every version (delete markers too) of keys starting with ``prefix``, in S3's order, starting after
+        the version ``version_after`` of ``key_after`` (after every version of ``key_after`` when it is None),
+        at most ``limit`` of them."""
 
     async def create_upload(self, upload: Upload) -> None: ...
 
@@ -124,10 +166,11 @@ class ObjectMetadataStore(Protocol):
     async def list_parts(self, upload_id: str) -> list[Part]: ...
 
     async def complete_upload(
-        self, upload_id: str, record: ObjectRecord, events: list[StoredEvent]
-    ) -> tuple[ObjectRecord | None, list[Part]]:
-        """In one transaction: the upload and its parts go, ``record`` becomes the key's object, ``events``
-        are accepted. Returns the replaced object and the upload's parts (whose unused blobs may go)."""
+        self, upload_id: str, record: ObjectRecord, events: list[StoredEvent], versioning: str = ""
+    ) -> tuple[list[ObjectRecord], list[Part]]:
+        """In one transaction: the upload and its parts go, ``record`` becomes the key's current version (as
+        ``put_object`` makes it), ``events`` are accepted. Returns the versions that went and the upload's
+        parts (whose unused blobs may go)."""
 
     async def abort_upload(self, upload_id: str) -> list[Part]:
         """The upload and its parts go; returns the parts."""
