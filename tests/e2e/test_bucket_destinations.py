@@ -49,7 +49,7 @@ def test_a_failure_record_is_an_object_in_the_builtin_store(server: Server, lam:
     before = time.strftime("%Y/%m/%d", time.gmtime())
     request_id = invoke_event(lam, name, b'{"n": 5}')
 
-    (obj,) = wait_for("the record object", lambda: objects(s3, bucket))
+    (obj,) = wait_for("the record object", lambda: objects(s3, bucket), timeout=60)
     # aws/lambda/async/<function>/YYYY/MM/DD/YYYY-MM-DDTHH.MM.SS-<random UUID> (the day: UTC, when written)
     day = next(d for d in (before, time.strftime("%Y/%m/%d", time.gmtime())) if d in obj["Key"])
     prefix = f"aws/lambda/async/{name}/{day}/"
@@ -144,7 +144,7 @@ def test_a_deleted_bucket_holds_the_record_until_it_is_back(server: Server, lam:
         found = [row for row in rows if f"deliver to {target}" in row and "NoSuchBucket" in row]
         return found[0] if found else None
 
-    wait_for("a delivery attempt that found no bucket", failed_attempt)
+    wait_for("a delivery attempt that found no bucket", failed_attempt, timeout=60)
     s3.create_bucket(Bucket=bucket)
     (obj,) = wait_for("the record object", lambda: objects(s3, bucket), timeout=60)
     record = json.loads(s3.get_object(Bucket=bucket, Key=obj["Key"])["Body"].read())
