@@ -53,6 +53,7 @@ from selfless.sandbox.pool import EnvironmentPool
 from selfless.services.s3.api import S3Api
 from selfless.services.s3.blobs import LocalBlobs
 from selfless.services.s3.code import BuiltinCodeObjects
+from selfless.services.s3.destinations import BuiltinBuckets
 from selfless.services.s3.functions import NotificationFunctions
 from selfless.services.s3.service import ObjectService
 from selfless.services.s3.sqlite import SqliteObjectMetadata
@@ -152,16 +153,9 @@ class App:
         self.metrics.watch_templates(lambda: self.backend.templates_ready())
         self.metrics.watch_concurrency(self.leases.in_use)
         self.invocations = InvocationService(settings, self.registry, self.pool, self.store, self.metrics, self.leases)
-        self.destinations = Destinations(
-            {
-                "sqs": settings.sqs_endpoint,
-                "sns": settings.sns_endpoint,
-                "events": settings.events_endpoint,
-                "s3": settings.s3_endpoint,
-            },
-            settings.region,
-        )
-        self.registry.check_target = lambda arn, usage: self.destinations.check(arn, usage=usage)
+        # Bucket destinations go to the built-in store when SELFLESS_S3_ENDPOINT is not set (given below).
+        self.destinations = Destinations(settings)
+        self.registry.check_target = lambda arn, usage: self.destinations.check_form(arn, usage=usage)
         self.event_configs = EventInvokeConfigs(self.store, self.registry, self.destinations)
         self.events = AsyncInvoker(
             self.store,
@@ -202,6 +196,7 @@ class App:
             owner_id=settings.account_id,
         )
         self._code_objects.service = self.s3
+        self.destinations.buckets = BuiltinBuckets(self.s3)
         self.front = FrontDoor(
             SigV4Verifier(self.keyring, settings.region),
             self.lambda_api,

@@ -176,9 +176,9 @@ class FunctionRegistry:
         # Package keys and /opt trees live environments use (an update's old code serves the calls in
         # flight until they end): kept by ``collect``. Set by the composition root.
         self.in_use: Callable[[], Iterable[str]] = lambda: ()
-        # Refuses a DeadLetterConfig target that cannot be delivered to (``Destinations.check``); set by the
-        # composition root.
-        self.check_target: Callable[[str, str], None] = lambda _arn, _usage: None
+        # Refuses a DeadLetterConfig target that cannot be delivered to (``Destinations.check_form``); set by
+        # the composition root.
+        self.check_target: Callable[[str, str], object] = lambda _arn, _usage: None
         # Provisioned concurrency requested per function name, all its versions and aliases together
         # (``ProvisionedConcurrency.totals``); set by the composition root, which sits above both.
         self.provisioned: Callable[[], Mapping[str, int]] = dict

@@ -17,6 +17,12 @@ Each service is reached at an endpoint of its own (``Settings.sqs_endpoint``, ``
 finds none). A destination whose service has no endpoint is refused when it is configured, naming the
 setting: selfless never accepts a destination it cannot deliver to.
 
+Buckets are the exception: without ``s3_endpoint`` they are the built-in object store's (``Buckets``), written
+in-process through the same atomic write as a PutObject, so the bucket's own notifications fire for the record
+(``s3:ObjectCreated:Put``, by ``lambda.amazonaws.com``). Such a destination is accepted only while its bucket
+exists, and refused otherwise in Lambda's words for a destination it cannot reach: "The function's execution
+role does not have permissions to call PutObject on arn:aws:s3:::BUCKET".
+
 Each delivery is an event in the durable queue (``StoredEvent.target``), accepted in the transaction that
 settled the event it reports on; ``Destinations.send`` makes one attempt, and the queue tries again, with
 backoff, until it is delivered or too old (then it is kept as failed, listed and re-drivable).
@@ -33,11 +39,12 @@ import threading
 import time
 import uuid
 from collections.abc import Mapping
-from typing import Any
+from typing import Any, Protocol
 
 import botocore.exceptions
 
 from selfless import aws_clients
+from selfless.config import Settings
 from selfless.errors import InvalidParameterValue
 
 log = logging.getLogger(__name__)
@@ -64,6 +71,16 @@ _KIND_NAMES = {"sqs": "queues", "sns": "topics", "events": "event buses", "s3": 
 
 class DeliveryError(Exception):
     """One attempt to deliver failed (the service refused it, or could not be reached in time)."""
+
+
+class Buckets(Protocol):
+    """The built-in object store, as destinations write to it (``services.s3.destinations.BuiltinBuckets``)."""
+
+    async def exists(self, bucket: str) -> bool: ...
+
+    async def write(self, bucket: str, key: str, body: bytes) -> None:
+        """Store ``body`` as bucket/key (a JSON object); raises DeliveryError when it was not stored."""
+        ...
 
 
 @dataclasses.dataclass(frozen=True)
@@ -111,21 +128,36 @@ def dead_letter_attributes(request_id: str, status: int, error_message: str) -> 
 class Destinations:
     """Checks destination ARNs against the configured endpoints, and sends messages to them.
 
-    ``endpoints`` maps a service (sqs, sns, events, s3) to its URL, or to None when it has none."""
+    Each service's endpoint comes from ``settings`` (None: it has none). ``buckets`` is the built-in object
+    store that bucket destinations use when ``settings.s3_endpoint`` is not set (set by the composition root,
+    which builds the store after this; None: bucket destinations are refused)."""
 
-    def __init__(self, endpoints: Mapping[str, str | None], region: str, *, timeout_s: float = SEND_TIMEOUT_S) -> None:
-        self._endpoints = dict(endpoints)
-        self._region = region
+    def __init__(self, settings: Settings, *, timeout_s: float = SEND_TIMEOUT_S) -> None:
+        self._endpoints: dict[str, str | None] = {
+            "sqs": settings.sqs_endpoint,
+            "sns": settings.sns_endpoint,
+            "events": settings.events_endpoint,
+            "s3": settings.s3_endpoint,
+        }
+        self._region = settings.region
         self._timeout_s = timeout_s
         self._clients: dict[str, Any] = {}
         self._queue_urls: dict[str, str] = {}
         # Sends run in worker threads; each client is made once, by whichever comes first.
         self._lock = threading.Lock()
+        self.buckets: Buckets | None = None
 
-    def check(self, arn: str, *, usage: str) -> None:
-        """Raise InvalidParameterValue unless ``arn`` can be delivered to. ``usage`` is "OnSuccess",
-        "OnFailure" or "DeadLetterConfig" (AWS's rules differ: buckets are on-failure only, dead letters go
-        to queues and topics only)."""
+    def _builtin(self, target: Target) -> Buckets | None:
+        """The built-in store when ``target`` is a bucket it holds (no external S3 endpoint), else None."""
+        if target.service == "s3" and self._endpoints["s3"] is None:
+            return self.buckets
+        return None
+
+    def check_form(self, arn: str, *, usage: str) -> Target:
+        """Raise InvalidParameterValue unless ``arn`` is a destination this server can deliver to as far as can
+        be told without asking the service (AWS's rules for each ``usage`` and the endpoints). ``usage`` is
+        "OnSuccess", "OnFailure" or "DeadLetterConfig": buckets are on-failure only, dead letters go to
+        queues and topics only."""
         target = parse(arn)
         if usage == "DeadLetterConfig" and (target is None or target.service not in ("sqs", "sns")):
             raise InvalidParameterValue(
@@ -135,16 +167,35 @@ class Destinations:
             raise InvalidParameterValue(f"The destination ARN {arn} is invalid.")
         if usage == "OnSuccess" and target.service == "s3":
             raise InvalidParameterValue("S3 bucket destinations are supported for OnFailure only.")
-        if self._endpoints.get(target.service) is None:
+        if self._endpoints.get(target.service) is None and self._builtin(target) is None:
             setting = ENDPOINT_SETTINGS[target.service]
             raise InvalidParameterValue(
                 f"{arn} cannot be used: selfless delivers to {_KIND_NAMES[target.service]} through {setting}, "
                 "which is not set on this server."
             )
+        return target
+
+    async def check(self, arn: str, *, usage: str) -> None:
+        """``check_form``, and for a bucket of the built-in store, that the bucket exists (refused as Lambda
+        refuses a destination its execution role cannot write to)."""
+        target = self.check_form(arn, usage=usage)
+        buckets = self._builtin(target)
+        if buckets is not None and not await buckets.exists(target.resource):
+            raise InvalidParameterValue(
+                f"The function's execution role does not have permissions to call PutObject on {arn}"
+            )
 
     async def send(self, message: Message) -> None:
         """One delivery attempt; raises DeliveryError when it did not go through (the caller retries)."""
         target = parse(message.target)
+        buckets = None if target is None else self._builtin(target)
+        if target is not None and buckets is not None:
+            try:
+                async with asyncio.timeout(self._timeout_s):
+                    await buckets.write(target.resource, _object_key(message.record_facts()[0]), message.body)
+            except TimeoutError:
+                raise DeliveryError(f"the object store did not write it within {self._timeout_s:g} s") from None
+            return
         if target is None or self._endpoints.get(target.service) is None:
             # Configured while an endpoint was set, and the server restarted without it: kept until it is back.
             raise DeliveryError(f"no endpoint for {message.target}")

@@ -125,7 +125,7 @@ class EventInvokeConfigs:
         for kind in ("OnSuccess", "OnFailure"):
             destination = ((params.get("DestinationConfig") or {}).get(kind) or {}).get("Destination")
             if destination and not _LAMBDA_ARN.match(destination):
-                self._destinations.check(destination, usage=kind)
+                await self._destinations.check(destination, usage=kind)
         async with self._lock:
             old = self._configs.get((name, qualifier))
             doc: dict[str, Any] = dict(old) if merge and old is not None else {}
