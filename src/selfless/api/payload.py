@@ -27,13 +27,12 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import hmac
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterable, AsyncIterator, Mapping
 from typing import Protocol
 
 from selfless.api.auth import STREAMING_SIGNED, STREAMING_SIGNED_TRAILER, STREAMING_UNSIGNED_TRAILER, ChunkSigning
 from selfless.api.chunked import ChunkedPayload
 from selfless.errors import ContentDigestMismatch, MalformedBody
-from selfless.httpserver import BodyStream
 
 
 class Payload(Protocol):
@@ -84,7 +83,7 @@ class SignedPayload:
 
     __slots__ = ("_declared", "_stream", "length", "trailers")
 
-    def __init__(self, stream: BodyStream, declared: str | None, length: int | None) -> None:
+    def __init__(self, stream: AsyncIterable[bytes], declared: str | None, length: int | None) -> None:
         self._stream = stream
         self._declared = None if declared in (None, UNSIGNED_PAYLOAD) else declared
         self.length = length
@@ -127,7 +126,7 @@ _MSG_SHA256 = (
 
 
 def open_payload(
-    stream: BodyStream, headers: Mapping[str, str], content_sha256: str | None, signing: ChunkSigning | None
+    stream: AsyncIterable[bytes], headers: Mapping[str, str], content_sha256: str | None, signing: ChunkSigning | None
 ) -> Payload:
     """The payload of a streamed request: ``content_sha256`` and ``signing`` are what SigV4 verified
     (``Caller.content_sha256``, ``Caller.chunk_signing``). aws-chunked framing when x-amz-content-sha256 names
