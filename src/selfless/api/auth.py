@@ -203,6 +203,12 @@ class ChunkSigning:
         text = f"AWS4-HMAC-SHA256-TRAILER\n{self.amz_date}\n{self.scope}\n{previous}\n{fields_sha256}"
         return hmac.digest(self.key, text.encode("ascii", "replace"), "sha256").hex()
 
+    @staticmethod
+    def check(expected: str, given: bytes) -> None:
+        """Raises InvalidSignature (AWS's words) unless ``given`` is the ``expected`` signature."""
+        if not hmac.compare_digest(expected.encode("ascii"), given):
+            raise InvalidSignature(_MSG_MISMATCH)
+
 
 @dataclasses.dataclass(frozen=True)
 class Caller:

@@ -32,11 +32,10 @@ The trailing checksums themselves (``x-amz-checksum-*``) are the consumer's to v
 from __future__ import annotations
 
 import hashlib
-import hmac
 from collections.abc import AsyncIterable, AsyncIterator, Iterable
 
 from selfless.api.auth import ChunkSigning
-from selfless.errors import InvalidSignature, MalformedBody
+from selfless.errors import MalformedBody
 
 MAX_LINE = 4096  # bytes of one chunk line or trailing field, without its CRLF
 MAX_TRAILERS = 16
@@ -52,10 +51,6 @@ MSG_INCOMPLETE = "The request body terminated unexpectedly"
 MSG_LENGTH = "You did not provide the number of bytes specified by the Content-Length HTTP header"
 MSG_SMALL = "Only the last chunk is allowed to have a size less than 8192 bytes"
 MSG_TRAILER = "The request contained trailing data that was not well-formed or did not conform to our published schema."
-MSG_MISMATCH = (
-    "The request signature we calculated does not match the signature you provided. Check your AWS Secret "
-    "Access Key and signing method. Consult the service documentation for details."
-)
 
 
 def _incomplete(message: str = MSG_INCOMPLETE) -> MalformedBody:
@@ -182,10 +177,8 @@ class ChunkedPayload:
                     held, held_size = [], 0
             total += size
             if signing is not None:
-                expected = signing.chunk(previous, digest.hexdigest() if digest is not None else _EMPTY_SHA256)
-                if not hmac.compare_digest(expected.encode(), signature):
-                    raise InvalidSignature(MSG_MISMATCH)
-                previous = expected
+                previous = signing.chunk(previous, digest.hexdigest() if digest is not None else _EMPTY_SHA256)
+                signing.check(previous, signature)
             if not size:
                 break
             if await wire.line():  # the CRLF that ends a chunk's data
@@ -236,6 +229,5 @@ class ChunkedPayload:
                 raise _bad_trailer()
             text = "".join(f"{name}:{value}\n" for name, value in fields.items())
             digest = hashlib.sha256(text.encode("latin-1")).hexdigest()
-            if not hmac.compare_digest(self._signing.trailer(previous, digest).encode(), signature.encode()):
-                raise InvalidSignature(MSG_MISMATCH)
+            self._signing.check(self._signing.trailer(previous, digest), signature.encode("latin-1"))
         return fields
