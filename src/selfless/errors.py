@@ -20,6 +20,7 @@ them once to its own wire form (see ``selfless.api.errors``)::
     ├── TooManyRequests                a bounded queue or limit said no
     ├── CodeStorageExceeded            no room left to store a code package (the code store's disk is full)
     ├── UnsupportedOperation           an operation of the model this server does not offer yet
+    ├── MalformedBody                  a streamed body's aws-chunked framing is broken (``code``: S3's name)
     ├── ServiceError                   our fault; never leaks internals
     │   └── ServiceUnavailable         the same for CloudWatch Logs (its model has no ServiceException)
     └── AuthError                      SigV4 failed, or the caller may not: the subclasses name AWS's codes
@@ -110,6 +111,19 @@ class CodeStorageExceeded(SelflessError):
 
 class UnsupportedOperation(SelflessError):
     aws_type = "UnsupportedOperationException"
+
+
+class MalformedBody(SelflessError):
+    """A streamed body whose aws-chunked framing is broken or does not add up: ``code`` is S3's name for the
+    problem (``IncompleteBody``, ``InvalidChunkSizeError``, ``MalformedTrailerError``), ``fields`` the
+    elements S3 adds to its error (``Chunk``, ``BadChunkSize``)."""
+
+    aws_type = "IncompleteBody"
+
+    def __init__(self, code: str, message: str, **fields: str) -> None:
+        super().__init__(message)
+        self.code = code
+        self.fields = fields
 
 
 class ServiceError(SelflessError):

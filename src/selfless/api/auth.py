@@ -42,11 +42,14 @@ and the aws CLI use):
 
 For S3 (scope service ``s3``), as S3 and botocore's ``S3SigV4Auth`` do it: the canonical URI is the path as
 sent (no normalising, no second encoding); ``x-amz-content-sha256`` is required for header auth and may be
-``UNSIGNED-PAYLOAD`` (a presigned URL signs that value when it has no such header); a streamed body
-(``body=None``) is checked against the declared digest as it passes (``Caller.content_sha256``,
-``api.payload.SignedPayload``). ``verify_s3_v2_query`` checks the older presigned query signature
-(``AWSAccessKeyId``/``Expires``/``Signature``, HMAC-SHA1) that ``aws s3 presign`` makes; it is accepted for
-S3 only.
+``UNSIGNED-PAYLOAD`` (a presigned URL signs that value when it has no such header) or one of the aws-chunked
+modes (``STREAMING-AWS4-HMAC-SHA256-PAYLOAD[-TRAILER]``, ``STREAMING-UNSIGNED-PAYLOAD-TRAILER``); a streamed
+body (``body=None``) is checked against the declared digest as it passes (``Caller.content_sha256``,
+``api.payload.open_payload``). For the signed chunk modes ``Caller.chunk_signing`` carries what each chunk's
+signature is chained from and made with (the request's seed signature, the signing key, date and scope):
+the chunks are checked as they pass (``api.chunked``). Other services accept none of these values.
+``verify_s3_v2_query`` checks the older presigned query signature (``AWSAccessKeyId``/``Expires``/
+``Signature``, HMAC-SHA1) that ``aws s3 presign`` makes; it is accepted for S3 only.
 
 Inputs are what ``selfless.httpserver`` hands over: ``headers`` with lower-case names, one value each
 (repeated headers joined with ``,``); ``raw_path`` and ``raw_query`` the request target exactly as
@@ -81,8 +84,12 @@ from selfless.errors import (
 
 __all__ = [
     "ALGORITHM",
+    "STREAMING_SIGNED",
+    "STREAMING_SIGNED_TRAILER",
+    "STREAMING_UNSIGNED_TRAILER",
     "UNSIGNED_PAYLOAD",
     "Caller",
+    "ChunkSigning",
     "Keyring",
     "Principal",
     "SigV4Verifier",
@@ -92,6 +99,11 @@ __all__ = [
 
 ALGORITHM = "AWS4-HMAC-SHA256"
 UNSIGNED_PAYLOAD = "UNSIGNED-PAYLOAD"
+# S3's aws-chunked modes (x-amz-content-sha256 values): signed chunks, signed chunks and a signed trailer,
+# unsigned chunks and a trailer.
+STREAMING_SIGNED = "STREAMING-AWS4-HMAC-SHA256-PAYLOAD"
+STREAMING_SIGNED_TRAILER = "STREAMING-AWS4-HMAC-SHA256-PAYLOAD-TRAILER"
+STREAMING_UNSIGNED_TRAILER = "STREAMING-UNSIGNED-PAYLOAD-TRAILER"
 TERMINATOR = "aws4_request"
 MAX_PRESIGN_EXPIRES_S = 604800  # a week, as AWS caps X-Amz-Expires
 
@@ -169,6 +181,36 @@ class Principal:
 
 
 @dataclasses.dataclass(frozen=True)
+class ChunkSigning:
+    """What the signatures of an aws-chunked body's chunks are made with: each chunk's signature is an
+    HMAC-SHA256 with the request's signing key over ``AWS4-HMAC-SHA256-PAYLOAD``, the request's date and
+    scope, the previous signature (``seed``, the request's own, for the first chunk), the SHA-256 of the
+    empty string and the SHA-256 of the chunk's data; the trailer's over ``AWS4-HMAC-SHA256-TRAILER``, the
+    date, the scope, the last chunk's signature and the SHA-256 of the trailer's fields."""
+
+    seed: str
+    key: bytes = dataclasses.field(repr=False)
+    amz_date: str
+    scope: str
+
+    def chunk(self, previous: str, data_sha256: str) -> str:
+        """The signature of a chunk whose data hashes to ``data_sha256`` (hex), after ``previous``."""
+        text = f"AWS4-HMAC-SHA256-PAYLOAD\n{self.amz_date}\n{self.scope}\n{previous}\n{_EMPTY_SHA256}\n{data_sha256}"
+        return hmac.digest(self.key, text.encode("ascii", "replace"), "sha256").hex()
+
+    def trailer(self, previous: str, fields_sha256: str) -> str:
+        """The signature of a trailer whose fields (``name:value\\n`` each) hash to ``fields_sha256``."""
+        text = f"AWS4-HMAC-SHA256-TRAILER\n{self.amz_date}\n{self.scope}\n{previous}\n{fields_sha256}"
+        return hmac.digest(self.key, text.encode("ascii", "replace"), "sha256").hex()
+
+    @staticmethod
+    def check(expected: str, given: bytes) -> None:
+        """Raises InvalidSignature (AWS's words) unless ``given`` is the ``expected`` signature."""
+        if not hmac.compare_digest(expected.encode("ascii"), given):
+            raise InvalidSignature(_MSG_MISMATCH)
+
+
+@dataclasses.dataclass(frozen=True)
 class Caller:
     """An authenticated request: the key's principal and the scope it signed for."""
 
@@ -176,8 +218,10 @@ class Caller:
     service: str  # from the credential scope, e.g. "lambda", "logs"
     region: str
     # A streamed body's signed digest (hex, or an S3 mode such as UNSIGNED-PAYLOAD), checked as the body
-    # passes (``selfless.api.payload.SignedPayload``); None when the body was checked here.
+    # passes (``selfless.api.payload.open_payload``); None when the body was checked here.
     content_sha256: str | None = None
+    # For S3's signed aws-chunked modes: what the chunks' signatures are checked with.
+    chunk_signing: ChunkSigning | None = None
 
 
 class Keyring:
@@ -370,8 +414,11 @@ class SigV4Verifier:
 
         if s3 and declared is not None and (declared == UNSIGNED_PAYLOAD or body is None):
             # S3 takes unsigned bodies (presigned uploads are), as AWS does; a streamed body is checked
-            # against its declared digest as it passes.
-            return Caller(principal, service, region, declared)
+            # against its declared digest (or its chunks against their signatures) as it passes.
+            chunks = None
+            if declared in (STREAMING_SIGNED, STREAMING_SIGNED_TRAILER):
+                chunks = ChunkSigning(signature.lower(), signing_key, amz_date, credential_scope)
+            return Caller(principal, service, region, declared, chunks)
         if declared == UNSIGNED_PAYLOAD:
             # An unsigned body could be swapped on the wire (the API is plain HTTP): never accepted.
             raise InvalidSignature(_MSG_MISMATCH)

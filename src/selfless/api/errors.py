@@ -36,6 +36,7 @@ STATUS: dict[type[e.SelflessError], int] = {
     e.TooManyRequests: 429,
     e.CodeStorageExceeded: 400,
     e.UnsupportedOperation: 501,
+    e.MalformedBody: 400,
     e.ServiceError: 500,
     e.AuthError: 403,
 }

@@ -21,7 +21,7 @@ from selfless.api import hooks_api
 from selfless.api.auth import Caller, SigV4Verifier
 from selfless.api.lambda_api import CodeUrls, LambdaApi
 from selfless.api.logs_api import LogsApi
-from selfless.api.payload import Payload, SignedPayload
+from selfless.api.payload import Payload, open_payload
 from selfless.errors import AuthError, UnsupportedOperation
 from selfless.httpserver import Request, Response
 from selfless.observability.metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
@@ -146,9 +146,7 @@ class FrontDoor:
                 caller = self._verifier.verify(request.method, request.path, request.query, request.headers, None)
         except AuthError as exc:
             return self._s3.error(exc, request, request_id)
-        length = request.headers.get("x-amz-decoded-content-length") or request.headers.get("content-length")
-        declared = int(length) if length and length.isdigit() else None
-        payload = SignedPayload(request.stream, caller.content_sha256, declared)
+        payload = open_payload(request.stream, request.headers, caller.content_sha256, caller.chunk_signing)
         return await self._s3.handle(request, caller, request_id, payload)
 
     def too_large(self, request: Request) -> Response:

@@ -16,11 +16,12 @@ from collections.abc import Awaitable, Callable, Mapping
 from typing import Any
 
 from selfless.api.auth import Caller
+from selfless.api.chunked import ChunkedPayload
 from selfless.api.payload import Payload, read_all
-from selfless.errors import AuthError
+from selfless.errors import AuthError, MalformedBody
 from selfless.httpserver import Request, Response
 from selfless.services.s3 import notify, wire
-from selfless.services.s3.errors import S3Error, from_auth, render
+from selfless.services.s3.errors import S3Error, from_auth, from_body, render
 from selfless.services.s3.service import CHECKSUMS, Actor, ObjectService, WriteChecks, check_tags
 from selfless.services.s3.store import ObjectRecord
 
@@ -193,6 +194,8 @@ class S3Api:
             return render(exc, request.path, request_id, head=request.method == "HEAD")
         except AuthError as exc:  # a streamed body that was not the one signed
             return render(from_auth(exc), request.path, request_id, head=request.method == "HEAD")
+        except MalformedBody as exc:  # broken aws-chunked framing
+            return render(from_body(exc), request.path, request_id, head=request.method == "HEAD")
         except ConnectionError:
             raise  # the client went away mid-body: nothing to answer
         except Exception:
@@ -420,16 +423,44 @@ class S3Api:
     # -- objects ---------------------------------------------------------------------------------------------
 
     @staticmethod
-    def _checks(params: Mapping[str, Any]) -> WriteChecks:
+    def _checks(params: Mapping[str, Any], headers: Mapping[str, str]) -> WriteChecks:
         checksums = {a: params[f"Checksum{a}"] for a in CHECKSUMS if params.get(f"Checksum{a}")}
         algorithm = params.get("ChecksumAlgorithm")
         if algorithm is not None and algorithm not in CHECKSUMS:
             raise S3Error("InvalidRequest", "Value for x-amz-sdk-checksum-algorithm header is invalid.")
-        return WriteChecks(params.get("ContentMD5"), checksums, algorithm)
+        # Checksums sent after the body (aws-chunked trailers) are computed, verified and kept as S3 does.
+        trailing = []
+        for name in headers.get("x-amz-trailer", "").split(","):
+            name = name.strip().lower()
+            if not name:
+                continue
+            trailed = name.removeprefix("x-amz-checksum-").upper()
+            if not name.startswith("x-amz-checksum-") or trailed not in CHECKSUMS:
+                raise S3Error("InvalidRequest", "The value specified in the x-amz-trailer header is not supported")
+            trailing.append(trailed)
+        if algorithm is None and trailing:
+            algorithm = trailing[0]
+        return WriteChecks(params.get("ContentMD5"), checksums, algorithm, tuple(trailing))
 
     @staticmethod
     def _standard(params: Mapping[str, Any]) -> dict[str, str]:
-        return {name: str(params[name]) for name in _STANDARD if params.get(name) is not None}
+        kept = {name: str(params[name]) for name in _STANDARD if params.get(name) is not None}
+        encoding = kept.pop("ContentEncoding", None)
+        if encoding is not None:
+            # aws-chunked is how the body travelled, not what the object is: S3 keeps only the others.
+            others = [e.strip() for e in encoding.split(",") if e.strip() and e.strip().lower() != "aws-chunked"]
+            if others:
+                kept["ContentEncoding"] = ",".join(others)
+        return kept
+
+    @staticmethod
+    def _length_given(call: _Call) -> None:
+        """S3's MissingContentLength: an object write must say its size (an aws-chunked one in
+        x-amz-decoded-content-length)."""
+        if call.payload.length is None and (
+            isinstance(call.payload, ChunkedPayload) or "content-length" not in call.request.headers
+        ):
+            raise S3Error("MissingContentLength", "You must provide the Content-Length HTTP header.")
 
     @staticmethod
     def _tagging(params: Mapping[str, Any]) -> dict[str, str] | None:
@@ -447,15 +478,14 @@ class S3Api:
         return {"VersionId": record.version_id} if await self._versions_shown(record.bucket) else {}
 
     async def _put_object(self, params: dict[str, Any], call: _Call) -> Response:
-        if call.payload.length is None and "content-length" not in call.request.headers:
-            raise S3Error("MissingContentLength", "You must provide the Content-Length HTTP header.")
+        self._length_given(call)
         record = await self._s3.put_object(
             params["Bucket"],
             params["Key"],
             call.payload,
             self._standard(params),
             params.get("Metadata") or {},
-            self._checks(params),
+            self._checks(params, call.request.headers),
             call.actor,
             tags=self._tagging(params),
         )
@@ -709,13 +739,15 @@ class S3Api:
         )
 
     async def _upload_part(self, params: dict[str, Any], call: _Call) -> Response:
+        if isinstance(call.payload, ChunkedPayload):
+            self._length_given(call)
         part = await self._s3.upload_part(
             params["Bucket"],
             params["Key"],
             params["UploadId"],
             params["PartNumber"],
             call.payload,
-            self._checks(params),
+            self._checks(params, call.request.headers),
         )
         return self._answer("UploadPart", {"ETag": part.etag, **{f"Checksum{a}": v for a, v in part.checksums.items()}})
 

@@ -1,6 +1,7 @@
 """S3's errors as S3 sends them: an XML ``<Error>`` with ``Code``, ``Message``, the resource and the request id
 (and what else S3 names for that error: ``BucketName``, ``Key``, ``ArgumentName``...), under S3's status for
-the code. The one place that maps failures to S3's wire, including SigV4 failures from the front door."""
+the code. The one place that maps failures to S3's wire, including SigV4 failures from the front door and
+broken aws-chunked bodies."""
 
 from __future__ import annotations
 
@@ -26,6 +27,7 @@ STATUS = {
     "InternalError": 500,
     "InvalidAccessKeyId": 403,
     "InvalidArgument": 400,
+    "InvalidChunkSizeError": 400,
     "InvalidBucketName": 400,
     "InvalidDigest": 400,
     "InvalidPart": 400,
@@ -34,6 +36,7 @@ STATUS = {
     "InvalidRequest": 400,
     "InvalidTag": 400,
     "InvalidToken": 400,
+    "MalformedTrailerError": 400,
     "MalformedXML": 400,
     "MethodNotAllowed": 405,
     "MissingContentLength": 411,
@@ -114,6 +117,11 @@ def from_auth(exc: e.AuthError) -> S3Error:
             "RequestTimeTooSkewed", "The difference between the request time and the current time is too large."
         )
     return S3Error("SignatureDoesNotMatch", message)
+
+
+def from_body(exc: e.MalformedBody) -> S3Error:
+    """A streamed body whose aws-chunked framing is broken, as S3 words it."""
+    return S3Error(exc.code, exc.message, **exc.fields)
 
 
 def render(err: S3Error, resource: str, request_id: str, head: bool = False) -> Response:

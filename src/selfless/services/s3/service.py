@@ -88,11 +88,13 @@ class Actor:
 @dataclasses.dataclass(frozen=True)
 class WriteChecks:
     """What the client said the body must be: Content-MD5 (base64), x-amz-checksum-<algorithm> values
-    (base64; a value in ``trailers`` arrives after the body), the algorithm to compute and store."""
+    (base64; a value in ``trailers`` arrives after the body), the algorithm to compute and store, and those
+    whose values are to come after the body (x-amz-trailer), computed too."""
 
     content_md5: str | None = None
     checksums: Mapping[str, str] = dataclasses.field(default_factory=dict)
     algorithm: str | None = None
+    trailing: tuple[str, ...] = ()
 
 
 class _Hashers:
@@ -332,7 +334,7 @@ class ObjectService:
                 ProposedSize=str(declared),
                 MaxSizeAllowed=str(limit),
             )
-        algorithms = set(checks.checksums)
+        algorithms = set(checks.checksums) | set(checks.trailing)
         if checks.algorithm:
             algorithms.add(checks.algorithm)
         hashers = _Hashers(algorithms)
