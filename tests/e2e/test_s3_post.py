@@ -183,6 +183,29 @@ def test_content_type_standard_fields_and_metadata_are_kept(s3: Any, bucket: str
     assert head["Metadata"] == {"owner": "ada", "source": "logo-v2.png"}
 
 
+def test_a_form_posted_to_a_buckets_virtual_host(server: Server, s3: Any, bucket: str) -> None:
+    form = s3.generate_presigned_post(Bucket=bucket, Key="virtual/v.txt", Fields={"success_action_status": "201"},
+                                      Conditions=[{"success_action_status": "201"}])  # fmt: skip
+    host = f"{bucket}.localhost:{server.port}"
+    answer = requests.post(
+        f"http://127.0.0.1:{server.port}/",
+        data=form["fields"],
+        files={"file": ("v.txt", b"virtual")},
+        headers={"Host": host},
+        timeout=60,
+    )
+    assert answer.status_code == 201, answer.text
+    assert answer.headers["Location"] == f"http://{host}/virtual%2Fv.txt"
+    assert ElementTree.fromstring(answer.content).findtext("Bucket") == bucket
+    assert s3.get_object(Bucket=bucket, Key="virtual/v.txt")["Body"].read() == b"virtual"
+
+
+def test_a_form_for_a_bucket_that_does_not_exist(s3: Any) -> None:
+    missing = unique("nowhere")
+    status, code, _, fields = error(send(s3.generate_presigned_post(Bucket=missing, Key="k")))
+    assert (status, code, fields["BucketName"]) == (404, "NoSuchBucket", missing)
+
+
 # -- refusals ----------------------------------------------------------------------------------------------------
 
 

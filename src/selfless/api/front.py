@@ -122,13 +122,13 @@ class FrontDoor:
 
     def streams(self, method: str, url: str, headers: dict[str, str]) -> bool:
         """For the HTTP server, from a request's head: does it go to the object store (its body then
-        streams)? When it is signed for ``s3`` (header or presigned query) or addressed to a bucket's
-        virtual host."""
+        streams)? When it is signed for ``s3`` (header or presigned query), is a browser-based upload (an
+        unsigned form POSTed to a bucket) or is addressed to a bucket's virtual host."""
         if self._s3 is None:
             return False
-        if method == "POST" and _is_upload_form(url, headers, self._s3.bucket_from_host):
-            return True
         authorization = headers.get("authorization")
+        if authorization is None and method == "POST" and _is_upload_form(url, headers, self._s3.bucket_from_host):
+            return True
         if authorization is not None:
             # The warm Invoke path passes here: a substring test first, the regex only for a likely S3 scope.
             found = _SCOPED_SERVICE.search(authorization) if "/s3/" in authorization else None
@@ -145,7 +145,8 @@ class FrontDoor:
     async def _object_store(self, request: Request) -> Response:
         assert self._s3 is not None and request.stream is not None  # streams() chose it
         request_id = ids.request_id()
-        if request.method == "POST" and _is_upload_form(request.path, request.headers, self._s3.bucket_from_host):
+        target = f"{request.path}?{request.query}"
+        if request.method == "POST" and _is_upload_form(target, request.headers, self._s3.bucket_from_host):
             # Authenticated by the policy its form carries, once the form's fields have been read.
             return await self._s3.post_object(request, request_id, request.stream, self._verifier)
         try:
