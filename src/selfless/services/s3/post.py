@@ -33,9 +33,10 @@ from typing import Any
 
 from selfless.api.payload import BATCH
 from selfless.services.s3.errors import S3Error
+from selfless.services.s3.service import MAX_PUT
 
 MAX_PRE_DATA = 20480  # bytes of the body before the file's content, as S3 allows
-MAX_FILE = 5 << 30  # a POST's file at most 5 GiB, as S3 allows
+MAX_FILE = MAX_PUT  # a POST's file at most 5 GiB, as a PUT's, as S3 allows
 _MAX_PART_HEADERS = 8
 # Fields that authenticate the form rather than describe the object: never substituted, never "extra".
 _AUTH_FIELDS = frozenset(
