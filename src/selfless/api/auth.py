@@ -50,6 +50,9 @@ signature is chained from and made with (the request's seed signature, the signi
 the chunks are checked as they pass (``api.chunked``). Other services accept none of these values.
 ``verify_s3_v2_query`` checks the older presigned query signature (``AWSAccessKeyId``/``Expires``/
 ``Signature``, HMAC-SHA1) that ``aws s3 presign`` makes; it is accepted for S3 only.
+``verify_post_policy`` (SigV4) and ``verify_post_policy_v2`` (the older HMAC-SHA1) check the signature of an
+S3 browser-upload form (PostObject), which signs its base64 policy document rather than a request; the form's
+policy is the S3 service's to enforce.
 
 Inputs are what ``selfless.httpserver`` hands over: ``headers`` with lower-case names, one value each
 (repeated headers joined with ``,``); ``raw_path`` and ``raw_query`` the request target exactly as
@@ -477,6 +480,80 @@ class SigV4Verifier:
         ):
             raise UnrecognizedClient(_MSG_UNRECOGNIZED)
         return Caller(principal, "s3", self._region, UNSIGNED_PAYLOAD)
+
+    def verify_post_policy(
+        self, policy: str, algorithm: str, credential: str, amz_date: str, signature: str, token: str | None
+    ) -> Caller:
+        """The signer of an S3 browser-upload form (PostObject): the form's SigV4 fields, with ``signature`` the
+        HMAC-SHA256 of the base64 ``policy`` text under the credential scope's signing key, as S3 and
+        botocore's ``S3SigV4PostAuth`` compute it. Whether the policy allows the upload (expiration,
+        conditions) is the S3 service's to judge; this says only who signed it. Raises ``IncompleteSignature``
+        for an algorithm, date or credential scope S3 would not parse (S3's words for each),
+        ``UnrecognizedClient`` for an unknown key or a missing, unexpected or wrong session token,
+        ``InvalidSignature`` when the signature is not the policy's."""
+        if algorithm != ALGORITHM:
+            raise IncompleteSignature(
+                f'X-Amz-Algorithm only supports "{ALGORITHM}"' if algorithm else "X-Amz-Algorithm is missing"
+            )
+        parsed = _parse_date_cached(amz_date, False)
+        if parsed is None:
+            raise IncompleteSignature("X-Amz-Date must be in the ISO8601 Long Format \"yyyyMMdd'T'HHmmss'Z'\"")
+        scope = credential.split("/")
+        if len(scope) != 5 or not scope[0]:
+            raise IncompleteSignature(
+                "Error parsing the X-Amz-Credential parameter; the Credential is mal-formed; expecting "
+                '"<YOUR-AKID>/YYYYMMDD/REGION/SERVICE/aws4_request".'
+            )
+        access_key_id, scope_date, region, service, terminator = scope
+        if region != self._region:
+            raise IncompleteSignature(
+                f"Error parsing the X-Amz-Credential parameter; the region '{region}' is wrong; "
+                f"expecting '{self._region}'"
+            )
+        if service != "s3":
+            raise IncompleteSignature(
+                f'Error parsing the X-Amz-Credential parameter; incorrect service "{service}". '
+                'This endpoint belongs to "s3".'
+            )
+        if terminator != TERMINATOR:
+            raise IncompleteSignature(
+                f'Error parsing the X-Amz-Credential parameter; incorrect terminal "{terminator}". '
+                f'This endpoint uses "{TERMINATOR}".'
+            )
+        if scope_date != amz_date[:8]:
+            raise IncompleteSignature(
+                f'Invalid credential date "{scope_date}". This date is not the same as X-Amz-Date: "{amz_date[:8]}".'
+            )
+        entry = self._keyring.get(access_key_id)
+        if entry is None:
+            raise UnrecognizedClient(_MSG_UNRECOGNIZED)
+        secret, principal, expected_token = entry
+        signing_key = self._signing_key(secret, scope_date, region, service)
+        expected = hmac.digest(signing_key, _utf8(policy), "sha256").hex()
+        if not hmac.compare_digest(expected.encode("ascii"), _utf8(signature)):
+            raise InvalidSignature(_MSG_MISMATCH)
+        if (expected_token is None) != (token is None) or (
+            expected_token is not None and not hmac.compare_digest(_utf8(expected_token), _utf8(token or ""))
+        ):
+            raise UnrecognizedClient(_MSG_UNRECOGNIZED)
+        return Caller(principal, "s3", region)
+
+    def verify_post_policy_v2(self, policy: str, access_key_id: str, signature: str, token: str | None) -> Caller:
+        """The signer of a browser-upload form signed with S3's older signature (``AWSAccessKeyId``,
+        ``signature``: the base64 HMAC-SHA1 of the base64 ``policy`` text under the secret, what boto3's
+        ``generate_presigned_post`` makes by default for us-east-1). Errors as ``verify_post_policy``."""
+        entry = self._keyring.get(access_key_id)
+        if entry is None:
+            raise UnrecognizedClient(_MSG_UNRECOGNIZED)
+        secret, principal, expected_token = entry
+        expected = base64.b64encode(hmac.digest(_utf8(secret), _utf8(policy), "sha1")).decode()
+        if not hmac.compare_digest(expected.encode(), _utf8(signature)):
+            raise InvalidSignature(_MSG_MISMATCH)
+        if (expected_token is None) != (token is None) or (
+            expected_token is not None and not hmac.compare_digest(_utf8(expected_token), _utf8(token or ""))
+        ):
+            raise UnrecognizedClient(_MSG_UNRECOGNIZED)
+        return Caller(principal, "s3", self._region)
 
     def _check_window(self, amz_date: str, signed_at: float, expires: int | None) -> None:
         now = self._clock()

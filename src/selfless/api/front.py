@@ -1,7 +1,10 @@
 """The front door of the one public port: health, signed code downloads, then SigV4 and the service router.
 
 Requests are routed by the service named in their SigV4 credential scope, the way AWS SDKs sign them.
-Nothing past ``/health`` and a signed download link is reachable without a valid signature. A request whose
+Nothing past ``/health`` and a signed download link is reachable without a valid signature, with one exception
+that carries its signature in its body: S3's browser-based upload (an unsigned ``POST /bucket`` of
+``multipart/form-data``), whose form holds a policy signed with an access key; the front door hands it, body
+streaming, to the object store with the verifier that checks that signature. A request whose
 signature fails is answered in its service's protocol (JSON 1.1 for CloudWatch Logs, REST-JSON otherwise),
 so that the SDK raises the right exception.
 """
@@ -12,7 +15,7 @@ import asyncio
 import json
 import re
 import urllib.parse
-from collections.abc import Awaitable
+from collections.abc import AsyncIterable, Awaitable, Callable, Mapping
 from typing import Protocol
 
 from selfless import ids
@@ -38,6 +41,10 @@ class ObjectStoreApi(Protocol):
     async def handle(self, request: Request, caller: Caller, request_id: str, payload: Payload) -> Response: ...
 
     def error(self, exc: Exception, request: Request, request_id: str) -> Response: ...
+
+    async def post_object(
+        self, request: Request, request_id: str, body: AsyncIterable[bytes], signers: SigV4Verifier
+    ) -> Response: ...
 
 
 # The service part of a credential scope (``Credential=AKID/20260101/us-east-1/logs/aws4_request``).
@@ -115,11 +122,13 @@ class FrontDoor:
 
     def streams(self, method: str, url: str, headers: dict[str, str]) -> bool:
         """For the HTTP server, from a request's head: does it go to the object store (its body then
-        streams)? When it is signed for ``s3`` (header or presigned query) or addressed to a bucket's
-        virtual host."""
+        streams)? When it is signed for ``s3`` (header or presigned query), is a browser-based upload (an
+        unsigned form POSTed to a bucket) or is addressed to a bucket's virtual host."""
         if self._s3 is None:
             return False
         authorization = headers.get("authorization")
+        if authorization is None and method == "POST" and _is_upload_form(url, headers, self._s3.bucket_from_host):
+            return True
         if authorization is not None:
             # The warm Invoke path passes here: a substring test first, the regex only for a likely S3 scope.
             found = _SCOPED_SERVICE.search(authorization) if "/s3/" in authorization else None
@@ -136,6 +145,10 @@ class FrontDoor:
     async def _object_store(self, request: Request) -> Response:
         assert self._s3 is not None and request.stream is not None  # streams() chose it
         request_id = ids.request_id()
+        target = f"{request.path}?{request.query}"
+        if request.method == "POST" and _is_upload_form(target, request.headers, self._s3.bucket_from_host):
+            # Authenticated by the policy its form carries, once the form's fields have been read.
+            return await self._s3.post_object(request, request_id, request.stream, self._verifier)
         try:
             if "AWSAccessKeyId=" in request.query and "authorization" not in request.headers:
                 host = self._s3.bucket_from_host(request.headers.get("host", ""))
@@ -151,6 +164,20 @@ class FrontDoor:
 
     def too_large(self, request: Request) -> Response:
         return self._lambda.too_large(request)
+
+
+def _is_upload_form(target: str, headers: Mapping[str, str], bucket_from_host: Callable[[str], str | None]) -> bool:
+    """Whether a POST (``target``: its path, or path and query) is an S3 browser-based upload: a form to a
+    bucket (``/bucket``, or ``/`` of a bucket's virtual host) carrying no SigV4 signature of its own."""
+    content_type = headers.get("content-type")
+    if content_type is None or content_type[:19].lower() != "multipart/form-data" or "authorization" in headers:
+        return False
+    path, _, query = target.partition("?")
+    if "X-Amz-Credential" in query or "AWSAccessKeyId" in query:
+        return False
+    if path == "/":
+        return bucket_from_host(headers.get("host", "")) is not None
+    return path[:1] == "/" and "/" not in path[1:].rstrip("/")
 
 
 def _scoped_service(request: Request) -> str:

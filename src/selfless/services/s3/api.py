@@ -2,25 +2,30 @@
 or virtual-hosted-style bucket, key, query subresource, copy-source header), read and written from botocore's
 model (``wire``), answered with S3's XML errors (``errors``).
 
+Browser-based uploads (PostObject: an unsigned ``POST /bucket`` whose ``multipart/form-data`` body carries a
+signed policy and the file) come in through :meth:`S3Api.post_object`, their body streamed (``post``).
+
 Who may do what until IAM policies exist: the administrator everything; a function's session credentials
-(the ones selfless gives each environment) may list buckets, read and write objects (Put, Get, Head, Delete,
-DeleteObjects, Copy, the listings and version listings, multipart uploads, object tags) in any bucket, and
-nothing else (no bucket created, deleted or reconfigured): AccessDenied.
+(the ones selfless gives each environment) may list buckets, read and write objects (Put, Post, Get, Head,
+Delete, DeleteObjects, Copy, the listings and version listings, multipart uploads, object tags) in any bucket,
+and nothing else (no bucket created, deleted or reconfigured): AccessDenied.
 """
 
 from __future__ import annotations
 
 import logging
+import time
 import urllib.parse
-from collections.abc import Awaitable, Callable, Mapping
-from typing import Any
+from collections.abc import AsyncIterable, Awaitable, Callable, Mapping
+from typing import Any, Protocol
+from xml.sax.saxutils import escape
 
 from selfless.api.auth import Caller
 from selfless.api.chunked import ChunkedPayload
 from selfless.api.payload import Payload, read_all
-from selfless.errors import AuthError, MalformedBody
+from selfless.errors import AuthError, IncompleteSignature, InvalidSignature, MalformedBody, UnrecognizedClient
 from selfless.httpserver import Request, Response
-from selfless.services.s3 import notify, wire
+from selfless.services.s3 import notify, post, wire
 from selfless.services.s3.errors import S3Error, from_auth, from_body, render
 from selfless.services.s3.service import CHECKSUMS, Actor, ObjectService, WriteChecks, check_tags
 from selfless.services.s3.store import ObjectRecord
@@ -112,6 +117,16 @@ _VIRTUAL_SUFFIXES = (".s3.localhost", ".localhost")
 Handler = Callable[[dict[str, Any], "_Call"], Awaitable[Response]]
 
 
+class FormSigners(Protocol):
+    """Who signed a form's policy (``api.auth.SigV4Verifier``), raising AuthError."""
+
+    def verify_post_policy(
+        self, policy: str, algorithm: str, credential: str, amz_date: str, signature: str, token: str | None
+    ) -> Caller: ...
+
+    def verify_post_policy_v2(self, policy: str, access_key_id: str, signature: str, token: str | None) -> Caller: ...
+
+
 class _Call:
     """One request on its way through an operation."""
 
@@ -125,8 +140,9 @@ class _Call:
 
 
 class S3Api:
-    def __init__(self, service: ObjectService) -> None:
+    def __init__(self, service: ObjectService, clock: Callable[[], float] = time.time) -> None:
         self._s3 = service
+        self._clock = clock
         self._ops: dict[str, Handler] = {
             "ListBuckets": self._list_buckets,
             "CreateBucket": self._create_bucket,
@@ -204,6 +220,121 @@ class S3Api:
             return render(err, request.path, request_id, head=request.method == "HEAD")
         response.headers += [("x-amz-request-id", request_id), ("x-amz-id-2", request_id)]
         return response
+
+    async def post_object(
+        self, request: Request, request_id: str, body: AsyncIterable[bytes], signers: FormSigners
+    ) -> Response:
+        """A browser-based upload (PostObject), authenticated by the form's signed policy, not by SigV4."""
+        try:
+            response = await self._post_object(request, request_id, body, signers)
+        except S3Error as exc:
+            return render(exc, request.path, request_id)
+        except ConnectionError:
+            raise  # the client went away mid-body: nothing to answer
+        except Exception:
+            log.exception("S3 POST %s failed", request.path)
+            err = S3Error("InternalError", "We encountered an internal error. Please try again.")
+            return render(err, request.path, request_id)
+        response.headers += [("x-amz-request-id", request_id), ("x-amz-id-2", request_id)]
+        return response
+
+    async def _post_object(
+        self, request: Request, request_id: str, body: AsyncIterable[bytes], signers: FormSigners
+    ) -> Response:
+        bucket, key_in_path = self._address(request)
+        if bucket is None or key_in_path is not None:
+            raise S3Error("MethodNotAllowed", "The specified method is not allowed against this resource.")
+        length = request.headers.get("content-length", "")
+        boundary = post.boundary_of(request.headers.get("content-type", ""))
+        form = await post.read_form(body, boundary, int(length) if length.isdigit() else None)
+        if not form.fields.get("key"):
+            if "key" in form.fields:
+                empty = "User key must have a length greater than 0."
+                raise S3Error("InvalidArgument", empty, ArgumentName="key", ArgumentValue="")
+            raise post.missing_field("key")
+        signed = post.signature_fields(form.fields)
+        if signed is None:
+            raise S3Error("AccessDenied", "Access Denied")  # an anonymous upload: no bucket is public
+        caller = self._form_signer(signers, signed)
+        fields = post.substitute(form.fields, form.filename)
+        form.file.minimum, form.file.maximum = post.check_policy(signed.policy, fields, bucket, self._clock())
+        key = fields["key"]
+        params = wire.parse_input(wire.operation("PutObject"), {"Bucket": bucket, "Key": key}, {}, fields)
+        actor = Actor(f"AWS:{caller.principal.access_key_id}", request.peer[0] if request.peer else "", request_id)
+        record = await self._s3.put_object(
+            bucket,
+            key,
+            form.file,
+            self._standard(params),
+            params.get("Metadata") or {},
+            self._checks(params, {}),
+            actor,
+            event_name="s3:ObjectCreated:Post",
+            tags=self._form_tagging(fields.get("tagging")),
+        )
+        return self._post_answer(request, fields, bucket, key, record)
+
+    @staticmethod
+    def _form_tagging(document: str | None) -> dict[str, str] | None:
+        """A POST form's ``tagging`` field: a Tagging XML document, as PutObjectTagging takes."""
+        if not document:
+            return None
+        shape = wire.operation("PutObjectTagging").input_shape.members["Tagging"]
+        doc = wire.parse_xml(shape, document.encode("utf-8"))
+        return check_tags([(str(t.get("Key", "")), str(t.get("Value", ""))) for t in doc.get("TagSet") or []])
+
+    @staticmethod
+    def _form_signer(signers: FormSigners, signed: post.Signed) -> Caller:
+        try:
+            if signed.credential is None:
+                key_id = signed.access_key_id
+                return signers.verify_post_policy_v2(signed.policy, key_id, signed.signature, signed.token)
+            return signers.verify_post_policy(
+                signed.policy, signed.algorithm, signed.credential, signed.date, signed.signature, signed.token
+            )
+        except IncompleteSignature as exc:
+            raise S3Error("AuthorizationQueryParametersError", exc.message) from None
+        except UnrecognizedClient:
+            raise S3Error(
+                "InvalidAccessKeyId",
+                "The AWS Access Key Id you provided does not exist in our records.",
+                AWSAccessKeyId=signed.access_key_id,
+            ) from None
+        except InvalidSignature:
+            raise S3Error(
+                "SignatureDoesNotMatch",
+                "The request signature we calculated does not match the signature you provided. Check your key "
+                "and signing method.",
+                AWSAccessKeyId=signed.access_key_id,
+                StringToSign=signed.policy,
+                SignatureProvided=signed.signature,
+            ) from None
+
+    def _post_answer(
+        self, request: Request, fields: Mapping[str, str], bucket: str, key: str, record: ObjectRecord
+    ) -> Response:
+        """What S3 answers an upload: a 303 to ``success_action_redirect`` (or the older ``redirect``) with the
+        bucket, key and ETag in its query; else ``success_action_status`` 200 or 201 (with a PostResponse
+        document); else 204."""
+        host = request.headers.get("host", "localhost")
+        quoted = urllib.parse.quote(key, safe="")
+        virtual = self.bucket_from_host(host) is not None
+        location = f"http://{host}/{quoted}" if virtual else f"http://{host}/{bucket}/{quoted}"
+        headers = [("ETag", record.etag), ("Location", location)]
+        redirect = fields.get("success_action_redirect") or fields.get("redirect")
+        if redirect and urllib.parse.urlsplit(redirect).scheme in ("http", "https"):
+            query = urllib.parse.urlencode({"bucket": bucket, "key": key, "etag": record.etag})
+            target = redirect + ("&" if "?" in redirect else "?") + query
+            return Response(303, b"", [("ETag", record.etag), ("Location", target)], content_type=None)
+        status = fields.get("success_action_status")
+        if status == "201":
+            body = (
+                '<?xml version="1.0" encoding="UTF-8"?>\n'
+                f"<PostResponse><Location>{escape(location)}</Location><Bucket>{escape(bucket)}</Bucket>"
+                f"<Key>{escape(key)}</Key><ETag>{escape(record.etag)}</ETag></PostResponse>"
+            ).encode()
+            return Response(201, body, headers, content_type="application/xml")
+        return Response(200 if status == "200" else 204, b"", headers, content_type=None)
 
     # -- routing ---------------------------------------------------------------------------------------------
 
