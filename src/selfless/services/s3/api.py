@@ -672,6 +672,8 @@ class S3Api:
         status = 206 if partial else 200
         if head:
             return Response(status, b"", headers, content_type=None, length=end - start)
+        if record.inline is not None:  # in memory already: one write with the head, no streaming task
+            return Response(status, record.inline[start:end], headers, content_type=None)
         return Response(
             status, b"", headers, content_type=None, stream=await self._s3.read(record, start, end), length=end - start
         )

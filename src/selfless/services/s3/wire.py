@@ -44,31 +44,42 @@ def parse_input(
     op: Any, labels: Mapping[str, str], query: Mapping[str, str], headers: Mapping[str, str]
 ) -> dict[str, Any]:
     """The operation's input members from the URI labels, the query string and the headers (not the body)."""
-    shape = op.input_shape
     params: dict[str, Any] = {}
-    if shape is None:
-        return params
-    for member, member_shape in shape.members.items():
-        ser = member_shape.serialization
-        location = ser.get("location")
-        name = ser.get("name", member)
+    for member, member_shape, location, name in _input_plan(op):
         raw: Any = None
         if location == "uri":
             raw = labels.get(name)
         elif location == "querystring":
             raw = query.get(name)
         elif location == "header":
-            raw = headers.get(name.lower())
-        elif location == "headers":
-            prefix = name.lower()
-            found = {k[len(prefix) :]: v for k, v in headers.items() if k.startswith(prefix)}
+            raw = headers.get(name)
+        else:  # "headers": a prefix (x-amz-meta-)
+            found = {k[len(name) :]: v for k, v in headers.items() if k.startswith(name)}
             if found:
                 params[member] = found
             continue
         if raw is None:
             continue
-        params[member] = _scalar(member_shape, raw, member)
+        params[member] = raw if member_shape.type_name == "string" else _scalar(member_shape, raw, member)
     return params
+
+
+@functools.cache
+def _input_plan(op: Any) -> tuple[tuple[str, Any, str, str], ...]:
+    """(member, shape, location, wire name; lower-case for headers) of each input member read from the request
+    line or headers: worked out once per operation, not per request."""
+    shape = op.input_shape
+    if shape is None:
+        return ()
+    plan = []
+    for member, member_shape in shape.members.items():
+        ser = member_shape.serialization
+        location = ser.get("location")
+        if location not in ("uri", "querystring", "header", "headers"):
+            continue
+        name = ser.get("name", member)
+        plan.append((member, member_shape, location, name.lower() if location in ("header", "headers") else name))
+    return tuple(plan)
 
 
 def _scalar(shape: Any, raw: str, member: str) -> Any:
