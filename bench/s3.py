@@ -10,7 +10,9 @@ mean more than absolute times):
 
 1. **1 KB PUT and GET**, sequential on one keep-alive connection (``http.client``, every request signed with
    SigV4 for ``s3`` by botocore before the clock starts): p50 / p99. Floor: the same client sending a signed
-   ``GET /health`` to the same server (a bare signed HTTP round trip). Target: PUT p50 <= 3x the floor.
+   ``GET /health`` to the same server (a bare signed HTTP round trip). Target: PUT p50 <= 3x the floor. Beside
+   it, the one thing a durable PUT must wait for that /health does not: a SQLite commit of a 1 KB row (WAL,
+   synchronous=FULL, as the server commits) in the same file system.
 2. **64 MB PUT and GET** (``--large-mb``): MB/s of one object on a raw keep-alive connection, signed before
    the clock starts (boto3 would add its own hashing of the body to the time), ``--large`` times each,
    alternating with the floors:
@@ -29,6 +31,7 @@ import hashlib
 import http.client
 import json
 import os
+import sqlite3
 import statistics
 import sys
 import tempfile
@@ -126,6 +129,31 @@ def small(port: int, bucket: str, count: int) -> dict[str, dict[str, float]]:
                 times[kind].append(elapsed)
     conn.close()
     return {kind: summary(samples) for kind, samples in times.items()}
+
+
+def commit_floor(data_dir: Path, count: int) -> dict[str, float]:
+    """What a durable 1 KB PUT cannot avoid: one SQLite commit of a 1 KB row in WAL mode with
+    synchronous=FULL (the server's settings) in the data directory's file system."""
+    path = data_dir / "bench-commit-floor.db"
+    db = sqlite3.connect(path, isolation_level=None)
+    try:
+        db.execute("PRAGMA journal_mode=WAL")
+        db.execute("PRAGMA synchronous=FULL")
+        db.execute("CREATE TABLE t (k TEXT PRIMARY KEY, v BLOB)")
+        samples = []
+        for i in range(count + 20):
+            row = (f"small/{i:06d}", os.urandom(1024))
+            t0 = time.perf_counter()
+            db.execute("BEGIN IMMEDIATE")
+            db.execute("INSERT INTO t VALUES (?, ?)", row)
+            db.execute("COMMIT")
+            if i >= 20:
+                samples.append(time.perf_counter() - t0)
+    finally:
+        db.close()
+        for suffix in ("", "-wal", "-shm"):
+            Path(f"{path}{suffix}").unlink(missing_ok=True)
+    return summary(samples)
 
 
 def large(port: int, bucket: str, data_dir: Path, size_mb: int, rounds: int) -> dict[str, float]:
@@ -253,6 +281,7 @@ def main(argv: list[str] | None = None) -> int:
             s3.create_bucket(Bucket="bench")
             result: dict[str, Any] = {"machine": machine_info()}
             result["small"] = small(server.port, "bench", args.small)
+            result["commit"] = commit_floor(data_dir, args.small)
             result["large"] = large(server.port, "bench", data_dir, args.large_mb, args.large)
             result["notification"] = notification_latency(server.port, "bench", args.uploads)
         finally:
@@ -264,6 +293,9 @@ def main(argv: list[str] | None = None) -> int:
     print(f"1 KB GET  p50 {sm['get']['p50_us']:8.0f} us  p99 {sm['get']['p99_us']:8.0f} us")
     print(f"signed /health (floor) p50 {sm['health']['p50_us']:8.0f} us")
     print(f"  PUT/floor {sm['put']['p50_us'] / sm['health']['p50_us']:.2f}x (target <= 3x)")
+    commit = result["commit"]["p50_us"]
+    print(f"SQLite commit, WAL + synchronous=FULL (what a durable PUT must wait for) p50 {commit:8.0f} us")
+    print(f"  PUT/(floor + commit) {sm['put']['p50_us'] / (sm['health']['p50_us'] + commit):.2f}x")
     print(
         f"{args.large_mb} MB PUT {lg['put_mb_s']:8.0f} MB/s  file write+fsync {lg['file_write_mb_s']:8.0f} MB/s  "
         f"{lg['put_mb_s'] / lg['file_write_mb_s']:.2f}x (target >= 0.7x)"
