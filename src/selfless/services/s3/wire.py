@@ -9,11 +9,11 @@ DOCTYPE (so no entity expansion, external or internal) — S3 takes no DTDs eith
 from __future__ import annotations
 
 import base64
-import calendar
 import datetime
 import email.utils
 import functools
 import re
+import time
 from collections.abc import Mapping
 from typing import Any
 from xml.etree import ElementTree
@@ -167,9 +167,16 @@ def iso(epoch: float) -> str:
     return when.strftime("%Y-%m-%dT%H:%M:%S.") + f"{when.microsecond // 1000:03d}Z"
 
 
+_DAYS = ("Mon", "Tue", "Wed", "Thu", "Fri", "Sat", "Sun")
+_MONTHS = ("Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec")
+
+
 def http_date(epoch: float) -> str:
-    return email.utils.formatdate(
-        calendar.timegm(datetime.datetime.fromtimestamp(epoch, datetime.UTC).timetuple()), usegmt=True
+    """RFC 7231's date (``Wed, 02 Dec 2026 10:00:00 GMT``), in English whatever the locale."""
+    t = time.gmtime(epoch)
+    return (
+        f"{_DAYS[t.tm_wday]}, {t.tm_mday:02d} {_MONTHS[t.tm_mon - 1]} {t.tm_year} "
+        f"{t.tm_hour:02d}:{t.tm_min:02d}:{t.tm_sec:02d} GMT"
     )
 
 
