@@ -11,8 +11,10 @@ import asyncio
 import contextlib
 import os
 import secrets
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 from pathlib import Path
+
+from selfless.lanes import Lane
 
 CHUNK = 1 << 20
 
@@ -77,7 +79,9 @@ async def _chunks(fd: int, start: int, end: int) -> AsyncIterator[bytes]:
 
 
 class LocalBlobWriter:
-    """Appends to a temporary file (buffered to ``CHUNK``); ``commit`` syncs it and moves it into place."""
+    """Appends to a temporary file in a lane of its own (a worker thread: the caller goes on with the next
+    piece while this one is written), in pieces of at least ``CHUNK`` bytes; ``commit`` syncs it and moves it
+    into place."""
 
     def __init__(self, blobs: LocalBlobs) -> None:
         self._blobs = blobs
@@ -87,42 +91,44 @@ class LocalBlobWriter:
         self._buffered = 0
         self._fd = -1
         self._temp = blobs._tmp / self.blob
+        self._lane: Lane | None = None
 
-    async def write(self, data: bytes, also: Callable[[bytes], None] | None = None) -> None:
-        """Append ``data``; ``also`` (a hash's update) is called with it in the same worker-thread hop."""
+    async def write(self, data: bytes) -> None:
+        """Append ``data`` (written by the time ``commit`` returns)."""
         self.size += len(data)
-        if also is not None and len(data) >= CHUNK:
-            await self._flush(data, also)
-            return
-        if also is not None:
-            also(data)
         self._buffer.append(data)
         self._buffered += len(data)
         if self._buffered >= CHUNK:
             await self._flush()
 
-    async def _flush(self, extra: bytes = b"", also: Callable[[bytes], None] | None = None) -> None:
-        data = b"".join(self._buffer) + extra if self._buffer else extra
+    async def _flush(self) -> None:
+        if not self._buffer:
+            return
+        data = self._buffer[0] if len(self._buffer) == 1 else b"".join(self._buffer)
         self._buffer, self._buffered = [], 0
+        if self._lane is None:
+            self._lane = Lane()
+        await self._lane.submit(self._append, data)
 
-        def write() -> None:
-            if also is not None:
-                also(extra)
-            if self._fd < 0:
-                self._fd = os.open(self._temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
-            view = memoryview(data)
-            while view:
-                view = view[os.write(self._fd, view) :]
+    def _open(self) -> None:
+        if self._fd < 0:
+            self._fd = os.open(self._temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
 
-        await asyncio.to_thread(write)
+    def _append(self, data: bytes) -> None:
+        """In the lane's thread."""
+        self._open()
+        view = memoryview(data)
+        while view:
+            view = view[os.write(self._fd, view) :]
 
     async def commit(self) -> None:
         await self._flush()
+        if self._lane is not None:
+            await self._lane.drain()
         final = self._blobs._path(self.blob)
 
         def place() -> None:
-            if self._fd < 0:  # an empty blob
-                self._fd = os.open(self._temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
+            self._open()  # an empty blob has no file yet
             os.fsync(self._fd)
             os.close(self._fd)
             self._fd = -1
@@ -137,6 +143,10 @@ class LocalBlobWriter:
         await asyncio.to_thread(place)
 
     async def discard(self) -> None:
+        self._buffer = []
+        if self._lane is not None:
+            await self._lane.close()  # no write of this blob's runs after this
+
         def drop() -> None:
             if self._fd >= 0:
                 os.close(self._fd)
@@ -144,5 +154,4 @@ class LocalBlobWriter:
             with contextlib.suppress(FileNotFoundError):
                 self._temp.unlink()
 
-        self._buffer = []
         await asyncio.to_thread(drop)

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
-from collections.abc import AsyncIterator, Callable, Mapping
+from collections.abc import AsyncIterator, Mapping
 from typing import Protocol
 
 from selfless.store.base import StoredEvent
@@ -153,8 +153,9 @@ class BlobWriter(Protocol):
     blob: str
     size: int
 
-    async def write(self, data: bytes, also: Callable[[bytes], None] | None = None) -> None:
-        """Append ``data``; ``also`` is called with it off the event loop (hashing while writing)."""
+    async def write(self, data: bytes) -> None:
+        """Append ``data``, in order (it may be written later, off the event loop: by ``commit`` at the
+        latest); ``data`` must not change afterwards."""
 
     async def commit(self) -> None:
         """Synced and in place under ``blob``."""
