@@ -18,7 +18,7 @@ from typing import Any
 from selfless.api.auth import Caller
 from selfless.api.payload import Payload, read_all
 from selfless.errors import AuthError
-from selfless.httpserver import Request, Response
+from selfless.httpserver import FileBody, Request, Response
 from selfless.services.s3 import notify, wire
 from selfless.services.s3.errors import S3Error, from_auth, render
 from selfless.services.s3.service import CHECKSUMS, Actor, ObjectService, WriteChecks
@@ -467,6 +467,9 @@ class S3Api:
         status = 206 if partial else 200
         if head:
             return Response(status, b"", headers, content_type=None, length=end - start)
+        fd = await self._s3.open(record) if end > start else None
+        if fd is not None:  # sent from the file by sendfile: no copy through this process
+            return Response(status, b"", headers, content_type=None, file=FileBody(fd, start, end - start))
         return Response(
             status, b"", headers, content_type=None, stream=await self._s3.read(record, start, end), length=end - start
         )

@@ -59,6 +59,17 @@ class LocalBlobs:
         fd = await asyncio.to_thread(os.open, self._path(blob), os.O_RDONLY | os.O_CLOEXEC)
         return _chunks(fd, start, end)
 
+    async def open(self, blob: str) -> int:
+        """An open file descriptor of ``blob`` (the caller closes it): it stays readable to the end even if
+        the blob is deleted meanwhile."""
+        path = self._path(blob)
+        opening = asyncio.get_running_loop().run_in_executor(None, os.open, path, os.O_RDONLY | os.O_CLOEXEC)
+        try:
+            return await asyncio.shield(opening)
+        except asyncio.CancelledError:  # the caller went away: the file it would have had is closed
+            opening.add_done_callback(_close_opened)
+            raise
+
     async def delete(self, blobs: list[str]) -> None:
         def remove() -> None:
             for blob in blobs:
@@ -86,6 +97,11 @@ class LocalBlobs:
             return gone
 
         return await asyncio.to_thread(sweep)
+
+
+def _close_opened(opening: asyncio.Future[int]) -> None:
+    if not opening.cancelled() and opening.exception() is None:
+        os.close(opening.result())
 
 
 async def _chunks(fd: int, start: int, end: int) -> AsyncIterator[bytes]:

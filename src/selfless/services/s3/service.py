@@ -380,6 +380,13 @@ class ObjectService:
         assert record.blob is not None
         return await self._blobs.read(record.blob, start, end)
 
+    async def open(self, record: ObjectRecord) -> int | None:
+        """An open file descriptor of the object's bytes, for the caller to send and close, when they live
+        in a local file; None otherwise (``read`` them)."""
+        if record.blob is None:
+            return None
+        return await self._blobs.open(record.blob)
+
     async def delete_object(self, bucket_name: str, key: str, actor: Actor) -> None:
         bucket = await self.bucket(bucket_name)
         events = self._notifications(

@@ -143,6 +143,10 @@ class BlobStore(Protocol):
     async def read(self, blob: str, start: int, end: int) -> AsyncIterator[bytes]:
         """An async iterator of the blob's bytes [start, end)."""
 
+    async def open(self, blob: str) -> int | None:
+        """An open file descriptor of the blob's bytes for the caller to read (with ``sendfile``) and close,
+        readable to the end even if the blob is deleted meanwhile; None when blobs are not local files."""
+
     async def delete(self, blobs: list[str]) -> None: ...
 
     async def open_and_sweep(self, in_use: set[str]) -> int:
