@@ -14,7 +14,9 @@ servers need, and bounds what a client can make it hold:
   a body of any size handed to the handler as it arrives (``Request.stream``: at most ``STREAM_HIGH`` bytes
   wait unread, then reading pauses; ``Expect: 100-continue`` is answered when the handler starts; an answer
   before the body ended drops the rest at the body's pace); answers may stream too (``Response.stream``,
-  written no further ahead of the peer than the transport's high-water mark). A larger ``Content-Length``
+  written no further ahead of the peer than the transport's high-water mark), or come from a file
+  (``Response.file``: sent with ``sendfile``, never through the process, no further ahead of the peer
+  than the socket's buffer; the file is closed however the answer ends). A larger ``Content-Length``
   than ``max_body`` is answered by ``on_too_large`` after the body
   has been read and dropped (so that clients that send the whole body before reading see the answer), and a
   body past ``2 * max_body`` closes the connection;
