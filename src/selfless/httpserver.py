@@ -588,7 +588,7 @@ class HttpProtocol(asyncio.Protocol):
             log.exception("unhandled error serving %s %s", request.method, request.path)
             result = _INTERNAL_ERROR
         if isinstance(result, Response):
-            self._write(result, keep_alive)
+            self._write(result, keep_alive, request.method == "HEAD")
         elif isinstance(result, asyncio.Future):
             self._task = result
             result.add_done_callback(lambda done: self._resolved(done, request, keep_alive))
@@ -602,7 +602,7 @@ class HttpProtocol(asyncio.Protocol):
         exc = done.exception()
         if exc is not None:
             log.error("unhandled error serving %s %s", request.method, request.path, exc_info=exc)
-        self._write(_INTERNAL_ERROR if exc is not None else done.result(), keep_alive)
+        self._write(_INTERNAL_ERROR if exc is not None else done.result(), keep_alive, request.method == "HEAD")
 
     async def _run(self, answer: Awaitable[Response], request: Request, keep_alive: bool) -> None:
         try:
@@ -613,13 +613,17 @@ class HttpProtocol(asyncio.Protocol):
             log.exception("unhandled error serving %s %s", request.method, request.path)
             response = _INTERNAL_ERROR
         self._task = None
-        self._write(response, keep_alive)
+        self._write(response, keep_alive, request.method == "HEAD")
 
-    def _write(self, response: Response, keep_alive: bool) -> None:
+    def _write(self, response: Response, keep_alive: bool, head: bool = False) -> None:
+        """``head``: the answer to a HEAD request, whose file (if any) says the length and is not sent."""
         transport = self._transport
+        file = response.file
+        if file is not None and (head or transport is None or transport.is_closing()):
+            os.close(file.fd)
+            length = response.length if response.length is not None else file.count
+            response = dataclasses.replace(response, file=None, length=length)
         if transport is None or transport.is_closing():
-            if response.file is not None:
-                os.close(response.file.fd)
             return
         if self._stream is not None:
             # Answered before its body ended: the rest is read and dropped (at the body's pace), so that a

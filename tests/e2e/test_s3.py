@@ -118,7 +118,7 @@ def test_put_get_head_delete_with_metadata_and_standard_headers(s3: Any, bucket:
     head = s3.head_object(Bucket=bucket, Key="dir/a file+plus.txt")
     assert head["ContentLength"] == len(body) and head["Metadata"] == {"owner": "team", "n": "1"}
     over = s3.get_object(Bucket=bucket, Key="dir/a file+plus.txt", ResponseContentType="application/x-test")
-    assert over["ContentType"] == "application/x-test"
+    assert over["ContentType"] == "application/x-test" and over["Body"].read() == body  # read: its socket goes back
     s3.delete_object(Bucket=bucket, Key="dir/a file+plus.txt")
     code, status, err = error_of(s3.get_object, Bucket=bucket, Key="dir/a file+plus.txt")
     assert (code, status, err["Message"]) == ("NoSuchKey", 404, "The specified key does not exist.")

@@ -84,6 +84,28 @@ def test_whole_and_ranged_file_answers_on_one_kept_alive_connection(run: Any, da
     run(scenario())
 
 
+def test_a_file_answer_to_head_says_the_length_sends_nothing_and_closes_the_file(
+    run: Any, data_file: tuple[Path, bytes]
+) -> None:
+    path, _ = data_file
+    files = FileServer(path)
+
+    async def scenario() -> None:
+        async with serving(files) as (_, port):
+            reader, writer = await asyncio.open_connection("127.0.0.1", port)
+            writer.write(b"HEAD /10/2000 HTTP/1.1\r\nHost: x\r\n\r\n")
+            head = await reader.readuntil(b"\r\n\r\n")
+            assert head.startswith(b"HTTP/1.1 206") and b"Content-Length: 2000\r\n" in head
+            await until(files.all_closed)
+            # Nothing followed the head: the next answer on the connection starts right after it.
+            writer.write(b"GET /small HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+            rest = await read_all(reader)
+            assert rest.startswith(b"HTTP/1.1 200") and rest.endswith(b"\r\n\r\nsmall")
+            writer.close()
+
+    run(scenario())
+
+
 def test_a_file_answer_waits_for_a_large_answer_still_buffered_before_it(
     run: Any, data_file: tuple[Path, bytes]
 ) -> None:
