@@ -14,7 +14,9 @@ servers need, and bounds what a client can make it hold:
   a body of any size handed to the handler as it arrives (``Request.stream``: at most ``STREAM_HIGH`` bytes
   wait unread, then reading pauses; ``Expect: 100-continue`` is answered when the handler starts; an answer
   before the body ended drops the rest at the body's pace); answers may stream too (``Response.stream``,
-  written no further ahead of the peer than the transport's high-water mark). A larger ``Content-Length``
+  written no further ahead of the peer than the transport's high-water mark), or come from a file
+  (``Response.file``: sent with ``sendfile``, never through the process, no further ahead of the peer
+  than the socket's buffer; the file is closed however the answer ends). A larger ``Content-Length``
   than ``max_body`` is answered by ``on_too_large`` after the body
   has been read and dropped (so that clients that send the whole body before reading see the answer), and a
   body past ``2 * max_body`` closes the connection;
@@ -52,6 +54,7 @@ import dataclasses
 import json
 import logging
 import math
+import os
 import socket
 import struct
 import time
@@ -72,6 +75,12 @@ def _log_failure(task: asyncio.Task[None]) -> None:
 _REASONS = {s.value: s.phrase for s in HTTPStatus}
 _MAX_PIPELINED = 8
 _MAX_HELD = 4096  # the largest answer held back to leave with the next (coalesce)
+SENDFILE_MAX = 4 << 20  # bytes one sendfile call may send (a file answer's turn on the event loop)
+
+
+def _wake(waiter: asyncio.Future[None]) -> None:
+    if not waiter.done():
+        waiter.set_result(None)
 
 
 @dataclasses.dataclass(slots=True)
@@ -98,6 +107,22 @@ class Response:
     # without ``stream`` and with an empty ``body``: an answer to HEAD, which says the length and sends nothing.
     stream: AsyncIterator[bytes] | None = None
     length: int | None = None
+    # A body sent from a file (``body`` is then b"" and ``length`` defaults to its count).
+    file: FileBody | None = None
+
+
+@dataclasses.dataclass(slots=True)
+class FileBody:
+    """An answer's body sent from a file with ``sendfile`` (the bytes go from the page cache to the socket,
+    never through this process): ``count`` bytes from ``offset`` of the open file descriptor ``fd``. The
+    server owns ``fd`` from the answer on and closes it once sent, or once abandoned (the connection went
+    away, or closed before the answer could be written). A file that ends before ``count`` bytes aborts
+    the connection (the peer sees a short body, never a wrong one). Open the file before answering: it then
+    stays readable to the end even if it is renamed over or unlinked meanwhile."""
+
+    fd: int
+    offset: int
+    count: int
 
 
 class BodyStream:
@@ -563,7 +588,7 @@ class HttpProtocol(asyncio.Protocol):
             log.exception("unhandled error serving %s %s", request.method, request.path)
             result = _INTERNAL_ERROR
         if isinstance(result, Response):
-            self._write(result, keep_alive)
+            self._write(result, keep_alive, request.method == "HEAD")
         elif isinstance(result, asyncio.Future):
             self._task = result
             result.add_done_callback(lambda done: self._resolved(done, request, keep_alive))
@@ -577,7 +602,7 @@ class HttpProtocol(asyncio.Protocol):
         exc = done.exception()
         if exc is not None:
             log.error("unhandled error serving %s %s", request.method, request.path, exc_info=exc)
-        self._write(_INTERNAL_ERROR if exc is not None else done.result(), keep_alive)
+        self._write(_INTERNAL_ERROR if exc is not None else done.result(), keep_alive, request.method == "HEAD")
 
     async def _run(self, answer: Awaitable[Response], request: Request, keep_alive: bool) -> None:
         try:
@@ -588,10 +613,16 @@ class HttpProtocol(asyncio.Protocol):
             log.exception("unhandled error serving %s %s", request.method, request.path)
             response = _INTERNAL_ERROR
         self._task = None
-        self._write(response, keep_alive)
+        self._write(response, keep_alive, request.method == "HEAD")
 
-    def _write(self, response: Response, keep_alive: bool) -> None:
+    def _write(self, response: Response, keep_alive: bool, head: bool = False) -> None:
+        """``head``: the answer to a HEAD request, whose file (if any) says the length and is not sent."""
         transport = self._transport
+        file = response.file
+        if file is not None and (head or transport is None or transport.is_closing()):
+            os.close(file.fd)
+            length = response.length if response.length is not None else file.count
+            response = dataclasses.replace(response, file=None, length=length)
         if transport is None or transport.is_closing():
             return
         if self._stream is not None:
@@ -602,6 +633,11 @@ class HttpProtocol(asyncio.Protocol):
             self._flush_held(transport)
             transport.write(self._encode(response, keep_alive))
             self._task = self._loop.create_task(self._pump(response.stream, keep_alive))
+            return
+        if response.file is not None:
+            self._flush_held(transport)
+            transport.write(self._encode(response, keep_alive))
+            self._task = self._loop.create_task(self._send_file(transport, response.file, keep_alive))
             return
         if self._coalesce and keep_alive and self._pending and self._task is None:
             # A pipelined request waits behind this answer: the answer leaves with that one's (one write, one
@@ -655,6 +691,72 @@ class HttpProtocol(asyncio.Protocol):
         if transport is not None and not transport.is_closing():
             self._written(transport, keep_alive)
 
+    async def _send_file(self, transport: asyncio.Transport, body: FileBody, keep_alive: bool) -> None:
+        """Send a file answer's body with ``sendfile`` on a duplicate of the connection's socket (the loop
+        watches the transport's own descriptor and will not lend it), once the head has left the transport's
+        buffer; as ``_pump``, never further ahead of the peer than the socket's buffer, then on as after any
+        answer. A peer that goes away ends it (connection_lost cancels it); a file that ends early, or a
+        socket error, aborts the connection."""
+        out = -1
+        try:
+            if not await self._drained(transport):
+                return
+            sock = transport.get_extra_info("socket")
+            out = os.dup(sock.fileno())
+            offset, end = body.offset, body.offset + body.count
+            while offset < end:
+                if transport.is_closing():
+                    return
+                try:
+                    sent = os.sendfile(out, body.fd, offset, min(end - offset, SENDFILE_MAX))
+                except BlockingIOError:
+                    await self._writable(out)
+                    continue
+                if sent == 0:
+                    raise OSError(f"the file ended at {offset - body.offset} of {body.count} bytes")
+                offset += sent
+        except OSError as exc:
+            if not isinstance(exc, (BrokenPipeError, ConnectionResetError)):
+                log.error("a file answer failed mid-body", exc_info=exc)
+            transport.abort()
+            return
+        finally:
+            os.close(body.fd)
+            if out >= 0:
+                os.close(out)
+        self._task = None
+        if not transport.is_closing():
+            self._written(transport, keep_alive)
+
+    async def _drained(self, transport: asyncio.Transport) -> bool:
+        """Wait until what was written to the transport has left its buffer (False: it closed meanwhile).
+        With a high-water mark of 0 the transport pauses its writer now and resumes it once empty."""
+        if transport.get_write_buffer_size() == 0:
+            return not transport.is_closing()
+        transport.set_write_buffer_limits(high=0)
+        try:
+            while transport.get_write_buffer_size() > 0 and not transport.is_closing():
+                if not self._writing_paused:  # not paused by the limit after all: look again soon
+                    await asyncio.sleep(0.001)
+                    continue
+                self._write_waiter = self._loop.create_future()
+                try:
+                    await self._write_waiter
+                finally:
+                    self._write_waiter = None
+        finally:
+            if not transport.is_closing():
+                transport.set_write_buffer_limits()
+        return not transport.is_closing()
+
+    async def _writable(self, fd: int) -> None:
+        ready = self._loop.create_future()
+        self._loop.add_writer(fd, _wake, ready)
+        try:
+            await ready
+        finally:
+            self._loop.remove_writer(fd)
+
     def _serve_pending(self) -> None:
         """Serve the requests queued behind the last one, in order, until one is still at work. A loop, not
         a call per answer from the last answer's write: thousands of pipelined requests answered at once
@@ -697,7 +799,9 @@ class HttpProtocol(asyncio.Protocol):
             parts.append(f"Content-Type: {response.content_type}\r\n")
         for name, value in response.headers:
             parts.append(f"{name}: {value}\r\n")
-        length = response.length if response.length is not None else len(response.body)
+        length = response.length
+        if length is None:
+            length = response.file.count if response.file is not None else len(response.body)
         parts.append(f"Content-Length: {length}\r\n")
         if not keep_alive:
             parts.append("Connection: close\r\n")

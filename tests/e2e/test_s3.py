@@ -118,7 +118,7 @@ def test_put_get_head_delete_with_metadata_and_standard_headers(s3: Any, bucket:
     head = s3.head_object(Bucket=bucket, Key="dir/a file+plus.txt")
     assert head["ContentLength"] == len(body) and head["Metadata"] == {"owner": "team", "n": "1"}
     over = s3.get_object(Bucket=bucket, Key="dir/a file+plus.txt", ResponseContentType="application/x-test")
-    assert over["ContentType"] == "application/x-test"
+    assert over["ContentType"] == "application/x-test" and over["Body"].read() == body  # read: its socket goes back
     s3.delete_object(Bucket=bucket, Key="dir/a file+plus.txt")
     code, status, err = error_of(s3.get_object, Bucket=bucket, Key="dir/a file+plus.txt")
     assert (code, status, err["Message"]) == ("NoSuchKey", 404, "The specified key does not exist.")
@@ -139,6 +139,29 @@ def test_ranges(s3: Any, bucket: str) -> None:
         assert got["ResponseMetadata"]["HTTPStatusCode"] == 206
     code, status, _ = error_of(s3.get_object, Bucket=bucket, Key="r", Range="bytes=20-30")
     assert (code, status) == ("InvalidRange", 416)
+
+
+def test_a_file_backed_object_reads_whole_by_range_and_head_and_outlives_its_replacement_mid_read(
+    s3: Any, bucket: str
+) -> None:
+    # Larger than what socket buffers hold, so the replacement lands while the first read is mid-file.
+    body = os.urandom(32 << 20)
+    s3.put_object(Bucket=bucket, Key="big", Body=body)
+    assert s3.get_object(Bucket=bucket, Key="big")["Body"].read() == body
+    ranged = s3.get_object(Bucket=bucket, Key="big", Range="bytes=1000-2000999")
+    assert ranged["Body"].read() == body[1000:2001000] and ranged["ContentRange"] == f"bytes 1000-2000999/{len(body)}"
+    assert s3.get_object(Bucket=bucket, Key="big", Range="bytes=-5")["Body"].read() == body[-5:]
+    head = s3.head_object(Bucket=bucket, Key="big")
+    assert head["ContentLength"] == len(body) and head["ETag"] == f'"{hashlib.md5(body).hexdigest()}"'
+    reading = s3.get_object(Bucket=bucket, Key="big")["Body"]
+    first = reading.read(1 << 16)
+    s3.put_object(Bucket=bucket, Key="big", Body=b"replaced")  # the old bytes' file is deleted
+    rest = reading.read()
+    assert first + rest == body
+    assert s3.get_object(Bucket=bucket, Key="big")["Body"].read() == b"replaced"
+    reading = s3.get_object(Bucket=bucket, Key="big", Range="bytes=0-3")["Body"]
+    s3.delete_object(Bucket=bucket, Key="big")
+    assert reading.read() == b"repl"
 
 
 def test_conditional_reads(s3: Any, bucket: str) -> None:

@@ -5,6 +5,7 @@ them, multipart uploads, and the blobs in use. Plus the local blob store's atomi
 from __future__ import annotations
 
 import asyncio
+import os
 import sqlite3
 from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
@@ -243,6 +244,8 @@ def test_blobs_are_whole_or_absent_and_the_sweep_removes_the_rest(tmp_path: Path
         assert await _collect(await blobs.read(kept.blob, (3 << 20) - 1, (3 << 20) + 2)) == b"ata"
         abandoned = blobs.writer()  # a crash mid-write: the temporary file stays behind
         await abandoned.write(b"b" * (2 << 20))
+        assert abandoned._lane is not None
+        await abandoned._lane.drain()  # written (writes run in a lane: by commit at the latest)
         orphan = blobs.writer()  # a crash between the blob's commit and its row's
         await orphan.write(b"c")
         await orphan.commit()
@@ -272,5 +275,24 @@ def test_a_database_from_before_versioning_opens_with_its_objects(tmp_path: Path
         assert found is not None and found.inline == b"x" and not found.delete_marker and found.tags == {}
         assert [o.key for o in (await store.list_objects("b", "", "", 10)).objects] == ["k"]
         await base.close()
+
+    run(scenario)
+
+
+def test_an_open_blob_stays_readable_after_it_is_deleted(tmp_path: Path) -> None:
+    async def scenario() -> None:
+        blobs = LocalBlobs(tmp_path / "s3")
+        await blobs.open_and_sweep(set())
+        writer = blobs.writer()
+        data = os.urandom(3 << 20)
+        await writer.write(data)
+        await writer.commit()
+        fd = await blobs.open(writer.blob)
+        try:
+            await blobs.delete([writer.blob])
+            assert not any(p.is_file() for p in (tmp_path / "s3").rglob("*"))
+            assert os.pread(fd, len(data) + 1, 0) == data
+        finally:
+            os.close(fd)
 
     run(scenario)

@@ -24,7 +24,6 @@ Contract for consumers:
 
 from __future__ import annotations
 
-import asyncio
 import hashlib
 import hmac
 from collections.abc import AsyncIterable, AsyncIterator, Mapping
@@ -33,6 +32,7 @@ from typing import Protocol
 from selfless.api.auth import STREAMING_SIGNED, STREAMING_SIGNED_TRAILER, STREAMING_UNSIGNED_TRAILER, ChunkSigning
 from selfless.api.chunked import ChunkedPayload
 from selfless.errors import ContentDigestMismatch, MalformedBody
+from selfless.lanes import Lane
 
 
 class Payload(Protocol):
@@ -90,25 +90,38 @@ class SignedPayload:
         self.trailers: dict[str, str] = {}
 
     async def _chunks(self) -> AsyncIterator[bytes]:
-        # Pieces of up to BATCH bytes: a large body is hashed in a worker thread (hashlib lets go of the GIL
-        # for large buffers), one hop per piece, so the event loop is not held by hashing gigabytes.
+        # Pieces of about BATCH bytes. A body larger than one piece is hashed in a lane of its own (a worker
+        # thread; hashlib lets go of the GIL for large buffers), so the event loop is not held by hashing
+        # gigabytes and the consumer works on a piece (its own hashes, its file) while this one is hashed.
         digest = hashlib.sha256() if self._declared is not None else None
+        lane: Lane | None = None
         held: list[bytes] = []
         size = 0
-        async for chunk in self._stream:
-            held.append(chunk)
-            size += len(chunk)
-            if size >= BATCH:
-                piece = b"".join(held)
-                held, size = [], 0
+        try:
+            async for chunk in self._stream:
+                held.append(chunk)
+                size += len(chunk)
+                if size >= BATCH:
+                    piece = held[0] if len(held) == 1 else b"".join(held)
+                    held, size = [], 0
+                    if digest is not None:
+                        if lane is None:
+                            lane = Lane()
+                        await lane.submit(digest.update, piece)
+                    yield piece
+            if held:
+                piece = held[0] if len(held) == 1 else b"".join(held)
                 if digest is not None:
-                    await asyncio.to_thread(digest.update, piece)
+                    if lane is None:
+                        digest.update(piece)
+                    else:
+                        await lane.submit(digest.update, piece)
                 yield piece
-        if held:
-            piece = b"".join(held)
-            if digest is not None:
-                digest.update(piece)
-            yield piece
+            if lane is not None:
+                await lane.drain()
+        finally:
+            if lane is not None:
+                await lane.close()
         if digest is not None and not hmac.compare_digest(
             digest.hexdigest().encode(), (self._declared or "").lower().encode("ascii", "replace")
         ):

@@ -24,7 +24,7 @@ from selfless.api.auth import Caller
 from selfless.api.chunked import ChunkedPayload
 from selfless.api.payload import Payload, read_all
 from selfless.errors import AuthError, IncompleteSignature, InvalidSignature, MalformedBody, UnrecognizedClient
-from selfless.httpserver import Request, Response
+from selfless.httpserver import FileBody, Request, Response
 from selfless.services.s3 import notify, post, wire
 from selfless.services.s3.errors import S3Error, from_auth, from_body, render
 from selfless.services.s3.service import CHECKSUMS, Actor, ObjectService, WriteChecks, check_tags
@@ -674,6 +674,9 @@ class S3Api:
             return Response(status, b"", headers, content_type=None, length=end - start)
         if record.inline is not None:  # in memory already: one write with the head, no streaming task
             return Response(status, record.inline[start:end], headers, content_type=None)
+        fd = await self._s3.open(record) if end > start else None
+        if fd is not None:  # sent from the file by sendfile: no copy through this process
+            return Response(status, b"", headers, content_type=None, file=FileBody(fd, start, end - start))
         return Response(
             status, b"", headers, content_type=None, stream=await self._s3.read(record, start, end), length=end - start
         )

@@ -9,12 +9,37 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import ctypes
 import os
 import secrets
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 
+from selfless.lanes import Lane
+
 CHUNK = 1 << 20
+
+
+def _writeback_starter() -> Callable[[int, int, int], None] | None:
+    """Linux's ``sync_file_range(fd, offset, length, SYNC_FILE_RANGE_WRITE)``: start writing a range back
+    to the disk without waiting for it. A blob's pieces are handed to the disk as they are written, so the
+    ``fsync`` at its commit waits for the last few rather than for all of it (a 64 MB blob's fsync: ~20 ms
+    down to a few here). None where the C library has no such call (then the fsync does it all)."""
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        call = libc.sync_file_range
+    except (OSError, AttributeError):
+        return None
+    call.argtypes = [ctypes.c_int, ctypes.c_int64, ctypes.c_int64, ctypes.c_uint]
+    call.restype = ctypes.c_int
+
+    def start(fd: int, offset: int, length: int) -> None:
+        call(fd, offset, length, 2)  # SYNC_FILE_RANGE_WRITE; a failure only leaves the work to fsync
+
+    return start
+
+
+_start_writeback = _writeback_starter()
 
 
 class LocalBlobs:
@@ -33,6 +58,17 @@ class LocalBlobs:
         """The bytes [start, end) of ``blob``, in pieces."""
         fd = await asyncio.to_thread(os.open, self._path(blob), os.O_RDONLY | os.O_CLOEXEC)
         return _chunks(fd, start, end)
+
+    async def open(self, blob: str) -> int:
+        """An open file descriptor of ``blob`` (the caller closes it): it stays readable to the end even if
+        the blob is deleted meanwhile."""
+        path = self._path(blob)
+        opening = asyncio.get_running_loop().run_in_executor(None, os.open, path, os.O_RDONLY | os.O_CLOEXEC)
+        try:
+            return await asyncio.shield(opening)
+        except asyncio.CancelledError:  # the caller went away: the file it would have had is closed
+            opening.add_done_callback(_close_opened)
+            raise
 
     async def delete(self, blobs: list[str]) -> None:
         def remove() -> None:
@@ -63,6 +99,11 @@ class LocalBlobs:
         return await asyncio.to_thread(sweep)
 
 
+def _close_opened(opening: asyncio.Future[int]) -> None:
+    if not opening.cancelled() and opening.exception() is None:
+        os.close(opening.result())
+
+
 async def _chunks(fd: int, start: int, end: int) -> AsyncIterator[bytes]:
     try:
         offset = start
@@ -77,7 +118,9 @@ async def _chunks(fd: int, start: int, end: int) -> AsyncIterator[bytes]:
 
 
 class LocalBlobWriter:
-    """Appends to a temporary file (buffered to ``CHUNK``); ``commit`` syncs it and moves it into place."""
+    """Appends to a temporary file in a lane of its own (a worker thread: the caller goes on with the next
+    piece while this one is written), in pieces of at least ``CHUNK`` bytes; ``commit`` syncs it and moves it
+    into place."""
 
     def __init__(self, blobs: LocalBlobs) -> None:
         self._blobs = blobs
@@ -86,43 +129,49 @@ class LocalBlobWriter:
         self._buffer: list[bytes] = []
         self._buffered = 0
         self._fd = -1
+        self._written = 0  # bytes in the file (the lane's thread's count)
         self._temp = blobs._tmp / self.blob
+        self._lane: Lane | None = None
 
-    async def write(self, data: bytes, also: Callable[[bytes], None] | None = None) -> None:
-        """Append ``data``; ``also`` (a hash's update) is called with it in the same worker-thread hop."""
+    async def write(self, data: bytes) -> None:
+        """Append ``data`` (written by the time ``commit`` returns)."""
         self.size += len(data)
-        if also is not None and len(data) >= CHUNK:
-            await self._flush(data, also)
-            return
-        if also is not None:
-            also(data)
         self._buffer.append(data)
         self._buffered += len(data)
         if self._buffered >= CHUNK:
             await self._flush()
 
-    async def _flush(self, extra: bytes = b"", also: Callable[[bytes], None] | None = None) -> None:
-        data = b"".join(self._buffer) + extra if self._buffer else extra
+    async def _flush(self) -> None:
+        if not self._buffer:
+            return
+        data = self._buffer[0] if len(self._buffer) == 1 else b"".join(self._buffer)
         self._buffer, self._buffered = [], 0
+        if self._lane is None:
+            self._lane = Lane()
+        await self._lane.submit(self._append, data)
 
-        def write() -> None:
-            if also is not None:
-                also(extra)
-            if self._fd < 0:
-                self._fd = os.open(self._temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
-            view = memoryview(data)
-            while view:
-                view = view[os.write(self._fd, view) :]
+    def _open(self) -> None:
+        if self._fd < 0:
+            self._fd = os.open(self._temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
 
-        await asyncio.to_thread(write)
+    def _append(self, data: bytes) -> None:
+        """In the lane's thread."""
+        self._open()
+        view = memoryview(data)
+        while view:
+            view = view[os.write(self._fd, view) :]
+        if _start_writeback is not None:
+            _start_writeback(self._fd, self._written, len(data))
+        self._written += len(data)
 
     async def commit(self) -> None:
         await self._flush()
+        if self._lane is not None:
+            await self._lane.drain()
         final = self._blobs._path(self.blob)
 
         def place() -> None:
-            if self._fd < 0:  # an empty blob
-                self._fd = os.open(self._temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
+            self._open()  # an empty blob has no file yet
             os.fsync(self._fd)
             os.close(self._fd)
             self._fd = -1
@@ -137,6 +186,10 @@ class LocalBlobWriter:
         await asyncio.to_thread(place)
 
     async def discard(self) -> None:
+        self._buffer = []
+        if self._lane is not None:
+            await self._lane.close()  # no write of this blob's runs after this
+
         def drop() -> None:
             if self._fd >= 0:
                 os.close(self._fd)
@@ -144,5 +197,4 @@ class LocalBlobWriter:
             with contextlib.suppress(FileNotFoundError):
                 self._temp.unlink()
 
-        self._buffer = []
         await asyncio.to_thread(drop)

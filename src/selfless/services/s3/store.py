@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
-from collections.abc import AsyncIterator, Callable, Mapping
+from collections.abc import AsyncIterator, Mapping
 from typing import Protocol
 
 from selfless.store.base import StoredEvent
@@ -186,6 +186,10 @@ class BlobStore(Protocol):
     async def read(self, blob: str, start: int, end: int) -> AsyncIterator[bytes]:
         """An async iterator of the blob's bytes [start, end)."""
 
+    async def open(self, blob: str) -> int | None:
+        """An open file descriptor of the blob's bytes for the caller to read (with ``sendfile``) and close,
+        readable to the end even if the blob is deleted meanwhile; None when blobs are not local files."""
+
     async def delete(self, blobs: list[str]) -> None: ...
 
     async def open_and_sweep(self, in_use: set[str]) -> int:
@@ -196,8 +200,9 @@ class BlobWriter(Protocol):
     blob: str
     size: int
 
-    async def write(self, data: bytes, also: Callable[[bytes], None] | None = None) -> None:
-        """Append ``data``; ``also`` is called with it off the event loop (hashing while writing)."""
+    async def write(self, data: bytes) -> None:
+        """Append ``data``, in order (it may be written later, off the event loop: by ``commit`` at the
+        latest); ``data`` must not change afterwards."""
 
     async def commit(self) -> None:
         """Synced and in place under ``blob``."""
