@@ -446,3 +446,39 @@ def test_aws_cli_create_send_receive_delete(server: Server) -> None:
         timeout=60,
     )
     assert failed.returncode != 0 and "AWS.SimpleQueueService.NonExistentQueue" in failed.stderr
+
+
+QUEUE_WORKER = """import boto3
+
+
+def handler(event, context):
+    sqs = boto3.client("sqs")
+    sqs.send_message(QueueUrl=event["url"], MessageBody="from a function")
+    got = sqs.receive_message(QueueUrl=event["url"], WaitTimeSeconds=1)["Messages"][0]
+    sqs.delete_message(QueueUrl=event["url"], ReceiptHandle=got["ReceiptHandle"])
+    refused = {}
+    for name, call in (
+        ("create", lambda: sqs.create_queue(QueueName="made-by-a-function")),
+        ("purge", lambda: sqs.purge_queue(QueueUrl=event["url"])),
+        ("delete", lambda: sqs.delete_queue(QueueUrl=event["url"])),
+    ):
+        try:
+            call()
+            refused[name] = "allowed"
+        except Exception as exc:
+            refused[name] = exc.response["Error"]["Code"]
+    return {"body": got["Body"], "refused": refused}
+"""
+
+
+def test_function_credentials_use_queues_but_do_not_manage_them(sqs: Any, lam: Any, queue: str) -> None:
+    from tests.conftest import deploy
+
+    fn = deploy(lam, QUEUE_WORKER, Timeout=30)
+    answer = lam.invoke(FunctionName=fn, Payload=json.dumps({"url": queue}))
+    result = json.loads(answer["Payload"].read())
+    assert result == {
+        "body": "from a function",
+        "refused": dict.fromkeys(("create", "purge", "delete"), "AccessDenied"),
+    }
+    assert sqs.get_queue_url(QueueName=queue.rsplit("/", 1)[1])["QueueUrl"] == queue
