@@ -57,6 +57,9 @@ from selfless.services.s3.destinations import BuiltinBuckets
 from selfless.services.s3.functions import NotificationFunctions
 from selfless.services.s3.service import ObjectService
 from selfless.services.s3.sqlite import SqliteObjectMetadata
+from selfless.services.sqs.api import SqsApi
+from selfless.services.sqs.service import QueueService
+from selfless.services.sqs.sqlite import SqliteQueueStore
 from selfless.store.sqlite import SqliteStore
 
 log = logging.getLogger("selfless")
@@ -197,6 +200,13 @@ class App:
         )
         self._code_objects.service = self.s3
         self.destinations.buckets = BuiltinBuckets(self.s3)
+        self.sqs_store = SqliteQueueStore(self.store)
+        self.sqs = QueueService(
+            self.sqs_store,
+            account_id=settings.account_id,
+            region=settings.region,
+            max_waiters=settings.sqs_max_waiters,
+        )
         self.front = FrontDoor(
             SigV4Verifier(self.keyring, settings.region),
             self.lambda_api,
@@ -205,6 +215,7 @@ class App:
             self.health_info,
             hooks=HooksApi(self.webhooks, access),
             s3=S3Api(self.s3),
+            sqs=SqsApi(self.sqs),
         )
         self.http = self._http_server(
             self.front.handle,
@@ -316,6 +327,7 @@ class App:
         await self.event_configs.load()
         await self.webhooks.load()
         await self.s3_meta.open()
+        await self.sqs_store.open()
         swept = await self.s3.start()
         if swept:
             log.info("object store: removed %d blobs of writes a stop interrupted", swept)

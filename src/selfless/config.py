@@ -66,6 +66,9 @@ class Settings:
     max_starting: int = dataclasses.field(default_factory=lambda: 8 * (os.cpu_count() or 1))
     # Accepted-but-not-yet-run asynchronous events held at once; past it Event invokes get 429.
     async_queue_limit: int = 100_000
+    # Long-polling ReceiveMessage calls of the queue service waiting at once; one more is refused
+    # (RequestThrottled), never queued (SELFLESS_SQS_MAX_WAITERS).
+    sqs_max_waiters: int = 1024
     # The delay before an asynchronous event's retry is this times the attempts so far: AWS waits about 1
     # minute, then 2 (SELFLESS_ASYNC_RETRY_DELAY; tests set milliseconds).
     async_retry_delay_s: float = 60.0
@@ -134,6 +137,7 @@ class Settings:
             max_connections = int(pick("max_connections", "SELFLESS_MAX_CONNECTIONS", 4096))
             environment_connections = int(environ.get("SELFLESS_ENVIRONMENT_CONNECTIONS", "64"))
             async_queue_limit = max(1, int(environ.get("SELFLESS_ASYNC_QUEUE_LIMIT", "100000")))
+            sqs_max_waiters = max(1, int(environ.get("SELFLESS_SQS_MAX_WAITERS", "1024")))
             max_header_bytes = int(pick("max_header_bytes", "SELFLESS_MAX_HEADER_BYTES", MAX_HEAD))
             max_headers = int(pick("max_headers", "SELFLESS_MAX_HEADERS", MAX_HEADERS))
             head_timeout = float(pick("head_timeout_s", "SELFLESS_HEAD_TIMEOUT", HEAD_TIMEOUT_S))
@@ -218,6 +222,7 @@ class Settings:
             shutdown_timeout_s=shutdown,
             max_environments=max_envs,
             async_queue_limit=async_queue_limit,
+            sqs_max_waiters=sqs_max_waiters,
             concurrency_limit=concurrency,
             memory_budget_mb=max(0, budget),
             max_starting=max(1, starting),

@@ -133,3 +133,26 @@ def json_1_1(exc: e.SelflessError, request_id: str) -> Response:
         [("x-amzn-RequestId", request_id)],
         content_type="application/x-amz-json-1.1",
     )
+
+
+# SQS's JSON 1.0 protocol names SigV4's failures with the codes of its query protocol in x-amzn-query-error.
+_SQS_QUERY_CODES = {
+    "AccessDeniedException": "AccessDenied",
+    "MissingAuthenticationTokenException": "MissingAuthenticationToken",
+    "IncompleteSignatureException": "IncompleteSignature",
+    "UnrecognizedClientException": "InvalidClientTokenId",
+    "InvalidSignatureException": "SignatureDoesNotMatch",
+}
+
+
+def json_1_0_sqs(exc: e.SelflessError, request_id: str) -> Response:
+    """SQS's JSON 1.0 error for a request that failed before reaching the queue service (its signature):
+    ``__type`` in the body and the query protocol's code in ``x-amzn-query-error``."""
+    code = _SQS_QUERY_CODES.get(exc.aws_type, exc.aws_type)
+    body = {"__type": f"com.amazon.coral.service#{exc.aws_type}", "message": exc.message}
+    return Response(
+        status_of(exc),
+        json.dumps(body).encode(),
+        [("x-amzn-RequestId", request_id), ("x-amzn-query-error", f"{code};Sender")],
+        content_type="application/x-amz-json-1.0",
+    )

@@ -5,7 +5,8 @@ Nothing past ``/health`` and a signed download link is reachable without a valid
 that carries its signature in its body: S3's browser-based upload (an unsigned ``POST /bucket`` of
 ``multipart/form-data``), whose form holds a policy signed with an access key; the front door hands it, body
 streaming, to the object store with the verifier that checks that signature. A request whose
-signature fails is answered in its service's protocol (JSON 1.1 for CloudWatch Logs, REST-JSON otherwise),
+signature fails is answered in its service's protocol (JSON 1.1 for CloudWatch Logs, JSON 1.0 for SQS,
+REST-JSON otherwise),
 so that the SDK raises the right exception.
 """
 
@@ -31,6 +32,12 @@ from selfless.observability.metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
 from selfless.observability.metrics import Metrics
 
 Answer = Response | asyncio.Future[Response] | Awaitable[Response]
+
+
+class QueueApi(Protocol):
+    """What the front door needs of the SQS service (``selfless.services.sqs.api.SqsApi``)."""
+
+    async def handle(self, request: Request, caller: Caller, request_id: str) -> Response: ...
 
 
 class ObjectStoreApi(Protocol):
@@ -61,7 +68,9 @@ class FrontDoor:
         health: dict[str, str],
         hooks: hooks_api.HooksApi | None = None,
         s3: ObjectStoreApi | None = None,
+        sqs: QueueApi | None = None,
     ) -> None:
+        self._sqs = sqs
         self._hooks = hooks
         self._s3 = s3
         self._verifier = verifier
@@ -108,8 +117,11 @@ class FrontDoor:
         try:
             caller = self._verifier.verify(request.method, path, request.query, request.headers, request.body)
         except AuthError as exc:
-            if _scoped_service(request) == "logs":
+            scoped = _scoped_service(request)
+            if scoped == "logs":
                 return wire_errors.json_1_1(exc, request_id)
+            if scoped == "sqs" and self._sqs is not None:
+                return wire_errors.json_1_0_sqs(exc, request_id)
             return wire_errors.rest_json(exc, request_id)
         if caller.service == "lambda":
             if self._hooks is not None and path.startswith(hooks_api.ADMIN_PREFIX):
@@ -117,6 +129,8 @@ class FrontDoor:
             return self._lambda.handle(request, caller, request_id)
         if caller.service == "logs":
             return self._logs.handle(request, caller, request_id)
+        if caller.service == "sqs" and self._sqs is not None:
+            return self._sqs.handle(request, caller, request_id)
         unsupported = UnsupportedOperation(f"The {caller.service} service is not offered by selfless yet")
         return wire_errors.rest_json(unsupported, request_id)
 

@@ -1,0 +1,139 @@
+"""SQS's wire: the AWS JSON 1.0 protocol of botocore's ``sqs`` model (``POST /`` with ``X-Amz-Target:
+AmazonSQS.<Operation>`` and an ``application/x-amz-json-1.0`` body), errors rendered once here.
+
+An error answers with its status, ``{"__type": "com.amazonaws.sqs#QueueDoesNotExist", "message": ...}`` and the
+``x-amzn-query-error: AWS.SimpleQueueService.NonExistentQueue;Sender`` header, so that botocore raises the
+modelled exception class (``sqs.exceptions.QueueDoesNotExist``) while the ClientError's code is the one SQS's
+query protocol used, as against AWS.
+
+Who may do what until IAM policies exist: the administrator everything; a function's session credentials
+may send, receive, delete and change the visibility of messages on any queue, and look queues up
+(GetQueueUrl, ListQueues, GetQueueAttributes, ListQueueTags, ListDeadLetterSourceQueues) - not create, delete,
+purge, reconfigure or tag them (AccessDenied). The older query protocol (``Action=...`` form posts) is not
+served yet: it is answered with UnsupportedOperation in its XML form.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Awaitable, Callable, Mapping
+from typing import Any
+
+from selfless import json_limits
+from selfless.api import errors as wire_errors
+from selfless.api.auth import Caller
+from selfless.api.model import service_model
+from selfless.httpserver import Request, Response
+from selfless.services.sqs import errors as E
+from selfless.services.sqs.service import Call, QueueService
+
+_TARGET_PREFIX = "AmazonSQS."
+_CONTENT_TYPE = "application/x-amz-json-1.0"
+_FOR_FUNCTIONS = frozenset(
+    {
+        "SendMessage",
+        "SendMessageBatch",
+        "ReceiveMessage",
+        "DeleteMessage",
+        "DeleteMessageBatch",
+        "ChangeMessageVisibility",
+        "ChangeMessageVisibilityBatch",
+        "GetQueueUrl",
+        "ListQueues",
+        "GetQueueAttributes",
+        "ListQueueTags",
+        "ListDeadLetterSourceQueues",
+    }
+)
+
+Operation = Callable[[Mapping[str, Any], Call], Awaitable[dict[str, Any]]]
+
+
+class SqsApi:
+    def __init__(self, service: QueueService) -> None:
+        self._service = service
+        s = service
+        self._ops: dict[str, Operation] = {
+            "CreateQueue": s.create_queue,
+            "GetQueueUrl": s.get_queue_url,
+            "ListQueues": s.list_queues,
+            "DeleteQueue": s.delete_queue,
+            "PurgeQueue": s.purge_queue,
+            "GetQueueAttributes": s.get_queue_attributes,
+            "SetQueueAttributes": s.set_queue_attributes,
+            "ListDeadLetterSourceQueues": s.list_dead_letter_source_queues,
+            "TagQueue": s.tag_queue,
+            "UntagQueue": s.untag_queue,
+            "ListQueueTags": s.list_queue_tags,
+            "SendMessage": s.send_message,
+            "SendMessageBatch": s.send_message_batch,
+            "ReceiveMessage": s.receive_message,
+            "DeleteMessage": s.delete_message,
+            "DeleteMessageBatch": s.delete_message_batch,
+            "ChangeMessageVisibility": s.change_message_visibility,
+            "ChangeMessageVisibilityBatch": s.change_message_visibility_batch,
+        }
+        self._model = service_model("sqs")
+
+    async def handle(self, request: Request, caller: Caller, request_id: str) -> Response:
+        target = request.headers.get("x-amz-target", "")
+        if not target and request.method == "POST" and b"Action=" in (request.body or b""):
+            return _query_unsupported(request_id)
+        try:
+            name = target[len(_TARGET_PREFIX) :] if target.startswith(_TARGET_PREFIX) else ""
+            if name not in self._model.operation_names:
+                raise E.SqsError(
+                    "com.amazon.coral.service#UnknownOperationException",
+                    "InvalidAction",
+                    f"The action or operation requested is invalid: {target or 'no X-Amz-Target'}.",
+                )
+            op = self._ops.get(name)
+            if op is None:
+                raise E.unsupported(name)
+            if caller.principal.kind != "admin" and name not in _FOR_FUNCTIONS:
+                raise E.access_denied(name)
+            params = _params(request.body or b"{}")
+            for required in self._model.operation_model(name).input_shape.required_members:
+                if params.get(required) in (None, ""):
+                    raise E.missing_parameter(required)
+            call = Call(request.headers.get("host") or "localhost", caller.principal.access_key_id)
+            doc = await op(params, call)
+        except E.SqsError as exc:
+            return error(exc, request_id)
+        except Exception as exc:  # a full disk, a bug: SQS's 500, never the HTTP layer's bare one
+            failure = wire_errors.unexpected(exc, "sqs")
+            return error(E.internal(failure.message.replace("Lambda", "queue")), request_id)
+        return Response(200, json.dumps(doc).encode(), [("x-amzn-RequestId", request_id)], content_type=_CONTENT_TYPE)
+
+
+def _params(body: bytes) -> dict[str, Any]:
+    try:
+        params = json_limits.loads(body)
+    except ValueError as exc:  # not JSON, not UTF-8, or nested too deep
+        raise E.SqsError(
+            "com.amazon.coral.service#SerializationException", "MalformedInput", f"The body is not JSON: {exc}"
+        ) from None
+    if not isinstance(params, dict):
+        raise E.SqsError(
+            "com.amazon.coral.service#SerializationException", "MalformedInput", "The body must be a JSON object"
+        )
+    return params
+
+
+def error(exc: E.SqsError, request_id: str) -> Response:
+    body = {"__type": exc.wire_type, "message": exc.message}
+    headers = [
+        ("x-amzn-RequestId", request_id),
+        ("x-amzn-query-error", f"{exc.query_code};{'Sender' if exc.sender else 'Receiver'}"),
+    ]
+    return Response(exc.status, json.dumps(body).encode(), headers, content_type=_CONTENT_TYPE)
+
+
+def _query_unsupported(request_id: str) -> Response:
+    body = (
+        '<?xml version="1.0"?><ErrorResponse xmlns="http://queue.amazonaws.com/doc/2012-11-05/"><Error>'
+        "<Type>Sender</Type><Code>AWS.SimpleQueueService.UnsupportedOperation</Code>"
+        "<Message>The query protocol is not served by selfless yet; use a current SDK (AWS JSON 1.0).</Message>"
+        f"<Detail/></Error><RequestId>{request_id}</RequestId></ErrorResponse>"
+    )
+    return Response(400, body.encode(), [("x-amzn-RequestId", request_id)], content_type="text/xml")

@@ -1,0 +1,866 @@
+"""The queue rules: SQS's operations on the wire's own shapes (dicts as botocore's ``sqs`` model has them), over
+a ``QueueStore``.
+
+- Queues: standard and FIFO (``.fifo`` names with ``FifoQueue=true``), attributes validated and defaulted as
+  SQS does; CreateQueue is idempotent for identical attributes and QueueNameExists otherwise. URLs are
+  ``http://<host the client used>/<account>/<name>``.
+- Messages: committed before the send is answered. MD5OfMessageBody and MD5OfMessageAttributes are computed as
+  SQS computes them (``attributes_md5``). Sizes up to the queue's MaximumMessageSize (1 MiB at most, as the
+  current model states). FIFO: MessageGroupId required, deduplication by id or content within 5 minutes,
+  strict order per group, and a group with a message in flight gives nothing more until that message is
+  deleted or visible again.
+- Receive: at most 10, hidden for the visibility timeout in the same commit that picks them. Long polling
+  (WaitTimeSeconds up to 20) is woken by sends to the queue and re-checks at least every second (delays and
+  visibility windows ending); waiting receives are bounded (``max_waiters``): one more is refused with
+  RequestThrottled, never queued. A message received more than its queue's RedrivePolicy maxReceiveCount
+  times moves to the dead-letter queue.
+- Receipt handles name the queue, the message and a random token of its latest receive; a malformed one, or
+  one for another queue, is ReceiptHandleIsInvalid; one of an earlier receive deletes nothing (as SQS).
+
+Not offered (UnsupportedOperation): Add/RemovePermission, the message move tasks. QueueDeletedRecently is not
+enforced: a deleted queue's name may be reused at once.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import binascii
+import contextlib
+import dataclasses
+import hashlib
+import json
+import re
+import secrets
+import struct
+import time
+import urllib.parse
+import uuid
+from collections.abc import Callable, Mapping
+from typing import Any
+
+from selfless.services.sqs import errors as E
+from selfless.services.sqs.store import Message, Outcome, Queue, QueueStore, Redrive
+
+DEDUP_WINDOW_S = 300.0
+MAX_MESSAGE_SIZE = 1_048_576
+MAX_WAIT_S = 20
+MAX_WAITERS = 1024
+_POLL_S = 1.0  # a long poll re-checks at least this often (delays and visibility windows end by themselves)
+
+_NAME = re.compile(r"[A-Za-z0-9_-]{1,80}")
+_FIFO_NAME = re.compile(r"[A-Za-z0-9_-]{1,75}\.fifo")
+_BATCH_ID = re.compile(r"[A-Za-z0-9_-]{1,80}")
+_INVALID_BODY = re.compile("[^\t\n\r\x20-\ud7ff\ue000-\ufffd\U00010000-\U0010ffff]")
+_ATTRIBUTE_NAME = re.compile(r"[A-Za-z0-9_.-]{1,256}")
+
+# Settable attributes: (default for every queue or None, validator).
+_NUMERIC = {
+    "DelaySeconds": (0, 900, "0"),
+    "MaximumMessageSize": (1024, MAX_MESSAGE_SIZE, str(MAX_MESSAGE_SIZE)),
+    "MessageRetentionPeriod": (60, 1_209_600, "345600"),
+    "ReceiveMessageWaitTimeSeconds": (0, MAX_WAIT_S, "0"),
+    "VisibilityTimeout": (0, 43_200, "30"),
+    "KmsDataKeyReusePeriodSeconds": (60, 86_400, None),
+}
+_FIFO_ONLY = {"ContentBasedDeduplication", "DeduplicationScope", "FifoThroughputLimit"}
+_SETTABLE = (
+    set(_NUMERIC)
+    | _FIFO_ONLY
+    | {
+        "FifoQueue",
+        "Policy",
+        "RedrivePolicy",
+        "RedriveAllowPolicy",
+        "KmsMasterKeyId",
+        "SqsManagedSseEnabled",
+    }
+)
+_COMPUTED = {
+    "ApproximateNumberOfMessages",
+    "ApproximateNumberOfMessagesNotVisible",
+    "ApproximateNumberOfMessagesDelayed",
+    "CreatedTimestamp",
+    "LastModifiedTimestamp",
+    "QueueArn",
+}
+_SYSTEM_NAMES = (
+    "SenderId",
+    "SentTimestamp",
+    "ApproximateReceiveCount",
+    "ApproximateFirstReceiveTimestamp",
+    "SequenceNumber",
+    "MessageDeduplicationId",
+    "MessageGroupId",
+    "AWSTraceHeader",
+    "DeadLetterQueueSourceArn",
+)
+
+
+def attributes_md5(attributes: Mapping[str, Mapping[str, Any]]) -> str:
+    """MD5OfMessageAttributes as SQS computes it: for each attribute in name order, the name, the data type
+    and the value, each as a 4-byte big-endian length and its bytes, with a transport byte (1 for a
+    String/Number value, 2 for a Binary one) before the value."""
+    digest = hashlib.md5(usedforsecurity=False)
+
+    def put(data: bytes) -> None:
+        digest.update(struct.pack(">I", len(data)) + data)
+
+    for name in sorted(attributes):
+        attribute = attributes[name]
+        put(name.encode())
+        data_type = str(attribute["DataType"])
+        put(data_type.encode())
+        if "StringValue" in attribute and attribute["StringValue"] is not None:
+            digest.update(b"\x01")
+            put(str(attribute["StringValue"]).encode())
+        else:
+            digest.update(b"\x02")
+            put(_binary(attribute.get("BinaryValue")))
+    return digest.hexdigest()
+
+
+def _binary(value: Any) -> bytes:
+    if isinstance(value, bytes):
+        return value
+    try:
+        return base64.b64decode(str(value or ""), validate=True)
+    except (binascii.Error, ValueError):
+        raise E.invalid_parameter("The BinaryValue of a message attribute is not valid base64.") from None
+
+
+def _md5(text: str) -> str:
+    return hashlib.md5(text.encode(), usedforsecurity=False).hexdigest()
+
+
+@dataclasses.dataclass(frozen=True)
+class Call:
+    """Who asks, and how they reached us (queue URLs use the host they used)."""
+
+    host: str
+    sender: str
+
+
+class QueueService:
+    def __init__(
+        self,
+        store: QueueStore,
+        *,
+        account_id: str,
+        region: str,
+        clock: Callable[[], float] = time.time,
+        max_waiters: int = MAX_WAITERS,
+    ) -> None:
+        self._store = store
+        self._account = account_id
+        self._region = region
+        self._clock = clock
+        self.max_waiters = max_waiters
+        self._waiters: dict[str, set[asyncio.Future[None]]] = {}
+        self._waiting = 0
+        self._purged: dict[str, float] = {}
+
+    @property
+    def waiting(self) -> int:
+        return self._waiting
+
+    # -- names and addresses ---------------------------------------------------------------------------------
+
+    def arn(self, name: str) -> str:
+        return f"arn:aws:sqs:{self._region}:{self._account}:{name}"
+
+    def url(self, call: Call, name: str) -> str:
+        return f"http://{call.host}/{self._account}/{name}"
+
+    def _name_of_url(self, url: Any) -> str:
+        if not isinstance(url, str) or not url:
+            raise E.missing_parameter("QueueUrl")
+        path = urllib.parse.urlsplit(url).path if "://" in url else url
+        parts = [p for p in path.split("/") if p]
+        if len(parts) != 2 or parts[0] != self._account:
+            raise E.no_queue()
+        return parts[1]
+
+    def _name_of_arn(self, arn: str) -> str | None:
+        prefix = f"arn:aws:sqs:{self._region}:{self._account}:"
+        return arn[len(prefix) :] if arn.startswith(prefix) else None
+
+    async def _queue(self, params: Mapping[str, Any]) -> Queue:
+        queue = await self._store.get_queue(self._name_of_url(params.get("QueueUrl")))
+        if queue is None:
+            raise E.no_queue()
+        return queue
+
+    # -- queues ----------------------------------------------------------------------------------------------
+
+    async def create_queue(self, p: Mapping[str, Any], call: Call) -> dict[str, Any]:
+        name = p.get("QueueName")
+        if not isinstance(name, str) or not name:
+            raise E.missing_parameter("QueueName")
+        given = dict(p.get("Attributes") or {})
+        fifo = given.get("FifoQueue", "false").lower() == "true"
+        if not (_FIFO_NAME if fifo else _NAME).fullmatch(name):
+            raise E.invalid_parameter(
+                "Can only include alphanumeric characters, hyphens, or underscores. 1 to 80 in length"
+                + (" and must end with .fifo." if fifo or name.endswith(".fifo") else ".")
+            )
+        attributes = await self._checked_attributes(given, fifo=fifo, name=name, creating=True)
+        now = self._clock()
+        queue = Queue(name, now, now, attributes, dict(p.get("tags") or {}))
+        stored = await self._store.create_queue(queue)
+        if stored is not queue:
+            for key in sorted(set(stored.attributes) | set(attributes)):
+                if stored.attributes.get(key) != attributes.get(key):
+                    raise E.queue_exists(
+                        f"A queue already exists with the same name and a different value for attribute {key}"
+                    )
+        return {"QueueUrl": self.url(call, name)}
+
+    async def _checked_attributes(
+        self, given: Mapping[str, Any], *, fifo: bool, name: str, creating: bool, old: Queue | None = None
+    ) -> dict[str, str]:
+        """The stored attributes: ``given`` validated (as SQS words each refusal), over the old ones or the
+        defaults."""
+        if creating:
+            out: dict[str, str] = {k: d for k, (_, _, d) in _NUMERIC.items() if d is not None}
+            out["SqsManagedSseEnabled"] = "true"
+            if fifo:
+                out.update({"FifoQueue": "true", "ContentBasedDeduplication": "false"})
+                out.update({"DeduplicationScope": "queue", "FifoThroughputLimit": "perQueue"})
+        else:
+            assert old is not None
+            out = dict(old.attributes)
+        for key, raw in given.items():
+            if key not in _SETTABLE:
+                raise E.invalid_attribute_name(f"Unknown Attribute {key}.")
+            value = str(raw)
+            if key in _NUMERIC:
+                low, high, _ = _NUMERIC[key]
+                if not re.fullmatch(r"-?[0-9]{1,12}", value) or not low <= int(value) <= high:
+                    raise E.invalid_attribute_value(f"Invalid value for the parameter {key}.")
+                value = str(int(value))
+            elif key == "FifoQueue":
+                if value.lower() not in ("true", "false") or (value.lower() == "true") != fifo:
+                    raise E.invalid_attribute_value(f"Invalid value for the parameter {key}.")
+                if not fifo:
+                    continue  # FifoQueue=false on a standard queue is accepted and not shown
+                value = "true"
+            elif key in _FIFO_ONLY:
+                if not fifo:
+                    raise E.invalid_attribute_name(f"Unknown Attribute {key}.")
+                allowed = {
+                    "ContentBasedDeduplication": ("true", "false"),
+                    "DeduplicationScope": ("queue", "messageGroup"),
+                    "FifoThroughputLimit": ("perQueue", "perMessageGroupId"),
+                }[key]
+                if value not in allowed and value.lower() not in allowed:
+                    raise E.invalid_attribute_value(f"Invalid value for the parameter {key}.")
+                value = value.lower() if key == "ContentBasedDeduplication" else value
+            elif key == "SqsManagedSseEnabled":
+                if value.lower() not in ("true", "false"):
+                    raise E.invalid_attribute_value(f"Invalid value for the parameter {key}.")
+                value = value.lower()
+            elif key == "RedrivePolicy":
+                if value == "":
+                    out.pop(key, None)
+                    continue
+                value = await self._redrive_policy(value, fifo=fifo, name=name)
+            elif key == "RedriveAllowPolicy":
+                if value == "":
+                    out.pop(key, None)
+                    continue
+                value = _redrive_allow_policy(value)
+            out[key] = value
+        return out
+
+    async def _redrive_policy(self, value: str, *, fifo: bool, name: str) -> str:
+        def refuse(reason: str) -> E.SqsError:
+            return E.invalid_parameter(f"Value {value} for parameter RedrivePolicy is invalid. Reason: {reason}")
+
+        try:
+            policy = json.loads(value)
+        except ValueError:
+            raise refuse("Redrive policy is not a valid JSON map.") from None
+        if not isinstance(policy, dict):
+            raise refuse("Redrive policy is not a valid JSON map.")
+        target, count = policy.get("deadLetterTargetArn"), policy.get("maxReceiveCount")
+        if not target or count is None:
+            raise refuse(
+                "Redrive policy does not contain mandatory attribute: "
+                + ("deadLetterTargetArn." if not target else "maxReceiveCount.")
+            )
+        try:
+            count = int(count)
+        except (TypeError, ValueError):
+            raise refuse("Invalid value for maxReceiveCount: must be an integer from 1 to 1000.") from None
+        if not 1 <= count <= 1000:
+            raise refuse(f"Invalid value for maxReceiveCount: {count}, valid values are from 1 to 1000 both inclusive.")
+        target_name = self._name_of_arn(str(target))
+        dlq = await self._store.get_queue(target_name) if target_name else None
+        if dlq is None:
+            raise refuse("Dead letter target does not exist.")
+        if dlq.fifo != fifo:
+            raise refuse("Dead-letter queue must be same type of queue as the source.")
+        allow = json.loads(dlq.attributes.get("RedriveAllowPolicy") or '{"redrivePermission":"allowAll"}')
+        permission = allow.get("redrivePermission")
+        if permission == "denyAll" or (
+            permission == "byQueue" and self.arn(name) not in allow.get("sourceQueueArns", [])
+        ):
+            raise refuse(f"Queue {self.arn(name)} is not allowed as a source by the dead-letter queue's policy.")
+        return json.dumps({"deadLetterTargetArn": str(target), "maxReceiveCount": count}, separators=(",", ":"))
+
+    async def get_queue_url(self, p: Mapping[str, Any], call: Call) -> dict[str, Any]:
+        name = p.get("QueueName")
+        if not isinstance(name, str) or not name:
+            raise E.missing_parameter("QueueName")
+        owner = p.get("QueueOwnerAWSAccountId")
+        if (owner and owner != self._account) or await self._store.get_queue(name) is None:
+            raise E.no_queue()
+        return {"QueueUrl": self.url(call, name)}
+
+    async def list_queues(self, p: Mapping[str, Any], call: Call) -> dict[str, Any]:
+        limit = _page_size(p)
+        after = _token_after(p.get("NextToken"))
+        found = await self._store.list_queues(str(p.get("QueueNamePrefix") or ""), after, (limit or 1000) + 1)
+        page = found[: limit or 1000]
+        out: dict[str, Any] = {}
+        if page:
+            out["QueueUrls"] = [self.url(call, q.name) for q in page]
+        if limit is not None and len(found) > limit:
+            out["NextToken"] = _token(page[-1].name)
+        return out
+
+    async def list_dead_letter_source_queues(self, p: Mapping[str, Any], call: Call) -> dict[str, Any]:
+        dlq = await self._queue(p)
+        arn = self.arn(dlq.name)
+        limit = _page_size(p)
+        after = _token_after(p.get("NextToken"))
+        sources: list[str] = []
+        cursor = after
+        while True:  # every queue, a thousand at a time
+            batch = await self._store.list_queues("", cursor, 1000)
+            for q in batch:
+                policy = q.attributes.get("RedrivePolicy")
+                if policy and json.loads(policy).get("deadLetterTargetArn") == arn:
+                    sources.append(q.name)
+            if len(batch) < 1000 or (limit is not None and len(sources) > limit):
+                break
+            cursor = batch[-1].name
+        page = sources[: limit or 1000]
+        out: dict[str, Any] = {"queueUrls": [self.url(call, name) for name in page]}
+        if limit is not None and len(sources) > limit:
+            out["NextToken"] = _token(page[-1])
+        return out
+
+    async def delete_queue(self, p: Mapping[str, Any], call: Call) -> dict[str, Any]:
+        queue = await self._queue(p)
+        await self._store.delete_queue(queue.name)
+        self._wake(queue.name)
+        return {}
+
+    async def purge_queue(self, p: Mapping[str, Any], call: Call) -> dict[str, Any]:
+        queue = await self._queue(p)
+        now = self._clock()
+        last = self._purged.get(queue.name)
+        if last is not None and now - last < 60:
+            raise E.purge_in_progress(self.arn(queue.name))
+        self._purged = {k: v for k, v in self._purged.items() if now - v < 60}  # bounded by recent purges
+        self._purged[queue.name] = now
+        await self._store.purge(queue.name)
+        return {}
+
+    async def get_queue_attributes(self, p: Mapping[str, Any], call: Call) -> dict[str, Any]:
+        queue = await self._queue(p)
+        wanted = list(p.get("AttributeNames") or [])
+        every = "All" in wanted
+        for name in wanted:
+            if name != "All" and name not in _SETTABLE and name not in _COMPUTED:
+                raise E.invalid_attribute_name(f"Unknown Attribute {name}.")
+        shown: dict[str, str] = dict(queue.attributes)
+        if {
+            "ApproximateNumberOfMessages",
+            "ApproximateNumberOfMessagesNotVisible",
+            "ApproximateNumberOfMessagesDelayed",
+        } & set(wanted) or every:
+            visible, in_flight, delayed = await self._store.counts(queue.name, self._clock())
+            shown["ApproximateNumberOfMessages"] = str(visible)
+            shown["ApproximateNumberOfMessagesNotVisible"] = str(in_flight)
+            shown["ApproximateNumberOfMessagesDelayed"] = str(delayed)
+        shown["CreatedTimestamp"] = str(int(queue.created))
+        shown["LastModifiedTimestamp"] = str(int(queue.modified))
+        shown["QueueArn"] = self.arn(queue.name)
+        picked = {k: v for k, v in shown.items() if every or k in wanted}
+        return {"Attributes": picked} if picked else {}
+
+    async def set_queue_attributes(self, p: Mapping[str, Any], call: Call) -> dict[str, Any]:
+        queue = await self._queue(p)
+        given = dict(p.get("Attributes") or {})
+        if "FifoQueue" in given and str(given["FifoQueue"]).lower() != ("true" if queue.fifo else "false"):
+            raise E.invalid_attribute_value(
+                "Invalid value for the parameter FifoQueue. Reason: Modifying queue type is not supported."
+            )
+        attributes = await self._checked_attributes(given, fifo=queue.fifo, name=queue.name, creating=False, old=queue)
+        changed = dataclasses.replace(queue, attributes=attributes, modified=self._clock())
+        if not await self._store.update_queue(changed):
+            raise E.no_queue()
+        return {}
+
+    async def tag_queue(self, p: Mapping[str, Any], call: Call) -> dict[str, Any]:
+        queue = await self._queue(p)
+        tags = {**queue.tags, **dict(p.get("Tags") or {})}
+        if len(tags) > 50:
+            raise E.invalid_parameter("Too many tags added for queue " + queue.name + ".")
+        await self._store.update_queue(dataclasses.replace(queue, tags=tags))
+        return {}
+
+    async def untag_queue(self, p: Mapping[str, Any], call: Call) -> dict[str, Any]:
+        queue = await self._queue(p)
+        drop = set(p.get("TagKeys") or [])
+        await self._store.update_queue(
+            dataclasses.replace(queue, tags={k: v for k, v in queue.tags.items() if k not in drop})
+        )
+        return {}
+
+    async def list_queue_tags(self, p: Mapping[str, Any], call: Call) -> dict[str, Any]:
+        queue = await self._queue(p)
+        return {"Tags": dict(queue.tags)} if queue.tags else {}
+
+    # -- sending ---------------------------------------------------------------------------------------------
+
+    def _message(self, queue: Queue, entry: Mapping[str, Any], now: float, call: Call) -> Message:
+        body = entry.get("MessageBody")
+        if not isinstance(body, str) or body == "":
+            raise E.missing_parameter("MessageBody")
+        bad = _INVALID_BODY.search(body)
+        if bad is not None:
+            raise E.message_contents(
+                f"Invalid binary character '#x{ord(bad.group()):X}' was found in the message body, the set of "
+                "allowed characters is #x9 | #xA | #xD | #x20 to #xD7FF | #xE000 to #xFFFD | #x10000 to #x10FFFF"
+            )
+        attributes = _message_attributes(entry.get("MessageAttributes"))
+        system = _message_attributes(entry.get("MessageSystemAttributes"), system=True)
+        size = len(body.encode()) + _attributes_size(attributes)
+        limit = int(queue.attributes["MaximumMessageSize"])
+        if size > limit:
+            raise E.invalid_parameter(
+                f"One or more parameters are invalid. Reason: Message must be shorter than {limit} bytes."
+            )
+        delay = entry.get("DelaySeconds")
+        group, dedup = entry.get("MessageGroupId"), entry.get("MessageDeduplicationId")
+        if queue.fifo:
+            if delay is not None:
+                raise E.invalid_parameter(
+                    f"Value {delay} for parameter DelaySeconds is invalid. Reason: The request include parameter "
+                    "that is not valid for this queue type."
+                )
+            if not group:
+                raise E.missing_parameter("MessageGroupId")
+            if not dedup:
+                if queue.attributes.get("ContentBasedDeduplication") != "true":
+                    raise E.invalid_parameter(
+                        "The queue should either have ContentBasedDeduplication enabled or "
+                        "MessageDeduplicationId provided explicitly"
+                    )
+                dedup = hashlib.sha256(body.encode()).hexdigest()
+            for what, value in (("MessageGroupId", group), ("MessageDeduplicationId", dedup)):
+                if not re.fullmatch(r"[!-~]{1,128}", str(value)):
+                    raise E.invalid_parameter(
+                        f"Value {value} for parameter {what} is invalid. Reason: Invalid characters or length."
+                    )
+        else:
+            if dedup is not None:
+                raise E.invalid_parameter(
+                    f"Value {dedup} for parameter MessageDeduplicationId is invalid. Reason: The request include "
+                    "parameter that is not valid for this queue type."
+                )
+        seconds = int(queue.attributes["DelaySeconds"]) if delay is None else delay
+        if not isinstance(seconds, int) or isinstance(seconds, bool) or not 0 <= seconds <= 900:
+            raise E.invalid_parameter(
+                f"Value {seconds} for parameter DelaySeconds is invalid. Reason: DelaySeconds must be >= 0 and <= 900."
+            )
+        return Message(
+            message_id=str(uuid.uuid4()),
+            body=body,
+            sent=now,
+            visible_at=now + seconds,
+            attributes=attributes,
+            system=system,
+            md5_body=_md5(body),
+            md5_attributes=attributes_md5(attributes) if attributes else None,
+            md5_system=attributes_md5(system) if system else None,
+            sender=call.sender,
+            group_id=str(group) if group else None,
+            dedup_id=str(dedup) if queue.fifo else None,
+        )
+
+    def _sent(self, m: Message, message_id: str, seq: int, fifo: bool) -> dict[str, Any]:
+        out: dict[str, Any] = {"MessageId": message_id, "MD5OfMessageBody": m.md5_body}
+        if m.md5_attributes is not None:
+            out["MD5OfMessageAttributes"] = m.md5_attributes
+        if m.md5_system is not None:
+            out["MD5OfMessageSystemAttributes"] = m.md5_system
+        if fifo:
+            out["SequenceNumber"] = _sequence(seq)
+        return out
+
+    async def send_message(self, p: Mapping[str, Any], call: Call) -> dict[str, Any]:
+        queue = await self._queue(p)
+        now = self._clock()
+        message = self._message(queue, p, now, call)
+        (sent,) = await self._store.send(queue.name, [message], now - DEDUP_WINDOW_S)
+        self._wake(queue.name)
+        return self._sent(message, sent.message_id, sent.seq, queue.fifo)
+
+    async def send_message_batch(self, p: Mapping[str, Any], call: Call) -> dict[str, Any]:
+        queue = await self._queue(p)
+        entries = _batch_entries(p.get("Entries"))
+        now = self._clock()
+        total = sum(
+            len(str(e.get("MessageBody") or "").encode()) + _attributes_size(e.get("MessageAttributes") or {})
+            for e in entries
+        )
+        limit = int(queue.attributes["MaximumMessageSize"])
+        if total > limit:
+            raise E.batch(
+                "BatchRequestTooLong",
+                f"Batch requests cannot be longer than {limit} bytes. You have sent {total} bytes.",
+            )
+        ok: list[tuple[str, Message]] = []
+        failed: list[dict[str, Any]] = []
+        for entry in entries:
+            try:
+                ok.append((entry["Id"], self._message(queue, entry, now, call)))
+            except E.SqsError as exc:
+                failed.append(_failure(entry["Id"], exc))
+        sent = await self._store.send(queue.name, [m for _, m in ok], now - DEDUP_WINDOW_S) if ok else []
+        if ok:
+            self._wake(queue.name)
+        successful = [
+            {"Id": entry_id, **self._sent(m, s.message_id, s.seq, queue.fifo)}
+            for (entry_id, m), s in zip(ok, sent, strict=True)
+        ]
+        return {"Successful": successful, "Failed": failed}
+
+    # -- receiving -------------------------------------------------------------------------------------------
+
+    async def receive_message(self, p: Mapping[str, Any], call: Call) -> dict[str, Any]:
+        queue = await self._queue(p)
+        limit = p.get("MaxNumberOfMessages", 1)
+        if not isinstance(limit, int) or not 1 <= limit <= 10:
+            raise E.invalid_parameter(
+                f"Value {limit} for parameter MaxNumberOfMessages is invalid. Reason: Must be between 1 and 10, "
+                "if provided."
+            )
+        wait = p.get("WaitTimeSeconds")
+        if wait is None:
+            wait = int(queue.attributes["ReceiveMessageWaitTimeSeconds"])
+        if not isinstance(wait, int) or not 0 <= wait <= MAX_WAIT_S:
+            raise E.invalid_parameter(
+                f"Value {wait} for parameter WaitTimeSeconds is invalid. Reason: Must be >= 0 and <= 20, if provided."
+            )
+        visible_for = p.get("VisibilityTimeout")
+        if visible_for is None:
+            visible_for = int(queue.attributes["VisibilityTimeout"])
+        if not isinstance(visible_for, int) or not 0 <= visible_for <= 43_200:
+            raise E.invalid_parameter(
+                f"Value {visible_for} for parameter VisibilityTimeout is invalid. Reason: Must be >= 0 and <= 43200, "
+                "if provided."
+            )
+        system_names = set(p.get("AttributeNames") or []) | set(p.get("MessageSystemAttributeNames") or [])
+        attribute_names = list(p.get("MessageAttributeNames") or [])
+        redrive = self._redrive(queue)
+        retention = int(queue.attributes["MessageRetentionPeriod"])
+        deadline = self._clock() + wait
+        registered = False
+        waiter: asyncio.Future[None] | None = None
+        try:
+            while True:
+                if wait > 0:
+                    waiter = self._wait_on(queue.name, registered)
+                    registered = True
+                now = self._clock()
+                receipts = [secrets.token_hex(16) for _ in range(limit)]
+                got = await self._store.receive(
+                    queue.name, now, limit, visible_for, receipts, queue.fifo, now - retention, redrive
+                )
+                remaining = deadline - self._clock()
+                if got or remaining <= 0 or waiter is None:
+                    break
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(waiter, timeout=min(remaining, _POLL_S))
+                self._unwait(queue.name, waiter)
+                waiter = None
+        finally:
+            if waiter is not None:
+                self._unwait(queue.name, waiter)
+            if registered:
+                self._waiting -= 1
+        messages = [self._received(queue, m, system_names, attribute_names) for m in got]
+        return {"Messages": messages} if messages else {}
+
+    def _redrive(self, queue: Queue) -> Redrive | None:
+        policy = queue.attributes.get("RedrivePolicy")
+        if not policy:
+            return None
+        doc = json.loads(policy)
+        target = self._name_of_arn(doc["deadLetterTargetArn"])
+        return None if target is None else Redrive(int(doc["maxReceiveCount"]), target, self.arn(queue.name))
+
+    def _wait_on(self, name: str, registered: bool) -> asyncio.Future[None]:
+        """A future a send to ``name`` completes; the first for a receive counts against ``max_waiters``."""
+        if not registered:
+            if self._waiting >= self.max_waiters:
+                raise E.throttled(
+                    f"Too many long-polling receives are waiting ({self.max_waiters}); retry, or poll less widely."
+                )
+            self._waiting += 1
+        future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._waiters.setdefault(name, set()).add(future)
+        return future
+
+    def _unwait(self, name: str, future: asyncio.Future[None]) -> None:
+        waiting = self._waiters.get(name)
+        if waiting is not None:
+            waiting.discard(future)
+            if not waiting:
+                del self._waiters[name]
+
+    def _wake(self, name: str) -> None:
+        for future in self._waiters.pop(name, ()):
+            if not future.done():
+                future.set_result(None)
+
+    def _received(self, queue: Queue, m: Message, system: set[str], names: list[str]) -> dict[str, Any]:
+        handle = base64.urlsafe_b64encode(f"{queue.name}\n{m.message_id}\n{m.receipt}".encode()).decode()
+        out: dict[str, Any] = {
+            "MessageId": m.message_id,
+            "ReceiptHandle": handle,
+            "MD5OfBody": m.md5_body,
+            "Body": m.body,
+        }
+        values: dict[str, str | None] = {
+            "SenderId": m.sender,
+            "SentTimestamp": str(int(m.sent * 1000)),
+            "ApproximateReceiveCount": str(m.receive_count),
+            "ApproximateFirstReceiveTimestamp": str(int((m.first_received or m.sent) * 1000)),
+            "SequenceNumber": _sequence(m.seq) if queue.fifo else None,
+            "MessageDeduplicationId": m.dedup_id,
+            "MessageGroupId": m.group_id,
+            "AWSTraceHeader": (m.system.get("AWSTraceHeader") or {}).get("StringValue"),
+            "DeadLetterQueueSourceArn": m.source_arn,
+        }
+        every = "All" in system
+        attributes = {k: v for k, v in values.items() if v is not None and (every or k in system)}
+        if attributes:
+            out["Attributes"] = attributes
+        chosen = {
+            k: v
+            for k, v in m.attributes.items()
+            if any(n in ("All", ".*") or n == k or (n.endswith(".*") and k.startswith(n[:-1])) for n in names)
+        }
+        if chosen:
+            out["MD5OfMessageAttributes"] = attributes_md5(chosen)
+            out["MessageAttributes"] = chosen
+        return out
+
+    # -- after receiving -------------------------------------------------------------------------------------
+
+    def _handle(self, queue: Queue, handle: Any) -> tuple[str, str]:
+        if not isinstance(handle, str) or not handle:
+            raise E.missing_parameter("ReceiptHandle")
+        try:
+            name, message_id, token = base64.urlsafe_b64decode(handle.encode()).decode().split("\n")
+        except (binascii.Error, ValueError, UnicodeError):
+            raise E.receipt_invalid(handle) from None
+        if name != queue.name or not message_id or not token:
+            raise E.receipt_invalid(handle)
+        return message_id, token
+
+    async def delete_message(self, p: Mapping[str, Any], call: Call) -> dict[str, Any]:
+        queue = await self._queue(p)
+        message_id, token = self._handle(queue, p.get("ReceiptHandle"))
+        await self._store.delete(queue.name, message_id, token)  # a stale or spent handle deletes nothing
+        return {}
+
+    async def delete_message_batch(self, p: Mapping[str, Any], call: Call) -> dict[str, Any]:
+        queue = await self._queue(p)
+        successful, failed = [], []
+        for entry in _batch_entries(p.get("Entries")):
+            try:
+                message_id, token = self._handle(queue, entry.get("ReceiptHandle"))
+                await self._store.delete(queue.name, message_id, token)
+                successful.append({"Id": entry["Id"]})
+            except E.SqsError as exc:
+                failed.append(_failure(entry["Id"], exc))
+        return {"Successful": successful, "Failed": failed}
+
+    async def _change(self, queue: Queue, entry: Mapping[str, Any]) -> None:
+        message_id, token = self._handle(queue, entry.get("ReceiptHandle"))
+        seconds = entry.get("VisibilityTimeout")
+        if seconds is None:
+            raise E.missing_parameter("VisibilityTimeout")
+        if not isinstance(seconds, int) or not 0 <= seconds <= 43_200:
+            raise E.invalid_parameter(
+                f"Value {seconds} for parameter VisibilityTimeout is invalid. Reason: Must be between 0 and 43200."
+            )
+        now = self._clock()
+        outcome = await self._store.change_visibility(queue.name, message_id, token, now + seconds, now)
+        if outcome is Outcome.STALE or outcome is Outcome.GONE:
+            raise E.receipt_invalid(str(entry.get("ReceiptHandle")))
+        if outcome is Outcome.NOT_IN_FLIGHT:
+            raise E.not_in_flight()
+        if seconds == 0:
+            self._wake(queue.name)
+
+    async def change_message_visibility(self, p: Mapping[str, Any], call: Call) -> dict[str, Any]:
+        await self._change(await self._queue(p), p)
+        return {}
+
+    async def change_message_visibility_batch(self, p: Mapping[str, Any], call: Call) -> dict[str, Any]:
+        queue = await self._queue(p)
+        successful, failed = [], []
+        for entry in _batch_entries(p.get("Entries")):
+            try:
+                await self._change(queue, entry)
+                successful.append({"Id": entry["Id"]})
+            except E.SqsError as exc:
+                failed.append(_failure(entry["Id"], exc))
+        return {"Successful": successful, "Failed": failed}
+
+
+def _sequence(seq: int) -> str:
+    return str(10**19 + seq)  # 20 digits, growing with each message, as SQS's look
+
+
+def _token(name: str) -> str:
+    return base64.urlsafe_b64encode(json.dumps({"after": name}).encode()).decode()
+
+
+def _token_after(token: Any) -> str | None:
+    if not token:
+        return None
+    try:
+        return str(json.loads(base64.urlsafe_b64decode(str(token).encode()))["after"])
+    except (binascii.Error, ValueError, KeyError, TypeError):
+        raise E.invalid_parameter("Invalid NextToken value.") from None
+
+
+def _page_size(p: Mapping[str, Any]) -> int | None:
+    limit = p.get("MaxResults")
+    if limit is None:
+        if p.get("NextToken"):
+            raise E.invalid_parameter("MaxResults is a mandatory parameter when you provide a value for NextToken.")
+        return None
+    if not isinstance(limit, int) or not 1 <= limit <= 1000:
+        raise E.invalid_parameter(
+            f"Value {limit} for parameter MaxResults is invalid. Reason: Must be between 1 and 1000."
+        )
+    return limit
+
+
+def _batch_entries(entries: Any) -> list[Mapping[str, Any]]:
+    if not entries:
+        raise E.batch("EmptyBatchRequest", "There should be at least one SendMessageBatchRequestEntry in the request.")
+    if not isinstance(entries, list) or not all(isinstance(e, Mapping) for e in entries):
+        raise E.invalid_parameter("Entries must be a list of structures.")
+    if len(entries) > 10:
+        raise E.batch(
+            "TooManyEntriesInBatchRequest",
+            f"Maximum number of entries per request are 10. You have sent {len(entries)}.",
+        )
+    ids = [e.get("Id") for e in entries]
+    for entry_id in ids:
+        if not isinstance(entry_id, str) or not _BATCH_ID.fullmatch(entry_id):
+            raise E.batch(
+                "InvalidBatchEntryId",
+                "A batch entry id can only contain alphanumeric characters, hyphens and underscores. "
+                "It can be at most 80 letters long.",
+            )
+    if len(set(ids)) != len(ids):
+        raise E.batch("BatchEntryIdsNotDistinct", "Two or more batch entries in the request have the same Id.")
+    return list(entries)
+
+
+def _failure(entry_id: str, exc: E.SqsError) -> dict[str, Any]:
+    return {"Id": entry_id, "SenderFault": exc.sender, "Code": exc.query_code, "Message": exc.message}
+
+
+def _message_attributes(given: Any, system: bool = False) -> dict[str, dict[str, Any]]:
+    if not given:
+        return {}
+    if not isinstance(given, Mapping):
+        raise E.invalid_parameter("MessageAttributes must be a map.")
+    if len(given) > 10:
+        raise E.invalid_parameter(f"Number of message attributes [{len(given)}] exceeds the allowed maximum [10].")
+    out: dict[str, dict[str, Any]] = {}
+    for name, value in given.items():
+        if system and name != "AWSTraceHeader":
+            raise E.invalid_parameter(f"Message system attribute name '{name}' is invalid.")
+        if (
+            not _ATTRIBUTE_NAME.fullmatch(name)
+            or name.lower().startswith(("aws.", "amazon."))
+            or name.startswith(".")
+            or name.endswith(".")
+            or ".." in name
+        ) and not system:
+            raise E.invalid_parameter(f"Message (user) attribute '{name}' is invalid.")
+        if not isinstance(value, Mapping):
+            raise E.invalid_parameter(f"The message attribute '{name}' must be a structure.")
+        data_type = value.get("DataType")
+        if not isinstance(data_type, str) or not data_type:
+            raise E.invalid_parameter(f"The message attribute '{name}' must contain non-empty message attribute type.")
+        base = data_type.split(".", 1)[0]
+        if base not in ("String", "Number", "Binary") or len(data_type) > 256:
+            raise E.invalid_parameter(
+                f"The type of message (user) attribute '{name}' is invalid. You must use only the following "
+                "supported type prefixes: Binary, Number, String."
+            )
+        if base == "Binary":
+            if value.get("BinaryValue") in (None, "", b""):
+                raise E.invalid_parameter(f"The message attribute '{name}' with type 'Binary' must use field 'Binary'.")
+            data = value["BinaryValue"]
+            kept = base64.b64encode(data).decode() if isinstance(data, bytes) else str(data)
+            _binary(kept)
+            out[name] = {"DataType": data_type, "BinaryValue": kept}
+        else:
+            text = value.get("StringValue")
+            if text in (None, ""):
+                raise E.invalid_parameter(
+                    f"The message attribute '{name}' must contain non-empty message attribute value for "
+                    f"message attribute type '{base}'."
+                )
+            if base == "Number" and not re.fullmatch(r"[+-]?(\d+\.?\d*|\.\d+)([eE][+-]?\d+)?", str(text)):
+                raise E.invalid_parameter(f"Can't cast the value of message (user) attribute '{name}' to a number.")
+            out[name] = {"DataType": data_type, "StringValue": str(text)}
+    return out
+
+
+def _attributes_size(attributes: Mapping[str, Any]) -> int:
+    size = 0
+    for name, value in attributes.items():
+        size += len(name.encode()) + len(str(value.get("DataType", "")).encode())
+        if value.get("StringValue") is not None:
+            size += len(str(value["StringValue"]).encode())
+        elif value.get("BinaryValue") is not None:
+            data = value["BinaryValue"]
+            size += len(data) if isinstance(data, bytes) else len(str(data)) * 3 // 4
+    return size
+
+
+def _redrive_allow_policy(value: str) -> str:
+    def refuse(reason: str) -> E.SqsError:
+        return E.invalid_attribute_value(f"Invalid value for the parameter RedriveAllowPolicy. Reason: {reason}")
+
+    try:
+        policy = json.loads(value)
+    except ValueError:
+        raise refuse("Amazon SQS can't parse the policy.") from None
+    if not isinstance(policy, dict) or policy.get("redrivePermission") not in ("allowAll", "denyAll", "byQueue"):
+        raise refuse("redrivePermission must be one of allowAll, denyAll, byQueue.")
+    sources = policy.get("sourceQueueArns")
+    if policy["redrivePermission"] == "byQueue":
+        if not isinstance(sources, list) or not 1 <= len(sources) <= 10:
+            raise refuse("byQueue needs sourceQueueArns: 1 to 10 queue ARNs.")
+    elif sources:
+        raise refuse("sourceQueueArns may be given only with redrivePermission byQueue.")
+    return json.dumps(policy, separators=(",", ":"))

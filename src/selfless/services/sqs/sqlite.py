@@ -1,0 +1,313 @@
+"""``QueueStore`` on the server's SQLite database (its one connection and thread, ``synchronous=FULL``): every
+method is one transaction, committed before it returns."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import sqlite3
+from collections.abc import Sequence
+from typing import Any
+
+from selfless.services.sqs.store import Message, Outcome, Queue, Redrive, Sent
+from selfless.store.sqlite import SqliteStore, transaction
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS sqs_queues (
+    name       TEXT PRIMARY KEY,
+    created    REAL NOT NULL,
+    modified   REAL NOT NULL,
+    attributes TEXT NOT NULL,
+    tags       TEXT NOT NULL
+);
+CREATE TABLE IF NOT EXISTS sqs_messages (
+    seq            INTEGER PRIMARY KEY AUTOINCREMENT,
+    queue          TEXT NOT NULL,
+    message_id     TEXT NOT NULL UNIQUE,
+    body           TEXT NOT NULL,
+    sent           REAL NOT NULL,
+    visible_at     REAL NOT NULL,
+    doc            TEXT NOT NULL,
+    group_id       TEXT,
+    dedup_id       TEXT,
+    receive_count  INTEGER NOT NULL DEFAULT 0,
+    first_received REAL,
+    receipt        TEXT
+);
+CREATE INDEX IF NOT EXISTS sqs_messages_by_queue ON sqs_messages(queue, seq);
+CREATE INDEX IF NOT EXISTS sqs_messages_by_visibility ON sqs_messages(queue, visible_at);
+-- A FIFO queue's deduplication ids, kept for their window even after their message is deleted.
+CREATE TABLE IF NOT EXISTS sqs_dedup (
+    queue      TEXT NOT NULL,
+    dedup_id   TEXT NOT NULL,
+    message_id TEXT NOT NULL,
+    seq        INTEGER NOT NULL,
+    sent       REAL NOT NULL,
+    PRIMARY KEY (queue, dedup_id)
+);
+"""
+
+_COLUMNS = "seq, message_id, body, sent, visible_at, doc, group_id, dedup_id, receive_count, first_received, receipt"
+
+
+def _queue_of(row: tuple[Any, ...]) -> Queue:
+    name, created, modified, attributes, tags = row
+    return Queue(name, created, modified, json.loads(attributes), json.loads(tags))
+
+
+def _message_of(row: tuple[Any, ...]) -> Message:
+    seq, message_id, body, sent, visible_at, doc, group_id, dedup_id, count, first, receipt = row
+    extra = json.loads(doc)
+    return Message(
+        message_id,
+        body,
+        sent,
+        visible_at,
+        extra.get("attributes", {}),
+        extra.get("system", {}),
+        extra.get("md5_body", ""),
+        extra.get("md5_attributes"),
+        extra.get("md5_system"),
+        extra.get("sender", ""),
+        group_id,
+        dedup_id,
+        seq,
+        count,
+        first,
+        receipt,
+        extra.get("source_arn"),
+    )
+
+
+def _doc(m: Message) -> str:
+    doc: dict[str, Any] = {"md5_body": m.md5_body, "sender": m.sender}
+    if m.attributes:
+        doc["attributes"] = dict(m.attributes)
+    if m.system:
+        doc["system"] = dict(m.system)
+    if m.md5_attributes is not None:
+        doc["md5_attributes"] = m.md5_attributes
+    if m.md5_system is not None:
+        doc["md5_system"] = m.md5_system
+    if m.source_arn is not None:
+        doc["source_arn"] = m.source_arn
+    return json.dumps(doc, separators=(",", ":"))
+
+
+class SqliteQueueStore:
+    def __init__(self, store: SqliteStore) -> None:
+        self._store = store
+
+    async def open(self) -> None:
+        await self._store.call(lambda db: db.executescript(_SCHEMA) and None)
+
+    async def create_queue(self, queue: Queue) -> Queue:
+        def q(db: sqlite3.Connection) -> Queue:
+            with transaction(db):
+                row = db.execute(
+                    "SELECT name, created, modified, attributes, tags FROM sqs_queues WHERE name = ?", (queue.name,)
+                ).fetchone()
+                if row is not None:
+                    return _queue_of(row)
+                db.execute(
+                    "INSERT INTO sqs_queues(name, created, modified, attributes, tags) VALUES (?,?,?,?,?)",
+                    (queue.name, queue.created, queue.modified, json.dumps(queue.attributes), json.dumps(queue.tags)),
+                )
+                return queue
+
+        return await self._store.call(q)
+
+    async def get_queue(self, name: str) -> Queue | None:
+        def q(db: sqlite3.Connection) -> Queue | None:
+            row = db.execute(
+                "SELECT name, created, modified, attributes, tags FROM sqs_queues WHERE name = ?", (name,)
+            ).fetchone()
+            return None if row is None else _queue_of(row)
+
+        return await self._store.call(q)
+
+    async def list_queues(self, prefix: str, after: str | None, limit: int) -> list[Queue]:
+        def q(db: sqlite3.Connection) -> list[Queue]:
+            rows = db.execute(
+                "SELECT name, created, modified, attributes, tags FROM sqs_queues "
+                "WHERE substr(name, 1, ?) = ? AND name > ? ORDER BY name LIMIT ?",
+                (len(prefix), prefix, after or "", limit),
+            )
+            return [_queue_of(row) for row in rows]
+
+        return await self._store.call(q)
+
+    async def update_queue(self, queue: Queue) -> bool:
+        def q(db: sqlite3.Connection) -> bool:
+            cursor = db.execute(
+                "UPDATE sqs_queues SET modified = ?, attributes = ?, tags = ? WHERE name = ?",
+                (queue.modified, json.dumps(queue.attributes), json.dumps(queue.tags), queue.name),
+            )
+            return cursor.rowcount == 1
+
+        return await self._store.call(q)
+
+    async def delete_queue(self, name: str) -> bool:
+        def q(db: sqlite3.Connection) -> bool:
+            with transaction(db):
+                db.execute("DELETE FROM sqs_messages WHERE queue = ?", (name,))
+                db.execute("DELETE FROM sqs_dedup WHERE queue = ?", (name,))
+                return db.execute("DELETE FROM sqs_queues WHERE name = ?", (name,)).rowcount == 1
+
+        return await self._store.call(q)
+
+    async def send(self, queue: str, messages: Sequence[Message], dedup_since: float) -> list[Sent]:
+        def q(db: sqlite3.Connection) -> list[Sent]:
+            sent: list[Sent] = []
+            with transaction(db):
+                if any(m.dedup_id is not None for m in messages):
+                    db.execute("DELETE FROM sqs_dedup WHERE queue = ? AND sent < ?", (queue, dedup_since))
+                for m in messages:
+                    if m.dedup_id is not None:
+                        row = db.execute(
+                            "SELECT message_id, seq FROM sqs_dedup WHERE queue = ? AND dedup_id = ?",
+                            (queue, m.dedup_id),
+                        ).fetchone()
+                        if row is not None:
+                            sent.append(Sent(row[0], row[1], True))
+                            continue
+                    cursor = db.execute(
+                        "INSERT INTO sqs_messages(queue, message_id, body, sent, visible_at, doc, group_id, dedup_id)"
+                        " VALUES (?,?,?,?,?,?,?,?)",
+                        (queue, m.message_id, m.body, m.sent, m.visible_at, _doc(m), m.group_id, m.dedup_id),
+                    )
+                    seq = int(cursor.lastrowid or 0)
+                    if m.dedup_id is not None:
+                        db.execute(
+                            "INSERT INTO sqs_dedup(queue, dedup_id, message_id, seq, sent) VALUES (?,?,?,?,?)",
+                            (queue, m.dedup_id, m.message_id, seq, m.sent),
+                        )
+                    sent.append(Sent(m.message_id, seq, False))
+            return sent
+
+        return await self._store.call(q)
+
+    async def receive(
+        self,
+        queue: str,
+        now: float,
+        limit: int,
+        visible_for: float,
+        receipts: Sequence[str],
+        fifo: bool,
+        expire_before: float,
+        redrive: Redrive | None = None,
+    ) -> list[Message]:
+        def q(db: sqlite3.Connection) -> list[Message]:
+            taken: list[Message] = []
+            with transaction(db):
+                db.execute("DELETE FROM sqs_messages WHERE queue = ? AND sent < ?", (queue, expire_before))
+                blocked: set[str] = set()
+                if fifo:
+                    rows = db.execute(
+                        "SELECT DISTINCT group_id FROM sqs_messages "
+                        "WHERE queue = ? AND visible_at > ? AND receive_count > 0",
+                        (queue, now),
+                    )
+                    blocked = {row[0] for row in rows}
+                candidates = db.execute(
+                    f"SELECT {_COLUMNS} FROM sqs_messages WHERE queue = ? AND visible_at <= ? ORDER BY seq",
+                    (queue, now),
+                )
+                for row in candidates.fetchmany(10_000):
+                    if len(taken) >= limit:
+                        break
+                    m = _message_of(row)
+                    if fifo and m.group_id in blocked:
+                        continue
+                    if redrive is not None and m.receive_count >= redrive.max_receives:
+                        self._move(db, m, redrive, now)
+                        continue
+                    receipt = receipts[len(taken)]
+                    first = m.first_received if m.first_received is not None else now
+                    db.execute(
+                        "UPDATE sqs_messages SET visible_at = ?, receive_count = receive_count + 1, "
+                        "first_received = ?, receipt = ? WHERE seq = ?",
+                        (now + visible_for, first, receipt, m.seq),
+                    )
+                    taken.append(
+                        dataclasses.replace(
+                            m,
+                            visible_at=now + visible_for,
+                            receive_count=m.receive_count + 1,
+                            first_received=first,
+                            receipt=receipt,
+                        )
+                    )
+            return taken
+
+        return await self._store.call(q)
+
+    @staticmethod
+    def _move(db: sqlite3.Connection, m: Message, redrive: Redrive, now: float) -> None:
+        """To the dead-letter queue, visible at once there (dropped when that queue no longer exists)."""
+        if db.execute("SELECT 1 FROM sqs_queues WHERE name = ?", (redrive.target,)).fetchone() is None:
+            db.execute("DELETE FROM sqs_messages WHERE seq = ?", (m.seq,))
+            return
+        moved = dataclasses.replace(m, source_arn=redrive.source_arn)
+        db.execute(
+            "UPDATE sqs_messages SET queue = ?, visible_at = ?, receipt = NULL, doc = ? WHERE seq = ?",
+            (redrive.target, now, _doc(moved), m.seq),
+        )
+
+    async def delete(self, queue: str, message_id: str, receipt: str) -> Outcome:
+        def q(db: sqlite3.Connection) -> Outcome:
+            with transaction(db):
+                row = db.execute(
+                    "SELECT receipt FROM sqs_messages WHERE queue = ? AND message_id = ?", (queue, message_id)
+                ).fetchone()
+                if row is None:
+                    return Outcome.GONE
+                if row[0] != receipt:
+                    return Outcome.STALE
+                db.execute("DELETE FROM sqs_messages WHERE queue = ? AND message_id = ?", (queue, message_id))
+                return Outcome.DONE
+
+        return await self._store.call(q)
+
+    async def change_visibility(
+        self, queue: str, message_id: str, receipt: str, visible_at: float, now: float
+    ) -> Outcome:
+        def q(db: sqlite3.Connection) -> Outcome:
+            with transaction(db):
+                row = db.execute(
+                    "SELECT receipt, visible_at, receive_count FROM sqs_messages WHERE queue = ? AND message_id = ?",
+                    (queue, message_id),
+                ).fetchone()
+                if row is None:
+                    return Outcome.GONE
+                if row[0] != receipt:
+                    return Outcome.STALE
+                if row[1] <= now or row[2] == 0:
+                    return Outcome.NOT_IN_FLIGHT
+                db.execute(
+                    "UPDATE sqs_messages SET visible_at = ? WHERE queue = ? AND message_id = ?",
+                    (visible_at, queue, message_id),
+                )
+                return Outcome.DONE
+
+        return await self._store.call(q)
+
+    async def purge(self, queue: str) -> int:
+        return await self._store.call(
+            lambda db: db.execute("DELETE FROM sqs_messages WHERE queue = ?", (queue,)).rowcount
+        )
+
+    async def counts(self, queue: str, now: float) -> tuple[int, int, int]:
+        def q(db: sqlite3.Connection) -> tuple[int, int, int]:
+            row = db.execute(
+                "SELECT "
+                "COALESCE(SUM(visible_at <= ?), 0), "
+                "COALESCE(SUM(visible_at > ? AND receive_count > 0), 0), "
+                "COALESCE(SUM(visible_at > ? AND receive_count = 0), 0) "
+                "FROM sqs_messages WHERE queue = ?",
+                (now, now, now, queue),
+            ).fetchone()
+            return int(row[0]), int(row[1]), int(row[2])
+
+        return await self._store.call(q)

@@ -1,0 +1,134 @@
+"""The queue service's state behind ``QueueStore`` (SQLite today, in the server's database; PostgreSQL for the
+cluster mode must pass the same contract, ``tests/unit/test_sqs_store_contract.py``).
+
+Every write is committed (durable) when it returns: a sent message, a receive (its new visibility, receive
+count and receipt token), a visibility change, a delete. A receive picks and hides its messages in one
+transaction, so two receivers never get the same message within one visibility window, and the store applies
+the rules that need a consistent view: FIFO groups with a message in flight are skipped, deduplication ids
+are remembered for their window, a message received ``max_receives`` times moves to its dead-letter queue.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import enum
+from collections.abc import Mapping, Sequence
+from typing import Any, Protocol
+
+
+@dataclasses.dataclass(frozen=True)
+class Queue:
+    name: str
+    created: float
+    modified: float
+    attributes: Mapping[str, str]  # the settable attributes, as given (with defaults filled in)
+    tags: Mapping[str, str] = dataclasses.field(default_factory=dict)
+
+    @property
+    def fifo(self) -> bool:
+        return self.attributes.get("FifoQueue") == "true"
+
+
+@dataclasses.dataclass(frozen=True)
+class Message:
+    """One message. ``seq`` orders a queue's messages (the FIFO sequence number); ``visible_at`` is when it
+    may next be received (its delay, or the end of its visibility window); ``receipt`` is the token of its
+    latest receive (a handle that carries another is stale)."""
+
+    message_id: str
+    body: str
+    sent: float
+    visible_at: float
+    attributes: Mapping[str, Any] = dataclasses.field(default_factory=dict)  # MessageAttributes, wire form
+    system: Mapping[str, Any] = dataclasses.field(default_factory=dict)  # MessageSystemAttributes
+    md5_body: str = ""
+    md5_attributes: str | None = None
+    md5_system: str | None = None
+    sender: str = ""
+    group_id: str | None = None
+    dedup_id: str | None = None
+    seq: int = 0
+    receive_count: int = 0
+    first_received: float | None = None
+    receipt: str | None = None
+    source_arn: str | None = None  # the queue it came from, once a redrive moved it to a dead-letter queue
+
+
+@dataclasses.dataclass(frozen=True)
+class Redrive:
+    """Where a queue's messages go after ``max_receives`` receives."""
+
+    max_receives: int
+    target: str  # the dead-letter queue's name
+    source_arn: str  # the queue's own ARN, recorded on moved messages
+
+
+@dataclasses.dataclass(frozen=True)
+class Sent:
+    message_id: str
+    seq: int
+    duplicate: bool  # a FIFO send within the window of an earlier one with the same deduplication id
+
+
+class Outcome(enum.Enum):
+    DONE = "done"
+    GONE = "gone"  # no such message (deleted, or never was)
+    STALE = "stale"  # the message exists but the handle is not its latest receive's
+    NOT_IN_FLIGHT = "not-in-flight"
+
+
+class QueueStore(Protocol):
+    async def open(self) -> None: ...
+
+    async def create_queue(self, queue: Queue) -> Queue:
+        """Store ``queue`` unless one of its name exists; returns the stored one (the given one or the old)."""
+        ...
+
+    async def get_queue(self, name: str) -> Queue | None: ...
+
+    async def list_queues(self, prefix: str, after: str | None, limit: int) -> list[Queue]:
+        """Queues whose names start with ``prefix``, in name order, after the name ``after``."""
+        ...
+
+    async def update_queue(self, queue: Queue) -> bool:
+        """Replace a queue's attributes, tags and modified time; False when it no longer exists."""
+        ...
+
+    async def delete_queue(self, name: str) -> bool:
+        """The queue and every message in it; False when there was none."""
+        ...
+
+    async def send(self, queue: str, messages: Sequence[Message], dedup_since: float) -> list[Sent]:
+        """Append ``messages`` in order, in one commit. A message with a ``dedup_id`` that one sent after
+        ``dedup_since`` had is not stored again: its ``Sent`` names the first (``duplicate``)."""
+        ...
+
+    async def receive(
+        self,
+        queue: str,
+        now: float,
+        limit: int,
+        visible_for: float,
+        receipts: Sequence[str],
+        fifo: bool,
+        expire_before: float,
+        redrive: Redrive | None = None,
+    ) -> list[Message]:
+        """Up to ``limit`` messages visible at ``now``, oldest first, made invisible until ``now +
+        visible_for`` with their receive count raised and ``receipts[i]`` as the i-th one's token, committed
+        before they are returned. FIFO: one group's messages in order, none of a group that has a message in
+        flight. Messages sent before ``expire_before`` are dropped first; with ``redrive``, a message already
+        received ``max_receives`` times moves to the dead-letter queue instead of being returned."""
+        ...
+
+    async def delete(self, queue: str, message_id: str, receipt: str) -> Outcome: ...
+
+    async def change_visibility(
+        self, queue: str, message_id: str, receipt: str, visible_at: float, now: float
+    ) -> Outcome: ...
+
+    async def purge(self, queue: str) -> int: ...
+
+    async def counts(self, queue: str, now: float) -> tuple[int, int, int]:
+        """(visible, in flight, delayed) messages."""
+        ...

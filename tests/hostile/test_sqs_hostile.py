@@ -1,0 +1,102 @@
+"""Attacks on the built-in queue service: more long-polling receives than the server lets wait (each one past
+the bound is refused at once, never queued, and the waiting ones end by their deadline or a send), messages and
+batches past the size limits, and a body that is not JSON. The server stays healthy throughout."""
+
+from __future__ import annotations
+
+import concurrent.futures
+import json
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.conftest import Server, start_server
+from tests.e2e.test_sqs import error_of
+
+WAITERS = 20
+
+
+@pytest.fixture(scope="module")
+def bounded(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
+    srv = start_server(tmp_path_factory.mktemp("sqs-hostile"), {"SELFLESS_SQS_MAX_WAITERS": str(WAITERS)})
+    yield srv
+    assert srv.stop() == 0, srv.log()
+
+
+def healthy(server: Server) -> bool:
+    with urllib.request.urlopen(f"{server.endpoint}/health", timeout=5) as r:
+        return bool(r.status == 200)
+
+
+def test_long_poll_waiters_are_bounded(bounded: Server) -> None:
+    sqs: Any = bounded.client("sqs", max_pool_connections=WAITERS + 20)
+    url = sqs.create_queue(QueueName="waiters")["QueueUrl"]
+    with concurrent.futures.ThreadPoolExecutor(WAITERS + 10) as pool:
+        waiting = [pool.submit(sqs.receive_message, QueueUrl=url, WaitTimeSeconds=20) for _ in range(WAITERS)]
+        time.sleep(1.5)  # every one of them is waiting now
+        started = time.monotonic()
+        refused = [pool.submit(error_of, sqs.receive_message, QueueUrl=url, WaitTimeSeconds=20) for _ in range(10)]
+        for future in refused:
+            code, status, _ = future.result(timeout=10)
+            assert (code, status) == ("RequestThrottled", 403)
+        assert time.monotonic() - started < 5  # refused at once, not queued
+        assert healthy(bounded)
+        # A short receive that does not wait is never refused.
+        assert "Messages" not in sqs.receive_message(QueueUrl=url, WaitTimeSeconds=0)
+        sqs.send_message_batch(QueueUrl=url, Entries=[{"Id": f"m{i}", "MessageBody": "x"} for i in range(10)])
+        sqs.send_message_batch(QueueUrl=url, Entries=[{"Id": f"n{i}", "MessageBody": "x"} for i in range(10)])
+        got = sum(len(f.result(timeout=30).get("Messages", [])) for f in waiting)
+        assert got == 2 * 10
+    # Once they are gone, waiting is possible again.
+    sqs.send_message(QueueUrl=url, MessageBody="again")
+    assert sqs.receive_message(QueueUrl=url, WaitTimeSeconds=1)["Messages"][0]["Body"] == "again"
+
+
+def test_oversized_messages_and_batches_are_refused(bounded: Server) -> None:
+    sqs: Any = bounded.client("sqs")
+    url = sqs.create_queue(QueueName="sizes")["QueueUrl"]
+    code, _, _ = error_of(sqs.send_message, QueueUrl=url, MessageBody="x" * (2 << 20))
+    assert code == "InvalidParameterValue"
+    with pytest.raises(sqs.exceptions.BatchRequestTooLong):
+        sqs.send_message_batch(QueueUrl=url, Entries=[{"Id": f"b{i}", "MessageBody": "x" * 200_000} for i in range(10)])
+    code, _, _ = error_of(
+        sqs.send_message,
+        QueueUrl=url,
+        MessageBody="x",
+        MessageAttributes={f"a{i}": {"DataType": "String", "StringValue": "v"} for i in range(11)},
+    )
+    assert code == "InvalidParameterValue"
+    counts = sqs.get_queue_attributes(QueueUrl=url, AttributeNames=["All"])["Attributes"]
+    assert counts["ApproximateNumberOfMessages"] == "0"
+    assert healthy(bounded)
+
+
+def test_a_body_that_is_not_json(bounded: Server, tmp_path: Path) -> None:
+    from botocore.auth import SigV4Auth
+    from botocore.awsrequest import AWSRequest
+    from botocore.credentials import Credentials
+
+    from tests.conftest import ACCESS_KEY, SECRET_KEY
+
+    for body in (b"[1,2]", b"{" * 5000, b"\xff\xfe"):
+        request = AWSRequest(
+            method="POST",
+            url=bounded.endpoint + "/",
+            data=body,
+            headers={"X-Amz-Target": "AmazonSQS.ListQueues", "Content-Type": "application/x-amz-json-1.0"},
+        )
+        SigV4Auth(Credentials(ACCESS_KEY, SECRET_KEY), "sqs", "us-east-1").add_auth(request)
+        prepared = urllib.request.Request(request.url, data=body, headers=dict(request.headers.items()), method="POST")
+        try:
+            urllib.request.urlopen(prepared, timeout=10)
+            raise AssertionError("accepted a body that is not a JSON object")
+        except urllib.error.HTTPError as exc:
+            assert exc.code == 400
+            assert json.loads(exc.read())["__type"].endswith("SerializationException")
+            assert exc.headers["x-amzn-query-error"].endswith(";Sender")
+    assert healthy(bounded)

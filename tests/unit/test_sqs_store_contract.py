@@ -1,0 +1,179 @@
+"""The contract every QueueStore implementation must keep (SQLite today; PostgreSQL for the cluster mode must
+pass the same): queues by name, messages in order, a receive that hides what it returns in the same commit,
+FIFO groups blocked by a message in flight, deduplication within its window, redrive to a dead-letter queue,
+receipt tokens that must be the latest, and durability across a reopen."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from selfless.services.sqs.sqlite import SqliteQueueStore
+from selfless.services.sqs.store import Message, Outcome, Queue, QueueStore, Redrive
+from selfless.store.sqlite import SqliteStore
+
+
+async def _sqlite(tmp: Path) -> tuple[QueueStore, SqliteStore]:
+    base = SqliteStore(tmp / "meta.db")
+    await base.open()
+    store = SqliteQueueStore(base)
+    await store.open()
+    return store, base
+
+
+IMPLEMENTATIONS: dict[str, Callable[[Path], Awaitable[tuple[QueueStore, SqliteStore]]]] = {"sqlite": _sqlite}
+
+
+@pytest.fixture(params=sorted(IMPLEMENTATIONS))
+def make(request: pytest.FixtureRequest, tmp_path: Path) -> Callable[[], Awaitable[tuple[QueueStore, SqliteStore]]]:
+    return lambda: IMPLEMENTATIONS[request.param](tmp_path)
+
+
+def run(scenario: Callable[[], Awaitable[None]]) -> None:
+    asyncio.run(scenario())  # type: ignore[arg-type]
+
+
+def msg(n: int, sent: float = 100.0, group: str | None = None, dedup: str | None = None, delay: float = 0) -> Message:
+    return Message(f"id{n}", f"body{n}", sent, sent + delay, group_id=group, dedup_id=dedup, md5_body="x")
+
+
+def queue(name: str = "q", **attributes: str) -> Queue:
+    return Queue(name, 1.0, 1.0, {"VisibilityTimeout": "30", **attributes})
+
+
+def tokens(n: int, prefix: str = "t") -> list[str]:
+    return [f"{prefix}{i}" for i in range(n)]
+
+
+def test_queues(make: Any) -> None:
+    async def scenario() -> None:
+        store, base = await make()
+        q = queue()
+        assert await store.create_queue(q) is q
+        again = await store.create_queue(queue(VisibilityTimeout="5"))
+        assert again.attributes["VisibilityTimeout"] == "30"  # the first one stays
+        await store.create_queue(queue("q2"))
+        await store.create_queue(queue("other"))
+        assert [x.name for x in await store.list_queues("q", None, 10)] == ["q", "q2"]
+        assert [x.name for x in await store.list_queues("", "other", 1)] == ["q"]
+        assert await store.update_queue(Queue("q", 1.0, 2.0, {"VisibilityTimeout": "9"}, {"t": "v"}))
+        got = await store.get_queue("q")
+        assert got is not None and got.attributes["VisibilityTimeout"] == "9" and got.tags == {"t": "v"}
+        await store.send("q", [msg(1)], 0)
+        assert await store.delete_queue("q") and not await store.delete_queue("q")
+        assert await store.get_queue("q") is None
+        assert not await store.update_queue(queue())
+        await base.close()
+
+    run(scenario)
+
+
+def test_receive_hides_in_order_and_counts(make: Any) -> None:
+    async def scenario() -> None:
+        store, base = await make()
+        await store.create_queue(queue())
+        sent = await store.send("q", [msg(1), msg(2), msg(3, delay=50)], 0)
+        assert [s.seq for s in sent] == sorted(s.seq for s in sent) and not any(s.duplicate for s in sent)
+        assert await store.counts("q", 100) == (2, 0, 1)
+        got = await store.receive("q", 100, 10, 30, tokens(10), False, 0)
+        assert [m.message_id for m in got] == ["id1", "id2"]
+        assert all(m.receive_count == 1 and m.first_received == 100 and m.visible_at == 130 for m in got)
+        assert await store.counts("q", 100) == (0, 2, 1)
+        assert await store.receive("q", 100, 10, 30, tokens(10), False, 0) == []
+        again = await store.receive("q", 131, 1, 30, ["u0"], False, 0)
+        assert [(m.message_id, m.receive_count, m.first_received) for m in again] == [("id1", 2, 100)]
+        await base.close()
+
+    run(scenario)
+
+
+def test_receipts_must_be_the_latest(make: Any) -> None:
+    async def scenario() -> None:
+        store, base = await make()
+        await store.create_queue(queue())
+        await store.send("q", [msg(1)], 0)
+        await store.receive("q", 100, 1, 10, ["old"], False, 0)
+        await store.receive("q", 111, 1, 10, ["new"], False, 0)
+        assert await store.change_visibility("q", "id1", "old", 200, 112) is Outcome.STALE
+        assert await store.delete("q", "id1", "old") is Outcome.STALE
+        assert await store.change_visibility("q", "id1", "new", 112, 112) is Outcome.DONE
+        assert await store.change_visibility("q", "id1", "new", 150, 113) is Outcome.NOT_IN_FLIGHT
+        assert await store.delete("q", "id1", "new") is Outcome.DONE
+        assert await store.delete("q", "id1", "new") is Outcome.GONE
+        await base.close()
+
+    run(scenario)
+
+
+def test_fifo_groups_and_deduplication(make: Any) -> None:
+    async def scenario() -> None:
+        store, base = await make()
+        await store.create_queue(queue("f.fifo", FifoQueue="true"))
+        batch = [msg(1, group="a", dedup="d1"), msg(2, group="a", dedup="d2"), msg(3, group="b", dedup="d3")]
+        sent = await store.send("f.fifo", batch, 0)
+        dup = await store.send("f.fifo", [msg(4, group="a", dedup="d1")], 0)
+        assert dup[0].duplicate and dup[0].message_id == "id1" and dup[0].seq == sent[0].seq
+        first = await store.receive("f.fifo", 100, 1, 30, ["t"], True, 0)
+        assert [m.message_id for m in first] == ["id1"]
+        rest = await store.receive("f.fifo", 100, 10, 30, tokens(10), True, 0)
+        assert [m.message_id for m in rest] == ["id3"]  # group a is blocked by id1 in flight
+        await store.delete("f.fifo", "id1", "t")
+        assert [m.message_id for m in await store.receive("f.fifo", 100, 10, 30, tokens(10), True, 0)] == ["id2"]
+        # The window: an id remembered past its message's deletion, forgotten once older than dedup_since.
+        assert (await store.send("f.fifo", [msg(5, group="a", dedup="d1")], 0))[0].duplicate
+        assert not (await store.send("f.fifo", [msg(6, sent=500, group="a", dedup="d1")], 400))[0].duplicate
+        await base.close()
+
+    run(scenario)
+
+
+def test_redrive_and_retention(make: Any) -> None:
+    async def scenario() -> None:
+        store, base = await make()
+        await store.create_queue(queue())
+        await store.create_queue(queue("dlq"))
+        await store.send("q", [msg(1), msg(2, sent=10)], 0)
+        redrive = Redrive(1, "dlq", "arn:q")
+        got = await store.receive("q", 100, 10, 0, tokens(10), False, 50, redrive)
+        assert [m.message_id for m in got] == ["id1"]  # id2 was past its retention
+        assert await store.receive("q", 101, 10, 0, tokens(10), False, 50, redrive) == []
+        moved = await store.receive("dlq", 101, 10, 30, tokens(10), False, 0)
+        assert [(m.message_id, m.source_arn) for m in moved] == [("id1", "arn:q")]
+        assert await store.purge("dlq") == 1 and await store.counts("dlq", 200) == (0, 0, 0)
+        await base.close()
+
+    run(scenario)
+
+
+def test_a_receive_survives_a_reopen(make: Any, tmp_path: Path) -> None:
+    async def scenario() -> None:
+        store, base = await make()
+        await store.create_queue(queue())
+        await store.send("q", [msg(1), msg(2)], 0)
+        await store.receive("q", 100, 1, 30, ["t"], False, 0)
+        await base.close()
+        store, base = await make()
+        assert await store.counts("q", 100) == (1, 1, 0)
+        assert [m.message_id for m in await store.receive("q", 100, 10, 30, tokens(10), False, 0)] == ["id2"]
+        await base.close()
+
+    run(scenario)
+
+
+def test_concurrent_receives_never_share_a_message(make: Any) -> None:
+    async def scenario() -> None:
+        store, base = await make()
+        await store.create_queue(queue())
+        await store.send("q", [msg(i) for i in range(50)], 0)
+        results = await asyncio.gather(
+            *(store.receive("q", 100, 3, 30, tokens(3, f"r{i}-"), False, 0) for i in range(20))
+        )
+        ids = [m.message_id for got in results for m in got]
+        assert len(ids) == len(set(ids)) == 50
+        await base.close()
+
+    run(scenario)
