@@ -58,6 +58,7 @@ from selfless.services.s3.functions import NotificationFunctions
 from selfless.services.s3.service import ObjectService
 from selfless.services.s3.sqlite import SqliteObjectMetadata
 from selfless.services.sqs.api import SqsApi
+from selfless.services.sqs.destinations import BuiltinQueues
 from selfless.services.sqs.service import QueueService
 from selfless.services.sqs.sqlite import SqliteQueueStore
 from selfless.store.sqlite import SqliteStore
@@ -158,7 +159,7 @@ class App:
         self.invocations = InvocationService(settings, self.registry, self.pool, self.store, self.metrics, self.leases)
         # Bucket destinations go to the built-in store when SELFLESS_S3_ENDPOINT is not set (given below).
         self.destinations = Destinations(settings)
-        self.registry.check_target = lambda arn, usage: self.destinations.check_form(arn, usage=usage)
+        self.registry.check_target = lambda arn, usage: self.destinations.check(arn, usage=usage)
         self.event_configs = EventInvokeConfigs(self.store, self.registry, self.destinations)
         self.events = AsyncInvoker(
             self.store,
@@ -190,10 +191,13 @@ class App:
         self.lambda_api.lineage_of = self._lineage_of
         self.webhooks = Webhooks(self.store, self.registry, self.events)
         self.s3_meta = SqliteObjectMetadata(self.store)
+        self.s3_notifications = NotificationFunctions(
+            self.registry, self.permissions, settings.account_id, settings.region
+        )
         self.s3 = ObjectService(
             self.s3_meta,
             LocalBlobs(data / "s3"),
-            NotificationFunctions(self.registry, self.permissions, settings.account_id),
+            self.s3_notifications,
             self.events,
             region=settings.region,
             owner_id=settings.account_id,
@@ -207,6 +211,10 @@ class App:
             region=settings.region,
             max_waiters=settings.sqs_max_waiters,
         )
+        queues = BuiltinQueues(self.sqs)
+        self.destinations.queues = queues
+        if settings.sqs_endpoint is None:  # else S3's queue notifications go to that endpoint's queues
+            self.s3_notifications.queues = queues
         self.front = FrontDoor(
             SigV4Verifier(self.keyring, settings.region),
             self.lambda_api,

@@ -17,7 +17,7 @@ import logging
 import random
 import re
 import uuid
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Awaitable, Callable, Iterable, Mapping
 from typing import TYPE_CHECKING, Any
 
 from selfless.api.model import service_model
@@ -176,9 +176,9 @@ class FunctionRegistry:
         # Package keys and /opt trees live environments use (an update's old code serves the calls in
         # flight until they end): kept by ``collect``. Set by the composition root.
         self.in_use: Callable[[], Iterable[str]] = lambda: ()
-        # Refuses a DeadLetterConfig target that cannot be delivered to (``Destinations.check_form``); set by
-        # the composition root.
-        self.check_target: Callable[[str, str], object] = lambda _arn, _usage: None
+        # Refuses a DeadLetterConfig target that cannot be delivered to (``Destinations.check``); set by the
+        # composition root.
+        self.check_target: Callable[[str, str], Awaitable[None]] = _no_check
         # Provisioned concurrency requested per function name, all its versions and aliases together
         # (``ProvisionedConcurrency.totals``); set by the composition root, which sits above both.
         self.provisioned: Callable[[], Mapping[str, int]] = dict
@@ -328,7 +328,7 @@ class FunctionRegistry:
         name, qualifier = self.resolve_name(params["FunctionName"])
         if qualifier is not None:
             raise InvalidParameterValue("FunctionName cannot include a qualifier when creating a function")
-        self._refuse_unsupported(params)
+        await self._refuse_unsupported(params)
         package_type = params.get("PackageType", "Zip")
         if package_type != "Zip":
             raise InvalidParameterValue("Container images are not supported by selfless yet; use PackageType Zip")
@@ -415,7 +415,7 @@ class FunctionRegistry:
 
     async def update_configuration(self, name_or_arn: str, params: Mapping[str, Any]) -> Function:
         fn = self.latest(name_or_arn)
-        self._refuse_unsupported(params)
+        await self._refuse_unsupported(params)
         if "Runtime" in params:
             self._check_runtime(params["Runtime"])
         env = self._check_environment(params["Environment"]) if "Environment" in params else None
@@ -902,13 +902,13 @@ class FunctionRegistry:
             return contextlib.nullcontext()
         return self.code_signing.attaching(config_arn)
 
-    def _refuse_unsupported(self, params: Mapping[str, Any]) -> None:
+    async def _refuse_unsupported(self, params: Mapping[str, Any]) -> None:
         for key, message in _UNSUPPORTED.items():
             if params.get(key):
                 raise InvalidParameterValue(message)
         target = (params.get("DeadLetterConfig") or {}).get("TargetArn")
         if target:  # an empty TargetArn removes the dead-letter target, as on AWS
-            self.check_target(target, "DeadLetterConfig")
+            await self.check_target(target, "DeadLetterConfig")
 
     @staticmethod
     def _check_logging(config: Mapping[str, Any]) -> None:
@@ -1004,3 +1004,7 @@ class FunctionRegistry:
     async def _build_opt(self, fn: Function) -> None:
         if fn.opt_key is not None:
             await self._code.build_opt(fn.opt_key, [layer.code.key for layer in fn.layers])
+
+
+async def _no_check(arn: str, usage: str) -> None:
+    """Every target is taken (until the composition root gives the registry its check)."""

@@ -129,11 +129,11 @@ def test_event_invoke_config_api(async_server: Server) -> None:
     for bad, code, words in (
         ({"MaximumRetryAttempts": 3}, "ValidationException", ""),
         ({"MaximumEventAgeInSeconds": 59}, "ValidationException", ""),
-        # This server has no SQS endpoint: a queue destination could never be delivered to.
+        # This server has no SQS endpoint: queues are its built-in ones, and there is no queue q.
         (
             {"DestinationConfig": {"OnSuccess": {"Destination": "arn:aws:sqs:us-east-1:000000000000:q"}}},
             "InvalidParameterValueException",
-            "SELFLESS_SQS_ENDPOINT",
+            "does not have permissions to call SendMessage on arn:aws:sqs:us-east-1:000000000000:q",
         ),
         (
             {"DestinationConfig": {"OnFailure": {"Destination": "arn:aws:dynamodb:us-east-1:000000000000:table/t"}}},

@@ -204,8 +204,8 @@ def test_configurations_s3_refuses(server: Server, lam: Any) -> None:
         s3.put_bucket_notification_configuration,
         Bucket=bucket,
         NotificationConfiguration={
-            "QueueConfigurations": [
-                {"QueueArn": "arn:aws:sqs:us-east-1:000000000000:q", "Events": ["s3:ObjectCreated:*"]}
+            "TopicConfigurations": [
+                {"TopicArn": "arn:aws:sns:us-east-1:000000000000:t", "Events": ["s3:ObjectCreated:*"]}
             ]
         },
     )

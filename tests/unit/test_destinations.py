@@ -86,7 +86,7 @@ def test_without_a_builtin_store_or_an_endpoint_a_bucket_is_refused_naming_the_s
 
 def test_a_write_that_does_not_finish_in_time_is_a_delivery_error() -> None:
     buckets = Buckets({"failures"}, delay_s=5.0)
-    with pytest.raises(DeliveryError, match=r"did not write it within 0\.05 s"):
+    with pytest.raises(DeliveryError, match=r"did not keep it within 0\.05 s"):
         asyncio.run(destinations(buckets, timeout_s=0.05).send(Message("arn:aws:s3:::failures", RECORD)))
     assert buckets.written == []
 
@@ -114,8 +114,11 @@ def test_with_an_endpoint_set_the_external_store_is_used(monkeypatch: pytest.Mon
 class Functions:
     """Every notified function exists and may be invoked; each match is one event."""
 
-    def refusal(self, bucket: str) -> Any:
-        return lambda arn: None
+    async def refusal(self, bucket: str, targets: Any) -> Any:
+        return lambda target: None
+
+    def test_events(self, bucket: str, targets: Any, request_id: str, at: float) -> list[StoredEvent]:
+        return []
 
     def events(self, matched: list[tuple[Any, bytes]]) -> list[StoredEvent]:
         return [StoredEvent(f"e{n}", "recorder", None, payload, None, 1.0) for n, (_, payload) in enumerate(matched)]
@@ -158,6 +161,7 @@ def test_the_builtin_store_writes_the_record_and_its_notification_fires(tmp_path
                     }
                 ]
             },
+            "req-1",
         )
         assert await buckets.exists("failures") and not await buckets.exists("nowhere")
         await buckets.write("failures", "aws/lambda/async/worker/k", RECORD)

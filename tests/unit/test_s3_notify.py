@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 
 from selfless.services.s3 import notify
-from selfless.services.s3.notify import FunctionTarget, NotificationError
+from selfless.services.s3.notify import NotificationError, Target
 
 FN = "arn:aws:lambda:us-east-1:123456789012:function:thumb"
 
@@ -27,13 +27,13 @@ def config(*events: str, prefix: str | None = None, suffix: str | None = None, *
     return doc
 
 
-def parse(*configs: dict[str, Any]) -> tuple[FunctionTarget, ...]:
+def parse(*configs: dict[str, Any]) -> tuple[Target, ...]:
     return notify.parse({"LambdaFunctionConfigurations": list(configs)})
 
 
 def test_a_configuration_parses_to_targets_with_ids() -> None:
     (named,) = parse(config("s3:ObjectCreated:*", prefix="in/", suffix=".jpg", Id="thumbs"))
-    assert named == FunctionTarget("thumbs", FN, ("s3:ObjectCreated:*",), "in/", ".jpg")
+    assert named == Target("thumbs", FN, ("s3:ObjectCreated:*",), "in/", ".jpg")
     (unnamed,) = parse(config("s3:ObjectRemoved:Delete"))
     assert unnamed.id and len(unnamed.id) <= 255
     doc = {"LambdaFunctionConfigurations": [config("s3:ObjectRemoved:Delete")]}
@@ -136,11 +136,40 @@ def test_missing_function_or_events_is_malformed_xml() -> None:
         assert caught.value.code == "MalformedXML"
 
 
-@pytest.mark.parametrize("member", ["QueueConfigurations", "TopicConfigurations"])
-def test_queue_and_topic_targets_are_refused_clearly(member: str) -> None:
+def test_topic_targets_are_refused_clearly() -> None:
     with pytest.raises(NotificationError) as caught:
-        notify.parse({member: [{"QueueArn": "arn:aws:sqs:us-east-1:123456789012:q", "Events": ["s3:ObjectCreated:*"]}]})
+        notify.parse(
+            {
+                "TopicConfigurations": [
+                    {"TopicArn": "arn:aws:sns:us-east-1:123456789012:t", "Events": ["s3:ObjectCreated:*"]}
+                ]
+            }
+        )
     assert "not supported yet" in caught.value.message
+
+
+def test_queue_configurations_parse_beside_functions_and_overlap_with_them() -> None:
+    queue = "arn:aws:sqs:us-east-1:123456789012:uploads"
+    doc = {
+        "LambdaFunctionConfigurations": [config("s3:ObjectCreated:*", prefix="in/", Id="fn")],
+        "QueueConfigurations": [{"QueueArn": queue, "Events": ["s3:ObjectRemoved:*"], "Id": "q"}],
+    }
+    fn, q = notify.parse(doc)
+    assert (fn.kind, q.kind) == ("function", "queue")
+    assert q == Target("q", queue, ("s3:ObjectRemoved:*",), kind="queue")
+    assert notify.stored(doc, (fn, q)) == {
+        "LambdaFunctionConfigurations": [
+            {
+                **config("s3:ObjectCreated:*", Id="fn"),
+                "Filter": {"Key": {"FilterRules": [{"Name": "Prefix", "Value": "in/"}]}},
+            }
+        ],
+        "QueueConfigurations": [{"QueueArn": queue, "Events": ["s3:ObjectRemoved:*"], "Id": "q"}],
+    }
+    overlapping = {**doc, "QueueConfigurations": [{"QueueArn": queue, "Events": ["s3:ObjectCreated:Put"]}]}
+    with pytest.raises(NotificationError) as caught:
+        notify.parse(overlapping)
+    assert caught.value.message.startswith("Configurations overlap")
 
 
 def test_destinations_s3_may_not_invoke_are_named() -> None:
@@ -148,10 +177,10 @@ def test_destinations_s3_may_not_invoke_are_named() -> None:
         config("s3:ObjectCreated:*", prefix="a/"),
         config("s3:ObjectCreated:*", prefix="b/") | {"LambdaFunctionArn": FN + "-other"},
     )
-    notify.check_destinations(targets, lambda arn: None)
+    notify.check_destinations(targets, lambda target: None)
     with pytest.raises(NotificationError) as caught:
         notify.check_destinations(
-            targets, lambda arn: f"Not authorized to invoke function [{arn}]" if arn != FN else None
+            targets, lambda t: f"Not authorized to invoke function [{t.arn}]" if t.arn != FN else None
         )
     assert caught.value.message == "Unable to validate the following destination configurations"
     assert caught.value.arguments == ((FN + "-other", f"Not authorized to invoke function [{FN}-other]"),)

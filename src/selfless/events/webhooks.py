@@ -65,7 +65,7 @@ class WebhookTrigger:
     name: str
     source: str
     bucket: str
-    target: notify.FunctionTarget
+    target: notify.Target
     token_sha256: str
     created: float
 
@@ -75,7 +75,7 @@ class WebhookTrigger:
             "name": self.name,
             "source": self.source,
             "bucket": self.bucket,
-            "function_arn": t.function_arn,
+            "function_arn": t.arn,
             "events": list(t.events),
             "prefix": t.prefix,
             "suffix": t.suffix,
@@ -85,7 +85,7 @@ class WebhookTrigger:
 
     @classmethod
     def from_doc(cls, doc: Mapping[str, Any]) -> WebhookTrigger:
-        target = notify.FunctionTarget(
+        target = notify.Target(
             doc["name"], doc["function_arn"], tuple(doc["events"]), doc.get("prefix", ""), doc.get("suffix", "")
         )
         return cls(doc["name"], doc["source"], doc["bucket"], target, doc["token_sha256"], float(doc["created"]))
@@ -98,7 +98,7 @@ class WebhookTrigger:
             "Name": self.name,
             "Source": self.source,
             "Bucket": self.bucket,
-            "FunctionArn": t.function_arn,
+            "FunctionArn": t.arn,
             "Events": list(t.events),
             "Endpoint": PATH_PREFIX + self.name,
         }
@@ -241,7 +241,7 @@ class Webhooks:
         return trigger.target.matches(event, key)
 
     def _event(self, trigger: WebhookTrigger, record: dict[str, Any]) -> StoredEvent:
-        fn_name, qualifier = self._registry.resolve(trigger.target.function_arn, None)
+        fn_name, qualifier = self._registry.resolve(trigger.target.arn, None)
         return StoredEvent(
             ids.request_id(),
             fn_name,

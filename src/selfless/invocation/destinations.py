@@ -39,7 +39,7 @@ import threading
 import time
 import uuid
 from collections.abc import Mapping
-from typing import Any, Protocol
+from typing import Any, Protocol, runtime_checkable
 
 import botocore.exceptions
 
@@ -73,6 +73,18 @@ class DeliveryError(Exception):
     """One attempt to deliver failed (the service refused it, or could not be reached in time)."""
 
 
+@runtime_checkable
+class Queues(Protocol):
+    """The built-in queue service, as destinations send to it (``services.sqs.destinations.BuiltinQueues``)."""
+
+    async def exists(self, name: str) -> bool: ...
+
+    async def send(self, name: str, body: bytes, attributes: Mapping[str, str]) -> None:
+        """Send ``body`` with string ``attributes``; raises DeliveryError when it was not kept."""
+        ...
+
+
+@runtime_checkable
 class Buckets(Protocol):
     """The built-in object store, as destinations write to it (``services.s3.destinations.BuiltinBuckets``)."""
 
@@ -129,8 +141,9 @@ class Destinations:
     """Checks destination ARNs against the configured endpoints, and sends messages to them.
 
     Each service's endpoint comes from ``settings`` (None: it has none). ``buckets`` is the built-in object
-    store that bucket destinations use when ``settings.s3_endpoint`` is not set (set by the composition root,
-    which builds the store after this; None: bucket destinations are refused)."""
+    store that bucket destinations use when ``settings.s3_endpoint`` is not set, ``queues`` the built-in queue
+    service that queue destinations and dead-letter queues use when ``settings.sqs_endpoint`` is not set (both
+    set by the composition root, which builds them after this; None: such destinations are refused)."""
 
     def __init__(self, settings: Settings, *, timeout_s: float = SEND_TIMEOUT_S) -> None:
         self._endpoints: dict[str, str | None] = {
@@ -140,18 +153,28 @@ class Destinations:
             "s3": settings.s3_endpoint,
         }
         self._region = settings.region
+        self._account = settings.account_id
         self._timeout_s = timeout_s
         self._clients: dict[str, Any] = {}
         self._queue_urls: dict[str, str] = {}
         # Sends run in worker threads; each client is made once, by whichever comes first.
         self._lock = threading.Lock()
         self.buckets: Buckets | None = None
+        self.queues: Queues | None = None
 
-    def _builtin(self, target: Target) -> Buckets | None:
-        """The built-in store when ``target`` is a bucket it holds (no external S3 endpoint), else None."""
+    def _builtin(self, target: Target) -> Buckets | Queues | None:
+        """The built-in service ``target`` is in (no external endpoint for its service), else None."""
         if target.service == "s3" and self._endpoints["s3"] is None:
             return self.buckets
+        if target.service == "sqs" and self._endpoints["sqs"] is None and target.account in ("", self._account):
+            return self.queues
         return None
+
+    async def _send_builtin(self, target: Target, service: Buckets | Queues, message: Message) -> None:
+        if isinstance(service, Buckets):
+            await service.write(target.resource, _object_key(message.record_facts()[0]), message.body)
+        else:
+            await service.send(target.resource, message.body, message.attributes)
 
     def check_form(self, arn: str, *, usage: str) -> Target:
         """Raise InvalidParameterValue unless ``arn`` is a destination this server can deliver to as far as can
@@ -176,25 +199,27 @@ class Destinations:
         return target
 
     async def check(self, arn: str, *, usage: str) -> None:
-        """``check_form``, and for a bucket of the built-in store, that the bucket exists (refused as Lambda
+        """``check_form``, and for a bucket or queue of a built-in service, that it exists (refused as Lambda
         refuses a destination its execution role cannot write to)."""
         target = self.check_form(arn, usage=usage)
-        buckets = self._builtin(target)
-        if buckets is not None and not await buckets.exists(target.resource):
+        builtin = self._builtin(target)
+        if builtin is not None and not await builtin.exists(target.resource):
+            action = "PutObject" if target.service == "s3" else "SendMessage"
             raise InvalidParameterValue(
-                f"The function's execution role does not have permissions to call PutObject on {arn}"
+                f"The function's execution role does not have permissions to call {action} on {arn}"
             )
 
     async def send(self, message: Message) -> None:
         """One delivery attempt; raises DeliveryError when it did not go through (the caller retries)."""
         target = parse(message.target)
-        buckets = None if target is None else self._builtin(target)
-        if target is not None and buckets is not None:
+        builtin = None if target is None else self._builtin(target)
+        if target is not None and builtin is not None:
             try:
                 async with asyncio.timeout(self._timeout_s):
-                    await buckets.write(target.resource, _object_key(message.record_facts()[0]), message.body)
+                    await self._send_builtin(target, builtin, message)
             except TimeoutError:
-                raise DeliveryError(f"the object store did not write it within {self._timeout_s:g} s") from None
+                kind = "object store" if target.service == "s3" else "queue service"
+                raise DeliveryError(f"the {kind} did not keep it within {self._timeout_s:g} s") from None
             return
         if target is None or self._endpoints.get(target.service) is None:
             # Configured while an endpoint was set, and the server restarted without it: kept until it is back.

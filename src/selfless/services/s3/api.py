@@ -1073,7 +1073,7 @@ class S3Api:
     async def _put_notification(self, params: dict[str, Any], call: _Call) -> Response:
         doc = await self._xml_input(call, "NotificationConfiguration")
         try:
-            await self._s3.put_notification(params["Bucket"], doc)
+            await self._s3.put_notification(params["Bucket"], doc, call.request_id)
         except notify.NotificationError as exc:
             # S3 numbers the arguments of its destination error (ArgumentName1, ...), not its others.
             numbered = exc.message.startswith("Unable to validate")

@@ -39,9 +39,9 @@ import botocore.session
 __all__ = [
     "CREATED",
     "REMOVED",
-    "FunctionTarget",
     "NotificationError",
     "Sequencer",
+    "Target",
     "check_destinations",
     "event_payload",
     "event_record",
@@ -84,15 +84,17 @@ class NotificationError(Exception):
 
 
 @dataclasses.dataclass(frozen=True)
-class FunctionTarget:
-    """One LambdaFunctionConfiguration: its id, the function (ARN, maybe qualified), its event types and
-    key filter ("" when a rule is absent)."""
+class Target:
+    """One LambdaFunctionConfiguration (``kind`` "function": ``arn`` the function's, maybe qualified) or
+    QueueConfiguration (``kind`` "queue": ``arn`` the queue's): its id, event types and key filter ("" when a
+    rule is absent)."""
 
     id: str
-    function_arn: str
+    arn: str
     events: tuple[str, ...]
     prefix: str = ""
     suffix: str = ""
+    kind: str = "function"
 
     def matches(self, event_name: str, key: str) -> bool:
         """Whether an event of type ``event_name`` (``s3:ObjectCreated:Put``) on ``key`` goes to this target."""
@@ -111,7 +113,7 @@ def _events_overlap(a: Iterable[str], b: Iterable[str]) -> bool:
     return any(_covers(x, y) or _covers(y, x) for x in a for y in b)
 
 
-def _overlap(a: FunctionTarget, b: FunctionTarget) -> bool:
+def _overlap(a: Target, b: Target) -> bool:
     prefixes = not a.prefix or not b.prefix or a.prefix.startswith(b.prefix) or b.prefix.startswith(a.prefix)
     suffixes = not a.suffix or not b.suffix or a.suffix.endswith(b.suffix) or b.suffix.endswith(a.suffix)
     return prefixes and suffixes and _events_overlap(a.events, b.events)
@@ -122,27 +124,24 @@ def _generated_id() -> str:
     return base64.b64encode(os.urandom(24)).decode("ascii").rstrip("=")
 
 
-def parse(doc: Mapping[str, Any]) -> tuple[FunctionTarget, ...]:
+def parse(doc: Mapping[str, Any]) -> tuple[Target, ...]:
     """The function targets of a NotificationConfiguration; raises NotificationError as S3 refuses it.
     Targets without an Id get a generated one (see :func:`stored`)."""
-    for refused, service in (
-        ("QueueConfigurations", "SQS"),
-        ("TopicConfigurations", "SNS"),
-        ("EventBridgeConfiguration", "EventBridge"),
-    ):
+    for refused, service in (("TopicConfigurations", "SNS"), ("EventBridgeConfiguration", "EventBridge")):
         if doc.get(refused):
             raise NotificationError(
                 f"{refused} are not supported yet: selfless does not offer {service}; "
-                "only LambdaFunctionConfigurations are delivered",
+                "LambdaFunctionConfigurations and QueueConfigurations are delivered",
                 [(refused, service)],
             )
-    configs = doc.get("LambdaFunctionConfigurations") or []
+    configs = [(c, _KINDS["LambdaFunctionConfigurations"]) for c in doc.get("LambdaFunctionConfigurations") or []]
+    configs += [(c, _KINDS["QueueConfigurations"]) for c in doc.get("QueueConfigurations") or []]
     if len(configs) > _MAX_CONFIGURATIONS:
         raise NotificationError(f"A bucket takes at most {_MAX_CONFIGURATIONS} notification configurations")
-    targets: list[FunctionTarget] = []
+    targets: list[Target] = []
     ids: set[str] = set()
-    for config in configs:
-        target = _target(config)
+    for config, (kind, arn_member) in configs:
+        target = _target(config, kind, arn_member)
         if target.id in ids:
             raise NotificationError(
                 "Configuration id must be unique within a notification configuration", [("Id", target.id)]
@@ -159,8 +158,15 @@ def parse(doc: Mapping[str, Any]) -> tuple[FunctionTarget, ...]:
     return tuple(targets)
 
 
-def _target(config: Mapping[str, Any]) -> FunctionTarget:
-    arn = config.get("LambdaFunctionArn")
+# Each configuration list: its targets' kind and the member naming the destination.
+_KINDS = {
+    "LambdaFunctionConfigurations": ("function", "LambdaFunctionArn"),
+    "QueueConfigurations": ("queue", "QueueArn"),
+}
+
+
+def _target(config: Mapping[str, Any], kind: str, arn_member: str) -> Target:
+    arn = config.get(arn_member)
     if not isinstance(arn, str) or not arn:
         raise NotificationError(
             "The XML you provided was not well-formed or did not validate against our published schema",
@@ -194,34 +200,32 @@ def _target(config: Mapping[str, Any]) -> FunctionTarget:
                 f"The {name} filter value must be at most {_MAX_FILTER_VALUE} bytes long", [("FilterRule", name)]
             )
         found[name] = value
-    return FunctionTarget(ident, arn, tuple(dict.fromkeys(events)), found.get("prefix", ""), found.get("suffix", ""))
+    return Target(ident, arn, tuple(dict.fromkeys(events)), found.get("prefix", ""), found.get("suffix", ""), kind)
 
 
-def stored(doc: Mapping[str, Any], targets: Sequence[FunctionTarget]) -> dict[str, Any]:
-    """The configuration as GetBucketNotificationConfiguration returns it: as given, with each function
-    configuration's Id (generated where none was given) and its filter rules named ``Prefix``/``Suffix``."""
-    configs = []
-    for config, target in zip(doc.get("LambdaFunctionConfigurations") or [], targets, strict=True):
+def stored(doc: Mapping[str, Any], targets: Sequence[Target]) -> dict[str, Any]:
+    """The configuration as GetBucketNotificationConfiguration returns it: as given, with each configuration's
+    Id (generated where none was given) and its filter rules named ``Prefix``/``Suffix``."""
+    given = [(name, config) for name in _KINDS for config in doc.get(name) or []]
+    out: dict[str, Any] = {}
+    for (name, config), target in zip(given, targets, strict=True):
         shown = {**config, "Id": target.id}
         rules = [{"Name": n, "Value": v} for n, v in (("Prefix", target.prefix), ("Suffix", target.suffix)) if v]
         if config.get("Filter"):
             # S3 gives the rules back capitalized, whatever case they were put in.
             shown["Filter"] = {"Key": {"FilterRules": rules}}
-        configs.append(shown)
-    out: dict[str, Any] = {}
-    if configs:
-        out["LambdaFunctionConfigurations"] = configs
+        out.setdefault(name, []).append(shown)
     return out
 
 
-def check_destinations(targets: Iterable[FunctionTarget], refusal: Callable[[str], str | None]) -> None:
-    """Raise S3's destination error naming every target whose function ``refusal`` refuses (it returns why,
-    or None when S3 may invoke the function for this bucket)."""
+def check_destinations(targets: Iterable[Target], refusal: Callable[[Target], str | None]) -> None:
+    """Raise S3's destination error naming every target ``refusal`` refuses (it returns why, or None when S3
+    may deliver to the target's function or queue for this bucket)."""
     failed = []
     for target in targets:
-        why = refusal(target.function_arn)
+        why = refusal(target)
         if why is not None:
-            failed.append((target.function_arn, why))
+            failed.append((target.arn, why))
     if failed:
         raise NotificationError(_UNVALIDATED, failed)
 
@@ -319,14 +323,14 @@ class ObjectEvent:
 
 
 def matching_payloads(
-    targets: Iterable[FunctionTarget],
+    targets: Iterable[Target],
     event: ObjectEvent,
     *,
     region: str,
     owner_id: str,
     sequencer: Sequencer,
     at: float | None = None,
-) -> list[tuple[FunctionTarget, bytes]]:
+) -> list[tuple[Target, bytes]]:
     """The invocation payload for each target ``event`` matches (one invocation per matched configuration,
     as S3 sends one message per configuration)."""
     out = []

@@ -228,7 +228,7 @@ class ObjectService:
         self.owner_id = owner_id
         self._clock = clock
         self._sequencer = notify.Sequencer()
-        self._targets: dict[str, tuple[notify.FunctionTarget, ...]] = {}  # parsed configurations by document
+        self._targets: dict[str, tuple[notify.Target, ...]] = {}  # parsed configurations by document
         self._buckets: dict[str, Bucket] = {}
 
     # -- buckets ---------------------------------------------------------------------------------------------
@@ -284,20 +284,26 @@ class ObjectService:
 
     # -- notifications ---------------------------------------------------------------------------------------
 
-    async def put_notification(self, name: str, doc: Mapping[str, Any]) -> None:
+    async def put_notification(self, name: str, doc: Mapping[str, Any], request_id: str) -> None:
+        """Validate and keep a NotificationConfiguration; each of its queues is sent S3's ``s3:TestEvent``,
+        committed with it."""
         bucket = await self.bucket(name)
         targets = notify.parse(doc)
-        notify.check_destinations(targets, self._functions.refusal(name))
+        notify.check_destinations(targets, await self._functions.refusal(name, targets))
         stored = json.dumps(notify.stored(doc, targets), separators=(",", ":"))
         changed = dataclasses.replace(bucket, notification=stored)
-        await self._meta.update_bucket(changed)
+        tests = self._functions.test_events(name, targets, request_id, self._clock())
+        if tests and not self._events.has_room(len(tests)):
+            raise S3Error("SlowDown", "Please reduce your request rate.")
+        await self._meta.update_bucket(changed, tests)
+        self._events.adopt(tests)
         self._buckets[name] = changed
 
     async def notification(self, name: str) -> dict[str, Any]:
         bucket = await self.bucket(name)
         return dict(json.loads(bucket.notification)) if bucket.notification else {}
 
-    def _targets_of(self, bucket: Bucket) -> tuple[notify.FunctionTarget, ...]:
+    def _targets_of(self, bucket: Bucket) -> tuple[notify.Target, ...]:
         if not bucket.notification:
             return ()
         targets = self._targets.get(bucket.notification)

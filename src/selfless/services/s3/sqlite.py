@@ -6,7 +6,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import sqlite3
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 from selfless.services.s3.store import Bucket, Listing, ObjectRecord, Part, Upload, VersionListing
@@ -178,16 +178,17 @@ class SqliteObjectMetadata:
 
         return await self._store.call(q)
 
-    async def update_bucket(self, bucket: Bucket) -> None:
-        await self._store.call(
-            lambda db: (
+    async def update_bucket(self, bucket: Bucket, events: Sequence[StoredEvent] = ()) -> None:
+        def q(db: sqlite3.Connection) -> None:
+            with transaction(db):
                 db.execute(
                     "UPDATE s3_buckets SET versioning = ?, notification = ? WHERE name = ?",
                     (bucket.versioning, bucket.notification, bucket.name),
                 )
-                and None
-            )
-        )
+                if events:
+                    insert_events(db, list(events))
+
+        await self._store.call(q)
 
     async def delete_bucket(self, name: str) -> bool:
         def q(db: sqlite3.Connection) -> bool:

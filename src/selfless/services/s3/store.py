@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator, Mapping, Sequence
 from typing import Protocol
 
 from selfless.store.base import StoredEvent
@@ -109,8 +109,8 @@ class ObjectMetadataStore(Protocol):
 
     async def list_buckets(self) -> list[Bucket]: ...
 
-    async def update_bucket(self, bucket: Bucket) -> None:
-        """Its versioning and notification configuration."""
+    async def update_bucket(self, bucket: Bucket, events: Sequence[StoredEvent] = ()) -> None:
+        """Its versioning and notification configuration (and accept ``events``, in the same transaction)."""
 
     async def delete_bucket(self, name: str) -> bool:
         """False (nothing changed) when the bucket holds objects (of any version, delete markers too) or uploads."""
