@@ -319,8 +319,6 @@ class LambdaApi:
         )
         if itype is not InvocationType.REQUEST_RESPONSE:
             return self._invoke_later(req)
-        started = self._invocations.start(req)
-        answer: asyncio.Future[Response] = started.outcome.get_loop().create_future()
 
         def answered(done: asyncio.Future[Outcome]) -> None:
             if answer.done():
@@ -335,7 +333,10 @@ class LambdaApi:
                 response = wire_errors.rest_json(wire_errors.unexpected(exc), request_id)
             answer.set_result(response)
 
-        started.outcome.add_done_callback(answered)
+        # ``answered`` runs in the outcome's own callback, after the service's bookkeeping (never before this
+        # returns: a Future's callbacks run from the loop).
+        started = self._invocations.start(req, answered)
+        answer: asyncio.Future[Response] = started.outcome.get_loop().create_future()
         return answer
 
     async def _invoke_later(self, req: InvokeRequest) -> Response:

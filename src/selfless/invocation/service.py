@@ -16,8 +16,8 @@ import base64
 import binascii
 import logging
 import time
-from collections.abc import Mapping
-from typing import TYPE_CHECKING, Any, NamedTuple
+from collections.abc import Callable, Mapping
+from typing import TYPE_CHECKING, NamedTuple
 
 from selfless import ids, json_limits
 from selfless.config import Settings
@@ -48,7 +48,8 @@ MAX_CLIENT_CONTEXT = 3583
 _ASYNC_CONCURRENCY = 64
 # Beyond the function's timeout and init, how long a caller waits before we call it our fault.
 _BACKSTOP_S = 30.0
-_MAX_CACHED_COUNTERS = 10_000
+# How often the backstops of running invocations are checked (one timer for them all, not one per call).
+_BACKSTOP_SWEEP_S = 1.0
 
 
 class _Prepared(NamedTuple):
@@ -90,9 +91,10 @@ class InvocationService:
         self.events: AsyncInvoker | None = None
         self._sync: set[asyncio.Task[Outcome]] = set()  # synchronous ones, which outlive their callers
         self._sync_stops: set[asyncio.Task[None]] = set()  # environments stopped by the backstop
-        # Each function's invocation counters by outcome (prometheus-client's labels() costs a lock and a
-        # tuple's hashing per call: the warm path looks its counter up here instead).
-        self._counters: dict[tuple[str, OutcomeKind], Any] = {}
+        # Running synchronous invocations: their backstop deadline (monotonic) and environment, checked by one
+        # sweep every _BACKSTOP_SWEEP_S while there are any.
+        self._running: dict[Invocation, tuple[float, Environment]] = {}
+        self._sweeper: asyncio.TimerHandle | None = None
         self._inflight = 0
         self._idle = asyncio.Event()
         self._idle.set()
@@ -112,15 +114,16 @@ class InvocationService:
         await self._accept(p.fn, req.qualifier, p.payload, p.client_context, p.request_id, req.lineage, p.trace)
         return InvokeResult(202, b"", request_id=p.request_id)
 
-    def start(self, req: InvokeRequest) -> Started:
+    def start(self, req: InvokeRequest, then: Callable[[asyncio.Future[Outcome]], None] | None = None) -> Started:
         """A RequestResponse invocation checked (raising what ``invoke`` raises) and started, without waiting:
         the Future of its outcome, which the caller must not cancel (wait on it through ``asyncio.shield``, or
-        a callback), and what ``result`` needs to answer it."""
+        a callback), and what ``result`` needs to answer it. ``then``: called with that Future once it is
+        done, after the service's own bookkeeping (lease, metrics), in the same callback: no hop of its own."""
         p = self._prepare(req)
         # A synchronous call is counted in its chain too (a loop may go through it), but never stopped.
         lineage = {**req.lineage, p.fn.name: req.lineage.get(p.fn.name, 0) + 1} if req.lineage else None
         outcome = self._launch(
-            p.fn, p.payload, p.client_context, p.request_id, p.invoked, lineage, p.trace, req.tail_logs
+            p.fn, p.payload, p.client_context, p.request_id, p.invoked, lineage, p.trace, req.tail_logs, then
         )
         return Started(outcome, p.fn, p.request_id, req.tail_logs)
 
@@ -216,6 +219,7 @@ class InvocationService:
         lineage: Mapping[str, int] | None = None,
         trace: str | None = None,
         tail: bool = False,
+        then: Callable[[asyncio.Future[Outcome]], None] | None = None,
     ) -> asyncio.Future[Outcome]:
         """Start one invocation on an environment of ``fn``: the Future of its outcome (which fails with
         TooManyRequests when no environment can be had); raises TooManyRequests at once without a lease.
@@ -227,7 +231,8 @@ class InvocationService:
         for that task. ``invoked_arn``: the ARN as the caller named it (with its alias or version), for the
         context object; ``fn.arn`` when empty. ``lineage``: the chain this call belongs to, this function's
         run counted in. ``trace``: its X-Ray trace header (a new one, sampled as the function's tracing
-        says, when None). ``tail``: keep the log's last lines for the answer (LogType: Tail)."""
+        says, when None). ``tail``: keep the log's last lines for the answer (LogType: Tail). ``then``: see
+        ``start``."""
         try:
             lease = self._leases.acquire(fn.name)
         except TooManyRequests as exc:
@@ -249,11 +254,13 @@ class InvocationService:
         )
         env = self._pool.take_idle(fn)
         if env is not None:
-            self._begin(fn, env, inv, lease)
+            self._begin(fn, env, inv, lease, then)
             return inv.done
         task = loop.create_task(self._start_and_run(fn, inv, lease))
         self._sync.add(task)
         task.add_done_callback(self._sync.discard)
+        if then is not None:
+            task.add_done_callback(then)
         return task
 
     async def _start_and_run(self, fn: Function, inv: Invocation, lease: Lease) -> Outcome:
@@ -280,25 +287,31 @@ class InvocationService:
         self._begin(fn, env, inv, lease)
         return await inv.done
 
-    def _begin(self, fn: Function, env: Environment, inv: Invocation, lease: Lease) -> None:
-        """Give ``inv`` to ``env``; from here its outcome (or the backstop) settles the lease, exactly once."""
+    def _begin(
+        self,
+        fn: Function,
+        env: Environment,
+        inv: Invocation,
+        lease: Lease,
+        then: Callable[[asyncio.Future[Outcome]], None] | None = None,
+    ) -> None:
+        """Give ``inv`` to ``env``; from here its outcome (or the backstop) settles the lease, exactly once.
+        ``then``: called last by the outcome's callback."""
         deadline_s = max(10.0, float(fn.timeout)) + fn.timeout + _BACKSTOP_S
-        backstop = inv.done.get_loop().call_later(deadline_s, self._backstop, env, inv)
+        self._running[inv] = (time.monotonic() + deadline_s, env)
+        if self._sweeper is None:
+            self._sweeper = inv.done.get_loop().call_later(_BACKSTOP_SWEEP_S, self._sweep_backstops)
 
         def finished(done: asyncio.Future[Outcome]) -> None:
-            backstop.cancel()
+            self._running.pop(inv, None)
             self._settled(lease)
             if not done.cancelled() and done.exception() is None:
                 outcome = done.result()
-                counter = self._counters.get((fn.name, outcome.kind))
-                if counter is None:
-                    counter = self._metrics.invocations.labels(fn.name, outcome.kind.value)
-                    if len(self._counters) < _MAX_CACHED_COUNTERS:
-                        self._counters[(fn.name, outcome.kind)] = counter
-                counter.inc()
-                self._metrics.duration.observe(outcome.duration_ms / 1000)
+                self._metrics.invocation(fn.name, outcome.kind.value, outcome.duration_ms / 1000)
                 if outcome.platform_init_ms is not None:
                     self._metrics.start_overhead.observe(outcome.platform_init_ms / 1000)
+            if then is not None:
+                then(done)
 
         inv.done.add_done_callback(finished)
         try:
@@ -307,6 +320,17 @@ class InvocationService:
             if not inv.done.done():
                 inv.done.set_exception(exc)
             raise
+
+    def _sweep_backstops(self) -> None:
+        """Stop the environments of invocations past their backstop; re-armed while any are running."""
+        self._sweeper = None
+        now = time.monotonic()
+        late = [(inv, env) for inv, (deadline, env) in self._running.items() if deadline <= now]
+        for inv, env in late:
+            del self._running[inv]
+            self._backstop(env, inv)
+        if self._running:
+            self._sweeper = asyncio.get_running_loop().call_later(_BACKSTOP_SWEEP_S, self._sweep_backstops)
 
     def _backstop(self, env: Environment, inv: Invocation) -> None:
         """The environment never settled ``inv`` (its own deadline should have): our fault; stop it."""

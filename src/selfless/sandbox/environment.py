@@ -43,7 +43,7 @@ from typing import Any
 from selfless import json_limits
 from selfless.api.auth import Keyring, Principal, generate_session_credentials
 from selfless.config import Settings
-from selfless.httpserver import HttpServer
+from selfless.httpserver import HttpServer, Response
 from selfless.invocation.inflight import Invocation, Outcome, OutcomeKind, error_payload
 from selfless.models import Function
 from selfless.observability.logs import LogStream, cut_events
@@ -174,11 +174,18 @@ class Environment:
             coalesce=True,  # a result's 202 leaves with the answer to the /next sent behind it
         )
         self._process: SandboxProcess | None = None
-        self._waiter: asyncio.Future[Invocation] | None = None
-        self._timer: asyncio.TimerHandle | None = None
+        # A /next waiting for work: the HTTP answer itself, resolved by ``assign`` (or with STOPPED).
+        self._waiter: asyncio.Future[Response] | None = None
+        self._timer: asyncio.TimerHandle | None = None  # the init's deadline
+        # The running invocation's deadline (monotonic) and the timer that checks it. Lazy: a timer armed
+        # for an earlier call is kept, and on firing re-arms itself for the deadline of the call running
+        # then, so a busy environment arms about one timer per timeout, not one per call.
+        self._deadline = math.inf
+        self._deadline_timer: asyncio.TimerHandle | None = None
         freeze_ms = settings.freeze_after_ms
         self._freeze_after_s = None if freeze_ms is None else freeze_ms / 1000
-        self._freeze_timer: asyncio.TimerHandle | None = None
+        self._freeze_timer: asyncio.TimerHandle | None = None  # lazy too: see ``_freeze_soon``
+        self._waiting_since = 0.0  # when its runtime last began to wait at /next with nothing assigned
         self._spawned_at = 0.0
         self._init_done = False
         self._init_duration_ms: float | None = None
@@ -339,7 +346,7 @@ class Environment:
         if self.state in (EnvState.STARTING, EnvState.IDLE, EnvState.BUSY):
             self._move(EnvState.STOPPING)
         if self._waiter is not None and not self._waiter.done():
-            self._waiter.set_exception(EnvironmentStopped(self.id))
+            self._waiter.set_result(runtime_api.STOPPED)
             self._waiter = None
         p = self._process
         if p is not None and not p.exited.done():
@@ -393,11 +400,14 @@ class Environment:
         if self._timer is not None:
             self._timer.cancel()
             self._timer = None
+        if self._deadline_timer is not None:
+            self._deadline_timer.cancel()
+            self._deadline_timer = None
         if self._freeze_timer is not None:
             self._freeze_timer.cancel()
             self._freeze_timer = None
         if self._waiter is not None and not self._waiter.done():
-            self._waiter.set_exception(EnvironmentStopped(self.id))
+            self._waiter.set_result(runtime_api.STOPPED)
         inv = self.current
         if inv is not None and not inv.done.done():
             payload = error_payload(
@@ -451,7 +461,7 @@ class Environment:
             # Duration. (Writing the answer into the frozen runtime's socket first, one wake-up instead of
             # two, measured no faster: bench/freeze.py.)
             self._thaw()
-            waiter.set_result(self._deliver(inv))
+            waiter.set_result(runtime_api.next_response(self._deliver(inv)))
 
     def _fail_start(self, inv: Invocation, exc: OSError) -> None:
         if isinstance(exc, (FileNotFoundError, PermissionError)) and not self.runtime.is_python:
@@ -473,14 +483,27 @@ class Environment:
         if self.state is EnvState.STARTING:
             self._move(EnvState.BUSY)
         self._start_line(inv)
-        if self._timer is not None:
-            self._timer.cancel()
-        self._timer = self._loop.call_later(inv.timeout_s, self._timed_out, inv)
+        self._deadline = inv.delivered_at + inv.timeout_s
+        if self._deadline_timer is None:
+            self._deadline_timer = self._loop.call_later(inv.timeout_s, self._check_deadline)
         return inv
+
+    def _check_deadline(self) -> None:
+        """The deadline timer fired: time out the running invocation if it is past its deadline; else wait
+        for the deadline of the one running now (none running: the next delivery arms it again)."""
+        self._deadline_timer = None
+        inv = self.current
+        if inv is None or inv.delivered_at == 0.0 or inv.done.done():
+            return
+        left = self._deadline - time.monotonic()
+        if left > 0.0005:  # the loop's timers may fire up to a millisecond early
+            self._deadline_timer = self._loop.call_later(left, self._check_deadline)
+            return
+        self._timed_out(inv)
 
     def next_invocation(
         self, init_ms: float | None = None, restore_ms: float | None = None
-    ) -> Invocation | asyncio.Future[Invocation]:
+    ) -> Response | asyncio.Future[Response]:
         if not self._init_done:
             self._init_done = True
             self._restore_ms = restore_ms
@@ -506,7 +529,7 @@ class Environment:
                     self._on_free(self)
         inv = self.current
         if inv is not None and inv.delivered_at == 0.0:
-            return self._deliver(inv)
+            return runtime_api.next_response(self._deliver(inv))
         if not self.alive:
             raise EnvironmentStopped(self.id)
         self._waiter = self._loop.create_future()
@@ -514,24 +537,26 @@ class Environment:
         return self._waiter
 
     def _freeze_soon(self) -> None:
-        """The runtime waits for work and has none: freeze the environment unless a call comes first."""
-        if self._freeze_timer is not None:
-            self._freeze_timer.cancel()
-            self._freeze_timer = None
+        """The runtime waits for work and has none: freeze the environment unless a call comes first. The
+        timer is lazy: one armed earlier is kept (a call between cancels nothing), and when it fires it
+        freezes only an environment that has waited the whole delay, else waits for the rest of it."""
+        self._waiting_since = time.monotonic()
         p = self._process
-        if self._freeze_after_s is not None and p is not None and p.freezable:
+        if self._freeze_timer is None and self._freeze_after_s is not None and p is not None and p.freezable:
             self._freeze_timer = self._loop.call_later(self._freeze_after_s, self._freeze)
 
     def _freeze(self) -> None:
         self._freeze_timer = None
         waiting = self._waiter is not None and not self._waiter.done()
         if waiting and self.current is None and self.state is EnvState.IDLE and self._process is not None:
+            assert self._freeze_after_s is not None  # armed only then
+            left = self._waiting_since + self._freeze_after_s - time.monotonic()
+            if left > 0.0005:  # it had work since the timer was armed: the delay counts from its last wait
+                self._freeze_timer = self._loop.call_later(left, self._freeze)
+                return
             self._process.freeze()
 
     def _thaw(self) -> None:
-        if self._freeze_timer is not None:
-            self._freeze_timer.cancel()
-            self._freeze_timer = None
         if self._process is not None:
             self._process.thaw()
 
@@ -595,10 +620,7 @@ class Environment:
         self, inv: Invocation, kind: OutcomeKind, payload: bytes, etype: str | None, status: str | None
     ) -> None:
         self._drain_output()
-        if self._timer is not None:
-            self._timer.cancel()
-            self._timer = None
-        self.current = None
+        self.current = None  # its deadline timer, if still armed, finds nobody running (or a later call)
         self.last_used = time.monotonic()
         self._complete(inv, kind, payload, etype, status)
         if self.state is EnvState.BUSY:
@@ -606,7 +628,6 @@ class Environment:
             self._on_free(self)
 
     def _timed_out(self, inv: Invocation) -> None:
-        self._timer = None
         if inv is not self.current or inv.done.done():
             return
         self._drain_output()
