@@ -5,6 +5,7 @@ them, multipart uploads, and the blobs in use. Plus the local blob store's atomi
 from __future__ import annotations
 
 import asyncio
+import errno
 import os
 import sqlite3
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -294,5 +295,35 @@ def test_an_open_blob_stays_readable_after_it_is_deleted(tmp_path: Path) -> None
             assert os.pread(fd, len(data) + 1, 0) == data
         finally:
             os.close(fd)
+
+    run(scenario)
+
+
+@pytest.mark.parametrize("kernel_copy", [True, False])
+def test_a_blob_appended_to_a_new_one_keeps_its_place_among_writes(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, kernel_copy: bool
+) -> None:
+    if not kernel_copy:  # a file system without copy_file_range between these files: copied by hand
+
+        def refuse(*args: Any) -> int:
+            raise OSError(errno.EXDEV, "cross-device")
+
+        monkeypatch.setattr(os, "copy_file_range", refuse)
+
+    async def scenario() -> None:
+        blobs = LocalBlobs(tmp_path / "s3")
+        await blobs.open_and_sweep(set())
+        part = blobs.writer()
+        body = os.urandom((3 << 20) + 5)
+        await part.write(body)
+        await part.commit()
+        whole = blobs.writer()
+        await whole.write(b"head")
+        await whole.append_blob(part.blob, part.size)
+        await whole.append_blob(part.blob, part.size)
+        await whole.write(b"tail")
+        await whole.commit()
+        assert whole.size == 8 + 2 * len(body)
+        assert await _collect(await blobs.read(whole.blob, 0, whole.size)) == b"head" + body + body + b"tail"
 
     run(scenario)

@@ -646,8 +646,7 @@ class ObjectService:
         if source.blob is not None:
             writer = self._blobs.writer()
             try:
-                async for chunk in await self._blobs.read(source.blob, 0, source.size):
-                    await writer.write(chunk)
+                await writer.append_blob(source.blob, source.size)
                 await writer.commit()
             except BaseException:
                 await writer.discard()
@@ -796,8 +795,7 @@ class ObjectService:
         try:
             for part in chosen:
                 digest.update(bytes.fromhex(part.etag.strip('"')))
-                async for chunk in await self._blobs.read(part.blob, 0, part.size):
-                    await writer.write(chunk)
+                await writer.append_blob(part.blob, part.size)
             await writer.commit()
         except BaseException:
             await writer.discard()

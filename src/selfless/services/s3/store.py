@@ -204,6 +204,10 @@ class BlobWriter(Protocol):
         """Append ``data``, in order (it may be written later, off the event loop: by ``commit`` at the
         latest); ``data`` must not change afterwards."""
 
+    async def append_blob(self, blob: str, size: int) -> None:
+        """Append the whole of another blob of the same store (``size`` bytes), in order with ``write``s,
+        without passing its bytes through this process where the store can avoid it."""
+
     async def commit(self) -> None:
         """Synced and in place under ``blob``."""
 
