@@ -9,8 +9,8 @@ query protocol used, as against AWS.
 Who may do what until IAM policies exist: the administrator everything; a function's session credentials
 may send, receive, delete and change the visibility of messages on any queue, and look queues up
 (GetQueueUrl, ListQueues, GetQueueAttributes, ListQueueTags, ListDeadLetterSourceQueues) - not create, delete,
-purge, reconfigure or tag them (AccessDenied). The older query protocol (``Action=...`` form posts) is not
-served yet: it is answered with UnsupportedOperation in its XML form.
+purge, reconfigure or tag them (AccessDenied). The older query protocol (``Action=...`` form posts or GETs,
+XML answers: ``services.sqs.query``) reaches the same operations.
 """
 
 from __future__ import annotations
@@ -25,6 +25,7 @@ from selfless.api.auth import Caller
 from selfless.api.model import service_model
 from selfless.httpserver import Request, Response
 from selfless.services.sqs import errors as E
+from selfless.services.sqs import query
 from selfless.services.sqs.service import Call, QueueService
 
 _TARGET_PREFIX = "AmazonSQS."
@@ -77,8 +78,8 @@ class SqsApi:
 
     async def handle(self, request: Request, caller: Caller, request_id: str) -> Response:
         target = request.headers.get("x-amz-target", "")
-        if not target and request.method == "POST" and b"Action=" in (request.body or b""):
-            return _query_unsupported(request_id)
+        if not target:
+            return await self._handle_query(request, caller, request_id)
         try:
             name = target[len(_TARGET_PREFIX) :] if target.startswith(_TARGET_PREFIX) else ""
             if name not in self._model.operation_names:
@@ -87,23 +88,52 @@ class SqsApi:
                     "InvalidAction",
                     f"The action or operation requested is invalid: {target or 'no X-Amz-Target'}.",
                 )
-            op = self._ops.get(name)
-            if op is None:
-                raise E.unsupported(name)
-            if caller.principal.kind != "admin" and name not in _FOR_FUNCTIONS:
-                raise E.access_denied(name)
-            params = _params(request.body or b"{}")
-            for required in self._model.operation_model(name).input_shape.required_members:
-                if params.get(required) in (None, ""):
-                    raise E.missing_parameter(required)
-            call = Call(request.headers.get("host") or "localhost", caller.principal.access_key_id)
-            doc = await op(params, call)
+            doc = await self._run(name, _params(request.body or b"{}"), request, caller)
         except E.SqsError as exc:
             return error(exc, request_id)
         except Exception as exc:  # a full disk, a bug: SQS's 500, never the HTTP layer's bare one
-            failure = wire_errors.unexpected(exc, "sqs")
-            return error(E.internal(failure.message.replace("Lambda", "queue")), request_id)
+            return error(_internal(exc), request_id)
         return Response(200, json.dumps(doc).encode(), [("x-amzn-RequestId", request_id)], content_type=_CONTENT_TYPE)
+
+    async def _handle_query(self, request: Request, caller: Caller, request_id: str) -> Response:
+        """The query protocol: the operation named by ``Action``, its fields read and its answer written as
+        that protocol has them (``services.sqs.query``)."""
+        headers = [("x-amzn-RequestId", request_id)]
+        try:
+            form = query.form_of(request.body or b"", request.query)
+            name = query.action_of(form)
+            if name not in self._model.operation_names:
+                raise E.SqsError(
+                    "com.amazon.coral.service#InvalidActionException",
+                    "InvalidAction",
+                    f"The action {name or '(none)'} is not valid for this endpoint.",
+                )
+            model = self._model.operation_model(name)
+            doc = await self._run(name, query.parse(model.input_shape, form), request, caller)
+            body = query.answer(name, model.output_shape, doc, request_id)
+        except E.SqsError as exc:
+            return Response(exc.status, query.error(exc, request_id), headers, content_type="text/xml")
+        except Exception as exc:  # a full disk, a bug: SQS's 500, never the HTTP layer's bare one
+            failure = _internal(exc)
+            return Response(failure.status, query.error(failure, request_id), headers, content_type="text/xml")
+        return Response(200, body, headers, content_type="text/xml")
+
+    async def _run(self, name: str, params: dict[str, Any], request: Request, caller: Caller) -> dict[str, Any]:
+        op = self._ops.get(name)
+        if op is None:
+            raise E.unsupported(name)
+        if caller.principal.kind != "admin" and name not in _FOR_FUNCTIONS:
+            raise E.access_denied(name)
+        for required in self._model.operation_model(name).input_shape.required_members:
+            if params.get(required) in (None, ""):
+                raise E.missing_parameter(required)
+        call = Call(request.headers.get("host") or "localhost", caller.principal.access_key_id)
+        return await op(params, call)
+
+
+def _internal(exc: Exception) -> E.SqsError:
+    failure = wire_errors.unexpected(exc, "sqs")
+    return E.internal(failure.message.replace("Lambda", "queue"))
 
 
 def _params(body: bytes) -> dict[str, Any]:
@@ -127,13 +157,3 @@ def error(exc: E.SqsError, request_id: str) -> Response:
         ("x-amzn-query-error", f"{exc.query_code};{'Sender' if exc.sender else 'Receiver'}"),
     ]
     return Response(exc.status, json.dumps(body).encode(), headers, content_type=_CONTENT_TYPE)
-
-
-def _query_unsupported(request_id: str) -> Response:
-    body = (
-        '<?xml version="1.0"?><ErrorResponse xmlns="http://queue.amazonaws.com/doc/2012-11-05/"><Error>'
-        "<Type>Sender</Type><Code>AWS.SimpleQueueService.UnsupportedOperation</Code>"
-        "<Message>The query protocol is not served by selfless yet; use a current SDK (AWS JSON 1.0).</Message>"
-        f"<Detail/></Error><RequestId>{request_id}</RequestId></ErrorResponse>"
-    )
-    return Response(400, body.encode(), [("x-amzn-RequestId", request_id)], content_type="text/xml")
