@@ -65,3 +65,4 @@ def test_the_query_protocol_through_an_sdk_of_its_era(server: Server) -> None:
     assert out["deleted"] == 2
     assert out["tags"] == {"extra": "1"}
     assert out["missing"] == ["AWS.SimpleQueueService.NonExistentQueue", 400]
+    assert out["forged"] == ["SignatureDoesNotMatch", 403]  # refused at the door, in the query protocol's XML

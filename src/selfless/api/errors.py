@@ -145,10 +145,15 @@ _SQS_QUERY_CODES = {
 }
 
 
+def sqs_query_code(exc: e.SelflessError) -> str:
+    """The code SQS's query protocol gives a signature failure (``SignatureDoesNotMatch``, ...)."""
+    return _SQS_QUERY_CODES.get(exc.aws_type, exc.aws_type)
+
+
 def json_1_0_sqs(exc: e.SelflessError, request_id: str) -> Response:
     """SQS's JSON 1.0 error for a request that failed before reaching the queue service (its signature):
     ``__type`` in the body and the query protocol's code in ``x-amzn-query-error``."""
-    code = _SQS_QUERY_CODES.get(exc.aws_type, exc.aws_type)
+    code = sqs_query_code(exc)
     body = {"__type": f"com.amazon.coral.service#{exc.aws_type}", "message": exc.message}
     return Response(
         status_of(exc),

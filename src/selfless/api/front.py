@@ -39,6 +39,10 @@ class QueueApi(Protocol):
 
     async def handle(self, request: Request, caller: Caller, request_id: str) -> Response: ...
 
+    def refused(self, exc: AuthError, request: Request, request_id: str) -> Response:
+        """SQS's error for a request whose signature failed, in the protocol the request spoke."""
+        ...
+
 
 class ObjectStoreApi(Protocol):
     """What the front door needs of the S3 service (``selfless.services.s3.api.S3Api``)."""
@@ -122,7 +126,7 @@ class FrontDoor:
             if scoped == "logs":
                 return wire_errors.json_1_1(exc, request_id)
             if scoped == "sqs" and self._sqs is not None:
-                return wire_errors.json_1_0_sqs(exc, request_id)
+                return self._sqs.refused(exc, request, request_id)
             return wire_errors.rest_json(exc, request_id)
         if caller.service == "lambda":
             if self._hooks is not None and path.startswith(hooks_api.ADMIN_PREFIX):

@@ -77,6 +77,18 @@ try:
     sqs.get_queue_url(QueueName="no-such-legacy-queue")
 except ClientError as exc:
     out["missing"] = [exc.response["Error"]["Code"], exc.response["ResponseMetadata"]["HTTPStatusCode"]]
+forger = session.create_client(
+    "sqs",
+    endpoint_url=endpoint,
+    region_name="us-east-1",
+    aws_access_key_id=key,
+    aws_secret_access_key=secret + "x",
+    config=Config(retries={"max_attempts": 1}),
+)
+try:
+    forger.list_queues()
+except ClientError as exc:
+    out["forged"] = [exc.response["Error"]["Code"], exc.response["ResponseMetadata"]["HTTPStatusCode"]]
 sqs.purge_queue(QueueUrl=url)
 sqs.delete_queue(QueueUrl=url)
 print(json.dumps(out))

@@ -23,6 +23,7 @@ from selfless import json_limits
 from selfless.api import errors as wire_errors
 from selfless.api.auth import Caller
 from selfless.api.model import service_model
+from selfless.errors import AuthError
 from selfless.httpserver import Request, Response
 from selfless.services.sqs import errors as E
 from selfless.services.sqs import query
@@ -94,6 +95,14 @@ class SqsApi:
         except Exception as exc:  # a full disk, a bug: SQS's 500, never the HTTP layer's bare one
             return error(_internal(exc), request_id)
         return Response(200, json.dumps(doc).encode(), [("x-amzn-RequestId", request_id)], content_type=_CONTENT_TYPE)
+
+    def refused(self, exc: AuthError, request: Request, request_id: str) -> Response:
+        if request.headers.get("x-amz-target"):
+            return wire_errors.json_1_0_sqs(exc, request_id)
+        code = wire_errors.sqs_query_code(exc)
+        failure = E.SqsError(code, code, exc.message, status=wire_errors.status_of(exc))
+        headers = [("x-amzn-RequestId", request_id)]
+        return Response(failure.status, query.error(failure, request_id), headers, content_type="text/xml")
 
     async def _handle_query(self, request: Request, caller: Caller, request_id: str) -> Response:
         """The query protocol: the operation named by ``Action``, its fields read and its answer written as
