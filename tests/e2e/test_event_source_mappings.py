@@ -1,0 +1,201 @@
+"""Event source mappings on the built-in SQS queues, end to end with boto3: the API and AWS's refusals, batches
+and batching windows, ReportBatchItemFailures, poison messages to the dead-letter queue, disabling, kill -9 of
+the server while batches run (every message handled at least once, deleted only after success), and a mapping
+that outlives a restart."""
+
+from __future__ import annotations
+
+import json
+import signal
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.conftest import Server, deploy, start_server, unique
+from tests.e2e.test_async import wait_for
+from tests.e2e.test_builtin_queue_targets import make_queue
+
+# One log line per batch: its message ids, bodies and receive counts, and the first record whole. Bodies that
+# start with "flaky" fail (ReportBatchItemFailures) on their first receive; a "poison" body fails the batch.
+RECORDER = """import json
+
+
+def handler(event, context):
+    records = event["Records"]
+    print("BATCH " + json.dumps({
+        "ids": [r["messageId"] for r in records],
+        "bodies": [r["body"] for r in records],
+        "counts": [r["attributes"]["ApproximateReceiveCount"] for r in records],
+        "first": records[0],
+    }))
+    if any(r["body"] == "poison" for r in records):
+        raise ValueError("poison")
+    flaky = [r for r in records if r["body"].startswith("flaky") and r["attributes"]["ApproximateReceiveCount"] == "1"]
+    return {"batchItemFailures": [{"itemIdentifier": r["messageId"]} for r in flaky]}
+"""
+
+
+def batches(server: Server, function: str) -> list[dict[str, Any]]:
+    """Every batch the recorder logged, oldest first."""
+    logs = server.client("logs")
+    found: list[dict[str, Any]] = []
+    params: dict[str, Any] = {"logGroupName": f"/aws/lambda/{function}"}
+    try:
+        while True:
+            page = logs.filter_log_events(**params)
+            found += [json.loads(e["message"][6:]) for e in page["events"] if e["message"].startswith("BATCH ")]
+            if not page.get("nextToken"):
+                return found
+            params["nextToken"] = page["nextToken"]
+    except logs.exceptions.ResourceNotFoundException:
+        return []
+
+
+def counts(sqs: Any, url: str) -> tuple[int, int]:
+    """(visible, in flight) messages of the queue."""
+    names = ["ApproximateNumberOfMessages", "ApproximateNumberOfMessagesNotVisible"]
+    got = sqs.get_queue_attributes(QueueUrl=url, AttributeNames=names)["Attributes"]
+    return int(got[names[0]]), int(got[names[1]])
+
+
+def wait_state(lam: Any, mapping_id: str, state: str, timeout: float = 60.0) -> dict[str, Any]:
+    def settled() -> dict[str, Any] | None:
+        found: dict[str, Any] = lam.get_event_source_mapping(UUID=mapping_id)
+        return found if found["State"] == state else None
+
+    result: dict[str, Any] = wait_for(f"mapping {mapping_id} {state}", settled, timeout=timeout)
+    return result
+
+
+def send(sqs: Any, url: str, bodies: list[str]) -> list[str]:
+    """Send in batches of 10; the message ids."""
+    ids: list[str] = []
+    for start in range(0, len(bodies), 10):
+        entries = [{"Id": str(i), "MessageBody": b} for i, b in enumerate(bodies[start : start + 10])]
+        answer = sqs.send_message_batch(QueueUrl=url, Entries=entries)
+        assert not answer.get("Failed"), answer
+        ids += [s["MessageId"] for s in sorted(answer["Successful"], key=lambda s: int(s["Id"]))]
+    return ids
+
+
+def error(call: Any, **params: Any) -> tuple[str, str]:
+    try:
+        call(**params)
+    except Exception as exc:  # botocore's ClientError
+        response = getattr(exc, "response", None)
+        assert response is not None, exc
+        return response["Error"]["Code"], response["Error"]["Message"]
+    raise AssertionError("no error")
+
+
+@pytest.fixture
+def recorder(lam: Any) -> Iterator[str]:
+    name = deploy(lam, RECORDER)
+    yield name
+    for mapping in lam.list_event_source_mappings(FunctionName=name)["EventSourceMappings"]:
+        lam.delete_event_source_mapping(UUID=mapping["UUID"])
+    lam.delete_function(FunctionName=name)
+
+
+def test_the_api_and_its_refusals(server: Server, lam: Any, lam_unvalidated: Any, recorder: str) -> None:
+    sqs = server.client("sqs")
+    _url, arn = make_queue(sqs)
+    fn_arn = lam.get_function_configuration(FunctionName=recorder)["FunctionArn"]
+
+    created = lam.create_event_source_mapping(EventSourceArn=arn, FunctionName=recorder)
+    assert created["ResponseMetadata"]["HTTPStatusCode"] == 202
+    assert created["State"] == "Creating" and created["StateTransitionReason"] == "USER_INITIATED"
+    assert created["BatchSize"] == 10 and created["MaximumBatchingWindowInSeconds"] == 0
+    assert created["EventSourceArn"] == arn and created["FunctionArn"] == fn_arn
+    assert created["FunctionResponseTypes"] == [] and "ScalingConfig" not in created
+    assert created["EventSourceMappingArn"].endswith(f":event-source-mapping:{created['UUID']}")
+    mapping_id = created["UUID"]
+    enabled = wait_state(lam, mapping_id, "Enabled")
+    assert enabled["LastProcessingResult"] == "No records processed"
+    assert enabled["LastModified"].timestamp() == pytest.approx(created["LastModified"].timestamp())
+
+    listed = lam.list_event_source_mappings(FunctionName=recorder)["EventSourceMappings"]
+    assert [m["UUID"] for m in listed] == [mapping_id]
+    assert [m["UUID"] for m in lam.list_event_source_mappings(EventSourceArn=arn)["EventSourceMappings"]] == [
+        mapping_id
+    ]
+    assert lam.list_event_source_mappings(EventSourceArn=arn + "-other")["EventSourceMappings"] == []
+
+    code, message = error(lam.create_event_source_mapping, EventSourceArn=arn, FunctionName=recorder)
+    assert code == "ResourceConflictException"
+    assert message == (
+        f'An event source mapping with SQS arn (" {arn} ") and function (" {recorder} ") already exists. '
+        f"Please update or delete the existing mapping with UUID {mapping_id}"
+    )
+    code, message = error(lam.create_event_source_mapping, EventSourceArn=arn + "-missing", FunctionName=recorder)
+    assert (code, message) == (
+        "InvalidParameterValueException",
+        "Error occurred while ReceiveMessage. SQS Error Code: AWS.SimpleQueueService.NonExistentQueue. "
+        "SQS Error Message: The specified queue does not exist or you do not have access to it.",
+    )
+    _other_url, other = make_queue(sqs)
+    code, message = error(lam.create_event_source_mapping, EventSourceArn=other, FunctionName=recorder, BatchSize=100)
+    assert (code, message) == (
+        "InvalidParameterValueException",
+        "Maximum batch window in seconds must be greater than 0 if maximum batch size is greater than 10",
+    )
+    _fifo_url, fifo = make_queue(sqs, FifoQueue="true")
+    code, message = error(
+        lam.create_event_source_mapping, EventSourceArn=fifo, FunctionName=recorder, MaximumBatchingWindowInSeconds=5
+    )
+    assert (code, message) == ("InvalidParameterValueException", "Batching window is not supported for FIFO queues")
+    code, _ = error(lam_unvalidated.create_event_source_mapping, EventSourceArn=other, FunctionName=recorder,
+                    BatchSize=10001, MaximumBatchingWindowInSeconds=1)  # fmt: skip
+    assert code == "ValidationException"
+    code, _ = error(lam_unvalidated.create_event_source_mapping, EventSourceArn=other, FunctionName=recorder,
+                    ScalingConfig={"MaximumConcurrency": 1})  # fmt: skip
+    assert code == "ValidationException"
+    code, _ = error(lam.create_event_source_mapping, EventSourceArn=other, FunctionName=recorder + "-missing")
+    assert code == "ResourceNotFoundException"
+    code, message = error(
+        lam.create_event_source_mapping, EventSourceArn=other, FunctionName=recorder, StartingPosition="LATEST"
+    )
+    assert (code, message) == ("InvalidParameterValueException", "StartingPosition is not valid for SQS event sources.")
+
+    # A qualified function is a mapping of its own; options as given.
+    qualified = lam.create_event_source_mapping(
+        EventSourceArn=other,
+        FunctionName=f"{recorder}:$LATEST",
+        BatchSize=100,
+        MaximumBatchingWindowInSeconds=2,
+        FunctionResponseTypes=["ReportBatchItemFailures"],
+        ScalingConfig={"MaximumConcurrency": 3},
+        Enabled=False,
+    )
+    assert qualified["FunctionArn"] == f"{fn_arn}:$LATEST"
+    assert qualified["ScalingConfig"] == {"MaximumConcurrency": 3}
+    assert qualified["FunctionResponseTypes"] == ["ReportBatchItemFailures"]
+    wait_state(lam, qualified["UUID"], "Disabled")
+
+    updating = lam.update_event_source_mapping(UUID=mapping_id, BatchSize=50, MaximumBatchingWindowInSeconds=1)
+    assert updating["State"] == "Updating" and updating["BatchSize"] == 50
+    wait_state(lam, mapping_id, "Enabled")
+    code, message = error(lam.update_event_source_mapping, UUID=mapping_id, MaximumBatchingWindowInSeconds=0)
+    assert code == "InvalidParameterValueException" and "greater than 10" in message
+    assert lam.update_event_source_mapping(UUID=mapping_id, Enabled=False)["State"] == "Disabling"
+    wait_state(lam, mapping_id, "Disabled")
+    assert lam.update_event_source_mapping(UUID=mapping_id, Enabled=True)["State"] == "Enabling"
+    wait_state(lam, mapping_id, "Enabled")
+
+    assert lam.delete_event_source_mapping(UUID=mapping_id)["State"] == "Deleting"
+
+    def gone() -> bool:
+        try:
+            lam.get_event_source_mapping(UUID=mapping_id)
+        except lam.exceptions.ResourceNotFoundException:
+            return True
+        return False
+
+    wait_for("the mapping deleted", gone)
+    code, message = error(lam.get_event_source_mapping, UUID="00000000-0000-0000-0000-000000000000")
+    assert (code, message) == ("ResourceNotFoundException", "The resource you requested does not exist.")
+    code, _ = error(lam.delete_event_source_mapping, UUID="00000000-0000-0000-0000-000000000000")
+    assert code == "ResourceNotFoundException"
