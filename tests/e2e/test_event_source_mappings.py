@@ -14,7 +14,7 @@ from typing import Any
 
 import pytest
 
-from tests.conftest import Server, deploy, start_server, unique
+from tests.conftest import Server, deploy, start_server
 from tests.e2e.test_async import wait_for
 from tests.e2e.test_builtin_queue_targets import make_queue
 
@@ -199,3 +199,167 @@ def test_the_api_and_its_refusals(server: Server, lam: Any, lam_unvalidated: Any
     assert (code, message) == ("ResourceNotFoundException", "The resource you requested does not exist.")
     code, _ = error(lam.delete_event_source_mapping, UUID="00000000-0000-0000-0000-000000000000")
     assert code == "ResourceNotFoundException"
+
+
+def test_messages_invoke_the_function_in_batches_and_are_deleted(server: Server, lam: Any, recorder: str) -> None:
+    sqs = server.client("sqs")
+    url, arn = make_queue(sqs)
+    sent = send(sqs, url, [f"m{i}" for i in range(35)])
+    sqs.send_message(
+        QueueUrl=url,
+        MessageBody="with attributes",
+        MessageAttributes={
+            "color": {"DataType": "String", "StringValue": "blue"},
+            "blob": {"DataType": "Binary", "BinaryValue": b"\x00\x01"},
+        },
+    )
+    mapping = lam.create_event_source_mapping(EventSourceArn=arn, FunctionName=recorder, BatchSize=10)
+
+    def all_seen() -> bool:
+        return len({i for b in batches(server, recorder) for i in b["ids"]}) == len(sent) + 1
+
+    wait_for("every message handled", all_seen, timeout=90)
+    found = batches(server, recorder)
+    assert all(1 <= len(b["ids"]) <= 10 for b in found)
+    assert set(sent) <= {i for b in found for i in b["ids"]}
+    wait_for("the queue emptied", lambda: counts(sqs, url) == (0, 0), timeout=30)
+    record = next(b["first"] for b in found if b["first"]["body"] == "with attributes" or b["bodies"][0] == "m0")
+    assert record["eventSource"] == "aws:sqs" and record["eventSourceARN"] == arn
+    assert record["awsRegion"] == "us-east-1"
+    assert set(record) >= {"messageId", "receiptHandle", "body", "attributes", "messageAttributes", "md5OfBody"}
+    assert set(record["attributes"]) >= {
+        "ApproximateReceiveCount",
+        "SentTimestamp",
+        "SenderId",
+        "ApproximateFirstReceiveTimestamp",
+    }
+    with_attributes = [b["first"] for b in found if b["first"]["body"] == "with attributes"]
+    if with_attributes:  # it led its batch: its attributes as Lambda shows them
+        shown = with_attributes[0]["messageAttributes"]
+        assert shown["color"] == {
+            "stringValue": "blue",
+            "stringListValues": [],
+            "binaryListValues": [],
+            "dataType": "String",
+        }
+        assert shown["blob"]["binaryValue"] == "AAE=" and shown["blob"]["dataType"] == "Binary"
+    assert lam.get_event_source_mapping(UUID=mapping["UUID"])["LastProcessingResult"] == "OK"
+
+
+def test_a_batching_window_collects_messages(server: Server, lam: Any, recorder: str) -> None:
+    sqs = server.client("sqs")
+    url, arn = make_queue(sqs)
+    mapping = lam.create_event_source_mapping(
+        EventSourceArn=arn, FunctionName=recorder, BatchSize=100, MaximumBatchingWindowInSeconds=4
+    )
+    wait_state(lam, mapping["UUID"], "Enabled")
+    sent = []
+    for i in range(5):  # apart in time, well within the window
+        sent += send(sqs, url, [f"w{i}"])
+        time.sleep(0.2)
+    found = wait_for("the batch", lambda: batches(server, recorder), timeout=60)
+    assert len(found) == 1 and found[0]["ids"] == sent
+    # A full batch goes at once, without waiting for the window.
+    lam.update_event_source_mapping(UUID=mapping["UUID"], BatchSize=20, MaximumBatchingWindowInSeconds=300)
+    wait_state(lam, mapping["UUID"], "Enabled")
+    more = send(sqs, url, [f"f{i}" for i in range(20)])
+    found = wait_for("the full batch", lambda: batches(server, recorder)[1:], timeout=60)
+    assert len(found) == 1 and sorted(found[0]["ids"]) == sorted(more)
+
+
+def test_a_partial_batch_failure_deletes_exactly_the_succeeded(server: Server, lam: Any, recorder: str) -> None:
+    sqs = server.client("sqs")
+    url, arn = make_queue(sqs, VisibilityTimeout="4")
+    mapping = lam.create_event_source_mapping(
+        EventSourceArn=arn,
+        FunctionName=recorder,
+        BatchSize=10,
+        MaximumBatchingWindowInSeconds=1,
+        FunctionResponseTypes=["ReportBatchItemFailures"],
+    )
+    wait_state(lam, mapping["UUID"], "Enabled")
+    ok1, flaky, ok2 = send(sqs, url, ["ok1", "flaky", "ok2"])
+
+    def retried() -> list[dict[str, Any]]:
+        return [b for b in batches(server, recorder) if flaky in b["ids"]][1:]
+
+    again = wait_for("the failed record retried", retried, timeout=60)
+    assert again[0]["ids"] == [flaky] and again[0]["counts"] == ["2"]
+    found = batches(server, recorder)
+    assert found[0]["ids"] == [ok1, flaky, ok2]
+    seen = [i for b in found for i in b["ids"]]
+    assert seen.count(ok1) == 1 and seen.count(ok2) == 1  # deleted after the first batch: never again
+    wait_for("the queue emptied", lambda: counts(sqs, url) == (0, 0), timeout=30)
+
+
+def test_a_poison_message_reaches_the_dead_letter_queue(server: Server, lam: Any, recorder: str) -> None:
+    sqs = server.client("sqs")
+    dlq_url, dlq_arn = make_queue(sqs)
+    policy = json.dumps({"deadLetterTargetArn": dlq_arn, "maxReceiveCount": 2})
+    url, arn = make_queue(sqs, VisibilityTimeout="1", RedrivePolicy=policy)
+    mapping = lam.create_event_source_mapping(EventSourceArn=arn, FunctionName=recorder, BatchSize=1)
+    (poison,) = send(sqs, url, ["poison"])
+
+    def in_dlq() -> list[dict[str, Any]]:
+        got: list[dict[str, Any]] = sqs.receive_message(QueueUrl=dlq_url, WaitTimeSeconds=1).get("Messages", [])
+        return got
+
+    moved = wait_for("the poison message in the dead-letter queue", in_dlq, timeout=60)
+    assert moved[0]["MessageId"] == poison and moved[0]["Body"] == "poison"
+    tries = [b for b in batches(server, recorder) if b["ids"] == [poison]]
+    assert [b["counts"] for b in tries] == [["1"], ["2"]]
+    found = lam.get_event_source_mapping(UUID=mapping["UUID"])
+    assert found["LastProcessingResult"] == "PROBLEM: Function call failed"
+
+
+def test_disabling_stops_processing_and_enabling_resumes(server: Server, lam: Any, recorder: str) -> None:
+    sqs = server.client("sqs")
+    url, arn = make_queue(sqs)
+    mapping = lam.create_event_source_mapping(EventSourceArn=arn, FunctionName=recorder)
+    wait_state(lam, mapping["UUID"], "Enabled")
+    lam.update_event_source_mapping(UUID=mapping["UUID"], Enabled=False)
+    wait_state(lam, mapping["UUID"], "Disabled")
+    (held,) = send(sqs, url, ["held"])
+    deadline = time.monotonic() + 3  # a poller would have taken it by now
+    while time.monotonic() < deadline:
+        assert counts(sqs, url) == (1, 0)
+        time.sleep(0.2)
+    assert batches(server, recorder) == []
+    lam.update_event_source_mapping(UUID=mapping["UUID"], Enabled=True)
+    found = wait_for("the held message handled", lambda: batches(server, recorder), timeout=60)
+    assert found[0]["ids"] == [held]
+
+
+def test_a_kill_loses_no_message_and_the_mapping_survives_a_restart(tmp_path: Path) -> None:
+    srv = start_server(tmp_path)
+    try:
+        lam, sqs = srv.client(), srv.client("sqs")
+        # Each batch takes a while, so that the kill finds batches invoked and not yet deleted.
+        slow = RECORDER.replace("    records = event", "    import time\n    time.sleep(0.2)\n    records = event")
+        fn = deploy(lam, slow)
+        url, arn = make_queue(sqs, VisibilityTimeout="3")
+        mapping = lam.create_event_source_mapping(
+            EventSourceArn=arn, FunctionName=fn, BatchSize=5, ScalingConfig={"MaximumConcurrency": 4}
+        )
+        wait_state(lam, mapping["UUID"], "Enabled")
+        sent = send(sqs, url, [f"k{i}" for i in range(150)])
+        wait_for("batches running", lambda: len(batches(srv, fn)) >= 3, timeout=60)
+        srv.stop(signal.SIGKILL)
+    finally:
+        if srv.process.poll() is None:
+            srv.stop(signal.SIGKILL)
+    again = start_server(tmp_path)
+    try:
+        lam, sqs = again.client(), again.client("sqs")
+        found = lam.get_event_source_mapping(UUID=mapping["UUID"])
+        assert found["State"] == "Enabled" and found["BatchSize"] == 5
+        assert found["ScalingConfig"] == {"MaximumConcurrency": 4}
+
+        def all_handled() -> bool:
+            return {i for b in batches(again, fn) for i in b["ids"]} >= set(sent)
+
+        wait_for("every sent message handled", all_handled, timeout=120)
+        wait_for("the queue emptied", lambda: counts(sqs, url) == (0, 0), timeout=60)
+        assert {i for b in batches(again, fn) for i in b["ids"]} == set(sent)
+    finally:
+        assert again.stop() == 0, again.log()

@@ -191,6 +191,7 @@ class QueuePoller:
     async def _collect(self) -> list[Received]:
         """One batch (maybe empty). Cancelled: the messages held so far are made visible again."""
         batch: list[Received] = []
+        index: dict[str, int] = {}  # message id -> its place in the batch
         size = 0
         window_end: float | None = None
         try:
@@ -204,9 +205,14 @@ class QueuePoller:
                     wait = min(LONG_POLL_S, int(remaining))
                 got = await self._source.receive(self._queue, min(10, self._batch_size - len(batch)), wait)
                 for received in got:
+                    held = index.get(received.message_id)
+                    if held is not None:  # visible again within the window (a visibility timeout shorter than
+                        batch[held] = received  # the window): one record, with the latest receipt
+                        continue
                     if batch and size + received.size > MAX_PAYLOAD:
                         await self._source.release(self._queue, [received.receipt])  # it starts the next batch
                         continue
+                    index[received.message_id] = len(batch)
                     batch.append(received)
                     size += received.size
                 if not batch:
