@@ -8,13 +8,14 @@ from __future__ import annotations
 import json
 import signal
 import time
+import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from tests.conftest import Server, deploy, start_server
+from tests.conftest import Server, deploy, make_zip, start_server
 from tests.e2e.test_async import wait_for
 from tests.e2e.test_builtin_queue_targets import make_queue
 
@@ -363,3 +364,38 @@ def test_a_kill_loses_no_message_and_the_mapping_survives_a_restart(tmp_path: Pa
         assert {i for b in batches(again, fn) for i in b["ids"]} == set(sent)
     finally:
         assert again.stop() == 0, again.log()
+
+
+def throttles(server: Server) -> float:
+    with urllib.request.urlopen(f"{server.endpoint}/metrics", timeout=10) as r:
+        text = r.read().decode()
+    return sum(
+        float(line.rsplit(" ", 1)[1])
+        for line in text.splitlines()
+        if line.startswith("selfless_throttles_total{") and "ReservedFunctionConcurrentInvocationLimitExceeded" in line
+    )
+
+
+def test_a_throttled_function_loses_no_message(server: Server, lam: Any, recorder: str) -> None:
+    sqs = server.client("sqs")
+    slow = RECORDER.replace("    records = event", "    import time\n    time.sleep(0.3)\n    records = event")
+    lam.update_function_code(FunctionName=recorder, ZipFile=make_zip({"app.py": slow}))
+    lam.get_waiter("function_updated_v2").wait(FunctionName=recorder, WaiterConfig={"Delay": 1, "MaxAttempts": 30})
+    lam.put_function_concurrency(FunctionName=recorder, ReservedConcurrentExecutions=1)
+    dlq_url, dlq_arn = make_queue(sqs)
+    # Any second receive of a message would move it to the dead-letter queue: throttles must not cause one.
+    policy = json.dumps({"deadLetterTargetArn": dlq_arn, "maxReceiveCount": 1})
+    url, arn = make_queue(sqs, VisibilityTimeout="60", RedrivePolicy=policy)
+    before = throttles(server)
+    sent = send(sqs, url, [f"t{i}" for i in range(12)])
+    lam.create_event_source_mapping(
+        EventSourceArn=arn, FunctionName=recorder, BatchSize=1, ScalingConfig={"MaximumConcurrency": 5}
+    )
+
+    def all_handled() -> bool:
+        return sorted(i for b in batches(server, recorder) for i in b["ids"]) == sorted(sent)
+
+    wait_for("every message handled once", all_handled, timeout=90)
+    wait_for("the queue emptied", lambda: counts(sqs, url) == (0, 0), timeout=30)
+    assert counts(sqs, dlq_url) == (0, 0)
+    assert throttles(server) > before  # more pollers than the function may run: some batches were throttled
