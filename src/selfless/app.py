@@ -17,7 +17,7 @@ import sys
 from collections.abc import Awaitable, Callable, Mapping
 from typing import Any
 
-from selfless import json_limits
+from selfless import ids, json_limits
 from selfless.api.access import Access
 from selfless.api.auth import Keyring, Principal, SigV4Verifier, generate_key_pair
 from selfless.api.front import FrontDoor
@@ -29,11 +29,15 @@ from selfless.artifacts.s3 import S3Source
 from selfless.codesigning import CodeSigning
 from selfless.config import Settings, mem_info_mb
 from selfless.errors import ResourceNotFound
+from selfless.events.mapping_sqlite import SqliteMappingStore
+from selfless.events.mappings import EventSourceMappings
+from selfless.events.sqs import BuiltinQueueSource
 from selfless.events.webhooks import Webhooks
 from selfless.functions import FunctionRegistry
 from selfless.httpserver import ConnectionBudget, Handler, HttpServer
 from selfless.invocation.destinations import Destinations
 from selfless.invocation.events import AsyncInvoker, EventInvokeConfigs
+from selfless.invocation.inflight import Outcome
 from selfless.invocation.leases import Leases
 from selfless.invocation.provisioned import ProvisionedConcurrency
 from selfless.invocation.service import InvocationService
@@ -215,6 +219,15 @@ class App:
         self.destinations.queues = queues
         if settings.sqs_endpoint is None:  # else S3's queue notifications go to that endpoint's queues
             self.s3_notifications.queues = queues
+        self.mapping_store = SqliteMappingStore(self.store)
+        self.mappings = EventSourceMappings(
+            settings,
+            self.mapping_store,
+            self.registry,
+            BuiltinQueueSource(self.sqs, settings.account_id),
+            self._run_batch,
+        )
+        self.lambda_api.mappings = self.mappings
         self.front = FrontDoor(
             SigV4Verifier(self.keyring, settings.region),
             self.lambda_api,
@@ -248,6 +261,10 @@ class App:
             self.event_configs.forget(name, qualifier or None)
         self.pool.retire(qualified_name, generation)
         self.backend.retire(qualified_name, generation)
+
+    async def _run_batch(self, function: Function, payload: bytes, invoked_arn: str) -> Outcome:
+        """A poller's batch: one synchronous invocation (TooManyRequests when throttled)."""
+        return await self.invocations.run(function, payload, None, ids.request_id(), invoked_arn)
 
     def _packages_in_use(self) -> list[str]:
         """Package keys and /opt trees of every live environment's function."""
@@ -340,6 +357,8 @@ class App:
         if swept:
             log.info("object store: removed %d blobs of writes a stop interrupted", swept)
         await self.events.start()
+        await self.mapping_store.open()
+        await self.mappings.load()
         self.http.max_connections, self.descriptor_warning = descriptor_budget(
             s.max_connections, descriptor_reserve(s.max_environments) + self._environment_budget.limit
         )
@@ -442,6 +461,10 @@ class App:
         s = self.settings
         self.front.ready = False
         self.http.stop_listening()
+        try:
+            await self.mappings.close(s.shutdown_timeout_s)
+        except Exception:
+            log.exception("stopping the event source mappings' pollers failed")
         drained = await self.invocations.drain(s.shutdown_timeout_s)
         if not drained:
             log.warning("shutdown deadline passed with invocations still running; stopping them")

@@ -38,6 +38,7 @@ from selfless.errors import (
     UnsupportedOperation,
     ValidationError,
 )
+from selfless.events.mappings import EventSourceMappings
 from selfless.functions import MAX_ZIPPED, FunctionRegistry
 from selfless.httpserver import Request, Response
 from selfless.invocation.events import AsyncInvoker, EventInvokeConfigs
@@ -148,6 +149,8 @@ class LambdaApi:
         # knows the environments (recursive loop detection).
         self.lineage_of: Callable[[Principal], Mapping[str, int]] = lambda _principal: {}
         self._permissions = permissions
+        # Event source mappings: set by the composition root, which builds them after the queue service.
+        self.mappings: EventSourceMappings | None = None
         self._provisioned = provisioned
         self._layers = layers
         self._settings = settings
@@ -214,6 +217,11 @@ class LambdaApi:
             "GetFunctionCodeSigningConfig": self._get_function_code_signing_config,
             "DeleteFunctionCodeSigningConfig": self._delete_function_code_signing_config,
             "ListFunctionsByCodeSigningConfig": self._list_functions_by_code_signing_config,
+            "CreateEventSourceMapping": self._create_event_source_mapping,
+            "GetEventSourceMapping": self._get_event_source_mapping,
+            "UpdateEventSourceMapping": self._update_event_source_mapping,
+            "DeleteEventSourceMapping": self._delete_event_source_mapping,
+            "ListEventSourceMappings": self._list_event_source_mappings,
         }
 
     def handle(
@@ -760,6 +768,34 @@ class LambdaApi:
         self._code_signing.get(arn)
         chosen, marker = _page(self._registry.code_signing_users(arn), lambda fn_arn: fn_arn, params)
         doc: dict[str, Any] = {"FunctionArns": chosen}
+        if marker is not None:
+            doc["NextMarker"] = marker
+        return _json(doc)
+
+    # -- event source mappings ------------------------------------------------------------------------------
+
+    def _mappings(self) -> EventSourceMappings:
+        if self.mappings is None:
+            raise UnsupportedOperation("Event source mappings are not available on this server")
+        return self.mappings
+
+    async def _create_event_source_mapping(self, params: dict[str, Any], request: Request) -> Response:
+        return _json(await self._mappings().create(params), 202)
+
+    async def _get_event_source_mapping(self, params: dict[str, Any], request: Request) -> Response:
+        return _json(self._mappings().get(params["UUID"]))
+
+    async def _update_event_source_mapping(self, params: dict[str, Any], request: Request) -> Response:
+        return _json(await self._mappings().update(params["UUID"], params), 202)
+
+    async def _delete_event_source_mapping(self, params: dict[str, Any], request: Request) -> Response:
+        return _json(await self._mappings().delete(params["UUID"]), 202)
+
+    async def _list_event_source_mappings(self, params: dict[str, Any], request: Request) -> Response:
+        found = self._mappings().matching(params.get("EventSourceArn"), params.get("FunctionName"))
+        paging = {**params, "MaxItems": params.get("MaxItems") or 100}
+        chosen, marker = _page(found, lambda doc: str(doc["UUID"]), paging)
+        doc: dict[str, Any] = {"EventSourceMappings": chosen}
         if marker is not None:
             doc["NextMarker"] = marker
         return _json(doc)

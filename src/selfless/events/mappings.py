@@ -1,0 +1,372 @@
+"""Event source mappings: Lambda's Create/Get/Update/Delete/ListEventSourceMappings for the built-in SQS queues,
+their lifecycle, and the pollers they run (``selfless.events.poller``).
+
+Rules, as AWS words its refusals: the queue must exist (InvalidParameterValueException, the ReceiveMessage
+wording); one mapping per queue and function (ResourceConflictException naming the existing UUID); BatchSize
+1-10,000, 10 by default, above 10 only with a batching window; no batching window on a FIFO queue; no
+stream-only parameters (StartingPosition ...). FunctionArn may be qualified (a version or an alias).
+
+Lifecycle (``State``): Create answers Creating, then the mapping is Enabled (its pollers run) or Disabled;
+Update answers Updating (or Enabling / Disabling when Enabled changes), then the same; Delete answers Deleting,
+then the mapping is gone once its pollers stopped. StateTransitionReason is USER_INITIATED. Every change is
+durable before it is answered, and a restart settles a mapping caught between states and starts its pollers.
+LastProcessingResult is kept in memory (``No records processed`` after a restart).
+
+Not offered yet: FilterCriteria, mappings of other sources (Kinesis, DynamoDB, SQS-compatible endpoints
+elsewhere), and the event source mapping tags API (Tags given to Create are kept).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import re
+import time
+import uuid
+from collections.abc import Awaitable, Callable, Mapping
+from typing import Any
+
+from selfless.config import Settings
+from selfless.errors import InvalidParameterValue, ResourceConflict, ResourceNotFound, UnsupportedOperation
+from selfless.events.mapping_store import EventSourceMapping, MappingStore
+from selfless.events.poller import NO_RECORDS, QueuePoller
+from selfless.events.sqs import BuiltinQueueSource
+from selfless.functions import FunctionRegistry, check_tags
+from selfless.invocation.inflight import Outcome
+from selfless.models import Function
+
+log = logging.getLogger(__name__)
+
+DEFAULT_BATCH_SIZE = 10
+USER_INITIATED = "USER_INITIATED"
+_SQS_ARN = re.compile(r"^arn:aws[a-zA-Z-]*:sqs:(?P<region>[^:]*):(?P<account>[^:]*):(?P<name>[^:]+)$")
+_NO_QUEUE = (
+    "Error occurred while ReceiveMessage. SQS Error Code: AWS.SimpleQueueService.NonExistentQueue. "
+    "SQS Error Message: The specified queue does not exist or you do not have access to it."
+)
+# Members of the model that SQS mappings do not take (streams', Kafka's, MQ's, DocumentDB's).
+_NOT_FOR_SQS = (
+    "StartingPosition",
+    "StartingPositionTimestamp",
+    "ParallelizationFactor",
+    "MaximumRecordAgeInSeconds",
+    "BisectBatchOnFunctionError",
+    "MaximumRetryAttempts",
+    "TumblingWindowInSeconds",
+    "DestinationConfig",
+    "Topics",
+    "Queues",
+    "SourceAccessConfigurations",
+    "SelfManagedEventSource",
+    "AmazonManagedKafkaEventSourceConfig",
+    "SelfManagedKafkaEventSourceConfig",
+    "DocumentDBEventSourceConfig",
+    "ProvisionedPollerConfig",
+)
+
+# (function, event payload, invoked ARN) -> the invocation's outcome (``InvocationService.run``).
+RunBatch = Callable[[Function, bytes, str], Awaitable[Outcome]]
+
+
+def _not_found() -> ResourceNotFound:
+    return ResourceNotFound("The resource you requested does not exist.")
+
+
+class EventSourceMappings:
+    def __init__(
+        self,
+        settings: Settings,
+        store: MappingStore,
+        registry: FunctionRegistry,
+        queues: BuiltinQueueSource,
+        run: RunBatch,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self._settings = settings
+        self._store = store
+        self._registry = registry
+        self._queues = queues
+        self._run = run
+        self._clock = clock
+        self._mappings: dict[str, EventSourceMapping] = {}  # by UUID, in creation order
+        self._results: dict[str, str] = {}
+        self._pollers: dict[str, QueuePoller] = {}
+        self._settling: set[asyncio.Task[None]] = set()
+        self._lock = asyncio.Lock()
+        self._settle_locks: dict[str, asyncio.Lock] = {}
+        self._closed = False
+
+    # -- start and stop ---------------------------------------------------------------------------------------
+
+    async def load(self) -> None:
+        """Read the mappings, settle those a stop caught between states, and start the enabled ones' pollers."""
+        for mapping in await self._store.list_mappings():
+            if mapping.state == "Deleting":
+                await self._store.delete_mapping(mapping.uuid)
+                continue
+            final = "Enabled" if mapping.enabled else "Disabled"
+            if mapping.state != final:
+                mapping = mapping.replace(state=final)
+                await self._store.put_mapping(mapping)
+            self._mappings[mapping.uuid] = mapping
+            if mapping.enabled:
+                self._start_poller(mapping)
+
+    async def close(self, deadline_s: float) -> None:
+        """Stop every poller (see ``QueuePoller.stop``) within ``deadline_s``."""
+        self._closed = True
+        for task in list(self._settling):
+            task.cancel()
+        pollers = list(self._pollers.values())
+        self._pollers.clear()
+        if pollers:
+            await asyncio.gather(*(p.stop(deadline_s) for p in pollers))
+
+    # -- the API's operations -------------------------------------------------------------------------------
+
+    async def create(self, params: Mapping[str, Any]) -> dict[str, Any]:
+        source = params.get("EventSourceArn")
+        if not source:
+            raise InvalidParameterValue(
+                "Unrecognized event source, must be kafka or MQ type event source if event source arn is not specified."
+            )
+        _, fifo = await self._queue_of(str(source))
+        self._refuse_unsupported(params)
+        function_arn = self._function_arn(str(params["FunctionName"]))
+        tags = dict(params.get("Tags") or {})
+        check_tags(tags)
+        async with self._lock:
+            for other in self._mappings.values():
+                if other.event_source_arn == source and other.function_arn == function_arn:
+                    raise _duplicate(str(source), function_arn, other.uuid)
+            batch_size = params.get("BatchSize") or DEFAULT_BATCH_SIZE
+            window = params.get("MaximumBatchingWindowInSeconds")
+            self._check_batching(batch_size, window or 0, fifo)
+            enabled = params.get("Enabled", True)
+            mapping = EventSourceMapping(
+                uuid=str(uuid.uuid4()),
+                function_arn=function_arn,
+                event_source_arn=str(source),
+                batch_size=batch_size,
+                window_s=window or 0,
+                enabled=bool(enabled),
+                state="Creating",
+                reason=USER_INITIATED,
+                last_modified=self._clock(),
+                last_result=NO_RECORDS,
+                response_types=tuple(params.get("FunctionResponseTypes") or ()),
+                max_concurrency=(params.get("ScalingConfig") or {}).get("MaximumConcurrency"),
+                tags=tags,
+            )
+            await self._store.put_mapping(mapping)
+            self._mappings[mapping.uuid] = mapping
+        self._settle_later(mapping.uuid)
+        return self.doc(mapping)
+
+    def get(self, mapping_id: str) -> dict[str, Any]:
+        mapping = self._mappings.get(mapping_id)
+        if mapping is None:
+            raise _not_found()
+        return self.doc(mapping)
+
+    def matching(self, source: str | None, function_name: str | None) -> list[dict[str, Any]]:
+        wanted: tuple[str, str | None] | None = None
+        if function_name:
+            name, qualifier = self._registry.resolve_name(function_name)
+            wanted = (name, qualifier)
+        found = []
+        for mapping in self._mappings.values():
+            if source and mapping.event_source_arn != source:
+                continue
+            if wanted is not None:
+                name, _, qualifier = _short(mapping.function_arn).partition(":")
+                if name != wanted[0] or (wanted[1] is not None and (qualifier or None) != wanted[1]):
+                    continue
+            found.append(self.doc(mapping))
+        return found
+
+    async def update(self, mapping_id: str, params: Mapping[str, Any]) -> dict[str, Any]:
+        async with self._lock:
+            mapping = self._mappings.get(mapping_id)
+            if mapping is None or mapping.state == "Deleting":
+                raise _not_found()
+            self._refuse_unsupported(params)
+            _, fifo = await self._queue_of(mapping.event_source_arn)
+            changes: dict[str, Any] = {}
+            if params.get("FunctionName"):
+                function_arn = self._function_arn(str(params["FunctionName"]))
+                for other in self._mappings.values():
+                    if (
+                        other.uuid != mapping.uuid
+                        and other.event_source_arn == mapping.event_source_arn
+                        and other.function_arn == function_arn
+                    ):
+                        raise _duplicate(mapping.event_source_arn, function_arn, other.uuid)
+                changes["function_arn"] = function_arn
+            if "BatchSize" in params:
+                changes["batch_size"] = params["BatchSize"]
+            if "MaximumBatchingWindowInSeconds" in params:
+                changes["window_s"] = params["MaximumBatchingWindowInSeconds"]
+            if "FunctionResponseTypes" in params:
+                changes["response_types"] = tuple(params["FunctionResponseTypes"] or ())
+            if "ScalingConfig" in params:
+                changes["max_concurrency"] = (params["ScalingConfig"] or {}).get("MaximumConcurrency")
+            state = "Updating"
+            if "Enabled" in params and bool(params["Enabled"]) != mapping.enabled:
+                changes["enabled"] = bool(params["Enabled"])
+                state = "Enabling" if params["Enabled"] else "Disabling"
+            updated = mapping.replace(**changes, state=state, reason=USER_INITIATED, last_modified=self._clock())
+            self._check_batching(updated.batch_size, updated.window_s, fifo)
+            await self._store.put_mapping(updated)
+            self._mappings[mapping_id] = updated
+        self._settle_later(mapping_id)
+        return self.doc(updated)
+
+    async def delete(self, mapping_id: str) -> dict[str, Any]:
+        async with self._lock:
+            mapping = self._mappings.get(mapping_id)
+            if mapping is None:
+                raise _not_found()
+            deleting = mapping.replace(state="Deleting", reason=USER_INITIATED)
+            await self._store.put_mapping(deleting)
+            self._mappings[mapping_id] = deleting
+        self._settle_later(mapping_id)
+        return self.doc(deleting)
+
+    # -- rules ----------------------------------------------------------------------------------------------
+
+    async def _queue_of(self, arn: str) -> tuple[str, bool]:
+        """The built-in queue an SQS ARN names, and whether it is FIFO."""
+        found = _SQS_ARN.match(arn)
+        if found is None:
+            raise UnsupportedOperation(
+                f"selfless maps its built-in SQS queues only so far; {arn} is not one (Kinesis, DynamoDB, Kafka, "
+                "MQ and queues elsewhere are not supported yet)"
+            )
+        s = self._settings
+        if found.group("region") != s.region or found.group("account") != s.account_id:
+            raise InvalidParameterValue(_NO_QUEUE)
+        attributes = await self._queues.attributes(found.group("name"))
+        if attributes is None:
+            raise InvalidParameterValue(_NO_QUEUE)
+        return found.group("name"), attributes.get("FifoQueue") == "true"
+
+    @staticmethod
+    def _refuse_unsupported(params: Mapping[str, Any]) -> None:
+        for name in _NOT_FOR_SQS:
+            if params.get(name) not in (None, [], {}):
+                raise InvalidParameterValue(f"{name} is not valid for SQS event sources.")
+        if params.get("FilterCriteria"):
+            raise UnsupportedOperation("FilterCriteria is not supported by selfless yet")
+
+    @staticmethod
+    def _check_batching(batch_size: int, window_s: int, fifo: bool) -> None:
+        if fifo and window_s:
+            raise InvalidParameterValue("Batching window is not supported for FIFO queues")
+        if batch_size > 10 and not window_s:
+            raise InvalidParameterValue(
+                "Maximum batch window in seconds must be greater than 0 if maximum batch size is greater than 10"
+            )
+
+    def _function_arn(self, name_or_arn: str) -> str:
+        """The function's ARN, qualified as given; ResourceNotFound when it (or the version or alias) is not."""
+        name, qualifier = self._registry.resolve(name_or_arn, None)
+        self._registry.get(name, qualifier)
+        return self._registry.arn(name) + (f":{qualifier}" if qualifier else "")
+
+    # -- lifecycle ------------------------------------------------------------------------------------------
+
+    def _settle_later(self, mapping_id: str) -> None:
+        task = asyncio.get_running_loop().create_task(self._settle(mapping_id))
+        self._settling.add(task)
+        task.add_done_callback(self._settling.discard)
+
+    async def _settle(self, mapping_id: str) -> None:
+        """Bring a mapping from its transitional state to its final one, its pollers stopped and (when enabled)
+        started again with its settings. Changes to one mapping settle one after the other."""
+        async with self._settle_locks.setdefault(mapping_id, asyncio.Lock()):
+            poller = self._pollers.pop(mapping_id, None)
+            if poller is not None:
+                await poller.stop(self._settings.shutdown_timeout_s)
+            async with self._lock:
+                mapping = self._mappings.get(mapping_id)
+                if mapping is None or self._closed:
+                    return
+                if mapping.state == "Deleting":
+                    await self._store.delete_mapping(mapping_id)
+                    self._mappings.pop(mapping_id, None)
+                    self._results.pop(mapping_id, None)
+                    self._settle_locks.pop(mapping_id, None)
+                    return
+                final = mapping.replace(state="Enabled" if mapping.enabled else "Disabled")
+                await self._store.put_mapping(final)
+                self._mappings[mapping_id] = final
+                if final.enabled:
+                    self._start_poller(final)
+
+    def _start_poller(self, mapping: EventSourceMapping) -> None:
+        found = _SQS_ARN.match(mapping.event_source_arn)
+        assert found is not None
+        mapping_id = mapping.uuid
+
+        async def invoke(payload: bytes) -> Outcome:
+            fn, invoked = self._registry.for_invoke(mapping.function_arn)
+            return await self._run(fn, payload, invoked)
+
+        def on_result(result: str) -> None:
+            self._results[mapping_id] = result
+
+        poller = QueuePoller(
+            mapping_id=mapping_id,
+            queue=found.group("name"),
+            event_source_arn=mapping.event_source_arn,
+            region=self._settings.region,
+            source=self._queues,
+            invoke=invoke,
+            batch_size=mapping.batch_size,
+            window_s=mapping.window_s,
+            report_failures="ReportBatchItemFailures" in mapping.response_types,
+            max_workers=mapping.max_concurrency,
+            on_result=on_result,
+        )
+        self._pollers[mapping_id] = poller
+        poller.start()
+
+    # -- the wire shape -------------------------------------------------------------------------------------
+
+    def doc(self, mapping: EventSourceMapping) -> dict[str, Any]:
+        """The EventSourceMappingConfiguration shape of the service model."""
+        s = self._settings
+        doc: dict[str, Any] = {
+            "UUID": mapping.uuid,
+            "BatchSize": mapping.batch_size,
+            "MaximumBatchingWindowInSeconds": mapping.window_s,
+            "EventSourceArn": mapping.event_source_arn,
+            "FunctionArn": mapping.function_arn,
+            "LastModified": mapping.last_modified,
+            "LastProcessingResult": self._results.get(mapping.uuid, mapping.last_result),
+            "State": mapping.state,
+            "StateTransitionReason": mapping.reason,
+            "FunctionResponseTypes": list(mapping.response_types),
+            "EventSourceMappingArn": f"arn:aws:lambda:{s.region}:{s.account_id}:event-source-mapping:{mapping.uuid}",
+        }
+        if mapping.max_concurrency:
+            doc["ScalingConfig"] = {"MaximumConcurrency": mapping.max_concurrency}
+        return doc
+
+    def pollers(self, mapping_id: str) -> int:
+        """How many workers poll for this mapping now (0 when it has no poller)."""
+        poller = self._pollers.get(mapping_id)
+        return poller.workers if poller is not None else 0
+
+
+def _duplicate(source: str, function_arn: str, existing: str) -> ResourceConflict:
+    return ResourceConflict(
+        f'An event source mapping with SQS arn (" {source} ") and function (" {_short(function_arn)} ") already '
+        f"exists. Please update or delete the existing mapping with UUID {existing}"
+    )
+
+
+def _short(function_arn: str) -> str:
+    """``name`` or ``name:qualifier`` of a function ARN."""
+    return function_arn.split(":function:", 1)[-1]
