@@ -86,6 +86,29 @@ def floor(data_dir: Path, seconds: float, body: int) -> float:
             Path(f"{path}{suffix}").unlink(missing_ok=True)
 
 
+def server_cpu(pid: int) -> dict[str, float]:
+    """CPU seconds so far of each of the server's threads, by thread name (same-named threads summed)."""
+    ticks = os.sysconf("SC_CLK_TCK")
+    out: dict[str, float] = {}
+    for tid in os.listdir(f"/proc/{pid}/task"):
+        try:
+            stat = Path(f"/proc/{pid}/task/{tid}/stat").read_text().rsplit(")", 1)[1].split()
+            name = Path(f"/proc/{pid}/task/{tid}/comm").read_text().strip()
+        except OSError:
+            continue
+        out[name] = out.get(name, 0.0) + (int(stat[11]) + int(stat[12])) / ticks
+    return out
+
+
+def cpu_per_message(before: dict[str, float], after: dict[str, float], messages: float) -> dict[str, float]:
+    """Microseconds of the server's CPU per message, by thread name."""
+    return {
+        name: round((after[name] - before.get(name, 0.0)) * 1e6 / messages, 1)
+        for name in after
+        if messages and after[name] - before.get(name, 0.0) > 0
+    }
+
+
 def run_clients(clients: int, port: int, work: Any) -> float:
     """Messages per second over ``clients`` threads, each running ``work(conn) -> messages handled``."""
     counts = [0] * clients
@@ -152,7 +175,11 @@ def main(argv: list[str] | None = None) -> int:
                     sent += 10
                 return sent
 
+            pid = server.proc.pid
+            before, started = server_cpu(pid), time.perf_counter()
             result["send_msgs_s"] = run_clients(args.clients, port, send)
+            sent_total = result["send_msgs_s"] * (time.perf_counter() - started)
+            result["send_cpu_us_per_msg"] = cpu_per_message(before, server_cpu(pid), sent_total)
 
             def consume(c: http.client.HTTPConnection) -> int:
                 done = 0
@@ -167,7 +194,10 @@ def main(argv: list[str] | None = None) -> int:
                     done += len(messages)
                 return done
 
+            before, started = server_cpu(pid), time.perf_counter()
             result["receive_delete_msgs_s"] = run_clients(args.clients, port, consume)
+            done_total = result["receive_delete_msgs_s"] * (time.perf_counter() - started)
+            result["receive_delete_cpu_us_per_msg"] = cpu_per_message(before, server_cpu(pid), done_total)
         finally:
             stopped = server.stop()
             if stopped.leftovers:
@@ -178,6 +208,8 @@ def main(argv: list[str] | None = None) -> int:
           f"{result['send_msgs_s'] / fl:.2f}x (target >= 0.5x)")  # fmt: skip
     print(f"ReceiveMessage + DeleteMessageBatch, {args.clients} clients {result['receive_delete_msgs_s']:9.0f} "
           f"messages/s  {result['receive_delete_msgs_s'] / fl:.2f}x")  # fmt: skip
+    print(f"server CPU per message (µs, by thread): send {result['send_cpu_us_per_msg']}")
+    print(f"  receive+delete {result['receive_delete_cpu_us_per_msg']}")
     if args.json:
         args.json.write_text(json.dumps(result, indent=2))
     return 0

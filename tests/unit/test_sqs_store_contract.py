@@ -6,12 +6,14 @@ receipt tokens that must be the latest, and durability across a reopen."""
 from __future__ import annotations
 
 import asyncio
+import sqlite3
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
 import pytest
 
+from selfless.services.sqs import sqlite as queue_sqlite
 from selfless.services.sqs.sqlite import SqliteQueueStore
 from selfless.services.sqs.store import Message, Outcome, Queue, QueueStore, Redrive
 from selfless.store.sqlite import SqliteStore
@@ -177,3 +179,14 @@ def test_concurrent_receives_never_share_a_message(make: Any) -> None:
         await base.close()
 
     run(scenario)
+
+
+def test_the_sqlite_store_reads_a_deep_queue_without_sorting_or_scanning_it() -> None:
+    """A receive takes the first visible messages in sending order straight off an index, and retention finds
+    the expired ones by age: neither reads (or sorts) every message of a deep queue."""
+    db = sqlite3.connect(":memory:")
+    db.executescript(queue_sqlite._SCHEMA)
+    receive = db.execute("EXPLAIN QUERY PLAN " + queue_sqlite.RECEIVE_SQL, ("q", 1.0)).fetchall()
+    assert not any("TEMP B-TREE" in str(row) for row in receive), receive
+    expire = db.execute("EXPLAIN QUERY PLAN " + queue_sqlite.EXPIRE_SQL, ("q", 1.0)).fetchall()
+    assert any("sqs_messages_by_age" in str(row) for row in expire), expire

@@ -36,6 +36,8 @@ CREATE TABLE IF NOT EXISTS sqs_messages (
 );
 CREATE INDEX IF NOT EXISTS sqs_messages_by_queue ON sqs_messages(queue, seq);
 CREATE INDEX IF NOT EXISTS sqs_messages_by_visibility ON sqs_messages(queue, visible_at);
+-- Retention: the oldest messages of a queue found without reading the others.
+CREATE INDEX IF NOT EXISTS sqs_messages_by_age ON sqs_messages(queue, sent);
 -- A FIFO queue's deduplication ids, kept for their window even after their message is deleted.
 CREATE TABLE IF NOT EXISTS sqs_dedup (
     queue      TEXT NOT NULL,
@@ -48,6 +50,14 @@ CREATE TABLE IF NOT EXISTS sqs_dedup (
 """
 
 _COLUMNS = "seq, message_id, body, sent, visible_at, doc, group_id, dedup_id, receive_count, first_received, receipt"
+# A receive's candidates: in sending order straight off the (queue, seq) index, read only as far as needed (by
+# the visibility index the planner would sort every visible message of a deep queue first).
+RECEIVE_SQL = (
+    f"SELECT {_COLUMNS} FROM sqs_messages INDEXED BY sqs_messages_by_queue"
+    " WHERE queue = ? AND visible_at <= ? ORDER BY seq"
+)
+# Retention: the expired messages of a queue, found by age.
+EXPIRE_SQL = "DELETE FROM sqs_messages WHERE queue = ? AND sent < ?"
 
 
 def _queue_of(row: tuple[Any, ...]) -> Queue:
@@ -201,7 +211,7 @@ class SqliteQueueStore:
         def q(db: sqlite3.Connection) -> list[Message]:
             taken: list[Message] = []
             with transaction(db):
-                db.execute("DELETE FROM sqs_messages WHERE queue = ? AND sent < ?", (queue, expire_before))
+                db.execute(EXPIRE_SQL, (queue, expire_before))
                 blocked: set[str] = set()
                 if fifo:
                     rows = db.execute(
@@ -210,11 +220,8 @@ class SqliteQueueStore:
                         (queue, now),
                     )
                     blocked = {row[0] for row in rows}
-                candidates = db.execute(
-                    f"SELECT {_COLUMNS} FROM sqs_messages WHERE queue = ? AND visible_at <= ? ORDER BY seq",
-                    (queue, now),
-                )
-                for row in candidates.fetchmany(10_000):
+                candidates = db.execute(RECEIVE_SQL, (queue, now))
+                for row in candidates:  # read as far as needed: a deep queue's rows are not all converted
                     if len(taken) >= limit:
                         break
                     m = _message_of(row)
