@@ -30,6 +30,7 @@ import contextlib
 import dataclasses
 import hashlib
 import json
+import random
 import re
 import secrets
 import struct
@@ -45,6 +46,7 @@ from selfless.services.sqs.store import Message, Outcome, Queue, QueueStore, Red
 DEDUP_WINDOW_S = 300.0
 MAX_MESSAGE_SIZE = 1_048_576
 MAX_WAIT_S = 20
+_QUEUE_CACHE = 10_000
 MAX_WAITERS = 1024
 _POLL_S = 1.0  # a long poll re-checks at least this often (delays and visibility windows end by themselves)
 
@@ -159,6 +161,11 @@ class QueueService:
         self._waiters: dict[str, set[asyncio.Future[None]]] = {}
         self._waiting = 0
         self._purged: dict[str, float] = {}
+        # Queue rows, kept in memory: they change through this service only (one server owns the embedded
+        # store), so a message operation costs no store round trip to find its queue. ``_generation`` grows
+        # with every change, so a read that raced one is not kept.
+        self._queues: dict[str, Queue] = {}
+        self._generation = 0
 
     @property
     def waiting(self) -> int:
@@ -186,10 +193,30 @@ class QueueService:
         return arn[len(prefix) :] if arn.startswith(prefix) else None
 
     async def _queue(self, params: Mapping[str, Any]) -> Queue:
-        queue = await self._store.get_queue(self._name_of_url(params.get("QueueUrl")))
+        queue = await self._lookup(self._name_of_url(params.get("QueueUrl")))
         if queue is None:
             raise E.no_queue()
         return queue
+
+    async def _lookup(self, name: str) -> Queue | None:
+        found = self._queues.get(name)
+        if found is not None:
+            return found
+        generation = self._generation
+        found = await self._store.get_queue(name)
+        if found is not None and generation == self._generation:
+            if len(self._queues) >= _QUEUE_CACHE:
+                self._queues.clear()
+            self._queues[name] = found
+        return found
+
+    def _changed(self, name: str, queue: Queue | None) -> None:
+        """After a queue row changed in the store: the cache follows (None: the queue is gone)."""
+        self._generation += 1
+        if queue is None:
+            self._queues.pop(name, None)
+        else:
+            self._queues[name] = queue
 
     # -- queues ----------------------------------------------------------------------------------------------
 
@@ -208,6 +235,7 @@ class QueueService:
         now = self._clock()
         queue = Queue(name, now, now, attributes, dict(p.get("tags") or {}))
         stored = await self._store.create_queue(queue)
+        self._changed(name, stored)
         if stored is not queue:
             for key in sorted(set(stored.attributes) | set(attributes)):
                 if stored.attributes.get(key) != attributes.get(key):
@@ -296,7 +324,7 @@ class QueueService:
         if not 1 <= count <= 1000:
             raise refuse(f"Invalid value for maxReceiveCount: {count}, valid values are from 1 to 1000 both inclusive.")
         target_name = self._name_of_arn(str(target))
-        dlq = await self._store.get_queue(target_name) if target_name else None
+        dlq = await self._lookup(target_name) if target_name else None
         if dlq is None:
             raise refuse("Dead letter target does not exist.")
         if dlq.fifo != fifo:
@@ -314,7 +342,7 @@ class QueueService:
         if not isinstance(name, str) or not name:
             raise E.missing_parameter("QueueName")
         owner = p.get("QueueOwnerAWSAccountId")
-        if (owner and owner != self._account) or await self._store.get_queue(name) is None:
+        if (owner and owner != self._account) or await self._lookup(name) is None:
             raise E.no_queue()
         return {"QueueUrl": self.url(call, name)}
 
@@ -355,6 +383,7 @@ class QueueService:
     async def delete_queue(self, p: Mapping[str, Any], call: Call) -> dict[str, Any]:
         queue = await self._queue(p)
         await self._store.delete_queue(queue.name)
+        self._changed(queue.name, None)
         self._wake(queue.name)
         return {}
 
@@ -402,7 +431,9 @@ class QueueService:
         attributes = await self._checked_attributes(given, fifo=queue.fifo, name=queue.name, creating=False, old=queue)
         changed = dataclasses.replace(queue, attributes=attributes, modified=self._clock())
         if not await self._store.update_queue(changed):
+            self._changed(queue.name, None)
             raise E.no_queue()
+        self._changed(queue.name, changed)
         return {}
 
     async def tag_queue(self, p: Mapping[str, Any], call: Call) -> dict[str, Any]:
@@ -410,15 +441,15 @@ class QueueService:
         tags = {**queue.tags, **dict(p.get("Tags") or {})}
         if len(tags) > 50:
             raise E.invalid_parameter("Too many tags added for queue " + queue.name + ".")
-        await self._store.update_queue(dataclasses.replace(queue, tags=tags))
+        tagged = dataclasses.replace(queue, tags=tags)
+        self._changed(queue.name, tagged if await self._store.update_queue(tagged) else None)
         return {}
 
     async def untag_queue(self, p: Mapping[str, Any], call: Call) -> dict[str, Any]:
         queue = await self._queue(p)
         drop = set(p.get("TagKeys") or [])
-        await self._store.update_queue(
-            dataclasses.replace(queue, tags={k: v for k, v in queue.tags.items() if k not in drop})
-        )
+        untagged = dataclasses.replace(queue, tags={k: v for k, v in queue.tags.items() if k not in drop})
+        self._changed(queue.name, untagged if await self._store.update_queue(untagged) else None)
         return {}
 
     async def list_queue_tags(self, p: Mapping[str, Any], call: Call) -> dict[str, Any]:
@@ -479,7 +510,7 @@ class QueueService:
                 f"Value {seconds} for parameter DelaySeconds is invalid. Reason: DelaySeconds must be >= 0 and <= 900."
             )
         return Message(
-            message_id=str(uuid.uuid4()),
+            message_id=_message_id(),
             body=body,
             sent=now,
             visible_at=now + seconds,
@@ -726,6 +757,12 @@ class QueueService:
             except E.SqsError as exc:
                 failed.append(_failure(entry["Id"], exc))
         return {"Successful": successful, "Failed": failed}
+
+
+def _message_id() -> str:
+    # A version-4 UUID as SQS's are. Ids name messages and guard nothing (receipt handles carry the secret
+    # token), so they come from the process's fast generator, not a system call per message.
+    return str(uuid.UUID(int=random.getrandbits(128), version=4))
 
 
 def _sequence(seq: int) -> str:
