@@ -473,20 +473,25 @@ class S3Api:
 
     # -- listings --------------------------------------------------------------------------------------------
 
-    async def _list_objects(self, params: dict[str, Any], call: _Call) -> Response:
-        v2 = call.op == "ListObjectsV2"
-        bucket = params["Bucket"]
-        prefix = params.get("Prefix") or ""
-        delimiter = params.get("Delimiter") or ""
+    @staticmethod
+    def _page_limits(params: Mapping[str, Any]) -> tuple[int, str | None]:
+        """A listing's page size (max-keys, at most 1,000) and encoding-type, refused as S3 refuses them."""
         max_keys = params.get("MaxKeys", 1000)
         if max_keys < 0:
             raise S3Error("InvalidArgument", "maxKeys should be non-negative", ArgumentName="max-keys")
-        max_keys = min(max_keys, 1000)
         encoding = params.get("EncodingType")
         if encoding not in (None, "url"):
             raise S3Error(
                 "InvalidArgument", "Invalid Encoding Method specified in Request", ArgumentName="encoding-type"
             )
+        return min(max_keys, 1000), encoding
+
+    async def _list_objects(self, params: dict[str, Any], call: _Call) -> Response:
+        v2 = call.op == "ListObjectsV2"
+        bucket = params["Bucket"]
+        prefix = params.get("Prefix") or ""
+        delimiter = params.get("Delimiter") or ""
+        max_keys, encoding = self._page_limits(params)
         if v2:
             token = params.get("ContinuationToken")
             if token is not None:
@@ -994,15 +999,7 @@ class S3Api:
                 ArgumentName="version-id-marker",
                 ArgumentValue=version_marker,
             )
-        max_keys = params.get("MaxKeys", 1000)
-        if max_keys < 0:
-            raise S3Error("InvalidArgument", "maxKeys should be non-negative", ArgumentName="max-keys")
-        max_keys = min(max_keys, 1000)
-        encoding = params.get("EncodingType")
-        if encoding not in (None, "url"):
-            raise S3Error(
-                "InvalidArgument", "Invalid Encoding Method specified in Request", ArgumentName="encoding-type"
-            )
+        max_keys, encoding = self._page_limits(params)
         found, prefixes, truncated, (next_key, next_version) = await self._s3.list_versions(
             bucket, prefix, delimiter, key_marker, version_marker, max_keys
         )
