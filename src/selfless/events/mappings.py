@@ -1,5 +1,7 @@
-"""Event source mappings: Lambda's Create/Get/Update/Delete/ListEventSourceMappings for the built-in SQS queues,
-their lifecycle, and the pollers they run (``selfless.events.poller``).
+"""Event source mappings: Lambda's Create/Get/Update/Delete/ListEventSourceMappings for SQS queues, their
+lifecycle, and the pollers they run (``selfless.events.poller``). The queues are the built-in ones, or, with
+``SELFLESS_SQS_ENDPOINT`` set, those of that SQS-compatible endpoint (AWS SQS itself or another server: the
+same ``QueueSource`` seam, ``selfless.events.sqs``), as queue destinations are.
 
 Rules, as AWS words its refusals: the queue must exist (InvalidParameterValueException, the ReceiveMessage
 wording); one mapping per queue and function (ResourceConflictException naming the existing UUID); BatchSize
@@ -12,8 +14,8 @@ then the mapping is gone once its pollers stopped. StateTransitionReason is USER
 durable before it is answered, and a restart settles a mapping caught between states and starts its pollers.
 LastProcessingResult is kept in memory (``No records processed`` after a restart).
 
-Not offered yet: FilterCriteria, mappings of other sources (Kinesis, DynamoDB, SQS-compatible endpoints
-elsewhere), and the event source mapping tags API (Tags given to Create are kept).
+Not offered yet: FilterCriteria, mappings of other sources (Kinesis, DynamoDB, Kafka, MQ), a queue endpoint per
+mapping (one endpoint serves them all), and the event source mapping tags API (Tags given to Create are kept).
 """
 
 from __future__ import annotations
@@ -30,7 +32,7 @@ from selfless.config import Settings
 from selfless.errors import InvalidParameterValue, ResourceConflict, ResourceNotFound, UnsupportedOperation
 from selfless.events.mapping_store import EventSourceMapping, MappingStore
 from selfless.events.poller import NO_RECORDS, QueuePoller
-from selfless.events.sqs import BuiltinQueueSource
+from selfless.events.sqs import QueueSource
 from selfless.functions import FunctionRegistry, check_tags
 from selfless.invocation.inflight import Outcome
 from selfless.models import Function
@@ -78,7 +80,7 @@ class EventSourceMappings:
         settings: Settings,
         store: MappingStore,
         registry: FunctionRegistry,
-        queues: BuiltinQueueSource,
+        queues: QueueSource,
         run: RunBatch,
         clock: Callable[[], float] = time.time,
     ) -> None:
@@ -236,17 +238,18 @@ class EventSourceMappings:
     # -- rules ----------------------------------------------------------------------------------------------
 
     async def _queue_of(self, arn: str) -> tuple[str, bool]:
-        """The built-in queue an SQS ARN names, and whether it is FIFO."""
+        """The queue an SQS ARN names, and whether it is FIFO."""
         found = _SQS_ARN.match(arn)
         if found is None:
             raise UnsupportedOperation(
-                f"selfless maps its built-in SQS queues only so far; {arn} is not one (Kinesis, DynamoDB, Kafka, "
-                "MQ and queues elsewhere are not supported yet)"
+                f"selfless maps SQS queues only so far; {arn} is not one (Kinesis, DynamoDB, Kafka and MQ are not "
+                "supported yet)"
             )
         s = self._settings
-        if found.group("region") != s.region or found.group("account") != s.account_id:
+        builtin = s.sqs_endpoint is None  # an endpoint elsewhere has queues of its own regions and accounts
+        if builtin and (found.group("region") != s.region or found.group("account") != s.account_id):
             raise InvalidParameterValue(_NO_QUEUE)
-        attributes = await self._queues.attributes(found.group("name"))
+        attributes = await self._queues.attributes(arn)
         if attributes is None:
             raise InvalidParameterValue(_NO_QUEUE)
         return found.group("name"), attributes.get("FifoQueue") == "true"
@@ -318,9 +321,9 @@ class EventSourceMappings:
 
         poller = QueuePoller(
             mapping_id=mapping_id,
-            queue=found.group("name"),
+            queue=mapping.event_source_arn,
             event_source_arn=mapping.event_source_arn,
-            region=self._settings.region,
+            region=found.group("region") or self._settings.region,
             source=self._queues,
             invoke=invoke,
             batch_size=mapping.batch_size,
