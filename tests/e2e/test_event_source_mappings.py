@@ -1,7 +1,7 @@
 """Event source mappings on the built-in SQS queues, end to end with boto3: the API and AWS's refusals, batches
-and batching windows, ReportBatchItemFailures, poison messages to the dead-letter queue, disabling, kill -9 of
-the server while batches run (every message handled at least once, deleted only after success), and a mapping
-that outlives a restart."""
+and batching windows, ReportBatchItemFailures, FilterCriteria, poison messages to the dead-letter queue,
+disabling, kill -9 of the server while batches run (every message handled at least once, deleted only after
+success), and a mapping that outlives a restart."""
 
 from __future__ import annotations
 
@@ -17,6 +17,7 @@ import pytest
 
 from tests.conftest import Server, deploy, make_zip, start_server
 from tests.e2e.test_async import wait_for
+from tests.e2e.test_awscli import aws
 from tests.e2e.test_builtin_queue_targets import make_queue
 
 # One log line per batch: its message ids, bodies and receive counts, and the first record whole. Bodies that
@@ -399,3 +400,66 @@ def test_a_throttled_function_loses_no_message(server: Server, lam: Any, recorde
     wait_for("the queue emptied", lambda: counts(sqs, url) == (0, 0), timeout=30)
     assert counts(sqs, dlq_url) == (0, 0)
     assert throttles(server) > before  # more pollers than the function may run: some batches were throttled
+
+
+def test_filter_criteria_keep_matching_messages_and_delete_the_others(server: Server, lam: Any, recorder: str) -> None:
+    """A filter on a JSON body field: matching messages invoke the function, the others are deleted without
+    invoking it; an update that changes the filter takes effect; AWS's refusal of an invalid pattern."""
+    sqs = server.client("sqs")
+    url, arn = make_queue(sqs)
+    orders = '{ "body" : { "kind" : [ "order" ], "total": [ { "numeric": [ ">", 10 ] } ] } }'
+    code, message = error(
+        lam.create_event_source_mapping,
+        EventSourceArn=arn,
+        FunctionName=recorder,
+        FilterCriteria={"Filters": [{"Pattern": '{"body": {"kind": [{"wildcard": "o*"}]}}'}]},
+    )
+    assert (code, message) == ("InvalidParameterValueException", "Invalid filter pattern definition.")
+
+    mapping = lam.create_event_source_mapping(
+        EventSourceArn=arn, FunctionName=recorder, FilterCriteria={"Filters": [{"Pattern": orders}]}
+    )
+    assert mapping["FilterCriteria"] == {"Filters": [{"Pattern": orders}]}  # as given
+    mapping_id = mapping["UUID"]
+    assert wait_state(lam, mapping_id, "Enabled")["FilterCriteria"] == {"Filters": [{"Pattern": orders}]}
+    listed = lam.list_event_source_mappings(FunctionName=recorder)["EventSourceMappings"]
+    assert listed[0]["FilterCriteria"] == {"Filters": [{"Pattern": orders}]}
+
+    def body(kind: str, total: int, n: int) -> str:
+        return json.dumps({"kind": kind, "total": total, "n": n})
+
+    keep = [body("order", 20 + i, i) for i in range(4)]
+    drop = [body("refund", 50, 10), body("order", 5, 11), "kind order, not JSON", body("ORDER", 50, 12)]
+    send(sqs, url, [*drop[:2], *keep[:2], *drop[2:], *keep[2:]])
+
+    def bodies() -> list[str]:
+        return sorted(b for batch in batches(server, recorder) for b in batch["bodies"])
+
+    wait_for("the matching messages handled", lambda: bodies() == sorted(keep), timeout=60)
+    wait_for("the queue emptied (the others deleted)", lambda: counts(sqs, url) == (0, 0), timeout=30)
+    assert bodies() == sorted(keep)  # the filtered messages never reached the function
+
+    # A new filter takes effect; an invalid one on update is refused and changes nothing.
+    code, message = error(
+        lam.update_event_source_mapping, UUID=mapping_id, FilterCriteria={"Filters": [{"Pattern": "{}"}]}
+    )
+    assert (code, message) == ("InvalidParameterValueException", "Invalid filter pattern definition.")
+    refunds = '{"body": {"kind": [{"equals-ignore-case": "REFUND"}]}}'
+    updated = lam.update_event_source_mapping(UUID=mapping_id, FilterCriteria={"Filters": [{"Pattern": refunds}]})
+    assert updated["State"] == "Updating" and updated["FilterCriteria"] == {"Filters": [{"Pattern": refunds}]}
+    wait_state(lam, mapping_id, "Enabled")
+    later_keep = [body("refund", 1, 20), body("Refund", 2, 21)]
+    send(sqs, url, [body("order", 99, 22), *later_keep, "refund"])
+    wait_for("the refunds handled", lambda: bodies() == sorted(keep + later_keep), timeout=60)
+    wait_for("the queue emptied again", lambda: counts(sqs, url) == (0, 0), timeout=30)
+    assert bodies() == sorted(keep + later_keep)
+
+    # An empty FilterCriteria removes the filter (the aws CLI, as AWS's guide does it): every message goes to the
+    # function again.
+    cleared = json.loads(
+        aws(server, "lambda", "update-event-source-mapping", "--uuid", mapping_id, "--filter-criteria", "{}").stdout
+    )
+    assert "FilterCriteria" not in cleared
+    wait_state(lam, mapping_id, "Enabled")
+    send(sqs, url, ["plain"])
+    wait_for("the unfiltered message handled", lambda: "plain" in bodies(), timeout=60)

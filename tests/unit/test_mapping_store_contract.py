@@ -45,6 +45,7 @@ def mapping(uuid: str, **changes: object) -> EventSourceMapping:
         last_result="No records processed",
         response_types=("ReportBatchItemFailures",),
         max_concurrency=7,
+        filters=('{"body": {"kind": ["order"]}}',),
         tags={"team": "a"},
     )
     return base.replace(**changes)

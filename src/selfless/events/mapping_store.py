@@ -29,6 +29,7 @@ class EventSourceMapping:
     last_result: str  # LastProcessingResult
     response_types: tuple[str, ...] = ()  # FunctionResponseTypes
     max_concurrency: int | None = None  # ScalingConfig.MaximumConcurrency
+    filters: tuple[str, ...] = ()  # FilterCriteria: each filter's Pattern, as given
     tags: dict[str, str] = dataclasses.field(default_factory=dict)
 
     def replace(self, **changes: Any) -> EventSourceMapping:
@@ -37,12 +38,14 @@ class EventSourceMapping:
     def to_json(self) -> str:
         doc = dataclasses.asdict(self)
         doc["response_types"] = list(self.response_types)
+        doc["filters"] = list(self.filters)
         return json.dumps(doc, separators=(",", ":"))
 
     @classmethod
     def from_json(cls, text: str) -> EventSourceMapping:
         doc = json.loads(text)
         doc["response_types"] = tuple(doc.get("response_types") or ())
+        doc["filters"] = tuple(doc.get("filters") or ())
         known = {f.name for f in dataclasses.fields(cls)}
         return cls(**{k: v for k, v in doc.items() if k in known})
 

@@ -6,7 +6,9 @@ same ``QueueSource`` seam, ``selfless.events.sqs``), as queue destinations are.
 Rules, as AWS words its refusals: the queue must exist (InvalidParameterValueException, the ReceiveMessage
 wording); one mapping per queue and function (ResourceConflictException naming the existing UUID); BatchSize
 1-10,000, 10 by default, above 10 only with a batching window; no batching window on a FIFO queue; no
-stream-only parameters (StartingPosition ...). FunctionArn may be qualified (a version or an alias).
+stream-only parameters (StartingPosition ...); FilterCriteria as ``selfless.events.filtering`` validates it (up
+to 5 filters, OR-ed; a message no filter accepts is deleted without invoking the function). FunctionArn may be
+qualified (a version or an alias).
 
 Lifecycle (``State``): Create answers Creating, then the mapping is Enabled (its pollers run) or Disabled;
 Update answers Updating (or Enabling / Disabling when Enabled changes), then the same; Delete answers Deleting,
@@ -14,8 +16,8 @@ then the mapping is gone once its pollers stopped. StateTransitionReason is USER
 durable before it is answered, and a restart settles a mapping caught between states and starts its pollers.
 LastProcessingResult is kept in memory (``No records processed`` after a restart).
 
-Not offered yet: FilterCriteria, mappings of other sources (Kinesis, DynamoDB, Kafka, MQ), a queue endpoint per
-mapping (one endpoint serves them all), and the event source mapping tags API (Tags given to Create are kept).
+Not offered yet: mappings of other sources (Kinesis, DynamoDB, Kafka, MQ), a queue endpoint per mapping (one
+endpoint serves them all), and the event source mapping tags API (Tags given to Create are kept).
 """
 
 from __future__ import annotations
@@ -30,6 +32,7 @@ from typing import Any
 
 from selfless.config import Settings
 from selfless.errors import InvalidParameterValue, ResourceConflict, ResourceNotFound, UnsupportedOperation
+from selfless.events import filtering
 from selfless.events.mapping_store import EventSourceMapping, MappingStore
 from selfless.events.poller import NO_RECORDS, QueuePoller
 from selfless.events.sqs import QueueSource
@@ -134,6 +137,7 @@ class EventSourceMappings:
             )
         _, fifo = await self._queue_of(str(source))
         self._refuse_unsupported(params)
+        filters = filtering.criteria(params.get("FilterCriteria"))
         function_arn = self._function_arn(str(params["FunctionName"]))
         tags = dict(params.get("Tags") or {})
         check_tags(tags)
@@ -158,6 +162,7 @@ class EventSourceMappings:
                 last_result=NO_RECORDS,
                 response_types=tuple(params.get("FunctionResponseTypes") or ()),
                 max_concurrency=(params.get("ScalingConfig") or {}).get("MaximumConcurrency"),
+                filters=filters,
                 tags=tags,
             )
             await self._store.put_mapping(mapping)
@@ -213,6 +218,8 @@ class EventSourceMappings:
                 changes["response_types"] = tuple(params["FunctionResponseTypes"] or ())
             if "ScalingConfig" in params:
                 changes["max_concurrency"] = (params["ScalingConfig"] or {}).get("MaximumConcurrency")
+            if "FilterCriteria" in params:
+                changes["filters"] = filtering.criteria(params["FilterCriteria"])
             state = "Updating"
             if "Enabled" in params and bool(params["Enabled"]) != mapping.enabled:
                 changes["enabled"] = bool(params["Enabled"])
@@ -259,8 +266,6 @@ class EventSourceMappings:
         for name in _NOT_FOR_SQS:
             if params.get(name) not in (None, [], {}):
                 raise InvalidParameterValue(f"{name} is not valid for SQS event sources.")
-        if params.get("FilterCriteria"):
-            raise UnsupportedOperation("FilterCriteria is not supported by selfless yet")
 
     @staticmethod
     def _check_batching(batch_size: int, window_s: int, fifo: bool) -> None:
@@ -331,6 +336,7 @@ class EventSourceMappings:
             report_failures="ReportBatchItemFailures" in mapping.response_types,
             max_workers=mapping.max_concurrency,
             on_result=on_result,
+            accepts=filtering.sqs_accepts(mapping.filters) if mapping.filters else None,
         )
         self._pollers[mapping_id] = poller
         poller.start()
@@ -353,6 +359,8 @@ class EventSourceMappings:
             "FunctionResponseTypes": list(mapping.response_types),
             "EventSourceMappingArn": f"arn:aws:lambda:{s.region}:{s.account_id}:event-source-mapping:{mapping.uuid}",
         }
+        if mapping.filters:
+            doc["FilterCriteria"] = filtering.criteria_doc(mapping.filters)
         if mapping.max_concurrency:
             doc["ScalingConfig"] = {"MaximumConcurrency": mapping.max_concurrency}
         return doc

@@ -5,7 +5,8 @@ pollers AWS starts with). Each worker:
 
     collect:  receive (long poll; hidden for the queue's visibility timeout) until the batch is full
               (BatchSize), the batching window ends (it starts with the batch's first message), or the
-              payload reaches 6 MB
+              payload reaches 6 MB; with FilterCriteria, a message no filter accepts is deleted at once and
+              never sent (Lambda's rule for SQS)
     invoke:   the function, synchronously, with the SQS event; a throttle is retried with backoff while the
               messages stay hidden, and never loses them (past their window they are simply visible again)
     settle:   success deletes the batch; with ReportBatchItemFailures only the records not listed; a function
@@ -25,7 +26,8 @@ import asyncio
 import json
 import logging
 import time
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
+from typing import Any
 
 from selfless.errors import ResourceNotFound, TooManyRequests
 from selfless.events.sqs import QueueSource, Received, SourceGone, record
@@ -101,6 +103,7 @@ class QueuePoller:
         max_workers: int | None,
         on_result: Callable[[str], None],
         clock: Callable[[], float] = time.monotonic,
+        accepts: Callable[[Mapping[str, Any]], bool] | None = None,
     ) -> None:
         self.mapping_id = mapping_id
         self._queue = queue
@@ -114,6 +117,7 @@ class QueuePoller:
         self.max_workers = max_workers or DEFAULT_POLLERS
         self._on_result = on_result
         self._clock = clock
+        self._accepts = accepts  # FilterCriteria: a record it refuses is deleted, never sent
         self._workers: dict[asyncio.Task[None], bool] = {}  # task -> invoking (True) or collecting (False)
         self._stopping = False
         self._visibility_at: tuple[int, float] | None = None
@@ -204,6 +208,8 @@ class QueuePoller:
                         break
                     wait = min(LONG_POLL_S, int(remaining))
                 got = await self._source.receive(self._queue, min(10, self._batch_size - len(batch)), wait)
+                if self._accepts is not None:
+                    got = await self._drop_filtered(got)
                 for received in got:
                     held = index.get(received.message_id)
                     if held is not None:  # visible again within the window (a visibility timeout shorter than
@@ -226,6 +232,21 @@ class QueuePoller:
                 await asyncio.shield(self._source.release(self._queue, [r.receipt for r in batch]))
             raise
         return batch
+
+    async def _drop_filtered(self, got: list[Received]) -> list[Received]:
+        """The messages the mapping's filters accept; the others are deleted from the queue (as Lambda does for
+        SQS) without invoking the function."""
+        assert self._accepts is not None
+        kept: list[Received] = []
+        dropped: list[str] = []
+        for received in got:
+            if self._accepts(record(received, self._arn, self._region)):
+                kept.append(received)
+            else:
+                dropped.append(received.receipt)
+        if dropped:
+            await self._source.delete(self._queue, dropped)
+        return kept
 
     async def _process(self, batch: list[Received], visibility_s: int) -> bool:
         """Invoke with ``batch`` and delete what succeeded; True when the whole batch did."""
