@@ -61,6 +61,9 @@ from selfless.services.s3.destinations import BuiltinBuckets
 from selfless.services.s3.functions import NotificationFunctions
 from selfless.services.s3.service import ObjectService
 from selfless.services.s3.sqlite import SqliteObjectMetadata
+from selfless.services.scheduler.api import SchedulerApi
+from selfless.services.scheduler.service import Scheduler, Schedules
+from selfless.services.scheduler.sqlite import SqliteScheduleStore
 from selfless.services.sqs.api import SqsApi
 from selfless.services.sqs.destinations import BuiltinQueues
 from selfless.services.sqs.service import QueueService
@@ -228,6 +231,10 @@ class App:
             self._run_batch,
         )
         self.lambda_api.mappings = self.mappings
+        self.schedule_store = SqliteScheduleStore(self.store)
+        self.schedules = Schedules(self.schedule_store, settings.account_id, settings.region)
+        self.scheduler = Scheduler(self.schedule_store, self.events)
+        self.schedules.on_change = self.scheduler.changed
         self.front = FrontDoor(
             SigV4Verifier(self.keyring, settings.region),
             self.lambda_api,
@@ -237,6 +244,7 @@ class App:
             hooks=HooksApi(self.webhooks, access),
             s3=S3Api(self.s3),
             sqs=SqsApi(self.sqs),
+            scheduler=SchedulerApi(self.schedules),
         )
         self.http = self._http_server(
             self.front.handle,
@@ -359,6 +367,8 @@ class App:
         await self.events.start()
         await self.mapping_store.open()
         await self.mappings.load()
+        await self.schedule_store.open()
+        self.scheduler.start()
         self.http.max_connections, self.descriptor_warning = descriptor_budget(
             s.max_connections, descriptor_reserve(s.max_environments) + self._environment_budget.limit
         )
@@ -461,6 +471,7 @@ class App:
         s = self.settings
         self.front.ready = False
         self.http.stop_listening()
+        await self.scheduler.close()
         try:
             await self.mappings.close(s.shutdown_timeout_s)
         except Exception:

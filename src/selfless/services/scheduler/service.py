@@ -1,0 +1,339 @@
+"""Schedules: the rules of EventBridge Scheduler's API, and the loop that runs schedules when they are due.
+
+What a schedule is (``Schedules``): a name in a group (only ``default`` for now), an expression
+(``expressions``), an optional IANA time zone (UTC by default), StartDate/EndDate, State, a Lambda function
+target with its Input, a FlexibleTimeWindow (OFF; FLEXIBLE is accepted and runs at the window's start) and
+ActionAfterCompletion (DELETE removes an at() schedule once it has run).
+
+How it runs (``Scheduler``): each schedule keeps its next due time in the store. One task sleeps until the
+earliest one (at most ``MAX_WAIT_S``, and it is woken when a schedule changes), then takes up to ``BATCH``
+due schedules per wake-up. A run is one asynchronous invocation of the target function with Input as the
+payload (``{}`` when there is none), stored in the same transaction that moves the schedule's next due time
+on (``ScheduleStore.fire``), then handed to the async invoker: a crash neither loses nor repeats it.
+
+Runs missed while the server was down (or while the loop was behind): at most one catch-up run per schedule.
+The next due time after a run is computed from *now*, so a schedule overdue by many periods runs once, then
+resumes on its own times.
+
+RetryPolicy and DeadLetterConfig are kept and shown, but a run's retries follow the target function's
+asynchronous configuration (PutFunctionEventInvokeConfig: MaximumRetryAttempts, MaximumEventAgeInSeconds,
+destinations), as every other asynchronous invocation's do.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import datetime as dt
+import logging
+import re
+import time
+from collections.abc import Callable, Mapping
+from typing import Any, Protocol
+
+from selfless import ids
+from selfless.errors import ResourceNotFound, SelflessError, ValidationError
+from selfless.services.scheduler import expressions
+from selfless.services.scheduler.store import Schedule, ScheduleStore
+from selfless.store.base import StoredEvent
+
+log = logging.getLogger(__name__)
+
+DEFAULT_GROUP = "default"
+BATCH = 100  # schedules fired per wake-up
+MAX_WAIT_S = 60.0  # the loop looks again at least this often (a clock that jumps, a missed wake-up)
+_RETRY_AFTER_FAULT_S = 5.0
+_LAMBDA_ARN = re.compile(
+    r"^arn:aws[a-zA-Z-]*:lambda:[a-z0-9-]+:\d{12}:function:(?P<name>[a-zA-Z0-9_-]+)(?::(?P<qualifier>[a-zA-Z0-9_$-]+))?$"
+)
+# The members of CreateSchedule/UpdateSchedule kept as given.
+_KEPT = (
+    "ScheduleExpression",
+    "StartDate",
+    "EndDate",
+    "Description",
+    "ScheduleExpressionTimezone",
+    "State",
+    "KmsKeyArn",
+    "Target",
+    "FlexibleTimeWindow",
+    "ActionAfterCompletion",
+)
+
+
+class Conflict(SelflessError):
+    aws_type = "ConflictException"
+
+
+class Invoker(Protocol):
+    """The async invoker's side the scheduler needs (``invocation.events.AsyncInvoker``)."""
+
+    def has_room(self, count: int) -> bool: ...
+
+    def adopt(self, events: list[StoredEvent]) -> None: ...
+
+
+def _epoch(value: Any) -> float:
+    if isinstance(value, dt.datetime):
+        return value.timestamp()
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        return float(value)
+    if isinstance(value, str):
+        try:
+            return float(value)
+        except ValueError:
+            try:
+                return dt.datetime.fromisoformat(value.replace("Z", "+00:00")).timestamp()
+            except ValueError:
+                pass
+    raise ValidationError(f"Invalid timestamp: {value}")
+
+
+def _instant(epoch: float) -> dt.datetime:
+    return dt.datetime.fromtimestamp(epoch, dt.UTC)
+
+
+def next_due(doc: Mapping[str, Any], created: float, after: float) -> float | None:
+    """When a schedule runs next after ``after`` (epoch seconds), None if never (disabled, past its EndDate,
+    an at() already passed)."""
+    if doc.get("State", "ENABLED") == "DISABLED":
+        return None
+    expr = expressions.parse(doc["ScheduleExpression"])
+    tz = expressions.zone(doc.get("ScheduleExpressionTimezone") or "UTC")
+    start, end = doc.get("StartDate"), doc.get("EndDate")
+    when: dt.datetime | None
+    if isinstance(expr, expressions.At):
+        when = expr.next_run(_instant(after), tz)
+    else:
+        since = _instant(after)
+        if start is not None and start > after:
+            since = _instant(start) - dt.timedelta(microseconds=1)  # a run at StartDate itself counts
+        if isinstance(expr, expressions.Rate):
+            when = expr.next_run(since, _instant(start if start is not None else created))
+        else:
+            when = expr.next_run(since, tz)
+        if when is not None and end is not None and when.timestamp() > end:
+            when = None
+    return None if when is None else when.timestamp()
+
+
+def target_function(arn: str) -> tuple[str, str | None] | None:
+    m = _LAMBDA_ARN.match(arn)
+    return None if m is None else (m.group("name"), m.group("qualifier"))
+
+
+class Schedules:
+    """Create, read, update, delete and list schedules (the API's rules; the firing is ``Scheduler``'s)."""
+
+    def __init__(
+        self, store: ScheduleStore, account_id: str, region: str, clock: Callable[[], float] = time.time
+    ) -> None:
+        self._store = store
+        self._account_id = account_id
+        self._region = region
+        self._clock = clock
+        self.on_change: Callable[[], None] = lambda: None
+
+    def arn(self, group: str, name: str) -> str:
+        return f"arn:aws:scheduler:{self._region}:{self._account_id}:schedule/{group}/{name}"
+
+    @staticmethod
+    def _group(params: Mapping[str, Any]) -> str:
+        group = params.get("GroupName") or DEFAULT_GROUP
+        if group != DEFAULT_GROUP:
+            raise ResourceNotFound(f"Schedule group {group} does not exist.")
+        return str(group)
+
+    def _doc(self, params: Mapping[str, Any]) -> dict[str, Any]:
+        doc = {k: params[k] for k in _KEPT if params.get(k) is not None}
+        for key in ("StartDate", "EndDate"):
+            if key in doc:
+                doc[key] = _epoch(doc[key])
+        doc.setdefault("State", "ENABLED")
+        doc.setdefault("ActionAfterCompletion", "NONE")
+        try:
+            expr = expressions.parse(doc["ScheduleExpression"])
+            if "ScheduleExpressionTimezone" in doc:
+                expressions.zone(doc["ScheduleExpressionTimezone"])
+        except expressions.InvalidExpression as exc:
+            raise ValidationError(str(exc)) from None
+        start, end = doc.get("StartDate"), doc.get("EndDate")
+        if start is not None and end is not None and end <= start:
+            raise ValidationError("The EndDate must be after the StartDate.")
+        if end is not None and end <= self._clock() and not isinstance(expr, expressions.At):
+            raise ValidationError("The EndDate must be in the future.")
+        window = doc["FlexibleTimeWindow"]
+        if window.get("Mode") == "FLEXIBLE" and window.get("MaximumWindowInMinutes") is None:
+            raise ValidationError("MaximumWindowInMinutes must be provided when Mode is FLEXIBLE.")
+        if window.get("Mode") == "OFF" and window.get("MaximumWindowInMinutes") is not None:
+            raise ValidationError("MaximumWindowInMinutes must not be provided when Mode is OFF.")
+        target = doc["Target"]
+        if target_function(target["Arn"]) is None:
+            raise ValidationError(
+                f"Target Arn {target['Arn']} is not supported: selfless's scheduler runs Lambda functions only."
+            )
+        return doc
+
+    async def create(self, params: Mapping[str, Any]) -> dict[str, Any]:
+        group, name = self._group(params), params["Name"]
+        doc = self._doc(params)
+        now = self._clock()
+        schedule = Schedule(group, name, now, now, doc, next_due(doc, now, now))
+        if not await self._store.create(schedule):
+            raise Conflict(f"Schedule {name} already exists.")
+        self.on_change()
+        return {"ScheduleArn": self.arn(group, name)}
+
+    async def update(self, params: Mapping[str, Any]) -> dict[str, Any]:
+        group, name = self._group(params), params["Name"]
+        doc = self._doc(params)
+        old = await self._store.get(group, name)
+        if old is None:
+            raise ResourceNotFound(f"Schedule {name} does not exist.")
+        now = self._clock()
+        if not await self._store.update(old.replace(modified=now, doc=doc, next_due=next_due(doc, old.created, now))):
+            raise ResourceNotFound(f"Schedule {name} does not exist.")
+        self.on_change()
+        return {"ScheduleArn": self.arn(group, name)}
+
+    async def get(self, params: Mapping[str, Any]) -> dict[str, Any]:
+        group, name = self._group(params), params["Name"]
+        schedule = await self._store.get(group, name)
+        if schedule is None:
+            raise ResourceNotFound(f"Schedule {name} does not exist.")
+        return {
+            "Arn": self.arn(group, name),
+            "GroupName": group,
+            "Name": name,
+            "CreationDate": schedule.created,
+            "LastModificationDate": schedule.modified,
+            **schedule.doc,
+        }
+
+    async def delete(self, params: Mapping[str, Any]) -> dict[str, Any]:
+        group, name = self._group(params), params["Name"]
+        if not await self._store.delete(group, name):
+            raise ResourceNotFound(f"Schedule {name} does not exist.")
+        self.on_change()
+        return {}
+
+    async def list_all(self, params: Mapping[str, Any]) -> dict[str, Any]:
+        group = params.get("GroupName")
+        if group is not None:
+            self._group(params)
+        limit = int(params.get("MaxResults") or 100)
+        token = params.get("NextToken")
+        after: tuple[str, str] | None = None
+        if token:
+            grp, sep, name = str(token).partition("/")
+            if not sep:
+                raise ValidationError("Invalid NextToken.")
+            after = (grp, name)
+        state = params.get("State")
+        found: list[Schedule] = []
+        # A State filter is applied after reading: page on until the page is full or the schedules end.
+        while len(found) < limit:
+            page = await self._store.list_schedules(group, params.get("NamePrefix") or "", after, limit)
+            found += [s for s in page if state is None or s.doc.get("State") == state]
+            if len(page) < limit:
+                after = None
+                break
+            after = (page[-1].group, page[-1].name)
+        out: dict[str, Any] = {
+            "Schedules": [
+                {
+                    "Arn": self.arn(s.group, s.name),
+                    "Name": s.name,
+                    "GroupName": s.group,
+                    "State": s.doc.get("State", "ENABLED"),
+                    "CreationDate": s.created,
+                    "LastModificationDate": s.modified,
+                    "Target": {"Arn": s.doc["Target"]["Arn"]},
+                }
+                for s in found[:limit]
+            ]
+        }
+        if len(found) > limit:
+            last = found[limit - 1]
+            out["NextToken"] = f"{last.group}/{last.name}"
+        elif after is not None:
+            out["NextToken"] = f"{after[0]}/{after[1]}"
+        return out
+
+
+class Scheduler:
+    """The loop that fires due schedules (see the module docstring). ``clock`` gives epoch seconds."""
+
+    def __init__(self, store: ScheduleStore, invoker: Invoker, clock: Callable[[], float] = time.time) -> None:
+        self._store = store
+        self._invoker = invoker
+        self._clock = clock
+        self._changed = asyncio.Event()
+        self._task: asyncio.Task[None] | None = None
+
+    def changed(self) -> None:
+        """A schedule was created, updated or deleted: look again now."""
+        self._changed.set()
+
+    def start(self) -> None:
+        self._task = asyncio.get_running_loop().create_task(self._run())
+
+    async def close(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+            self._task = None
+
+    async def _run(self) -> None:
+        while True:
+            try:
+                wait = await self.tick()
+            except Exception:
+                log.exception("the scheduler failed to run due schedules; trying again")
+                wait = _RETRY_AFTER_FAULT_S
+            if wait <= 0:
+                await asyncio.sleep(0)
+                continue
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._changed.wait(), wait)
+            self._changed.clear()
+
+    async def tick(self) -> float:
+        """One wake-up: fire up to ``BATCH`` due schedules; the seconds until the loop should look again."""
+        now = self._clock()
+        due = await self._store.due(now, BATCH)
+        fired = 0
+        for schedule in due:
+            if not self._invoker.has_room(1):
+                log.warning("the async queue is full; schedules wait")
+                return _RETRY_AFTER_FAULT_S
+            fired += await self._fire(schedule, now)
+        if len(due) == BATCH:
+            return 0.0
+        earliest = await self._store.earliest()
+        if earliest is None:
+            return MAX_WAIT_S
+        return min(max(earliest - self._clock(), 0.0), MAX_WAIT_S)
+
+    async def _fire(self, schedule: Schedule, now: float) -> int:
+        doc = schedule.doc
+        assert schedule.next_due is not None  # due() returns only schedules with one
+        target = doc["Target"]
+        function = target_function(target["Arn"])
+        events: list[StoredEvent] = []
+        if function is not None:
+            payload = str(target.get("Input") or "{}").encode()
+            name, qualifier = function
+            events.append(StoredEvent(ids.request_id(), name, qualifier, payload, None, now, trace_id=ids.trace_id()))
+        try:
+            following = next_due(doc, schedule.created, max(now, schedule.next_due))
+        except expressions.InvalidExpression:
+            following = None
+        delete = following is None and doc.get("ActionAfterCompletion") == "DELETE"
+        done = await self._store.fire(schedule.replace(next_due=following), schedule.next_due, events, delete)
+        if not done:
+            return 0  # changed meanwhile: its new due time stands
+        self._invoker.adopt(events)
+        log.info("schedule %s/%s ran (due %.3f)", schedule.group, schedule.name, schedule.next_due)
+        return 1

@@ -1,0 +1,187 @@
+"""EventBridge Scheduler with the unchanged boto3 ``scheduler`` client: the schedule API and its errors, and an
+at() schedule a few seconds ahead invoking a function asynchronously with the schedule's Input."""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import time
+from typing import Any
+
+import pytest
+from botocore.exceptions import ClientError
+
+from tests.conftest import Server, deploy, unique
+from tests.e2e.test_s3_notifications import wait_records
+
+RECORDER = """import json
+
+
+def handler(event, context):
+    print("RECORD " + json.dumps(event))
+"""
+ACCOUNT = "123456789012"
+ROLE_ARN = f"arn:aws:iam::{ACCOUNT}:role/scheduler"
+
+
+@pytest.fixture(scope="module")
+def sch(server: Server) -> Any:
+    return server.client("scheduler")
+
+
+def fn_arn(name: str) -> str:
+    return f"arn:aws:lambda:us-east-1:{ACCOUNT}:function:{name}"
+
+
+def code_of(exc: pytest.ExceptionInfo[ClientError]) -> tuple[int, str, str]:
+    r = exc.value.response
+    return r["ResponseMetadata"]["HTTPStatusCode"], r["Error"]["Code"], r["Error"]["Message"]
+
+
+def create(sch: Any, name: str, expression: str, **extra: Any) -> dict[str, Any]:
+    answer: dict[str, Any] = sch.create_schedule(
+        Name=name,
+        ScheduleExpression=expression,
+        FlexibleTimeWindow={"Mode": "OFF"},
+        Target={"Arn": fn_arn("nothing"), "RoleArn": ROLE_ARN},
+        **extra,
+    )
+    return answer
+
+
+def test_create_get_update_list_delete(sch: Any) -> None:
+    name = unique("sched")
+    arn = create(sch, name, "cron(0 9 ? * MON-FRI *)", ScheduleExpressionTimezone="Europe/Berlin", Description="d")
+    assert arn["ScheduleArn"].startswith("arn:aws:scheduler:us-east-1:")
+    assert arn["ScheduleArn"].endswith(f":schedule/default/{name}")
+    got = sch.get_schedule(Name=name)
+    assert got["Arn"] == arn["ScheduleArn"]
+    assert (got["Name"], got["GroupName"], got["State"]) == (name, "default", "ENABLED")
+    assert got["ScheduleExpression"] == "cron(0 9 ? * MON-FRI *)"
+    assert got["ScheduleExpressionTimezone"] == "Europe/Berlin"
+    assert got["Description"] == "d"
+    assert got["FlexibleTimeWindow"] == {"Mode": "OFF"}
+    assert got["Target"] == {"Arn": fn_arn("nothing"), "RoleArn": ROLE_ARN}
+    assert isinstance(got["CreationDate"], dt.datetime)
+    start = dt.datetime(2030, 1, 1, tzinfo=dt.UTC)
+    sch.update_schedule(
+        Name=name,
+        ScheduleExpression="rate(5 minutes)",
+        FlexibleTimeWindow={"Mode": "FLEXIBLE", "MaximumWindowInMinutes": 10},
+        Target={"Arn": fn_arn("other"), "RoleArn": ROLE_ARN, "Input": '{"a": 1}'},
+        State="DISABLED",
+        StartDate=start,
+    )
+    got = sch.get_schedule(Name=name, GroupName="default")
+    assert got["ScheduleExpression"] == "rate(5 minutes)"
+    assert got["State"] == "DISABLED"
+    assert got["StartDate"] == start
+    assert got["Target"]["Input"] == '{"a": 1}'
+    assert "Description" not in got  # an update replaces the whole schedule
+    listed = sch.list_schedules(NamePrefix=name)["Schedules"]
+    assert [(s["Name"], s["State"], s["Target"]["Arn"]) for s in listed] == [(name, "DISABLED", fn_arn("other"))]
+    assert sch.list_schedules(NamePrefix=name, State="ENABLED")["Schedules"] == []
+    sch.delete_schedule(Name=name)
+    with pytest.raises(ClientError) as exc:
+        sch.get_schedule(Name=name)
+    assert code_of(exc) == (404, "ResourceNotFoundException", f"Schedule {name} does not exist.")
+
+
+def test_list_pages(sch: Any) -> None:
+    prefix = unique("page")
+    names = [f"{prefix}-{i}" for i in range(5)]
+    for name in names:
+        create(sch, name, "rate(1 day)")
+    seen, token = [], None
+    while True:
+        page = sch.list_schedules(NamePrefix=prefix, MaxResults=2, **({"NextToken": token} if token else {}))
+        assert len(page["Schedules"]) <= 2
+        seen += [s["Name"] for s in page["Schedules"]]
+        token = page.get("NextToken")
+        if not token:
+            break
+    assert seen == names
+    for name in names:
+        sch.delete_schedule(Name=name)
+
+
+def test_errors(sch: Any) -> None:
+    name = unique("sched")
+    create(sch, name, "rate(1 hour)")
+    with pytest.raises(ClientError) as exc:
+        create(sch, name, "rate(1 hour)")
+    assert code_of(exc) == (409, "ConflictException", f"Schedule {name} already exists.")
+    for missing in (sch.delete_schedule, sch.get_schedule):
+        with pytest.raises(ClientError) as exc:
+            missing(Name=unique("none"))
+        assert code_of(exc)[:2] == (404, "ResourceNotFoundException")
+    with pytest.raises(ClientError) as exc:
+        sch.update_schedule(
+            Name=unique("none"),
+            ScheduleExpression="rate(1 hour)",
+            FlexibleTimeWindow={"Mode": "OFF"},
+            Target={"Arn": fn_arn("x"), "RoleArn": ROLE_ARN},
+        )
+    assert code_of(exc)[:2] == (404, "ResourceNotFoundException")
+    for bad in ("rate(1 minutes)", "cron(0 12 * * * *)", "cron(0 12 * * ?)", "at(2026-13-01T00:00:00)"):
+        with pytest.raises(ClientError) as exc:
+            create(sch, unique("bad"), bad)
+        assert code_of(exc) == (400, "ValidationException", f"Invalid Schedule Expression {bad}.")
+    with pytest.raises(ClientError) as exc:
+        create(sch, unique("bad"), "rate(1 hour)", ScheduleExpressionTimezone="Mars/Olympus")
+    assert code_of(exc)[:2] == (400, "ValidationException")
+    with pytest.raises(ClientError) as exc:
+        create(sch, unique("bad"), "rate(1 hour)", GroupName="nope")
+    assert code_of(exc) == (404, "ResourceNotFoundException", "Schedule group nope does not exist.")
+    now = dt.datetime.now(dt.UTC)
+    with pytest.raises(ClientError) as exc:
+        create(sch, unique("bad"), "rate(1 hour)", StartDate=now + dt.timedelta(days=2), EndDate=now)
+    assert code_of(exc)[:2] == (400, "ValidationException")
+    sch.delete_schedule(Name=name)
+
+
+def test_modelled_constraints(server: Server) -> None:
+    raw = server.client("scheduler", parameter_validation=False)
+    with pytest.raises(ClientError) as exc:
+        raw.create_schedule(
+            Name="bad name!",
+            ScheduleExpression="rate(1 hour)",
+            FlexibleTimeWindow={"Mode": "SOMETIMES"},
+            Target={"Arn": fn_arn("x"), "RoleArn": ROLE_ARN},
+        )
+    status, code, message = code_of(exc)
+    assert (status, code) == (400, "ValidationException")
+    assert "failed to satisfy constraint" in message
+    assert "'name'" in message and "flexibleTimeWindow.mode" in message
+
+
+def test_an_at_schedule_invokes_the_function_with_its_input(sch: Any, lam: Any, server: Server) -> None:
+    function = deploy(lam, RECORDER)
+    account = lam.get_function(FunctionName=function)["Configuration"]["FunctionArn"].split(":")[4]
+    when = (dt.datetime.now(dt.UTC) + dt.timedelta(seconds=3)).strftime("%Y-%m-%dT%H:%M:%S")
+    name = unique("once")
+    sch.create_schedule(
+        Name=name,
+        ScheduleExpression=f"at({when})",
+        FlexibleTimeWindow={"Mode": "OFF"},
+        Target={
+            "Arn": f"arn:aws:lambda:us-east-1:{account}:function:{function}",
+            "RoleArn": ROLE_ARN,
+            "Input": json.dumps({"job": "nightly", "n": 1}),
+        },
+        ActionAfterCompletion="DELETE",
+    )
+    started = time.monotonic()
+    assert wait_records(server, function, 1, timeout=60) == [{"job": "nightly", "n": 1}]
+    assert time.monotonic() - started >= 1.0  # not before its time
+    deadline = time.monotonic() + 10
+    while True:  # the run and the schedule's deletion commit together
+        try:
+            sch.get_schedule(Name=name)
+        except ClientError as exc:
+            assert exc.response["Error"]["Code"] == "ResourceNotFoundException"
+            break
+        assert time.monotonic() < deadline
+        time.sleep(0.1)
+    time.sleep(1.5)
+    assert len(wait_records(server, function, 1)) == 1  # once
