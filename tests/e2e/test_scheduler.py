@@ -12,6 +12,7 @@ import pytest
 from botocore.exceptions import ClientError
 
 from tests.conftest import Server, deploy, unique
+from tests.e2e.test_awscli import aws
 from tests.e2e.test_s3_notifications import wait_records
 
 RECORDER = """import json
@@ -185,3 +186,35 @@ def test_an_at_schedule_invokes_the_function_with_its_input(sch: Any, lam: Any, 
         time.sleep(0.1)
     time.sleep(1.5)
     assert len(wait_records(server, function, 1)) == 1  # once
+
+
+def test_the_readme_cron_example_with_the_aws_cli(server: Server, sch: Any) -> None:
+    name = unique("nightly-report")
+    target = {
+        "Arn": "arn:aws:lambda:us-east-1:000000000000:function:report",
+        "RoleArn": "arn:aws:iam::000000000000:role/scheduler",
+        "Input": json.dumps({"kind": "nightly"}),
+    }
+    created = aws(
+        server,
+        "scheduler",
+        "create-schedule",
+        "--name",
+        name,
+        "--schedule-expression",
+        "cron(30 2 ? * MON-FRI *)",
+        "--schedule-expression-timezone",
+        "Europe/Berlin",
+        "--flexible-time-window",
+        "Mode=OFF",
+        "--target",
+        json.dumps(target),
+    )
+    assert json.loads(created.stdout)["ScheduleArn"].endswith(f":schedule/default/{name}")
+    got = json.loads(aws(server, "scheduler", "get-schedule", "--name", name).stdout)
+    assert got["ScheduleExpression"] == "cron(30 2 ? * MON-FRI *)"
+    assert got["ScheduleExpressionTimezone"] == "Europe/Berlin"
+    assert got["Target"] == target
+    refused = aws(server, "scheduler", "get-schedule", "--name", unique("none"), check=False)
+    assert refused.returncode != 0 and "ResourceNotFoundException" in refused.stderr
+    sch.delete_schedule(Name=name)

@@ -29,12 +29,14 @@ class Recorder:
     def __init__(self) -> None:
         self.events: list[StoredEvent] = []
         self.room = True
+        self.arrived = asyncio.Event()
 
     def has_room(self, count: int) -> bool:
         return self.room
 
     def adopt(self, events: list[StoredEvent]) -> None:
         self.events += events
+        self.arrived.set()
 
 
 def utc(epoch: float) -> str:
@@ -152,6 +154,27 @@ def test_a_full_async_queue_holds_runs_back(tmp_path: Path) -> None:
         recorder.room = True
         await scheduler.tick()
         assert [utc(e.accepted_at) for e in recorder.events] == ["2026-05-01T10:01:01"]
+        await base.close()
+
+    asyncio.run(scenario())
+
+
+def test_the_running_loop_wakes_on_a_change_and_stops_at_once(tmp_path: Path) -> None:
+    async def scenario() -> None:
+        base, schedules, scheduler, clock, recorder = await setup(tmp_path, "2026-05-01T10:00:00+00:00")
+        schedules.on_change = scheduler.changed
+        scheduler.start()
+        await schedules.create(params("often", "rate(1 minute)"))
+        await asyncio.sleep(0.2)
+        assert recorder.events == []  # due in a minute of the injected clock: the loop waits
+        clock.now += 60
+        scheduler.changed()  # as any change does, it makes the loop look again now
+        async with asyncio.timeout(10):
+            await recorder.arrived.wait()
+        assert [utc(e.accepted_at) for e in recorder.events] == ["2026-05-01T10:01:00"]
+        started = asyncio.get_running_loop().time()
+        await scheduler.close()
+        assert asyncio.get_running_loop().time() - started < 1.0
         await base.close()
 
     asyncio.run(scenario())

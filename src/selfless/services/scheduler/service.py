@@ -117,6 +117,11 @@ def next_due(doc: Mapping[str, Any], created: float, after: float) -> float | No
     return None if when is None else when.timestamp()
 
 
+def _settle(future: asyncio.Future[None]) -> None:
+    if not future.done():
+        future.set_result(None)
+
+
 def target_function(arn: str) -> tuple[str, str | None] | None:
     m = _LAMBDA_ARN.match(arn)
     return None if m is None else (m.group("name"), m.group("qualifier"))
@@ -268,25 +273,38 @@ class Scheduler:
         self._store = store
         self._invoker = invoker
         self._clock = clock
-        self._changed = asyncio.Event()
+        self._dirty = False  # a schedule changed since the loop last looked
+        self._wake: asyncio.Future[None] | None = None
+        self._closed = False
         self._task: asyncio.Task[None] | None = None
 
     def changed(self) -> None:
         """A schedule was created, updated or deleted: look again now."""
-        self._changed.set()
+        self._dirty = True
+        if self._wake is not None:
+            _settle(self._wake)
 
     def start(self) -> None:
         self._task = asyncio.get_running_loop().create_task(self._run())
 
-    async def close(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
+    async def close(self, timeout_s: float = 10.0) -> None:
+        """Stop the loop: it finishes the run it is committing (if any) and ends; cancelled past ``timeout_s``."""
+        self._closed = True
+        self.changed()
+        task, self._task = self._task, None
+        if task is None:
+            return
+        done, _ = await asyncio.wait({task}, timeout=timeout_s)
+        if not done:
+            task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-            self._task = None
+                await task
 
     async def _run(self) -> None:
-        while True:
+        # Stopped by ``close`` through a flag, not by cancelling: a cancel that reached an asyncio.wait_for here
+        # was seen (Python 3.11, uvloop) to leave the task stuck "cancelling", and the server unable to stop.
+        while not self._closed:
+            self._dirty = False
             try:
                 wait = await self.tick()
             except Exception:
@@ -294,10 +312,20 @@ class Scheduler:
                 wait = _RETRY_AFTER_FAULT_S
             if wait <= 0:
                 await asyncio.sleep(0)
-                continue
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._changed.wait(), wait)
-            self._changed.clear()
+            elif not self._dirty and not self._closed:
+                await self._pause(wait)
+
+    async def _pause(self, wait_s: float) -> None:
+        """Until ``wait_s`` has passed or a schedule changed (``changed``)."""
+        loop = asyncio.get_running_loop()
+        wake: asyncio.Future[None] = loop.create_future()
+        timer = loop.call_later(wait_s, _settle, wake)
+        self._wake = wake
+        try:
+            await wake
+        finally:
+            timer.cancel()
+            self._wake = None
 
     async def tick(self) -> float:
         """One wake-up: fire up to ``BATCH`` due schedules; the seconds until the loop should look again."""
