@@ -218,3 +218,42 @@ def test_the_readme_cron_example_with_the_aws_cli(server: Server, sch: Any) -> N
     refused = aws(server, "scheduler", "get-schedule", "--name", unique("none"), check=False)
     assert refused.returncode != 0 and "ResourceNotFoundException" in refused.stderr
     sch.delete_schedule(Name=name)
+
+
+def test_schedule_groups_and_their_tags(sch: Any) -> None:
+    group = unique("group")
+    arn = sch.create_schedule_group(Name=group, Tags=[{"Key": "team", "Value": "data"}])["ScheduleGroupArn"]
+    assert arn.startswith("arn:aws:scheduler:us-east-1:") and arn.endswith(f":schedule-group/{group}")
+    with pytest.raises(ClientError) as exc:
+        sch.create_schedule_group(Name=group)
+    assert code_of(exc) == (409, "ConflictException", f"Schedule group {group} already exists.")
+    got = sch.get_schedule_group(Name=group)
+    assert (got["Arn"], got["Name"], got["State"]) == (arn, group, "ACTIVE")
+    assert sch.get_schedule_group(Name="default")["State"] == "ACTIVE"
+    names = [g["Name"] for g in sch.list_schedule_groups()["ScheduleGroups"]]
+    assert names[0] == "default" and group in names
+    assert [g["Name"] for g in sch.list_schedule_groups(NamePrefix=group)["ScheduleGroups"]] == [group]
+    sch.tag_resource(ResourceArn=arn, Tags=[{"Key": "env", "Value": "prod"}])
+    sch.untag_resource(ResourceArn=arn, TagKeys=["team"])
+    assert sch.list_tags_for_resource(ResourceArn=arn)["Tags"] == [{"Key": "env", "Value": "prod"}]
+    # A schedule in the group: its ARN names the group; the same name may exist in another group.
+    name = unique("in-group")
+    created = create(sch, name, "rate(1 day)", GroupName=group)
+    assert created["ScheduleArn"].endswith(f":schedule/{group}/{name}")
+    create(sch, name, "rate(1 day)")
+    assert sch.get_schedule(Name=name, GroupName=group)["GroupName"] == group
+    listed = sch.list_schedules(GroupName=group)["Schedules"]
+    assert [(s["Name"], s["GroupName"]) for s in listed] == [(name, group)]
+    # Deleting the group deletes its schedules, and only those.
+    sch.delete_schedule_group(Name=group)
+    with pytest.raises(ClientError) as exc:
+        sch.get_schedule(Name=name, GroupName=group)
+    assert code_of(exc) == (404, "ResourceNotFoundException", f"Schedule group {group} does not exist.")
+    with pytest.raises(ClientError) as exc:
+        sch.get_schedule_group(Name=group)
+    assert code_of(exc) == (404, "ResourceNotFoundException", f"Schedule group {group} does not exist.")
+    assert sch.get_schedule(Name=name)["GroupName"] == "default"
+    sch.delete_schedule(Name=name)
+    with pytest.raises(ClientError) as exc:
+        sch.delete_schedule_group(Name="default")
+    assert code_of(exc)[:2] == (400, "ValidationException")

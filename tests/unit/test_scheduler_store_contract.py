@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from selfless.services.scheduler.sqlite import SqliteScheduleStore
-from selfless.services.scheduler.store import Schedule, ScheduleStore
+from selfless.services.scheduler.store import Group, Schedule, ScheduleStore
 from selfless.store.base import StoredEvent
 from selfless.store.sqlite import SqliteStore
 
@@ -117,5 +117,31 @@ def test_fire_commits_the_run_with_the_next_due_time(make: Make, tmp_path: Path)
         assert await reopened.get("default", "a") is None
         assert sorted(e.id for e in await base2.list_events()) == ["ev-1", "ev-3"]
         await base2.close()
+
+    asyncio.run(scenario())
+
+
+def test_groups_and_their_schedules(make: Make) -> None:
+    async def scenario() -> None:
+        store, base = await make()
+        assert await store.create_group(Group("g1", 1.0, 1.0, {"team": "a"}))
+        assert not await store.create_group(Group("g1", 2.0, 2.0))
+        assert await store.create_group(Group("g2", 1.0, 1.0))
+        assert await store.get_group("g1") == Group("g1", 1.0, 1.0, {"team": "a"})
+        assert await store.get_group("none") is None
+        assert [g.name for g in await store.list_groups("", None, 10)] == ["g1", "g2"]
+        assert [g.name for g in await store.list_groups("", "g1", 10)] == ["g2"]
+        assert [g.name for g in await store.list_groups("g2", None, 10)] == ["g2"]
+        assert await store.set_group_tags("g1", {"team": "b"}, 3.0)
+        assert await store.get_group("g1") == Group("g1", 1.0, 3.0, {"team": "b"})
+        assert not await store.set_group_tags("none", {}, 3.0)
+        await store.create(schedule("s", 10.0, group="g1"))
+        await store.create(schedule("s", 10.0, group="g2"))
+        # Deleting a group deletes its schedules with it.
+        assert await store.delete_group("g1")
+        assert not await store.delete_group("g1")
+        assert await store.get("g1", "s") is None
+        assert await store.get("g2", "s") is not None
+        await base.close()
 
     asyncio.run(scenario())

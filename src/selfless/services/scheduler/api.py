@@ -4,7 +4,8 @@
 error of the model has ``Message``).
 
 Who may do what until IAM policies exist: the administrator everything; a function's session credentials
-may read schedules (GetSchedule, ListSchedules), not change them (AccessDeniedException).
+may read schedules and groups (GetSchedule, ListSchedules, GetScheduleGroup, ListScheduleGroups,
+ListTagsForResource), not change them (AccessDeniedException).
 """
 
 from __future__ import annotations
@@ -21,7 +22,9 @@ from selfless.httpserver import Request, Response
 from selfless.services.scheduler.service import Schedules
 
 Operation = Callable[[Mapping[str, Any]], Awaitable[dict[str, Any]]]
-_FOR_FUNCTIONS = frozenset({"GetSchedule", "ListSchedules"})
+_FOR_FUNCTIONS = frozenset(
+    {"GetSchedule", "ListSchedules", "GetScheduleGroup", "ListScheduleGroups", "ListTagsForResource"}
+)
 
 
 class AccessDenied(SelflessError):
@@ -39,6 +42,13 @@ class SchedulerApi:
             "UpdateSchedule": s.update,
             "DeleteSchedule": s.delete,
             "ListSchedules": s.list_all,
+            "CreateScheduleGroup": s.create_group,
+            "GetScheduleGroup": s.get_group,
+            "DeleteScheduleGroup": s.delete_group,
+            "ListScheduleGroups": s.list_groups,
+            "TagResource": s.tag,
+            "UntagResource": s.untag,
+            "ListTagsForResource": s.list_tags,
         }
 
     async def handle(self, request: Request, caller: Caller, request_id: str) -> Response:

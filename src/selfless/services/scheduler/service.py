@@ -34,7 +34,7 @@ from typing import Any, Protocol
 from selfless import ids
 from selfless.errors import ResourceNotFound, SelflessError, ValidationError
 from selfless.services.scheduler import expressions
-from selfless.services.scheduler.store import Schedule, ScheduleStore
+from selfless.services.scheduler.store import Group, Schedule, ScheduleStore
 from selfless.store.base import StoredEvent
 
 log = logging.getLogger(__name__)
@@ -142,12 +142,15 @@ class Schedules:
     def arn(self, group: str, name: str) -> str:
         return f"arn:aws:scheduler:{self._region}:{self._account_id}:schedule/{group}/{name}"
 
-    @staticmethod
-    def _group(params: Mapping[str, Any]) -> str:
-        group = params.get("GroupName") or DEFAULT_GROUP
-        if group != DEFAULT_GROUP:
+    def group_arn(self, name: str) -> str:
+        return f"arn:aws:scheduler:{self._region}:{self._account_id}:schedule-group/{name}"
+
+    async def _group(self, params: Mapping[str, Any]) -> str:
+        """The schedule's group (``default`` when none is named); ResourceNotFound when it does not exist."""
+        group = str(params.get("GroupName") or DEFAULT_GROUP)
+        if group != DEFAULT_GROUP and await self._store.get_group(group) is None:
             raise ResourceNotFound(f"Schedule group {group} does not exist.")
-        return str(group)
+        return group
 
     def _doc(self, params: Mapping[str, Any]) -> dict[str, Any]:
         doc = {k: params[k] for k in _KEPT if params.get(k) is not None}
@@ -180,7 +183,7 @@ class Schedules:
         return doc
 
     async def create(self, params: Mapping[str, Any]) -> dict[str, Any]:
-        group, name = self._group(params), params["Name"]
+        group, name = await self._group(params), params["Name"]
         doc = self._doc(params)
         now = self._clock()
         schedule = Schedule(group, name, now, now, doc, next_due(doc, now, now))
@@ -190,7 +193,7 @@ class Schedules:
         return {"ScheduleArn": self.arn(group, name)}
 
     async def update(self, params: Mapping[str, Any]) -> dict[str, Any]:
-        group, name = self._group(params), params["Name"]
+        group, name = await self._group(params), params["Name"]
         doc = self._doc(params)
         old = await self._store.get(group, name)
         if old is None:
@@ -202,7 +205,7 @@ class Schedules:
         return {"ScheduleArn": self.arn(group, name)}
 
     async def get(self, params: Mapping[str, Any]) -> dict[str, Any]:
-        group, name = self._group(params), params["Name"]
+        group, name = await self._group(params), params["Name"]
         schedule = await self._store.get(group, name)
         if schedule is None:
             raise ResourceNotFound(f"Schedule {name} does not exist.")
@@ -216,7 +219,7 @@ class Schedules:
         }
 
     async def delete(self, params: Mapping[str, Any]) -> dict[str, Any]:
-        group, name = self._group(params), params["Name"]
+        group, name = await self._group(params), params["Name"]
         if not await self._store.delete(group, name):
             raise ResourceNotFound(f"Schedule {name} does not exist.")
         self.on_change()
@@ -225,7 +228,7 @@ class Schedules:
     async def list_all(self, params: Mapping[str, Any]) -> dict[str, Any]:
         group = params.get("GroupName")
         if group is not None:
-            self._group(params)
+            await self._group(params)
         limit = int(params.get("MaxResults") or 100)
         token = params.get("NextToken")
         after: tuple[str, str] | None = None
@@ -264,6 +267,86 @@ class Schedules:
         elif after is not None:
             out["NextToken"] = f"{after[0]}/{after[1]}"
         return out
+
+    # -- schedule groups ------------------------------------------------------------------------------------
+
+    def _group_doc(self, group: Group) -> dict[str, Any]:
+        return {
+            "Arn": self.group_arn(group.name),
+            "Name": group.name,
+            "State": "ACTIVE",
+            "CreationDate": group.created,
+            "LastModificationDate": group.modified,
+        }
+
+    async def _stored_group(self, name: str) -> Group:
+        if name == DEFAULT_GROUP:
+            return Group(DEFAULT_GROUP, 0.0, 0.0)
+        group = await self._store.get_group(name)
+        if group is None:
+            raise ResourceNotFound(f"Schedule group {name} does not exist.")
+        return group
+
+    async def create_group(self, params: Mapping[str, Any]) -> dict[str, Any]:
+        name = params["Name"]
+        now = self._clock()
+        tags = _tags(params.get("Tags") or [])
+        if name == DEFAULT_GROUP or not await self._store.create_group(Group(name, now, now, tags)):
+            raise Conflict(f"Schedule group {name} already exists.")
+        return {"ScheduleGroupArn": self.group_arn(name)}
+
+    async def get_group(self, params: Mapping[str, Any]) -> dict[str, Any]:
+        return self._group_doc(await self._stored_group(params["Name"]))
+
+    async def delete_group(self, params: Mapping[str, Any]) -> dict[str, Any]:
+        name = params["Name"]
+        if name == DEFAULT_GROUP:
+            raise ValidationError("The default schedule group cannot be deleted.")
+        if not await self._store.delete_group(name):
+            raise ResourceNotFound(f"Schedule group {name} does not exist.")
+        self.on_change()
+        return {}
+
+    async def list_groups(self, params: Mapping[str, Any]) -> dict[str, Any]:
+        """The ``default`` group first (when the prefix allows), then the others by name."""
+        prefix = str(params.get("NamePrefix") or "")
+        limit = int(params.get("MaxResults") or 100)
+        token = params.get("NextToken")
+        found: list[Group] = []
+        if not token and DEFAULT_GROUP.startswith(prefix):
+            found.append(await self._stored_group(DEFAULT_GROUP))
+        groups = await self._store.list_groups(prefix, str(token) if token else None, limit + 1)
+        found += groups
+        out: dict[str, Any] = {"ScheduleGroups": [self._group_doc(g) for g in found[:limit]]}
+        if len(found) > limit:
+            out["NextToken"] = found[limit - 1].name
+        return out
+
+    def _group_of_arn(self, arn: str) -> str:
+        prefix = self.group_arn("")
+        if not arn.startswith(prefix):
+            raise ResourceNotFound(f"Schedule group {arn} does not exist.")
+        return arn[len(prefix) :]
+
+    async def tag(self, params: Mapping[str, Any]) -> dict[str, Any]:
+        group = await self._stored_group(self._group_of_arn(params["ResourceArn"]))
+        if group.name == DEFAULT_GROUP:
+            raise ValidationError("The default schedule group cannot be tagged.")
+        tags = {**group.tags, **_tags(params.get("Tags") or [])}
+        await self._store.set_group_tags(group.name, tags, self._clock())
+        return {}
+
+    async def untag(self, params: Mapping[str, Any]) -> dict[str, Any]:
+        group = await self._stored_group(self._group_of_arn(params["ResourceArn"]))
+        keys = set(params.get("TagKeys") or [])
+        if group.name != DEFAULT_GROUP:
+            kept = {k: v for k, v in group.tags.items() if k not in keys}
+            await self._store.set_group_tags(group.name, kept, self._clock())
+        return {}
+
+    async def list_tags(self, params: Mapping[str, Any]) -> dict[str, Any]:
+        group = await self._stored_group(self._group_of_arn(params["ResourceArn"]))
+        return {"Tags": [{"Key": k, "Value": v} for k, v in group.tags.items()]}
 
 
 class Scheduler:
@@ -365,3 +448,7 @@ class Scheduler:
         self._invoker.adopt(events)
         log.info("schedule %s/%s ran (due %.3f)", schedule.group, schedule.name, schedule.next_due)
         return 1
+
+
+def _tags(given: list[Mapping[str, Any]]) -> dict[str, str]:
+    return {str(tag["Key"]): str(tag["Value"]) for tag in given}

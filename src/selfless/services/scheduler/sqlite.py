@@ -5,10 +5,10 @@ from __future__ import annotations
 
 import json
 import sqlite3
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
-from selfless.services.scheduler.store import Schedule
+from selfless.services.scheduler.store import Group, Schedule
 from selfless.store.base import StoredEvent
 from selfless.store.sqlite import SqliteStore, insert_events, transaction
 
@@ -21,6 +21,12 @@ CREATE TABLE IF NOT EXISTS scheduler_schedules (
     doc      TEXT NOT NULL,
     next_due REAL,
     PRIMARY KEY (grp, name)
+);
+CREATE TABLE IF NOT EXISTS scheduler_groups (
+    name     TEXT PRIMARY KEY,
+    created  REAL NOT NULL,
+    modified REAL NOT NULL,
+    tags     TEXT NOT NULL
 );
 CREATE INDEX IF NOT EXISTS scheduler_schedules_by_due ON scheduler_schedules(next_due) WHERE next_due IS NOT NULL;
 """
@@ -42,6 +48,56 @@ class SqliteScheduleStore:
 
     async def open(self) -> None:
         await self._store.call(lambda db: db.executescript(_SCHEMA) and None)
+
+    async def create_group(self, group: Group) -> bool:
+        def q(db: sqlite3.Connection) -> bool:
+            cur = db.execute(
+                "INSERT OR IGNORE INTO scheduler_groups(name, created, modified, tags) VALUES (?,?,?,?)",
+                (group.name, group.created, group.modified, json.dumps(dict(group.tags))),
+            )
+            return cur.rowcount == 1
+
+        return await self._store.call(q)
+
+    async def get_group(self, name: str) -> Group | None:
+        def q(db: sqlite3.Connection) -> Group | None:
+            row = db.execute(
+                "SELECT name, created, modified, tags FROM scheduler_groups WHERE name = ?", (name,)
+            ).fetchone()
+            return None if row is None else Group(row[0], row[1], row[2], json.loads(row[3]))
+
+        return await self._store.call(q)
+
+    async def delete_group(self, name: str) -> bool:
+        def q(db: sqlite3.Connection) -> bool:
+            with transaction(db):
+                if db.execute("DELETE FROM scheduler_groups WHERE name = ?", (name,)).rowcount != 1:
+                    return False
+                db.execute("DELETE FROM scheduler_schedules WHERE grp = ?", (name,))
+                return True
+
+        return await self._store.call(q)
+
+    async def list_groups(self, prefix: str, after: str | None, limit: int) -> list[Group]:
+        def q(db: sqlite3.Connection) -> list[Group]:
+            rows = db.execute(
+                "SELECT name, created, modified, tags FROM scheduler_groups "
+                "WHERE substr(name, 1, ?) = ? AND name > ? ORDER BY name LIMIT ?",
+                (len(prefix), prefix, after or "", limit),
+            )
+            return [Group(r[0], r[1], r[2], json.loads(r[3])) for r in rows]
+
+        return await self._store.call(q)
+
+    async def set_group_tags(self, name: str, tags: Mapping[str, str], modified: float) -> bool:
+        def q(db: sqlite3.Connection) -> bool:
+            cur = db.execute(
+                "UPDATE scheduler_groups SET tags = ?, modified = ? WHERE name = ?",
+                (json.dumps(dict(tags)), modified, name),
+            )
+            return cur.rowcount == 1
+
+        return await self._store.call(q)
 
     async def create(self, schedule: Schedule) -> bool:
         def q(db: sqlite3.Connection) -> bool:

@@ -30,8 +30,32 @@ class Schedule:
         return dataclasses.replace(self, **changes)
 
 
+@dataclasses.dataclass(frozen=True)
+class Group:
+    """A schedule group other than ``default`` (which always exists and is not stored)."""
+
+    name: str
+    created: float
+    modified: float
+    tags: Mapping[str, str] = dataclasses.field(default_factory=dict)
+
+
 class ScheduleStore(Protocol):
     async def open(self) -> None: ...
+
+    async def create_group(self, group: Group) -> bool:
+        """False when a group of that name exists (nothing written)."""
+        ...
+
+    async def get_group(self, name: str) -> Group | None: ...
+
+    async def delete_group(self, name: str) -> bool:
+        """The group and every schedule in it, in one transaction; False when there is no such group."""
+        ...
+
+    async def list_groups(self, prefix: str, after: str | None, limit: int) -> list[Group]: ...
+
+    async def set_group_tags(self, name: str, tags: Mapping[str, str], modified: float) -> bool: ...
 
     async def create(self, schedule: Schedule) -> bool:
         """False when the group already has a schedule of that name (nothing written)."""
