@@ -5,13 +5,15 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import signal
 import time
+from pathlib import Path
 from typing import Any
 
 import pytest
 from botocore.exceptions import ClientError
 
-from tests.conftest import Server, deploy, unique
+from tests.conftest import Server, deploy, start_server, unique
 from tests.e2e.test_awscli import aws
 from tests.e2e.test_s3_notifications import wait_records
 
@@ -257,3 +259,42 @@ def test_schedule_groups_and_their_tags(sch: Any) -> None:
     with pytest.raises(ClientError) as exc:
         sch.delete_schedule_group(Name="default")
     assert code_of(exc)[:2] == (400, "ValidationException")
+
+
+def test_runs_missed_while_down_run_once_after_a_restart(tmp_path: Path) -> None:
+    srv = start_server(tmp_path)
+    try:
+        lam, sch = srv.client(), srv.client("scheduler")
+        function = deploy(lam, RECORDER)
+        arn = lam.get_function(FunctionName=function)["Configuration"]["FunctionArn"]
+        now = dt.datetime.now(dt.UTC)
+        soon = now + dt.timedelta(seconds=3)
+        target = {"Arn": arn, "RoleArn": ROLE_ARN}
+        sch.create_schedule(
+            Name="once",
+            ScheduleExpression=f"at({soon.strftime('%Y-%m-%dT%H:%M:%S')})",
+            FlexibleTimeWindow={"Mode": "OFF"},
+            Target={**target, "Input": '{"from": "at"}'},
+        )
+        sch.create_schedule(
+            Name="every-minute",
+            ScheduleExpression="rate(1 minute)",
+            StartDate=soon,
+            FlexibleTimeWindow={"Mode": "OFF"},
+            Target={**target, "Input": '{"from": "rate"}'},
+        )
+        srv.stop(signal.SIGKILL)  # both schedules were committed before they were answered
+    finally:
+        if srv.process.poll() is None:
+            srv.stop(signal.SIGKILL)
+    time.sleep(max(0.0, (soon - dt.datetime.now(dt.UTC)).total_seconds()) + 1.5)  # both runs fall while down
+    again = start_server(tmp_path)
+    try:
+        found = wait_records(again, function, 2, timeout=60)
+        assert sorted(r["from"] for r in found) == ["at", "rate"]
+        time.sleep(2.0)
+        assert len(wait_records(again, function, 2)) == 2  # one catch-up run each, not repeated
+        sch = again.client("scheduler")
+        assert sch.get_schedule(Name="once")["State"] == "ENABLED"  # ActionAfterCompletion NONE: kept
+    finally:
+        assert again.stop() == 0, again.log()
