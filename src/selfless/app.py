@@ -31,6 +31,7 @@ from selfless.config import Settings, mem_info_mb
 from selfless.errors import ResourceNotFound
 from selfless.events.mapping_sqlite import SqliteMappingStore
 from selfless.events.mappings import EventSourceMappings
+from selfless.events.schedules import Scheduler
 from selfless.events.sqs import BuiltinQueueSource
 from selfless.events.webhooks import Webhooks
 from selfless.functions import FunctionRegistry
@@ -62,7 +63,7 @@ from selfless.services.s3.functions import NotificationFunctions
 from selfless.services.s3.service import ObjectService
 from selfless.services.s3.sqlite import SqliteObjectMetadata
 from selfless.services.scheduler.api import SchedulerApi
-from selfless.services.scheduler.service import Scheduler, Schedules
+from selfless.services.scheduler.service import Schedules
 from selfless.services.scheduler.sqlite import SqliteScheduleStore
 from selfless.services.sqs.api import SqsApi
 from selfless.services.sqs.destinations import BuiltinQueues

@@ -9,7 +9,8 @@ import datetime as dt
 from pathlib import Path
 from typing import Any
 
-from selfless.services.scheduler.service import MAX_WAIT_S, Scheduler, Schedules
+from selfless.events.schedules import MAX_WAIT_S, Scheduler
+from selfless.services.scheduler.service import Schedules
 from selfless.services.scheduler.sqlite import SqliteScheduleStore
 from selfless.store.base import StoredEvent
 from selfless.store.sqlite import SqliteStore
