@@ -200,3 +200,24 @@ def test_next_due_applies_state_start_and_end() -> None:
     zoned = {"ScheduleExpression": "at(2026-05-01T13:00:00)", "ScheduleExpressionTimezone": "Europe/Berlin"}
     assert next_due(zoned, created, created) == created + 3600  # 13:00 CEST is 11:00 UTC
     assert next_due(zoned, created, created + 3600) is None
+
+
+def test_timing_next_run_within_start_and_end() -> None:
+    timing = ex.Timing(
+        ex.parse("cron(0 9 ? * MON-FRI *)"),
+        NY,
+        anchor=t("2026-03-02T00:00:00+00:00"),
+        start=t("2026-03-05T00:00:00+00:00"),
+        end=t("2026-03-10T14:00:00+00:00"),
+    )
+    seen, at = [], t("2026-03-01T00:00:00+00:00")
+    while (found := timing.next_run(at)) is not None:
+        seen.append(found.strftime("%Y-%m-%dT%H:%M"))
+        at = found
+    # Thu 5th and Fri 6th at 09:00 EST; Mon 9th and Tue 10th at 09:00 EDT (the change was on the 8th); the end
+    # is 10:00 EDT on the 10th, so the 10th's 09:00 is the last.
+    assert seen == ["2026-03-05T14:00", "2026-03-06T14:00", "2026-03-09T13:00", "2026-03-10T13:00"]
+    rate = ex.Timing(ex.parse("rate(2 hours)"), NY, anchor=t("2026-03-01T00:00:00+00:00"))
+    assert rate.next_run(t("2026-03-01T03:00:00+00:00")) == t("2026-03-01T04:00:00+00:00")
+    once = ex.Timing(ex.parse("at(2026-03-08T03:30:00)"), NY, anchor=t("2026-01-01T00:00:00+00:00"))
+    assert once.next_run(t("2026-03-01T00:00:00+00:00")) == t("2026-03-08T07:30:00+00:00")  # 03:30 EDT

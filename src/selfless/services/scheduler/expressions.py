@@ -146,6 +146,31 @@ class Cron:
 Expression = Rate | Cron | At
 
 
+@dataclasses.dataclass(frozen=True)
+class Timing:
+    """When a schedule runs: its expression in its zone, within StartDate/EndDate (which at() ignores);
+    ``anchor`` is where a rate counts from."""
+
+    expression: Expression
+    tz: ZoneInfo
+    anchor: dt.datetime
+    start: dt.datetime | None = None
+    end: dt.datetime | None = None
+
+    def next_run(self, after: dt.datetime) -> dt.datetime | None:
+        """The first run strictly after ``after``; None when there is none."""
+        expr = self.expression
+        if isinstance(expr, At):
+            return expr.next_run(after, self.tz)
+        since = after
+        if self.start is not None and self.start > after:
+            since = self.start - dt.timedelta(microseconds=1)  # a run at StartDate itself counts
+        when = expr.next_run(since, self.anchor) if isinstance(expr, Rate) else expr.next_run(since, self.tz)
+        if when is not None and self.end is not None and when > self.end:
+            return None
+        return when
+
+
 def parse(text: str) -> Expression:
     """An expression read, or InvalidExpression."""
     m = _RATE.match(text)

@@ -62,27 +62,24 @@ def _instant(epoch: float) -> dt.datetime:
     return dt.datetime.fromtimestamp(epoch, dt.UTC)
 
 
+def timing(doc: Mapping[str, Any], created: float) -> expressions.Timing:
+    """A schedule's expression, zone, StartDate/EndDate and rate anchor (StartDate, else its creation)."""
+    start, end = doc.get("StartDate"), doc.get("EndDate")
+    return expressions.Timing(
+        expressions.parse(doc["ScheduleExpression"]),
+        expressions.zone(doc.get("ScheduleExpressionTimezone") or "UTC"),
+        _instant(start if start is not None else created),
+        None if start is None else _instant(start),
+        None if end is None else _instant(end),
+    )
+
+
 def next_due(doc: Mapping[str, Any], created: float, after: float) -> float | None:
     """When a schedule runs next after ``after`` (epoch seconds), None if never (disabled, past its EndDate,
     an at() already passed)."""
     if doc.get("State", "ENABLED") == "DISABLED":
         return None
-    expr = expressions.parse(doc["ScheduleExpression"])
-    tz = expressions.zone(doc.get("ScheduleExpressionTimezone") or "UTC")
-    start, end = doc.get("StartDate"), doc.get("EndDate")
-    when: dt.datetime | None
-    if isinstance(expr, expressions.At):
-        when = expr.next_run(_instant(after), tz)
-    else:
-        since = _instant(after)
-        if start is not None and start > after:
-            since = _instant(start) - dt.timedelta(microseconds=1)  # a run at StartDate itself counts
-        if isinstance(expr, expressions.Rate):
-            when = expr.next_run(since, _instant(start if start is not None else created))
-        else:
-            when = expr.next_run(since, tz)
-        if when is not None and end is not None and when.timestamp() > end:
-            when = None
+    when = timing(doc, created).next_run(_instant(after))
     return None if when is None else when.timestamp()
 
 
