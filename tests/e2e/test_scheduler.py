@@ -298,3 +298,41 @@ def test_runs_missed_while_down_run_once_after_a_restart(tmp_path: Path) -> None
         assert sch.get_schedule(Name="once")["State"] == "ENABLED"  # ActionAfterCompletion NONE: kept
     finally:
         assert again.stop() == 0, again.log()
+
+
+SCHEDULE_READER = """import boto3
+
+
+def handler(event, context):
+    sch = boto3.client("scheduler")
+    seen = [s["Name"] for s in sch.list_schedules(NamePrefix=event["name"])["Schedules"]]
+    got = sch.get_schedule(Name=event["name"])["ScheduleExpression"]
+    refused = {}
+    for what, call in (
+        ("create", lambda: sch.create_schedule(
+            Name="made-by-a-function", ScheduleExpression="rate(1 day)", FlexibleTimeWindow={"Mode": "OFF"},
+            Target={"Arn": event["arn"], "RoleArn": event["role"]})),
+        ("delete", lambda: sch.delete_schedule(Name=event["name"])),
+    ):
+        try:
+            call()
+            refused[what] = "allowed"
+        except Exception as exc:
+            refused[what] = exc.response["Error"]["Code"]
+    return {"seen": seen, "got": got, "refused": refused}
+"""
+
+
+def test_function_credentials_read_schedules_but_do_not_change_them(sch: Any, lam: Any) -> None:
+    name = unique("read-only")
+    create(sch, name, "rate(7 days)")
+    fn = deploy(lam, SCHEDULE_READER, Timeout=30)
+    event = {"name": name, "arn": fn_arn(fn), "role": ROLE_ARN}
+    result = json.loads(lam.invoke(FunctionName=fn, Payload=json.dumps(event))["Payload"].read())
+    assert result == {
+        "seen": [name],
+        "got": "rate(7 days)",
+        "refused": {"create": "AccessDeniedException", "delete": "AccessDeniedException"},
+    }
+    sch.get_schedule(Name=name)  # still there
+    sch.delete_schedule(Name=name)
