@@ -6,6 +6,8 @@ from __future__ import annotations
 import datetime as dt
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from selfless.services.scheduler import expressions as ex
 from selfless.services.scheduler.service import next_due
@@ -221,3 +223,72 @@ def test_timing_next_run_within_start_and_end() -> None:
     assert rate.next_run(t("2026-03-01T03:00:00+00:00")) == t("2026-03-01T04:00:00+00:00")
     once = ex.Timing(ex.parse("at(2026-03-08T03:30:00)"), NY, anchor=t("2026-01-01T00:00:00+00:00"))
     assert once.next_run(t("2026-03-01T00:00:00+00:00")) == t("2026-03-08T07:30:00+00:00")  # 03:30 EDT
+
+
+# -- against a brute force ----------------------------------------------------------------------------------
+
+
+def _matches(cron: ex.Cron, local: dt.datetime) -> bool:
+    return (
+        local.minute in cron.minutes
+        and local.hour in cron.hours
+        and local.month in cron.months
+        and (cron.years is None or local.year in cron.years)
+        and cron.days.matches(local.year, local.month, local.day)
+    )
+
+
+def _brute_force(cron: ex.Cron, after: dt.datetime, tz: ex.ZoneInfo, minutes: int) -> dt.datetime | None:
+    """Minute by minute in UTC: an instant runs when its local wall time matches and is that wall time's first
+    occurrence (fold 0), which also means a wall time the zone skips never runs."""
+    at = after.replace(second=0, microsecond=0) + dt.timedelta(minutes=1)
+    end = at + dt.timedelta(minutes=minutes)
+    while at < end:
+        local = at.astimezone(tz)
+        if local.fold == 0 and _matches(cron, local.replace(tzinfo=None)):
+            return at
+        if not _date_matches(cron, local):
+            # Local dates change only on UTC quarter-hours in these zones (offsets are multiples of 15 min).
+            at += dt.timedelta(minutes=15 - at.minute % 15)
+        else:
+            at += dt.timedelta(minutes=1)
+    return None
+
+
+def _date_matches(cron: ex.Cron, local: dt.datetime) -> bool:
+    return (
+        local.month in cron.months
+        and (cron.years is None or local.year in cron.years)
+        and cron.days.matches(local.year, local.month, local.day)
+    )
+
+
+_ZONES = ("UTC", "America/New_York", "Europe/Berlin", "Australia/Lord_Howe", "Asia/Kolkata")
+
+
+_DAYS = [("*", "?"), ("?", "MON-FRI"), ("?", "1"), ("L", "?"), ("?", "3#2"), ("15W", "?"), ("?", "6L"), ("1,15", "?")]
+
+
+@settings(max_examples=150, deadline=None)
+@given(
+    minute=st.sampled_from(["*", "0", "30", "0/15", "5,35", "10-20/5"]),
+    hour=st.sampled_from(["*", "1", "2", "1-3", "0/6", "23"]),
+    days=st.sampled_from(_DAYS),
+    month=st.sampled_from(["*", "MAR,OCT,NOV", "2", "4-9"]),
+    zone=st.sampled_from(_ZONES),
+    start=st.datetimes(min_value=dt.datetime(2026, 1, 1), max_value=dt.datetime(2027, 12, 31)),
+)
+def test_cron_next_run_agrees_with_a_brute_force(
+    minute: str, hour: str, days: tuple[str, str], month: str, zone: str, start: dt.datetime
+) -> None:
+    text = f"cron({minute} {hour} {days[0]} {month} {days[1]} *)"
+    cron = ex.parse(text)
+    assert isinstance(cron, ex.Cron)
+    tz = ex.zone(zone)
+    after = start.replace(tzinfo=UTC)
+    expected = _brute_force(cron, after, tz, minutes=100 * 24 * 60)
+    found = cron.next_run(after, tz)
+    if expected is not None:
+        assert found == expected, text
+    else:  # beyond the brute force's 100 days: next_run's answer must be later still
+        assert found is None or found > after + dt.timedelta(days=100), text
