@@ -119,7 +119,13 @@ def test_rate_runs_every_period_and_a_long_stop_gives_one_catch_up(tmp_path: Pat
         await schedules.create(params("often", "rate(1 minute)"))
         start = clock.now
         runs = await advance(scheduler, clock, start + 180, recorder)
-        assert [when for when, _ in runs] == ["2026-05-01T10:01:00", "2026-05-01T10:02:00", "2026-05-01T10:03:00"]
+        # The first run at once (no StartDate), then every minute.
+        assert [when for when, _ in runs] == [
+            "2026-05-01T10:00:00",
+            "2026-05-01T10:01:00",
+            "2026-05-01T10:02:00",
+            "2026-05-01T10:03:00",
+        ]
         # The server is down for an hour: one catch-up run (when it is back), then the rate's own times again.
         clock.now = start + 3600 + 20
         runs = await advance(scheduler, clock, start + 3600 + 150, recorder)
@@ -165,7 +171,7 @@ def test_the_running_loop_wakes_on_a_change_and_stops_at_once(tmp_path: Path) ->
         base, schedules, scheduler, clock, recorder = await setup(tmp_path, "2026-05-01T10:00:00+00:00")
         schedules.on_change = scheduler.changed
         scheduler.start()
-        await schedules.create(params("often", "rate(1 minute)"))
+        await schedules.create(params("often", "rate(1 minute)", StartDate=clock.now + 60))
         await asyncio.sleep(0.2)
         assert recorder.events == []  # due in a minute of the injected clock: the loop waits
         clock.now += 60

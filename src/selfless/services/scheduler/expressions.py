@@ -1,7 +1,9 @@
 """Schedule expressions as EventBridge Scheduler reads them, and when each one runs next.
 
 - ``rate(N unit)``: every N minutes, hours or days (``minute``/``hour``/``day`` when N is 1), counted from an
-  anchor (the schedule's StartDate, else when it was created): runs at ``anchor + k * period``.
+  anchor (the schedule's StartDate, else when it was created): runs at ``anchor + k * period``, the first at
+  the anchor itself (AWS: without a StartDate a rate schedule starts invoking at once). A day is 24 hours,
+  whatever daylight saving does to the local clock.
 - ``cron(minutes hours day-of-month month day-of-week year)``: AWS's six fields, in the schedule's time zone.
   Each field takes ``*``, values, lists (``,``), ranges (``-``), increments (``/``); day-of-month or
   day-of-week must be ``?`` (not both given); day-of-month also ``L`` (last day), ``W`` (``15W``: the weekday

@@ -20,6 +20,7 @@ from selfless.services.scheduler import expressions
 from selfless.services.scheduler.store import Group, Schedule, ScheduleStore
 
 DEFAULT_GROUP = "default"
+_JUST_BEFORE_S = 0.001
 _LAMBDA_ARN = re.compile(
     r"^arn:aws[a-zA-Z-]*:lambda:[a-z0-9-]+:\d{12}:function:(?P<name>[a-zA-Z0-9_-]+)(?::(?P<qualifier>[a-zA-Z0-9_$-]+))?$"
 )
@@ -147,7 +148,8 @@ class Schedules:
         group, name = await self._group(params), params["Name"]
         doc = self._doc(params)
         now = self._clock()
-        schedule = Schedule(group, name, now, now, doc, next_due(doc, now, now))
+        # From just before now: a rate schedule without a StartDate makes its first run at once, as on AWS.
+        schedule = Schedule(group, name, now, now, doc, next_due(doc, now, now - _JUST_BEFORE_S))
         if not await self._store.create(schedule):
             raise Conflict(f"Schedule {name} already exists.")
         self.on_change()
@@ -160,7 +162,8 @@ class Schedules:
         if old is None:
             raise ResourceNotFound(f"Schedule {name} does not exist.")
         now = self._clock()
-        if not await self._store.update(old.replace(modified=now, doc=doc, next_due=next_due(doc, old.created, now))):
+        due = next_due(doc, old.created, now - _JUST_BEFORE_S)
+        if not await self._store.update(old.replace(modified=now, doc=doc, next_due=due)):
             raise ResourceNotFound(f"Schedule {name} does not exist.")
         self.on_change()
         return {"ScheduleArn": self.arn(group, name)}
