@@ -336,3 +336,15 @@ def test_function_credentials_read_schedules_but_do_not_change_them(sch: Any, la
     }
     sch.get_schedule(Name=name)  # still there
     sch.delete_schedule(Name=name)
+
+
+def test_create_is_idempotent_for_the_same_client_token(sch: Any) -> None:
+    name = unique("token")
+    first = create(sch, name, "rate(1 day)", ClientToken="retry-1")
+    again = create(sch, name, "rate(1 day)", ClientToken="retry-1")  # a retried request
+    assert again["ScheduleArn"] == first["ScheduleArn"]
+    with pytest.raises(ClientError) as exc:
+        create(sch, name, "rate(1 day)", ClientToken="another")
+    assert code_of(exc)[:2] == (409, "ConflictException")
+    assert "ClientToken" not in sch.get_schedule(Name=name) and "_ClientToken" not in sch.get_schedule(Name=name)
+    sch.delete_schedule(Name=name)

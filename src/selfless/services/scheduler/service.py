@@ -21,6 +21,7 @@ from selfless.services.scheduler.store import Group, Schedule, ScheduleStore
 
 DEFAULT_GROUP = "default"
 _JUST_BEFORE_S = 0.001
+_TOKEN = "_ClientToken"  # kept in a schedule's document (never shown): CreateSchedule's idempotency token
 _LAMBDA_ARN = re.compile(
     r"^arn:aws[a-zA-Z-]*:lambda:[a-z0-9-]+:\d{12}:function:(?P<name>[a-zA-Z0-9_-]+)(?::(?P<qualifier>[a-zA-Z0-9_$-]+))?$"
 )
@@ -149,8 +150,14 @@ class Schedules:
         doc = self._doc(params)
         now = self._clock()
         # From just before now: a rate schedule without a StartDate makes its first run at once, as on AWS.
-        schedule = Schedule(group, name, now, now, doc, next_due(doc, now, now - _JUST_BEFORE_S))
+        token = params.get("ClientToken")
+        kept = {**doc, _TOKEN: token} if token else doc
+        schedule = Schedule(group, name, now, now, kept, next_due(doc, now, now - _JUST_BEFORE_S))
         if not await self._store.create(schedule):
+            existing = await self._store.get(group, name)
+            # The same request again (an SDK retrying one whose answer was lost): the schedule it made.
+            if token and existing is not None and existing.doc.get(_TOKEN) == token:
+                return {"ScheduleArn": self.arn(group, name)}
             raise Conflict(f"Schedule {name} already exists.")
         self.on_change()
         return {"ScheduleArn": self.arn(group, name)}
@@ -179,7 +186,7 @@ class Schedules:
             "Name": name,
             "CreationDate": schedule.created,
             "LastModificationDate": schedule.modified,
-            **schedule.doc,
+            **{k: v for k, v in schedule.doc.items() if k != _TOKEN},
         }
 
     async def delete(self, params: Mapping[str, Any]) -> dict[str, Any]:
