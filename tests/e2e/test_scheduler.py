@@ -348,3 +348,21 @@ def test_create_is_idempotent_for_the_same_client_token(sch: Any) -> None:
     assert code_of(exc)[:2] == (409, "ConflictException")
     assert "ClientToken" not in sch.get_schedule(Name=name) and "_ClientToken" not in sch.get_schedule(Name=name)
     sch.delete_schedule(Name=name)
+
+
+def test_list_schedule_groups_pages_past_the_default_group(sch: Any) -> None:
+    made = sorted([f"a{unique('g')}", f"z{unique('g')}"])
+    for name in made:
+        sch.create_schedule_group(Name=name)
+    seen, token = [], None
+    while True:
+        page = sch.list_schedule_groups(MaxResults=1, **({"NextToken": token} if token else {}))
+        assert len(page["ScheduleGroups"]) <= 1
+        seen += [g["Name"] for g in page["ScheduleGroups"]]
+        token = page.get("NextToken")
+        if not token:
+            break
+    assert seen[0] == "default" and len(seen) == len(set(seen))
+    assert set(made) <= set(seen)  # a group named before "default" is not skipped
+    for name in made:
+        sch.delete_schedule_group(Name=name)

@@ -21,6 +21,9 @@ from selfless.services.scheduler.store import Group, Schedule, ScheduleStore
 
 DEFAULT_GROUP = "default"
 _JUST_BEFORE_S = 0.001
+# ListScheduleGroups' NextToken after the (unstored) default group: every stored group comes next. Not a
+# valid group name, so never confused with one.
+_AFTER_DEFAULT = "*default"
 _TOKEN = "_ClientToken"  # kept in a schedule's document (never shown): CreateSchedule's idempotency token
 _LAMBDA_ARN = re.compile(
     r"^arn:aws[a-zA-Z-]*:lambda:[a-z0-9-]+:\d{12}:function:(?P<name>[a-zA-Z0-9_-]+)(?::(?P<qualifier>[a-zA-Z0-9_$-]+))?$"
@@ -286,11 +289,12 @@ class Schedules:
         found: list[Group] = []
         if not token and DEFAULT_GROUP.startswith(prefix):
             found.append(await self._stored_group(DEFAULT_GROUP))
-        groups = await self._store.list_groups(prefix, str(token) if token else None, limit + 1)
-        found += groups
+        after = None if not token or token == _AFTER_DEFAULT else str(token)
+        found += await self._store.list_groups(prefix, after, limit + 1)
         out: dict[str, Any] = {"ScheduleGroups": [self._group_doc(g) for g in found[:limit]]}
         if len(found) > limit:
-            out["NextToken"] = found[limit - 1].name
+            last = found[limit - 1].name
+            out["NextToken"] = _AFTER_DEFAULT if last == DEFAULT_GROUP else last
         return out
 
     def _group_of_arn(self, arn: str) -> str:
