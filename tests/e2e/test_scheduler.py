@@ -15,7 +15,7 @@ from botocore.exceptions import ClientError
 
 from tests.conftest import Server, deploy, start_server, unique
 from tests.e2e.test_awscli import aws
-from tests.e2e.test_s3_notifications import wait_records
+from tests.e2e.test_s3_notifications import records, wait_records
 
 RECORDER = """import json
 
@@ -158,25 +158,41 @@ def test_modelled_constraints(server: Server) -> None:
     assert "'name'" in message and "flexibleTimeWindow.mode" in message
 
 
+def ahead(seconds: float) -> dt.datetime:
+    """A whole second at least ``seconds`` from now (at() has whole seconds), in UTC."""
+    return (dt.datetime.now(dt.UTC) + dt.timedelta(seconds=seconds + 1)).replace(microsecond=0)
+
+
+def in_time(when: dt.datetime) -> bool:
+    """Whether a schedule made now for ``when`` was made early enough (a loaded machine may be slow)."""
+    return dt.datetime.now(dt.UTC) < when - dt.timedelta(seconds=0.5)
+
+
 def test_an_at_schedule_invokes_the_function_with_its_input(sch: Any, lam: Any, server: Server) -> None:
     function = deploy(lam, RECORDER)
     account = lam.get_function(FunctionName=function)["Configuration"]["FunctionArn"].split(":")[4]
-    when = (dt.datetime.now(dt.UTC) + dt.timedelta(seconds=3)).strftime("%Y-%m-%dT%H:%M:%S")
-    name = unique("once")
-    sch.create_schedule(
-        Name=name,
-        ScheduleExpression=f"at({when})",
-        FlexibleTimeWindow={"Mode": "OFF"},
-        Target={
-            "Arn": f"arn:aws:lambda:us-east-1:{account}:function:{function}",
-            "RoleArn": ROLE_ARN,
-            "Input": json.dumps({"job": "nightly", "n": 1}),
-        },
-        ActionAfterCompletion="DELETE",
-    )
-    started = time.monotonic()
-    assert wait_records(server, function, 1, timeout=60) == [{"job": "nightly", "n": 1}]
-    assert time.monotonic() - started >= 1.0  # not before its time
+    for attempt, margin in enumerate((3, 8, 20)):
+        when, name = ahead(margin), unique("once")
+        sch.create_schedule(
+            Name=name,
+            ScheduleExpression=f"at({when.strftime('%Y-%m-%dT%H:%M:%S')})",
+            FlexibleTimeWindow={"Mode": "OFF"},
+            Target={
+                "Arn": f"arn:aws:lambda:us-east-1:{account}:function:{function}",
+                "RoleArn": ROLE_ARN,
+                "Input": json.dumps({"job": "nightly", "n": attempt}),
+            },
+            ActionAfterCompletion="DELETE",
+        )
+        if in_time(when):
+            break
+        sch.delete_schedule(Name=name)  # made too late to tell early from on time: again, further ahead
+    else:
+        pytest.fail("the server was too slow to make a schedule a few seconds ahead")
+    assert [r for r in records(server, function) if r["n"] == attempt] == []  # not before its time
+    found = wait_records(server, function, 1, timeout=60)
+    assert [r for r in found if r["n"] == attempt] == [{"job": "nightly", "n": attempt}]
+    assert dt.datetime.now(dt.UTC) >= when
     deadline = time.monotonic() + 10
     while True:  # the run and the schedule's deletion commit together
         try:
@@ -187,7 +203,7 @@ def test_an_at_schedule_invokes_the_function_with_its_input(sch: Any, lam: Any, 
         assert time.monotonic() < deadline
         time.sleep(0.1)
     time.sleep(1.5)
-    assert len(wait_records(server, function, 1)) == 1  # once
+    assert len([r for r in records(server, function) if r["n"] == attempt]) == 1  # once
 
 
 def test_the_readme_cron_example_with_the_aws_cli(server: Server, sch: Any) -> None:
@@ -267,22 +283,28 @@ def test_runs_missed_while_down_run_once_after_a_restart(tmp_path: Path) -> None
         lam, sch = srv.client(), srv.client("scheduler")
         function = deploy(lam, RECORDER)
         arn = lam.get_function(FunctionName=function)["Configuration"]["FunctionArn"]
-        now = dt.datetime.now(dt.UTC)
-        soon = now + dt.timedelta(seconds=3)
         target = {"Arn": arn, "RoleArn": ROLE_ARN}
-        sch.create_schedule(
-            Name="once",
-            ScheduleExpression=f"at({soon.strftime('%Y-%m-%dT%H:%M:%S')})",
-            FlexibleTimeWindow={"Mode": "OFF"},
-            Target={**target, "Input": '{"from": "at"}'},
-        )
-        sch.create_schedule(
-            Name="every-minute",
-            ScheduleExpression="rate(1 minute)",
-            StartDate=soon,
-            FlexibleTimeWindow={"Mode": "OFF"},
-            Target={**target, "Input": '{"from": "rate"}'},
-        )
+        for attempt, margin in enumerate((3, 8, 20)):
+            soon = ahead(margin)
+            sch.create_schedule(
+                Name="once",
+                ScheduleExpression=f"at({soon.strftime('%Y-%m-%dT%H:%M:%S')})",
+                FlexibleTimeWindow={"Mode": "OFF"},
+                Target={**target, "Input": json.dumps({"from": "at", "attempt": attempt})},
+            )
+            sch.create_schedule(
+                Name="every-minute",
+                ScheduleExpression="rate(1 minute)",
+                StartDate=soon,
+                FlexibleTimeWindow={"Mode": "OFF"},
+                Target={**target, "Input": json.dumps({"from": "rate", "attempt": attempt})},
+            )
+            if in_time(soon):
+                break
+            sch.delete_schedule(Name="once")  # too late to be sure neither ran before the kill: again
+            sch.delete_schedule(Name="every-minute")
+        else:
+            pytest.fail("the server was too slow to make a schedule a few seconds ahead")
         srv.stop(signal.SIGKILL)  # both schedules were committed before they were answered
     finally:
         if srv.process.poll() is None:
@@ -290,10 +312,13 @@ def test_runs_missed_while_down_run_once_after_a_restart(tmp_path: Path) -> None
     time.sleep(max(0.0, (soon - dt.datetime.now(dt.UTC)).total_seconds()) + 1.5)  # both runs fall while down
     again = start_server(tmp_path)
     try:
-        found = wait_records(again, function, 2, timeout=60)
-        assert sorted(r["from"] for r in found) == ["at", "rate"]
+        deadline = time.monotonic() + 60
+        while len(ours := [r["from"] for r in records(again, function) if r["attempt"] == attempt]) < 2:
+            assert time.monotonic() < deadline, f"only {ours} ran"
+            time.sleep(0.2)
+        assert sorted(ours) == ["at", "rate"]
         time.sleep(2.0)
-        assert len(wait_records(again, function, 2)) == 2  # one catch-up run each, not repeated
+        assert len([r for r in records(again, function) if r["attempt"] == attempt]) == 2  # not repeated
         sch = again.client("scheduler")
         assert sch.get_schedule(Name="once")["State"] == "ENABLED"  # ActionAfterCompletion NONE: kept
     finally:
