@@ -31,6 +31,7 @@ from selfless.config import Settings, mem_info_mb
 from selfless.errors import ResourceNotFound
 from selfless.events.mapping_sqlite import SqliteMappingStore
 from selfless.events.mappings import EventSourceMappings
+from selfless.events.schedules import Scheduler
 from selfless.events.sqs import BuiltinQueueSource, ExternalQueueSource
 from selfless.events.webhooks import Webhooks
 from selfless.functions import FunctionRegistry
@@ -61,6 +62,9 @@ from selfless.services.s3.destinations import BuiltinBuckets
 from selfless.services.s3.functions import NotificationFunctions
 from selfless.services.s3.service import ObjectService
 from selfless.services.s3.sqlite import SqliteObjectMetadata
+from selfless.services.scheduler.api import SchedulerApi
+from selfless.services.scheduler.service import Schedules
+from selfless.services.scheduler.sqlite import SqliteScheduleStore
 from selfless.services.sqs.api import SqsApi
 from selfless.services.sqs.destinations import BuiltinQueues
 from selfless.services.sqs.service import QueueService
@@ -233,6 +237,10 @@ class App:
             self._run_batch,
         )
         self.lambda_api.mappings = self.mappings
+        self.schedule_store = SqliteScheduleStore(self.store)
+        self.schedules = Schedules(self.schedule_store, settings.account_id, settings.region)
+        self.scheduler = Scheduler(self.schedule_store, self.events)
+        self.schedules.on_change = self.scheduler.changed
         self.front = FrontDoor(
             SigV4Verifier(self.keyring, settings.region),
             self.lambda_api,
@@ -242,6 +250,7 @@ class App:
             hooks=HooksApi(self.webhooks, access),
             s3=S3Api(self.s3),
             sqs=SqsApi(self.sqs),
+            scheduler=SchedulerApi(self.schedules),
         )
         self.http = self._http_server(
             self.front.handle,
@@ -364,6 +373,8 @@ class App:
         await self.events.start()
         await self.mapping_store.open()
         await self.mappings.load()
+        await self.schedule_store.open()
+        self.scheduler.start()
         self.http.max_connections, self.descriptor_warning = descriptor_budget(
             s.max_connections, descriptor_reserve(s.max_environments) + self._environment_budget.limit
         )
@@ -466,6 +477,7 @@ class App:
         s = self.settings
         self.front.ready = False
         self.http.stop_listening()
+        await self.scheduler.close()
         try:
             await self.mappings.close(s.shutdown_timeout_s)
             if isinstance(self.queue_source, ExternalQueueSource):

@@ -44,6 +44,12 @@ class QueueApi(Protocol):
         ...
 
 
+class SchedulerApi(Protocol):
+    """What the front door needs of the scheduler (``selfless.services.scheduler.api.SchedulerApi``)."""
+
+    async def handle(self, request: Request, caller: Caller, request_id: str) -> Response: ...
+
+
 class ObjectStoreApi(Protocol):
     """What the front door needs of the S3 service (``selfless.services.s3.api.S3Api``)."""
 
@@ -73,7 +79,9 @@ class FrontDoor:
         hooks: hooks_api.HooksApi | None = None,
         s3: ObjectStoreApi | None = None,
         sqs: QueueApi | None = None,
+        scheduler: SchedulerApi | None = None,
     ) -> None:
+        self._scheduler = scheduler
         self._sqs = sqs
         self._hooks = hooks
         self._s3 = s3
@@ -136,6 +144,8 @@ class FrontDoor:
             return self._logs.handle(request, caller, request_id)
         if caller.service == "sqs" and self._sqs is not None:
             return self._sqs.handle(request, caller, request_id)
+        if caller.service == "scheduler" and self._scheduler is not None:
+            return self._scheduler.handle(request, caller, request_id)
         unsupported = UnsupportedOperation(f"The {caller.service} service is not offered by selfless yet")
         return wire_errors.rest_json(unsupported, request_id)
 
