@@ -29,6 +29,7 @@ from selfless.artifacts.s3 import S3Source
 from selfless.codesigning import CodeSigning
 from selfless.config import Settings, mem_info_mb
 from selfless.errors import ResourceNotFound
+from selfless.events.external_sqs import ExternalQueueSource
 from selfless.events.mapping_sqlite import SqliteMappingStore
 from selfless.events.mappings import EventSourceMappings
 from selfless.events.sqs import BuiltinQueueSource
@@ -224,7 +225,9 @@ class App:
             settings,
             self.mapping_store,
             self.registry,
-            BuiltinQueueSource(self.sqs, settings.account_id),
+            BuiltinQueueSource(self.sqs, settings.account_id)
+            if settings.sqs_endpoint is None
+            else ExternalQueueSource(settings.sqs_endpoint, settings.region),
             self._run_batch,
         )
         self.lambda_api.mappings = self.mappings

@@ -2,8 +2,9 @@
 in-process (``QueueService``'s own operations, with their checks and durability), and the SQS event shape a
 function receives.
 
-``QueueSource`` is the seam: a mapping on an SQS-compatible endpoint elsewhere (later) implements the same four
-calls over HTTP, and the poller does not change."""
+``QueueSource`` is the seam: a mapping on an SQS-compatible endpoint elsewhere (``events.external_sqs``)
+implements the same four calls over HTTP, and the poller does not change. ``MappableQueues`` adds what the
+mappings' rules need of a source: which queue an SQS ARN names, and its attributes."""
 
 from __future__ import annotations
 
@@ -31,6 +32,12 @@ _RECORD_ATTRIBUTES = (
 
 class SourceGone(Exception):
     """The queue does not exist (any more)."""
+
+
+class SourceUnavailable(Exception):
+    """The queue's service refused a call (credentials, permissions, ...) or did not answer in time; the
+    message says which call and why, in Lambda's words (``Error occurred while ReceiveMessage. SQS Error
+    Code: ...``)."""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -68,6 +75,18 @@ class QueueSource(Protocol):
         ...
 
 
+class MappableQueues(QueueSource, Protocol):
+    def queue_of(self, arn: str, region: str, account: str) -> str | None:
+        """How this source names the queue of an SQS ARN (already parsed into ``region`` and ``account``), or
+        None when the ARN cannot name one of its queues."""
+        ...
+
+    async def attributes(self, queue: str) -> dict[str, str] | None:
+        """All the queue's attributes; None when there is no such queue. SourceUnavailable when that cannot
+        be told."""
+        ...
+
+
 class BuiltinQueueSource:
     """``QueueSource`` over the built-in ``QueueService``; queues are named by their name."""
 
@@ -78,6 +97,10 @@ class BuiltinQueueSource:
 
     def _url(self, queue: str) -> str:
         return f"/{self._account}/{queue}"
+
+    def queue_of(self, arn: str, region: str, account: str) -> str | None:
+        name = arn.rsplit(":", 1)[1]
+        return name if self._service.arn(name).split(":")[3:5] == [region, account] else None
 
     async def attributes(self, queue: str) -> dict[str, str] | None:
         try:
