@@ -186,6 +186,8 @@ class ExternalQueueSource:
             if isinstance(exc, botocore.exceptions.ClientError) and _code(exc) in _NO_QUEUE:
                 self._urls.clear()  # a queue made again gets a URL of its own
             raise _failed(call, exc) from None
+        except (ValueError, KeyError, TypeError) as exc:  # an answer that is not the SQS shape
+            raise SourceUnavailable(f"Error occurred while {call}. Unexpected answer: {exc!r}") from None
 
     def _client(self, arn: str) -> Any:
         region = arn.split(":")[3] or self._region
