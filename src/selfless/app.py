@@ -29,10 +29,11 @@ from selfless.artifacts.s3 import S3Source
 from selfless.codesigning import CodeSigning
 from selfless.config import Settings, mem_info_mb
 from selfless.errors import ResourceNotFound
+from selfless.events.external_sqs import ExternalQueueSource
 from selfless.events.mapping_sqlite import SqliteMappingStore
 from selfless.events.mappings import EventSourceMappings
 from selfless.events.schedules import Scheduler
-from selfless.events.sqs import BuiltinQueueSource, ExternalQueueSource
+from selfless.events.sqs import BuiltinQueueSource
 from selfless.events.webhooks import Webhooks
 from selfless.functions import FunctionRegistry
 from selfless.httpserver import ConnectionBudget, Handler, HttpServer
@@ -224,16 +225,13 @@ class App:
         if settings.sqs_endpoint is None:  # else S3's queue notifications go to that endpoint's queues
             self.s3_notifications.queues = queues
         self.mapping_store = SqliteMappingStore(self.store)
-        self.queue_source: BuiltinQueueSource | ExternalQueueSource = (
-            ExternalQueueSource(settings.sqs_endpoint, settings.region, settings.account_id)
-            if settings.sqs_endpoint
-            else BuiltinQueueSource(self.sqs, settings.account_id)
-        )
         self.mappings = EventSourceMappings(
             settings,
             self.mapping_store,
             self.registry,
-            self.queue_source,
+            BuiltinQueueSource(self.sqs, settings.account_id)
+            if settings.sqs_endpoint is None
+            else ExternalQueueSource(settings.sqs_endpoint, settings.region),
             self._run_batch,
         )
         self.lambda_api.mappings = self.mappings
@@ -480,8 +478,6 @@ class App:
         await self.scheduler.close()
         try:
             await self.mappings.close(s.shutdown_timeout_s)
-            if isinstance(self.queue_source, ExternalQueueSource):
-                self.queue_source.close()  # its long polls end within EXTERNAL_LONG_POLL_S
         except Exception:
             log.exception("stopping the event source mappings' pollers failed")
         drained = await self.invocations.drain(s.shutdown_timeout_s)

@@ -14,14 +14,18 @@ import botocore.config
 import botocore.session
 
 
-def client(service: str, endpoint: str, region: str, *, read_timeout_s: float, max_attempts: int) -> Any:
+def client(
+    service: str, endpoint: str, region: str, *, read_timeout_s: float, max_attempts: int, connections: int = 10
+) -> Any:
     """A new client of ``service`` at ``endpoint``; ``max_attempts`` counts the first try (botocore's own
-    retries: 1 where the caller retries with a backoff of its own)."""
+    retries: 1 where the caller retries with a backoff of its own); ``connections``: how many calls may run at
+    once without opening a connection for each."""
     session = botocore.session.get_session()
     config = botocore.config.Config(
         connect_timeout=5,
         read_timeout=read_timeout_s,
         retries={"max_attempts": max_attempts},
+        max_pool_connections=connections,
         s3={"addressing_style": "path"},
     )
     if session.get_credentials() is None:

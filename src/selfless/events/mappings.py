@@ -16,8 +16,15 @@ then the mapping is gone once its pollers stopped. StateTransitionReason is USER
 durable before it is answered, and a restart settles a mapping caught between states and starts its pollers.
 LastProcessingResult is kept in memory (``No records processed`` after a restart).
 
-Not offered yet: mappings of other sources (Kinesis, DynamoDB, Kafka, MQ), a queue endpoint per mapping (one
-endpoint serves them all), and the event source mapping tags API (Tags given to Create are kept).
+Which queues an SQS ARN names: the built-in ones, or, when ``Settings.sqs_endpoint`` is set, that endpoint's
+(``events.external_sqs``: AWS SQS itself or another SQS-compatible server), as for async destinations. One
+setting for the server, not one per mapping: the mapping API is unchanged. A queue elsewhere is checked the same
+way (it must exist, else the same refusal; a refusal of the endpoint's, e.g. of the credentials, is
+InvalidParameterValueException with SQS's code and message), and a poller whose calls fail says why in
+LastProcessingResult (``PROBLEM: Error occurred while ReceiveMessage. SQS Error Code: ...``).
+
+Not offered yet: mappings of other sources (Kinesis, DynamoDB, Kafka, MQ), and the event source
+mapping tags API (Tags given to Create are kept).
 """
 
 from __future__ import annotations
@@ -35,7 +42,7 @@ from selfless.errors import InvalidParameterValue, ResourceConflict, ResourceNot
 from selfless.events import filtering
 from selfless.events.mapping_store import EventSourceMapping, MappingStore
 from selfless.events.poller import NO_RECORDS, QueuePoller
-from selfless.events.sqs import QueueSource
+from selfless.events.sqs import MappableQueues, SourceUnavailable
 from selfless.functions import FunctionRegistry, check_tags
 from selfless.invocation.inflight import Outcome
 from selfless.models import Function
@@ -83,7 +90,7 @@ class EventSourceMappings:
         settings: Settings,
         store: MappingStore,
         registry: FunctionRegistry,
-        queues: QueueSource,
+        queues: MappableQueues,
         run: RunBatch,
         clock: Callable[[], float] = time.time,
     ) -> None:
@@ -245,21 +252,23 @@ class EventSourceMappings:
     # -- rules ----------------------------------------------------------------------------------------------
 
     async def _queue_of(self, arn: str) -> tuple[str, bool]:
-        """The queue an SQS ARN names, and whether it is FIFO."""
+        """The queue an SQS ARN names (as the queue source names it), and whether it is FIFO."""
         found = _SQS_ARN.match(arn)
         if found is None:
             raise UnsupportedOperation(
                 f"selfless maps SQS queues only so far; {arn} is not one (Kinesis, DynamoDB, Kafka and MQ are not "
                 "supported yet)"
             )
-        s = self._settings
-        builtin = s.sqs_endpoint is None  # an endpoint elsewhere has queues of its own regions and accounts
-        if builtin and (found.group("region") != s.region or found.group("account") != s.account_id):
+        queue = self._queues.queue_of(arn, found.group("region"), found.group("account"))
+        if queue is None:
             raise InvalidParameterValue(_NO_QUEUE)
-        attributes = await self._queues.attributes(arn)
+        try:
+            attributes = await self._queues.attributes(queue)
+        except SourceUnavailable as exc:
+            raise InvalidParameterValue(str(exc)) from None
         if attributes is None:
             raise InvalidParameterValue(_NO_QUEUE)
-        return found.group("name"), attributes.get("FifoQueue") == "true"
+        return queue, attributes.get("FifoQueue") == "true"
 
     @staticmethod
     def _refuse_unsupported(params: Mapping[str, Any]) -> None:
@@ -315,6 +324,9 @@ class EventSourceMappings:
     def _start_poller(self, mapping: EventSourceMapping) -> None:
         found = _SQS_ARN.match(mapping.event_source_arn)
         assert found is not None
+        # Checked when the mapping was made; a queue that cannot be named now (the server's queue setting
+        # changed) is reported by the poller as gone.
+        queue = self._queues.queue_of(mapping.event_source_arn, found.group("region"), found.group("account"))
         mapping_id = mapping.uuid
 
         async def invoke(payload: bytes) -> Outcome:
@@ -326,7 +338,7 @@ class EventSourceMappings:
 
         poller = QueuePoller(
             mapping_id=mapping_id,
-            queue=mapping.event_source_arn,
+            queue=found.group("name") if queue is None else queue,
             event_source_arn=mapping.event_source_arn,
             region=found.group("region") or self._settings.region,
             source=self._queues,

@@ -30,7 +30,7 @@ from collections.abc import Awaitable, Callable, Mapping, Sequence
 from typing import Any
 
 from selfless.errors import ResourceNotFound, TooManyRequests
-from selfless.events.sqs import QueueSource, Received, SourceGone, record
+from selfless.events.sqs import QueueSource, Received, SourceGone, SourceUnavailable, record
 from selfless.invocation.inflight import Outcome
 
 log = logging.getLogger(__name__)
@@ -176,6 +176,10 @@ class QueuePoller:
                 batch = await self._collect()
             except SourceGone:
                 self._on_result(QUEUE_GONE)
+                await asyncio.sleep(_GONE_RETRY_S)
+                continue
+            except SourceUnavailable as exc:  # a queue elsewhere: refused or unreachable
+                self._on_result(f"PROBLEM: {exc}")
                 await asyncio.sleep(_GONE_RETRY_S)
                 continue
             if not batch:
