@@ -1,6 +1,7 @@
 """Attacks on the built-in queue service: more long-polling receives than the server lets wait (each one past
 the bound is refused at once, never queued, and the waiting ones end by their deadline or a send), messages and
-batches past the size limits, and a body that is not JSON. The server stays healthy throughout."""
+batches past the size limits, a body that is not JSON, and a query-protocol form of endless fields. The
+server stays healthy throughout."""
 
 from __future__ import annotations
 
@@ -99,4 +100,36 @@ def test_a_body_that_is_not_json(bounded: Server, tmp_path: Path) -> None:
             assert exc.code == 400
             assert json.loads(exc.read())["__type"].endswith("SerializationException")
             assert exc.headers["x-amzn-query-error"].endswith(";Sender")
+    assert healthy(bounded)
+
+
+def test_a_query_protocol_form_with_endless_fields(bounded: Server) -> None:
+    """The older wire's form is read once and bounded: a form of 100,000 fields (about 4 MB, under the API's
+    body limit) is refused with the query protocol's XML error, not parsed into a list of 100,000 entries."""
+    from botocore.auth import SigV4Auth
+    from botocore.awsrequest import AWSRequest
+    from botocore.credentials import Credentials
+
+    from tests.conftest import ACCESS_KEY, SECRET_KEY
+
+    body = b"Action=DeleteMessageBatch&QueueUrl=x" + b"".join(
+        b"&DeleteMessageBatchRequestEntry.%d.Id=i" % i for i in range(1, 100_001)
+    )
+    request = AWSRequest(
+        method="POST",
+        url=bounded.endpoint + "/",
+        data=body,
+        headers={"Content-Type": "application/x-www-form-urlencoded"},
+    )
+    SigV4Auth(Credentials(ACCESS_KEY, SECRET_KEY), "sqs", "us-east-1").add_auth(request)
+    prepared = urllib.request.Request(request.url, data=body, headers=dict(request.headers.items()), method="POST")
+    started = time.monotonic()
+    try:
+        urllib.request.urlopen(prepared, timeout=30)
+        raise AssertionError("accepted a form of 100,000 fields")
+    except urllib.error.HTTPError as exc:
+        answer = exc.read()
+        assert exc.code == 400, (exc.code, answer[:300])
+        assert b"<ErrorResponse" in answer and b"MalformedQueryString" in answer
+    assert time.monotonic() - started < 10
     assert healthy(bounded)
