@@ -4,8 +4,8 @@
 error of the model has ``Message``).
 
 Who may do what until IAM policies exist: the administrator everything; a function's session credentials
-may read schedules and groups (GetSchedule, ListSchedules, GetScheduleGroup, ListScheduleGroups,
-ListTagsForResource), not change them (AccessDeniedException).
+nothing (AccessDeniedException): a schedule's target carries its Input, which may hold another function's
+data, and no function needs to read schedules to run.
 """
 
 from __future__ import annotations
@@ -22,9 +22,7 @@ from selfless.httpserver import Request, Response
 from selfless.services.scheduler.service import Schedules
 
 Operation = Callable[[Mapping[str, Any]], Awaitable[dict[str, Any]]]
-_FOR_FUNCTIONS = frozenset(
-    {"GetSchedule", "ListSchedules", "GetScheduleGroup", "ListScheduleGroups", "ListTagsForResource"}
-)
+_FOR_FUNCTIONS: frozenset[str] = frozenset()
 
 
 class AccessDenied(SelflessError):
