@@ -66,6 +66,13 @@ from selfless.services.s3.sqlite import SqliteObjectMetadata
 from selfless.services.scheduler.api import SchedulerApi
 from selfless.services.scheduler.service import Schedules
 from selfless.services.scheduler.sqlite import SqliteScheduleStore
+from selfless.services.sns.api import SnsApi
+from selfless.services.sns.delivery import Deliverer
+from selfless.services.sns.destinations import BuiltinTopics
+from selfless.services.sns.functions import SubscribedFunctions
+from selfless.services.sns.queues import BuiltinQueueSink
+from selfless.services.sns.service import TopicService
+from selfless.services.sns.sqlite import SqliteTopicStore
 from selfless.services.sqs.api import SqsApi
 from selfless.services.sqs.destinations import BuiltinQueues
 from selfless.services.sqs.service import QueueService
@@ -224,6 +231,20 @@ class App:
         self.destinations.queues = queues
         if settings.sqs_endpoint is None:  # else S3's queue notifications go to that endpoint's queues
             self.s3_notifications.queues = queues
+        # The built-in topic service: its lambda subscriptions are async invocations, its sqs ones go to the
+        # built-in queues (or nowhere, with SELFLESS_SQS_ENDPOINT set: delivery then fails and is logged).
+        self.sns_store = SqliteTopicStore(self.store)
+        self.sns = TopicService(
+            self.sns_store, account_id=settings.account_id, region=settings.region, base_url=settings.endpoint
+        )
+        self.sns_deliveries = Deliverer(
+            self.sns_store, BuiltinQueueSink(self.sqs) if settings.sqs_endpoint is None else None,
+            base_url=settings.endpoint,
+        )  # fmt: skip
+        self.sns.invoker = self.events
+        self.sns.deliveries = self.sns_deliveries
+        self.sns.functions = SubscribedFunctions(self.registry, self.permissions, settings.account_id)
+        self.destinations.topics = BuiltinTopics(self.sns)
         self.mapping_store = SqliteMappingStore(self.store)
         self.mappings = EventSourceMappings(
             settings,
@@ -249,6 +270,7 @@ class App:
             s3=S3Api(self.s3),
             sqs=SqsApi(self.sqs),
             scheduler=SchedulerApi(self.schedules),
+            sns=SnsApi(self.sns),
         )
         self.http = self._http_server(
             self.front.handle,
@@ -365,10 +387,12 @@ class App:
         await self.webhooks.load()
         await self.s3_meta.open()
         await self.sqs_store.open()
+        await self.sns_store.open()
         swept = await self.s3.start()
         if swept:
             log.info("object store: removed %d blobs of writes a stop interrupted", swept)
         await self.events.start()
+        await self.sns_deliveries.start()
         await self.mapping_store.open()
         await self.mappings.load()
         await self.schedule_store.open()
@@ -476,6 +500,7 @@ class App:
         self.front.ready = False
         self.http.stop_listening()
         await self.scheduler.close()
+        await self.sns_deliveries.close()
         try:
             await self.mappings.close(s.shutdown_timeout_s)
         except Exception:
