@@ -168,10 +168,13 @@ class Writer:
     def answer(self, operation: str, shape: Any, result: Mapping[str, Any], request_id: str) -> bytes:
         """``<{Op}Response>`` with ``<{Op}Result>`` (for operations that have an output) and the request id."""
         parts = [f'<?xml version="1.0"?><{operation}Response xmlns="{self.namespace}">']
-        if shape is not None and shape.members:
-            parts.append(f"<{operation}Result>")
+        # A model's result wrapper is written even when empty (botocore looks for it); else the result's.
+        wrapper = shape.serialization.get("resultWrapper") if shape is not None else None
+        if shape is not None and (shape.members or wrapper):
+            name = wrapper or f"{operation}Result"
+            parts.append(f"<{name}>")
             self._members(shape, result, parts)
-            parts.append(f"</{operation}Result>")
+            parts.append(f"</{name}>")
         parts.append(f"<ResponseMetadata><RequestId>{request_id}</RequestId></ResponseMetadata></{operation}Response>")
         return "".join(parts).encode()
 

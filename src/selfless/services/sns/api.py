@@ -118,7 +118,7 @@ class SnsApi:
             resource = params.get("TopicArn") or params.get("SubscriptionArn") or params.get("ResourceArn") or "*"
             raise E.authorization(who, name, str(resource)[:300])
         for required in self._model.operation_model(name).input_shape.required_members:
-            if params.get(required) in (None, ""):
+            if params.get(required) is None:  # an empty value is the operation's to refuse, in its words
                 raise E.missing(required)
         return await op(params, Call(who))
 
