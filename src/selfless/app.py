@@ -235,11 +235,15 @@ class App:
         # built-in queues (or nowhere, with SELFLESS_SQS_ENDPOINT set: delivery then fails and is logged).
         self.sns_store = SqliteTopicStore(self.store)
         self.sns = TopicService(
-            self.sns_store, account_id=settings.account_id, region=settings.region, base_url=settings.endpoint
+            self.sns_store,
+            account_id=settings.account_id,
+            region=settings.region,
+            base_url=settings.endpoint,
+            max_subscriptions=settings.sns_max_subscriptions,
         )
         self.sns_deliveries = Deliverer(
             self.sns_store, BuiltinQueueSink(self.sqs) if settings.sqs_endpoint is None else None,
-            base_url=settings.endpoint,
+            base_url=settings.endpoint, limit=settings.sns_max_pending,
         )  # fmt: skip
         self.sns.invoker = self.events
         self.sns.deliveries = self.sns_deliveries

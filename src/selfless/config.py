@@ -69,6 +69,11 @@ class Settings:
     # Long-polling ReceiveMessage calls of the queue service waiting at once; one more is refused
     # (RequestThrottled), never queued (SELFLESS_SQS_MAX_WAITERS).
     sqs_max_waiters: int = 1024
+    # Subscriptions one topic of the topic service may have (SELFLESS_SNS_MAX_SUBSCRIPTIONS; SNS's own quota
+    # is millions, but every publish fans out to each of them) and deliveries to sqs/http subscriptions
+    # pending at once (SELFLESS_SNS_MAX_PENDING; past it a publish is refused with Throttled).
+    sns_max_subscriptions: int = 1_000
+    sns_max_pending: int = 100_000
     # The delay before an asynchronous event's retry is this times the attempts so far: AWS waits about 1
     # minute, then 2 (SELFLESS_ASYNC_RETRY_DELAY; tests set milliseconds).
     async_retry_delay_s: float = 60.0
@@ -138,6 +143,8 @@ class Settings:
             environment_connections = int(environ.get("SELFLESS_ENVIRONMENT_CONNECTIONS", "64"))
             async_queue_limit = max(1, int(environ.get("SELFLESS_ASYNC_QUEUE_LIMIT", "100000")))
             sqs_max_waiters = max(1, int(environ.get("SELFLESS_SQS_MAX_WAITERS", "1024")))
+            sns_max_subscriptions = max(1, int(environ.get("SELFLESS_SNS_MAX_SUBSCRIPTIONS", "1000")))
+            sns_max_pending = max(1, int(environ.get("SELFLESS_SNS_MAX_PENDING", "100000")))
             max_header_bytes = int(pick("max_header_bytes", "SELFLESS_MAX_HEADER_BYTES", MAX_HEAD))
             max_headers = int(pick("max_headers", "SELFLESS_MAX_HEADERS", MAX_HEADERS))
             head_timeout = float(pick("head_timeout_s", "SELFLESS_HEAD_TIMEOUT", HEAD_TIMEOUT_S))
@@ -223,6 +230,8 @@ class Settings:
             max_environments=max_envs,
             async_queue_limit=async_queue_limit,
             sqs_max_waiters=sqs_max_waiters,
+            sns_max_subscriptions=sns_max_subscriptions,
+            sns_max_pending=sns_max_pending,
             concurrency_limit=concurrency,
             memory_budget_mb=max(0, budget),
             max_starting=max(1, starting),

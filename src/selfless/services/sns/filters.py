@@ -44,6 +44,8 @@ def compiled(text: str, scope: str) -> filtering.Pattern:
         pattern = filtering.compile_pattern(text, max_chars=MAX_POLICY_BYTES)
     except filtering.InvalidPattern as exc:
         raise _refuse(f"{exc}") from None
+    except RecursionError:  # nested past what a policy of at most 5 keys can need
+        raise _refuse("Filter policy is too deeply nested") from None
     if scope == "MessageAttributes" and _nested(pattern):
         raise _refuse("Filter policy scope MessageAttributes does not support nested filter policy")
     if len(_leaf_keys(pattern, "")) > MAX_KEYS:
@@ -101,7 +103,7 @@ def attribute_values(attributes: Mapping[str, Mapping[str, Any]]) -> dict[str, A
         elif kind[0] == "String" and len(kind) > 1 and kind[1] == "Array":
             try:
                 values = filtering.loads(str(text))
-            except ValueError:
+            except (ValueError, RecursionError):
                 continue
             if isinstance(values, list):
                 out[name] = values
@@ -130,6 +132,6 @@ def policy_text(value: str) -> str:
     """A policy as GetSubscriptionAttributes shows it: as given (SNS keeps the text)."""
     try:
         json.loads(value)
-    except ValueError:
+    except (ValueError, RecursionError):
         raise _refuse("failed to parse JSON") from None
     return value

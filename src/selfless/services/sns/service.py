@@ -651,7 +651,7 @@ class TopicService:
                 raise E.invalid_parameter("MessageStructure")
             try:
                 per_protocol = json.loads(text)
-            except ValueError:
+            except (ValueError, RecursionError):
                 raise E.invalid_parameter("Message Structure - JSON message body failed to parse") from None
             if not isinstance(per_protocol, dict) or not isinstance(per_protocol.get("default"), str):
                 raise E.invalid_parameter("Message Structure - No default entry in JSON message body")
@@ -747,7 +747,7 @@ class TopicService:
                 if data_type == "String.Array":
                     try:
                         array = json.loads(string)
-                    except ValueError:
+                    except (ValueError, RecursionError):
                         array = None
                     if not isinstance(array, list):
                         raise E.invalid_value(
