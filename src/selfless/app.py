@@ -249,6 +249,8 @@ class App:
         self.sns.deliveries = self.sns_deliveries
         self.sns.functions = SubscribedFunctions(self.registry, self.permissions, settings.account_id)
         self.destinations.topics = BuiltinTopics(self.sns)
+        self.sns_api = SnsApi(self.sns)
+        self.sns_api.lineage_of = self._lineage_of
         self.mapping_store = SqliteMappingStore(self.store)
         self.mappings = EventSourceMappings(
             settings,
@@ -274,7 +276,7 @@ class App:
             s3=S3Api(self.s3),
             sqs=SqsApi(self.sqs),
             scheduler=SchedulerApi(self.schedules),
-            sns=SnsApi(self.sns),
+            sns=self.sns_api,
         )
         self.http = self._http_server(
             self.front.handle,

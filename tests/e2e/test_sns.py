@@ -665,6 +665,29 @@ def test_function_credentials_publish_but_do_not_manage_topics(sns: Any, sqs: An
     assert drain(sqs, url, 1)[0]["Body"] == "from a function"
 
 
+LOOPER = """import json
+
+import boto3
+
+
+def handler(event, context):
+    print("RECORD " + json.dumps({"delivery": context.aws_request_id, "record": event}))
+    boto3.client("sns").publish(TopicArn=event["Records"][0]["Sns"]["TopicArn"], Message="again")
+"""
+
+
+def test_a_function_topic_function_loop_is_stopped(server: Server, sns: Any, lam: Any) -> None:
+    arn = topic(sns)
+    looper = deploy(lam, LOOPER, Timeout=30)
+    allow_sns(lam, looper, arn)
+    fn_arn = lam.get_function_configuration(FunctionName=looper)["FunctionArn"]
+    sns.subscribe(TopicArn=arn, Protocol="lambda", Endpoint=fn_arn)
+    sns.publish(TopicArn=arn, Message="start")
+    wait_for("sixteen runs", lambda: len(records(server, looper)) >= 16, timeout=180)
+    time.sleep(3)
+    assert len(records(server, looper)) == 16  # Lambda's recursive loop detection stopped the chain
+
+
 # -- durability ----------------------------------------------------------------------------------------------
 
 

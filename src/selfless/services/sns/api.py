@@ -18,7 +18,7 @@ from collections.abc import Awaitable, Callable, Mapping
 from typing import Any
 
 from selfless.api import errors as wire_errors
-from selfless.api.auth import Caller
+from selfless.api.auth import Caller, Principal
 from selfless.api.model import service_model
 from selfless.errors import AuthError
 from selfless.httpserver import Request, Response
@@ -70,6 +70,8 @@ class SnsApi:
         naming = query.ModelNaming()
         self._reader = query.Reader(naming)
         self._writer = query.Writer(naming, NAMESPACE)
+        # The chain of the invocation a function's credentials call from (set by the composition root).
+        self.lineage_of: Callable[[Principal], Mapping[str, int]] = lambda _principal: {}
 
     async def handle(self, request: Request, caller: Caller, request_id: str) -> Response:
         try:
@@ -120,7 +122,8 @@ class SnsApi:
         for required in self._model.operation_model(name).input_shape.required_members:
             if params.get(required) is None:  # an empty value is the operation's to refuse, in its words
                 raise E.missing(required)
-        return await op(params, Call(who))
+        lineage = self.lineage_of(principal) if principal.kind == "function" else None
+        return await op(params, Call(who, lineage))
 
     # -- the SubscribeURL -------------------------------------------------------------------------------------
 

@@ -13,12 +13,13 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Mapping
 
 from selfless import ids, policies
 from selfless.errors import SelflessError
 from selfless.functions import FunctionRegistry
 from selfless.permissions import Permissions
-from selfless.store.base import StoredEvent
+from selfless.store.base import StoredEvent, encode_lineage
 
 log = logging.getLogger(__name__)
 
@@ -32,9 +33,12 @@ class SubscribedFunctions:
         self._permissions = permissions
         self._account_id = account_id
 
-    def event(self, topic_arn: str, function_arn: str, payload: bytes) -> StoredEvent | None:
-        """The asynchronous invocation carrying ``payload`` to the function, or None (logged) when SNS may
-        not invoke it."""
+    def event(
+        self, topic_arn: str, function_arn: str, payload: bytes, lineage: Mapping[str, int] | None
+    ) -> StoredEvent | None:
+        """The asynchronous invocation carrying ``payload`` to the function (continuing ``lineage``, the chain
+        of the invocation that published, for recursive loop detection), or None (logged) when SNS may not
+        invoke it."""
         try:
             name, qualifier = self._registry.resolve(function_arn, None)
             self._registry.get(name, qualifier)
@@ -53,4 +57,7 @@ class SubscribedFunctions:
                 topic_arn, function_arn, SNS_PRINCIPAL,
             )  # fmt: skip
             return None
-        return StoredEvent(ids.request_id(), name, qualifier, payload, None, time.time(), trace_id=ids.trace_id())
+        return StoredEvent(
+            ids.request_id(), name, qualifier, payload, None, time.time(),
+            lineage=encode_lineage(lineage), trace_id=ids.trace_id(),
+        )  # fmt: skip

@@ -102,14 +102,19 @@ class Deliveries(Protocol):
 class Functions(Protocol):
     """Lambda's side of a lambda subscription (``functions.SubscribedFunctions``)."""
 
-    def event(self, topic_arn: str, function_arn: str, payload: bytes) -> StoredEvent | None: ...
+    def event(
+        self, topic_arn: str, function_arn: str, payload: bytes, lineage: Mapping[str, int] | None
+    ) -> StoredEvent | None: ...
 
 
 @dataclasses.dataclass(frozen=True)
 class Call:
-    """Who asks: ``principal`` names them in an AuthorizationError, ``owner`` is the account."""
+    """Who asks: ``principal`` names them in an AuthorizationError; ``lineage`` is the chain of the invocation
+    a function's call comes from ({function: runs}), which the Lambda events of its publish continue, so that
+    a function -> topic -> function loop is stopped like any recursive loop."""
 
     principal: str = "arn:aws:iam::000000000000:root"
+    lineage: Mapping[str, int] | None = None
 
 
 class TopicService:
@@ -572,7 +577,7 @@ class TopicService:
             raise E.invalid_parameter("TopicArn or TargetArn Reason: no value for required parameter")
         topic = await self._topic(arn, "TopicArn" if p.get("TopicArn") else "TargetArn")
         doc, dedup = self._message(topic, p)
-        published = await self._publish(topic, [(doc, dedup)])
+        published = await self._publish(topic, [(doc, dedup)], call)
         out: dict[str, Any] = {"MessageId": published[0].message_id}
         if topic.fifo:
             out["SequenceNumber"] = messages.sequence_number(published[0].seq)
@@ -614,7 +619,7 @@ class TopicService:
             checked.append((entry["Id"], doc, dedup))
         successful: list[dict[str, Any]] = []
         if checked:
-            published = await self._publish(topic, [(doc, dedup) for _id, doc, dedup in checked])
+            published = await self._publish(topic, [(doc, dedup) for _id, doc, dedup in checked], call)
             for (entry_id, _doc, _dedup), result in zip(checked, published, strict=True):
                 item = {"Id": entry_id, "MessageId": result.message_id}
                 if topic.fifo:
@@ -757,7 +762,9 @@ class TopicService:
             out[name] = value
         return out
 
-    async def _publish(self, topic: Topic, docs: Sequence[tuple[dict[str, Any], str | None]]) -> list[Published]:
+    async def _publish(
+        self, topic: Topic, docs: Sequence[tuple[dict[str, Any], str | None]], call: Call
+    ) -> list[Published]:
         """Store the messages with their deliveries and Lambda events in one commit, then hand those over."""
         subscriptions = [s for s in await self._store.topic_subscriptions(topic.arn) if not s.pending]
         outgoing: list[Outgoing] = []
@@ -775,9 +782,8 @@ class TopicService:
                 if s.protocol == "lambda":
                     if self.functions is None:
                         continue
-                    event = self.functions.event(
-                        topic.arn, s.endpoint, messages.lambda_event(doc, s.arn, self.base_url)
-                    )
+                    payload = messages.lambda_event(doc, s.arn, self.base_url)
+                    event = self.functions.event(topic.arn, s.endpoint, payload, call.lineage)
                     if event is not None:
                         events.append(event)
                 else:
