@@ -232,7 +232,7 @@ class App:
         if settings.sqs_endpoint is None:  # else S3's queue notifications go to that endpoint's queues
             self.s3_notifications.queues = queues
         # The built-in topic service: its lambda subscriptions are async invocations, its sqs ones go to the
-        # built-in queues (or nowhere, with SELFLESS_SQS_ENDPOINT set: delivery then fails and is logged).
+        # built-in queues (none are taken while SELFLESS_SQS_ENDPOINT is set).
         self.sns_store = SqliteTopicStore(self.store)
         self.sns = TopicService(
             self.sns_store,
@@ -246,6 +246,7 @@ class App:
             base_url=settings.endpoint, limit=settings.sns_max_pending,
         )  # fmt: skip
         self.sns.invoker = self.events
+        self.sns.builtin_queues = settings.sqs_endpoint is None
         self.sns.deliveries = self.sns_deliveries
         self.sns.functions = SubscribedFunctions(self.registry, self.permissions, settings.account_id)
         self.destinations.topics = BuiltinTopics(self.sns)

@@ -142,6 +142,8 @@ class TopicService:
         self.invoker: Invoker | None = None
         self.deliveries: Deliveries | None = None
         self.functions: Functions | None = None
+        # False when queues are an external service's (SELFLESS_SQS_ENDPOINT): sqs subscriptions are refused.
+        self.builtin_queues = True
 
     # -- names ------------------------------------------------------------------------------------------------
 
@@ -433,6 +435,11 @@ class TopicService:
             raise E.invalid_parameter("Lambda endpoint ARN")
         if protocol == "sqs" and not _QUEUE_ARN.fullmatch(endpoint):
             raise E.invalid_parameter("SQS endpoint ARN")
+        if protocol == "sqs" and not self.builtin_queues:
+            raise E.invalid_parameter(
+                "Endpoint Reason: queues are at SELFLESS_SQS_ENDPOINT on this server, and its topics deliver to "
+                "built-in queues only"
+            )
         if protocol in ("http", "https") and (
             not endpoint.lower().startswith(f"{protocol}://") or len(endpoint) > 2048
         ):
