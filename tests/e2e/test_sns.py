@@ -10,6 +10,7 @@ import json
 import signal
 import threading
 import time
+import urllib.error
 import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
@@ -728,6 +729,55 @@ def test_kill_9_keeps_every_acknowledged_publish(tmp_path: Path) -> None:
         if again.process.poll() is None:
             again.stop(signal.SIGKILL)
         hook.close()
+
+
+# -- AWS JSON 1.0 --------------------------------------------------------------------------------------------
+
+
+def json_call(server: Server, operation: str, params: dict[str, Any]) -> tuple[int, dict[str, str], dict[str, Any]]:
+    from botocore.auth import SigV4Auth
+    from botocore.awsrequest import AWSRequest
+    from botocore.credentials import Credentials
+
+    from tests.conftest import ACCESS_KEY, SECRET_KEY
+
+    body = json.dumps(params).encode()
+    request = AWSRequest(
+        method="POST",
+        url=server.endpoint + "/",
+        data=body,
+        headers={
+            "X-Amz-Target": f"AmazonSimpleNotificationService.{operation}",
+            "Content-Type": "application/x-amz-json-1.0",
+        },
+    )
+    SigV4Auth(Credentials(ACCESS_KEY, SECRET_KEY), "sns", "us-east-1").add_auth(request)
+    prepared = urllib.request.Request(request.url, data=body, headers=dict(request.headers.items()), method="POST")
+    try:
+        with urllib.request.urlopen(prepared, timeout=30) as answer:
+            return answer.status, dict(answer.headers.items()), json.loads(answer.read())
+    except urllib.error.HTTPError as exc:
+        return exc.code, dict(exc.headers.items()), json.loads(exc.read())
+
+
+def test_the_json_protocol_answers_the_same_operations(server: Server, sqs: Any) -> None:
+    name = unique("json")
+    status, _, created = json_call(server, "CreateTopic", {"Name": name})
+    assert status == 200 and created["TopicArn"].endswith(f":{name}")
+    url, queue_arn = make_queue(sqs)
+    status, _, _ = json_call(
+        server,
+        "Subscribe",
+        {"TopicArn": created["TopicArn"], "Protocol": "sqs", "Endpoint": queue_arn,
+         "Attributes": {"RawMessageDelivery": "true"}},
+    )  # fmt: skip
+    assert status == 200
+    status, _, published = json_call(server, "Publish", {"TopicArn": created["TopicArn"], "Message": "json"})
+    assert status == 200 and published["MessageId"]
+    assert drain(sqs, url, 1)[0]["Body"] == "json"
+    status, headers, error = json_call(server, "GetTopicAttributes", {"TopicArn": created["TopicArn"] + "-gone"})
+    assert status == 404 and error["__type"] == "com.amazonaws.sns#NotFoundException"
+    assert {k.lower(): v for k, v in headers.items()}["x-amzn-query-error"] == "NotFound;Sender"
 
 
 # -- the aws CLI ---------------------------------------------------------------------------------------------

@@ -7,16 +7,22 @@ may publish and read (Publish, PublishBatch, ListTopics, GetTopicAttributes, Lis
 ListSubscriptionsByTopic, GetSubscriptionAttributes, ListTagsForResource), not create, delete, subscribe or
 reconfigure (AuthorizationError, 403).
 
+The AWS JSON 1.0 form of the same operations (``X-Amz-Target: AmazonSimpleNotificationService.<Op>``, a JSON
+body, JSON answers; errors with ``__type`` naming the modelled shape and SNS's code in ``x-amzn-query-error``)
+is answered too, for SDKs generated from SNS's Smithy model with that protocol.
+
 One request is served without a signature: the SubscribeURL an http/https endpoint is sent
 (``GET /?Action=ConfirmSubscription&TopicArn=...&Token=...``), authenticated by its token, as on SNS.
 """
 
 from __future__ import annotations
 
+import json
 import urllib.parse
 from collections.abc import Awaitable, Callable, Mapping
 from typing import Any
 
+from selfless import json_limits
 from selfless.api import errors as wire_errors
 from selfless.api.auth import Caller, Principal
 from selfless.api.model import service_model
@@ -27,6 +33,8 @@ from selfless.services.sns import errors as E
 from selfless.services.sns.service import Call, TopicService
 
 NAMESPACE = "http://sns.amazonaws.com/doc/2010-03-31/"
+_TARGET_PREFIX = "AmazonSimpleNotificationService."
+_JSON = "application/x-amz-json-1.0"
 _FOR_FUNCTIONS = frozenset(
     {
         "Publish",
@@ -70,10 +78,18 @@ class SnsApi:
         naming = query.ModelNaming()
         self._reader = query.Reader(naming)
         self._writer = query.Writer(naming, NAMESPACE)
+        # SNS's codes -> the modelled error shapes (``NotFound`` -> ``NotFoundException``), for JSON errors.
+        self._error_shapes = {
+            str(shape.metadata.get("error", {}).get("code", shape.name)): shape.name
+            for op in self._model.operation_names
+            for shape in self._model.operation_model(op).error_shapes
+        }
         # The chain of the invocation a function's credentials call from (set by the composition root).
         self.lineage_of: Callable[[Principal], Mapping[str, int]] = lambda _principal: {}
 
     async def handle(self, request: Request, caller: Caller, request_id: str) -> Response:
+        if request.headers.get("x-amz-target"):
+            return await self._handle_json(request, caller, request_id)
         try:
             form = self._form(request)
             name = query.action_of(form)
@@ -94,6 +110,36 @@ class SnsApi:
             return self.error(_internal(exc), request_id)
         return Response(200, body, [("x-amzn-RequestId", request_id)], content_type="text/xml")
 
+    async def _handle_json(self, request: Request, caller: Caller, request_id: str) -> Response:
+        target = request.headers.get("x-amz-target", "")
+        try:
+            name = target[len(_TARGET_PREFIX) :] if target.startswith(_TARGET_PREFIX) else ""
+            if name not in self._model.operation_names:
+                raise E.SnsError("InvalidAction", f"The action or operation requested is invalid: {target[:100]}.")
+            try:
+                params = json_limits.loads(request.body or b"{}")
+            except ValueError as exc:
+                raise E.SnsError("SerializationException", f"The body is not JSON: {exc}") from None
+            if not isinstance(params, dict):
+                raise E.SnsError("SerializationException", "The body must be a JSON object")
+            doc = await self._run(name, params, caller)
+        except E.SnsError as exc:
+            return self._json_error(exc, request_id)
+        except Exception as exc:  # a full disk, a bug: SNS's 500
+            return self._json_error(_internal(exc), request_id)
+        headers = [("x-amzn-RequestId", request_id)]
+        return Response(200, json.dumps(doc).encode(), headers, content_type=_JSON)
+
+    def _json_error(self, exc: E.SnsError, request_id: str) -> Response:
+        shape = self._error_shapes.get(exc.code)
+        kind = f"com.amazonaws.sns#{shape}" if shape else f"com.amazon.coral.service#{exc.code}"
+        headers = [
+            ("x-amzn-RequestId", request_id),
+            ("x-amzn-query-error", f"{exc.code};{'Sender' if exc.sender else 'Receiver'}"),
+        ]
+        body = json.dumps({"__type": kind, "message": str(exc)}).encode()
+        return Response(exc.status, body, headers, content_type=_JSON)
+
     @staticmethod
     def _form(request: Request) -> dict[str, str]:
         try:
@@ -104,7 +150,10 @@ class SnsApi:
     def refused(self, exc: AuthError, request: Request, request_id: str) -> Response:
         """A request whose signature failed, in SNS's words for it (SignatureDoesNotMatch, ...)."""
         code = wire_errors.sqs_query_code(exc)
-        return self.error(E.SnsError(code, exc.message, wire_errors.status_of(exc)), request_id)
+        failure = E.SnsError(code, exc.message, wire_errors.status_of(exc))
+        if request.headers.get("x-amz-target"):
+            return self._json_error(failure, request_id)
+        return self.error(failure, request_id)
 
     def error(self, exc: E.SnsError, request_id: str) -> Response:
         body = self._writer.error(exc.code, str(exc), request_id, sender=exc.sender)
