@@ -757,7 +757,8 @@ def json_call(server: Server, operation: str, params: dict[str, Any]) -> tuple[i
         with urllib.request.urlopen(prepared, timeout=30) as answer:
             return answer.status, dict(answer.headers.items()), json.loads(answer.read())
     except urllib.error.HTTPError as exc:
-        return exc.code, dict(exc.headers.items()), json.loads(exc.read())
+        with exc:
+            return exc.code, dict(exc.headers.items()), json.loads(exc.read())
 
 
 def test_the_json_protocol_answers_the_same_operations(server: Server, sqs: Any) -> None:

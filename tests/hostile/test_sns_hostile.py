@@ -126,6 +126,7 @@ def test_a_form_with_endless_fields(bounded: Server) -> None:
         urllib.request.urlopen(prepared, timeout=30)
     assert caught.value.code == 400
     text = caught.value.read().decode()
+    caught.value.close()
     assert "<ErrorResponse" in text and "<Code>MalformedQueryString</Code>" in text
     assert time.monotonic() - started < 10
     assert healthy(bounded)
@@ -143,8 +144,10 @@ def test_an_unsigned_confirmation_link_confirms_nothing_without_its_token(bounde
             urllib.request.urlopen(f"{bounded.endpoint}/?{query}", timeout=10)
         assert caught.value.code in (400, 404)
         assert b"<ErrorResponse" in caught.value.read()
+        caught.value.close()
     # Nothing else is reachable unsigned this way.
     with pytest.raises(urllib.error.HTTPError) as caught:
         urllib.request.urlopen(f"{bounded.endpoint}/?Action=DeleteTopic&TopicArn={arn}", timeout=10)
     assert caught.value.code == 403
+    caught.value.close()
     assert sns.get_topic_attributes(TopicArn=arn)["Attributes"]["TopicArn"] == arn
