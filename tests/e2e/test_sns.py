@@ -539,6 +539,29 @@ def test_http_delivery_retries_then_succeeds(sns: Any, endpoint: Endpoint) -> No
     assert len(answered) >= 4
 
 
+def test_a_delivery_given_up_goes_to_the_subscriptions_dead_letter_queue(
+    sns: Any, sqs: Any, endpoint: Endpoint
+) -> None:
+    arn = topic(sns)
+    dead_url, dead_arn = make_queue(sqs)
+    sns.subscribe(TopicArn=arn, Protocol="http", Endpoint=endpoint.url)
+    (_h, confirmation) = wait_for("the confirmation", lambda: endpoint.of_type("SubscriptionConfirmation"))[0]
+    sub = sns.confirm_subscription(TopicArn=arn, Token=confirmation["Token"])["SubscriptionArn"]
+    policy = {"healthyRetryPolicy": {"numRetries": 1, "minDelayTarget": 1, "maxDelayTarget": 1}}
+    sns.set_subscription_attributes(
+        SubscriptionArn=sub, AttributeName="DeliveryPolicy", AttributeValue=json.dumps(policy)
+    )
+    redrive = json.dumps({"deadLetterTargetArn": dead_arn})
+    sns.set_subscription_attributes(SubscriptionArn=sub, AttributeName="RedrivePolicy", AttributeValue=redrive)
+    endpoint.status = 500
+    message_id = sns.publish(TopicArn=arn, Message="undeliverable")["MessageId"]
+    (dead,) = drain(sqs, dead_url, 1)
+    envelope = json.loads(dead["Body"])
+    assert envelope["MessageId"] == message_id and envelope["Message"] == "undeliverable"
+    assert dead["MessageAttributes"]["ErrorMessage"]["StringValue"] == "HTTP 500"
+    assert len(endpoint.of_type("Notification")) == 2  # the attempt and its one retry
+
+
 # -- Lambda --------------------------------------------------------------------------------------------------
 
 

@@ -35,9 +35,9 @@ import heapq
 import itertools
 import json
 import logging
+import ssl
 import time
-import urllib.error
-import urllib.request
+import urllib.parse
 from collections.abc import Mapping, Sequence
 from typing import Any, Protocol
 
@@ -52,7 +52,7 @@ LIMIT = 100_000
 HTTP_TIMEOUT_S = 15.0
 QUEUE_TIMEOUT_S = 30.0
 MAX_AGE_S = 21_600.0
-_ANSWER_MAX = 65_536  # what is read of an endpoint's answer (it only needs to end)
+_ANSWER_MAX = 65_536  # the longest status line read from an endpoint (only the status is read)
 _RETRY_AFTER_FAULT_S = 5.0
 
 
@@ -330,22 +330,10 @@ class Deliverer:
         if raw:
             headers["x-amz-sns-rawdelivery"] = "true"
         try:
-            async with asyncio.timeout(self._http_timeout_s + 1):
-                await asyncio.to_thread(self._post_sync, s.endpoint, body, headers)
+            async with asyncio.timeout(self._http_timeout_s):
+                status = await _post(s.endpoint, body, headers)
         except TimeoutError:
             raise DeliveryFailed(f"no answer within {self._http_timeout_s:g} s") from None
-
-    def _post_sync(self, url: str, body: bytes, headers: Mapping[str, str]) -> None:
-        request = urllib.request.Request(url, data=body, headers=dict(headers), method="POST")
-        try:
-            with urllib.request.urlopen(request, timeout=self._http_timeout_s) as answer:
-                answer.read(_ANSWER_MAX)
-                status = answer.status
-        except urllib.error.HTTPError as exc:
-            exc.close()
-            raise DeliveryFailed(f"HTTP {exc.code}") from None
-        except (OSError, ValueError) as exc:  # refused, unreachable, timed out, a bad URL
-            raise DeliveryFailed(str(exc)[:300]) from None
         if not 200 <= status < 300:
             raise DeliveryFailed(f"HTTP {status}")
 
@@ -358,6 +346,45 @@ class Deliverer:
         for task in tasks:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
+
+
+async def _post(url: str, body: bytes, headers: Mapping[str, str]) -> int:
+    """POST ``body`` to ``url`` over HTTP/1.1 and return the answer's status (what follows it is not read).
+    Plain asyncio streams, so the caller's deadline covers the whole exchange (connect, TLS, send, answer) and
+    a slow endpoint holds no thread; ``Connection: close``, so nothing is left open."""
+    parts = urllib.parse.urlsplit(url)
+    secure = parts.scheme == "https"
+    host = parts.hostname
+    if parts.scheme not in ("http", "https") or not host:
+        raise DeliveryFailed(f"not an http(s) URL: {url[:200]}")
+    try:
+        port = parts.port or (443 if secure else 80)
+    except ValueError:
+        raise DeliveryFailed(f"a bad port in {url[:200]}") from None
+    target = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
+    netloc = host if parts.port is None else f"{host}:{parts.port}"
+    head = [f"POST {target} HTTP/1.1", f"Host: {netloc}", f"Content-Length: {len(body)}", "Connection: close"]
+    head += [f"{name}: {value}" for name, value in headers.items()]
+    writer: asyncio.StreamWriter | None = None
+    try:
+        context = ssl.create_default_context() if secure else None
+        reader, writer = await asyncio.open_connection(
+            host, port, ssl=context, server_hostname=host if secure else None, limit=_ANSWER_MAX
+        )
+        writer.write(("\r\n".join(head) + "\r\n\r\n").encode("latin-1") + body)
+        await writer.drain()
+        line = await reader.readline()
+    except (OSError, ValueError, UnicodeError, asyncio.IncompleteReadError) as exc:
+        raise DeliveryFailed(str(exc)[:300] or type(exc).__name__) from None
+    finally:
+        if writer is not None:
+            writer.close()
+            with contextlib.suppress(Exception):
+                await writer.wait_closed()
+    fields = line.split(None, 2)
+    if len(fields) < 2 or not fields[0].startswith(b"HTTP/") or not fields[1].isdigit():
+        raise DeliveryFailed(f"not an HTTP answer: {line[:100]!r}")
+    return int(fields[1])
 
 
 def _fifo(subscription_arn: str) -> bool:

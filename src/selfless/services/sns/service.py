@@ -441,7 +441,9 @@ class TopicService:
                 "built-in queues only"
             )
         if protocol in ("http", "https") and (
-            not endpoint.lower().startswith(f"{protocol}://") or len(endpoint) > 2048
+            not endpoint.lower().startswith(f"{protocol}://")
+            or len(endpoint) > 2048
+            or any(c.isspace() or not c.isprintable() for c in endpoint)
         ):
             raise E.invalid_parameter("Endpoint must match the specified protocol")
 
