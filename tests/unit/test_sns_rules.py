@@ -159,3 +159,53 @@ def test_the_query_protocol_with_the_model_s_names() -> None:
     assert entry.findtext("s:value", namespaces=ns) == "1"
     empty = writer.answer("TagResource", model.operation_model("TagResource").output_shape, {}, "r2")
     assert b"<TagResourceResult></TagResourceResult>" in empty  # botocore looks for the wrapper
+
+
+def test_an_http_delivery_is_bounded_by_its_deadline_and_reads_only_the_status() -> None:
+    """A silent endpoint costs the attempt its deadline and no more; an endless status line is refused."""
+    import asyncio
+    import time
+
+    from selfless.services.sns import delivery
+
+    async def scenario() -> None:
+        async def silent(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+            try:
+                await reader.read()  # until the client gives up and closes
+            finally:
+                writer.close()
+
+        async def endless(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+            try:
+                writer.write(b"HTTP/1.1 200 " + b"x" * 200_000)
+                await writer.drain()
+                await reader.read()
+            except OSError:
+                pass
+            finally:
+                writer.close()
+
+        async def fine(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+            await reader.readuntil(b"\r\n\r\n")
+            writer.write(b"HTTP/1.1 204 No Content\r\n\r\n")
+            await writer.drain()
+            writer.close()
+
+        servers = [await asyncio.start_server(h, "127.0.0.1", 0) for h in (silent, endless, fine)]
+        urls = [f"http://127.0.0.1:{s.sockets[0].getsockname()[1]}/x" for s in servers]
+        started = time.monotonic()
+        with pytest.raises(TimeoutError):
+            async with asyncio.timeout(0.5):
+                await delivery._post(urls[0], b"{}", {})
+        assert time.monotonic() - started < 2
+        with pytest.raises(delivery.DeliveryFailed):
+            async with asyncio.timeout(5):
+                await delivery._post(urls[1], b"{}", {})
+        assert await delivery._post(urls[2], b"{}", {"x-amz-sns-message-type": "Notification"}) == 204
+        with pytest.raises(delivery.DeliveryFailed):
+            await delivery._post("http://127.0.0.1:1/refused", b"{}", {})
+        for s in servers:
+            s.close()
+            await s.wait_closed()
+
+    asyncio.run(scenario())
