@@ -169,6 +169,9 @@ def test_topic_names_and_attributes_are_checked(sns: Any) -> None:
     assert error_of(sns.create_topic, Name=unique("n"), Attributes={"Policy": "{not json"})[0] == "InvalidParameter"
     code, _, _ = error_of(sns.create_topic, Name=unique("n"), Attributes={"ContentBasedDeduplication": "true"})
     assert code == "InvalidParameter"  # FIFO topics only
+    for policy in ('{"http": []}', "[1]", '{"http": {"defaultHealthyRetryPolicy": {"numRetries": 101}}}'):
+        code, _, _ = error_of(sns.create_topic, Name=unique("n"), Attributes={"DeliveryPolicy": policy})
+        assert code == "InvalidParameter", policy
     fifo = topic(sns, fifo=True, ContentBasedDeduplication="true")
     attributes = sns.get_topic_attributes(TopicArn=fifo)["Attributes"]
     assert attributes["FifoTopic"] == "true" and attributes["ContentBasedDeduplication"] == "true"

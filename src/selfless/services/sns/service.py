@@ -220,7 +220,7 @@ class TopicService:
         if stored is None:
             raise E.topic_limit(self.max_topics)
         if stored is not topic:
-            given = {k: v for k, v in attributes.items() if k in p.get("Attributes", {})}
+            given = {k: v for k, v in attributes.items() if k in (p.get("Attributes") or {})}
             if any(stored.attributes.get(k) != v for k, v in given.items()):
                 raise E.invalid_parameter("Attributes Reason: Topic already exists with different attributes")
             if tags and any(stored.tags.get(k) != v for k, v in tags.items()):
@@ -244,7 +244,10 @@ class TopicService:
             if not isinstance(doc, dict):
                 raise E.invalid_parameter(f"Attributes Reason: {key}: must be a JSON object")
             if key == "DeliveryPolicy":
-                _delivery_policy(doc.get("http", {}).get("defaultHealthyRetryPolicy") or {})
+                http = doc.get("http", {})
+                if not isinstance(http, dict):
+                    raise E.invalid_parameter("Attributes Reason: DeliveryPolicy: http must be a JSON object")
+                _delivery_policy(http.get("defaultHealthyRetryPolicy", {}))
         if key == "DisplayName" and len(value) > 100:
             raise E.invalid_parameter("DisplayName")
         if key == "SignatureVersion" and value not in ("1", "2"):
@@ -482,7 +485,7 @@ class TopicService:
                 raise E.invalid_parameter("DeliveryPolicy: failed to parse JSON") from None
             if not isinstance(doc, dict):
                 raise E.invalid_parameter("DeliveryPolicy: must be a JSON object")
-            _delivery_policy(doc.get("healthyRetryPolicy") or {})
+            _delivery_policy(doc.get("healthyRetryPolicy", {}))
         return value
 
     @staticmethod
