@@ -268,7 +268,7 @@ class Deliverer:
             target = None
         if not target or self._queues is None:
             return
-        body = json.dumps(messages.envelope(doc, s.arn, s.protocol, self._base))
+        body = messages.encode(messages.envelope(doc, s.arn, s.protocol, self._base))
         attributes = {
             "ErrorCode": {"DataType": "String", "StringValue": "EndpointUnavailable"},
             "ErrorMessage": {"DataType": "String", "StringValue": reason[:1024] or "delivery failed"},
@@ -290,7 +290,7 @@ class Deliverer:
         if doc is None:  # an http subscription's confirmation request
             assert s.token is not None
             body = messages.confirmation(s.topic_arn, s.token, d.id, self._base, time.time())
-            await self._post(s, "SubscriptionConfirmation", d.id, json.dumps(body).encode(), raw=False)
+            await self._post(s, "SubscriptionConfirmation", d.id, messages.encode(body).encode(), raw=False)
             return
         if s.protocol == "sqs":
             if self._queues is None:
@@ -299,7 +299,7 @@ class Deliverer:
             if raw:
                 text, attributes = messages.message_text(doc, "sqs"), dict(doc.get("attributes") or {})
             else:
-                text, attributes = json.dumps(messages.envelope(doc, s.arn, "sqs", self._base)), {}
+                text, attributes = messages.encode(messages.envelope(doc, s.arn, "sqs", self._base)), {}
             fifo_queue = name.endswith(".fifo")
             group = doc.get("group_id") if fifo_queue else None
             dedup = (doc.get("dedup_id") or doc["message_id"]) if fifo_queue else None
@@ -314,7 +314,7 @@ class Deliverer:
                 s, "Notification", doc["message_id"], messages.message_text(doc, s.protocol).encode(), raw=True
             )
         else:
-            envelope = json.dumps(messages.envelope(doc, s.arn, s.protocol, self._base)).encode()
+            envelope = messages.encode(messages.envelope(doc, s.arn, s.protocol, self._base)).encode()
             await self._post(s, "Notification", doc["message_id"], envelope, raw=False)
 
     async def _post(self, s: Subscription, kind: str, message_id: str, body: bytes, *, raw: bool) -> None:

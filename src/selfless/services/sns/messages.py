@@ -132,6 +132,12 @@ def confirmation(topic_arn: str, token: str, message_id: str, base: str, at: flo
     return out
 
 
+def encode(document: Mapping[str, Any]) -> str:
+    """A JSON document as SNS lays out the ones it sends to queues and http endpoints (two-space indentation,
+    ``"Key" : value``, characters beyond ASCII as they are)."""
+    return json.dumps(document, indent=2, separators=(",", " : "), ensure_ascii=False)
+
+
 def sequence_number(seq: int) -> str:
     """A FIFO topic's SequenceNumber: a large number, growing per topic (SNS's are 20 digits or more)."""
     return f"{10_000_000_000_000_000_000 + seq:020d}"
