@@ -365,6 +365,9 @@ class App:
         await self.webhooks.load()
         await self.s3_meta.open()
         await self.sqs_store.open()
+        resumed = await self.sqs.resume_moves()
+        if resumed:
+            log.info("queue service: %d message move task(s) resumed", resumed)
         swept = await self.s3.start()
         if swept:
             log.info("object store: removed %d blobs of writes a stop interrupted", swept)
@@ -476,6 +479,7 @@ class App:
         self.front.ready = False
         self.http.stop_listening()
         await self.scheduler.close()
+        await self.sqs.close()  # its message move tasks, between two moves; they resume at the next start
         try:
             await self.mappings.close(s.shutdown_timeout_s)
         except Exception:

@@ -41,6 +41,10 @@ def missing_parameter(name: str) -> SqsError:
     )
 
 
+def resource_not_found(message: str) -> SqsError:
+    return SqsError("ResourceNotFoundException", "ResourceNotFoundException", message, 404)
+
+
 def invalid_attribute_name(message: str) -> SqsError:
     return SqsError("InvalidAttributeName", "InvalidAttributeName", message)
 

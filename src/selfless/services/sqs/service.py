@@ -17,8 +17,17 @@ a ``QueueStore``.
 - Receipt handles name the queue, the message and a random token of its latest receive; a malformed one, or
   one for another queue, is ReceiptHandleIsInvalid; one of an earlier receive deletes nothing (as SQS).
 
-Not offered (UnsupportedOperation): Add/RemovePermission, the message move tasks. QueueDeletedRecently is not
-enforced: a deleted queue's name may be reused at once.
+- Message move tasks (dead-letter queue redrive): StartMessageMoveTask moves the messages a dead-letter queue
+  holds when it starts, oldest first, to DestinationArn or each back to the queue it was dead-lettered from, at
+  MaxNumberOfMessagesPerSecond (1-500; 500 when not given). Each message moves in one transaction (a new
+  message, never received, inserted at the destination and the old one deleted, the task's count raised), so a
+  move loses nothing and, the store being one, duplicates nothing. One RUNNING task per source queue; the ten
+  most recent of a queue are kept (ListMessageMoveTasks). Messages in flight are left where they are (as a
+  FIFO group with one in flight is). A server restart resumes every RUNNING task where it stood; a shutdown
+  stops the tasks between two moves. Cancelling is immediate (CANCELLED: no CANCELLING is ever shown).
+
+Not offered (UnsupportedOperation): Add/RemovePermission. QueueDeletedRecently is not enforced: a deleted
+queue's name may be reused at once.
 """
 
 from __future__ import annotations
@@ -30,6 +39,7 @@ import contextlib
 import dataclasses
 import hashlib
 import json
+import logging
 import random
 import re
 import secrets
@@ -41,13 +51,19 @@ from collections.abc import Callable, Mapping
 from typing import Any
 
 from selfless.services.sqs import errors as E
-from selfless.services.sqs.store import Message, Outcome, Queue, QueueStore, Redrive
+from selfless.services.sqs.store import Message, MoveTask, Outcome, Queue, QueueStore, Redrive, Step
+
+log = logging.getLogger(__name__)
 
 DEDUP_WINDOW_S = 300.0
 MAX_MESSAGE_SIZE = 1_048_576
 MAX_WAIT_S = 20
 _QUEUE_CACHE = 10_000
 MAX_WAITERS = 1024
+MAX_MOVE_RATE = 500  # MaxNumberOfMessagesPerSecond's maximum, and the rate of a task started without one
+MOVE_TASKS_KEPT = 10  # per source queue: what ListMessageMoveTasks can show
+MAX_RUNNING_MOVES = 100  # server-wide; one more start is RequestThrottled
+_MOVE_RETRY_S = 1.0  # after a store failure, a move task tries again this much later
 _POLL_S = 1.0  # a long poll re-checks at least this often (delays and visibility windows end by themselves)
 
 _NAME = re.compile(r"[A-Za-z0-9_-]{1,80}")
@@ -152,6 +168,7 @@ class QueueService:
         region: str,
         clock: Callable[[], float] = time.time,
         max_waiters: int = MAX_WAITERS,
+        max_running_moves: int = MAX_RUNNING_MOVES,
     ) -> None:
         self._store = store
         self._account = account_id
@@ -166,6 +183,9 @@ class QueueService:
         # with every change, so a read that raced one is not kept.
         self._queues: dict[str, Queue] = {}
         self._generation = 0
+        self.max_running_moves = max_running_moves
+        self._moves: dict[str, asyncio.Task[None]] = {}  # task id -> the background task moving its messages
+        self._closed = False
 
     @property
     def waiting(self) -> int:
@@ -693,6 +713,172 @@ class QueueService:
             out["MD5OfMessageAttributes"] = attributes_md5(chosen)
             out["MessageAttributes"] = chosen
         return out
+
+    # -- message move tasks (dead-letter queue redrive) ------------------------------------------------------
+
+    async def resume_moves(self) -> int:
+        """After a start: every task the store has as RUNNING carries on where it stood (each move being one
+        commit, a stop between two loses and repeats nothing). Returns how many resumed."""
+        tasks = await self._store.running_moves()
+        for task in tasks:
+            self._run_move(task)
+        return len(tasks)
+
+    async def close(self) -> None:
+        """Stop the move tasks (between two moves: a move in its transaction completes or never happened);
+        they stay RUNNING in the store, to resume at the next start."""
+        self._closed = True
+        running = list(self._moves.values())
+        for runner in running:
+            runner.cancel()
+        if running:
+            await asyncio.wait(running, timeout=10.0)
+
+    def _run_move(self, task: MoveTask) -> None:
+        if self._closed or task.task_id in self._moves:
+            return
+        runner = asyncio.get_running_loop().create_task(self._move_messages(task), name=f"sqs-move-{task.task_id}")
+        self._moves[task.task_id] = runner
+        runner.add_done_callback(lambda _: self._moves.pop(task.task_id, None))
+
+    async def _move_messages(self, task: MoveTask) -> None:
+        """Move until the store says the task is over, at most ``rate`` messages a second (no burst to catch up
+        on more than a second's lag)."""
+        interval = 1.0 / (task.rate or MAX_MOVE_RATE)
+        prefix = self.arn("")
+        loop = asyncio.get_running_loop()
+        next_at = loop.time()
+        while True:
+            try:
+                step, target = await self._store.move_one(task.task_id, self._clock(), _message_id(), prefix)
+            except Exception:  # a full disk, a locked database: the task stays RUNNING and tries again
+                log.exception("message move task %s: a move failed; retrying", task.task_id)
+                await asyncio.sleep(_MOVE_RETRY_S)
+                continue
+            if step is not Step.MOVED:
+                return
+            if target is not None:
+                self._wake(target)
+            next_at = max(next_at + interval, loop.time() - 1.0)
+            delay = next_at - loop.time()
+            if delay > 0:
+                await asyncio.sleep(delay)
+
+    async def _queue_of_arn(self, arn: Any, parameter: str) -> Queue:
+        name = self._name_of_arn(arn) if isinstance(arn, str) else None
+        queue = await self._lookup(name) if name else None
+        if queue is None:
+            raise E.resource_not_found(f"The resource that you specified for the {parameter} parameter doesn't exist.")
+        return queue
+
+    async def _dead_letter_sources(self, dlq: Queue) -> list[str]:
+        """The queues whose RedrivePolicy names ``dlq`` and that its RedriveAllowPolicy allows."""
+        arn = self.arn(dlq.name)
+        allow = json.loads(dlq.attributes.get("RedriveAllowPolicy") or '{"redrivePermission":"allowAll"}')
+        permission = allow.get("redrivePermission")
+        sources: list[str] = []
+        cursor: str | None = None
+        while True:  # every queue, a thousand at a time
+            batch = await self._store.list_queues("", cursor, 1000)
+            for q in batch:
+                policy = q.attributes.get("RedrivePolicy")
+                if not policy or json.loads(policy).get("deadLetterTargetArn") != arn:
+                    continue
+                if permission == "denyAll":
+                    continue
+                if permission == "byQueue" and self.arn(q.name) not in allow.get("sourceQueueArns", []):
+                    continue
+                sources.append(q.name)
+            if len(batch) < 1000 or sources:
+                return sources
+            cursor = batch[-1].name
+
+    async def start_message_move_task(self, p: Mapping[str, Any], call: Call) -> dict[str, Any]:
+        source = await self._queue_of_arn(p.get("SourceArn"), "SourceArn")
+        if not await self._dead_letter_sources(source):
+            raise E.invalid_parameter("Source queue must be configured as a Dead Letter Queue.")
+        rate = p.get("MaxNumberOfMessagesPerSecond")
+        if rate is not None and (not isinstance(rate, int) or isinstance(rate, bool) or not 1 <= rate <= MAX_MOVE_RATE):
+            raise E.invalid_parameter(
+                f"Value {rate} for parameter MaxNumberOfMessagesPerSecond is invalid. Reason: You must enter a "
+                f"number that's between 1 and {MAX_MOVE_RATE}."
+            )
+        destination: Queue | None = None
+        if p.get("DestinationArn") not in (None, ""):
+            destination = await self._queue_of_arn(p.get("DestinationArn"), "DestinationArn")
+            if destination.fifo != source.fifo:
+                raise E.invalid_parameter("The source queue and destination queue must be of the same queue type.")
+            if destination.name == source.name:
+                raise E.invalid_parameter("The source queue and destination queue must be different queues.")
+        if len(self._moves) >= self.max_running_moves:
+            raise E.throttled(
+                f"Too many message move tasks are running ({self.max_running_moves}); retry when one has ended."
+            )
+        task = MoveTask(
+            task_id=str(uuid.uuid4()),
+            source=source.name,
+            destination=destination.name if destination else None,
+            rate=rate,
+            started=self._clock(),
+        )
+        stored = await self._store.start_move(task, MOVE_TASKS_KEPT)
+        if stored is None:
+            raise E.invalid_parameter(
+                "There is already a task running. Only one active task is allowed for a source queue arn at a "
+                "given time."
+            )
+        self._run_move(stored)
+        return {"TaskHandle": self._task_handle(stored)}
+
+    def _task_handle(self, task: MoveTask) -> str:
+        doc = {"taskId": task.task_id, "sourceArn": self.arn(task.source)}
+        return base64.b64encode(json.dumps(doc, separators=(",", ":")).encode()).decode()
+
+    async def list_message_move_tasks(self, p: Mapping[str, Any], call: Call) -> dict[str, Any]:
+        source = await self._queue_of_arn(p.get("SourceArn"), "SourceArn")
+        limit = p.get("MaxResults", 1)
+        if not isinstance(limit, int) or isinstance(limit, bool) or not 1 <= limit <= MOVE_TASKS_KEPT:
+            raise E.invalid_parameter(
+                f"Value {limit} for parameter MaxResults is invalid. Reason: You must enter a number that's between "
+                f"1 and {MOVE_TASKS_KEPT}."
+            )
+        results = []
+        for task in await self._store.move_tasks(source.name, limit):
+            entry: dict[str, Any] = {
+                "Status": task.status,
+                "SourceArn": self.arn(task.source),
+                "ApproximateNumberOfMessagesMoved": task.moved,
+                "ApproximateNumberOfMessagesToMove": task.to_move,
+                "StartedTimestamp": int(task.started * 1000),
+            }
+            if task.status == "RUNNING":  # only a task that can still be cancelled shows its handle
+                entry["TaskHandle"] = self._task_handle(task)
+            if task.destination is not None:
+                entry["DestinationArn"] = self.arn(task.destination)
+            if task.rate is not None:
+                entry["MaxNumberOfMessagesPerSecond"] = task.rate
+            if task.failure is not None:
+                entry["FailureReason"] = task.failure
+            results.append(entry)
+        return {"Results": results}
+
+    async def cancel_message_move_task(self, p: Mapping[str, Any], call: Call) -> dict[str, Any]:
+        handle = p.get("TaskHandle")
+        try:
+            doc = json.loads(base64.b64decode(str(handle), validate=True))
+            task_id, source_arn = str(doc["taskId"]), doc["sourceArn"]
+        except (binascii.Error, ValueError, KeyError, TypeError):
+            raise E.invalid_parameter("Value for parameter TaskHandle is invalid.") from None
+        source = await self._queue_of_arn(source_arn, "SourceArn")
+        task, cancelled = await self._store.cancel_move(task_id)
+        if task is None or task.source != source.name:
+            raise E.resource_not_found("Task does not exist.")
+        if not cancelled:
+            raise E.invalid_parameter(f"Only a RUNNING task can be cancelled; this one is {task.status}.")
+        runner = self._moves.get(task_id)
+        if runner is not None:
+            runner.cancel()  # it would stop at its next move anyway; this spares it the wait
+        return {"ApproximateNumberOfMessagesMoved": task.moved}
 
     # -- after receiving -------------------------------------------------------------------------------------
 

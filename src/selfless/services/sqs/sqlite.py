@@ -9,7 +9,7 @@ import sqlite3
 from collections.abc import Sequence
 from typing import Any
 
-from selfless.services.sqs.store import Message, Outcome, Queue, Redrive, Sent
+from selfless.services.sqs.store import Message, MoveTask, Outcome, Queue, Redrive, Sent, Step
 from selfless.store.sqlite import SqliteStore, transaction
 
 _SCHEMA = """
@@ -47,7 +47,26 @@ CREATE TABLE IF NOT EXISTS sqs_dedup (
     sent       REAL NOT NULL,
     PRIMARY KEY (queue, dedup_id)
 );
+-- Message move tasks (StartMessageMoveTask), newest last by rowid. A table of its own: databases of earlier
+-- versions gain it on open; dead-lettered messages carried their source queue's ARN (doc.source_arn) from the
+-- first version, so nothing older needs rewriting.
+CREATE TABLE IF NOT EXISTS sqs_move_tasks (
+    task_id     TEXT PRIMARY KEY,
+    source      TEXT NOT NULL,
+    destination TEXT,
+    rate        INTEGER,
+    started     REAL NOT NULL,
+    status      TEXT NOT NULL,
+    to_move     INTEGER NOT NULL,
+    moved       INTEGER NOT NULL,
+    failure     TEXT,
+    last_seq    INTEGER NOT NULL
+);
+CREATE INDEX IF NOT EXISTS sqs_move_tasks_by_source ON sqs_move_tasks(source);
+CREATE INDEX IF NOT EXISTS sqs_move_tasks_by_status ON sqs_move_tasks(status);
 """
+_TASK_COLUMNS = "task_id, source, destination, rate, started, status, to_move, moved, failure, last_seq"
+_NO_QUEUE = "AWS.SimpleQueueService.NonExistentQueue"
 
 _COLUMNS = "seq, message_id, body, sent, visible_at, doc, group_id, dedup_id, receive_count, first_received, receipt"
 # A receive's candidates: in sending order straight off the (queue, seq) index, read only as far as needed (by
@@ -55,6 +74,11 @@ _COLUMNS = "seq, message_id, body, sent, visible_at, doc, group_id, dedup_id, re
 RECEIVE_SQL = (
     f"SELECT {_COLUMNS} FROM sqs_messages INDEXED BY sqs_messages_by_queue"
     " WHERE queue = ? AND visible_at <= ? ORDER BY seq"
+)
+# A move task's candidates: those a receive would see, of the ones in the queue when the task started.
+MOVE_SQL = (
+    f"SELECT {_COLUMNS} FROM sqs_messages INDEXED BY sqs_messages_by_queue"
+    " WHERE queue = ? AND visible_at <= ? AND seq <= ? ORDER BY seq"
 )
 # Retention: the expired messages of a queue, found by age.
 EXPIRE_SQL = "DELETE FROM sqs_messages WHERE queue = ? AND sent < ?"
@@ -102,6 +126,10 @@ def _doc(m: Message) -> str:
     if m.source_arn is not None:
         doc["source_arn"] = m.source_arn
     return json.dumps(doc, separators=(",", ":"))
+
+
+def _task_of(row: tuple[Any, ...]) -> MoveTask:
+    return MoveTask(*row)
 
 
 class SqliteQueueStore:
@@ -162,6 +190,7 @@ class SqliteQueueStore:
             with transaction(db):
                 db.execute("DELETE FROM sqs_messages WHERE queue = ?", (name,))
                 db.execute("DELETE FROM sqs_dedup WHERE queue = ?", (name,))
+                db.execute("DELETE FROM sqs_move_tasks WHERE source = ?", (name,))
                 return db.execute("DELETE FROM sqs_queues WHERE name = ?", (name,)).rowcount == 1
 
         return await self._store.call(q)
@@ -257,9 +286,12 @@ class SqliteQueueStore:
             db.execute("DELETE FROM sqs_messages WHERE seq = ?", (m.seq,))
             return
         moved = dataclasses.replace(m, source_arn=redrive.source_arn)
+        # FIFO: the message's id becomes its deduplication id, as SQS does, so that two messages that shared
+        # one in their source queue stay two wherever they go next.
+        dedup = m.message_id if m.dedup_id is not None else None
         db.execute(
-            "UPDATE sqs_messages SET queue = ?, visible_at = ?, receipt = NULL, doc = ? WHERE seq = ?",
-            (redrive.target, now, _doc(moved), m.seq),
+            "UPDATE sqs_messages SET queue = ?, visible_at = ?, receipt = NULL, doc = ?, dedup_id = ? WHERE seq = ?",
+            (redrive.target, now, _doc(moved), dedup, m.seq),
         )
 
     async def delete(self, queue: str, message_id: str, receipt: str) -> Outcome:
@@ -316,5 +348,126 @@ class SqliteQueueStore:
                 (now, now, now, queue),
             ).fetchone()
             return int(row[0]), int(row[1]), int(row[2])
+
+        return await self._store.call(q)
+
+    # -- message move tasks ----------------------------------------------------------------------------------
+
+    async def start_move(self, task: MoveTask, keep: int) -> MoveTask | None:
+        def q(db: sqlite3.Connection) -> MoveTask | None:
+            with transaction(db):
+                running = db.execute(
+                    "SELECT 1 FROM sqs_move_tasks WHERE source = ? AND status = 'RUNNING'", (task.source,)
+                ).fetchone()
+                if running is not None:
+                    return None
+                count, last = db.execute(
+                    "SELECT COUNT(*), COALESCE(MAX(seq), 0) FROM sqs_messages WHERE queue = ?", (task.source,)
+                ).fetchone()
+                stored = dataclasses.replace(
+                    task, status="RUNNING", to_move=int(count), moved=0, failure=None, last_seq=int(last)
+                )
+                db.execute(
+                    f"INSERT INTO sqs_move_tasks({_TASK_COLUMNS}) VALUES (?,?,?,?,?,?,?,?,?,?)",
+                    dataclasses.astuple(stored),
+                )
+                db.execute(
+                    "DELETE FROM sqs_move_tasks WHERE source = ? AND rowid NOT IN "
+                    "(SELECT rowid FROM sqs_move_tasks WHERE source = ? ORDER BY rowid DESC LIMIT ?)",
+                    (task.source, task.source, keep),
+                )
+                return stored
+
+        return await self._store.call(q)
+
+    async def move_task(self, task_id: str) -> MoveTask | None:
+        def q(db: sqlite3.Connection) -> MoveTask | None:
+            row = db.execute(f"SELECT {_TASK_COLUMNS} FROM sqs_move_tasks WHERE task_id = ?", (task_id,)).fetchone()
+            return None if row is None else _task_of(row)
+
+        return await self._store.call(q)
+
+    async def move_tasks(self, source: str, limit: int) -> list[MoveTask]:
+        def q(db: sqlite3.Connection) -> list[MoveTask]:
+            rows = db.execute(
+                f"SELECT {_TASK_COLUMNS} FROM sqs_move_tasks WHERE source = ? ORDER BY rowid DESC LIMIT ?",
+                (source, limit),
+            )
+            return [_task_of(row) for row in rows]
+
+        return await self._store.call(q)
+
+    async def running_moves(self) -> list[MoveTask]:
+        def q(db: sqlite3.Connection) -> list[MoveTask]:
+            rows = db.execute(f"SELECT {_TASK_COLUMNS} FROM sqs_move_tasks WHERE status = 'RUNNING' ORDER BY rowid")
+            return [_task_of(row) for row in rows]
+
+        return await self._store.call(q)
+
+    async def cancel_move(self, task_id: str) -> tuple[MoveTask | None, bool]:
+        def q(db: sqlite3.Connection) -> tuple[MoveTask | None, bool]:
+            with transaction(db):
+                cancelled = db.execute(
+                    "UPDATE sqs_move_tasks SET status = 'CANCELLED' WHERE task_id = ? AND status = 'RUNNING'",
+                    (task_id,),
+                ).rowcount
+                row = db.execute(f"SELECT {_TASK_COLUMNS} FROM sqs_move_tasks WHERE task_id = ?", (task_id,)).fetchone()
+                return (None if row is None else _task_of(row)), cancelled == 1
+
+        return await self._store.call(q)
+
+    async def move_one(self, task_id: str, now: float, new_id: str, arn_prefix: str) -> tuple[Step, str | None]:
+        def q(db: sqlite3.Connection) -> tuple[Step, str | None]:
+            with transaction(db):
+                row = db.execute(f"SELECT {_TASK_COLUMNS} FROM sqs_move_tasks WHERE task_id = ?", (task_id,)).fetchone()
+                if row is None or row[5] != "RUNNING":
+                    return Step.STOPPED, None
+                task = _task_of(row)
+
+                def finish(status: str, failure: str | None) -> None:
+                    db.execute(
+                        "UPDATE sqs_move_tasks SET status = ?, failure = ? WHERE task_id = ?",
+                        (status, failure, task_id),
+                    )
+
+                source = db.execute("SELECT attributes FROM sqs_queues WHERE name = ?", (task.source,)).fetchone()
+                if source is None:
+                    finish("FAILED", _NO_QUEUE)
+                    return Step.FAILED, None
+                blocked: set[str] = set()
+                if json.loads(source[0]).get("FifoQueue") == "true":
+                    groups = db.execute(
+                        "SELECT DISTINCT group_id FROM sqs_messages "
+                        "WHERE queue = ? AND visible_at > ? AND receive_count > 0",
+                        (task.source, now),
+                    )
+                    blocked = {g[0] for g in groups}
+                found: Message | None = None
+                for candidate in db.execute(MOVE_SQL, (task.source, now, task.last_seq)):  # as far as needed
+                    m = _message_of(candidate)
+                    if m.group_id is None or m.group_id not in blocked:
+                        found = m
+                        break
+                if found is None:
+                    finish("COMPLETED", None)
+                    return Step.DONE, None
+                target = task.destination
+                if target is None and found.source_arn is not None and found.source_arn.startswith(arn_prefix):
+                    target = found.source_arn[len(arn_prefix) :]
+                if (
+                    target is None
+                    or db.execute("SELECT 1 FROM sqs_queues WHERE name = ?", (target,)).fetchone() is None
+                ):
+                    finish("FAILED", _NO_QUEUE)
+                    return Step.FAILED, None
+                moved = dataclasses.replace(found, message_id=new_id, source_arn=None)
+                db.execute(
+                    "INSERT INTO sqs_messages(queue, message_id, body, sent, visible_at, doc, group_id, dedup_id)"
+                    " VALUES (?,?,?,?,?,?,?,?)",
+                    (target, new_id, found.body, now, now, _doc(moved), found.group_id, found.dedup_id),
+                )
+                db.execute("DELETE FROM sqs_messages WHERE seq = ?", (found.seq,))
+                db.execute("UPDATE sqs_move_tasks SET moved = moved + 1 WHERE task_id = ?", (task_id,))
+                return Step.MOVED, target
 
         return await self._store.call(q)

@@ -70,6 +70,34 @@ class Sent:
     duplicate: bool  # a FIFO send within the window of an earlier one with the same deduplication id
 
 
+@dataclasses.dataclass(frozen=True)
+class MoveTask:
+    """A message move task (StartMessageMoveTask): the messages that were in the dead-letter queue ``source``
+    when it started (``seq`` up to ``last_seq``) go, oldest first, to ``destination`` or, without one, each to
+    the queue it was dead-lettered from (its ``source_arn``). ``status`` is RUNNING, COMPLETED, CANCELLED or
+    FAILED (with ``failure``); ``moved`` counts the messages moved, in the same commits as the moves."""
+
+    task_id: str
+    source: str
+    destination: str | None  # a queue name; None: each message back to the queue it came from
+    rate: int | None  # MaxNumberOfMessagesPerSecond as given
+    started: float
+    status: str = "RUNNING"
+    to_move: int = 0
+    moved: int = 0
+    failure: str | None = None
+    last_seq: int = 0
+
+
+class Step(enum.Enum):
+    """What one ``move_one`` did."""
+
+    MOVED = "moved"
+    DONE = "done"  # nothing left to move: the task is COMPLETED
+    STOPPED = "stopped"  # the task is no longer RUNNING (cancelled, or gone with its queue)
+    FAILED = "failed"  # the task is FAILED (its failure says why); the message stays where it was
+
+
 class Outcome(enum.Enum):
     DONE = "done"
     GONE = "gone"  # no such message (deleted, or never was)
@@ -131,4 +159,37 @@ class QueueStore(Protocol):
 
     async def counts(self, queue: str, now: float) -> tuple[int, int, int]:
         """(visible, in flight, delayed) messages."""
+        ...
+
+    # -- message move tasks ----------------------------------------------------------------------------------
+
+    async def start_move(self, task: MoveTask, keep: int) -> MoveTask | None:
+        """Store ``task`` as RUNNING, with ``to_move`` and ``last_seq`` taken from the messages in its source
+        queue now, unless that queue has a RUNNING task already (None). Only the ``keep`` most recent tasks of
+        the queue are kept (the older ones are dropped in the same commit)."""
+        ...
+
+    async def move_task(self, task_id: str) -> MoveTask | None: ...
+
+    async def move_tasks(self, source: str, limit: int) -> list[MoveTask]:
+        """The queue's most recent tasks first."""
+        ...
+
+    async def running_moves(self) -> list[MoveTask]:
+        """Every RUNNING task (to resume after a restart)."""
+        ...
+
+    async def cancel_move(self, task_id: str) -> tuple[MoveTask | None, bool]:
+        """A RUNNING task becomes CANCELLED (no message moves for it after this commit); returns the task as it
+        now is (None when there is none) and whether this call cancelled it."""
+        ...
+
+    async def move_one(self, task_id: str, now: float, new_id: str, arn_prefix: str) -> tuple[Step, str | None]:
+        """One transaction of a RUNNING task: its source queue's oldest message (of those it is to move) that is
+        visible at ``now`` (FIFO: of a group with no message in flight) is inserted as a new message ``new_id``
+        (sent and visible at ``now``, never received, without its dead-letter source) at the end of its
+        destination, deleted from the source, and counted. A message's own source is its ``source_arn`` with
+        ``arn_prefix`` (the ARN of a queue named "") removed. Returns the step and the destination queue's
+        name when a message moved. No message left: COMPLETED. The source, or the destination, missing:
+        FAILED (``AWS.SimpleQueueService.NonExistentQueue``), nothing moved."""
         ...
