@@ -185,6 +185,7 @@ class QueueService:
         self._generation = 0
         self.max_running_moves = max_running_moves
         self._moves: dict[str, asyncio.Task[None]] = {}  # task id -> the background task moving its messages
+        self._starting = 0  # starts between their check of the bound and their task's run
         self._closed = False
 
     @property
@@ -810,7 +811,7 @@ class QueueService:
                 raise E.invalid_parameter("The source queue and destination queue must be of the same queue type.")
             if destination.name == source.name:
                 raise E.invalid_parameter("The source queue and destination queue must be different queues.")
-        if len(self._moves) >= self.max_running_moves:
+        if len(self._moves) + self._starting >= self.max_running_moves:
             raise E.throttled(
                 f"Too many message move tasks are running ({self.max_running_moves}); retry when one has ended."
             )
@@ -821,7 +822,11 @@ class QueueService:
             rate=rate,
             started=self._clock(),
         )
-        stored = await self._store.start_move(task, MOVE_TASKS_KEPT)
+        self._starting += 1
+        try:
+            stored = await self._store.start_move(task, MOVE_TASKS_KEPT)
+        finally:
+            self._starting -= 1
         if stored is None:
             raise E.invalid_parameter(
                 "There is already a task running. Only one active task is allowed for a source queue arn at a "
