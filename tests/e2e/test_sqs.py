@@ -461,6 +461,8 @@ def handler(event, context):
         ("create", lambda: sqs.create_queue(QueueName="made-by-a-function")),
         ("purge", lambda: sqs.purge_queue(QueueUrl=event["url"])),
         ("delete", lambda: sqs.delete_queue(QueueUrl=event["url"])),
+        ("move", lambda: sqs.start_message_move_task(SourceArn=event["arn"])),
+        ("cancel", lambda: sqs.cancel_message_move_task(TaskHandle="eyJ9")),
     ):
         try:
             call()
@@ -475,10 +477,11 @@ def test_function_credentials_use_queues_but_do_not_manage_them(sqs: Any, lam: A
     from tests.conftest import deploy
 
     fn = deploy(lam, QUEUE_WORKER, Timeout=30)
-    answer = lam.invoke(FunctionName=fn, Payload=json.dumps({"url": queue}))
+    arn = sqs.get_queue_attributes(QueueUrl=queue, AttributeNames=["QueueArn"])["Attributes"]["QueueArn"]
+    answer = lam.invoke(FunctionName=fn, Payload=json.dumps({"url": queue, "arn": arn}))
     result = json.loads(answer["Payload"].read())
     assert result == {
         "body": "from a function",
-        "refused": dict.fromkeys(("create", "purge", "delete"), "AccessDenied"),
+        "refused": dict.fromkeys(("create", "purge", "delete", "move", "cancel"), "AccessDenied"),
     }
     assert sqs.get_queue_url(QueueName=queue.rsplit("/", 1)[1])["QueueUrl"] == queue
