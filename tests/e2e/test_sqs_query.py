@@ -79,3 +79,13 @@ def test_the_query_protocol_through_an_sdk_of_its_era(server: Server) -> None:
     assert out["moved_back"] == "poison"
     assert out["cancel_done"] == ["InvalidParameterValue", 400]
     assert out["moves_missing"] == ["ResourceNotFoundException", 404]
+    assert out["permission"] == [
+        {
+            "Sid": "legacy",
+            "Effect": "Allow",
+            "Principal": {"AWS": "arn:aws:iam::111122223333:root"},
+            "Action": ["SQS:SendMessage", "SQS:ReceiveMessage"],
+            "Resource": "arn:aws:sqs:us-east-1:000000000000:legacy-q",
+        }
+    ]
+    assert out["permission_removed"] is True

@@ -1,7 +1,8 @@
 """Attacks on the built-in queue service: more long-polling receives than the server lets wait (each one past
 the bound is refused at once, never queued, and the waiting ones end by their deadline or a send), messages and
 batches past the size limits, a body that is not JSON, a query-protocol form of endless fields, more message
-move tasks than may run at once and an endless history of them. The server stays healthy throughout."""
+move tasks than may run at once and an endless history of them, and a queue policy grown without end by
+AddPermission. The server stays healthy throughout."""
 
 from __future__ import annotations
 
@@ -180,4 +181,26 @@ def test_message_move_tasks_are_bounded_and_so_is_their_history(bounded: Server)
                 time.sleep(0.05)
     listed = sqs.list_message_move_tasks(SourceArn=empty_arn, MaxResults=10)["Results"]
     assert len(listed) == 10
+    assert healthy(bounded)
+
+
+def test_add_permission_cannot_grow_a_policy_without_end(bounded: Server) -> None:
+    sqs: Any = bounded.client("sqs")
+    url = sqs.create_queue(QueueName="permissions")["QueueUrl"]
+    ok = {"QueueUrl": url, "AWSAccountIds": ["111122223333"], "Actions": ["SendMessage"]}
+    added = 0
+    while True:
+        try:
+            sqs.add_permission(**ok, Label=f"l{added}")
+        except sqs.exceptions.ClientError as exc:
+            assert (exc.response["Error"]["Code"], exc.response["ResponseMetadata"]["HTTPStatusCode"]) == (
+                "OverLimit",
+                403,
+            )
+            break
+        added += 1
+        assert added < 1000
+    policy = sqs.get_queue_attributes(QueueUrl=url, AttributeNames=["Policy"])["Attributes"]["Policy"]
+    assert added > 50 and len(json.loads(policy)["Statement"]) == added and len(policy) <= 20_480
+    sqs.send_message(QueueUrl=url, MessageBody="still fine")
     assert healthy(bounded)

@@ -118,6 +118,14 @@ except ClientError as exc:
     out["moves_missing"] = [exc.response["Error"]["Code"], exc.response["ResponseMetadata"]["HTTPStatusCode"]]
 for each in (src, dlq):
     sqs.delete_queue(QueueUrl=each)
+# AddPermission's lists travel as AWSAccountId.N and ActionName.N
+sqs.add_permission(
+    QueueUrl=url, Label="legacy", AWSAccountIds=["111122223333"], Actions=["SendMessage", "ReceiveMessage"]
+)
+policy = sqs.get_queue_attributes(QueueUrl=url, AttributeNames=["Policy"])["Attributes"]["Policy"]
+out["permission"] = json.loads(policy)["Statement"]
+sqs.remove_permission(QueueUrl=url, Label="legacy")
+out["permission_removed"] = "Policy" not in sqs.get_queue_attributes(QueueUrl=url, AttributeNames=["All"])["Attributes"]
 sqs.purge_queue(QueueUrl=url)
 sqs.delete_queue(QueueUrl=url)
 print(json.dumps(out))

@@ -97,6 +97,10 @@ def access_denied(operation: str) -> SqsError:
     )
 
 
+def over_limit(message: str) -> SqsError:
+    return SqsError("OverLimit", "OverLimit", message, 403)
+
+
 def throttled(message: str) -> SqsError:
     return SqsError("RequestThrottled", "RequestThrottled", message, 403)
 

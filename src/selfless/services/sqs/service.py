@@ -26,8 +26,12 @@ a ``QueueStore``.
   FIFO group with one in flight is). A server restart resumes every RUNNING task where it stood; a shutdown
   stops the tasks between two moves. Cancelling is immediate (CANCELLED: no CANCELLING is ever shown).
 
-Not offered (UnsupportedOperation): Add/RemovePermission. QueueDeletedRecently is not enforced: a deleted
-queue's name may be reused at once.
+- AddPermission / RemovePermission: statements (Sid = Label, Allow, the accounts' root principals, ``SQS:``
+  actions, the queue as Resource) added to and removed from the queue's Policy attribute, as SQS writes them,
+  with its refusals (a label that exists or does not, more than 7 actions, an action not grantable). Stored,
+  shown by GetQueueAttributes; not enforced (selfless has one account).
+
+QueueDeletedRecently is not enforced: a deleted queue's name may be reused at once.
 """
 
 from __future__ import annotations
@@ -64,6 +68,24 @@ MAX_MOVE_RATE = 500  # MaxNumberOfMessagesPerSecond's maximum, and the rate of a
 MOVE_TASKS_KEPT = 10  # per source queue: what ListMessageMoveTasks can show
 MAX_RUNNING_MOVES = 100  # server-wide; one more start is RequestThrottled
 _MOVE_RETRY_S = 1.0  # after a store failure, a move task tries again this much later
+_LABEL = re.compile(r"[A-Za-z0-9_-]{1,80}")
+_ACCOUNT = re.compile(r"[0-9]{12}")
+# What AddPermission may grant (SendMessage, DeleteMessage and ChangeMessageVisibility grant their batches too).
+_GRANTABLE = frozenset(
+    {
+        "*",
+        "ChangeMessageVisibility",
+        "DeleteMessage",
+        "GetQueueAttributes",
+        "GetQueueUrl",
+        "ListDeadLetterSourceQueues",
+        "PurgeQueue",
+        "ReceiveMessage",
+        "SendMessage",
+    }
+)
+MAX_ACTIONS = 7  # per statement, as SQS allows
+MAX_POLICY = 20_480  # characters of a Policy AddPermission may grow (one more statement is OverLimit)
 _POLL_S = 1.0  # a long poll re-checks at least this often (delays and visibility windows end by themselves)
 
 _NAME = re.compile(r"[A-Za-z0-9_-]{1,80}")
@@ -187,6 +209,7 @@ class QueueService:
         self._moves: dict[str, asyncio.Task[None]] = {}  # task id -> the background task moving its messages
         self._starting = 0  # starts between their check of the bound and their task's run
         self._closed = False
+        self._policy_lock = asyncio.Lock()  # AddPermission / RemovePermission: one read-modify-write at a time
 
     @property
     def waiting(self) -> int:
@@ -476,6 +499,96 @@ class QueueService:
     async def list_queue_tags(self, p: Mapping[str, Any], call: Call) -> dict[str, Any]:
         queue = await self._queue(p)
         return {"Tags": dict(queue.tags)} if queue.tags else {}
+
+    # -- permissions (the queue's Policy attribute) -----------------------------------------------------------
+
+    def _policy_of(self, queue: Queue) -> dict[str, Any]:
+        text = queue.attributes.get("Policy")
+        if not text:
+            return {"Version": "2012-10-17", "Id": f"{self.arn(queue.name)}/SQSDefaultPolicy", "Statement": []}
+        try:
+            policy = json.loads(text)
+        except ValueError:
+            policy = None
+        if not isinstance(policy, dict) or not isinstance(policy.get("Statement", []), list):
+            raise E.invalid_attribute_value(
+                "The queue's Policy attribute is not a policy document with a Statement list; set one first."
+            )
+        policy.setdefault("Statement", [])
+        return policy
+
+    async def _set_policy(self, queue: Queue, policy: dict[str, Any] | None) -> None:
+        attributes = dict(queue.attributes)
+        if policy is None:
+            attributes.pop("Policy", None)
+        else:
+            attributes["Policy"] = json.dumps(policy, separators=(",", ":"))
+        changed = dataclasses.replace(queue, attributes=attributes, modified=self._clock())
+        if not await self._store.update_queue(changed):
+            self._changed(queue.name, None)
+            raise E.no_queue()
+        self._changed(queue.name, changed)
+
+    async def add_permission(self, p: Mapping[str, Any], call: Call) -> dict[str, Any]:
+        label = p.get("Label")
+        if not isinstance(label, str) or not _LABEL.fullmatch(label):
+            raise E.invalid_parameter(
+                f"Value {label} for parameter Label is invalid. Reason: Can only include alphanumeric characters, "
+                "hyphens, or underscores. 1 to 80 in length."
+            )
+        accounts = p.get("AWSAccountIds")
+        if not isinstance(accounts, list) or not accounts:
+            raise E.invalid_parameter("Value [] for parameter PrincipalId is invalid. Reason: Unable to verify.")
+        for account in accounts:
+            if not isinstance(account, str) or not _ACCOUNT.fullmatch(account):
+                raise E.invalid_parameter(
+                    f"Value [{account}] for parameter PrincipalId is invalid. Reason: Unable to verify."
+                )
+        actions = p.get("Actions")
+        if not isinstance(actions, list) or not actions:
+            raise E.missing_parameter("Actions")
+        if len(actions) > MAX_ACTIONS:
+            raise E.over_limit(f"{len(actions)} Actions were found, maximum allowed is {MAX_ACTIONS}.")
+        for action in actions:
+            if action not in _GRANTABLE:
+                raise E.invalid_parameter(
+                    f"Value SQS:{action} for parameter ActionName is invalid. Reason: Only the queue owner is allowed "
+                    "to invoke this action."
+                )
+        async with self._policy_lock:
+            queue = await self._queue(p)
+            policy = self._policy_of(queue)
+            if any(isinstance(s, dict) and s.get("Sid") == label for s in policy["Statement"]):
+                raise E.invalid_parameter(f"Value {label} for parameter Label is invalid. Reason: Already exists.")
+            principals = [f"arn:aws:iam::{a}:root" for a in accounts]
+            granted = [f"SQS:{a}" for a in actions]
+            policy["Statement"].append(
+                {
+                    "Sid": label,
+                    "Effect": "Allow",
+                    "Principal": {"AWS": principals[0] if len(principals) == 1 else principals},
+                    "Action": granted[0] if len(granted) == 1 else granted,
+                    "Resource": self.arn(queue.name),
+                }
+            )
+            if len(json.dumps(policy, separators=(",", ":"))) > MAX_POLICY:
+                raise E.over_limit(f"The queue's policy would be longer than {MAX_POLICY} characters.")
+            await self._set_policy(queue, policy)
+        return {}
+
+    async def remove_permission(self, p: Mapping[str, Any], call: Call) -> dict[str, Any]:
+        label = p.get("Label")
+        async with self._policy_lock:
+            queue = await self._queue(p)
+            policy = self._policy_of(queue)
+            kept = [s for s in policy["Statement"] if not (isinstance(s, dict) and s.get("Sid") == label)]
+            if len(kept) == len(policy["Statement"]):
+                raise E.invalid_parameter(
+                    f"Value {label} for parameter Label is invalid. Reason: can't find label on existing policy."
+                )
+            policy["Statement"] = kept
+            await self._set_policy(queue, policy if kept else None)  # the last statement gone, the policy too
+        return {}
 
     # -- sending ---------------------------------------------------------------------------------------------
 
