@@ -463,6 +463,9 @@ def handler(event, context):
         ("delete", lambda: sqs.delete_queue(QueueUrl=event["url"])),
         ("move", lambda: sqs.start_message_move_task(SourceArn=event["arn"])),
         ("cancel", lambda: sqs.cancel_message_move_task(TaskHandle="eyJ9")),
+        ("permit", lambda: sqs.add_permission(
+            QueueUrl=event["url"], Label="x", AWSAccountIds=["111122223333"], Actions=["SendMessage"]
+        )),
     ):
         try:
             call()
@@ -482,6 +485,6 @@ def test_function_credentials_use_queues_but_do_not_manage_them(sqs: Any, lam: A
     result = json.loads(answer["Payload"].read())
     assert result == {
         "body": "from a function",
-        "refused": dict.fromkeys(("create", "purge", "delete", "move", "cancel"), "AccessDenied"),
+        "refused": dict.fromkeys(("create", "purge", "delete", "move", "cancel", "permit"), "AccessDenied"),
     }
     assert sqs.get_queue_url(QueueName=queue.rsplit("/", 1)[1])["QueueUrl"] == queue

@@ -195,6 +195,9 @@ def test_cancel_stops_the_move_and_keeps_every_message(sqs: Any) -> None:
 def test_fifo_redrive_keeps_each_group_in_order(sqs: Any) -> None:
     src, dlq = pair(sqs, fifo=True)
     dead_letter(sqs, src, dlq, [f"x{i}" for i in range(6)], group="g")
+    # in a FIFO dead-letter queue a message's id is its deduplication id, as SQS has it
+    peek = sqs.receive_message(QueueUrl=dlq, MessageSystemAttributeNames=["All"], VisibilityTimeout=0)["Messages"][0]
+    assert peek["Attributes"]["MessageDeduplicationId"] == peek["MessageId"]
     standard = sqs.create_queue(QueueName=unique("std"))["QueueUrl"]
     dlq_arn = arn_of(sqs, dlq)
     code, _, message = error_of(sqs.start_message_move_task, SourceArn=dlq_arn, DestinationArn=arn_of(sqs, standard))

@@ -263,6 +263,22 @@ def test_a_move_task_fails_when_its_destination_is_gone_and_keeps_the_message(ma
     run(scenario)
 
 
+def test_a_move_task_drops_expired_messages_instead_of_moving_them(make: Any) -> None:
+    async def scenario() -> None:
+        store, base = await make()
+        await store.create_queue(queue("dlq", MessageRetentionPeriod="60"))
+        await store.create_queue(queue("dest"))
+        await store.send("dlq", [msg(1, sent=100), msg(2, sent=150)], 0)
+        assert await store.start_move(task(destination="dest"), 10) is not None
+        assert await store.move_one("t1", 200, "n2", PREFIX) == (Step.MOVED, "dest")  # id1 expired at 160
+        assert await store.move_one("t1", 200, "x", PREFIX) == (Step.DONE, None)
+        assert [m.body for m in await store.receive("dest", 200, 10, 30, tokens(10), False, 0)] == ["body2"]
+        assert await store.counts("dlq", 200) == (0, 0, 0)
+        await base.close()
+
+    run(scenario)
+
+
 def test_cancel_is_exact_and_the_history_is_bounded(make: Any) -> None:
     async def scenario() -> None:
         store, base = await make()

@@ -22,9 +22,10 @@ a ``QueueStore``.
   MaxNumberOfMessagesPerSecond (1-500; 500 when not given). Each message moves in one transaction (a new
   message, never received, inserted at the destination and the old one deleted, the task's count raised), so a
   move loses nothing and, the store being one, duplicates nothing. One RUNNING task per source queue; the ten
-  most recent of a queue are kept (ListMessageMoveTasks). Messages in flight are left where they are (as a
-  FIFO group with one in flight is). A server restart resumes every RUNNING task where it stood; a shutdown
-  stops the tasks between two moves. Cancelling is immediate (CANCELLED: no CANCELLING is ever shown).
+  most recent of a queue are kept (ListMessageMoveTasks). Messages in flight or delayed are left where they are
+  (as a FIFO group with one in flight is), expired ones dropped. A server restart resumes every RUNNING task
+  where it stood; a shutdown stops the tasks between two moves. Cancelling is immediate (CANCELLED: no
+  CANCELLING is ever shown).
 
 - AddPermission / RemovePermission: statements (Sid = Label, Allow, the accounts' root principals, ``SQS:``
   actions, the queue as Resource) added to and removed from the queue's Policy attribute, as SQS writes them,

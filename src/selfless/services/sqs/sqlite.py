@@ -67,6 +67,7 @@ CREATE INDEX IF NOT EXISTS sqs_move_tasks_by_status ON sqs_move_tasks(status);
 """
 _TASK_COLUMNS = "task_id, source, destination, rate, started, status, to_move, moved, failure, last_seq"
 _NO_QUEUE = "AWS.SimpleQueueService.NonExistentQueue"
+_DEFAULT_RETENTION_S = 345_600
 
 _COLUMNS = "seq, message_id, body, sent, visible_at, doc, group_id, dedup_id, receive_count, first_received, receipt"
 # A receive's candidates: in sending order straight off the (queue, seq) index, read only as far as needed (by
@@ -434,8 +435,13 @@ class SqliteQueueStore:
                 if source is None:
                     finish("FAILED", _NO_QUEUE)
                     return Step.FAILED, None
+                attributes = json.loads(source[0])
+                # Past their retention (kept from their first send): dropped, as a receive would, not moved
+                # to live again.
+                retention = float(attributes.get("MessageRetentionPeriod") or _DEFAULT_RETENTION_S)
+                db.execute(EXPIRE_SQL, (task.source, now - retention))
                 blocked: set[str] = set()
-                if json.loads(source[0]).get("FifoQueue") == "true":
+                if attributes.get("FifoQueue") == "true":
                     groups = db.execute(
                         "SELECT DISTINCT group_id FROM sqs_messages "
                         "WHERE queue = ? AND visible_at > ? AND receive_count > 0",

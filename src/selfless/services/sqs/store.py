@@ -190,6 +190,7 @@ class QueueStore(Protocol):
         (sent and visible at ``now``, never received, without its dead-letter source) at the end of its
         destination, deleted from the source, and counted. A message's own source is its ``source_arn`` with
         ``arn_prefix`` (the ARN of a queue named "") removed. Returns the step and the destination queue's
-        name when a message moved. No message left: COMPLETED. The source, or the destination, missing:
+        name when a message moved. Messages of the source past its MessageRetentionPeriod are dropped first,
+        as a receive drops them. No message left: COMPLETED. The source, or the destination, missing:
         FAILED (``AWS.SimpleQueueService.NonExistentQueue``), nothing moved."""
         ...
