@@ -100,12 +100,34 @@ def test_receipts_must_be_the_latest(make: Any) -> None:
         await store.send("q", [msg(1)], 0)
         await store.receive("q", 100, 1, 10, ["old"], False, 0)
         await store.receive("q", 111, 1, 10, ["new"], False, 0)
-        assert await store.change_visibility("q", "id1", "old", 200, 112) is Outcome.STALE
-        assert await store.delete("q", "id1", "old") is Outcome.STALE
-        assert await store.change_visibility("q", "id1", "new", 112, 112) is Outcome.DONE
-        assert await store.change_visibility("q", "id1", "new", 150, 113) is Outcome.NOT_IN_FLIGHT
-        assert await store.delete("q", "id1", "new") is Outcome.DONE
-        assert await store.delete("q", "id1", "new") is Outcome.GONE
+        assert await store.change_visibility("q", [("id1", "old", 200)], 112) == [Outcome.STALE]
+        assert await store.delete("q", [("id1", "old")]) == [Outcome.STALE]
+        assert await store.change_visibility("q", [("id1", "new", 112)], 112) == [Outcome.DONE]
+        assert await store.change_visibility("q", [("id1", "new", 150)], 113) == [Outcome.NOT_IN_FLIGHT]
+        assert await store.delete("q", [("id1", "new")]) == [Outcome.DONE]
+        assert await store.delete("q", [("id1", "new")]) == [Outcome.GONE]
+        await base.close()
+
+    run(scenario)
+
+
+def test_batches_answer_each_handle(make: Any) -> None:
+    async def scenario() -> None:
+        store, base = await make()
+        await store.create_queue(queue())
+        await store.send("q", [msg(1), msg(2), msg(3)], 0)
+        await store.receive("q", 100, 3, 30, ["a", "b", "c"], False, 0)
+        changes = [("id1", "a", 100), ("id2", "wrong", 100), ("nope", "x", 100), ("id3", "c", 200)]
+        assert await store.change_visibility("q", changes, 101) == [
+            Outcome.DONE,
+            Outcome.STALE,
+            Outcome.GONE,
+            Outcome.DONE,
+        ]
+        assert await store.counts("q", 101) == (1, 2, 0)
+        handles = [("id2", "b"), ("id3", "stale"), ("id3", "c"), ("id3", "c")]
+        assert await store.delete("q", handles) == [Outcome.DONE, Outcome.STALE, Outcome.DONE, Outcome.GONE]
+        assert await store.counts("q", 101) == (1, 0, 0)
         await base.close()
 
     run(scenario)
@@ -123,7 +145,7 @@ def test_fifo_groups_and_deduplication(make: Any) -> None:
         assert [m.message_id for m in first] == ["id1"]
         rest = await store.receive("f.fifo", 100, 10, 30, tokens(10), True, 0)
         assert [m.message_id for m in rest] == ["id3"]  # group a is blocked by id1 in flight
-        await store.delete("f.fifo", "id1", "t")
+        assert await store.delete("f.fifo", [("id1", "t")]) == [Outcome.DONE]
         assert [m.message_id for m in await store.receive("f.fifo", 100, 10, 30, tokens(10), True, 0)] == ["id2"]
         # The window: an id remembered past its message's deletion, forgotten once older than dedup_since.
         assert (await store.send("f.fifo", [msg(5, group="a", dedup="d1")], 0))[0].duplicate

@@ -709,23 +709,26 @@ class QueueService:
 
     async def delete_message(self, p: Mapping[str, Any], call: Call) -> dict[str, Any]:
         queue = await self._queue(p)
-        message_id, token = self._handle(queue, p.get("ReceiptHandle"))
-        await self._store.delete(queue.name, message_id, token)  # a stale or spent handle deletes nothing
+        handle = self._handle(queue, p.get("ReceiptHandle"))
+        await self._store.delete(queue.name, [handle])  # a stale or spent handle deletes nothing
         return {}
 
     async def delete_message_batch(self, p: Mapping[str, Any], call: Call) -> dict[str, Any]:
         queue = await self._queue(p)
         successful, failed = [], []
+        handles: list[tuple[str, str]] = []
         for entry in _batch_entries(p.get("Entries")):
             try:
-                message_id, token = self._handle(queue, entry.get("ReceiptHandle"))
-                await self._store.delete(queue.name, message_id, token)
+                handles.append(self._handle(queue, entry.get("ReceiptHandle")))
                 successful.append({"Id": entry["Id"]})
             except E.SqsError as exc:
                 failed.append(_failure(entry["Id"], exc))
+        if handles:
+            await self._store.delete(queue.name, handles)  # one commit for the batch
         return {"Successful": successful, "Failed": failed}
 
-    async def _change(self, queue: Queue, entry: Mapping[str, Any]) -> None:
+    def _change(self, queue: Queue, entry: Mapping[str, Any], now: float) -> tuple[str, str, float]:
+        """The store's change for one ChangeMessageVisibility entry (the entry's refusal raised)."""
         message_id, token = self._handle(queue, entry.get("ReceiptHandle"))
         seconds = entry.get("VisibilityTimeout")
         if seconds is None:
@@ -734,28 +737,45 @@ class QueueService:
             raise E.invalid_parameter(
                 f"Value {seconds} for parameter VisibilityTimeout is invalid. Reason: Must be between 0 and 43200."
             )
-        now = self._clock()
-        outcome = await self._store.change_visibility(queue.name, message_id, token, now + seconds, now)
+        return message_id, token, now + seconds
+
+    @staticmethod
+    def _check_change(outcome: Outcome, entry: Mapping[str, Any]) -> None:
         if outcome is Outcome.STALE or outcome is Outcome.GONE:
             raise E.receipt_invalid(str(entry.get("ReceiptHandle")))
         if outcome is Outcome.NOT_IN_FLIGHT:
             raise E.not_in_flight()
-        if seconds == 0:
-            self._wake(queue.name)
 
     async def change_message_visibility(self, p: Mapping[str, Any], call: Call) -> dict[str, Any]:
-        await self._change(await self._queue(p), p)
+        queue, now = await self._queue(p), self._clock()
+        change = self._change(queue, p, now)
+        self._check_change((await self._store.change_visibility(queue.name, [change], now))[0], p)
+        if change[2] <= now:
+            self._wake(queue.name)
         return {}
 
     async def change_message_visibility_batch(self, p: Mapping[str, Any], call: Call) -> dict[str, Any]:
-        queue = await self._queue(p)
-        successful, failed = [], []
-        for entry in _batch_entries(p.get("Entries")):
+        queue, now = await self._queue(p), self._clock()
+        failed: list[dict[str, Any]] = []
+        valid: list[tuple[Mapping[str, Any], tuple[str, str, float]]] = []
+        entries = _batch_entries(p.get("Entries"))
+        for entry in entries:
             try:
-                await self._change(queue, entry)
-                successful.append({"Id": entry["Id"]})
+                valid.append((entry, self._change(queue, entry, now)))
             except E.SqsError as exc:
                 failed.append(_failure(entry["Id"], exc))
+        outcomes = await self._store.change_visibility(queue.name, [c for _, c in valid], now) if valid else []
+        successful = []
+        for (entry, change), outcome in zip(valid, outcomes, strict=True):
+            try:
+                self._check_change(outcome, entry)
+                successful.append({"Id": entry["Id"]})
+                if change[2] <= now:
+                    self._wake(queue.name)
+            except E.SqsError as exc:
+                failed.append(_failure(entry["Id"], exc))
+        order = {e["Id"]: i for i, e in enumerate(entries)}  # failures in the request's order
+        failed.sort(key=lambda f: order[f["Id"]])
         return {"Successful": successful, "Failed": failed}
 
 

@@ -195,7 +195,7 @@ class SqliteQueueStore:
                     sent.append(Sent(m.message_id, seq, False))
             return sent
 
-        return await self._store.call(q)
+        return await self._store.grouped(q)
 
     async def receive(
         self,
@@ -248,7 +248,7 @@ class SqliteQueueStore:
                     )
             return taken
 
-        return await self._store.call(q)
+        return await self._store.grouped(q)
 
     @staticmethod
     def _move(db: sqlite3.Connection, m: Message, redrive: Redrive, now: float) -> None:
@@ -262,43 +262,49 @@ class SqliteQueueStore:
             (redrive.target, now, _doc(moved), m.seq),
         )
 
-    async def delete(self, queue: str, message_id: str, receipt: str) -> Outcome:
-        def q(db: sqlite3.Connection) -> Outcome:
-            with transaction(db):
-                row = db.execute(
-                    "SELECT receipt FROM sqs_messages WHERE queue = ? AND message_id = ?", (queue, message_id)
-                ).fetchone()
-                if row is None:
-                    return Outcome.GONE
-                if row[0] != receipt:
-                    return Outcome.STALE
-                db.execute("DELETE FROM sqs_messages WHERE queue = ? AND message_id = ?", (queue, message_id))
-                return Outcome.DONE
+    async def delete(self, queue: str, handles: Sequence[tuple[str, str]]) -> list[Outcome]:
+        def one(db: sqlite3.Connection, message_id: str, receipt: str) -> Outcome:
+            row = db.execute(
+                "SELECT receipt FROM sqs_messages WHERE queue = ? AND message_id = ?", (queue, message_id)
+            ).fetchone()
+            if row is None:
+                return Outcome.GONE
+            if row[0] != receipt:
+                return Outcome.STALE
+            db.execute("DELETE FROM sqs_messages WHERE queue = ? AND message_id = ?", (queue, message_id))
+            return Outcome.DONE
 
-        return await self._store.call(q)
+        def q(db: sqlite3.Connection) -> list[Outcome]:
+            with transaction(db):
+                return [one(db, message_id, receipt) for message_id, receipt in handles]
+
+        return await self._store.grouped(q)
 
     async def change_visibility(
-        self, queue: str, message_id: str, receipt: str, visible_at: float, now: float
-    ) -> Outcome:
-        def q(db: sqlite3.Connection) -> Outcome:
-            with transaction(db):
-                row = db.execute(
-                    "SELECT receipt, visible_at, receive_count FROM sqs_messages WHERE queue = ? AND message_id = ?",
-                    (queue, message_id),
-                ).fetchone()
-                if row is None:
-                    return Outcome.GONE
-                if row[0] != receipt:
-                    return Outcome.STALE
-                if row[1] <= now or row[2] == 0:
-                    return Outcome.NOT_IN_FLIGHT
-                db.execute(
-                    "UPDATE sqs_messages SET visible_at = ? WHERE queue = ? AND message_id = ?",
-                    (visible_at, queue, message_id),
-                )
-                return Outcome.DONE
+        self, queue: str, changes: Sequence[tuple[str, str, float]], now: float
+    ) -> list[Outcome]:
+        def one(db: sqlite3.Connection, message_id: str, receipt: str, visible_at: float) -> Outcome:
+            row = db.execute(
+                "SELECT receipt, visible_at, receive_count FROM sqs_messages WHERE queue = ? AND message_id = ?",
+                (queue, message_id),
+            ).fetchone()
+            if row is None:
+                return Outcome.GONE
+            if row[0] != receipt:
+                return Outcome.STALE
+            if row[1] <= now or row[2] == 0:
+                return Outcome.NOT_IN_FLIGHT
+            db.execute(
+                "UPDATE sqs_messages SET visible_at = ? WHERE queue = ? AND message_id = ?",
+                (visible_at, queue, message_id),
+            )
+            return Outcome.DONE
 
-        return await self._store.call(q)
+        def q(db: sqlite3.Connection) -> list[Outcome]:
+            with transaction(db):
+                return [one(db, *change) for change in changes]
+
+        return await self._store.grouped(q)
 
     async def purge(self, queue: str) -> int:
         return await self._store.call(

@@ -121,11 +121,17 @@ class QueueStore(Protocol):
         received ``max_receives`` times moves to the dead-letter queue instead of being returned."""
         ...
 
-    async def delete(self, queue: str, message_id: str, receipt: str) -> Outcome: ...
+    async def delete(self, queue: str, handles: Sequence[tuple[str, str]]) -> list[Outcome]:
+        """Delete each (message id, receipt token) whose token is the message's current one, all in one commit
+        (a batch of ten is one durable write, not ten); the i-th outcome is the i-th handle's."""
+        ...
 
     async def change_visibility(
-        self, queue: str, message_id: str, receipt: str, visible_at: float, now: float
-    ) -> Outcome: ...
+        self, queue: str, changes: Sequence[tuple[str, str, float]], now: float
+    ) -> list[Outcome]:
+        """Set each in-flight (message id, receipt token, visible at) message's visibility, in one commit; the
+        i-th outcome is the i-th change's."""
+        ...
 
     async def purge(self, queue: str) -> int: ...
 
