@@ -15,7 +15,7 @@ import pytest
 
 from selfless.services.sqs import sqlite as queue_sqlite
 from selfless.services.sqs.sqlite import SqliteQueueStore
-from selfless.services.sqs.store import Message, Outcome, Queue, QueueStore, Redrive
+from selfless.services.sqs.store import InFlightLimit, Message, Outcome, Queue, QueueStore, Redrive
 from selfless.store.sqlite import SqliteStore
 
 
@@ -128,6 +128,22 @@ def test_batches_answer_each_handle(make: Any) -> None:
         handles = [("id2", "b"), ("id3", "stale"), ("id3", "c"), ("id3", "c")]
         assert await store.delete("q", handles) == [Outcome.DONE, Outcome.STALE, Outcome.DONE, Outcome.GONE]
         assert await store.counts("q", 101) == (1, 0, 0)
+        await base.close()
+
+    run(scenario)
+
+
+def test_the_in_flight_limit_refuses_a_receive_and_takes_nothing(make: Any) -> None:
+    async def scenario() -> None:
+        store, base = await make()
+        await store.create_queue(queue())
+        await store.send("q", [msg(1), msg(2), msg(3), msg(4, delay=500)], 0)
+        assert len(await store.receive("q", 100, 2, 30, tokens(2), False, 0, None, 2)) == 2
+        with pytest.raises(InFlightLimit):
+            await store.receive("q", 100, 1, 30, tokens(1), False, 0, None, 2)
+        assert await store.counts("q", 100) == (1, 2, 1)  # nothing taken; a delayed message is not in flight
+        assert len(await store.receive("q", 100, 1, 30, tokens(1), False, 0, None, 3)) == 1
+        assert len(await store.receive("q", 131, 10, 30, tokens(10), False, 0, None, 3)) == 3  # visible again
         await base.close()
 
     run(scenario)

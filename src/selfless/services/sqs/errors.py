@@ -93,6 +93,17 @@ def access_denied(operation: str) -> SqsError:
     )
 
 
+def over_limit() -> SqsError:
+    # SQS's own words for a standard queue at its in-flight quota.
+    return SqsError(
+        "OverLimit",
+        "OverLimit",
+        "Too many messages have been received without being deleted.\n"
+        "Please delete your received messages or let them timeout before receiving more.",
+        403,
+    )
+
+
 def throttled(message: str) -> SqsError:
     return SqsError("RequestThrottled", "RequestThrottled", message, 403)
 

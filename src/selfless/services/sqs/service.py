@@ -41,13 +41,18 @@ from collections.abc import Callable, Mapping
 from typing import Any
 
 from selfless.services.sqs import errors as E
-from selfless.services.sqs.store import Message, Outcome, Queue, QueueStore, Redrive
+from selfless.services.sqs.store import InFlightLimit, Message, Outcome, Queue, QueueStore, Redrive
 
 DEDUP_WINDOW_S = 300.0
 MAX_MESSAGE_SIZE = 1_048_576
 MAX_WAIT_S = 20
 _QUEUE_CACHE = 10_000
 MAX_WAITERS = 1024
+# SQS's in-flight quotas: received messages not yet deleted or visible again, per queue. At the quota a standard
+# queue's receive is refused (OverLimit); a FIFO queue's answers no messages (SELFLESS_SQS_MAX_IN_FLIGHT sets
+# both lower, for tests and small machines).
+MAX_IN_FLIGHT = 120_000
+MAX_IN_FLIGHT_FIFO = 20_000
 _POLL_S = 1.0  # a long poll re-checks at least this often (delays and visibility windows end by themselves)
 
 _NAME = re.compile(r"[A-Za-z0-9_-]{1,80}")
@@ -152,12 +157,15 @@ class QueueService:
         region: str,
         clock: Callable[[], float] = time.time,
         max_waiters: int = MAX_WAITERS,
+        max_in_flight: int | None = None,
     ) -> None:
         self._store = store
         self._account = account_id
         self._region = region
         self._clock = clock
         self.max_waiters = max_waiters
+        self.max_in_flight = min(MAX_IN_FLIGHT, max_in_flight or MAX_IN_FLIGHT)
+        self.max_in_flight_fifo = min(MAX_IN_FLIGHT_FIFO, max_in_flight or MAX_IN_FLIGHT_FIFO)
         self._waiters: dict[str, set[asyncio.Future[None]]] = {}
         self._waiting = 0
         self._purged: dict[str, float] = {}
@@ -611,9 +619,16 @@ class QueueService:
                     registered = True
                 now = self._clock()
                 receipts = [secrets.token_hex(16) for _ in range(limit)]
-                got = await self._store.receive(
-                    queue.name, now, limit, visible_for, receipts, queue.fifo, now - retention, redrive
-                )
+                max_in_flight = self.max_in_flight_fifo if queue.fifo else self.max_in_flight
+                try:
+                    got = await self._store.receive(
+                        queue.name, now, limit, visible_for, receipts, queue.fifo, now - retention, redrive,
+                        max_in_flight,
+                    )  # fmt: skip
+                except InFlightLimit:
+                    if not queue.fifo:
+                        raise E.over_limit() from None
+                    got = []  # a FIFO queue at its quota answers no messages, and no error (as SQS does)
                 remaining = deadline - self._clock()
                 if got or remaining <= 0 or waiter is None:
                     break

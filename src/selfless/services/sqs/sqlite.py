@@ -9,7 +9,7 @@ import sqlite3
 from collections.abc import Sequence
 from typing import Any
 
-from selfless.services.sqs.store import Message, Outcome, Queue, Redrive, Sent
+from selfless.services.sqs.store import InFlightLimit, Message, Outcome, Queue, Redrive, Sent
 from selfless.store.sqlite import SqliteStore, transaction
 
 _SCHEMA = """
@@ -55,6 +55,12 @@ _COLUMNS = "seq, message_id, body, sent, visible_at, doc, group_id, dedup_id, re
 RECEIVE_SQL = (
     f"SELECT {_COLUMNS} FROM sqs_messages INDEXED BY sqs_messages_by_queue"
     " WHERE queue = ? AND visible_at <= ? ORDER BY seq"
+)
+# In flight: received and not yet visible again (delayed messages are hidden too, but were never received),
+# counted no further than the limit (the caller's third parameter), off the visibility index.
+IN_FLIGHT_SQL = (
+    "SELECT COUNT(*) FROM (SELECT 1 FROM sqs_messages INDEXED BY sqs_messages_by_visibility"
+    " WHERE queue = ? AND visible_at > ? AND receive_count > 0 LIMIT ?)"
 )
 # Retention: the expired messages of a queue, found by age.
 EXPIRE_SQL = "DELETE FROM sqs_messages WHERE queue = ? AND sent < ?"
@@ -207,11 +213,16 @@ class SqliteQueueStore:
         fifo: bool,
         expire_before: float,
         redrive: Redrive | None = None,
+        max_in_flight: int | None = None,
     ) -> list[Message]:
         def q(db: sqlite3.Connection) -> list[Message]:
             taken: list[Message] = []
             with transaction(db):
                 db.execute(EXPIRE_SQL, (queue, expire_before))
+                if max_in_flight is not None:
+                    (count,) = db.execute(IN_FLIGHT_SQL, (queue, now, max_in_flight)).fetchone()
+                    if count >= max_in_flight:
+                        raise InFlightLimit(queue)
                 blocked: set[str] = set()
                 if fifo:
                     rows = db.execute(

@@ -77,6 +77,10 @@ class Outcome(enum.Enum):
     NOT_IN_FLIGHT = "not-in-flight"
 
 
+class InFlightLimit(Exception):
+    """A receive found ``max_in_flight`` messages of the queue already in flight, and took none."""
+
+
 class QueueStore(Protocol):
     async def open(self) -> None: ...
 
@@ -113,12 +117,15 @@ class QueueStore(Protocol):
         fifo: bool,
         expire_before: float,
         redrive: Redrive | None = None,
+        max_in_flight: int | None = None,
     ) -> list[Message]:
         """Up to ``limit`` messages visible at ``now``, oldest first, made invisible until ``now +
         visible_for`` with their receive count raised and ``receipts[i]`` as the i-th one's token, committed
         before they are returned. FIFO: one group's messages in order, none of a group that has a message in
         flight. Messages sent before ``expire_before`` are dropped first; with ``redrive``, a message already
-        received ``max_receives`` times moves to the dead-letter queue instead of being returned."""
+        received ``max_receives`` times moves to the dead-letter queue instead of being returned. With
+        ``max_in_flight``: InFlightLimit when that many messages are in flight already (the in-flight count
+        is read, never more than that many rows, before any is taken; a receive may end a little past it)."""
         ...
 
     async def delete(self, queue: str, handles: Sequence[tuple[str, str]]) -> list[Outcome]:
