@@ -220,11 +220,14 @@ def test_concurrent_receives_never_share_a_message(make: Any) -> None:
 
 
 def test_the_sqlite_store_reads_a_deep_queue_without_sorting_or_scanning_it() -> None:
-    """A receive takes the first visible messages in sending order straight off an index, and retention finds
-    the expired ones by age: neither reads (or sorts) every message of a deep queue."""
+    """A receive takes the first visible messages in sending order straight off an index, retention finds
+    the expired ones by age, and the in-flight count reads received messages only: none reads (or sorts)
+    every message of a deep queue."""
     db = sqlite3.connect(":memory:")
     db.executescript(queue_sqlite._SCHEMA)
     receive = db.execute("EXPLAIN QUERY PLAN " + queue_sqlite.RECEIVE_SQL, ("q", 1.0)).fetchall()
     assert not any("TEMP B-TREE" in str(row) for row in receive), receive
     expire = db.execute("EXPLAIN QUERY PLAN " + queue_sqlite.EXPIRE_SQL, ("q", 1.0)).fetchall()
     assert any("sqs_messages_by_age" in str(row) for row in expire), expire
+    in_flight = db.execute("EXPLAIN QUERY PLAN " + queue_sqlite.IN_FLIGHT_SQL, ("q", 1.0, 10)).fetchall()
+    assert any("sqs_messages_received" in str(row) for row in in_flight), in_flight

@@ -35,7 +35,11 @@ CREATE TABLE IF NOT EXISTS sqs_messages (
     receipt        TEXT
 );
 CREATE INDEX IF NOT EXISTS sqs_messages_by_queue ON sqs_messages(queue, seq);
-CREATE INDEX IF NOT EXISTS sqs_messages_by_visibility ON sqs_messages(queue, visible_at);
+-- Messages received at least once, by when they are visible again: the in-flight ones are a range of it (the
+-- in-flight quota, a FIFO queue's blocked groups) without the delayed or never-received ones, and a send
+-- does not write to it.
+CREATE INDEX IF NOT EXISTS sqs_messages_received ON sqs_messages(queue, visible_at) WHERE receive_count > 0;
+DROP INDEX IF EXISTS sqs_messages_by_visibility;
 -- Retention: the oldest messages of a queue found without reading the others.
 CREATE INDEX IF NOT EXISTS sqs_messages_by_age ON sqs_messages(queue, sent);
 -- A FIFO queue's deduplication ids, kept for their window even after their message is deleted.
@@ -57,9 +61,9 @@ RECEIVE_SQL = (
     " WHERE queue = ? AND visible_at <= ? ORDER BY seq"
 )
 # In flight: received and not yet visible again (delayed messages are hidden too, but were never received),
-# counted no further than the limit (the caller's third parameter), off the visibility index.
+# counted no further than the limit (the caller's third parameter), off the index of received messages.
 IN_FLIGHT_SQL = (
-    "SELECT COUNT(*) FROM (SELECT 1 FROM sqs_messages INDEXED BY sqs_messages_by_visibility"
+    "SELECT COUNT(*) FROM (SELECT 1 FROM sqs_messages INDEXED BY sqs_messages_received"
     " WHERE queue = ? AND visible_at > ? AND receive_count > 0 LIMIT ?)"
 )
 # Retention: the expired messages of a queue, found by age.
