@@ -219,6 +219,7 @@ class App:
             account_id=settings.account_id,
             region=settings.region,
             max_waiters=settings.sqs_max_waiters,
+            max_in_flight=settings.sqs_max_in_flight,
             max_running_moves=settings.sqs_max_move_tasks,
         )
         queues = BuiltinQueues(self.sqs)

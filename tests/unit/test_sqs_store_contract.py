@@ -16,7 +16,7 @@ import pytest
 
 from selfless.services.sqs import sqlite as queue_sqlite
 from selfless.services.sqs.sqlite import SqliteQueueStore
-from selfless.services.sqs.store import Message, MoveTask, Outcome, Queue, QueueStore, Redrive, Step
+from selfless.services.sqs.store import InFlightLimit, Message, MoveTask, Outcome, Queue, QueueStore, Redrive, Step
 from selfless.store.sqlite import SqliteStore
 
 
@@ -101,12 +101,50 @@ def test_receipts_must_be_the_latest(make: Any) -> None:
         await store.send("q", [msg(1)], 0)
         await store.receive("q", 100, 1, 10, ["old"], False, 0)
         await store.receive("q", 111, 1, 10, ["new"], False, 0)
-        assert await store.change_visibility("q", "id1", "old", 200, 112) is Outcome.STALE
-        assert await store.delete("q", "id1", "old") is Outcome.STALE
-        assert await store.change_visibility("q", "id1", "new", 112, 112) is Outcome.DONE
-        assert await store.change_visibility("q", "id1", "new", 150, 113) is Outcome.NOT_IN_FLIGHT
-        assert await store.delete("q", "id1", "new") is Outcome.DONE
-        assert await store.delete("q", "id1", "new") is Outcome.GONE
+        assert await store.change_visibility("q", [("id1", "old", 200)], 112) == [Outcome.STALE]
+        assert await store.delete("q", [("id1", "old")]) == [Outcome.STALE]
+        assert await store.change_visibility("q", [("id1", "new", 112)], 112) == [Outcome.DONE]
+        assert await store.change_visibility("q", [("id1", "new", 150)], 113) == [Outcome.NOT_IN_FLIGHT]
+        assert await store.delete("q", [("id1", "new")]) == [Outcome.DONE]
+        assert await store.delete("q", [("id1", "new")]) == [Outcome.GONE]
+        await base.close()
+
+    run(scenario)
+
+
+def test_batches_answer_each_handle(make: Any) -> None:
+    async def scenario() -> None:
+        store, base = await make()
+        await store.create_queue(queue())
+        await store.send("q", [msg(1), msg(2), msg(3)], 0)
+        await store.receive("q", 100, 3, 30, ["a", "b", "c"], False, 0)
+        changes = [("id1", "a", 100), ("id2", "wrong", 100), ("nope", "x", 100), ("id3", "c", 200)]
+        assert await store.change_visibility("q", changes, 101) == [
+            Outcome.DONE,
+            Outcome.STALE,
+            Outcome.GONE,
+            Outcome.DONE,
+        ]
+        assert await store.counts("q", 101) == (1, 2, 0)
+        handles = [("id2", "b"), ("id3", "stale"), ("id3", "c"), ("id3", "c")]
+        assert await store.delete("q", handles) == [Outcome.DONE, Outcome.STALE, Outcome.DONE, Outcome.GONE]
+        assert await store.counts("q", 101) == (1, 0, 0)
+        await base.close()
+
+    run(scenario)
+
+
+def test_the_in_flight_limit_refuses_a_receive_and_takes_nothing(make: Any) -> None:
+    async def scenario() -> None:
+        store, base = await make()
+        await store.create_queue(queue())
+        await store.send("q", [msg(1), msg(2), msg(3), msg(4, delay=500)], 0)
+        assert len(await store.receive("q", 100, 2, 30, tokens(2), False, 0, None, 2)) == 2
+        with pytest.raises(InFlightLimit):
+            await store.receive("q", 100, 1, 30, tokens(1), False, 0, None, 2)
+        assert await store.counts("q", 100) == (1, 2, 1)  # nothing taken; a delayed message is not in flight
+        assert len(await store.receive("q", 100, 1, 30, tokens(1), False, 0, None, 3)) == 1
+        assert len(await store.receive("q", 131, 10, 30, tokens(10), False, 0, None, 3)) == 3  # visible again
         await base.close()
 
     run(scenario)
@@ -124,7 +162,7 @@ def test_fifo_groups_and_deduplication(make: Any) -> None:
         assert [m.message_id for m in first] == ["id1"]
         rest = await store.receive("f.fifo", 100, 10, 30, tokens(10), True, 0)
         assert [m.message_id for m in rest] == ["id3"]  # group a is blocked by id1 in flight
-        await store.delete("f.fifo", "id1", "t")
+        assert await store.delete("f.fifo", [("id1", "t")]) == [Outcome.DONE]
         assert [m.message_id for m in await store.receive("f.fifo", 100, 10, 30, tokens(10), True, 0)] == ["id2"]
         # The window: an id remembered past its message's deletion, forgotten once older than dedup_since.
         assert (await store.send("f.fifo", [msg(5, group="a", dedup="d1")], 0))[0].duplicate
@@ -320,13 +358,16 @@ def test_a_running_task_survives_a_reopen(make: Any) -> None:
 
 
 def test_the_sqlite_store_reads_a_deep_queue_without_sorting_or_scanning_it() -> None:
-    """A receive takes the first visible messages in sending order straight off an index, and retention finds
-    the expired ones by age: neither reads (or sorts) every message of a deep queue."""
+    """A receive takes the first visible messages in sending order straight off an index, retention finds
+    the expired ones by age, and the in-flight count reads received messages only: none reads (or sorts)
+    every message of a deep queue."""
     db = sqlite3.connect(":memory:")
     db.executescript(queue_sqlite._SCHEMA)
     receive = db.execute("EXPLAIN QUERY PLAN " + queue_sqlite.RECEIVE_SQL, ("q", 1.0)).fetchall()
     assert not any("TEMP B-TREE" in str(row) for row in receive), receive
     expire = db.execute("EXPLAIN QUERY PLAN " + queue_sqlite.EXPIRE_SQL, ("q", 1.0)).fetchall()
     assert any("sqs_messages_by_age" in str(row) for row in expire), expire
+    in_flight = db.execute("EXPLAIN QUERY PLAN " + queue_sqlite.IN_FLIGHT_SQL, ("q", 1.0, 10)).fetchall()
+    assert any("sqs_messages_received" in str(row) for row in in_flight), in_flight
     move = db.execute("EXPLAIN QUERY PLAN " + queue_sqlite.MOVE_SQL, ("q", 1.0, 5)).fetchall()
     assert not any("TEMP B-TREE" in str(row) for row in move), move

@@ -97,8 +97,20 @@ def access_denied(operation: str) -> SqsError:
     )
 
 
-def over_limit(message: str) -> SqsError:
+def policy_over_limit(message: str) -> SqsError:
+    """AddPermission past its limits (actions per statement, the policy's size)."""
     return SqsError("OverLimit", "OverLimit", message, 403)
+
+
+def over_limit() -> SqsError:
+    # SQS's own words for a standard queue at its in-flight quota.
+    return SqsError(
+        "OverLimit",
+        "OverLimit",
+        "Too many messages have been received without being deleted.\n"
+        "Please delete your received messages or let them timeout before receiving more.",
+        403,
+    )
 
 
 def throttled(message: str) -> SqsError:

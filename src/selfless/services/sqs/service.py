@@ -56,7 +56,7 @@ from collections.abc import Callable, Mapping
 from typing import Any
 
 from selfless.services.sqs import errors as E
-from selfless.services.sqs.store import Message, MoveTask, Outcome, Queue, QueueStore, Redrive, Step
+from selfless.services.sqs.store import InFlightLimit, Message, MoveTask, Outcome, Queue, QueueStore, Redrive, Step
 
 log = logging.getLogger(__name__)
 
@@ -65,6 +65,11 @@ MAX_MESSAGE_SIZE = 1_048_576
 MAX_WAIT_S = 20
 _QUEUE_CACHE = 10_000
 MAX_WAITERS = 1024
+# SQS's in-flight quotas: received messages not yet deleted or visible again, per queue. At the quota a standard
+# queue's receive is refused (OverLimit); a FIFO queue's answers no messages (SELFLESS_SQS_MAX_IN_FLIGHT sets
+# both lower, for tests and small machines).
+MAX_IN_FLIGHT = 120_000
+MAX_IN_FLIGHT_FIFO = 20_000
 MAX_MOVE_RATE = 500  # MaxNumberOfMessagesPerSecond's maximum, and the rate of a task started without one
 MOVE_TASKS_KEPT = 10  # per source queue: what ListMessageMoveTasks can show
 MAX_RUNNING_MOVES = 100  # server-wide; one more start is RequestThrottled
@@ -191,6 +196,7 @@ class QueueService:
         region: str,
         clock: Callable[[], float] = time.time,
         max_waiters: int = MAX_WAITERS,
+        max_in_flight: int | None = None,
         max_running_moves: int = MAX_RUNNING_MOVES,
     ) -> None:
         self._store = store
@@ -198,6 +204,8 @@ class QueueService:
         self._region = region
         self._clock = clock
         self.max_waiters = max_waiters
+        self.max_in_flight = min(MAX_IN_FLIGHT, max_in_flight or MAX_IN_FLIGHT)
+        self.max_in_flight_fifo = min(MAX_IN_FLIGHT_FIFO, max_in_flight or MAX_IN_FLIGHT_FIFO)
         self._waiters: dict[str, set[asyncio.Future[None]]] = {}
         self._waiting = 0
         self._purged: dict[str, float] = {}
@@ -549,7 +557,7 @@ class QueueService:
         if not isinstance(actions, list) or not actions:
             raise E.missing_parameter("Actions")
         if len(actions) > MAX_ACTIONS:
-            raise E.over_limit(f"{len(actions)} Actions were found, maximum allowed is {MAX_ACTIONS}.")
+            raise E.policy_over_limit(f"{len(actions)} Actions were found, maximum allowed is {MAX_ACTIONS}.")
         for action in actions:
             if action not in _GRANTABLE:
                 raise E.invalid_parameter(
@@ -573,7 +581,7 @@ class QueueService:
                 }
             )
             if len(json.dumps(policy, separators=(",", ":"))) > MAX_POLICY:
-                raise E.over_limit(f"The queue's policy would be longer than {MAX_POLICY} characters.")
+                raise E.policy_over_limit(f"The queue's policy would be longer than {MAX_POLICY} characters.")
             await self._set_policy(queue, policy)
         return {}
 
@@ -746,9 +754,16 @@ class QueueService:
                     registered = True
                 now = self._clock()
                 receipts = [secrets.token_hex(16) for _ in range(limit)]
-                got = await self._store.receive(
-                    queue.name, now, limit, visible_for, receipts, queue.fifo, now - retention, redrive
-                )
+                max_in_flight = self.max_in_flight_fifo if queue.fifo else self.max_in_flight
+                try:
+                    got = await self._store.receive(
+                        queue.name, now, limit, visible_for, receipts, queue.fifo, now - retention, redrive,
+                        max_in_flight,
+                    )  # fmt: skip
+                except InFlightLimit:
+                    if not queue.fifo:
+                        raise E.over_limit() from None
+                    got = []  # a FIFO queue at its quota answers no messages, and no error (as SQS does)
                 remaining = deadline - self._clock()
                 if got or remaining <= 0 or waiter is None:
                     break
@@ -1014,23 +1029,26 @@ class QueueService:
 
     async def delete_message(self, p: Mapping[str, Any], call: Call) -> dict[str, Any]:
         queue = await self._queue(p)
-        message_id, token = self._handle(queue, p.get("ReceiptHandle"))
-        await self._store.delete(queue.name, message_id, token)  # a stale or spent handle deletes nothing
+        handle = self._handle(queue, p.get("ReceiptHandle"))
+        await self._store.delete(queue.name, [handle])  # a stale or spent handle deletes nothing
         return {}
 
     async def delete_message_batch(self, p: Mapping[str, Any], call: Call) -> dict[str, Any]:
         queue = await self._queue(p)
         successful, failed = [], []
+        handles: list[tuple[str, str]] = []
         for entry in _batch_entries(p.get("Entries")):
             try:
-                message_id, token = self._handle(queue, entry.get("ReceiptHandle"))
-                await self._store.delete(queue.name, message_id, token)
+                handles.append(self._handle(queue, entry.get("ReceiptHandle")))
                 successful.append({"Id": entry["Id"]})
             except E.SqsError as exc:
                 failed.append(_failure(entry["Id"], exc))
+        if handles:
+            await self._store.delete(queue.name, handles)  # one commit for the batch
         return {"Successful": successful, "Failed": failed}
 
-    async def _change(self, queue: Queue, entry: Mapping[str, Any]) -> None:
+    def _change(self, queue: Queue, entry: Mapping[str, Any], now: float) -> tuple[str, str, float]:
+        """The store's change for one ChangeMessageVisibility entry (the entry's refusal raised)."""
         message_id, token = self._handle(queue, entry.get("ReceiptHandle"))
         seconds = entry.get("VisibilityTimeout")
         if seconds is None:
@@ -1039,28 +1057,45 @@ class QueueService:
             raise E.invalid_parameter(
                 f"Value {seconds} for parameter VisibilityTimeout is invalid. Reason: Must be between 0 and 43200."
             )
-        now = self._clock()
-        outcome = await self._store.change_visibility(queue.name, message_id, token, now + seconds, now)
+        return message_id, token, now + seconds
+
+    @staticmethod
+    def _check_change(outcome: Outcome, entry: Mapping[str, Any]) -> None:
         if outcome is Outcome.STALE or outcome is Outcome.GONE:
             raise E.receipt_invalid(str(entry.get("ReceiptHandle")))
         if outcome is Outcome.NOT_IN_FLIGHT:
             raise E.not_in_flight()
-        if seconds == 0:
-            self._wake(queue.name)
 
     async def change_message_visibility(self, p: Mapping[str, Any], call: Call) -> dict[str, Any]:
-        await self._change(await self._queue(p), p)
+        queue, now = await self._queue(p), self._clock()
+        change = self._change(queue, p, now)
+        self._check_change((await self._store.change_visibility(queue.name, [change], now))[0], p)
+        if change[2] <= now:
+            self._wake(queue.name)
         return {}
 
     async def change_message_visibility_batch(self, p: Mapping[str, Any], call: Call) -> dict[str, Any]:
-        queue = await self._queue(p)
-        successful, failed = [], []
-        for entry in _batch_entries(p.get("Entries")):
+        queue, now = await self._queue(p), self._clock()
+        failed: list[dict[str, Any]] = []
+        valid: list[tuple[Mapping[str, Any], tuple[str, str, float]]] = []
+        entries = _batch_entries(p.get("Entries"))
+        for entry in entries:
             try:
-                await self._change(queue, entry)
-                successful.append({"Id": entry["Id"]})
+                valid.append((entry, self._change(queue, entry, now)))
             except E.SqsError as exc:
                 failed.append(_failure(entry["Id"], exc))
+        outcomes = await self._store.change_visibility(queue.name, [c for _, c in valid], now) if valid else []
+        successful = []
+        for (entry, change), outcome in zip(valid, outcomes, strict=True):
+            try:
+                self._check_change(outcome, entry)
+                successful.append({"Id": entry["Id"]})
+                if change[2] <= now:
+                    self._wake(queue.name)
+            except E.SqsError as exc:
+                failed.append(_failure(entry["Id"], exc))
+        order = {e["Id"]: i for i, e in enumerate(entries)}  # failures in the request's order
+        failed.sort(key=lambda f: order[f["Id"]])
         return {"Successful": successful, "Failed": failed}
 
 

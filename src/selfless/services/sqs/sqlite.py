@@ -9,7 +9,7 @@ import sqlite3
 from collections.abc import Sequence
 from typing import Any
 
-from selfless.services.sqs.store import Message, MoveTask, Outcome, Queue, Redrive, Sent, Step
+from selfless.services.sqs.store import InFlightLimit, Message, MoveTask, Outcome, Queue, Redrive, Sent, Step
 from selfless.store.sqlite import SqliteStore, transaction
 
 _SCHEMA = """
@@ -35,7 +35,11 @@ CREATE TABLE IF NOT EXISTS sqs_messages (
     receipt        TEXT
 );
 CREATE INDEX IF NOT EXISTS sqs_messages_by_queue ON sqs_messages(queue, seq);
-CREATE INDEX IF NOT EXISTS sqs_messages_by_visibility ON sqs_messages(queue, visible_at);
+-- Messages received at least once, by when they are visible again: the in-flight ones are a range of it (the
+-- in-flight quota, a FIFO queue's blocked groups) without the delayed or never-received ones, and a send
+-- does not write to it.
+CREATE INDEX IF NOT EXISTS sqs_messages_received ON sqs_messages(queue, visible_at) WHERE receive_count > 0;
+DROP INDEX IF EXISTS sqs_messages_by_visibility;
 -- Retention: the oldest messages of a queue found without reading the others.
 CREATE INDEX IF NOT EXISTS sqs_messages_by_age ON sqs_messages(queue, sent);
 -- A FIFO queue's deduplication ids, kept for their window even after their message is deleted.
@@ -80,6 +84,12 @@ RECEIVE_SQL = (
 MOVE_SQL = (
     f"SELECT {_COLUMNS} FROM sqs_messages INDEXED BY sqs_messages_by_queue"
     " WHERE queue = ? AND visible_at <= ? AND seq <= ? ORDER BY seq"
+)
+# In flight: received and not yet visible again (delayed messages are hidden too, but were never received),
+# counted no further than the limit (the caller's third parameter), off the index of received messages.
+IN_FLIGHT_SQL = (
+    "SELECT COUNT(*) FROM (SELECT 1 FROM sqs_messages INDEXED BY sqs_messages_received"
+    " WHERE queue = ? AND visible_at > ? AND receive_count > 0 LIMIT ?)"
 )
 # Retention: the expired messages of a queue, found by age.
 EXPIRE_SQL = "DELETE FROM sqs_messages WHERE queue = ? AND sent < ?"
@@ -225,7 +235,7 @@ class SqliteQueueStore:
                     sent.append(Sent(m.message_id, seq, False))
             return sent
 
-        return await self._store.call(q)
+        return await self._store.grouped(q)
 
     async def receive(
         self,
@@ -237,11 +247,16 @@ class SqliteQueueStore:
         fifo: bool,
         expire_before: float,
         redrive: Redrive | None = None,
+        max_in_flight: int | None = None,
     ) -> list[Message]:
         def q(db: sqlite3.Connection) -> list[Message]:
             taken: list[Message] = []
             with transaction(db):
                 db.execute(EXPIRE_SQL, (queue, expire_before))
+                if max_in_flight is not None:
+                    (count,) = db.execute(IN_FLIGHT_SQL, (queue, now, max_in_flight)).fetchone()
+                    if count >= max_in_flight:
+                        raise InFlightLimit(queue)
                 blocked: set[str] = set()
                 if fifo:
                     rows = db.execute(
@@ -278,7 +293,7 @@ class SqliteQueueStore:
                     )
             return taken
 
-        return await self._store.call(q)
+        return await self._store.grouped(q)
 
     @staticmethod
     def _move(db: sqlite3.Connection, m: Message, redrive: Redrive, now: float) -> None:
@@ -295,43 +310,49 @@ class SqliteQueueStore:
             (redrive.target, now, _doc(moved), dedup, m.seq),
         )
 
-    async def delete(self, queue: str, message_id: str, receipt: str) -> Outcome:
-        def q(db: sqlite3.Connection) -> Outcome:
-            with transaction(db):
-                row = db.execute(
-                    "SELECT receipt FROM sqs_messages WHERE queue = ? AND message_id = ?", (queue, message_id)
-                ).fetchone()
-                if row is None:
-                    return Outcome.GONE
-                if row[0] != receipt:
-                    return Outcome.STALE
-                db.execute("DELETE FROM sqs_messages WHERE queue = ? AND message_id = ?", (queue, message_id))
-                return Outcome.DONE
+    async def delete(self, queue: str, handles: Sequence[tuple[str, str]]) -> list[Outcome]:
+        def one(db: sqlite3.Connection, message_id: str, receipt: str) -> Outcome:
+            row = db.execute(
+                "SELECT receipt FROM sqs_messages WHERE queue = ? AND message_id = ?", (queue, message_id)
+            ).fetchone()
+            if row is None:
+                return Outcome.GONE
+            if row[0] != receipt:
+                return Outcome.STALE
+            db.execute("DELETE FROM sqs_messages WHERE queue = ? AND message_id = ?", (queue, message_id))
+            return Outcome.DONE
 
-        return await self._store.call(q)
+        def q(db: sqlite3.Connection) -> list[Outcome]:
+            with transaction(db):
+                return [one(db, message_id, receipt) for message_id, receipt in handles]
+
+        return await self._store.grouped(q)
 
     async def change_visibility(
-        self, queue: str, message_id: str, receipt: str, visible_at: float, now: float
-    ) -> Outcome:
-        def q(db: sqlite3.Connection) -> Outcome:
-            with transaction(db):
-                row = db.execute(
-                    "SELECT receipt, visible_at, receive_count FROM sqs_messages WHERE queue = ? AND message_id = ?",
-                    (queue, message_id),
-                ).fetchone()
-                if row is None:
-                    return Outcome.GONE
-                if row[0] != receipt:
-                    return Outcome.STALE
-                if row[1] <= now or row[2] == 0:
-                    return Outcome.NOT_IN_FLIGHT
-                db.execute(
-                    "UPDATE sqs_messages SET visible_at = ? WHERE queue = ? AND message_id = ?",
-                    (visible_at, queue, message_id),
-                )
-                return Outcome.DONE
+        self, queue: str, changes: Sequence[tuple[str, str, float]], now: float
+    ) -> list[Outcome]:
+        def one(db: sqlite3.Connection, message_id: str, receipt: str, visible_at: float) -> Outcome:
+            row = db.execute(
+                "SELECT receipt, visible_at, receive_count FROM sqs_messages WHERE queue = ? AND message_id = ?",
+                (queue, message_id),
+            ).fetchone()
+            if row is None:
+                return Outcome.GONE
+            if row[0] != receipt:
+                return Outcome.STALE
+            if row[1] <= now or row[2] == 0:
+                return Outcome.NOT_IN_FLIGHT
+            db.execute(
+                "UPDATE sqs_messages SET visible_at = ? WHERE queue = ? AND message_id = ?",
+                (visible_at, queue, message_id),
+            )
+            return Outcome.DONE
 
-        return await self._store.call(q)
+        def q(db: sqlite3.Connection) -> list[Outcome]:
+            with transaction(db):
+                return [one(db, *change) for change in changes]
+
+        return await self._store.grouped(q)
 
     async def purge(self, queue: str) -> int:
         return await self._store.call(

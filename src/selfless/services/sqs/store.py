@@ -105,6 +105,10 @@ class Outcome(enum.Enum):
     NOT_IN_FLIGHT = "not-in-flight"
 
 
+class InFlightLimit(Exception):
+    """A receive found ``max_in_flight`` messages of the queue already in flight, and took none."""
+
+
 class QueueStore(Protocol):
     async def open(self) -> None: ...
 
@@ -141,19 +145,28 @@ class QueueStore(Protocol):
         fifo: bool,
         expire_before: float,
         redrive: Redrive | None = None,
+        max_in_flight: int | None = None,
     ) -> list[Message]:
         """Up to ``limit`` messages visible at ``now``, oldest first, made invisible until ``now +
         visible_for`` with their receive count raised and ``receipts[i]`` as the i-th one's token, committed
         before they are returned. FIFO: one group's messages in order, none of a group that has a message in
         flight. Messages sent before ``expire_before`` are dropped first; with ``redrive``, a message already
-        received ``max_receives`` times moves to the dead-letter queue instead of being returned."""
+        received ``max_receives`` times moves to the dead-letter queue instead of being returned. With
+        ``max_in_flight``: InFlightLimit when that many messages are in flight already (the in-flight count
+        is read, never more than that many rows, before any is taken; a receive may end a little past it)."""
         ...
 
-    async def delete(self, queue: str, message_id: str, receipt: str) -> Outcome: ...
+    async def delete(self, queue: str, handles: Sequence[tuple[str, str]]) -> list[Outcome]:
+        """Delete each (message id, receipt token) whose token is the message's current one, all in one commit
+        (a batch of ten is one durable write, not ten); the i-th outcome is the i-th handle's."""
+        ...
 
     async def change_visibility(
-        self, queue: str, message_id: str, receipt: str, visible_at: float, now: float
-    ) -> Outcome: ...
+        self, queue: str, changes: Sequence[tuple[str, str, float]], now: float
+    ) -> list[Outcome]:
+        """Set each in-flight (message id, receipt token, visible at) message's visibility, in one commit; the
+        i-th outcome is the i-th change's."""
+        ...
 
     async def purge(self, queue: str) -> int: ...
 
