@@ -1,7 +1,7 @@
 """Dead-letter queue redrive through the unchanged boto3 ``sqs`` client: StartMessageMoveTask back to each
 message's own source queue or to a chosen one, its rate, ListMessageMoveTasks, CancelMessageMoveTask, the one
-running task per queue, FIFO order, the errors as SQS words them, and a kill -9 in the middle of a move that
-loses no message."""
+running task per queue, FIFO order, the errors as SQS words them, and a stop and a kill -9 in the middle of a
+move that lose no message (the task resumes)."""
 
 from __future__ import annotations
 
@@ -257,28 +257,39 @@ def test_errors_as_sqs_words_them(sqs: Any) -> None:
     assert sqs.list_message_move_tasks(SourceArn=dlq_arn)["Results"] == []  # a refused start stores nothing
 
 
-def test_kill_9_during_a_move_loses_no_message_and_the_task_resumes(tmp_path: Path) -> None:
+def test_a_stop_and_a_kill_9_during_a_move_lose_no_message_and_the_task_resumes(tmp_path: Path) -> None:
+    bodies = [f"m{i}" for i in range(40)]
     srv = start_server(tmp_path)
-    try:
+    try:  # a clean stop in the middle of a move: the server ends at once, the task stays RUNNING
         sqs = srv.client("sqs")
         src, dlq = pair(sqs)
-        bodies = [f"m{i}" for i in range(40)]
         dead_letter(sqs, src, dlq, bodies)
         dlq_arn = arn_of(sqs, dlq)
-        sqs.start_message_move_task(SourceArn=dlq_arn, MaxNumberOfMessagesPerSecond=10)
-        until(lambda: latest(sqs, dlq_arn)["ApproximateNumberOfMessagesMoved"] >= 5, "some moves")
-        srv.stop(signal.SIGKILL)
+        sqs.start_message_move_task(SourceArn=dlq_arn, MaxNumberOfMessagesPerSecond=5)  # 8 s for all of them
+        until(lambda: latest(sqs, dlq_arn)["ApproximateNumberOfMessagesMoved"] >= 3, "some moves")
+        assert srv.stop(timeout=30) == 0
     finally:
         if srv.process.poll() is None:
             srv.stop(signal.SIGKILL)
     again = start_server(tmp_path)
-    try:
+    try:  # resumed; then killed in the middle of it
         sqs = again.client("sqs")
+        resumed = latest(sqs, dlq_arn)
+        assert resumed["Status"] == "RUNNING" and resumed["ApproximateNumberOfMessagesToMove"] == 40
+        moved_before = resumed["ApproximateNumberOfMessagesMoved"]
+        until(lambda: latest(sqs, dlq_arn)["ApproximateNumberOfMessagesMoved"] >= moved_before + 3, "more moves")
+        again.stop(signal.SIGKILL)
+    finally:
+        if again.process.poll() is None:
+            again.stop(signal.SIGKILL)
+    last = start_server(tmp_path)
+    try:
+        sqs = last.client("sqs")
         task = finished(sqs, dlq_arn)
         assert task["Status"] == "COMPLETED" and task["ApproximateNumberOfMessagesMoved"] == 40
         assert sorted(m["Body"] for m in drain(sqs, src, 40)) == sorted(bodies)  # each once, none lost
         assert count(sqs, dlq) == 0
-        assert again.stop() == 0
+        assert last.stop() == 0
     finally:
-        if again.process.poll() is None:
-            again.stop(signal.SIGKILL)
+        if last.process.poll() is None:
+            last.stop(signal.SIGKILL)
