@@ -251,6 +251,16 @@ def test_errors_as_sqs_words_them(sqs: Any) -> None:
         404,
         "Task does not exist.",
     )
+    # a running task's id under another queue's ARN names no task there, and cancels nothing
+    other_src, other_dlq = pair(sqs)
+    dead_letter(sqs, other_src, other_dlq, [f"o{i}" for i in range(8)])  # 7 s or more at 1 a second
+    other_arn = arn_of(sqs, other_dlq)
+    handle = sqs.start_message_move_task(SourceArn=other_arn, MaxNumberOfMessagesPerSecond=1)["TaskHandle"]
+    task_id = json.loads(base64.b64decode(handle))["taskId"]
+    forged = base64.b64encode(json.dumps({"taskId": task_id, "sourceArn": dlq_arn}).encode()).decode()
+    assert error_of(sqs.cancel_message_move_task, TaskHandle=forged)[:2] == ("ResourceNotFoundException", 404)
+    assert latest(sqs, other_arn)["Status"] == "RUNNING"
+    sqs.cancel_message_move_task(TaskHandle=handle)
     # a denyAll RedriveAllowPolicy takes the queue out of the dead-letter queues it may redrive from
     sqs.set_queue_attributes(QueueUrl=src, Attributes={"RedrivePolicy": ""})
     assert error_of(sqs.start_message_move_task, SourceArn=dlq_arn)[0] == "InvalidParameterValue"

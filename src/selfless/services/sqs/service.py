@@ -519,6 +519,8 @@ class QueueService:
             policy = json.loads(text)
         except ValueError:
             policy = None
+        if isinstance(policy, dict) and isinstance(policy.get("Statement"), dict):
+            policy["Statement"] = [policy["Statement"]]  # one statement may stand alone; a list holds more
         if not isinstance(policy, dict) or not isinstance(policy.get("Statement", []), list):
             raise E.invalid_attribute_value(
                 "The queue's Policy attribute is not a policy document with a Statement list; set one first."
@@ -1004,8 +1006,11 @@ class QueueService:
         except (binascii.Error, ValueError, KeyError, TypeError):
             raise E.invalid_parameter("Value for parameter TaskHandle is invalid.") from None
         source = await self._queue_of_arn(source_arn, "SourceArn")
+        found = await self._store.move_task(task_id)
+        if found is None or found.source != source.name:  # checked first: a handle cancels its own queue's task only
+            raise E.resource_not_found("Task does not exist.")
         task, cancelled = await self._store.cancel_move(task_id)
-        if task is None or task.source != source.name:
+        if task is None:
             raise E.resource_not_found("Task does not exist.")
         if not cancelled:
             raise E.invalid_parameter(f"Only a RUNNING task can be cancelled; this one is {task.status}.")
