@@ -140,7 +140,7 @@ def test_redrive_sends_each_message_back_to_the_queue_it_came_from(sqs: Any) -> 
 def test_redrive_to_a_chosen_destination_at_its_rate_one_task_at_a_time(sqs: Any) -> None:
     src, dlq = pair(sqs)
     target = sqs.create_queue(QueueName=unique("target"))["QueueUrl"]
-    dead_letter(sqs, src, dlq, [f"m{i}" for i in range(12)])
+    dead_letter(sqs, src, dlq, [f"m{i}" for i in range(20)])
     dlq_arn, target_arn = arn_of(sqs, dlq), arn_of(sqs, target)
     started = time.monotonic()
     handle = sqs.start_message_move_task(SourceArn=dlq_arn, DestinationArn=target_arn, MaxNumberOfMessagesPerSecond=5)[
@@ -149,7 +149,7 @@ def test_redrive_to_a_chosen_destination_at_its_rate_one_task_at_a_time(sqs: Any
     running = latest(sqs, dlq_arn)
     assert running["Status"] == "RUNNING" and running["TaskHandle"] == handle
     assert running["DestinationArn"] == target_arn and running["MaxNumberOfMessagesPerSecond"] == 5
-    assert running["ApproximateNumberOfMessagesToMove"] == 12
+    assert running["ApproximateNumberOfMessagesToMove"] == 20
     code, status, message = error_of(sqs.start_message_move_task, SourceArn=dlq_arn)
     assert (code, status) == ("InvalidParameterValue", 400)
     assert message == (
@@ -157,16 +157,16 @@ def test_redrive_to_a_chosen_destination_at_its_rate_one_task_at_a_time(sqs: Any
     )
     task = finished(sqs, dlq_arn)
     elapsed = time.monotonic() - started
-    assert task["Status"] == "COMPLETED" and task["ApproximateNumberOfMessagesMoved"] == 12
-    assert elapsed >= 1.8, f"12 messages at 5 a second moved in {elapsed:.1f} s"  # 11 intervals of 0.2 s
-    assert sorted(m["Body"] for m in drain(sqs, target, 12)) == sorted(f"m{i}" for i in range(12))
+    assert task["Status"] == "COMPLETED" and task["ApproximateNumberOfMessagesMoved"] == 20
+    assert elapsed >= 3.6, f"20 messages at 5 a second moved in {elapsed:.1f} s"  # 19 intervals of 0.2 s
+    assert sorted(m["Body"] for m in drain(sqs, target, 20)) == sorted(f"m{i}" for i in range(20))
     assert count(sqs, src) == 0 and count(sqs, dlq) == 0
     # the task stays listed, most recent first, after the next one
     sqs.start_message_move_task(SourceArn=dlq_arn)
     finished(sqs, dlq_arn)
     listed = sqs.list_message_move_tasks(SourceArn=dlq_arn, MaxResults=10)["Results"]
     assert [t["Status"] for t in listed] == ["COMPLETED", "COMPLETED"]
-    assert [t["ApproximateNumberOfMessagesToMove"] for t in listed] == [0, 12]
+    assert [t["ApproximateNumberOfMessagesToMove"] for t in listed] == [0, 20]
 
 
 def test_cancel_stops_the_move_and_keeps_every_message(sqs: Any) -> None:

@@ -147,12 +147,12 @@ def test_message_move_tasks_are_bounded_and_so_is_their_history(bounded: Server)
     dlqs = []
     for _ in range(MOVE_TASKS + 1):
         src, dlq = pair(sqs)
-        dead_letter(sqs, src, dlq, ["a", "b", "c", "d"])
+        dead_letter(sqs, src, dlq, [f"m{i}" for i in range(8)])
         dlqs.append(arn_of(sqs, dlq))
     handles = [
         sqs.start_message_move_task(SourceArn=arn, MaxNumberOfMessagesPerSecond=1)["TaskHandle"]
         for arn in dlqs[:MOVE_TASKS]
-    ]  # each runs for three seconds or more
+    ]  # each runs for seven seconds or more
     code, status, _ = error_of(sqs.start_message_move_task, SourceArn=dlqs[-1], MaxNumberOfMessagesPerSecond=1)
     assert (code, status) == ("RequestThrottled", 403)
     assert sqs.list_message_move_tasks(SourceArn=dlqs[-1])["Results"] == []
