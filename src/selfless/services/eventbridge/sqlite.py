@@ -30,7 +30,7 @@ _COLUMNS = "bus, name, created, doc, targets, tags, next_due"
 
 def _rule_of(row: tuple[Any, ...]) -> Rule:
     bus, name, created, doc, targets, tags, next_due = row
-    return Rule(bus, name, created, json.loads(doc), json.loads(targets), json.loads(tags), next_due)
+    return Rule(bus, name, created, json.loads(doc), tuple(json.loads(targets)), json.loads(tags), next_due)
 
 
 class SqliteRuleStore:
