@@ -36,7 +36,7 @@ from collections.abc import Callable, Sequence
 from typing import Any, Protocol
 
 from selfless import ids
-from selfless.events.targets import Targets, function_of, retry_policy
+from selfless.events.targets import Targets, retry_policy
 from selfless.invocation.destinations import OnFailure
 from selfless.services.scheduler import expressions
 from selfless.services.scheduler.service import next_due
@@ -224,11 +224,9 @@ class ScheduleTimetable:
         if refusal is not None:
             log.warning("schedule %s/%s: %s", schedule.group, schedule.name, refusal.message)
             events = Targets.dead_letter(on_failure, payload, refusal, on_failure.missing_code, at=now)
-        elif function_of(arn) is not None or self._targets is None or self._targets.is_builtin_queue(arn):
+        else:
             group = (target.get("SqsParameters") or {}).get("MessageGroupId")
             events = [Targets.run(arn, payload, on_failure, fifo_group=group, at=now)]
-        else:
-            events = []
         try:
             following = next_due(doc, schedule.created, max(now, schedule.next_due))
         except expressions.InvalidExpression:

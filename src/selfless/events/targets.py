@@ -76,10 +76,6 @@ class Targets:
         self._account_id = account_id
         self._region = region
 
-    def is_builtin_queue(self, arn: str) -> bool:
-        found = queue_of(arn)
-        return found is not None and found[:2] == (self._region, self._account_id)
-
     async def refusal(self, arn: str, principal: str | None = None, source_arn: str | None = None) -> Refusal | None:
         """Why a run of ``source_arn`` may not go to ``arn`` now (None: it may)."""
         source = {"source_arn": source_arn, "source_account": self._account_id}
