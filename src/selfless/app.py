@@ -32,7 +32,7 @@ from selfless.errors import ResourceNotFound
 from selfless.events.external_sqs import ExternalQueueSource
 from selfless.events.mapping_sqlite import SqliteMappingStore
 from selfless.events.mappings import EventSourceMappings
-from selfless.events.rules import RuleTimetable
+from selfless.events.rules import EventBus, RuleTimetable
 from selfless.events.schedules import Scheduler, ScheduleTimetable
 from selfless.events.sqs import BuiltinQueueSource
 from selfless.events.targets import Targets
@@ -271,7 +271,9 @@ class App:
             s3=S3Api(self.s3),
             sqs=SqsApi(self.sqs),
             scheduler=SchedulerApi(self.schedules),
-            events=EventsApi(self.rules),
+            events=EventsApi(
+                self.rules, EventBus(self.rule_store, targets, self.events, settings.account_id, settings.region)
+            ),
         )
         self.http = self._http_server(
             self.front.handle,

@@ -308,3 +308,62 @@ def test_a_scheduled_rule_runs_its_targets(server: Server, events: Any, lam: Any
     events.remove_targets(Rule=name, Ids=["fn", "queue", "untrusted"])
     events.delete_rule(Name=name)
     assert time.time() - started < 130
+
+
+PUBLISHER = """import boto3
+
+
+def handler(event, context):
+    client = boto3.client("events")
+    answer = client.put_events(Entries=[{"Source": "from.a.function", "DetailType": "t", "Detail": '{"n": 1}'}])
+    return answer["FailedEntryCount"]
+"""
+
+
+def test_put_events_reaches_the_rules_whose_pattern_matches(server: Server, events: Any, lam: Any, sqs: Any) -> None:
+    recorder = deploy(lam, RECORDER)
+    account = account_of(lam, recorder)
+    source = unique("shop")
+    name = unique("orders")
+    rule_arn = events.put_rule(
+        Name=name,
+        EventPattern=json.dumps(
+            {"source": [source, "from.a.function"], "detail": {"total": [{"numeric": [">", 100]}]}}
+        ),
+    )["RuleArn"]
+    lam.add_permission(FunctionName=recorder, StatementId="events", Action="lambda:InvokeFunction",
+                       Principal="events.amazonaws.com", SourceArn=rule_arn)  # fmt: skip
+    url, queue_arn = queue(sqs)
+    let_events_send(sqs, url, queue_arn, rule_arn)
+    events.put_targets(
+        Rule=name,
+        Targets=[
+            {"Id": "fn", "Arn": fn_arn(account, recorder)},
+            {"Id": "q", "Arn": queue_arn, "InputTransformer": {
+                "InputPathsMap": {"total": "$.detail.total", "kind": "$.detail-type"},
+                "InputTemplate": '{"kind": "<kind>", "total": <total>}'}},
+        ],
+    )  # fmt: skip
+    answer = events.put_events(
+        Entries=[
+            {"Source": source, "DetailType": "Order Placed", "Detail": json.dumps({"total": 250})},
+            {"Source": source, "DetailType": "Order Placed", "Detail": json.dumps({"total": 5})},  # no match
+            {"Source": "elsewhere", "DetailType": "Order Placed", "Detail": json.dumps({"total": 999})},
+            {"Source": source, "DetailType": "Order Placed", "Detail": "not json"},
+            {"Source": source, "Detail": "{}"},
+        ]
+    )
+    assert answer["FailedEntryCount"] == 2
+    assert [e.get("ErrorCode") for e in answer["Entries"]] == [None, None, None, "MalformedDetail", "InvalidArgument"]
+    first = answer["Entries"][0]["EventId"]
+    (got,) = wait_records(server, recorder, 1)
+    assert got["id"] == first and got["source"] == source and got["detail-type"] == "Order Placed"
+    assert got["detail"] == {"total": 250} and got["account"] == account
+    assert json.loads(receive(sqs, url, 1)[0]["Body"]) == {"kind": "Order Placed", "total": 250}
+    # A function's own credentials may put events (and nothing else of the events API).
+    publisher = deploy(lam, PUBLISHER, Timeout=30)
+    assert json.loads(lam.invoke(FunctionName=publisher, Payload=b"{}")["Payload"].read()) == 0
+    time.sleep(1.0)
+    assert len(records(server, recorder)) == 1  # its event has no total over 100: not matched
+    events.remove_targets(Rule=name, Ids=["fn", "q"])
+    events.delete_rule(Name=name)

@@ -80,3 +80,17 @@ def test_bodies_that_are_not_json_or_nest_without_end(own: Server) -> None:
     status, _, answer = signed(own, "POST", "/", b"{}", {**headers, "X-Amz-Target": "AWSEvents.Nope"}, "events")
     assert status == 400 and json.loads(answer)["__type"] == "UnknownOperationException"
     assert healthy(own)
+
+
+def test_put_events_entries_are_bounded(own: Server) -> None:
+    events: Any = own.client("events", parameter_validation=False)
+    with pytest.raises(ClientError) as exc:
+        events.put_events(Entries=[{"Source": "s", "DetailType": "t", "Detail": "{}"}] * 11)
+    assert code_of(exc) == (400, "ValidationException")
+    big = {"Source": "s", "DetailType": "t", "Detail": json.dumps({"x": "y" * 300_000})}
+    answer = events.put_events(Entries=[big, {"Source": "s", "DetailType": "t", "Detail": "{}"}])
+    assert answer["FailedEntryCount"] == 1 and answer["Entries"][0]["ErrorCode"] == "InvalidArgument"
+    assert "EventId" in answer["Entries"][1]
+    nested = {"Source": "s", "DetailType": "t", "Detail": "[" * 50_000 + "]" * 50_000}
+    assert events.put_events(Entries=[nested])["Entries"][0]["ErrorCode"] == "MalformedDetail"
+    assert healthy(own)

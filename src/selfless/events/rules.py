@@ -1,5 +1,6 @@
-"""EventBridge rules with a ScheduleExpression as a push source: the ``Timetable`` that the schedules' loop
-(``events.schedules.Scheduler``) fires, beside EventBridge Scheduler's schedules.
+"""EventBridge rules as a push source: those with a ScheduleExpression are the ``Timetable`` that the schedules'
+loop (``events.schedules.Scheduler``) fires, beside EventBridge Scheduler's schedules; those with an
+EventPattern get the events PutEvents puts on the default bus (``EventBus``).
 
 A run of a rule sends each of its targets EventBridge's Scheduled Event::
 
@@ -23,16 +24,21 @@ hours by default), then goes there too (with EXHAUSTED_RETRY_CONDITION).
 
 from __future__ import annotations
 
+import asyncio
+import datetime as dt
 import json
 import logging
 import time
 import uuid
-from collections.abc import Mapping, Sequence
-from typing import Any
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any, Protocol
 
+from selfless import json_limits
+from selfless.errors import SelflessError
+from selfless.events import filtering
 from selfless.events.targets import EVENTS_PRINCIPAL, Targets, retry_policy
 from selfless.invocation.destinations import OnFailure
-from selfless.services.eventbridge.service import json_path, next_due
+from selfless.services.eventbridge.service import MAX_RULES, json_path, next_due
 from selfless.services.eventbridge.store import Rule, RuleStore
 from selfless.services.scheduler import expressions
 from selfless.store.base import StoredEvent
@@ -118,7 +124,7 @@ class RuleTimetable:
         event = scheduled_event(rule_arn, self._account_id, self._region, rule.next_due)
         events: list[StoredEvent] = []
         for target in rule.targets:
-            events += await self._run(rule, rule_arn, target, event, now)
+            events += await self.run(rule, target, event, now)
         try:
             following = next_due(rule.doc, rule.created, max(now, rule.next_due))
         except (expressions.InvalidExpression, ValueError):
@@ -128,9 +134,11 @@ class RuleTimetable:
         log.info("rule %s ran (due %.3f): %d targets", rule.name, rule.next_due, len(events))
         return events
 
-    async def _run(
-        self, rule: Rule, rule_arn: str, target: Mapping[str, Any], event: Mapping[str, Any], now: float
+    async def run(
+        self, rule: Rule, target: Mapping[str, Any], event: Mapping[str, Any], now: float
     ) -> list[StoredEvent]:
+        """One target's run of ``event``: its durable event, or its dead letter when it is refused."""
+        rule_arn = self._arn(rule.name)
         arn = str(target["Arn"])
         retries, max_age = retry_policy(target)
         dead_letter = (target.get("DeadLetterConfig") or {}).get("Arn")
@@ -145,3 +153,114 @@ class RuleTimetable:
                 return Targets.dead_letter(on_failure, payload, refusal, code, at=now)
         group = (target.get("SqsParameters") or {}).get("MessageGroupId")
         return [Targets.run(arn, payload, on_failure, fifo_group=group, at=now)]
+
+
+class Acceptor(Protocol):
+    """The async invoker's intake (``invocation.events.AsyncInvoker``)."""
+
+    def has_room(self, count: int) -> bool: ...
+
+    async def accept(self, event: StoredEvent) -> None: ...
+
+
+class Throttled(SelflessError):
+    aws_type = "ThrottlingException"
+
+
+_MAX_ENTRY_BYTES = 256 * 1024  # AWS: an entry (and a whole PutEvents request) is at most 256 KB
+_PATTERNS_KEPT = 1_000
+
+
+class EventBus:
+    """PutEvents on the default bus: each entry becomes an event, matched against the bus's enabled rules with
+    an EventPattern (``events.filtering``, AWS's pattern syntax); each matching rule's targets get it (or what
+    their Input, InputPath, InputTransformer make of it) as their runs, checked and dead-lettered as a scheduled
+    rule's are. Every run of a request is durable before the answer goes out (one group commit)."""
+
+    def __init__(
+        self,
+        store: RuleStore,
+        targets: Targets | None,
+        acceptor: Acceptor,
+        account_id: str,
+        region: str,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self._store = store
+        self._targets = targets
+        self._acceptor = acceptor
+        self._account_id = account_id
+        self._region = region
+        self._clock = clock
+        self._patterns: dict[str, filtering.Pattern] = {}
+        self._timetable = RuleTimetable(store, targets, account_id, region)
+
+    def _pattern(self, text: str) -> filtering.Pattern | None:
+        found = self._patterns.get(text)
+        if found is None:
+            try:
+                found = filtering.compile_pattern(text)
+            except filtering.InvalidPattern:
+                return None  # PutRule refused it; kept from an older version: matches nothing
+            if len(self._patterns) >= _PATTERNS_KEPT:
+                self._patterns.clear()
+            self._patterns[text] = found
+        return found
+
+    def _event(self, entry: Mapping[str, Any], now: float) -> dict[str, Any] | str:
+        """The event an entry makes, or why it is refused (its ErrorMessage)."""
+        for key in ("Source", "DetailType", "Detail"):
+            if not entry.get(key):
+                return f"Parameter {key} is not valid. Reason: {key} is a required argument."
+        bus = str(entry.get("EventBusName") or "default")
+        if bus not in ("default", f"arn:aws:events:{self._region}:{self._account_id}:event-bus/default"):
+            return f"Event bus {bus} does not exist."
+        if len(json.dumps(dict(entry)).encode()) > _MAX_ENTRY_BYTES:
+            return "Total size of the entries in the request is over the limit."
+        try:
+            detail = json_limits.loads(str(entry["Detail"]))
+        except ValueError:
+            detail = None
+        if not isinstance(detail, dict):
+            return "Detail is malformed."
+        at = entry.get("Time")
+        when = at.timestamp() if isinstance(at, dt.datetime) else float(at) if isinstance(at, (int, float)) else now
+        return {
+            "version": "0",
+            "id": str(uuid.uuid4()),
+            "detail-type": str(entry["DetailType"]),
+            "source": str(entry["Source"]),
+            "account": self._account_id,
+            "time": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(when)),
+            "region": self._region,
+            "resources": [str(r) for r in entry.get("Resources") or []],
+            "detail": detail,
+        }
+
+    async def put_events(self, params: Mapping[str, Any]) -> dict[str, Any]:
+        now = self._clock()
+        rules = [
+            r
+            for r in await self._store.list_rules("default", "", None, MAX_RULES)
+            if r.doc.get("EventPattern") and r.doc.get("State", "ENABLED") != "DISABLED" and r.targets
+        ]
+        answers: list[dict[str, str]] = []
+        runs: list[StoredEvent] = []
+        for entry in params["Entries"]:
+            event = self._event(entry, now)
+            if isinstance(event, str):
+                code = "MalformedDetail" if event.startswith("Detail") else "InvalidArgument"
+                answers.append({"ErrorCode": code, "ErrorMessage": event})
+                continue
+            answers.append({"EventId": event["id"]})
+            matched = filtering.loads(json.dumps(event))  # numbers as the patterns compare them
+            for rule in rules:
+                pattern = self._pattern(str(rule.doc["EventPattern"]))
+                if pattern is not None and pattern.matches(matched):
+                    for target in rule.targets:
+                        runs += await self._timetable.run(rule, target, event, now)
+        if runs and not self._acceptor.has_room(len(runs)):
+            raise Throttled("Rate exceeded.")
+        await asyncio.gather(*(self._acceptor.accept(run) for run in runs))
+        failed = sum("ErrorCode" in a for a in answers)
+        return {"FailedEntryCount": failed, "Entries": answers}

@@ -4,15 +4,15 @@ errors rendered once here as ``{"__type": CODE, "message": ...}`` with status 40
 as EventBridge sends them.
 
 Who may do what until IAM policies exist: the administrator everything; a function's session credentials
-nothing (AccessDeniedException): a rule's targets carry their Input, which may hold another function's data,
-and a rule could make EventBridge invoke any function that trusts it.
+PutEvents only (AccessDeniedException otherwise): a rule's targets carry their Input, which may hold another
+function's data, and a rule could make EventBridge invoke any function that trusts it.
 """
 
 from __future__ import annotations
 
 import json
 from collections.abc import Awaitable, Callable, Mapping
-from typing import Any
+from typing import Any, Protocol
 
 from selfless import json_limits
 from selfless.api import errors as wire_errors
@@ -25,7 +25,13 @@ from selfless.services.eventbridge.service import Rules
 Operation = Callable[[Mapping[str, Any]], Awaitable[dict[str, Any]]]
 _TARGET_PREFIX = "AWSEvents."
 _CONTENT_TYPE = "application/x-amz-json-1.1"
-_FOR_FUNCTIONS: frozenset[str] = frozenset()
+_FOR_FUNCTIONS = frozenset({"PutEvents"})
+
+
+class Bus(Protocol):
+    """PutEvents (``events.rules.EventBus``)."""
+
+    async def put_events(self, params: Mapping[str, Any]) -> dict[str, Any]: ...
 
 
 class AccessDenied(SelflessError):
@@ -45,7 +51,7 @@ class Internal(SelflessError):
 
 
 class EventsApi:
-    def __init__(self, rules: Rules) -> None:
+    def __init__(self, rules: Rules, bus: Bus | None = None) -> None:
         self._model = model.service_model("events")
         r = rules
         self._ops: dict[str, Operation] = {
@@ -65,6 +71,8 @@ class EventsApi:
             "DescribeEventBus": r.describe_event_bus,
             "ListEventBuses": r.list_event_buses,
         }
+        if bus is not None:
+            self._ops["PutEvents"] = bus.put_events
 
     async def handle(self, request: Request, caller: Caller, request_id: str) -> Response:
         try:

@@ -3,11 +3,12 @@
 
 A rule (``Rules``) is a name on the bus ``default`` (the only bus; another is ResourceNotFoundException), with
 a ScheduleExpression (``rate()`` or ``cron()`` as EventBridge rules take them: UTC, no ``at()``, no time zone)
-and/or an EventPattern (kept, shown and matched by PutEvents), a State (ENABLED by default), a Description, a
-RoleArn and tags, and up to ``MAX_TARGETS`` targets: Lambda functions (function, version or alias ARNs) and
-queues of the built-in queue service, each with its Input, InputPath or InputTransformer, SqsParameters
-(MessageGroupId, required for a FIFO queue), RetryPolicy and DeadLetterConfig (a standard queue). A bus holds
-at most ``MAX_RULES`` rules (AWS's default quota); more is LimitExceededException.
+and/or an EventPattern (AWS's pattern syntax, ``events.filtering``; matched by PutEvents), a State (ENABLED by
+default), a Description, a RoleArn and tags, and up to ``MAX_TARGETS`` targets: Lambda functions (function,
+version or alias ARNs) and queues of the built-in queue service, each with its Input, InputPath or
+InputTransformer, SqsParameters (MessageGroupId, required for a FIFO queue), RetryPolicy and DeadLetterConfig
+(a standard queue). A bus holds at most ``MAX_RULES`` rules (AWS's default quota); more is
+LimitExceededException.
 
 A scheduled rule's next run is kept in the store (``next_due``): a rate counts from the rule's creation (its
 first run one period after it, as on AWS), a cron is read in UTC. Changes to one rule are serialised here
