@@ -94,3 +94,14 @@ def test_put_events_entries_are_bounded(own: Server) -> None:
     nested = {"Source": "s", "DetailType": "t", "Detail": "[" * 50_000 + "]" * 50_000}
     assert events.put_events(Entries=[nested])["Entries"][0]["ErrorCode"] == "MalformedDetail"
     assert healthy(own)
+
+
+def test_a_rule_holds_at_most_50_tags(own: Server) -> None:
+    events: Any = own.client("events")
+    arn = events.put_rule(Name="tagged", ScheduleExpression="rate(1 day)")["RuleArn"]
+    events.tag_resource(ResourceARN=arn, Tags=[{"Key": f"k{i}", "Value": "v"} for i in range(50)])
+    with pytest.raises(ClientError) as exc:
+        events.tag_resource(ResourceARN=arn, Tags=[{"Key": "one-more", "Value": "v"}])
+    assert code_of(exc) == (400, "LimitExceededException")
+    assert len(events.list_tags_for_resource(ResourceARN=arn)["Tags"]) == 50
+    events.delete_rule(Name="tagged")

@@ -114,6 +114,8 @@ def error(exc: SelflessError, request_id: str) -> Response:
         status = 400
     if code == "InvalidRequestContentException":
         code = "ValidationException"
+    elif code == "TooManyRequestsException":  # the async queue is full or closing
+        code = "ThrottlingException"
     body = {"__type": code, "message": exc.message}
     headers = [("x-amzn-RequestId", request_id)]
     return Response(status, json.dumps(body).encode(), headers, content_type=_CONTENT_TYPE)

@@ -33,6 +33,7 @@ from selfless.services.scheduler import expressions
 DEFAULT_BUS = "default"
 MAX_RULES = 300  # rules per event bus (AWS's default quota)
 MAX_TARGETS = 5  # targets per rule (AWS's limit)
+MAX_TAGS = 50  # tags per rule (AWS's limit)
 _LAMBDA_ARN = re.compile(
     r"^arn:aws[a-zA-Z-]*:lambda:[a-z0-9-]+:\d{12}:function:(?P<name>[a-zA-Z0-9_-]+)(?::(?P<qualifier>[a-zA-Z0-9_$-]+))?$"
 )
@@ -149,7 +150,7 @@ class Rules:
             if not await self._store.put(rule, MAX_RULES):
                 raise LimitExceeded(_TOO_MANY)
             if old is not None and tags:
-                await self._store.set_tags(bus, name, {**old.tags, **tags})
+                await self._store.set_tags(bus, name, _tags(params.get("Tags") or [], old.tags))
         self.on_change()
         return {"RuleArn": self.arn(name)}
 
@@ -255,7 +256,7 @@ class Rules:
         name = self._name_of(str(params["ResourceARN"]))
         async with self._lock:
             rule = await self._rule(DEFAULT_BUS, name)
-            await self._store.set_tags(DEFAULT_BUS, name, {**rule.tags, **_tags(params["Tags"])})
+            await self._store.set_tags(DEFAULT_BUS, name, _tags(params["Tags"], rule.tags))
         return {}
 
     async def untag_resource(self, params: Mapping[str, Any]) -> dict[str, Any]:
@@ -316,5 +317,9 @@ def _refusal(target: Mapping[str, Any]) -> str | None:
     return None
 
 
-def _tags(given: Sequence[Mapping[str, Any]]) -> dict[str, str]:
-    return {str(tag["Key"]): str(tag["Value"]) for tag in given}
+def _tags(given: Sequence[Mapping[str, Any]], kept: Mapping[str, str] | None = None) -> dict[str, str]:
+    """``kept`` with the ``given`` tags on top; LimitExceeded past ``MAX_TAGS``."""
+    tags = {**(kept or {}), **{str(tag["Key"]): str(tag["Value"]) for tag in given}}
+    if len(tags) > MAX_TAGS:
+        raise LimitExceeded(f"A rule can have at most {MAX_TAGS} tags.")
+    return tags
