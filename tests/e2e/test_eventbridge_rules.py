@@ -335,9 +335,14 @@ def test_put_events_reaches_the_rules_whose_pattern_matches(server: Server, even
                        Principal="events.amazonaws.com", SourceArn=rule_arn)  # fmt: skip
     url, queue_arn = queue(sqs)
     let_events_send(sqs, url, queue_arn, rule_arn)
+    _, closed_arn = queue(sqs)  # no Policy: EventBridge may not send to it
+    dlq_url, dlq_arn = queue(sqs)
+    gone = fn_arn(account, unique("gone"))
     events.put_targets(
         Rule=name,
         Targets=[
+            {"Id": "closed", "Arn": closed_arn, "DeadLetterConfig": {"Arn": dlq_arn}},
+            {"Id": "gone", "Arn": gone, "DeadLetterConfig": {"Arn": dlq_arn}},
             {"Id": "fn", "Arn": fn_arn(account, recorder)},
             {"Id": "q", "Arn": queue_arn, "InputTransformer": {
                 "InputPathsMap": {"total": "$.detail.total", "kind": "$.detail-type"},
@@ -360,10 +365,13 @@ def test_put_events_reaches_the_rules_whose_pattern_matches(server: Server, even
     assert got["id"] == first and got["source"] == source and got["detail-type"] == "Order Placed"
     assert got["detail"] == {"total": 250} and got["account"] == account
     assert json.loads(receive(sqs, url, 1)[0]["Body"]) == {"kind": "Order Placed", "total": 250}
+    letters = {m["MessageAttributes"]["TARGET_ARN"]["StringValue"]: m for m in receive(sqs, dlq_url, 2)}
+    assert letters[closed_arn]["MessageAttributes"]["ERROR_CODE"]["StringValue"] == "NO_PERMISSIONS"
+    assert letters[gone]["MessageAttributes"]["ERROR_CODE"]["StringValue"] == "NO_RESOURCE"
+    assert json.loads(letters[gone]["Body"])["id"] == first
     # A function's own credentials may put events (and nothing else of the events API).
     publisher = deploy(lam, PUBLISHER, Timeout=30)
     assert json.loads(lam.invoke(FunctionName=publisher, Payload=b"{}")["Payload"].read()) == 0
     time.sleep(1.0)
     assert len(records(server, recorder)) == 1  # its event has no total over 100: not matched
-    events.remove_targets(Rule=name, Ids=["fn", "q"])
-    events.delete_rule(Name=name)
+    events.delete_rule(Name=name, Force=True)

@@ -458,7 +458,7 @@ class AsyncInvoker:
                 if condition is not None:
                     await self._give_up(event, on_failure, on_failure.failed_code, str(exc), condition)
                     return
-            if time.time() - event.accepted_at > DELIVERY_MAX_AGE_S:
+            if on_failure is None and time.time() - event.accepted_at > DELIVERY_MAX_AGE_S:
                 log.error("delivery %s to %s failed for 6 hours (%s); kept as failed (selfless events %s)",
                           event.id, event.target, exc, event.function_name)  # fmt: skip
                 await self._settle(event.replace(state="failed", failure="DeliveryFailed"), [])
