@@ -98,3 +98,21 @@ def test_a_function_gone_before_its_run_goes_to_the_dead_letter_queue_at_once() 
     shown = json.loads(letter.attributes or "")
     assert shown["ERROR_CODE"] == "ResourceNotFoundException" and shown["RETRY_ATTEMPTS"] == "0"
     assert "EXHAUSTED_RETRY_CONDITION" not in shown and letter.payload == b'{"n": 5}'
+
+
+def test_a_run_keeps_to_its_own_retry_policy_past_the_6_hour_delivery_limit() -> None:
+    store = Store()
+    updated: list[StoredEvent] = []
+
+    async def update_event(event: StoredEvent) -> None:
+        updated.append(event)
+
+    store.update_event = update_event  # type: ignore[method-assign]
+    events, _ = with_destinations(store, 5)
+    day = OnFailure(185, 86_400, DLQ)
+    old = StoredEvent("r-6", "", None, b"{}", None, time.time() - 7 * 3600, target=QUEUE,
+                      attributes=encode_options(None, None, day))  # fmt: skip
+    attempt(events, old)
+    assert store.settled == [], "neither kept as failed nor dead-lettered: it has 17 hours left"
+    (kept,) = updated
+    assert kept.attempts == 1 and kept.state == "queued"
