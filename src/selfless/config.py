@@ -69,6 +69,12 @@ class Settings:
     # Long-polling ReceiveMessage calls of the queue service waiting at once; one more is refused
     # (RequestThrottled), never queued (SELFLESS_SQS_MAX_WAITERS).
     sqs_max_waiters: int = 1024
+    # Received-but-not-deleted messages a queue holds at most (SQS's quotas: 120,000, FIFO 20,000); set lower,
+    # both are capped at it (SELFLESS_SQS_MAX_IN_FLIGHT).
+    sqs_max_in_flight: int | None = None
+    # Message move tasks (dead-letter queue redrive) running at once; one more start is refused
+    # (RequestThrottled) until one ends (SELFLESS_SQS_MAX_MOVE_TASKS).
+    sqs_max_move_tasks: int = 100
     # Subscriptions one topic of the topic service may have (SELFLESS_SNS_MAX_SUBSCRIPTIONS; SNS's own quota
     # is millions, but every publish fans out to each of them) and deliveries to sqs/http subscriptions
     # pending at once (SELFLESS_SNS_MAX_PENDING; past it a publish is refused with Throttled).
@@ -143,6 +149,9 @@ class Settings:
             environment_connections = int(environ.get("SELFLESS_ENVIRONMENT_CONNECTIONS", "64"))
             async_queue_limit = max(1, int(environ.get("SELFLESS_ASYNC_QUEUE_LIMIT", "100000")))
             sqs_max_waiters = max(1, int(environ.get("SELFLESS_SQS_MAX_WAITERS", "1024")))
+            in_flight_raw = environ.get("SELFLESS_SQS_MAX_IN_FLIGHT")
+            sqs_max_in_flight = max(1, int(in_flight_raw)) if in_flight_raw else None
+            sqs_max_move_tasks = max(1, int(environ.get("SELFLESS_SQS_MAX_MOVE_TASKS", "100")))
             sns_max_subscriptions = max(1, int(environ.get("SELFLESS_SNS_MAX_SUBSCRIPTIONS", "1000")))
             sns_max_pending = max(1, int(environ.get("SELFLESS_SNS_MAX_PENDING", "100000")))
             max_header_bytes = int(pick("max_header_bytes", "SELFLESS_MAX_HEADER_BYTES", MAX_HEAD))
@@ -230,6 +239,8 @@ class Settings:
             max_environments=max_envs,
             async_queue_limit=async_queue_limit,
             sqs_max_waiters=sqs_max_waiters,
+            sqs_max_in_flight=sqs_max_in_flight,
+            sqs_max_move_tasks=sqs_max_move_tasks,
             sns_max_subscriptions=sns_max_subscriptions,
             sns_max_pending=sns_max_pending,
             concurrency_limit=concurrency,
