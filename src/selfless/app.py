@@ -256,7 +256,10 @@ class App:
         self.sns.builtin_queues = settings.sqs_endpoint is None
         self.sns.deliveries = self.sns_deliveries
         self.sns.functions = SubscribedFunctions(self.registry, self.permissions, settings.account_id)
-        self.destinations.topics = BuiltinTopics(self.sns)
+        topics = BuiltinTopics(self.sns)
+        self.destinations.topics = topics
+        if settings.sns_endpoint is None:  # else S3's topic notifications go to that endpoint's topics
+            self.s3_notifications.topics = topics
         self.sns_api = SnsApi(self.sns)
         self.sns_api.lineage_of = self._lineage_of
         self.mapping_store = SqliteMappingStore(self.store)

@@ -274,7 +274,9 @@ def _grants(statement: Mapping[str, Any], service: str, action: str, context: Ma
     if principal != "*" and service not in (services if isinstance(services, list) else [services]):
         return False
     actions = statement.get("Action")
-    if not any(_glob(pattern, action) for pattern in (actions if isinstance(actions, list) else [actions])):
+    # IAM compares action names without case ("SNS:Publish" grants sns:Publish).
+    patterns = actions if isinstance(actions, list) else [actions]
+    if not any(isinstance(p, str) and _glob(p.lower(), action.lower()) for p in patterns):
         return False
     for operator, clauses in (statement.get("Condition") or {}).items():
         for key, wanted in clauses.items():

@@ -1,6 +1,7 @@
-"""The built-in queue service as a target, with no SELFLESS_SQS_ENDPOINT: bucket notifications to queues
-(QueueConfigurations, validated as S3 validates them: the queue must exist, be standard and let
-s3.amazonaws.com send for the bucket; S3's s3:TestEvent when configured; S3's event as the message body), and
+"""The built-in queue and topic services as targets, with no SELFLESS_SQS_ENDPOINT / SELFLESS_SNS_ENDPOINT:
+bucket notifications to queues and topics (QueueConfigurations and TopicConfigurations, validated as S3
+validates them: the queue or topic must exist, be standard and let s3.amazonaws.com send or publish for the
+bucket; S3's s3:TestEvent when configured; S3's event as the message body, a topic's with S3's Subject), and
 Lambda's OnSuccess/OnFailure destinations and dead-letter queues delivering into built-in queues."""
 
 from __future__ import annotations
@@ -93,6 +94,67 @@ def test_bucket_notifications_reach_a_queue(server: Server) -> None:
     assert record["eventName"] == "ObjectCreated:Put" and record["s3"]["configurationId"] == "uploads"
     assert urllib.parse.unquote_plus(record["s3"]["object"]["key"]) == "in/red flower.jpg"
     assert record["s3"]["object"]["eTag"] == etag.strip('"') and record["s3"]["bucket"]["name"] == bucket
+    assert "Messages" not in sqs.receive_message(QueueUrl=url, WaitTimeSeconds=1)
+
+
+def topic_policy(topic_arn: str, bucket: str) -> str:
+    return json.dumps(
+        {
+            "Version": "2012-10-17",
+            "Statement": [
+                {
+                    "Effect": "Allow",
+                    "Principal": {"Service": "s3.amazonaws.com"},
+                    "Action": "SNS:Publish",  # IAM action names are compared without case
+                    "Resource": topic_arn,
+                    "Condition": {"ArnLike": {"aws:SourceArn": f"arn:aws:s3:::{bucket}"}},
+                }
+            ],
+        }
+    )
+
+
+def test_bucket_notifications_reach_a_topic_and_its_subscribers(server: Server) -> None:
+    s3, sqs, sns = client(server), server.client("sqs"), server.client("sns")
+    bucket = unique("totopic")
+    s3.create_bucket(Bucket=bucket)
+    topic = sns.create_topic(Name=unique("uploads"))["TopicArn"]
+    url, queue_arn = make_queue(sqs)
+    sns.subscribe(TopicArn=topic, Protocol="sqs", Endpoint=queue_arn)
+    config = {"TopicConfigurations": [{"Id": "to-topic", "TopicArn": topic, "Events": ["s3:ObjectCreated:Put"]}]}
+
+    code, _, err = error_of(s3.put_bucket_notification_configuration, Bucket=bucket, NotificationConfiguration=config)
+    assert (code, err["Message"]) == ("InvalidArgument", "Unable to validate the following destination configurations")
+    assert err["ArgumentName1"] == topic and "Permissions on the destination topic" in err["ArgumentValue1"]
+    sns.set_topic_attributes(TopicArn=topic, AttributeName="Policy", AttributeValue=topic_policy(topic, "other"))
+    code, _, _ = error_of(s3.put_bucket_notification_configuration, Bucket=bucket, NotificationConfiguration=config)
+    assert code == "InvalidArgument"  # the policy is for another bucket
+    fifo = sns.create_topic(Name=unique("uploads") + ".fifo", Attributes={"FifoTopic": "true"})["TopicArn"]
+    sns.set_topic_attributes(TopicArn=fifo, AttributeName="Policy", AttributeValue=topic_policy(fifo, bucket))
+    fifo_config = {"TopicConfigurations": [{"TopicArn": fifo, "Events": ["s3:ObjectCreated:*"]}]}
+    code, _, err = error_of(
+        s3.put_bucket_notification_configuration, Bucket=bucket, NotificationConfiguration=fifo_config
+    )
+    assert code == "InvalidArgument" and "FIFO SNS topics are not supported" in err["ArgumentValue1"]
+
+    sns.set_topic_attributes(TopicArn=topic, AttributeName="Policy", AttributeValue=topic_policy(topic, bucket))
+    s3.put_bucket_notification_configuration(Bucket=bucket, NotificationConfiguration=config)
+    shown = s3.get_bucket_notification_configuration(Bucket=bucket)["TopicConfigurations"]
+    assert shown == [{"Id": "to-topic", "TopicArn": topic, "Events": ["s3:ObjectCreated:Put"]}]
+    (test_event,) = drain(sqs, url, 1)
+    envelope = json.loads(test_event["Body"])
+    assert envelope["Type"] == "Notification" and envelope["TopicArn"] == topic
+    assert envelope["Subject"] == "Amazon S3 Notification"
+    assert json.loads(envelope["Message"])["Event"] == "s3:TestEvent"
+
+    s3.put_object(Bucket=bucket, Key="photos/cat.jpg", Body=b"jpeg")
+    s3.copy_object(Bucket=bucket, Key="copy.jpg", CopySource={"Bucket": bucket, "Key": "photos/cat.jpg"})  # not Put
+    (message,) = drain(sqs, url, 1)
+    envelope = json.loads(message["Body"])
+    assert envelope["Subject"] == "Amazon S3 Notification"
+    (record,) = json.loads(envelope["Message"])["Records"]
+    assert record["eventName"] == "ObjectCreated:Put" and record["s3"]["configurationId"] == "to-topic"
+    assert record["s3"]["object"]["key"] == "photos/cat.jpg" and record["s3"]["bucket"]["name"] == bucket
     assert "Messages" not in sqs.receive_message(QueueUrl=url, WaitTimeSeconds=1)
 
 

@@ -203,11 +203,7 @@ def test_configurations_s3_refuses(server: Server, lam: Any) -> None:
     code, _, err = error_of(
         s3.put_bucket_notification_configuration,
         Bucket=bucket,
-        NotificationConfiguration={
-            "TopicConfigurations": [
-                {"TopicArn": "arn:aws:sns:us-east-1:000000000000:t", "Events": ["s3:ObjectCreated:*"]}
-            ]
-        },
+        NotificationConfiguration={"EventBridgeConfiguration": {}, "LambdaFunctionConfigurations": []},
     )
     assert code == "InvalidArgument" and "not supported yet" in err["Message"]
     assert s3.get_bucket_notification_configuration(Bucket=bucket).get("LambdaFunctionConfigurations") is None

@@ -503,3 +503,15 @@ def test_a_condition_that_cannot_be_evaluated_grants_nothing() -> None:
     assert not policies.allows_service(policy, S3, INVOKE, source_arn=BUCKET)
     unconditional = _policy(policies.function_statement({"StatementId": "u", "Action": INVOKE, "Principal": S3}, FN))
     assert policies.allows_service(unconditional, S3, INVOKE, source_arn=BUCKET)
+
+
+def test_action_names_are_compared_without_case_as_iam_does() -> None:
+    statement = {"Effect": "Allow", "Principal": {"Service": S3}, "Action": "SNS:Publish", "Resource": "*"}
+    policy = policies.Policy((statement,), "")
+    assert policies.allows_service(policy, S3, "sns:Publish")
+    assert policies.allows_service(
+        policies.Policy(({**statement, "Action": ["sqs:*", "sns:publish"]},), ""), S3, "SNS:Publish"
+    )
+    assert not policies.allows_service(
+        policies.Policy(({**statement, "Action": "sns:Subscribe"},), ""), S3, "sns:Publish"
+    )

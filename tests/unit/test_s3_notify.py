@@ -136,15 +136,19 @@ def test_missing_function_or_events_is_malformed_xml() -> None:
         assert caught.value.code == "MalformedXML"
 
 
-def test_topic_targets_are_refused_clearly() -> None:
+def test_topic_configurations_parse_and_eventbridge_is_refused_clearly() -> None:
+    topic = "arn:aws:sns:us-east-1:123456789012:t"
+    doc = {
+        "QueueConfigurations": [{"QueueArn": "arn:aws:sqs:us-east-1:123456789012:q", "Events": ["s3:ObjectRemoved:*"]}],
+        "TopicConfigurations": [{"TopicArn": topic, "Events": ["s3:ObjectCreated:*"], "Id": "t"}],
+    }
+    queue, found = notify.parse(doc)
+    assert (found.kind, found.arn, found.id, queue.kind) == ("topic", topic, "t", "queue")
+    assert notify.stored(doc, (queue, found))["TopicConfigurations"] == [
+        {"TopicArn": topic, "Events": ["s3:ObjectCreated:*"], "Id": "t"}
+    ]
     with pytest.raises(NotificationError) as caught:
-        notify.parse(
-            {
-                "TopicConfigurations": [
-                    {"TopicArn": "arn:aws:sns:us-east-1:123456789012:t", "Events": ["s3:ObjectCreated:*"]}
-                ]
-            }
-        )
+        notify.parse({"EventBridgeConfiguration": {}})
     assert "not supported yet" in caught.value.message
 
 

@@ -9,7 +9,7 @@ import asyncio
 import json
 import time
 
-from selfless.invocation.destinations import OnFailure, decode_options, encode_options
+from selfless.invocation.destinations import OnFailure, decode_options, encode_options, subject_of
 from selfless.invocation.events import AsyncInvoker
 from selfless.store.base import StoredEvent
 from tests.unit.test_async_events import Destinations, Registry, Store, invoker
@@ -33,6 +33,9 @@ def test_the_options_round_trip_and_are_not_message_attributes() -> None:
     encoded = encode_options({"A": "1"}, ("group", "dedup"), POLICY)
     assert decode_options(encoded) == ({"A": "1"}, ("group", "dedup"), POLICY)
     assert decode_options(None) == ({}, None, None)
+    with_subject = encode_options({"A": "1"}, None, None, subject="Amazon S3 Notification")
+    assert decode_options(with_subject) == ({"A": "1"}, None, None)  # the subject is not an attribute
+    assert subject_of(with_subject) == "Amazon S3 Notification" and subject_of(encoded) is None
 
 
 def test_a_fifo_run_is_sent_with_its_group() -> None:

@@ -27,7 +27,7 @@ from selfless.errors import SelflessError
 from selfless.functions import FunctionRegistry
 from selfless.invocation.destinations import OnFailure, encode_options
 from selfless.permissions import Permissions
-from selfless.services.s3.functions import QueueLookup
+from selfless.services.s3.functions import AttributeLookup
 from selfless.store.base import StoredEvent
 
 EVENTS_PRINCIPAL = "events.amazonaws.com"
@@ -66,7 +66,7 @@ class Targets:
         self,
         registry: FunctionRegistry,
         permissions: Permissions,
-        queues: QueueLookup | None,
+        queues: AttributeLookup | None,
         account_id: str,
         region: str,
     ) -> None:

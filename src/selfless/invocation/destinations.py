@@ -95,8 +95,9 @@ class Topics(Protocol):
 
     async def exists(self, name: str) -> bool: ...
 
-    async def send(self, name: str, body: bytes, attributes: Mapping[str, str]) -> None:
-        """Publish ``body`` with string ``attributes``; raises DeliveryError when it was not kept."""
+    async def send(self, name: str, body: bytes, attributes: Mapping[str, str], subject: str | None = None) -> None:
+        """Publish ``body`` with string ``attributes`` (and ``subject``, the message's Subject); raises
+        DeliveryError when it was not kept."""
         ...
 
 
@@ -139,6 +140,8 @@ class Message:
     attributes: Mapping[str, str] = dataclasses.field(default_factory=dict)
     # A FIFO queue's (MessageGroupId, MessageDeduplicationId), for a scheduled run's message.
     fifo: tuple[str, str] | None = None
+    # A topic message's Subject (S3's notifications have one).
+    subject: str | None = None
 
     def record_facts(self) -> tuple[str, bool]:
         """The function ARN an invocation record is about, and whether it reports a success."""
@@ -152,6 +155,7 @@ class Message:
 # Keys of ``StoredEvent.attributes`` that are instructions to the durable queue, never message attributes.
 FIFO_KEY = "@fifo"
 ON_FAILURE_KEY = "@onFailure"
+SUBJECT_KEY = "@subject"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -186,10 +190,16 @@ class OnFailure:
 
 
 def encode_options(
-    attributes: Mapping[str, str] | None, fifo: tuple[str, str] | None, on_failure: OnFailure | None
+    attributes: Mapping[str, str] | None,
+    fifo: tuple[str, str] | None,
+    on_failure: OnFailure | None,
+    subject: str | None = None,
 ) -> str | None:
-    """``StoredEvent.attributes`` for a message's attributes and the durable queue's instructions."""
+    """``StoredEvent.attributes`` for a message's attributes and the durable queue's instructions (and a
+    topic message's ``subject``, read back by ``subject_of``)."""
     doc: dict[str, Any] = dict(attributes or {})
+    if subject is not None:
+        doc[SUBJECT_KEY] = subject
     if fifo is not None:
         doc[FIFO_KEY] = list(fifo)
     if on_failure is not None:
@@ -202,11 +212,18 @@ def decode_options(encoded: str | None) -> tuple[dict[str, str], tuple[str, str]
     doc = json.loads(encoded) if encoded else {}
     fifo = doc.pop(FIFO_KEY, None)
     on_failure = doc.pop(ON_FAILURE_KEY, None)
+    doc.pop(SUBJECT_KEY, None)
     return (
         {str(k): str(v) for k, v in doc.items()},
         None if fifo is None else (str(fifo[0]), str(fifo[1])),
         None if on_failure is None else OnFailure.from_json(on_failure),
     )
+
+
+def subject_of(encoded: str | None) -> str | None:
+    """The topic message's Subject that ``encode_options`` wrote, if any."""
+    subject = json.loads(encoded).get(SUBJECT_KEY) if encoded else None
+    return None if subject is None else str(subject)
 
 
 def dead_letter_attributes(request_id: str, status: int, error_message: str) -> dict[str, str]:
@@ -257,7 +274,7 @@ class Destinations:
             assert isinstance(service, Buckets)
             await service.write(target.resource, _object_key(message.record_facts()[0]), message.body)
         elif target.service == "sns":
-            await cast(Topics, service).send(target.resource, message.body, message.attributes)
+            await cast(Topics, service).send(target.resource, message.body, message.attributes, message.subject)
         else:
             await cast(Queues, service).send(target.resource, message.body, message.attributes, message.fifo)
 
@@ -325,8 +342,12 @@ class Destinations:
                     **_fifo(message),
                 )
             elif target.service == "sns":
+                subject = {} if message.subject is None else {"Subject": message.subject}
                 self._client("sns").publish(
-                    TopicArn=target.arn, Message=message.body.decode("utf-8", "replace"), **_attributes(message)
+                    TopicArn=target.arn,
+                    Message=message.body.decode("utf-8", "replace"),
+                    **_attributes(message),
+                    **subject,
                 )
             elif target.service == "events":
                 function, success = message.record_facts()

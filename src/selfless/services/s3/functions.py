@@ -1,5 +1,6 @@
-"""Where bucket notifications go, on Lambda's and the queue service's side: whether S3 may deliver to a
-configuration's function or queue, and the durable async events that carry a matched notification there.
+"""Where bucket notifications go, on Lambda's, the queue service's and the topic service's side: whether S3 may
+deliver to a configuration's function, queue or topic, and the durable async events that carry a matched
+notification there.
 
 S3 checks each destination when a configuration is put:
 
@@ -9,11 +10,14 @@ S3 checks each destination when a configuration is put:
 - a queue (of the built-in queue service) must exist, be a standard queue (S3 sends to no FIFO queue), and its
   ``Policy`` attribute must let ``s3.amazonaws.com`` call ``sqs:SendMessage`` for this bucket (and account).
   With ``SELFLESS_SQS_ENDPOINT`` set, queues live in that external service, which selfless cannot inspect: a
-  well-formed queue ARN is taken as given.
+  well-formed queue ARN is taken as given;
+- a topic likewise (of the built-in topic service): it must exist, be a standard topic, and its ``Policy``
+  attribute must let ``s3.amazonaws.com`` call ``SNS:Publish`` for this bucket (and account); with
+  ``SELFLESS_SNS_ENDPOINT`` set, a well-formed topic ARN is taken as given.
 
-A function's event is an asynchronous invocation; a queue's is a delivery (``StoredEvent.target``) of S3's
-event document as the message body, retried by the durable queue until the queue has it. Both commit with the
-change that sent them.
+A function's event is an asynchronous invocation; a queue's or topic's is a delivery (``StoredEvent.target``)
+of S3's event document as the message body (a topic's with the Subject "Amazon S3 Notification", as S3 sends
+it), retried by the durable queue until the queue or topic has it. All commit with the change that sent them.
 """
 
 from __future__ import annotations
@@ -26,6 +30,7 @@ from typing import Protocol
 from selfless import ids, policies
 from selfless.errors import SelflessError
 from selfless.functions import FunctionRegistry
+from selfless.invocation.destinations import encode_options
 from selfless.permissions import Permissions
 from selfless.services.s3.notify import Target
 from selfless.store.base import StoredEvent
@@ -33,53 +38,71 @@ from selfless.store.base import StoredEvent
 S3_PRINCIPAL = "s3.amazonaws.com"
 INVOKE = "lambda:InvokeFunction"
 SEND = "sqs:SendMessage"
+PUBLISH = "sns:Publish"
+SUBJECT = "Amazon S3 Notification"
 _QUEUE_REFUSED = "Permissions on the destination queue do not allow S3 to publish notifications from this bucket"
+_TOPIC_REFUSED = "Permissions on the destination topic do not allow S3 to publish notifications from this bucket"
 
 
-class QueueLookup(Protocol):
-    """The built-in queue service, as notifications see it (``services.sqs.destinations.BuiltinQueues``)."""
+class AttributeLookup(Protocol):
+    """The built-in queue or topic service, as notifications see it (``services.sqs.destinations.BuiltinQueues``,
+    ``services.sns.destinations.BuiltinTopics``): a queue's or topic's attributes, None when there is none."""
 
     async def attributes(self, name: str) -> Mapping[str, str] | None: ...
 
 
+def _policy(attributes: Mapping[str, str]) -> policies.Policy:
+    try:
+        statements = json.loads(attributes.get("Policy") or "{}").get("Statement") or []
+    except (ValueError, AttributeError):
+        statements = []
+    if isinstance(statements, dict):
+        statements = [statements]
+    return policies.Policy(tuple(s for s in statements if isinstance(s, dict)), "")
+
+
 class NotificationFunctions:
-    """``queues``: the built-in queue service (set by the composition root, which builds it after this);
-    None when queues are an external service's."""
+    """``queues`` and ``topics``: the built-in queue and topic services (set by the composition root, which
+    builds them after this); None when queues or topics are an external service's."""
 
     def __init__(self, registry: FunctionRegistry, permissions: Permissions, account_id: str, region: str) -> None:
         self._registry = registry
         self._permissions = permissions
         self._account_id = account_id
-        self._queue_prefix = f"arn:aws:sqs:{region}:{account_id}:"
-        self.queues: QueueLookup | None = None
+        self._prefixes = {
+            "queue": f"arn:aws:sqs:{region}:{account_id}:",
+            "topic": f"arn:aws:sns:{region}:{account_id}:",
+        }
+        self.queues: AttributeLookup | None = None
+        self.topics: AttributeLookup | None = None
 
     async def refusal(self, bucket: str, targets: Iterable[Target]) -> Callable[[Target], str | None]:
         """For ``notify.check_destinations``: why S3 may not deliver to a target for ``bucket`` (None: it may)."""
-        queues: dict[str, Mapping[str, str] | None] = {}
-        if self.queues is not None:
-            for target in targets:
-                if target.kind == "queue" and target.arn.startswith(self._queue_prefix):
-                    queues[target.arn] = await self.queues.attributes(target.arn[len(self._queue_prefix) :])
+        services = {"queue": self.queues, "topic": self.topics}
+        found: dict[str, Mapping[str, str] | None] = {}
+        for target in targets:
+            service, prefix = services.get(target.kind), self._prefixes.get(target.kind, "")
+            if service is not None and target.arn.startswith(prefix):
+                found[target.arn] = await service.attributes(target.arn[len(prefix) :])
         source = {"source_arn": f"arn:aws:s3:::{bucket}", "source_account": self._account_id}
+        # kind -> (ARN prefix of that service, refusal, FIFO attribute, FIFO refusal, action S3 needs)
+        rules = {
+            "queue": ("arn:aws:sqs:", _QUEUE_REFUSED, "FifoQueue", "FIFO queues", SEND),
+            "topic": ("arn:aws:sns:", _TOPIC_REFUSED, "FifoTopic", "FIFO SNS topics", PUBLISH),
+        }
 
         def why(target: Target) -> str | None:
-            if target.kind == "queue":
-                if self.queues is None:
-                    return None if target.arn.startswith("arn:aws:sqs:") else _QUEUE_REFUSED
-                attributes = queues.get(target.arn)
+            if target.kind in rules:
+                service_prefix, refused, fifo, fifo_name, action = rules[target.kind]
+                if services[target.kind] is None:  # an external service's: taken as given
+                    return None if target.arn.startswith(service_prefix) else refused
+                attributes = found.get(target.arn)
                 if attributes is None:
-                    return _QUEUE_REFUSED
-                if attributes.get("FifoQueue") == "true":
-                    return "FIFO queues are not supported as destinations for event notifications"
-                try:
-                    statements = json.loads(attributes.get("Policy") or "{}").get("Statement") or []
-                except (ValueError, AttributeError):
-                    statements = []
-                if isinstance(statements, dict):
-                    statements = [statements]
-                queue_policy = policies.Policy(tuple(s for s in statements if isinstance(s, dict)), "")
-                allowed = policies.allows_service(queue_policy, S3_PRINCIPAL, SEND, **source)
-                return None if allowed else _QUEUE_REFUSED
+                    return refused
+                if attributes.get(fifo) == "true":
+                    return f"{fifo_name} are not supported as destinations for event notifications"
+                allowed = policies.allows_service(_policy(attributes), S3_PRINCIPAL, action, **source)
+                return None if allowed else refused
             try:
                 name, qualifier = self._registry.resolve(target.arn, None)
                 self._registry.get(name, qualifier)
@@ -100,8 +123,8 @@ class NotificationFunctions:
         now = time.time()
         out = []
         for target, payload in matched:
-            if target.kind == "queue":
-                out.append(StoredEvent(ids.request_id(), "", None, payload, None, now, target=target.arn))
+            if target.kind in ("queue", "topic"):
+                out.append(_delivery(target.kind, target.arn, payload, now))
                 continue
             try:
                 name, qualifier = self._registry.resolve(target.arn, None)
@@ -111,7 +134,7 @@ class NotificationFunctions:
         return out
 
     def test_events(self, bucket: str, targets: Iterable[Target], request_id: str, at: float) -> list[StoredEvent]:
-        """The ``s3:TestEvent`` message S3 sends each queue of a configuration when it is put."""
+        """The ``s3:TestEvent`` message S3 sends each queue and topic of a configuration when it is put."""
         stamp = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(at)) + f".{int(at * 1000) % 1000:03d}Z"
         body = json.dumps(
             {
@@ -124,5 +147,11 @@ class NotificationFunctions:
             },
             separators=(",", ":"),
         ).encode()
-        arns = dict.fromkeys(t.arn for t in targets if t.kind == "queue")
-        return [StoredEvent(ids.request_id(), "", None, body, None, at, target=arn) for arn in arns]
+        arns = dict.fromkeys((t.arn, t.kind) for t in targets if t.kind in ("queue", "topic"))
+        return [_delivery(kind, arn, body, at) for arn, kind in arns]
+
+
+def _delivery(kind: str, arn: str, body: bytes, at: float) -> StoredEvent:
+    """A durable delivery of ``body`` to a queue, or to a topic with S3's Subject."""
+    options = encode_options(None, None, None, SUBJECT) if kind == "topic" else None
+    return StoredEvent(ids.request_id(), "", None, body, None, at, target=arn, attributes=options)

@@ -18,8 +18,8 @@ What S3 checks and selfless checks alike:
   (:func:`check_destinations`, with the policy check given by the caller): otherwise S3's
   ``Unable to validate the following destination configurations``, naming each failed destination.
 
-Queue and topic configurations are refused until the queue and topic services exist; an EventBridge
-configuration likewise.
+Queue and topic configurations name queues and topics of the built-in services (or of the external ones
+the endpoint settings name); an EventBridge configuration is refused until S3's events reach the bus.
 """
 
 from __future__ import annotations
@@ -85,9 +85,9 @@ class NotificationError(Exception):
 
 @dataclasses.dataclass(frozen=True)
 class Target:
-    """One LambdaFunctionConfiguration (``kind`` "function": ``arn`` the function's, maybe qualified) or
-    QueueConfiguration (``kind`` "queue": ``arn`` the queue's): its id, event types and key filter ("" when a
-    rule is absent)."""
+    """One LambdaFunctionConfiguration (``kind`` "function": ``arn`` the function's, maybe qualified),
+    QueueConfiguration (``kind`` "queue": ``arn`` the queue's) or TopicConfiguration (``kind`` "topic"):
+    its id, event types and key filter ("" when a rule is absent)."""
 
     id: str
     arn: str
@@ -127,15 +127,13 @@ def _generated_id() -> str:
 def parse(doc: Mapping[str, Any]) -> tuple[Target, ...]:
     """The function targets of a NotificationConfiguration; raises NotificationError as S3 refuses it.
     Targets without an Id get a generated one (see :func:`stored`)."""
-    for refused, service in (("TopicConfigurations", "SNS"), ("EventBridgeConfiguration", "EventBridge")):
-        if doc.get(refused):
-            raise NotificationError(
-                f"{refused} are not supported yet: selfless does not offer {service}; "
-                "LambdaFunctionConfigurations and QueueConfigurations are delivered",
-                [(refused, service)],
-            )
-    configs = [(c, _KINDS["LambdaFunctionConfigurations"]) for c in doc.get("LambdaFunctionConfigurations") or []]
-    configs += [(c, _KINDS["QueueConfigurations"]) for c in doc.get("QueueConfigurations") or []]
+    if doc.get("EventBridgeConfiguration") is not None:  # present, even empty, turns it on
+        raise NotificationError(
+            "EventBridgeConfiguration is not supported yet: LambdaFunctionConfigurations, QueueConfigurations "
+            "and TopicConfigurations are delivered",
+            [("EventBridgeConfiguration", "EventBridge")],
+        )
+    configs = [(c, kind) for name, kind in _KINDS.items() for c in doc.get(name) or []]
     if len(configs) > _MAX_CONFIGURATIONS:
         raise NotificationError(f"A bucket takes at most {_MAX_CONFIGURATIONS} notification configurations")
     targets: list[Target] = []
@@ -162,6 +160,7 @@ def parse(doc: Mapping[str, Any]) -> tuple[Target, ...]:
 _KINDS = {
     "LambdaFunctionConfigurations": ("function", "LambdaFunctionArn"),
     "QueueConfigurations": ("queue", "QueueArn"),
+    "TopicConfigurations": ("topic", "TopicArn"),
 }
 
 

@@ -24,15 +24,22 @@ class BuiltinTopics:
         self._service = service
         self._call = Call(LAMBDA_PRINCIPAL)
 
-    async def exists(self, name: str) -> bool:
+    async def attributes(self, name: str) -> Mapping[str, str] | None:
+        """The topic's attributes (``FifoTopic``, ``Policy``, ...), or None when there is no such topic."""
         try:
             found = await self._service.get_topic_attributes({"TopicArn": self._service.arn(name)}, self._call)
         except E.SnsError:
-            return False
-        return bool(found["Attributes"].get("FifoTopic") != "true")
+            return None
+        return dict(found["Attributes"])
 
-    async def send(self, name: str, body: bytes, attributes: Mapping[str, str]) -> None:
+    async def exists(self, name: str) -> bool:
+        attributes = await self.attributes(name)
+        return attributes is not None and attributes.get("FifoTopic") != "true"
+
+    async def send(self, name: str, body: bytes, attributes: Mapping[str, str], subject: str | None = None) -> None:
         params: dict[str, Any] = {"TopicArn": self._service.arn(name), "Message": body.decode("utf-8", "replace")}
+        if subject is not None:
+            params["Subject"] = subject
         if attributes:
             params["MessageAttributes"] = {
                 key: {"DataType": "Number" if key == "ErrorCode" else "String", "StringValue": value}
