@@ -49,7 +49,7 @@ from typing import Any
 
 import aio_pika
 import aiormq.exceptions
-from aio_pika.abc import AbstractIncomingMessage
+from aiormq.abc import AbstractChannel, DeliveredMessage
 
 from selfless.errors import ResourceNotFound, TooManyRequests
 from selfless.invocation.inflight import Outcome
@@ -144,33 +144,26 @@ def _header(value: Any) -> Any:
     return value
 
 
-def message_doc(message: AbstractIncomingMessage) -> dict[str, Any]:
-    """One message of the ``aws:rmq`` event: its basic properties (null when the message has none), whether the
-    broker delivered it before, and its body in base64."""
-    raw = message.expiration
-    expiration: str | None = None
-    if isinstance(raw, int | float):
-        expiration = str(round(raw * 1000))  # aio-pika gives seconds; the wire (and Lambda) milliseconds
-    elif isinstance(raw, datetime.timedelta):
-        expiration = str(round(raw.total_seconds() * 1000))
-    delivery_mode = message.delivery_mode
-    timestamp = message.timestamp
+def message_doc(message: DeliveredMessage) -> dict[str, Any]:
+    """One message of the ``aws:rmq`` event: its basic properties as the broker sent them (null when the message
+    has none), whether the broker delivered it before, and its body in base64."""
+    p = message.header.properties
     return {
         "basicProperties": {
-            "contentType": message.content_type,
-            "contentEncoding": message.content_encoding,
-            "headers": _header(dict(message.headers)) if message.headers else None,
-            "deliveryMode": int(delivery_mode) if delivery_mode is not None else None,
-            "priority": message.priority,
-            "correlationId": message.correlation_id,
-            "replyTo": message.reply_to,
-            "expiration": expiration,
-            "messageId": message.message_id,
-            "timestamp": _timestamp(timestamp) if isinstance(timestamp, datetime.datetime) else None,
-            "type": message.type,
-            "userId": message.user_id,
-            "appId": message.app_id,
-            "clusterId": getattr(message, "cluster_id", None),
+            "contentType": p.content_type,
+            "contentEncoding": p.content_encoding,
+            "headers": _header(dict(p.headers)) if p.headers else None,
+            "deliveryMode": p.delivery_mode,
+            "priority": p.priority,
+            "correlationId": p.correlation_id,
+            "replyTo": p.reply_to,
+            "expiration": p.expiration,
+            "messageId": p.message_id,
+            "timestamp": _timestamp(p.timestamp) if isinstance(p.timestamp, datetime.datetime) else None,
+            "type": p.message_type,
+            "userId": p.user_id,
+            "appId": p.app_id,
+            "clusterId": p.cluster_id or None,  # pamqp reads an absent one as ""
             "bodySize": len(message.body),
         },
         "redelivered": bool(message.redelivered),
@@ -189,6 +182,12 @@ def event(event_source_arn: str, queue: str, vhost: str, messages: Sequence[Mapp
 
 
 # -- the consumer ---------------------------------------------------------------------------------------------
+
+
+def _tag(message: DeliveredMessage) -> int:
+    tag = message.delivery_tag
+    assert tag is not None  # a delivery of a consumer always has one
+    return tag
 
 
 class _Lost(Exception):
@@ -301,7 +300,7 @@ class RabbitPoller:
             self._connect_timeout_s + 1,
         )
         try:
-            inbox: asyncio.Queue[AbstractIncomingMessage | None] = asyncio.Queue()  # bounded by the prefetch
+            inbox: asyncio.Queue[DeliveredMessage | None] = asyncio.Queue()  # bounded by the prefetch
 
             def closed(*_: Any) -> None:
                 inbox.put_nowait(None)
@@ -311,19 +310,22 @@ class RabbitPoller:
                 channel = await connection.channel()
                 channel.close_callbacks.add(closed)
                 await channel.set_qos(prefetch_count=self._batch_size)
-                queue = await channel.declare_queue(self._queue, passive=True)
+                await channel.declare_queue(self._queue, passive=True)
+                # The protocol's own channel: its deliveries keep the properties as sent (absent ones absent,
+                # where aio-pika's messages default them).
+                amqp = await channel.get_underlay_channel()
 
-            async def delivered(message: AbstractIncomingMessage) -> None:
+            async def delivered(message: DeliveredMessage) -> None:
                 inbox.put_nowait(message)
 
             async with asyncio.timeout(self._connect_timeout_s):
-                await queue.consume(delivered, no_ack=False)
+                await amqp.basic_consume(self._queue, delivered, no_ack=False)
             self._on_reason(USER_INITIATED)
-            carried: AbstractIncomingMessage | None = None
+            carried: DeliveredMessage | None = None
             while not self._stopping:
-                batch, carried = await self._collect(inbox, carried)
+                batch, carried = await self._collect(amqp, inbox, carried)
                 if batch:
-                    await self._process(batch)
+                    await self._process(amqp, batch)
         finally:
             # Unacknowledged messages go back to the queue with the connection.
             with contextlib.suppress(Exception):
@@ -333,11 +335,12 @@ class RabbitPoller:
 
     async def _collect(
         self,
-        inbox: asyncio.Queue[AbstractIncomingMessage | None],
-        carried: AbstractIncomingMessage | None,
-    ) -> tuple[list[tuple[AbstractIncomingMessage, dict[str, Any]]], AbstractIncomingMessage | None]:
+        amqp: AbstractChannel,
+        inbox: asyncio.Queue[DeliveredMessage | None],
+        carried: DeliveredMessage | None,
+    ) -> tuple[list[tuple[DeliveredMessage, dict[str, Any]]], DeliveredMessage | None]:
         """One batch (maybe empty: an idle check), and the message that did not fit it (it starts the next)."""
-        batch: list[tuple[AbstractIncomingMessage, dict[str, Any]]] = []
+        batch: list[tuple[DeliveredMessage, dict[str, Any]]] = []
         size = _EVENT_OVERHEAD
         window_end: float | None = None
         while len(batch) < self._batch_size:
@@ -358,13 +361,13 @@ class RabbitPoller:
                 message = got
             doc = message_doc(message)
             if self._accepts is not None and not self._accepts(doc):
-                await message.ack()  # filtered out: never sent (Lambda's rule)
+                await amqp.basic_ack(_tag(message))  # filtered out: never sent (Lambda's rule)
                 continue
             doc_size = len(json.dumps(doc, separators=(",", ":"))) + 1
             if _EVENT_OVERHEAD + doc_size > MAX_PAYLOAD:
                 log.warning("mapping %s: a message of %d bytes cannot fit an event", self.mapping_id, len(message.body))
                 self._on_result(TOO_LARGE)
-                await message.reject(requeue=False)
+                await amqp.basic_reject(_tag(message), requeue=False)
                 continue
             if size + doc_size > MAX_PAYLOAD:
                 return batch, message
@@ -374,10 +377,12 @@ class RabbitPoller:
                 window_end = self._clock() + self._window_s
         return batch, carried
 
-    async def _process(self, batch: list[tuple[AbstractIncomingMessage, dict[str, Any]]]) -> None:
+    async def _process(self, amqp: AbstractChannel, batch: list[tuple[DeliveredMessage, dict[str, Any]]]) -> None:
         """Invoke with ``batch``: success acknowledges it, a failure rejects it with requeue."""
         payload = event(self._arn, self._queue, self._vhost, [doc for _, doc in batch])
-        last = batch[-1][0]  # deliveries are in order: acknowledging the last with ``multiple`` settles all
+        # Deliveries are in order, and those before the batch's last that are not in it were settled already
+        # (filtered, too large): settling the last with ``multiple`` settles exactly the batch.
+        last = _tag(batch[-1][0])
         self._invoking = True
         try:
             succeeded = await self._call(payload)
@@ -385,9 +390,9 @@ class RabbitPoller:
             self._invoking = False
         try:
             if succeeded:
-                await last.ack(multiple=True)
+                await amqp.basic_ack(last, multiple=True)
             else:
-                await last.nack(multiple=True, requeue=True)
+                await amqp.basic_nack(last, multiple=True, requeue=True)
         except Exception as exc:  # the channel closed meanwhile: the broker requeues what it had sent
             raise _Lost(f"settling a batch failed: {exc}") from exc
 
