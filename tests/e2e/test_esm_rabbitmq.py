@@ -473,6 +473,25 @@ def test_a_broker_that_cannot_be_used_is_reported(mq_server: Server, lam: Any, r
             channel.queue_delete(queue + "-missing")
 
 
+def test_a_queue_deleted_under_a_mapping_is_reported_and_consumed_again_once_back(
+    mq_server: Server, lam: Any, recorder: str
+) -> None:
+    with rabbit_queue() as (queue, channel):
+        mapping_id = create(lam, recorder, queue)["UUID"]
+        wait_for("the consumer", lambda: counts(channel, queue)[1] == 1)
+        channel.queue_delete(queue)
+
+        def reported() -> bool:
+            found = lam.get_event_source_mapping(UUID=mapping_id)
+            return bool(found["StateTransitionReason"] == "ESM_CONFIG_NOT_VALID")
+
+        wait_for("the missing queue reported", reported)
+        channel.queue_declare(queue)
+        publish(channel, queue, ["back"])
+        wait_for("the message", lambda: bodies_seen(mq_server, recorder) == ["back"], timeout=90)
+        wait_for("acknowledged", lambda: counts(channel, queue) == (0, 1))
+
+
 def test_mappings_outlive_a_restart(tmp_path: Path) -> None:
     srv = start_server(tmp_path, {"SELFLESS_MQ_BROKERS": brokers_env()})
     try:

@@ -246,6 +246,7 @@ class RabbitPoller:
         self._clock = clock
         self._task: asyncio.Task[None] | None = None
         self._invoking = False
+        self._consuming = False  # the current connection got as far as consuming
         self._stopping = False
 
     @property
@@ -273,12 +274,14 @@ class RabbitPoller:
     async def _run(self) -> None:
         backoff = _RETRY_FIRST_S
         while not self._stopping:
+            self._consuming = False
             try:
                 await self._session()
-                backoff = _RETRY_FIRST_S
             except asyncio.CancelledError:
                 raise
             except Exception as exc:  # the broker's or the network's: said, then tried again
+                if self._consuming:  # a connection that worked and was lost: the next attempt waits the least
+                    backoff = _RETRY_FIRST_S
                 result, reason = _problem(exc, self._url, self._queue, self._vhost)
                 log.info("mapping %s: %s", self.mapping_id, result)
                 self._on_result(result)
@@ -314,12 +317,15 @@ class RabbitPoller:
                 # The protocol's own channel: its deliveries keep the properties as sent (absent ones absent,
                 # where aio-pika's messages default them).
                 amqp = await channel.get_underlay_channel()
+                # The broker cancels a consumer whose queue is deleted, and the channel stays open: start over.
+                amqp.on_consumer_cancel_callbacks.add(closed)
 
             async def delivered(message: DeliveredMessage) -> None:
                 inbox.put_nowait(message)
 
             async with asyncio.timeout(self._connect_timeout_s):
                 await amqp.basic_consume(self._queue, delivered, no_ack=False)
+            self._consuming = True
             self._on_reason(USER_INITIATED)
             carried: DeliveredMessage | None = None
             while not self._stopping:
@@ -357,7 +363,7 @@ class RabbitPoller:
                 except TimeoutError:
                     break
                 if got is None:
-                    raise _Lost("closed by the broker or the network")
+                    raise _Lost("the broker cancelled the consumer, or the connection closed")
                 message = got
             doc = message_doc(message)
             if self._accepts is not None and not self._accepts(doc):
