@@ -6,9 +6,10 @@ ARN, with an AMQP URL that holds the credentials; BASIC_AUTH's secret ARN is req
 kept, but selfless has no Secrets Manager to read it from. VIRTUAL_HOST, when given, replaces the URL's virtual
 host (``/`` when the URL names none).
 
-One consumer per mapping (Lambda runs one for a RabbitMQ mapping): a connection and a channel whose prefetch is
-the batch size (the broker never has more than a batch of unacknowledged messages out to it), consuming the
-queue with manual acknowledgement.
+One consumer per mapping (Lambda runs one for a RabbitMQ mapping): a connection and a channel consuming the queue
+with manual acknowledgement, and a prefetch (the unacknowledged messages the broker may have out to selfless) of
+at most the batch size, and of at most what fits ``PREFETCH_BYTES`` at the largest message seen so far: it starts
+at 1 and is set again as messages come (small messages: the batch size at once).
 
     collect:  messages until the batch is full (BatchSize), the batching window ends (it starts with the batch's
               first message; 0.5 s at least, Lambda's default for MQ), or the event would pass 6 MB (the message
@@ -28,8 +29,9 @@ configuration, StateTransitionReason (EVENT_SOURCE_AUTHN_ERROR, ESM_CONFIG_NOT_V
 ``stop`` ends a collecting consumer at once and gives an invoking one its deadline, then closes the connection
 (whatever it holds goes back to the queue): no connection or task outlives it.
 
-Memory: a consumer holds at most BatchSize messages (the prefetch), each at most the broker's largest message
-(RabbitMQ's ``max_message_size``: 16 MiB by default since 4.0), and builds events of at most 6 MB.
+Memory: a consumer holds about ``PREFETCH_BYTES`` of messages (and builds events of at most 6 MB); at worst, when
+big messages follow many small ones, the messages the broker sent before the prefetch came down: BatchSize of
+them, each at most the broker's ``max_message_size`` (16 MiB by default since RabbitMQ 4.0).
 """
 
 from __future__ import annotations
@@ -44,7 +46,7 @@ import logging
 import re
 import time
 import urllib.parse
-from collections.abc import Awaitable, Callable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Coroutine, Mapping, Sequence
 from typing import Any
 
 import aio_pika
@@ -62,6 +64,7 @@ MQ_ARN = re.compile(
 DEFAULT_BATCH_SIZE = 100
 MIN_WINDOW_S = 0.5  # Lambda's default batching window for MQ
 MAX_PAYLOAD = 6_291_456  # a synchronous invocation's request payload
+PREFETCH_BYTES = 2 * MAX_PAYLOAD  # the batch being built or invoked, and the next one
 CONNECT_TIMEOUT_S = 10.0
 _RETRY_FIRST_S = 1.0
 _RETRY_MAX_S = 30.0
@@ -247,6 +250,10 @@ class RabbitPoller:
         self._task: asyncio.Task[None] | None = None
         self._invoking = False
         self._consuming = False  # the current connection got as far as consuming
+        self._prefetch = 1
+        self._consumer_tag = ""
+        self._delivered: Callable[[DeliveredMessage], Coroutine[Any, Any, None]] | None = None
+        self._largest = 0  # the largest message seen (its size in the event): it sets the prefetch
         self._stopping = False
 
     @property
@@ -312,7 +319,8 @@ class RabbitPoller:
             async with asyncio.timeout(self._connect_timeout_s):
                 channel = await connection.channel()
                 channel.close_callbacks.add(closed)
-                await channel.set_qos(prefetch_count=self._batch_size)
+                self._prefetch = 1  # until a message shows how big they are
+                await channel.set_qos(prefetch_count=self._prefetch)
                 await channel.declare_queue(self._queue, passive=True)
                 # The protocol's own channel: its deliveries keep the properties as sent (absent ones absent,
                 # where aio-pika's messages default them).
@@ -323,8 +331,9 @@ class RabbitPoller:
             async def delivered(message: DeliveredMessage) -> None:
                 inbox.put_nowait(message)
 
+            self._delivered = delivered
             async with asyncio.timeout(self._connect_timeout_s):
-                await amqp.basic_consume(self._queue, delivered, no_ack=False)
+                self._consumer_tag = await self._consume(amqp)
             self._consuming = True
             self._on_reason(USER_INITIATED)
             carried: DeliveredMessage | None = None
@@ -370,6 +379,9 @@ class RabbitPoller:
                 await amqp.basic_ack(_tag(message))  # filtered out: never sent (Lambda's rule)
                 continue
             doc_size = len(json.dumps(doc, separators=(",", ":"))) + 1
+            if doc_size > self._largest:
+                self._largest = doc_size
+            await self._fit_prefetch(amqp)
             if _EVENT_OVERHEAD + doc_size > MAX_PAYLOAD:
                 log.warning("mapping %s: a message of %d bytes cannot fit an event", self.mapping_id, len(message.body))
                 self._on_result(TOO_LARGE)
@@ -383,22 +395,43 @@ class RabbitPoller:
                 window_end = self._clock() + self._window_s
         return batch, carried
 
+    async def _consume(self, amqp: AbstractChannel) -> str:
+        assert self._delivered is not None  # set by the session before it consumes
+        ok = await amqp.basic_consume(self._queue, self._delivered, no_ack=False)
+        return str(ok.consumer_tag)
+
+    async def _fit_prefetch(self, amqp: AbstractChannel) -> None:
+        """The prefetch that keeps what the broker has out within ``PREFETCH_BYTES`` at the largest message seen
+        (rounded up to a power of two, so that it changes a few times at most; at least 1, at most the batch
+        size). RabbitMQ fixes a consumer's prefetch when it starts, so a new one means consuming again: the
+        messages out so far stay unacknowledged on the channel, and those the old consumer was sent before the
+        broker confirmed its end still arrive, in order."""
+        largest = 1 << max(0, (self._largest - 1).bit_length())
+        wanted = max(1, min(self._batch_size, PREFETCH_BYTES // largest))
+        if wanted == self._prefetch:
+            return
+        async with asyncio.timeout(self._connect_timeout_s):
+            await amqp.basic_cancel(self._consumer_tag)
+            await amqp.basic_qos(prefetch_count=wanted)
+            self._consumer_tag = await self._consume(amqp)
+        self._prefetch = wanted
+
     async def _process(self, amqp: AbstractChannel, batch: list[tuple[DeliveredMessage, dict[str, Any]]]) -> None:
         """Invoke with ``batch``: success acknowledges it, a failure rejects it with requeue."""
         payload = event(self._arn, self._queue, self._vhost, [doc for _, doc in batch])
-        # Deliveries are in order, and those before the batch's last that are not in it were settled already
-        # (filtered, too large): settling the last with ``multiple`` settles exactly the batch.
-        last = _tag(batch[-1][0])
+        # Each message on its own (not ``multiple``): a delivery selfless never saw can never be settled with them.
+        tags = [_tag(message) for message, _ in batch]
         self._invoking = True
         try:
             succeeded = await self._call(payload)
         finally:
             self._invoking = False
         try:
-            if succeeded:
-                await amqp.basic_ack(last, multiple=True)
-            else:
-                await amqp.basic_nack(last, multiple=True, requeue=True)
+            for tag in tags:
+                if succeeded:
+                    await amqp.basic_ack(tag)
+                else:
+                    await amqp.basic_nack(tag, requeue=True)
         except Exception as exc:  # the channel closed meanwhile: the broker requeues what it had sent
             raise _Lost(f"settling a batch failed: {exc}") from exc
 
