@@ -211,7 +211,9 @@ def _problem(exc: BaseException, url: str, queue: str, vhost: str) -> tuple[str,
         return f"PROBLEM: Connection error. No answer from the broker {where(url)} in time", None
     if isinstance(exc, _Lost):
         return f"PROBLEM: Connection error. The connection to the broker {where(url)} closed: {exc}", None
-    return f"PROBLEM: Connection error. Could not connect to the broker {where(url)}: {exc}", None
+    if isinstance(exc, OSError | aiormq.exceptions.AMQPError | aiormq.exceptions.ChannelInvalidStateError):
+        return f"PROBLEM: Connection error. Could not connect to the broker {where(url)}: {exc}", None
+    return f"PROBLEM: Internal error: {exc!r}", None
 
 
 class RabbitPoller:
@@ -290,7 +292,7 @@ class RabbitPoller:
                 if self._consuming:  # a connection that worked and was lost: the next attempt waits the least
                     backoff = _RETRY_FIRST_S
                 result, reason = _problem(exc, self._url, self._queue, self._vhost)
-                log.info("mapping %s: %s", self.mapping_id, result)
+                log.info("mapping %s: %s", self.mapping_id, result, exc_info=result.startswith("PROBLEM: Internal"))
                 self._on_result(result)
                 if reason is not None:
                     self._on_reason(reason)
