@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import base64
 import json
+import subprocess
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -32,8 +33,8 @@ SECRET = f"arn:aws:secretsmanager:us-east-1:{ACCOUNT}:secret:mq-guest-AbCdEf"
 AUTH = [{"Type": "BASIC_AUTH", "URI": SECRET}]
 
 # One log line per batch: the event without the bodies, and the bodies decoded. A body "fail-once" fails the
-# batch when the broker delivers it for the first time.
-RECORDER = """import base64, json
+# batch when the broker delivers it for the first time; "slow" makes it take 3 s then.
+RECORDER = """import base64, json, time
 
 
 def handler(event, context):
@@ -45,6 +46,8 @@ def handler(event, context):
     }))
     if any(b == "fail-once" and not m["redelivered"] for b, m in zip(bodies, messages)):
         raise ValueError("fail-once")
+    if any(b == "slow" and not m["redelivered"] for b, m in zip(bodies, messages)):
+        time.sleep(3)
 """
 
 
@@ -72,7 +75,7 @@ def lam(mq_server: Server) -> Any:
 
 @pytest.fixture
 def recorder(lam: Any) -> Iterator[str]:
-    name = deploy(lam, RECORDER)
+    name = deploy(lam, RECORDER, Timeout=30)
     yield name
     for mapping in lam.list_event_source_mappings(FunctionName=name)["EventSourceMappings"]:
         lam.delete_event_source_mapping(UUID=mapping["UUID"])
@@ -490,6 +493,35 @@ def test_a_queue_deleted_under_a_mapping_is_reported_and_consumed_again_once_bac
         publish(channel, queue, ["back"])
         wait_for("the message", lambda: bodies_seen(mq_server, recorder) == ["back"], timeout=90)
         wait_for("acknowledged", lambda: counts(channel, queue) == (0, 1))
+
+
+def close_consumer_connection(mapping_id: str) -> None:
+    """Have the broker close the mapping's connection (named ``selfless-esm-<UUID>``)."""
+    listed = subprocess.run(
+        ["rabbitmqctl", "list_connections", "pid", "client_properties", "-q", "--no-table-headers"],
+        capture_output=True, text=True, timeout=60, check=True,
+    ).stdout  # fmt: skip
+    pids = [line.split("\t")[0] for line in listed.splitlines() if f'"selfless-esm-{mapping_id}"' in line]
+    assert len(pids) == 1, listed
+    subprocess.run(["rabbitmqctl", "close_connection", pids[0], "test"], capture_output=True, timeout=60, check=True)
+
+
+def test_a_lost_connection_is_made_again_and_its_batch_redelivered(mq_server: Server, lam: Any, recorder: str) -> None:
+    with rabbit_queue() as (queue, channel):
+        mapping_id = create(lam, recorder, queue)["UUID"]
+        wait_for("the consumer", lambda: counts(channel, queue)[1] == 1)
+        publish(channel, queue, ["slow"])
+        wait_for("the message out", lambda: counts(channel, queue)[0] == 0)
+        close_consumer_connection(mapping_id)  # while its batch is collected or invoked: never acknowledged
+
+        def redelivered() -> bool:
+            return any(b["bodies"] == ["slow"] and b["redelivered"] == [True] for b in batches(mq_server, recorder))
+
+        wait_for("the batch again, from the broker", redelivered, timeout=60)
+        wait_for("acknowledged", lambda: counts(channel, queue) == (0, 1))
+        publish(channel, queue, ["after"])
+        wait_for("the next message", lambda: "after" in bodies_seen(mq_server, recorder))
+        assert lam.get_event_source_mapping(UUID=mapping_id)["State"] == "Enabled"
 
 
 def test_mappings_outlive_a_restart(tmp_path: Path) -> None:
