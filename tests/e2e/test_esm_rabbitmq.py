@@ -89,6 +89,7 @@ def rabbit_queue(**arguments: Any) -> Iterator[tuple[str, Any]]:
     connection = pika.BlockingConnection(pika.URLParameters(AMQP))
     try:
         channel = connection.channel()
+        channel.confirm_delivery()  # a publish returns once the broker has the message on the queue
         channel.queue_declare(name, arguments=arguments or None)
         try:
             yield name, channel
@@ -424,6 +425,7 @@ def test_disabling_stops_consuming(mq_server: Server, lam: Any, recorder: str) -
         assert counts(channel, queue)[1] == 0  # its consumer (and connection) are gone
         publish(channel, queue, ["second", "third"])
         # Nothing consumes them: they stay on the queue (a consumer would take them within its 0.5 s window).
+        wait_for("both on the queue", lambda: counts(channel, queue) == (2, 0))  # a publish is asynchronous
         for _ in range(12):
             assert counts(channel, queue) == (2, 0)
             time.sleep(0.25)
