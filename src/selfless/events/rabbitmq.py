@@ -8,8 +8,8 @@ host (``/`` when the URL names none).
 
 One consumer per mapping (Lambda runs one for a RabbitMQ mapping): a connection and a channel consuming the queue
 with manual acknowledgement, and a prefetch (the unacknowledged messages the broker may have out to selfless) of
-at most the batch size, and of at most what fits ``PREFETCH_BYTES`` at the largest message seen so far: it starts
-at 1 and is set again as messages come (small messages: the batch size at once).
+at most the batch size, and of at most what fits ``PREFETCH_BYTES`` at the largest message of the last two batches:
+it starts at 1 and is set again as messages come (small messages: the batch size at once).
 
     collect:  messages until the batch is full (BatchSize), the batching window ends (it starts with the batch's
               first message; 0.5 s at least, Lambda's default for MQ), or the event would pass 6 MB (the message
@@ -255,7 +255,9 @@ class RabbitPoller:
         self._prefetch = 1
         self._consumer_tag = ""
         self._delivered: Callable[[DeliveredMessage], Coroutine[Any, Any, None]] | None = None
-        self._largest = 0  # the largest message seen (its size in the event): it sets the prefetch
+        # The largest message (its size in the event) of the batch before and of this one: they set the prefetch.
+        self._largest = 0
+        self._largest_now = 0
         self._stopping = False
 
     @property
@@ -359,6 +361,9 @@ class RabbitPoller:
         """One batch (maybe empty: an idle check), and the message that did not fit it (it starts the next)."""
         batch: list[tuple[DeliveredMessage, dict[str, Any]]] = []
         size = _EVENT_OVERHEAD
+        # The prefetch follows the largest message of this batch and the one before: big messages once do not
+        # keep it low for good.
+        self._largest, self._largest_now = self._largest_now, 0
         window_end: float | None = None
         while len(batch) < self._batch_size:
             if carried is not None:
@@ -381,8 +386,7 @@ class RabbitPoller:
                 await amqp.basic_ack(_tag(message))  # filtered out: never sent (Lambda's rule)
                 continue
             doc_size = len(json.dumps(doc, separators=(",", ":"))) + 1
-            if doc_size > self._largest:
-                self._largest = doc_size
+            self._largest_now = max(self._largest_now, doc_size)
             await self._fit_prefetch(amqp)
             if _EVENT_OVERHEAD + doc_size > MAX_PAYLOAD:
                 log.warning("mapping %s: a message of %d bytes cannot fit an event", self.mapping_id, len(message.body))
@@ -403,12 +407,12 @@ class RabbitPoller:
         return str(ok.consumer_tag)
 
     async def _fit_prefetch(self, amqp: AbstractChannel) -> None:
-        """The prefetch that keeps what the broker has out within ``PREFETCH_BYTES`` at the largest message seen
+        """The prefetch that keeps what the broker has out within ``PREFETCH_BYTES`` at the largest recent message
         (rounded up to a power of two, so that it changes a few times at most; at least 1, at most the batch
         size). RabbitMQ fixes a consumer's prefetch when it starts, so a new one means consuming again: the
         messages out so far stay unacknowledged on the channel, and those the old consumer was sent before the
         broker confirmed its end still arrive, in order."""
-        largest = 1 << max(0, (self._largest - 1).bit_length())
+        largest = 1 << max(0, (max(self._largest, self._largest_now) - 1).bit_length())
         wanted = max(1, min(self._batch_size, PREFETCH_BYTES // largest))
         if wanted == self._prefetch:
             return
