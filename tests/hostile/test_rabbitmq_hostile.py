@@ -77,6 +77,13 @@ def test_events_stay_within_6_mb_and_a_message_too_large_is_dead_lettered(mq_ser
             # The one that could never fit an event went to the dead-letter queue, whole.
             got = wait_for("the dead letter", lambda: channel.basic_get(dead, auto_ack=True)[2])
             assert got == b"x" * (5 * 1024 * 1024)
+            # Small messages after big ones come in full batches again: the prefetch follows the recent sizes.
+            publish(source, queue, [f"t{i}" for i in range(40)])
+            wait_for(
+                "the small ones",
+                lambda: sum(b["sizes"].count(2) + b["sizes"].count(3) for b in batches(mq_server, sizes)) == 40,
+            )
+            assert max(len(b["sizes"]) for b in batches(mq_server, sizes)) == 10
             assert healthy(mq_server)
     finally:
         channel.queue_delete(dead)
