@@ -60,17 +60,25 @@ class Server:
     clients: list[Any] = field(default_factory=list)
 
     def cgroup_leftovers(self) -> list[str]:
-        """This server's cgroup directories that still exist (there must be none once it has stopped)."""
+        """This server's cgroup directories that still exist (there must be none once it has stopped). Looked
+        for under the cgroups this test process (the server's parent) is in, where the server makes them:
+        another test run on the same host may hold a directory of the same name under its own."""
         if not self.sandbox_cgroup:
             return []
-        found = []
-        for dirpath, dirs, _files in os.walk("/sys/fs/cgroup"):
-            if self.sandbox_cgroup in dirs:
-                found.append(os.path.join(dirpath, self.sandbox_cgroup))
-            dirs[:] = [d for d in dirs if not d.startswith("selfless")]
-            if dirpath.count("/") > 8:
-                dirs[:] = []
-        return found
+        own: dict[str, str] = {}
+        with open("/proc/self/cgroup") as lines:
+            for line in lines:
+                _, controllers, path = line.rstrip("\n").split(":", 2)
+                for controller in controllers.split(",") if controllers else [""]:
+                    own[controller.removeprefix("name=")] = path.lstrip("/")
+        root = Path("/sys/fs/cgroup")
+        places = [root / own[""]] if "" in own else []  # v2, or v1's unified hierarchy
+        for mount in root.iterdir() if root.is_dir() else []:
+            if mount.name in own and mount.name != "":
+                places.append(mount / own[mount.name])
+        if "" in own and (root / "unified").is_dir():
+            places.append(root / "unified" / own[""])
+        return sorted({str(place / self.sandbox_cgroup) for place in places if (place / self.sandbox_cgroup).is_dir()})
 
     def leftovers(self) -> list[int]:
         """Processes that belong to this server's environments (by working directory, or by sandbox uid)."""

@@ -32,8 +32,10 @@ from selfless.errors import ResourceNotFound
 from selfless.events.external_sqs import ExternalQueueSource
 from selfless.events.mapping_sqlite import SqliteMappingStore
 from selfless.events.mappings import EventSourceMappings
-from selfless.events.schedules import Scheduler
+from selfless.events.rules import EventBus, RuleTimetable
+from selfless.events.schedules import Scheduler, ScheduleTimetable
 from selfless.events.sqs import BuiltinQueueSource
+from selfless.events.targets import Targets
 from selfless.events.webhooks import Webhooks
 from selfless.functions import FunctionRegistry
 from selfless.httpserver import ConnectionBudget, Handler, HttpServer
@@ -56,6 +58,9 @@ from selfless.sandbox.base import Backend
 from selfless.sandbox.environment import Environment, wait_for_releases
 from selfless.sandbox.linux import LinuxBackend, SandboxUnavailable
 from selfless.sandbox.pool import EnvironmentPool
+from selfless.services.eventbridge.api import EventsApi
+from selfless.services.eventbridge.service import Rules
+from selfless.services.eventbridge.sqlite import SqliteRuleStore
 from selfless.services.s3.api import S3Api
 from selfless.services.s3.blobs import LocalBlobs
 from selfless.services.s3.code import BuiltinCodeObjects
@@ -219,6 +224,8 @@ class App:
             account_id=settings.account_id,
             region=settings.region,
             max_waiters=settings.sqs_max_waiters,
+            max_in_flight=settings.sqs_max_in_flight,
+            max_running_moves=settings.sqs_max_move_tasks,
         )
         queues = BuiltinQueues(self.sqs)
         self.destinations.queues = queues
@@ -237,8 +244,25 @@ class App:
         self.lambda_api.mappings = self.mappings
         self.schedule_store = SqliteScheduleStore(self.store)
         self.schedules = Schedules(self.schedule_store, settings.account_id, settings.region)
-        self.scheduler = Scheduler(self.schedule_store, self.events)
+        self.rule_store = SqliteRuleStore(self.store)
+        self.rules = Rules(self.rule_store, settings.account_id, settings.region)
+        # Scheduled runs' targets: functions, and the built-in queues (unless queues are an external service's).
+        targets = Targets(
+            self.registry,
+            self.permissions,
+            queues if settings.sqs_endpoint is None else None,
+            settings.account_id,
+            settings.region,
+        )
+        self.scheduler = Scheduler(
+            [
+                ScheduleTimetable(self.schedule_store, targets, self.schedules.arn),
+                RuleTimetable(self.rule_store, targets, settings.account_id, settings.region),
+            ],
+            self.events,
+        )
         self.schedules.on_change = self.scheduler.changed
+        self.rules.on_change = self.scheduler.changed
         self.front = FrontDoor(
             SigV4Verifier(self.keyring, settings.region),
             self.lambda_api,
@@ -249,6 +273,9 @@ class App:
             s3=S3Api(self.s3),
             sqs=SqsApi(self.sqs),
             scheduler=SchedulerApi(self.schedules),
+            events=EventsApi(
+                self.rules, EventBus(self.rule_store, targets, self.events, settings.account_id, settings.region)
+            ),
         )
         self.http = self._http_server(
             self.front.handle,
@@ -365,6 +392,9 @@ class App:
         await self.webhooks.load()
         await self.s3_meta.open()
         await self.sqs_store.open()
+        resumed = await self.sqs.resume_moves()
+        if resumed:
+            log.info("queue service: %d message move task(s) resumed", resumed)
         swept = await self.s3.start()
         if swept:
             log.info("object store: removed %d blobs of writes a stop interrupted", swept)
@@ -372,6 +402,7 @@ class App:
         await self.mapping_store.open()
         await self.mappings.load()
         await self.schedule_store.open()
+        await self.rule_store.open()
         self.scheduler.start()
         self.http.max_connections, self.descriptor_warning = descriptor_budget(
             s.max_connections, descriptor_reserve(s.max_environments) + self._environment_budget.limit
@@ -476,6 +507,7 @@ class App:
         self.front.ready = False
         self.http.stop_listening()
         await self.scheduler.close()
+        await self.sqs.close()  # its message move tasks, between two moves; they resume at the next start
         try:
             await self.mappings.close(s.shutdown_timeout_s)
         except Exception:

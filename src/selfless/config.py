@@ -69,6 +69,12 @@ class Settings:
     # Long-polling ReceiveMessage calls of the queue service waiting at once; one more is refused
     # (RequestThrottled), never queued (SELFLESS_SQS_MAX_WAITERS).
     sqs_max_waiters: int = 1024
+    # Received-but-not-deleted messages a queue holds at most (SQS's quotas: 120,000, FIFO 20,000); set lower,
+    # both are capped at it (SELFLESS_SQS_MAX_IN_FLIGHT).
+    sqs_max_in_flight: int | None = None
+    # Message move tasks (dead-letter queue redrive) running at once; one more start is refused
+    # (RequestThrottled) until one ends (SELFLESS_SQS_MAX_MOVE_TASKS).
+    sqs_max_move_tasks: int = 100
     # The delay before an asynchronous event's retry is this times the attempts so far: AWS waits about 1
     # minute, then 2 (SELFLESS_ASYNC_RETRY_DELAY; tests set milliseconds).
     async_retry_delay_s: float = 60.0
@@ -143,6 +149,9 @@ class Settings:
             environment_connections = int(environ.get("SELFLESS_ENVIRONMENT_CONNECTIONS", "64"))
             async_queue_limit = max(1, int(environ.get("SELFLESS_ASYNC_QUEUE_LIMIT", "100000")))
             sqs_max_waiters = max(1, int(environ.get("SELFLESS_SQS_MAX_WAITERS", "1024")))
+            in_flight_raw = environ.get("SELFLESS_SQS_MAX_IN_FLIGHT")
+            sqs_max_in_flight = max(1, int(in_flight_raw)) if in_flight_raw else None
+            sqs_max_move_tasks = max(1, int(environ.get("SELFLESS_SQS_MAX_MOVE_TASKS", "100")))
             max_header_bytes = int(pick("max_header_bytes", "SELFLESS_MAX_HEADER_BYTES", MAX_HEAD))
             max_headers = int(pick("max_headers", "SELFLESS_MAX_HEADERS", MAX_HEADERS))
             head_timeout = float(pick("head_timeout_s", "SELFLESS_HEAD_TIMEOUT", HEAD_TIMEOUT_S))
@@ -229,6 +238,8 @@ class Settings:
             max_environments=max_envs,
             async_queue_limit=async_queue_limit,
             sqs_max_waiters=sqs_max_waiters,
+            sqs_max_in_flight=sqs_max_in_flight,
+            sqs_max_move_tasks=sqs_max_move_tasks,
             concurrency_limit=concurrency,
             memory_budget_mb=max(0, budget),
             max_starting=max(1, starting),

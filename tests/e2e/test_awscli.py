@@ -133,3 +133,35 @@ def test_aws_cli_layers_versions_aliases_and_policies(server: Server, tmp_path: 
 
     aws(server, "lambda", "delete-function", "--function-name", name)
     aws(server, "lambda", "delete-layer-version", "--layer-name", layer_name, "--version-number", "1")
+
+
+def test_aws_cli_sqs_start_message_move_task(server: Server) -> None:
+    def sqs(*args: str) -> Any:
+        out = aws(server, "--output", "json", "sqs", *args).stdout
+        return json.loads(out) if out.strip() else {}
+
+    dlq = sqs("create-queue", "--queue-name", unique("cli-dlq"))["QueueUrl"]
+    dlq_arn = sqs("get-queue-attributes", "--queue-url", dlq, "--attribute-names", "QueueArn")["Attributes"]["QueueArn"]
+    policy = json.dumps({"deadLetterTargetArn": dlq_arn, "maxReceiveCount": 1})
+    src = sqs("create-queue", "--queue-name", unique("cli-src"), "--attributes", json.dumps({"RedrivePolicy": policy}))[
+        "QueueUrl"
+    ]
+    sqs("send-message", "--queue-url", src, "--message-body", "poison")
+    for _ in range(50):  # received once, then dead-lettered by the next receive
+        sqs("receive-message", "--queue-url", src, "--visibility-timeout", "0")
+        if sqs("receive-message", "--queue-url", dlq, "--visibility-timeout", "0").get("Messages"):
+            break
+    handle = sqs("start-message-move-task", "--source-arn", dlq_arn, "--max-number-of-messages-per-second", "50")[
+        "TaskHandle"
+    ]
+    assert handle
+    for _ in range(100):
+        (task,) = sqs("list-message-move-tasks", "--source-arn", dlq_arn)["Results"]
+        if task["Status"] != "RUNNING":
+            break
+    assert task["Status"] == "COMPLETED" and task["ApproximateNumberOfMessagesMoved"] == 1
+    assert sqs("receive-message", "--queue-url", src, "--wait-time-seconds", "5")["Messages"][0]["Body"] == "poison"
+    refused = aws(server, "sqs", "start-message-move-task", "--source-arn", dlq_arn + "-none", check=False)
+    assert refused.returncode != 0 and "ResourceNotFoundException" in refused.stderr
+    for url in (src, dlq):
+        sqs("delete-queue", "--queue-url", url)

@@ -66,3 +66,26 @@ def test_the_query_protocol_through_an_sdk_of_its_era(server: Server) -> None:
     assert out["tags"] == {"extra": "1"}
     assert out["missing"] == ["AWS.SimpleQueueService.NonExistentQueue", 400]
     assert out["forged"] == ["SignatureDoesNotMatch", 403]  # refused at the door, in the query protocol's XML
+    dlq_arn = "arn:aws:sqs:us-east-1:000000000000:legacy-dlq"
+    assert out["moves"] == [
+        {
+            "Status": "COMPLETED",
+            "SourceArn": dlq_arn,
+            "MaxNumberOfMessagesPerSecond": 10,
+            "ApproximateNumberOfMessagesMoved": 1,
+            "ApproximateNumberOfMessagesToMove": 1,
+        }
+    ]
+    assert out["moved_back"] == "poison"
+    assert out["cancel_done"] == ["InvalidParameterValue", 400]
+    assert out["moves_missing"] == ["ResourceNotFoundException", 404]
+    assert out["permission"] == [
+        {
+            "Sid": "legacy",
+            "Effect": "Allow",
+            "Principal": {"AWS": "arn:aws:iam::111122223333:root"},
+            "Action": ["SQS:SendMessage", "SQS:ReceiveMessage"],
+            "Resource": "arn:aws:sqs:us-east-1:000000000000:legacy-q",
+        }
+    ]
+    assert out["permission_removed"] is True

@@ -1,7 +1,8 @@
 """Attacks on the built-in queue service: more long-polling receives than the server lets wait (each one past
 the bound is refused at once, never queued, and the waiting ones end by their deadline or a send), messages and
-batches past the size limits, a body that is not JSON, and a query-protocol form of endless fields. The
-server stays healthy throughout."""
+batches past the size limits, a body that is not JSON, a query-protocol form of endless fields, more message
+move tasks than may run at once and an endless history of them, and a queue policy grown without end by
+AddPermission. The server stays healthy throughout."""
 
 from __future__ import annotations
 
@@ -20,11 +21,15 @@ from tests.conftest import Server, start_server
 from tests.e2e.test_sqs import error_of
 
 WAITERS = 20
+MOVE_TASKS = 2
 
 
 @pytest.fixture(scope="module")
 def bounded(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
-    srv = start_server(tmp_path_factory.mktemp("sqs-hostile"), {"SELFLESS_SQS_MAX_WAITERS": str(WAITERS)})
+    srv = start_server(
+        tmp_path_factory.mktemp("sqs-hostile"),
+        {"SELFLESS_SQS_MAX_WAITERS": str(WAITERS), "SELFLESS_SQS_MAX_MOVE_TASKS": str(MOVE_TASKS)},
+    )
     yield srv
     assert srv.stop() == 0, srv.log()
 
@@ -132,4 +137,70 @@ def test_a_query_protocol_form_with_endless_fields(bounded: Server) -> None:
         assert exc.code == 400, (exc.code, answer[:300])
         assert b"<ErrorResponse" in answer and b"MalformedQueryString" in answer
     assert time.monotonic() - started < 10
+    assert healthy(bounded)
+
+
+def test_message_move_tasks_are_bounded_and_so_is_their_history(bounded: Server) -> None:
+    from tests.e2e.test_sqs_moves import arn_of, dead_letter, pair
+
+    sqs: Any = bounded.client("sqs")
+    dlqs = []
+    for _ in range(MOVE_TASKS + 1):
+        src, dlq = pair(sqs)
+        dead_letter(sqs, src, dlq, [f"m{i}" for i in range(8)])
+        dlqs.append(arn_of(sqs, dlq))
+    handles = [
+        sqs.start_message_move_task(SourceArn=arn, MaxNumberOfMessagesPerSecond=1)["TaskHandle"]
+        for arn in dlqs[:MOVE_TASKS]
+    ]  # each runs for seven seconds or more
+    code, status, _ = error_of(sqs.start_message_move_task, SourceArn=dlqs[-1], MaxNumberOfMessagesPerSecond=1)
+    assert (code, status) == ("RequestThrottled", 403)
+    assert sqs.list_message_move_tasks(SourceArn=dlqs[-1])["Results"] == []
+    sqs.cancel_message_move_task(TaskHandle=handles[0])
+    deadline = time.monotonic() + 30
+    while True:  # the cancelled task's slot frees when its runner has stopped
+        try:
+            last = sqs.start_message_move_task(SourceArn=dlqs[-1], MaxNumberOfMessagesPerSecond=1)["TaskHandle"]
+            break
+        except sqs.exceptions.ClientError:
+            assert time.monotonic() < deadline
+            time.sleep(0.1)
+    for handle in (handles[1], last):
+        sqs.cancel_message_move_task(TaskHandle=handle)
+    # a queue's history keeps its ten most recent tasks, however many were started
+    _, empty = pair(sqs)
+    empty_arn = arn_of(sqs, empty)
+    for _ in range(15):
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                sqs.start_message_move_task(SourceArn=empty_arn)
+                break
+            except sqs.exceptions.ClientError:  # the one before has not completed yet (it has nothing to move)
+                assert time.monotonic() < deadline
+                time.sleep(0.05)
+    listed = sqs.list_message_move_tasks(SourceArn=empty_arn, MaxResults=10)["Results"]
+    assert len(listed) == 10
+    assert healthy(bounded)
+
+
+def test_add_permission_cannot_grow_a_policy_without_end(bounded: Server) -> None:
+    sqs: Any = bounded.client("sqs")
+    url = sqs.create_queue(QueueName="permissions")["QueueUrl"]
+    ok = {"QueueUrl": url, "AWSAccountIds": ["111122223333"], "Actions": ["SendMessage"]}
+    added = 0
+    while True:
+        try:
+            sqs.add_permission(**ok, Label=f"l{added}")
+        except sqs.exceptions.ClientError as exc:
+            assert (exc.response["Error"]["Code"], exc.response["ResponseMetadata"]["HTTPStatusCode"]) == (
+                "OverLimit",
+                403,
+            )
+            break
+        added += 1
+        assert added < 1000
+    policy = sqs.get_queue_attributes(QueueUrl=url, AttributeNames=["Policy"])["Attributes"]["Policy"]
+    assert added > 50 and len(json.loads(policy)["Statement"]) == added and len(policy) <= 20_480
+    sqs.send_message(QueueUrl=url, MessageBody="still fine")
     assert healthy(bounded)

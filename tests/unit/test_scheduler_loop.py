@@ -9,7 +9,7 @@ import datetime as dt
 from pathlib import Path
 from typing import Any
 
-from selfless.events.schedules import MAX_WAIT_S, Scheduler
+from selfless.events.schedules import MAX_WAIT_S, Scheduler, ScheduleTimetable
 from selfless.services.scheduler.service import Schedules
 from selfless.services.scheduler.sqlite import SqliteScheduleStore
 from selfless.store.base import StoredEvent
@@ -53,7 +53,7 @@ async def setup(tmp: Path, start: str) -> tuple[SqliteStore, Schedules, Schedule
     return (
         base,
         Schedules(store, "123456789012", "us-east-1", clock),
-        Scheduler(store, recorder, clock),
+        Scheduler([ScheduleTimetable(store)], recorder, clock),
         clock,
         recorder,
     )

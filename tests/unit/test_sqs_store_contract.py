@@ -1,7 +1,8 @@
 """The contract every QueueStore implementation must keep (SQLite today; PostgreSQL for the cluster mode must
 pass the same): queues by name, messages in order, a receive that hides what it returns in the same commit,
 FIFO groups blocked by a message in flight, deduplication within its window, redrive to a dead-letter queue,
-receipt tokens that must be the latest, and durability across a reopen."""
+receipt tokens that must be the latest, durability across a reopen, and message move tasks (one running per
+queue, each message moved in one commit, cancel exact, the history bounded)."""
 
 from __future__ import annotations
 
@@ -15,7 +16,7 @@ import pytest
 
 from selfless.services.sqs import sqlite as queue_sqlite
 from selfless.services.sqs.sqlite import SqliteQueueStore
-from selfless.services.sqs.store import Message, Outcome, Queue, QueueStore, Redrive
+from selfless.services.sqs.store import InFlightLimit, Message, MoveTask, Outcome, Queue, QueueStore, Redrive, Step
 from selfless.store.sqlite import SqliteStore
 
 
@@ -100,12 +101,50 @@ def test_receipts_must_be_the_latest(make: Any) -> None:
         await store.send("q", [msg(1)], 0)
         await store.receive("q", 100, 1, 10, ["old"], False, 0)
         await store.receive("q", 111, 1, 10, ["new"], False, 0)
-        assert await store.change_visibility("q", "id1", "old", 200, 112) is Outcome.STALE
-        assert await store.delete("q", "id1", "old") is Outcome.STALE
-        assert await store.change_visibility("q", "id1", "new", 112, 112) is Outcome.DONE
-        assert await store.change_visibility("q", "id1", "new", 150, 113) is Outcome.NOT_IN_FLIGHT
-        assert await store.delete("q", "id1", "new") is Outcome.DONE
-        assert await store.delete("q", "id1", "new") is Outcome.GONE
+        assert await store.change_visibility("q", [("id1", "old", 200)], 112) == [Outcome.STALE]
+        assert await store.delete("q", [("id1", "old")]) == [Outcome.STALE]
+        assert await store.change_visibility("q", [("id1", "new", 112)], 112) == [Outcome.DONE]
+        assert await store.change_visibility("q", [("id1", "new", 150)], 113) == [Outcome.NOT_IN_FLIGHT]
+        assert await store.delete("q", [("id1", "new")]) == [Outcome.DONE]
+        assert await store.delete("q", [("id1", "new")]) == [Outcome.GONE]
+        await base.close()
+
+    run(scenario)
+
+
+def test_batches_answer_each_handle(make: Any) -> None:
+    async def scenario() -> None:
+        store, base = await make()
+        await store.create_queue(queue())
+        await store.send("q", [msg(1), msg(2), msg(3)], 0)
+        await store.receive("q", 100, 3, 30, ["a", "b", "c"], False, 0)
+        changes = [("id1", "a", 100), ("id2", "wrong", 100), ("nope", "x", 100), ("id3", "c", 200)]
+        assert await store.change_visibility("q", changes, 101) == [
+            Outcome.DONE,
+            Outcome.STALE,
+            Outcome.GONE,
+            Outcome.DONE,
+        ]
+        assert await store.counts("q", 101) == (1, 2, 0)
+        handles = [("id2", "b"), ("id3", "stale"), ("id3", "c"), ("id3", "c")]
+        assert await store.delete("q", handles) == [Outcome.DONE, Outcome.STALE, Outcome.DONE, Outcome.GONE]
+        assert await store.counts("q", 101) == (1, 0, 0)
+        await base.close()
+
+    run(scenario)
+
+
+def test_the_in_flight_limit_refuses_a_receive_and_takes_nothing(make: Any) -> None:
+    async def scenario() -> None:
+        store, base = await make()
+        await store.create_queue(queue())
+        await store.send("q", [msg(1), msg(2), msg(3), msg(4, delay=500)], 0)
+        assert len(await store.receive("q", 100, 2, 30, tokens(2), False, 0, None, 2)) == 2
+        with pytest.raises(InFlightLimit):
+            await store.receive("q", 100, 1, 30, tokens(1), False, 0, None, 2)
+        assert await store.counts("q", 100) == (1, 2, 1)  # nothing taken; a delayed message is not in flight
+        assert len(await store.receive("q", 100, 1, 30, tokens(1), False, 0, None, 3)) == 1
+        assert len(await store.receive("q", 131, 10, 30, tokens(10), False, 0, None, 3)) == 3  # visible again
         await base.close()
 
     run(scenario)
@@ -123,7 +162,7 @@ def test_fifo_groups_and_deduplication(make: Any) -> None:
         assert [m.message_id for m in first] == ["id1"]
         rest = await store.receive("f.fifo", 100, 10, 30, tokens(10), True, 0)
         assert [m.message_id for m in rest] == ["id3"]  # group a is blocked by id1 in flight
-        await store.delete("f.fifo", "id1", "t")
+        assert await store.delete("f.fifo", [("id1", "t")]) == [Outcome.DONE]
         assert [m.message_id for m in await store.receive("f.fifo", 100, 10, 30, tokens(10), True, 0)] == ["id2"]
         # The window: an id remembered past its message's deletion, forgotten once older than dedup_since.
         assert (await store.send("f.fifo", [msg(5, group="a", dedup="d1")], 0))[0].duplicate
@@ -181,12 +220,154 @@ def test_concurrent_receives_never_share_a_message(make: Any) -> None:
     run(scenario)
 
 
+PREFIX = "arn:aws:sqs:r:1:"
+
+
+def task(task_id: str = "t1", source: str = "dlq", destination: str | None = None) -> MoveTask:
+    return MoveTask(task_id, source, destination, None, 100.0)
+
+
+async def dead_lettered(store: QueueStore, *sources: str) -> None:
+    """A dead-letter queue "dlq" holding one message from each of ``sources`` (in that order)."""
+    await store.create_queue(queue("dlq"))
+    for n, name in enumerate(sources):
+        await store.create_queue(queue(name))
+        await store.send(name, [msg(n)], 0)
+        redrive = Redrive(1, "dlq", PREFIX + name)
+        await store.receive(name, 100, 1, 0, ["t"], False, 0, redrive)  # received once...
+        assert await store.receive(name, 100, 1, 0, ["t"], False, 0, redrive) == []  # ...then dead-lettered
+
+
+def test_a_move_task_takes_each_message_back_to_its_source_in_order(make: Any) -> None:
+    async def scenario() -> None:
+        store, base = await make()
+        await dead_lettered(store, "a", "b")
+        started = await store.start_move(task(), 10)
+        assert started is not None and (started.status, started.to_move, started.moved) == ("RUNNING", 2, 0)
+        assert await store.start_move(task("t2"), 10) is None  # one running task per source queue
+        await store.send("dlq", [msg(9)], 0)  # after the start: not the task's to move
+        assert await store.move_one("t1", 200, "new-a", PREFIX) == (Step.MOVED, "a")
+        assert await store.move_one("t1", 201, "new-b", PREFIX) == (Step.MOVED, "b")
+        assert await store.move_one("t1", 202, "x", PREFIX) == (Step.DONE, None)
+        assert await store.move_one("t1", 203, "x", PREFIX) == (Step.STOPPED, None)
+        (back,) = await store.receive("a", 300, 10, 30, tokens(10), False, 0)
+        assert (back.message_id, back.body, back.sent, back.receive_count, back.source_arn) == (
+            "new-a",
+            "body0",
+            200,
+            1,
+            None,
+        )
+        done = await store.move_task("t1")
+        assert done is not None and (done.status, done.moved, done.to_move) == ("COMPLETED", 2, 2)
+        assert [m.message_id for m in await store.receive("dlq", 300, 10, 30, tokens(10), False, 0)] == ["id9"]
+        assert await store.running_moves() == []
+        await base.close()
+
+    run(scenario)
+
+
+def test_a_move_task_to_a_destination_skips_messages_in_flight(make: Any) -> None:
+    async def scenario() -> None:
+        store, base = await make()
+        await dead_lettered(store, "a", "b")
+        await store.create_queue(queue("dest"))
+        await store.receive("dlq", 150, 1, 100, ["seen"], False, 0)  # the first one in flight until 250
+        assert await store.start_move(task(destination="dest"), 10) is not None
+        assert await store.move_one("t1", 200, "m1", PREFIX) == (Step.MOVED, "dest")
+        assert await store.move_one("t1", 200, "m2", PREFIX) == (Step.DONE, None)
+        assert await store.counts("dest", 200) == (1, 0, 0) and await store.counts("dlq", 200) == (0, 1, 0)
+        await base.close()
+
+    run(scenario)
+
+
+def test_a_move_task_fails_when_its_destination_is_gone_and_keeps_the_message(make: Any) -> None:
+    async def scenario() -> None:
+        store, base = await make()
+        await dead_lettered(store, "a")
+        await store.delete_queue("a")
+        assert await store.start_move(task(), 10) is not None
+        assert await store.move_one("t1", 200, "x", PREFIX) == (Step.FAILED, None)
+        failed = await store.move_task("t1")
+        assert failed is not None and (failed.status, failed.failure, failed.moved) == (
+            "FAILED",
+            "AWS.SimpleQueueService.NonExistentQueue",
+            0,
+        )
+        assert await store.counts("dlq", 200) == (1, 0, 0)
+        await base.close()
+
+    run(scenario)
+
+
+def test_a_move_task_drops_expired_messages_instead_of_moving_them(make: Any) -> None:
+    async def scenario() -> None:
+        store, base = await make()
+        await store.create_queue(queue("dlq", MessageRetentionPeriod="60"))
+        await store.create_queue(queue("dest"))
+        await store.send("dlq", [msg(1, sent=100), msg(2, sent=150)], 0)
+        assert await store.start_move(task(destination="dest"), 10) is not None
+        assert await store.move_one("t1", 200, "n2", PREFIX) == (Step.MOVED, "dest")  # id1 expired at 160
+        assert await store.move_one("t1", 200, "x", PREFIX) == (Step.DONE, None)
+        assert [m.body for m in await store.receive("dest", 200, 10, 30, tokens(10), False, 0)] == ["body2"]
+        assert await store.counts("dlq", 200) == (0, 0, 0)
+        await base.close()
+
+    run(scenario)
+
+
+def test_cancel_is_exact_and_the_history_is_bounded(make: Any) -> None:
+    async def scenario() -> None:
+        store, base = await make()
+        await dead_lettered(store, "a", "b")
+        assert await store.start_move(task(), 10) is not None
+        assert (await store.move_one("t1", 200, "n1", PREFIX))[0] is Step.MOVED
+        cancelled, changed = await store.cancel_move("t1")
+        assert changed and cancelled is not None and (cancelled.status, cancelled.moved) == ("CANCELLED", 1)
+        assert (await store.cancel_move("t1"))[1] is False
+        assert await store.cancel_move("nope") == (None, False)
+        assert await store.move_one("t1", 201, "n2", PREFIX) == (Step.STOPPED, None)
+        assert await store.counts("dlq", 201) == (1, 0, 0)
+        for n in range(2, 6):
+            assert await store.start_move(task(f"t{n}"), 3) is not None
+            await store.cancel_move(f"t{n}")
+        assert [t.task_id for t in await store.move_tasks("dlq", 10)] == ["t5", "t4", "t3"]  # newest first
+        assert [t.task_id for t in await store.move_tasks("dlq", 2)] == ["t5", "t4"]
+        await store.delete_queue("dlq")
+        assert await store.move_tasks("dlq", 10) == []
+        await base.close()
+
+    run(scenario)
+
+
+def test_a_running_task_survives_a_reopen(make: Any) -> None:
+    async def scenario() -> None:
+        store, base = await make()
+        await dead_lettered(store, "a", "b")
+        assert await store.start_move(task(), 10) is not None
+        assert (await store.move_one("t1", 200, "n1", PREFIX))[0] is Step.MOVED
+        await base.close()
+        store, base = await make()
+        (running,) = await store.running_moves()
+        assert (running.task_id, running.moved, running.to_move) == ("t1", 1, 2)
+        assert await store.move_one("t1", 201, "n2", PREFIX) == (Step.MOVED, "b")
+        await base.close()
+
+    run(scenario)
+
+
 def test_the_sqlite_store_reads_a_deep_queue_without_sorting_or_scanning_it() -> None:
-    """A receive takes the first visible messages in sending order straight off an index, and retention finds
-    the expired ones by age: neither reads (or sorts) every message of a deep queue."""
+    """A receive takes the first visible messages in sending order straight off an index, retention finds
+    the expired ones by age, and the in-flight count reads received messages only: none reads (or sorts)
+    every message of a deep queue."""
     db = sqlite3.connect(":memory:")
     db.executescript(queue_sqlite._SCHEMA)
     receive = db.execute("EXPLAIN QUERY PLAN " + queue_sqlite.RECEIVE_SQL, ("q", 1.0)).fetchall()
     assert not any("TEMP B-TREE" in str(row) for row in receive), receive
     expire = db.execute("EXPLAIN QUERY PLAN " + queue_sqlite.EXPIRE_SQL, ("q", 1.0)).fetchall()
     assert any("sqs_messages_by_age" in str(row) for row in expire), expire
+    in_flight = db.execute("EXPLAIN QUERY PLAN " + queue_sqlite.IN_FLIGHT_SQL, ("q", 1.0, 10)).fetchall()
+    assert any("sqs_messages_received" in str(row) for row in in_flight), in_flight
+    move = db.execute("EXPLAIN QUERY PLAN " + queue_sqlite.MOVE_SQL, ("q", 1.0, 5)).fetchall()
+    assert not any("TEMP B-TREE" in str(row) for row in move), move

@@ -5,7 +5,7 @@ Nothing past ``/health`` and a signed download link is reachable without a valid
 that carries its signature in its body: S3's browser-based upload (an unsigned ``POST /bucket`` of
 ``multipart/form-data``), whose form holds a policy signed with an access key; the front door hands it, body
 streaming, to the object store with the verifier that checks that signature. A request whose
-signature fails is answered in its service's protocol (JSON 1.1 for CloudWatch Logs, JSON 1.0 for SQS,
+signature fails is answered in its service's protocol (JSON 1.1 for CloudWatch Logs and EventBridge, JSON 1.0 for SQS,
 REST-JSON otherwise),
 so that the SDK raises the right exception.
 """
@@ -45,7 +45,8 @@ class QueueApi(Protocol):
 
 
 class SchedulerApi(Protocol):
-    """What the front door needs of the scheduler (``selfless.services.scheduler.api.SchedulerApi``)."""
+    """What the front door needs of the scheduler (``selfless.services.scheduler.api.SchedulerApi``) and of
+    EventBridge (``selfless.services.eventbridge.api.EventsApi``)."""
 
     async def handle(self, request: Request, caller: Caller, request_id: str) -> Response: ...
 
@@ -80,8 +81,10 @@ class FrontDoor:
         s3: ObjectStoreApi | None = None,
         sqs: QueueApi | None = None,
         scheduler: SchedulerApi | None = None,
+        events: SchedulerApi | None = None,
     ) -> None:
         self._scheduler = scheduler
+        self._events = events
         self._sqs = sqs
         self._hooks = hooks
         self._s3 = s3
@@ -131,7 +134,7 @@ class FrontDoor:
             caller = self._verifier.verify(request.method, path, request.query, request.headers, request.body)
         except AuthError as exc:
             scoped = _scoped_service(request)
-            if scoped == "logs":
+            if scoped in ("logs", "events"):
                 return wire_errors.json_1_1(exc, request_id)
             if scoped == "sqs" and self._sqs is not None:
                 return self._sqs.refused(exc, request, request_id)
@@ -146,6 +149,8 @@ class FrontDoor:
             return self._sqs.handle(request, caller, request_id)
         if caller.service == "scheduler" and self._scheduler is not None:
             return self._scheduler.handle(request, caller, request_id)
+        if caller.service == "events" and self._events is not None:
+            return self._events.handle(request, caller, request_id)
         unsupported = UnsupportedOperation(f"The {caller.service} service is not offered by selfless yet")
         return wire_errors.rest_json(unsupported, request_id)
 

@@ -38,6 +38,7 @@ from selfless.errors import (
     UnsupportedOperation,
     ValidationError,
 )
+from selfless.events import mappings as esm
 from selfless.events.mappings import EventSourceMappings
 from selfless.functions import MAX_ZIPPED, FunctionRegistry
 from selfless.httpserver import Request, Response
@@ -706,6 +707,9 @@ class LambdaApi:
     # -- tags -------------------------------------------------------------------------------------------
 
     async def _tag_resource(self, params: dict[str, Any], request: Request) -> Response:
+        if esm.is_arn(params["Resource"]):
+            await self._mappings().tag(params["Resource"], params["Tags"])
+            return Response(204, b"", content_type=None)
         if codesigning.is_arn(params["Resource"]):
             await self._code_signing.tag(params["Resource"], params["Tags"])
             return Response(204, b"", content_type=None)
@@ -713,6 +717,9 @@ class LambdaApi:
         return Response(204, b"", content_type=None)
 
     async def _untag_resource(self, params: dict[str, Any], request: Request) -> Response:
+        if esm.is_arn(params["Resource"]):
+            await self._mappings().untag(params["Resource"], list(params["TagKeys"]))
+            return Response(204, b"", content_type=None)
         if codesigning.is_arn(params["Resource"]):
             await self._code_signing.untag(params["Resource"], list(params["TagKeys"]))
             return Response(204, b"", content_type=None)
@@ -720,6 +727,8 @@ class LambdaApi:
         return Response(204, b"", content_type=None)
 
     async def _list_tags(self, params: dict[str, Any], request: Request) -> Response:
+        if esm.is_arn(params["Resource"]):
+            return _json({"Tags": self._mappings().tags(params["Resource"])})
         if codesigning.is_arn(params["Resource"]):
             return _json({"Tags": self._code_signing.tags(params["Resource"])})
         return _json({"Tags": self._registry.tags(params["Resource"])})

@@ -32,8 +32,12 @@ FunctionResponseTypes, ScalingConfig or stream-, Kafka- or DocumentDB-only param
 and StateTransitionReason once the mapping runs. One mapping per broker, queue and function. The kind of a
 mapping (SQS or MQ) is its ARN's.
 
-Not offered yet: mappings of other sources (Kinesis, DynamoDB, Kafka, ActiveMQ), and the event source
-mapping tags API (Tags given to Create are kept).
+Tags: Create's Tags, and TagResource / UntagResource / ListTags on the mapping's ARN
+(``arn:aws:lambda:<region>:<account>:event-source-mapping:<UUID>``, EventSourceMappingArn in every answer), with
+the functions' rules (50 at most, no ``aws:`` keys). An ARN that names no mapping here (another region's or
+account's included) is ResourceNotFoundException, as Get words it.
+
+Not offered yet: mappings of other sources (Kinesis, DynamoDB, Kafka, ActiveMQ).
 """
 
 from __future__ import annotations
@@ -97,6 +101,17 @@ _SECRET_ARN = re.compile(r"^arn:aws[a-zA-Z-]*:secretsmanager:[a-z0-9-]+:\d{12}:s
 
 # (function, event payload, invoked ARN) -> the invocation's outcome (``InvocationService.run``).
 RunBatch = Callable[[Function, bytes, str], Awaitable[Outcome]]
+
+
+_ESM_ARN = re.compile(
+    r"^arn:aws[a-zA-Z-]*:lambda:(?P<region>[a-z0-9-]+):(?P<account>\d{12}):event-source-mapping:"
+    r"(?P<uuid>[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12})$"
+)
+
+
+def is_arn(value: str) -> bool:
+    """Whether ``value`` names an event source mapping (rather than, say, a function)."""
+    return _ESM_ARN.match(value) is not None
 
 
 def _not_found() -> ResourceNotFound:
@@ -287,6 +302,40 @@ class EventSourceMappings:
             self._mappings[mapping_id] = deleting
         self._settle_later(mapping_id)
         return self.doc(deleting)
+
+    # -- tags -----------------------------------------------------------------------------------------------
+
+    def _by_arn(self, arn: str) -> EventSourceMapping:
+        found = _ESM_ARN.match(arn)
+        s = self._settings
+        if found is None or found.group("region") != s.region or found.group("account") != s.account_id:
+            raise _not_found()
+        mapping = self._mappings.get(found.group("uuid").lower())
+        if mapping is None:
+            raise _not_found()
+        return mapping
+
+    async def tag(self, arn: str, tags: Mapping[str, str]) -> None:
+        """TagResource: ``tags`` merged over the mapping's (a key given again takes the new value)."""
+        check_tags(tags)
+        async with self._lock:
+            mapping = self._by_arn(arn)
+            merged = {**mapping.tags, **tags}
+            check_tags(merged)
+            tagged = mapping.replace(tags=merged)
+            await self._store.put_mapping(tagged)
+            self._mappings[mapping.uuid] = tagged
+
+    async def untag(self, arn: str, keys: list[str]) -> None:
+        async with self._lock:
+            mapping = self._by_arn(arn)
+            gone = set(keys)
+            untagged = mapping.replace(tags={k: v for k, v in mapping.tags.items() if k not in gone})
+            await self._store.put_mapping(untagged)
+            self._mappings[mapping.uuid] = untagged
+
+    def tags(self, arn: str) -> dict[str, str]:
+        return dict(self._by_arn(arn).tags)
 
     # -- rules ----------------------------------------------------------------------------------------------
 

@@ -1,19 +1,29 @@
-"""Schedules as a push source: the loop that runs EventBridge Scheduler's schedules when they are due.
+"""Schedules as a push source: the loop that runs what is due on a clock, EventBridge Scheduler's schedules
+and EventBridge rules with a ScheduleExpression (``events.rules``) alike.
 
-Each schedule keeps its next due time in the store (``services.scheduler``). One task sleeps until the earliest
-(at most ``MAX_WAIT_S``, and it is woken when a schedule changes), then takes up to ``BATCH`` due schedules per
-wake-up. A run is one asynchronous invocation of the target function with the schedule's Input as its payload,
-verbatim (``{}`` when there is none), stored in the same transaction that moves the schedule's next due time on
-(``ScheduleStore.fire``), then handed to the async invoker: a crash neither loses nor repeats a run.
+Each kind keeps its items' next due time in its store and is a ``Timetable`` to the loop. One task sleeps until
+the earliest of all (at most ``MAX_WAIT_S``, and it is woken when an item changes), then takes up to ``BATCH``
+due items of each kind per wake-up. A run's events (an asynchronous invocation of a function target, or a
+delivery to a queue target) are stored in the same transaction that moves the item's next due time on, then
+handed to the async invoker: a crash neither loses nor repeats a run.
 
-Runs missed while the server was down (or while the loop was behind): at most one catch-up run per schedule.
-The next due time after a run is computed from *now*, so a schedule overdue by many periods runs once, then
-resumes on its own times.
+Runs missed while the server was down (or while the loop was behind): at most one catch-up run per item. The
+next due time after a run is computed from *now*, so an item overdue by many periods runs once, then resumes
+on its own times.
 
-Retries: as on AWS, a schedule's RetryPolicy is about handing the invocation to Lambda, which here commits in
-the run's own transaction and cannot fail; the function's errors are retried by its asynchronous configuration
-(PutFunctionEventInvokeConfig: MaximumRetryAttempts, MaximumEventAgeInSeconds, destinations), as any
-asynchronous invocation's are. DeadLetterConfig is kept and shown, not used yet.
+A schedule's run (``ScheduleTimetable``): its Target is a Lambda function (an asynchronous invocation with the
+Input as its payload, verbatim, ``{}`` when there is none) or a built-in SQS queue (the Input as the message
+body, with SqsParameters.MessageGroupId for a FIFO queue). Retries: as on AWS, the RetryPolicy is about
+handing the run to its target. Handing an invocation to Lambda commits in the run's own transaction and cannot
+fail; the function's errors are retried by its own asynchronous configuration (PutFunctionEventInvokeConfig),
+as any asynchronous invocation's are. A queue's message is a durable delivery, tried again (backing off) until
+the queue has it, for at most MaximumRetryAttempts retries (185 by default) and MaximumEventAgeInSeconds
+(86,400). DeadLetterConfig (a standard queue): a run that cannot be handed over goes there, with the
+attributes AWS Scheduler sets (ERROR_CODE, ERROR_MESSAGE, EXECUTION_ID, EXHAUSTED_RETRY_CONDITION when a retry
+limit ended it, IS_PAYLOAD_TRUNCATED, RETRY_ATTEMPTS, SCHEDULED_TIME, SCHEDULE_ARN, TARGET_ARN) and the Input
+as its body: at once, without retries, when the target function or queue does not exist when the run is due
+(or the function is gone when its event runs); after the retries when the queue keeps refusing it. Without a
+DeadLetterConfig such a run is dropped (and logged), as on AWS.
 """
 
 from __future__ import annotations
@@ -22,18 +32,21 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import Callable
-from typing import Protocol
+from collections.abc import Callable, Sequence
+from typing import Any, Protocol
 
 from selfless import ids
+from selfless.events.targets import Targets, retry_policy
+from selfless.invocation.destinations import OnFailure
 from selfless.services.scheduler import expressions
-from selfless.services.scheduler.service import next_due, target_function
+from selfless.services.scheduler.service import next_due
 from selfless.services.scheduler.store import Schedule, ScheduleStore
 from selfless.store.base import StoredEvent
 
 log = logging.getLogger(__name__)
 
-BATCH = 100  # schedules fired per wake-up
+BATCH = 100  # items of each timetable fired per wake-up
+MAX_EVENTS_PER_RUN = 5  # a rule's targets; a schedule has one
 MAX_WAIT_S = 60.0  # the loop looks again at least this often (a clock that jumps, a missed wake-up)
 _RETRY_AFTER_FAULT_S = 5.0
 _MIN_WAIT_S = 0.05
@@ -47,16 +60,36 @@ class Invoker(Protocol):
     def adopt(self, events: list[StoredEvent]) -> None: ...
 
 
+class Timetable(Protocol):
+    """One kind of item that runs on a clock, as the loop sees it."""
+
+    async def due(self, now: float, limit: int) -> Sequence[Any]:
+        """Up to ``limit`` items due at ``now``, the earliest first."""
+        ...
+
+    async def earliest(self) -> float | None:
+        """The earliest next due time of any item."""
+        ...
+
+    async def fire(self, item: Any, now: float) -> list[StoredEvent] | None:
+        """Run one due item: its events committed with its next due time, in one transaction. The events
+        committed, or None when the item changed meanwhile (nothing was written)."""
+        ...
+
+
 def _settle(future: asyncio.Future[None]) -> None:
     if not future.done():
         future.set_result(None)
 
 
 class Scheduler:
-    """The loop that fires due schedules (see the module docstring). ``clock`` gives epoch seconds."""
+    """The loop that fires due items of its timetables (see the module docstring). ``clock`` gives epoch
+    seconds."""
 
-    def __init__(self, store: ScheduleStore, invoker: Invoker, clock: Callable[[], float] = time.time) -> None:
-        self._store = store
+    def __init__(
+        self, timetables: Sequence[Timetable], invoker: Invoker, clock: Callable[[], float] = time.time
+    ) -> None:
+        self._timetables = list(timetables)
         self._invoker = invoker
         self._clock = clock
         self._dirty = False  # a schedule changed since the loop last looked
@@ -114,34 +147,86 @@ class Scheduler:
             self._wake = None
 
     async def tick(self) -> float:
-        """One wake-up: fire up to ``BATCH`` due schedules; the seconds until the loop should look again."""
+        """One wake-up: fire up to ``BATCH`` due items of each timetable; the seconds until the loop should look
+        again."""
         now = self._clock()
-        due = await self._store.due(now, BATCH)
         fired = 0
-        for schedule in due:
-            if not self._invoker.has_room(1):
-                log.warning("the async queue is full; schedules wait")
-                return _RETRY_AFTER_FAULT_S
-            fired += await self._fire(schedule, now)
-        if len(due) == BATCH and fired:
+        more = False
+        for timetable in self._timetables:
+            due = await timetable.due(now, BATCH)
+            for item in due:
+                if not self._invoker.has_room(MAX_EVENTS_PER_RUN):
+                    log.warning("the async queue is full; scheduled runs wait")
+                    return _RETRY_AFTER_FAULT_S
+                events = await timetable.fire(item, now)
+                if events is not None:  # else changed meanwhile: its new due time stands
+                    fired += 1
+                    self._invoker.adopt(events)
+            more = more or len(due) == BATCH
+        if more and fired:
             return 0.0  # more may be due: look again at once (a full batch that fired nothing waits below)
-        earliest = await self._store.earliest()
-        if earliest is None:
+        known = [when for timetable in self._timetables if (when := await timetable.earliest()) is not None]
+        if not known:
             return MAX_WAIT_S
-        wait = min(max(earliest - self._clock(), 0.0), MAX_WAIT_S)
+        wait = min(max(min(known) - self._clock(), 0.0), MAX_WAIT_S)
         # Due but not fired (each changed while this wake-up ran): a short pause rather than a spin.
         return wait if wait > 0 or fired else _MIN_WAIT_S
 
-    async def _fire(self, schedule: Schedule, now: float) -> int:
+
+def _stamp(epoch: float) -> str:
+    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(epoch))
+
+
+class ScheduleTimetable:
+    """EventBridge Scheduler's schedules as a ``Timetable``. ``targets`` checks a run's target when it is due
+    (None: not checked, every run is handed on); ``arn`` names a schedule (group, name) for its dead letters."""
+
+    def __init__(
+        self,
+        store: ScheduleStore,
+        targets: Targets | None = None,
+        arn: Callable[[str, str], str] = lambda group, name: f"schedule/{group}/{name}",
+    ) -> None:
+        self._store = store
+        self._targets = targets
+        self._arn = arn
+
+    async def due(self, now: float, limit: int) -> Sequence[Schedule]:
+        return await self._store.due(now, limit)
+
+    async def earliest(self) -> float | None:
+        return await self._store.earliest()
+
+    async def fire(self, item: Any, now: float) -> list[StoredEvent] | None:
+        schedule: Schedule = item
         doc = schedule.doc
         assert schedule.next_due is not None  # due() returns only schedules with one
         target = doc["Target"]
-        function = target_function(target["Arn"])
-        events: list[StoredEvent] = []
-        if function is not None:
-            payload = str(target.get("Input") or "{}").encode()
-            name, qualifier = function
-            events.append(StoredEvent(ids.request_id(), name, qualifier, payload, None, now, trace_id=ids.trace_id()))
+        arn = str(target["Arn"])
+        retries, max_age = retry_policy(target)
+        execution = ids.request_id()
+        on_failure = OnFailure(
+            retries,
+            max_age,
+            (target.get("DeadLetterConfig") or {}).get("Arn"),
+            {
+                "EXECUTION_ID": execution,
+                "IS_PAYLOAD_TRUNCATED": "false",
+                "SCHEDULED_TIME": _stamp(schedule.next_due),
+                "SCHEDULE_ARN": self._arn(schedule.group, schedule.name),
+                "TARGET_ARN": arn,
+            },
+            missing_code="ResourceNotFoundException",
+            failed_code="AWS.SimpleQueueService.SendMessageFailed",
+        )
+        payload = str(target.get("Input") or "{}").encode()
+        refusal = None if self._targets is None else await self._targets.refusal(arn)
+        if refusal is not None:
+            log.warning("schedule %s/%s: %s", schedule.group, schedule.name, refusal.message)
+            events = Targets.dead_letter(on_failure, payload, refusal, on_failure.missing_code, at=now)
+        else:
+            group = (target.get("SqsParameters") or {}).get("MessageGroupId")
+            events = [Targets.run(arn, payload, on_failure, fifo_group=group, at=now)]
         try:
             following = next_due(doc, schedule.created, max(now, schedule.next_due))
         except expressions.InvalidExpression:
@@ -149,7 +234,6 @@ class Scheduler:
         delete = following is None and doc.get("ActionAfterCompletion") == "DELETE"
         done = await self._store.fire(schedule.replace(next_due=following), schedule.next_due, events, delete)
         if not done:
-            return 0  # changed meanwhile: its new due time stands
-        self._invoker.adopt(events)
+            return None
         log.info("schedule %s/%s ran (due %.3f)", schedule.group, schedule.name, schedule.next_due)
-        return 1
+        return events

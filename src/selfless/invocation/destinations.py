@@ -79,8 +79,11 @@ class Queues(Protocol):
 
     async def exists(self, name: str) -> bool: ...
 
-    async def send(self, name: str, body: bytes, attributes: Mapping[str, str]) -> None:
-        """Send ``body`` with string ``attributes``; raises DeliveryError when it was not kept."""
+    async def send(
+        self, name: str, body: bytes, attributes: Mapping[str, str], fifo: tuple[str, str] | None = None
+    ) -> None:
+        """Send ``body`` with string ``attributes`` (and ``fifo``: the MessageGroupId and MessageDeduplicationId
+        a FIFO queue needs); raises DeliveryError when it was not kept."""
         ...
 
 
@@ -121,6 +124,8 @@ class Message:
     target: str
     body: bytes
     attributes: Mapping[str, str] = dataclasses.field(default_factory=dict)
+    # A FIFO queue's (MessageGroupId, MessageDeduplicationId), for a scheduled run's message.
+    fifo: tuple[str, str] | None = None
 
     def record_facts(self) -> tuple[str, bool]:
         """The function ARN an invocation record is about, and whether it reports a success."""
@@ -129,6 +134,66 @@ class Message:
         except (ValueError, AttributeError):
             return "", False
         return str(context.get("functionArn") or ""), context.get("condition") == "Success"
+
+
+# Keys of ``StoredEvent.attributes`` that are instructions to the durable queue, never message attributes.
+FIFO_KEY = "@fifo"
+ON_FAILURE_KEY = "@onFailure"
+
+
+@dataclasses.dataclass(frozen=True)
+class OnFailure:
+    """A scheduled run's own failure handling (EventBridge Scheduler's and rules' RetryPolicy and
+    DeadLetterConfig), carried by its durable event: a delivery that has failed more than ``max_retries``
+    times, or is older than ``max_age_s``, stops; then (and when the target no longer exists) the run goes to
+    ``dead_letter`` (a queue ARN; None: it is dropped, as AWS drops it) with ``attributes`` and the failure's
+    own (ERROR_CODE, ERROR_MESSAGE, RETRY_ATTEMPTS, EXHAUSTED_RETRY_CONDITION). ``missing_code`` is the
+    ERROR_CODE of a target that no longer exists, ``failed_code`` that of a send that was refused."""
+
+    max_retries: int
+    max_age_s: int
+    dead_letter: str | None = None
+    attributes: Mapping[str, str] = dataclasses.field(default_factory=dict)
+    missing_code: str = "ResourceNotFoundException"
+    failed_code: str = "ERROR_FROM_TARGET"
+
+    def to_json(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_json(cls, doc: Mapping[str, Any]) -> OnFailure:
+        return cls(**{f.name: doc[f.name] for f in dataclasses.fields(cls) if f.name in doc})
+
+    def dead_letter_attributes(self, code: str, message: str, retries: int, condition: str | None) -> dict[str, str]:
+        out = {**self.attributes, "ERROR_CODE": code, "ERROR_MESSAGE": message[:_ERROR_MESSAGE_MAX]}
+        out["RETRY_ATTEMPTS"] = str(retries)
+        if condition is not None:
+            out["EXHAUSTED_RETRY_CONDITION"] = condition
+        return dict(sorted(out.items()))
+
+
+def encode_options(
+    attributes: Mapping[str, str] | None, fifo: tuple[str, str] | None, on_failure: OnFailure | None
+) -> str | None:
+    """``StoredEvent.attributes`` for a message's attributes and the durable queue's instructions."""
+    doc: dict[str, Any] = dict(attributes or {})
+    if fifo is not None:
+        doc[FIFO_KEY] = list(fifo)
+    if on_failure is not None:
+        doc[ON_FAILURE_KEY] = on_failure.to_json()
+    return json.dumps(doc, separators=(",", ":")) if doc else None
+
+
+def decode_options(encoded: str | None) -> tuple[dict[str, str], tuple[str, str] | None, OnFailure | None]:
+    """The message attributes, FIFO ids and failure handling that ``encode_options`` wrote."""
+    doc = json.loads(encoded) if encoded else {}
+    fifo = doc.pop(FIFO_KEY, None)
+    on_failure = doc.pop(ON_FAILURE_KEY, None)
+    return (
+        {str(k): str(v) for k, v in doc.items()},
+        None if fifo is None else (str(fifo[0]), str(fifo[1])),
+        None if on_failure is None else OnFailure.from_json(on_failure),
+    )
 
 
 def dead_letter_attributes(request_id: str, status: int, error_message: str) -> dict[str, str]:
@@ -174,7 +239,7 @@ class Destinations:
         if isinstance(service, Buckets):
             await service.write(target.resource, _object_key(message.record_facts()[0]), message.body)
         else:
-            await service.send(target.resource, message.body, message.attributes)
+            await service.send(target.resource, message.body, message.attributes, message.fifo)
 
     def check_form(self, arn: str, *, usage: str) -> Target:
         """Raise InvalidParameterValue unless ``arn`` is a destination this server can deliver to as far as can
@@ -237,6 +302,7 @@ class Destinations:
                     QueueUrl=self._queue_url(target),
                     MessageBody=message.body.decode("utf-8", "replace"),
                     **_attributes(message),
+                    **_fifo(message),
                 )
             elif target.service == "sns":
                 self._client("sns").publish(
@@ -303,6 +369,12 @@ def _attributes(message: Message) -> dict[str, Any]:
             for name, value in message.attributes.items()
         }
     }
+
+
+def _fifo(message: Message) -> dict[str, str]:
+    if message.fifo is None:
+        return {}
+    return {"MessageGroupId": message.fifo[0], "MessageDeduplicationId": message.fifo[1]}
 
 
 def _object_key(function_arn: str) -> str:

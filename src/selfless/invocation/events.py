@@ -42,7 +42,15 @@ from typing import Any
 from selfless import ids, json_limits
 from selfless.errors import ResourceNotFound, TooManyRequests
 from selfless.functions import FunctionRegistry
-from selfless.invocation.destinations import DeliveryError, Destinations, Message, dead_letter_attributes
+from selfless.invocation.destinations import (
+    DeliveryError,
+    Destinations,
+    Message,
+    OnFailure,
+    dead_letter_attributes,
+    decode_options,
+    encode_options,
+)
 from selfless.invocation.inflight import Outcome
 from selfless.models import Function
 from selfless.store.base import MetadataStore, StoredEvent, encode_lineage
@@ -374,6 +382,11 @@ class AsyncInvoker:
         try:
             fn, invoked = self._registry.for_invoke(event.function_name, event.qualifier)
         except ResourceNotFound:
+            on_failure = decode_options(event.attributes)[2]
+            if on_failure is not None:  # a scheduled run: its dead-letter queue learns that the target is gone
+                message = f"Function not found: {event.function_name}"
+                await self._give_up(event, on_failure, on_failure.missing_code, message, None)
+                return
             log.warning("dropping event %s: function %s no longer exists", event.id, event.function_name)
             await self._store.delete_event(event.id)
             return
@@ -431,12 +444,21 @@ class AsyncInvoker:
         """One attempt to send a record or dead-letter message to its queue, topic, bus or bucket."""
         target = event.target
         assert target is not None
-        attributes = json.loads(event.attributes) if event.attributes else {}
+        attributes, fifo, on_failure = decode_options(event.attributes)
         try:
-            await self._destinations.send(Message(target, event.payload, attributes))
+            await self._destinations.send(Message(target, event.payload, attributes, fifo))
         except DeliveryError as exc:
             event = event.replace(attempts=event.attempts + 1, last_error=str(exc)[:500])
-            if time.time() - event.accepted_at > DELIVERY_MAX_AGE_S:
+            if on_failure is not None:
+                condition = None
+                if event.attempts > on_failure.max_retries:
+                    condition = "MaximumRetryAttempts"
+                elif time.time() - event.accepted_at > on_failure.max_age_s:
+                    condition = "MaximumEventAgeInSeconds"
+                if condition is not None:
+                    await self._give_up(event, on_failure, on_failure.failed_code, str(exc), condition)
+                    return
+            if on_failure is None and time.time() - event.accepted_at > DELIVERY_MAX_AGE_S:
                 log.error("delivery %s to %s failed for 6 hours (%s); kept as failed (selfless events %s)",
                           event.id, event.target, exc, event.function_name)  # fmt: skip
                 await self._settle(event.replace(state="failed", failure="DeliveryFailed"), [])
@@ -447,6 +469,23 @@ class AsyncInvoker:
             return
         self._gates.pop(target, None)
         await self._settle(event, [])
+
+    async def _give_up(
+        self, event: StoredEvent, on_failure: OnFailure, code: str, message: str, condition: str | None
+    ) -> None:
+        """A scheduled run that cannot reach its target: done, and its dead-letter message (if it has a
+        dead-letter queue; else it is dropped, as AWS drops it) accepted in the same transaction."""
+        retries = max(event.attempts - 1, 0)
+        log.warning("scheduled run %s for %s failed (%s, %s); %s", event.id, event.target or event.function_name,
+                    code, message, f"to {on_failure.dead_letter}" if on_failure.dead_letter else "dropped")  # fmt: skip
+        then = []
+        if on_failure.dead_letter:
+            shown = on_failure.dead_letter_attributes(code, message, retries, condition)
+            attributes = encode_options(shown, None, None)
+            dead = StoredEvent(ids.request_id(), event.function_name, None, event.payload, None, time.time())
+            then.append(dead.replace(target=on_failure.dead_letter, attributes=attributes))
+        self._gates.pop(event.target or "", None)
+        await self._settle(event.replace(state="queued"), then)
 
     async def _settle_failed(
         self, event: StoredEvent, policy: Policy, arn: str, condition: str, outcome: Outcome | None, version: str

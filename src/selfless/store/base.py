@@ -39,7 +39,9 @@ class StoredEvent:
     lineage: str | None = None
     # A delivery rather than an invocation: send ``payload`` to this queue, topic, bus or bucket ARN (an
     # invocation record or a dead-letter message about an event of ``function_name``), with ``attributes``
-    # (JSON {name: value}) the dead-letter message's attributes.
+    # (JSON {name: value}) the dead-letter message's attributes; and for a scheduled run (of EventBridge
+    # Scheduler or a rule), the durable queue's instructions too (``invocation.destinations.encode_options``:
+    # a FIFO queue's message group, the run's retry limits and dead-letter queue), for an invocation as well.
     target: str | None = None
     attributes: str | None = None
     # The X-Ray trace header the event runs with (the caller's X-Amzn-Trace-Id, or one made at acceptance).

@@ -9,6 +9,7 @@ this process (kill -9) and a power loss. A write that fails (a full disk:
 from __future__ import annotations
 
 import asyncio
+import collections
 import concurrent.futures
 import contextlib
 import dataclasses
@@ -103,6 +104,16 @@ _INSERT_EVENTS = f"INSERT INTO events({_EVENT_FIELDS}) VALUES ({', '.join('?' * 
 _PAYLOAD = _EVENT_NAMES.index("payload")  # a BLOB: made bytes whatever buffer type it is read back as
 
 
+def _settle_all(outcomes: list[tuple[asyncio.Future[Any], bool, Any]]) -> None:
+    for future, ok, value in outcomes:
+        if future.done():  # its caller was cancelled meanwhile (what it wrote is committed all the same)
+            continue
+        if ok:
+            future.set_result(value)
+        else:
+            future.set_exception(value)
+
+
 def _event_row(e: StoredEvent) -> tuple[Any, ...]:
     return tuple(getattr(e, name) for name in _EVENT_NAMES)
 
@@ -120,9 +131,29 @@ def insert_events(db: sqlite3.Connection, events: list[StoredEvent]) -> None:
 
 @contextlib.contextmanager
 def transaction(db: sqlite3.Connection) -> Iterator[None]:
-    """Several statements committed together (BEGIN IMMEDIATE ... COMMIT), or none of them."""
+    """Several statements committed together (BEGIN IMMEDIATE ... COMMIT), or none of them. Inside a
+    transaction already open (a group of ``SqliteStore.grouped`` calls sharing one commit), a savepoint: the
+    statements still stand or fall together, and are durable when the group's commit returns."""
+    if db.in_transaction:
+        with _savepoint(db, "nested"):
+            yield
+        return
     with _transaction(db):
         yield
+
+
+@contextlib.contextmanager
+def _savepoint(db: sqlite3.Connection, name: str) -> Iterator[None]:
+    db.execute(f"SAVEPOINT {name}")
+    try:
+        yield
+    except BaseException:
+        if db.in_transaction:
+            with contextlib.suppress(sqlite3.Error):
+                db.execute(f"ROLLBACK TO {name}")
+                db.execute(f"RELEASE {name}")
+        raise
+    db.execute(f"RELEASE {name}")
 
 
 @contextlib.contextmanager
@@ -141,11 +172,20 @@ def _transaction(db: sqlite3.Connection) -> Iterator[None]:
         raise
 
 
+GROUP_MAX = 64  # grouped calls sharing one commit at most (a bound on the group's latency)
+
+
 class SqliteStore:
     def __init__(self, path: Path) -> None:
         self._path = path
         self._executor = concurrent.futures.ThreadPoolExecutor(max_workers=1, thread_name_prefix="sqlite")
         self._conn: sqlite3.Connection | None = None
+        # Grouped calls waiting for the store's thread (appended on the event loop, taken on the thread:
+        # deque's append and popleft are atomic), and whether a drain of them is already on its way.
+        self._grouped: collections.deque[tuple[Callable[[sqlite3.Connection], Any], asyncio.Future[Any]]] = (
+            collections.deque()
+        )
+        self._drain_queued = False
 
     async def open(self) -> None:
         await self._run(self._open)
@@ -173,6 +213,55 @@ class SqliteStore:
         """Run ``fn`` with the connection on the store's one thread: for another service's tables kept in
         this database, so that its changes and accepted events can commit together (``transaction``)."""
         return await self._run(lambda: fn(self._db()))
+
+    async def grouped(self, fn: Callable[[sqlite3.Connection], T]) -> T:
+        """As ``call``, for a short write on a hot path: calls that wait for the store's thread together run
+        in one transaction, each in a savepoint of its own (its statements stand or fall together, and its
+        exception is its own), and share one durable commit (one fsync for the group, not one per call).
+        ``fn`` must not commit, roll back or run scripts; ``transaction`` inside it is a savepoint. Every
+        call of a group whose commit fails gets that failure (nothing of the group is kept)."""
+        loop = asyncio.get_running_loop()
+        future: asyncio.Future[T] = loop.create_future()
+        self._grouped.append((fn, future))
+        if not self._drain_queued:
+            self._drain_queued = True
+            self._executor.submit(self._drain, loop)
+        return await future
+
+    def _drain(self, loop: asyncio.AbstractEventLoop) -> None:
+        # Cleared before taking calls: one appended after this line queues another drain (which may find
+        # none left), so none is ever stranded.
+        self._drain_queued = False
+        while self._grouped:
+            group: list[tuple[Callable[[sqlite3.Connection], Any], asyncio.Future[Any]]] = []
+            while self._grouped and len(group) < GROUP_MAX:
+                group.append(self._grouped.popleft())
+            outcomes = self._run_group(group)
+            loop.call_soon_threadsafe(_settle_all, outcomes)
+
+    def _run_group(
+        self, group: list[tuple[Callable[[sqlite3.Connection], Any], asyncio.Future[Any]]]
+    ) -> list[tuple[asyncio.Future[Any], bool, Any]]:
+        try:
+            db = self._db()
+            db.execute("BEGIN IMMEDIATE")
+        except Exception as exc:
+            return [(future, False, exc) for _, future in group]
+        outcomes: list[tuple[asyncio.Future[Any], bool, Any]] = []
+        for fn, future in group:
+            try:
+                with _savepoint(db, "grouped"):
+                    outcomes.append((future, True, fn(db)))
+            except Exception as exc:
+                outcomes.append((future, False, exc))
+        try:
+            db.execute("COMMIT")
+        except Exception as exc:  # a full disk: nothing of the group is kept, and every call hears so
+            if db.in_transaction:
+                with contextlib.suppress(sqlite3.Error):
+                    db.execute("ROLLBACK")
+            return [(future, False, exc) for _, future in group]
+        return outcomes
 
     def _db(self) -> sqlite3.Connection:
         if self._conn is None:

@@ -4,6 +4,7 @@ answer printed as one JSON document for the test to check. argv: endpoint, acces
 import base64
 import json
 import sys
+import time
 
 import botocore
 import botocore.session
@@ -89,6 +90,42 @@ try:
     forger.list_queues()
 except ClientError as exc:
     out["forged"] = [exc.response["Error"]["Code"], exc.response["ResponseMetadata"]["HTTPStatusCode"]]
+# dead-letter queue redrive: a message dead-lettered, then moved back by a message move task
+dlq = sqs.create_queue(QueueName="legacy-dlq")["QueueUrl"]
+dlq_arn = sqs.get_queue_attributes(QueueUrl=dlq, AttributeNames=["QueueArn"])["Attributes"]["QueueArn"]
+policy = json.dumps({"deadLetterTargetArn": dlq_arn, "maxReceiveCount": 1})
+src = sqs.create_queue(QueueName="legacy-src", Attributes={"RedrivePolicy": policy})["QueueUrl"]
+sqs.send_message(QueueUrl=src, MessageBody="poison")
+for _ in range(100):
+    sqs.receive_message(QueueUrl=src, VisibilityTimeout=0)
+    if "Messages" in sqs.receive_message(QueueUrl=dlq, VisibilityTimeout=0):
+        break
+handle = sqs.start_message_move_task(SourceArn=dlq_arn, MaxNumberOfMessagesPerSecond=10)["TaskHandle"]
+for _ in range(600):
+    tasks = sqs.list_message_move_tasks(SourceArn=dlq_arn, MaxResults=10)["Results"]
+    if tasks[0]["Status"] != "RUNNING":
+        break
+    time.sleep(0.1)
+out["moves"] = [{k: v for k, v in t.items() if k != "StartedTimestamp"} for t in tasks]
+out["moved_back"] = sqs.receive_message(QueueUrl=src, WaitTimeSeconds=5)["Messages"][0]["Body"]
+try:
+    sqs.cancel_message_move_task(TaskHandle=handle)
+except ClientError as exc:
+    out["cancel_done"] = [exc.response["Error"]["Code"], exc.response["ResponseMetadata"]["HTTPStatusCode"]]
+try:
+    sqs.list_message_move_tasks(SourceArn=dlq_arn + "-none")
+except ClientError as exc:
+    out["moves_missing"] = [exc.response["Error"]["Code"], exc.response["ResponseMetadata"]["HTTPStatusCode"]]
+for each in (src, dlq):
+    sqs.delete_queue(QueueUrl=each)
+# AddPermission's lists travel as AWSAccountId.N and ActionName.N
+sqs.add_permission(
+    QueueUrl=url, Label="legacy", AWSAccountIds=["111122223333"], Actions=["SendMessage", "ReceiveMessage"]
+)
+policy = sqs.get_queue_attributes(QueueUrl=url, AttributeNames=["Policy"])["Attributes"]["Policy"]
+out["permission"] = json.loads(policy)["Statement"]
+sqs.remove_permission(QueueUrl=url, Label="legacy")
+out["permission_removed"] = "Policy" not in sqs.get_queue_attributes(QueueUrl=url, AttributeNames=["All"])["Attributes"]
 sqs.purge_queue(QueueUrl=url)
 sqs.delete_queue(QueueUrl=url)
 print(json.dumps(out))

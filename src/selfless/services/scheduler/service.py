@@ -1,10 +1,13 @@
 """Schedules: the rules of EventBridge Scheduler's API (the firing is ``events.schedules``'s).
 
 What a schedule is (``Schedules``): a name in a group (``default``, or one made with CreateScheduleGroup), an
-expression (``expressions``), an optional IANA time zone (UTC by default), StartDate/EndDate, State, a Lambda
-function target with its Input, a FlexibleTimeWindow (OFF; FLEXIBLE is accepted and runs at the window's
-start) and ActionAfterCompletion (DELETE removes a schedule once it has made its last run). Each schedule keeps
-its next due time (``next_due``) in the store, computed here on every change.
+expression (``expressions``), an optional IANA time zone (UTC by default), StartDate/EndDate, State, a target
+with its Input (a Lambda function, version or alias; or an SQS queue, with SqsParameters.MessageGroupId
+required for a FIFO queue), its RetryPolicy and DeadLetterConfig (a standard queue), a FlexibleTimeWindow
+(OFF; FLEXIBLE is accepted and runs at the window's start) and ActionAfterCompletion (DELETE removes a schedule
+once it has made its last run). Each schedule keeps its next due time (``next_due``) in the store, computed here
+on every change. Whether a target exists is not checked here, as AWS does not (its role decides, when it runs):
+a run whose target is missing goes to the dead-letter queue.
 """
 
 from __future__ import annotations
@@ -28,6 +31,7 @@ _TOKEN = "_ClientToken"  # kept in a schedule's document (never shown): CreateSc
 _LAMBDA_ARN = re.compile(
     r"^arn:aws[a-zA-Z-]*:lambda:[a-z0-9-]+:\d{12}:function:(?P<name>[a-zA-Z0-9_-]+)(?::(?P<qualifier>[a-zA-Z0-9_$-]+))?$"
 )
+_SQS_ARN = re.compile(r"^arn:aws[a-zA-Z-]*:sqs:[a-z0-9-]+:\d{12}:(?P<name>[a-zA-Z0-9_-]{1,80}(\.fifo)?)$")
 # The members of CreateSchedule/UpdateSchedule kept as given.
 _KEPT = (
     "ScheduleExpression",
@@ -93,6 +97,31 @@ def target_function(arn: str) -> tuple[str, str | None] | None:
     return None if m is None else (m.group("name"), m.group("qualifier"))
 
 
+def _check_target(target: Mapping[str, Any]) -> None:
+    """A target selfless can run: a Lambda function or an SQS queue, with the parameters that kind takes."""
+    arn = str(target["Arn"])
+    queue = _SQS_ARN.match(arn)
+    if target_function(arn) is None and queue is None:
+        raise ValidationError(
+            f"Target Arn {arn} is not supported: selfless's scheduler runs Lambda functions and sends to SQS queues."
+        )
+    for key in ("EcsParameters", "EventBridgeParameters", "KinesisParameters", "SageMakerPipelineParameters"):
+        if target.get(key) is not None:
+            raise ValidationError(f"{key} is not supported for target {arn}.")
+    sqs = target.get("SqsParameters")
+    if sqs is not None and queue is None:
+        raise ValidationError(f"SqsParameters is not supported for target {arn}.")
+    if queue is not None and queue.group("name").endswith(".fifo") and not (sqs or {}).get("MessageGroupId"):
+        raise ValidationError("MessageGroupId is required for FIFO queue targets. Provide it in SqsParameters.")
+    if queue is not None and not queue.group("name").endswith(".fifo") and (sqs or {}).get("MessageGroupId"):
+        raise ValidationError("MessageGroupId is only supported for FIFO queue targets.")
+    dead_letter = (target.get("DeadLetterConfig") or {}).get("Arn")
+    if dead_letter is not None:
+        found = _SQS_ARN.match(str(dead_letter))
+        if found is None or found.group("name").endswith(".fifo"):
+            raise ValidationError(f"DeadLetterConfig Arn {dead_letter} is not a standard SQS queue ARN.")
+
+
 class Schedules:
     """Create, read, update, delete and list schedules (the API's rules; the firing is ``Scheduler``'s)."""
 
@@ -141,11 +170,7 @@ class Schedules:
             raise ValidationError("MaximumWindowInMinutes must be provided when Mode is FLEXIBLE.")
         if window.get("Mode") == "OFF" and window.get("MaximumWindowInMinutes") is not None:
             raise ValidationError("MaximumWindowInMinutes must not be provided when Mode is OFF.")
-        target = doc["Target"]
-        if target_function(target["Arn"]) is None:
-            raise ValidationError(
-                f"Target Arn {target['Arn']} is not supported: selfless's scheduler runs Lambda functions only."
-            )
+        _check_target(doc["Target"])
         return doc
 
     async def create(self, params: Mapping[str, Any]) -> dict[str, Any]:

@@ -8,9 +8,10 @@ query protocol used, as against AWS.
 
 Who may do what until IAM policies exist: the administrator everything; a function's session credentials
 may send, receive, delete and change the visibility of messages on any queue, and look queues up
-(GetQueueUrl, ListQueues, GetQueueAttributes, ListQueueTags, ListDeadLetterSourceQueues) - not create, delete,
-purge, reconfigure or tag them (AccessDenied). The older query protocol (``Action=...`` form posts or GETs,
-XML answers: ``services.sqs.query``) reaches the same operations.
+(GetQueueUrl, ListQueues, GetQueueAttributes, ListQueueTags, ListDeadLetterSourceQueues, ListMessageMoveTasks) -
+not create, delete, purge, reconfigure or tag them, nor change permissions or start or cancel message moves
+(AccessDenied). The older query protocol (``Action=...`` form posts or GETs, XML answers:
+``services.sqs.query``) reaches the same operations.
 """
 
 from __future__ import annotations
@@ -45,6 +46,7 @@ _FOR_FUNCTIONS = frozenset(
         "GetQueueAttributes",
         "ListQueueTags",
         "ListDeadLetterSourceQueues",
+        "ListMessageMoveTasks",
     }
 )
 
@@ -74,6 +76,11 @@ class SqsApi:
             "DeleteMessageBatch": s.delete_message_batch,
             "ChangeMessageVisibility": s.change_message_visibility,
             "ChangeMessageVisibilityBatch": s.change_message_visibility_batch,
+            "AddPermission": s.add_permission,
+            "RemovePermission": s.remove_permission,
+            "StartMessageMoveTask": s.start_message_move_task,
+            "ListMessageMoveTasks": s.list_message_move_tasks,
+            "CancelMessageMoveTask": s.cancel_message_move_task,
         }
         self._model = service_model("sqs")
 

@@ -39,8 +39,12 @@ class BuiltinQueues:
     async def exists(self, name: str) -> bool:
         return await self.attributes(name) is not None
 
-    async def send(self, name: str, body: bytes, attributes: Mapping[str, str]) -> None:
+    async def send(
+        self, name: str, body: bytes, attributes: Mapping[str, str], fifo: tuple[str, str] | None = None
+    ) -> None:
         params: dict[str, Any] = {"QueueUrl": self._url(name), "MessageBody": body.decode("utf-8", "replace")}
+        if fifo is not None:
+            params["MessageGroupId"], params["MessageDeduplicationId"] = fifo
         if attributes:
             params["MessageAttributes"] = {
                 key: {"DataType": "Number" if key == "ErrorCode" else "String", "StringValue": value}

@@ -41,6 +41,10 @@ def missing_parameter(name: str) -> SqsError:
     )
 
 
+def resource_not_found(message: str) -> SqsError:
+    return SqsError("ResourceNotFoundException", "ResourceNotFoundException", message, 404)
+
+
 def invalid_attribute_name(message: str) -> SqsError:
     return SqsError("InvalidAttributeName", "InvalidAttributeName", message)
 
@@ -89,6 +93,22 @@ def access_denied(operation: str) -> SqsError:
         "AccessDeniedException",
         "AccessDenied",
         f"A function's credentials may not call {operation} on the built-in queue service (see its README section).",
+        403,
+    )
+
+
+def policy_over_limit(message: str) -> SqsError:
+    """AddPermission past its limits (actions per statement, the policy's size)."""
+    return SqsError("OverLimit", "OverLimit", message, 403)
+
+
+def over_limit() -> SqsError:
+    # SQS's own words for a standard queue at its in-flight quota.
+    return SqsError(
+        "OverLimit",
+        "OverLimit",
+        "Too many messages have been received without being deleted.\n"
+        "Please delete your received messages or let them timeout before receiving more.",
         403,
     )
 

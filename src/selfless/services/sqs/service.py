@@ -17,8 +17,22 @@ a ``QueueStore``.
 - Receipt handles name the queue, the message and a random token of its latest receive; a malformed one, or
   one for another queue, is ReceiptHandleIsInvalid; one of an earlier receive deletes nothing (as SQS).
 
-Not offered (UnsupportedOperation): Add/RemovePermission, the message move tasks. QueueDeletedRecently is not
-enforced: a deleted queue's name may be reused at once.
+- Message move tasks (dead-letter queue redrive): StartMessageMoveTask moves the messages a dead-letter queue
+  holds when it starts, oldest first, to DestinationArn or each back to the queue it was dead-lettered from, at
+  MaxNumberOfMessagesPerSecond (1-500; 500 when not given). Each message moves in one transaction (a new
+  message, never received, inserted at the destination and the old one deleted, the task's count raised), so a
+  move loses nothing and, the store being one, duplicates nothing. One RUNNING task per source queue; the ten
+  most recent of a queue are kept (ListMessageMoveTasks). Messages in flight or delayed are left where they are
+  (as a FIFO group with one in flight is), expired ones dropped. A server restart resumes every RUNNING task
+  where it stood; a shutdown stops the tasks between two moves. Cancelling is immediate (CANCELLED: no
+  CANCELLING is ever shown).
+
+- AddPermission / RemovePermission: statements (Sid = Label, Allow, the accounts' root principals, ``SQS:``
+  actions, the queue as Resource) added to and removed from the queue's Policy attribute, as SQS writes them,
+  with its refusals (a label that exists or does not, more than 7 actions, an action not grantable). Stored,
+  shown by GetQueueAttributes; not enforced (selfless has one account).
+
+QueueDeletedRecently is not enforced: a deleted queue's name may be reused at once.
 """
 
 from __future__ import annotations
@@ -30,6 +44,7 @@ import contextlib
 import dataclasses
 import hashlib
 import json
+import logging
 import random
 import re
 import secrets
@@ -41,13 +56,42 @@ from collections.abc import Callable, Mapping
 from typing import Any
 
 from selfless.services.sqs import errors as E
-from selfless.services.sqs.store import Message, Outcome, Queue, QueueStore, Redrive
+from selfless.services.sqs.store import InFlightLimit, Message, MoveTask, Outcome, Queue, QueueStore, Redrive, Step
+
+log = logging.getLogger(__name__)
 
 DEDUP_WINDOW_S = 300.0
 MAX_MESSAGE_SIZE = 1_048_576
 MAX_WAIT_S = 20
 _QUEUE_CACHE = 10_000
 MAX_WAITERS = 1024
+# SQS's in-flight quotas: received messages not yet deleted or visible again, per queue. At the quota a standard
+# queue's receive is refused (OverLimit); a FIFO queue's answers no messages (SELFLESS_SQS_MAX_IN_FLIGHT sets
+# both lower, for tests and small machines).
+MAX_IN_FLIGHT = 120_000
+MAX_IN_FLIGHT_FIFO = 20_000
+MAX_MOVE_RATE = 500  # MaxNumberOfMessagesPerSecond's maximum, and the rate of a task started without one
+MOVE_TASKS_KEPT = 10  # per source queue: what ListMessageMoveTasks can show
+MAX_RUNNING_MOVES = 100  # server-wide; one more start is RequestThrottled
+_MOVE_RETRY_S = 1.0  # after a store failure, a move task tries again this much later
+_LABEL = re.compile(r"[A-Za-z0-9_-]{1,80}")
+_ACCOUNT = re.compile(r"[0-9]{12}")
+# What AddPermission may grant (SendMessage, DeleteMessage and ChangeMessageVisibility grant their batches too).
+_GRANTABLE = frozenset(
+    {
+        "*",
+        "ChangeMessageVisibility",
+        "DeleteMessage",
+        "GetQueueAttributes",
+        "GetQueueUrl",
+        "ListDeadLetterSourceQueues",
+        "PurgeQueue",
+        "ReceiveMessage",
+        "SendMessage",
+    }
+)
+MAX_ACTIONS = 7  # per statement, as SQS allows
+MAX_POLICY = 20_480  # characters of a Policy AddPermission may grow (one more statement is OverLimit)
 _POLL_S = 1.0  # a long poll re-checks at least this often (delays and visibility windows end by themselves)
 
 _NAME = re.compile(r"[A-Za-z0-9_-]{1,80}")
@@ -152,12 +196,16 @@ class QueueService:
         region: str,
         clock: Callable[[], float] = time.time,
         max_waiters: int = MAX_WAITERS,
+        max_in_flight: int | None = None,
+        max_running_moves: int = MAX_RUNNING_MOVES,
     ) -> None:
         self._store = store
         self._account = account_id
         self._region = region
         self._clock = clock
         self.max_waiters = max_waiters
+        self.max_in_flight = min(MAX_IN_FLIGHT, max_in_flight or MAX_IN_FLIGHT)
+        self.max_in_flight_fifo = min(MAX_IN_FLIGHT_FIFO, max_in_flight or MAX_IN_FLIGHT_FIFO)
         self._waiters: dict[str, set[asyncio.Future[None]]] = {}
         self._waiting = 0
         self._purged: dict[str, float] = {}
@@ -166,6 +214,11 @@ class QueueService:
         # with every change, so a read that raced one is not kept.
         self._queues: dict[str, Queue] = {}
         self._generation = 0
+        self.max_running_moves = max_running_moves
+        self._moves: dict[str, asyncio.Task[None]] = {}  # task id -> the background task moving its messages
+        self._starting = 0  # starts between their check of the bound and their task's run
+        self._closed = False
+        self._policy_lock = asyncio.Lock()  # AddPermission / RemovePermission: one read-modify-write at a time
 
     @property
     def waiting(self) -> int:
@@ -456,6 +509,98 @@ class QueueService:
         queue = await self._queue(p)
         return {"Tags": dict(queue.tags)} if queue.tags else {}
 
+    # -- permissions (the queue's Policy attribute) -----------------------------------------------------------
+
+    def _policy_of(self, queue: Queue) -> dict[str, Any]:
+        text = queue.attributes.get("Policy")
+        if not text:
+            return {"Version": "2012-10-17", "Id": f"{self.arn(queue.name)}/SQSDefaultPolicy", "Statement": []}
+        try:
+            policy = json.loads(text)
+        except ValueError:
+            policy = None
+        if isinstance(policy, dict) and isinstance(policy.get("Statement"), dict):
+            policy["Statement"] = [policy["Statement"]]  # one statement may stand alone; a list holds more
+        if not isinstance(policy, dict) or not isinstance(policy.get("Statement", []), list):
+            raise E.invalid_attribute_value(
+                "The queue's Policy attribute is not a policy document with a Statement list; set one first."
+            )
+        policy.setdefault("Statement", [])
+        return policy
+
+    async def _set_policy(self, queue: Queue, policy: dict[str, Any] | None) -> None:
+        attributes = dict(queue.attributes)
+        if policy is None:
+            attributes.pop("Policy", None)
+        else:
+            attributes["Policy"] = json.dumps(policy, separators=(",", ":"))
+        changed = dataclasses.replace(queue, attributes=attributes, modified=self._clock())
+        if not await self._store.update_queue(changed):
+            self._changed(queue.name, None)
+            raise E.no_queue()
+        self._changed(queue.name, changed)
+
+    async def add_permission(self, p: Mapping[str, Any], call: Call) -> dict[str, Any]:
+        label = p.get("Label")
+        if not isinstance(label, str) or not _LABEL.fullmatch(label):
+            raise E.invalid_parameter(
+                f"Value {label} for parameter Label is invalid. Reason: Can only include alphanumeric characters, "
+                "hyphens, or underscores. 1 to 80 in length."
+            )
+        accounts = p.get("AWSAccountIds")
+        if not isinstance(accounts, list) or not accounts:
+            raise E.invalid_parameter("Value [] for parameter PrincipalId is invalid. Reason: Unable to verify.")
+        for account in accounts:
+            if not isinstance(account, str) or not _ACCOUNT.fullmatch(account):
+                raise E.invalid_parameter(
+                    f"Value [{account}] for parameter PrincipalId is invalid. Reason: Unable to verify."
+                )
+        actions = p.get("Actions")
+        if not isinstance(actions, list) or not actions:
+            raise E.missing_parameter("Actions")
+        if len(actions) > MAX_ACTIONS:
+            raise E.policy_over_limit(f"{len(actions)} Actions were found, maximum allowed is {MAX_ACTIONS}.")
+        for action in actions:
+            if action not in _GRANTABLE:
+                raise E.invalid_parameter(
+                    f"Value SQS:{action} for parameter ActionName is invalid. Reason: Only the queue owner is allowed "
+                    "to invoke this action."
+                )
+        async with self._policy_lock:
+            queue = await self._queue(p)
+            policy = self._policy_of(queue)
+            if any(isinstance(s, dict) and s.get("Sid") == label for s in policy["Statement"]):
+                raise E.invalid_parameter(f"Value {label} for parameter Label is invalid. Reason: Already exists.")
+            principals = [f"arn:aws:iam::{a}:root" for a in accounts]
+            granted = [f"SQS:{a}" for a in actions]
+            policy["Statement"].append(
+                {
+                    "Sid": label,
+                    "Effect": "Allow",
+                    "Principal": {"AWS": principals[0] if len(principals) == 1 else principals},
+                    "Action": granted[0] if len(granted) == 1 else granted,
+                    "Resource": self.arn(queue.name),
+                }
+            )
+            if len(json.dumps(policy, separators=(",", ":"))) > MAX_POLICY:
+                raise E.policy_over_limit(f"The queue's policy would be longer than {MAX_POLICY} characters.")
+            await self._set_policy(queue, policy)
+        return {}
+
+    async def remove_permission(self, p: Mapping[str, Any], call: Call) -> dict[str, Any]:
+        label = p.get("Label")
+        async with self._policy_lock:
+            queue = await self._queue(p)
+            policy = self._policy_of(queue)
+            kept = [s for s in policy["Statement"] if not (isinstance(s, dict) and s.get("Sid") == label)]
+            if len(kept) == len(policy["Statement"]):
+                raise E.invalid_parameter(
+                    f"Value {label} for parameter Label is invalid. Reason: can't find label on existing policy."
+                )
+            policy["Statement"] = kept
+            await self._set_policy(queue, policy if kept else None)  # the last statement gone, the policy too
+        return {}
+
     # -- sending ---------------------------------------------------------------------------------------------
 
     def _message(self, queue: Queue, entry: Mapping[str, Any], now: float, call: Call) -> Message:
@@ -611,9 +756,16 @@ class QueueService:
                     registered = True
                 now = self._clock()
                 receipts = [secrets.token_hex(16) for _ in range(limit)]
-                got = await self._store.receive(
-                    queue.name, now, limit, visible_for, receipts, queue.fifo, now - retention, redrive
-                )
+                max_in_flight = self.max_in_flight_fifo if queue.fifo else self.max_in_flight
+                try:
+                    got = await self._store.receive(
+                        queue.name, now, limit, visible_for, receipts, queue.fifo, now - retention, redrive,
+                        max_in_flight,
+                    )  # fmt: skip
+                except InFlightLimit:
+                    if not queue.fifo:
+                        raise E.over_limit() from None
+                    got = []  # a FIFO queue at its quota answers no messages, and no error (as SQS does)
                 remaining = deadline - self._clock()
                 if got or remaining <= 0 or waiter is None:
                     break
@@ -694,6 +846,179 @@ class QueueService:
             out["MessageAttributes"] = chosen
         return out
 
+    # -- message move tasks (dead-letter queue redrive) ------------------------------------------------------
+
+    async def resume_moves(self) -> int:
+        """After a start: every task the store has as RUNNING carries on where it stood (each move being one
+        commit, a stop between two loses and repeats nothing). Returns how many resumed."""
+        tasks = await self._store.running_moves()
+        for task in tasks:
+            self._run_move(task)
+        return len(tasks)
+
+    async def close(self) -> None:
+        """Stop the move tasks (between two moves: a move in its transaction completes or never happened);
+        they stay RUNNING in the store, to resume at the next start."""
+        self._closed = True
+        running = list(self._moves.values())
+        for runner in running:
+            runner.cancel()
+        if running:
+            await asyncio.wait(running, timeout=10.0)
+
+    def _run_move(self, task: MoveTask) -> None:
+        if self._closed or task.task_id in self._moves:
+            return
+        runner = asyncio.get_running_loop().create_task(self._move_messages(task), name=f"sqs-move-{task.task_id}")
+        self._moves[task.task_id] = runner
+        runner.add_done_callback(lambda _: self._moves.pop(task.task_id, None))
+
+    async def _move_messages(self, task: MoveTask) -> None:
+        """Move until the store says the task is over, at most ``rate`` messages a second (no burst to catch up
+        on more than a second's lag)."""
+        interval = 1.0 / (task.rate or MAX_MOVE_RATE)
+        prefix = self.arn("")
+        loop = asyncio.get_running_loop()
+        next_at = loop.time()
+        while True:
+            try:
+                step, target = await self._store.move_one(task.task_id, self._clock(), _message_id(), prefix)
+            except Exception:  # a full disk, a locked database: the task stays RUNNING and tries again
+                log.exception("message move task %s: a move failed; retrying", task.task_id)
+                await asyncio.sleep(_MOVE_RETRY_S)
+                continue
+            if step is not Step.MOVED:
+                return
+            if target is not None:
+                self._wake(target)
+            next_at = max(next_at + interval, loop.time() - 1.0)
+            delay = next_at - loop.time()
+            if delay > 0:
+                await asyncio.sleep(delay)
+
+    async def _queue_of_arn(self, arn: Any, parameter: str) -> Queue:
+        name = self._name_of_arn(arn) if isinstance(arn, str) else None
+        queue = await self._lookup(name) if name else None
+        if queue is None:
+            raise E.resource_not_found(f"The resource that you specified for the {parameter} parameter doesn't exist.")
+        return queue
+
+    async def _dead_letter_sources(self, dlq: Queue) -> list[str]:
+        """The queues whose RedrivePolicy names ``dlq`` and that its RedriveAllowPolicy allows."""
+        arn = self.arn(dlq.name)
+        allow = json.loads(dlq.attributes.get("RedriveAllowPolicy") or '{"redrivePermission":"allowAll"}')
+        permission = allow.get("redrivePermission")
+        sources: list[str] = []
+        cursor: str | None = None
+        while True:  # every queue, a thousand at a time
+            batch = await self._store.list_queues("", cursor, 1000)
+            for q in batch:
+                policy = q.attributes.get("RedrivePolicy")
+                if not policy or json.loads(policy).get("deadLetterTargetArn") != arn:
+                    continue
+                if permission == "denyAll":
+                    continue
+                if permission == "byQueue" and self.arn(q.name) not in allow.get("sourceQueueArns", []):
+                    continue
+                sources.append(q.name)
+            if len(batch) < 1000 or sources:
+                return sources
+            cursor = batch[-1].name
+
+    async def start_message_move_task(self, p: Mapping[str, Any], call: Call) -> dict[str, Any]:
+        source = await self._queue_of_arn(p.get("SourceArn"), "SourceArn")
+        if not await self._dead_letter_sources(source):
+            raise E.invalid_parameter("Source queue must be configured as a Dead Letter Queue.")
+        rate = p.get("MaxNumberOfMessagesPerSecond")
+        if rate is not None and (not isinstance(rate, int) or isinstance(rate, bool) or not 1 <= rate <= MAX_MOVE_RATE):
+            raise E.invalid_parameter(
+                f"Value {rate} for parameter MaxNumberOfMessagesPerSecond is invalid. Reason: You must enter a "
+                f"number that's between 1 and {MAX_MOVE_RATE}."
+            )
+        destination: Queue | None = None
+        if p.get("DestinationArn") not in (None, ""):
+            destination = await self._queue_of_arn(p.get("DestinationArn"), "DestinationArn")
+            if destination.fifo != source.fifo:
+                raise E.invalid_parameter("The source queue and destination queue must be of the same queue type.")
+            if destination.name == source.name:
+                raise E.invalid_parameter("The source queue and destination queue must be different queues.")
+        if len(self._moves) + self._starting >= self.max_running_moves:
+            raise E.throttled(
+                f"Too many message move tasks are running ({self.max_running_moves}); retry when one has ended."
+            )
+        task = MoveTask(
+            task_id=str(uuid.uuid4()),
+            source=source.name,
+            destination=destination.name if destination else None,
+            rate=rate,
+            started=self._clock(),
+        )
+        self._starting += 1
+        try:
+            stored = await self._store.start_move(task, MOVE_TASKS_KEPT)
+        finally:
+            self._starting -= 1
+        if stored is None:
+            raise E.invalid_parameter(
+                "There is already a task running. Only one active task is allowed for a source queue arn at a "
+                "given time."
+            )
+        self._run_move(stored)
+        return {"TaskHandle": self._task_handle(stored)}
+
+    def _task_handle(self, task: MoveTask) -> str:
+        doc = {"taskId": task.task_id, "sourceArn": self.arn(task.source)}
+        return base64.b64encode(json.dumps(doc, separators=(",", ":")).encode()).decode()
+
+    async def list_message_move_tasks(self, p: Mapping[str, Any], call: Call) -> dict[str, Any]:
+        source = await self._queue_of_arn(p.get("SourceArn"), "SourceArn")
+        limit = p.get("MaxResults", 1)
+        if not isinstance(limit, int) or isinstance(limit, bool) or not 1 <= limit <= MOVE_TASKS_KEPT:
+            raise E.invalid_parameter(
+                f"Value {limit} for parameter MaxResults is invalid. Reason: You must enter a number that's between "
+                f"1 and {MOVE_TASKS_KEPT}."
+            )
+        results = []
+        for task in await self._store.move_tasks(source.name, limit):
+            entry: dict[str, Any] = {
+                "Status": task.status,
+                "SourceArn": self.arn(task.source),
+                "ApproximateNumberOfMessagesMoved": task.moved,
+                "ApproximateNumberOfMessagesToMove": task.to_move,
+                "StartedTimestamp": int(task.started * 1000),
+            }
+            if task.status == "RUNNING":  # only a task that can still be cancelled shows its handle
+                entry["TaskHandle"] = self._task_handle(task)
+            if task.destination is not None:
+                entry["DestinationArn"] = self.arn(task.destination)
+            if task.rate is not None:
+                entry["MaxNumberOfMessagesPerSecond"] = task.rate
+            if task.failure is not None:
+                entry["FailureReason"] = task.failure
+            results.append(entry)
+        return {"Results": results}
+
+    async def cancel_message_move_task(self, p: Mapping[str, Any], call: Call) -> dict[str, Any]:
+        handle = p.get("TaskHandle")
+        try:
+            doc = json.loads(base64.b64decode(str(handle), validate=True))
+            task_id, source_arn = str(doc["taskId"]), doc["sourceArn"]
+        except (binascii.Error, ValueError, KeyError, TypeError):
+            raise E.invalid_parameter("Value for parameter TaskHandle is invalid.") from None
+        source = await self._queue_of_arn(source_arn, "SourceArn")
+        found = await self._store.move_task(task_id)
+        if found is None or found.source != source.name:  # checked first: a handle cancels its own queue's task only
+            raise E.resource_not_found("Task does not exist.")
+        task, cancelled = await self._store.cancel_move(task_id)
+        if task is None:
+            raise E.resource_not_found("Task does not exist.")
+        if not cancelled:
+            raise E.invalid_parameter(f"Only a RUNNING task can be cancelled; this one is {task.status}.")
+        runner = self._moves.get(task_id)
+        if runner is not None:
+            runner.cancel()  # it would stop at its next move anyway; this spares it the wait
+        return {"ApproximateNumberOfMessagesMoved": task.moved}
+
     # -- after receiving -------------------------------------------------------------------------------------
 
     def _handle(self, queue: Queue, handle: Any) -> tuple[str, str]:
@@ -709,23 +1034,26 @@ class QueueService:
 
     async def delete_message(self, p: Mapping[str, Any], call: Call) -> dict[str, Any]:
         queue = await self._queue(p)
-        message_id, token = self._handle(queue, p.get("ReceiptHandle"))
-        await self._store.delete(queue.name, message_id, token)  # a stale or spent handle deletes nothing
+        handle = self._handle(queue, p.get("ReceiptHandle"))
+        await self._store.delete(queue.name, [handle])  # a stale or spent handle deletes nothing
         return {}
 
     async def delete_message_batch(self, p: Mapping[str, Any], call: Call) -> dict[str, Any]:
         queue = await self._queue(p)
         successful, failed = [], []
+        handles: list[tuple[str, str]] = []
         for entry in _batch_entries(p.get("Entries")):
             try:
-                message_id, token = self._handle(queue, entry.get("ReceiptHandle"))
-                await self._store.delete(queue.name, message_id, token)
+                handles.append(self._handle(queue, entry.get("ReceiptHandle")))
                 successful.append({"Id": entry["Id"]})
             except E.SqsError as exc:
                 failed.append(_failure(entry["Id"], exc))
+        if handles:
+            await self._store.delete(queue.name, handles)  # one commit for the batch
         return {"Successful": successful, "Failed": failed}
 
-    async def _change(self, queue: Queue, entry: Mapping[str, Any]) -> None:
+    def _change(self, queue: Queue, entry: Mapping[str, Any], now: float) -> tuple[str, str, float]:
+        """The store's change for one ChangeMessageVisibility entry (the entry's refusal raised)."""
         message_id, token = self._handle(queue, entry.get("ReceiptHandle"))
         seconds = entry.get("VisibilityTimeout")
         if seconds is None:
@@ -734,28 +1062,45 @@ class QueueService:
             raise E.invalid_parameter(
                 f"Value {seconds} for parameter VisibilityTimeout is invalid. Reason: Must be between 0 and 43200."
             )
-        now = self._clock()
-        outcome = await self._store.change_visibility(queue.name, message_id, token, now + seconds, now)
+        return message_id, token, now + seconds
+
+    @staticmethod
+    def _check_change(outcome: Outcome, entry: Mapping[str, Any]) -> None:
         if outcome is Outcome.STALE or outcome is Outcome.GONE:
             raise E.receipt_invalid(str(entry.get("ReceiptHandle")))
         if outcome is Outcome.NOT_IN_FLIGHT:
             raise E.not_in_flight()
-        if seconds == 0:
-            self._wake(queue.name)
 
     async def change_message_visibility(self, p: Mapping[str, Any], call: Call) -> dict[str, Any]:
-        await self._change(await self._queue(p), p)
+        queue, now = await self._queue(p), self._clock()
+        change = self._change(queue, p, now)
+        self._check_change((await self._store.change_visibility(queue.name, [change], now))[0], p)
+        if change[2] <= now:
+            self._wake(queue.name)
         return {}
 
     async def change_message_visibility_batch(self, p: Mapping[str, Any], call: Call) -> dict[str, Any]:
-        queue = await self._queue(p)
-        successful, failed = [], []
-        for entry in _batch_entries(p.get("Entries")):
+        queue, now = await self._queue(p), self._clock()
+        failed: list[dict[str, Any]] = []
+        valid: list[tuple[Mapping[str, Any], tuple[str, str, float]]] = []
+        entries = _batch_entries(p.get("Entries"))
+        for entry in entries:
             try:
-                await self._change(queue, entry)
-                successful.append({"Id": entry["Id"]})
+                valid.append((entry, self._change(queue, entry, now)))
             except E.SqsError as exc:
                 failed.append(_failure(entry["Id"], exc))
+        outcomes = await self._store.change_visibility(queue.name, [c for _, c in valid], now) if valid else []
+        successful = []
+        for (entry, change), outcome in zip(valid, outcomes, strict=True):
+            try:
+                self._check_change(outcome, entry)
+                successful.append({"Id": entry["Id"]})
+                if change[2] <= now:
+                    self._wake(queue.name)
+            except E.SqsError as exc:
+                failed.append(_failure(entry["Id"], exc))
+        order = {e["Id"]: i for i, e in enumerate(entries)}  # failures in the request's order
+        failed.sort(key=lambda f: order[f["Id"]])
         return {"Successful": successful, "Failed": failed}
 
 

@@ -9,7 +9,7 @@ import sqlite3
 from collections.abc import Sequence
 from typing import Any
 
-from selfless.services.sqs.store import Message, Outcome, Queue, Redrive, Sent
+from selfless.services.sqs.store import InFlightLimit, Message, MoveTask, Outcome, Queue, Redrive, Sent, Step
 from selfless.store.sqlite import SqliteStore, transaction
 
 _SCHEMA = """
@@ -35,7 +35,11 @@ CREATE TABLE IF NOT EXISTS sqs_messages (
     receipt        TEXT
 );
 CREATE INDEX IF NOT EXISTS sqs_messages_by_queue ON sqs_messages(queue, seq);
-CREATE INDEX IF NOT EXISTS sqs_messages_by_visibility ON sqs_messages(queue, visible_at);
+-- Messages received at least once, by when they are visible again: the in-flight ones are a range of it (the
+-- in-flight quota, a FIFO queue's blocked groups) without the delayed or never-received ones, and a send
+-- does not write to it.
+CREATE INDEX IF NOT EXISTS sqs_messages_received ON sqs_messages(queue, visible_at) WHERE receive_count > 0;
+DROP INDEX IF EXISTS sqs_messages_by_visibility;
 -- Retention: the oldest messages of a queue found without reading the others.
 CREATE INDEX IF NOT EXISTS sqs_messages_by_age ON sqs_messages(queue, sent);
 -- A FIFO queue's deduplication ids, kept for their window even after their message is deleted.
@@ -47,7 +51,27 @@ CREATE TABLE IF NOT EXISTS sqs_dedup (
     sent       REAL NOT NULL,
     PRIMARY KEY (queue, dedup_id)
 );
+-- Message move tasks (StartMessageMoveTask), newest last by rowid. A table of its own: databases of earlier
+-- versions gain it on open; dead-lettered messages carried their source queue's ARN (doc.source_arn) from the
+-- first version, so nothing older needs rewriting.
+CREATE TABLE IF NOT EXISTS sqs_move_tasks (
+    task_id     TEXT PRIMARY KEY,
+    source      TEXT NOT NULL,
+    destination TEXT,
+    rate        INTEGER,
+    started     REAL NOT NULL,
+    status      TEXT NOT NULL,
+    to_move     INTEGER NOT NULL,
+    moved       INTEGER NOT NULL,
+    failure     TEXT,
+    last_seq    INTEGER NOT NULL
+);
+CREATE INDEX IF NOT EXISTS sqs_move_tasks_by_source ON sqs_move_tasks(source);
+CREATE INDEX IF NOT EXISTS sqs_move_tasks_by_status ON sqs_move_tasks(status);
 """
+_TASK_COLUMNS = "task_id, source, destination, rate, started, status, to_move, moved, failure, last_seq"
+_NO_QUEUE = "AWS.SimpleQueueService.NonExistentQueue"
+_DEFAULT_RETENTION_S = 345_600
 
 _COLUMNS = "seq, message_id, body, sent, visible_at, doc, group_id, dedup_id, receive_count, first_received, receipt"
 # A receive's candidates: in sending order straight off the (queue, seq) index, read only as far as needed (by
@@ -55,6 +79,17 @@ _COLUMNS = "seq, message_id, body, sent, visible_at, doc, group_id, dedup_id, re
 RECEIVE_SQL = (
     f"SELECT {_COLUMNS} FROM sqs_messages INDEXED BY sqs_messages_by_queue"
     " WHERE queue = ? AND visible_at <= ? ORDER BY seq"
+)
+# A move task's candidates: those a receive would see, of the ones in the queue when the task started.
+MOVE_SQL = (
+    f"SELECT {_COLUMNS} FROM sqs_messages INDEXED BY sqs_messages_by_queue"
+    " WHERE queue = ? AND visible_at <= ? AND seq <= ? ORDER BY seq"
+)
+# In flight: received and not yet visible again (delayed messages are hidden too, but were never received),
+# counted no further than the limit (the caller's third parameter), off the index of received messages.
+IN_FLIGHT_SQL = (
+    "SELECT COUNT(*) FROM (SELECT 1 FROM sqs_messages INDEXED BY sqs_messages_received"
+    " WHERE queue = ? AND visible_at > ? AND receive_count > 0 LIMIT ?)"
 )
 # Retention: the expired messages of a queue, found by age.
 EXPIRE_SQL = "DELETE FROM sqs_messages WHERE queue = ? AND sent < ?"
@@ -102,6 +137,10 @@ def _doc(m: Message) -> str:
     if m.source_arn is not None:
         doc["source_arn"] = m.source_arn
     return json.dumps(doc, separators=(",", ":"))
+
+
+def _task_of(row: tuple[Any, ...]) -> MoveTask:
+    return MoveTask(*row)
 
 
 class SqliteQueueStore:
@@ -162,6 +201,7 @@ class SqliteQueueStore:
             with transaction(db):
                 db.execute("DELETE FROM sqs_messages WHERE queue = ?", (name,))
                 db.execute("DELETE FROM sqs_dedup WHERE queue = ?", (name,))
+                db.execute("DELETE FROM sqs_move_tasks WHERE source = ?", (name,))
                 return db.execute("DELETE FROM sqs_queues WHERE name = ?", (name,)).rowcount == 1
 
         return await self._store.call(q)
@@ -195,7 +235,7 @@ class SqliteQueueStore:
                     sent.append(Sent(m.message_id, seq, False))
             return sent
 
-        return await self._store.call(q)
+        return await self._store.grouped(q)
 
     async def receive(
         self,
@@ -207,11 +247,16 @@ class SqliteQueueStore:
         fifo: bool,
         expire_before: float,
         redrive: Redrive | None = None,
+        max_in_flight: int | None = None,
     ) -> list[Message]:
         def q(db: sqlite3.Connection) -> list[Message]:
             taken: list[Message] = []
             with transaction(db):
                 db.execute(EXPIRE_SQL, (queue, expire_before))
+                if max_in_flight is not None:
+                    (count,) = db.execute(IN_FLIGHT_SQL, (queue, now, max_in_flight)).fetchone()
+                    if count >= max_in_flight:
+                        raise InFlightLimit(queue)
                 blocked: set[str] = set()
                 if fifo:
                     rows = db.execute(
@@ -248,7 +293,7 @@ class SqliteQueueStore:
                     )
             return taken
 
-        return await self._store.call(q)
+        return await self._store.grouped(q)
 
     @staticmethod
     def _move(db: sqlite3.Connection, m: Message, redrive: Redrive, now: float) -> None:
@@ -257,48 +302,57 @@ class SqliteQueueStore:
             db.execute("DELETE FROM sqs_messages WHERE seq = ?", (m.seq,))
             return
         moved = dataclasses.replace(m, source_arn=redrive.source_arn)
+        # FIFO: the message's id becomes its deduplication id, as SQS does, so that two messages that shared
+        # one in their source queue stay two wherever they go next.
+        dedup = m.message_id if m.dedup_id is not None else None
         db.execute(
-            "UPDATE sqs_messages SET queue = ?, visible_at = ?, receipt = NULL, doc = ? WHERE seq = ?",
-            (redrive.target, now, _doc(moved), m.seq),
+            "UPDATE sqs_messages SET queue = ?, visible_at = ?, receipt = NULL, doc = ?, dedup_id = ? WHERE seq = ?",
+            (redrive.target, now, _doc(moved), dedup, m.seq),
         )
 
-    async def delete(self, queue: str, message_id: str, receipt: str) -> Outcome:
-        def q(db: sqlite3.Connection) -> Outcome:
-            with transaction(db):
-                row = db.execute(
-                    "SELECT receipt FROM sqs_messages WHERE queue = ? AND message_id = ?", (queue, message_id)
-                ).fetchone()
-                if row is None:
-                    return Outcome.GONE
-                if row[0] != receipt:
-                    return Outcome.STALE
-                db.execute("DELETE FROM sqs_messages WHERE queue = ? AND message_id = ?", (queue, message_id))
-                return Outcome.DONE
+    async def delete(self, queue: str, handles: Sequence[tuple[str, str]]) -> list[Outcome]:
+        def one(db: sqlite3.Connection, message_id: str, receipt: str) -> Outcome:
+            row = db.execute(
+                "SELECT receipt FROM sqs_messages WHERE queue = ? AND message_id = ?", (queue, message_id)
+            ).fetchone()
+            if row is None:
+                return Outcome.GONE
+            if row[0] != receipt:
+                return Outcome.STALE
+            db.execute("DELETE FROM sqs_messages WHERE queue = ? AND message_id = ?", (queue, message_id))
+            return Outcome.DONE
 
-        return await self._store.call(q)
+        def q(db: sqlite3.Connection) -> list[Outcome]:
+            with transaction(db):
+                return [one(db, message_id, receipt) for message_id, receipt in handles]
+
+        return await self._store.grouped(q)
 
     async def change_visibility(
-        self, queue: str, message_id: str, receipt: str, visible_at: float, now: float
-    ) -> Outcome:
-        def q(db: sqlite3.Connection) -> Outcome:
-            with transaction(db):
-                row = db.execute(
-                    "SELECT receipt, visible_at, receive_count FROM sqs_messages WHERE queue = ? AND message_id = ?",
-                    (queue, message_id),
-                ).fetchone()
-                if row is None:
-                    return Outcome.GONE
-                if row[0] != receipt:
-                    return Outcome.STALE
-                if row[1] <= now or row[2] == 0:
-                    return Outcome.NOT_IN_FLIGHT
-                db.execute(
-                    "UPDATE sqs_messages SET visible_at = ? WHERE queue = ? AND message_id = ?",
-                    (visible_at, queue, message_id),
-                )
-                return Outcome.DONE
+        self, queue: str, changes: Sequence[tuple[str, str, float]], now: float
+    ) -> list[Outcome]:
+        def one(db: sqlite3.Connection, message_id: str, receipt: str, visible_at: float) -> Outcome:
+            row = db.execute(
+                "SELECT receipt, visible_at, receive_count FROM sqs_messages WHERE queue = ? AND message_id = ?",
+                (queue, message_id),
+            ).fetchone()
+            if row is None:
+                return Outcome.GONE
+            if row[0] != receipt:
+                return Outcome.STALE
+            if row[1] <= now or row[2] == 0:
+                return Outcome.NOT_IN_FLIGHT
+            db.execute(
+                "UPDATE sqs_messages SET visible_at = ? WHERE queue = ? AND message_id = ?",
+                (visible_at, queue, message_id),
+            )
+            return Outcome.DONE
 
-        return await self._store.call(q)
+        def q(db: sqlite3.Connection) -> list[Outcome]:
+            with transaction(db):
+                return [one(db, *change) for change in changes]
+
+        return await self._store.grouped(q)
 
     async def purge(self, queue: str) -> int:
         return await self._store.call(
@@ -316,5 +370,131 @@ class SqliteQueueStore:
                 (now, now, now, queue),
             ).fetchone()
             return int(row[0]), int(row[1]), int(row[2])
+
+        return await self._store.call(q)
+
+    # -- message move tasks ----------------------------------------------------------------------------------
+
+    async def start_move(self, task: MoveTask, keep: int) -> MoveTask | None:
+        def q(db: sqlite3.Connection) -> MoveTask | None:
+            with transaction(db):
+                running = db.execute(
+                    "SELECT 1 FROM sqs_move_tasks WHERE source = ? AND status = 'RUNNING'", (task.source,)
+                ).fetchone()
+                if running is not None:
+                    return None
+                count, last = db.execute(
+                    "SELECT COUNT(*), COALESCE(MAX(seq), 0) FROM sqs_messages WHERE queue = ?", (task.source,)
+                ).fetchone()
+                stored = dataclasses.replace(
+                    task, status="RUNNING", to_move=int(count), moved=0, failure=None, last_seq=int(last)
+                )
+                db.execute(
+                    f"INSERT INTO sqs_move_tasks({_TASK_COLUMNS}) VALUES (?,?,?,?,?,?,?,?,?,?)",
+                    dataclasses.astuple(stored),
+                )
+                db.execute(
+                    "DELETE FROM sqs_move_tasks WHERE source = ? AND rowid NOT IN "
+                    "(SELECT rowid FROM sqs_move_tasks WHERE source = ? ORDER BY rowid DESC LIMIT ?)",
+                    (task.source, task.source, keep),
+                )
+                return stored
+
+        return await self._store.call(q)
+
+    async def move_task(self, task_id: str) -> MoveTask | None:
+        def q(db: sqlite3.Connection) -> MoveTask | None:
+            row = db.execute(f"SELECT {_TASK_COLUMNS} FROM sqs_move_tasks WHERE task_id = ?", (task_id,)).fetchone()
+            return None if row is None else _task_of(row)
+
+        return await self._store.call(q)
+
+    async def move_tasks(self, source: str, limit: int) -> list[MoveTask]:
+        def q(db: sqlite3.Connection) -> list[MoveTask]:
+            rows = db.execute(
+                f"SELECT {_TASK_COLUMNS} FROM sqs_move_tasks WHERE source = ? ORDER BY rowid DESC LIMIT ?",
+                (source, limit),
+            )
+            return [_task_of(row) for row in rows]
+
+        return await self._store.call(q)
+
+    async def running_moves(self) -> list[MoveTask]:
+        def q(db: sqlite3.Connection) -> list[MoveTask]:
+            rows = db.execute(f"SELECT {_TASK_COLUMNS} FROM sqs_move_tasks WHERE status = 'RUNNING' ORDER BY rowid")
+            return [_task_of(row) for row in rows]
+
+        return await self._store.call(q)
+
+    async def cancel_move(self, task_id: str) -> tuple[MoveTask | None, bool]:
+        def q(db: sqlite3.Connection) -> tuple[MoveTask | None, bool]:
+            with transaction(db):
+                cancelled = db.execute(
+                    "UPDATE sqs_move_tasks SET status = 'CANCELLED' WHERE task_id = ? AND status = 'RUNNING'",
+                    (task_id,),
+                ).rowcount
+                row = db.execute(f"SELECT {_TASK_COLUMNS} FROM sqs_move_tasks WHERE task_id = ?", (task_id,)).fetchone()
+                return (None if row is None else _task_of(row)), cancelled == 1
+
+        return await self._store.call(q)
+
+    async def move_one(self, task_id: str, now: float, new_id: str, arn_prefix: str) -> tuple[Step, str | None]:
+        def q(db: sqlite3.Connection) -> tuple[Step, str | None]:
+            with transaction(db):
+                row = db.execute(f"SELECT {_TASK_COLUMNS} FROM sqs_move_tasks WHERE task_id = ?", (task_id,)).fetchone()
+                if row is None or row[5] != "RUNNING":
+                    return Step.STOPPED, None
+                task = _task_of(row)
+
+                def finish(status: str, failure: str | None) -> None:
+                    db.execute(
+                        "UPDATE sqs_move_tasks SET status = ?, failure = ? WHERE task_id = ?",
+                        (status, failure, task_id),
+                    )
+
+                source = db.execute("SELECT attributes FROM sqs_queues WHERE name = ?", (task.source,)).fetchone()
+                if source is None:
+                    finish("FAILED", _NO_QUEUE)
+                    return Step.FAILED, None
+                attributes = json.loads(source[0])
+                # Past their retention (kept from their first send): dropped, as a receive would, not moved
+                # to live again.
+                retention = float(attributes.get("MessageRetentionPeriod") or _DEFAULT_RETENTION_S)
+                db.execute(EXPIRE_SQL, (task.source, now - retention))
+                blocked: set[str] = set()
+                if attributes.get("FifoQueue") == "true":
+                    groups = db.execute(
+                        "SELECT DISTINCT group_id FROM sqs_messages "
+                        "WHERE queue = ? AND visible_at > ? AND receive_count > 0",
+                        (task.source, now),
+                    )
+                    blocked = {g[0] for g in groups}
+                found: Message | None = None
+                for candidate in db.execute(MOVE_SQL, (task.source, now, task.last_seq)):  # as far as needed
+                    m = _message_of(candidate)
+                    if m.group_id is None or m.group_id not in blocked:
+                        found = m
+                        break
+                if found is None:
+                    finish("COMPLETED", None)
+                    return Step.DONE, None
+                target = task.destination
+                if target is None and found.source_arn is not None and found.source_arn.startswith(arn_prefix):
+                    target = found.source_arn[len(arn_prefix) :]
+                if (
+                    target is None
+                    or db.execute("SELECT 1 FROM sqs_queues WHERE name = ?", (target,)).fetchone() is None
+                ):
+                    finish("FAILED", _NO_QUEUE)
+                    return Step.FAILED, None
+                moved = dataclasses.replace(found, message_id=new_id, source_arn=None)
+                db.execute(
+                    "INSERT INTO sqs_messages(queue, message_id, body, sent, visible_at, doc, group_id, dedup_id)"
+                    " VALUES (?,?,?,?,?,?,?,?)",
+                    (target, new_id, found.body, now, now, _doc(moved), found.group_id, found.dedup_id),
+                )
+                db.execute("DELETE FROM sqs_messages WHERE seq = ?", (found.seq,))
+                db.execute("UPDATE sqs_move_tasks SET moved = moved + 1 WHERE task_id = ?", (task_id,))
+                return Step.MOVED, target
 
         return await self._store.call(q)
