@@ -22,6 +22,7 @@ import pytest
 
 from tests.conftest import Server, deploy, free_port, start_server, unique
 from tests.e2e.test_async import wait_for
+from tests.e2e.test_awscli import aws
 from tests.e2e.test_event_source_mappings import error, wait_state
 
 AMQP = "amqp://guest:guest@127.0.0.1:5672/%2F?heartbeat=0"
@@ -524,6 +525,27 @@ def test_a_lost_connection_is_made_again_and_its_batch_redelivered(mq_server: Se
         publish(channel, queue, ["after"])
         wait_for("the next message", lambda: "after" in bodies_seen(mq_server, recorder))
         assert lam.get_event_source_mapping(UUID=mapping_id)["State"] == "Enabled"
+
+
+def test_the_aws_cli_makes_an_amazon_mq_mapping(mq_server: Server, lam: Any, recorder: str) -> None:
+    with rabbit_queue() as (queue, channel):
+        made = aws(
+            mq_server, "lambda", "create-event-source-mapping", "--function-name", recorder,
+            "--event-source-arn", BROKER, "--queues", queue, "--batch-size", "5",
+            "--source-access-configurations", f"Type=BASIC_AUTH,URI={SECRET}", "Type=VIRTUAL_HOST,URI=/",
+        )  # fmt: skip
+        mapping = json.loads(made.stdout)
+        assert mapping["Queues"] == [queue] and mapping["BatchSize"] == 5
+        assert mapping["SourceAccessConfigurations"] == [*AUTH, {"Type": "VIRTUAL_HOST", "URI": "/"}]
+        publish(channel, queue, ["by cli"])
+        wait_for("the message", lambda: bodies_seen(mq_server, recorder) == ["by cli"])
+        refused = aws(
+            mq_server, "lambda", "create-event-source-mapping", "--function-name", recorder,
+            "--event-source-arn", BROKER, "--queues", queue + "-other", check=False,
+        )  # fmt: skip
+        assert refused.returncode != 0
+        assert "InvalidParameterValueException" in refused.stderr and "BASIC_AUTH" in refused.stderr
+        aws(mq_server, "lambda", "delete-event-source-mapping", "--uuid", mapping["UUID"])
 
 
 def test_mappings_outlive_a_restart(tmp_path: Path) -> None:
