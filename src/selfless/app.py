@@ -71,6 +71,13 @@ from selfless.services.s3.sqlite import SqliteObjectMetadata
 from selfless.services.scheduler.api import SchedulerApi
 from selfless.services.scheduler.service import Schedules
 from selfless.services.scheduler.sqlite import SqliteScheduleStore
+from selfless.services.sns.api import SnsApi
+from selfless.services.sns.delivery import Deliverer
+from selfless.services.sns.destinations import BuiltinTopics
+from selfless.services.sns.functions import SubscribedFunctions
+from selfless.services.sns.queues import BuiltinQueueSink
+from selfless.services.sns.service import TopicService
+from selfless.services.sns.sqlite import SqliteTopicStore
 from selfless.services.sqs.api import SqsApi
 from selfless.services.sqs.destinations import BuiltinQueues
 from selfless.services.sqs.service import QueueService
@@ -231,6 +238,27 @@ class App:
         self.destinations.queues = queues
         if settings.sqs_endpoint is None:  # else S3's queue notifications go to that endpoint's queues
             self.s3_notifications.queues = queues
+        # The built-in topic service: its lambda subscriptions are async invocations, its sqs ones go to the
+        # built-in queues (none are taken while SELFLESS_SQS_ENDPOINT is set).
+        self.sns_store = SqliteTopicStore(self.store)
+        self.sns = TopicService(
+            self.sns_store,
+            account_id=settings.account_id,
+            region=settings.region,
+            base_url=settings.endpoint,
+            max_subscriptions=settings.sns_max_subscriptions,
+        )
+        self.sns_deliveries = Deliverer(
+            self.sns_store, BuiltinQueueSink(self.sqs) if settings.sqs_endpoint is None else None,
+            base_url=settings.endpoint, limit=settings.sns_max_pending,
+        )  # fmt: skip
+        self.sns.invoker = self.events
+        self.sns.builtin_queues = settings.sqs_endpoint is None
+        self.sns.deliveries = self.sns_deliveries
+        self.sns.functions = SubscribedFunctions(self.registry, self.permissions, settings.account_id)
+        self.destinations.topics = BuiltinTopics(self.sns)
+        self.sns_api = SnsApi(self.sns)
+        self.sns_api.lineage_of = self._lineage_of
         self.mapping_store = SqliteMappingStore(self.store)
         self.mappings = EventSourceMappings(
             settings,
@@ -276,6 +304,7 @@ class App:
             events=EventsApi(
                 self.rules, EventBus(self.rule_store, targets, self.events, settings.account_id, settings.region)
             ),
+            sns=self.sns_api,
         )
         self.http = self._http_server(
             self.front.handle,
@@ -395,10 +424,12 @@ class App:
         resumed = await self.sqs.resume_moves()
         if resumed:
             log.info("queue service: %d message move task(s) resumed", resumed)
+        await self.sns_store.open()
         swept = await self.s3.start()
         if swept:
             log.info("object store: removed %d blobs of writes a stop interrupted", swept)
         await self.events.start()
+        await self.sns_deliveries.start()
         await self.mapping_store.open()
         await self.mappings.load()
         await self.schedule_store.open()
@@ -508,6 +539,7 @@ class App:
         self.http.stop_listening()
         await self.scheduler.close()
         await self.sqs.close()  # its message move tasks, between two moves; they resume at the next start
+        await self.sns_deliveries.close()
         try:
             await self.mappings.close(s.shutdown_timeout_s)
         except Exception:

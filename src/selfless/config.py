@@ -75,6 +75,11 @@ class Settings:
     # Message move tasks (dead-letter queue redrive) running at once; one more start is refused
     # (RequestThrottled) until one ends (SELFLESS_SQS_MAX_MOVE_TASKS).
     sqs_max_move_tasks: int = 100
+    # Subscriptions one topic of the topic service may have (SELFLESS_SNS_MAX_SUBSCRIPTIONS; SNS's own quota
+    # is millions, but every publish fans out to each of them) and deliveries to sqs/http subscriptions
+    # pending at once (SELFLESS_SNS_MAX_PENDING; past it a publish is refused with Throttled).
+    sns_max_subscriptions: int = 1_000
+    sns_max_pending: int = 100_000
     # The delay before an asynchronous event's retry is this times the attempts so far: AWS waits about 1
     # minute, then 2 (SELFLESS_ASYNC_RETRY_DELAY; tests set milliseconds).
     async_retry_delay_s: float = 60.0
@@ -152,6 +157,8 @@ class Settings:
             in_flight_raw = environ.get("SELFLESS_SQS_MAX_IN_FLIGHT")
             sqs_max_in_flight = max(1, int(in_flight_raw)) if in_flight_raw else None
             sqs_max_move_tasks = max(1, int(environ.get("SELFLESS_SQS_MAX_MOVE_TASKS", "100")))
+            sns_max_subscriptions = max(1, int(environ.get("SELFLESS_SNS_MAX_SUBSCRIPTIONS", "1000")))
+            sns_max_pending = max(1, int(environ.get("SELFLESS_SNS_MAX_PENDING", "100000")))
             max_header_bytes = int(pick("max_header_bytes", "SELFLESS_MAX_HEADER_BYTES", MAX_HEAD))
             max_headers = int(pick("max_headers", "SELFLESS_MAX_HEADERS", MAX_HEADERS))
             head_timeout = float(pick("head_timeout_s", "SELFLESS_HEAD_TIMEOUT", HEAD_TIMEOUT_S))
@@ -240,6 +247,8 @@ class Settings:
             sqs_max_waiters=sqs_max_waiters,
             sqs_max_in_flight=sqs_max_in_flight,
             sqs_max_move_tasks=sqs_max_move_tasks,
+            sns_max_subscriptions=sns_max_subscriptions,
+            sns_max_pending=sns_max_pending,
             concurrency_limit=concurrency,
             memory_budget_mb=max(0, budget),
             max_starting=max(1, starting),

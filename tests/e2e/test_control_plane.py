@@ -167,12 +167,12 @@ def test_update_function_code_with_publish_makes_a_version(lam: Any, make_functi
 
 
 def test_a_dead_letter_target_that_cannot_be_delivered_to_is_refused(lam: Any) -> None:
-    """This server has no SQS or SNS endpoint: a DeadLetterConfig naming a built-in queue that does not exist,
-    or a topic, is refused, not kept."""
+    """This server has no SQS or SNS endpoint: a DeadLetterConfig naming a built-in queue or topic that does not
+    exist is refused, not kept."""
     name = unique()
     for target, words in (
         ("arn:aws:sqs:us-east-1:000000000000:dlq", "does not have permissions to call SendMessage"),
-        ("arn:aws:sns:us-east-1:000000000000:topic", "SELFLESS_SNS_ENDPOINT"),
+        ("arn:aws:sns:us-east-1:000000000000:topic", "does not have permissions to call Publish"),
         ("arn:aws:lambda:us-east-1:000000000000:function:f", "an SQS queue or an SNS topic"),
     ):
         with pytest.raises(lam.exceptions.InvalidParameterValueException) as refused:

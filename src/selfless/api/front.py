@@ -51,6 +51,20 @@ class SchedulerApi(Protocol):
     async def handle(self, request: Request, caller: Caller, request_id: str) -> Response: ...
 
 
+class TopicApi(Protocol):
+    """What the front door needs of the SNS service (``selfless.services.sns.api.SnsApi``)."""
+
+    async def handle(self, request: Request, caller: Caller, request_id: str) -> Response: ...
+
+    def refused(self, exc: AuthError, request: Request, request_id: str) -> Response: ...
+
+    def is_confirmation_link(self, request: Request) -> bool: ...
+
+    async def confirm_link(self, request: Request, request_id: str) -> Response:
+        """An endpoint following its SubscribeURL: unsigned, authenticated by the token it carries."""
+        ...
+
+
 class ObjectStoreApi(Protocol):
     """What the front door needs of the S3 service (``selfless.services.s3.api.S3Api``)."""
 
@@ -82,7 +96,9 @@ class FrontDoor:
         sqs: QueueApi | None = None,
         scheduler: SchedulerApi | None = None,
         events: SchedulerApi | None = None,
+        sns: TopicApi | None = None,
     ) -> None:
+        self._sns = sns
         self._scheduler = scheduler
         self._events = events
         self._sqs = sqs
@@ -117,6 +133,8 @@ class FrontDoor:
                 return self._metrics_page()
             if path.startswith(CodeUrls.PREFIX):
                 return self._lambda.download(request)
+        if self._sns is not None and self._sns.is_confirmation_link(request):
+            return self._sns.confirm_link(request, ids.request_id())  # authenticated by its token
         if self._hooks is not None and path.startswith(hooks_api.INTAKE_PREFIX):
             return self._hooks.intake(request)  # authenticated by the trigger's token, not SigV4
         return self._signed(request)
@@ -138,6 +156,8 @@ class FrontDoor:
                 return wire_errors.json_1_1(exc, request_id)
             if scoped == "sqs" and self._sqs is not None:
                 return self._sqs.refused(exc, request, request_id)
+            if scoped == "sns" and self._sns is not None:
+                return self._sns.refused(exc, request, request_id)
             return wire_errors.rest_json(exc, request_id)
         if caller.service == "lambda":
             if self._hooks is not None and path.startswith(hooks_api.ADMIN_PREFIX):
@@ -147,6 +167,8 @@ class FrontDoor:
             return self._logs.handle(request, caller, request_id)
         if caller.service == "sqs" and self._sqs is not None:
             return self._sqs.handle(request, caller, request_id)
+        if caller.service == "sns" and self._sns is not None:
+            return self._sns.handle(request, caller, request_id)
         if caller.service == "scheduler" and self._scheduler is not None:
             return self._scheduler.handle(request, caller, request_id)
         if caller.service == "events" and self._events is not None:

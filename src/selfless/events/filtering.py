@@ -132,10 +132,11 @@ def _leaves(value: Any) -> list[Leaf]:
 # -- compiling (and validating) ------------------------------------------------------------------------------
 
 
-def compile_pattern(text: str) -> Pattern:
-    """The compiled pattern; InvalidPattern when AWS would refuse it."""
-    if len(text) > MAX_PATTERN_CHARS:
-        raise InvalidPattern(f"longer than {MAX_PATTERN_CHARS} characters")
+def compile_pattern(text: str, max_chars: int = MAX_PATTERN_CHARS) -> Pattern:
+    """The compiled pattern; InvalidPattern when AWS would refuse it (``max_chars``: the caller's service's
+    limit on its length, Lambda's by default)."""
+    if len(text) > max_chars:
+        raise InvalidPattern(f"longer than {max_chars} characters")
     try:
         doc = loads(text)
     except ValueError as exc:

@@ -17,11 +17,13 @@ Each service is reached at an endpoint of its own (``Settings.sqs_endpoint``, ``
 finds none). A destination whose service has no endpoint is refused when it is configured, naming the
 setting: selfless never accepts a destination it cannot deliver to.
 
-Buckets are the exception: without ``s3_endpoint`` they are the built-in object store's (``Buckets``), written
+Buckets, queues and topics are the exception: without their endpoint setting they are the built-in services'
+(``Buckets``, ``Queues``, ``Topics``). Buckets are the built-in object store's, written
 in-process through the same atomic write as a PutObject, so the bucket's own notifications fire for the record
 (``s3:ObjectCreated:Put``, by ``lambda.amazonaws.com``). Such a destination is accepted only while its bucket
 exists, and refused otherwise in Lambda's words for a destination it cannot reach: "The function's execution
-role does not have permissions to call PutObject on arn:aws:s3:::BUCKET".
+role does not have permissions to call PutObject on arn:aws:s3:::BUCKET". Queues and topics likewise (a
+SendMessage / Publish in-process; SendMessage / Publish in the refusal; FIFO topics are not destinations).
 
 Each delivery is an event in the durable queue (``StoredEvent.target``), accepted in the transaction that
 settled the event it reports on; ``Destinations.send`` makes one attempt, and the queue tries again, with
@@ -39,7 +41,7 @@ import threading
 import time
 import uuid
 from collections.abc import Mapping
-from typing import Any, Protocol, runtime_checkable
+from typing import Any, Protocol, cast, runtime_checkable
 
 import botocore.exceptions
 
@@ -84,6 +86,17 @@ class Queues(Protocol):
     ) -> None:
         """Send ``body`` with string ``attributes`` (and ``fifo``: the MessageGroupId and MessageDeduplicationId
         a FIFO queue needs); raises DeliveryError when it was not kept."""
+        ...
+
+
+@runtime_checkable
+class Topics(Protocol):
+    """The built-in topic service, as destinations publish to it (``services.sns.destinations.BuiltinTopics``)."""
+
+    async def exists(self, name: str) -> bool: ...
+
+    async def send(self, name: str, body: bytes, attributes: Mapping[str, str]) -> None:
+        """Publish ``body`` with string ``attributes``; raises DeliveryError when it was not kept."""
         ...
 
 
@@ -207,8 +220,9 @@ class Destinations:
 
     Each service's endpoint comes from ``settings`` (None: it has none). ``buckets`` is the built-in object
     store that bucket destinations use when ``settings.s3_endpoint`` is not set, ``queues`` the built-in queue
-    service that queue destinations and dead-letter queues use when ``settings.sqs_endpoint`` is not set (both
-    set by the composition root, which builds them after this; None: such destinations are refused)."""
+    service that queue destinations and dead-letter queues use when ``settings.sqs_endpoint`` is not set, ``topics``
+    the built-in topic service likewise for topics and ``settings.sns_endpoint`` (all set by the composition
+    root, which builds them after this; None: such destinations are refused)."""
 
     def __init__(self, settings: Settings, *, timeout_s: float = SEND_TIMEOUT_S) -> None:
         self._endpoints: dict[str, str | None] = {
@@ -226,20 +240,26 @@ class Destinations:
         self._lock = threading.Lock()
         self.buckets: Buckets | None = None
         self.queues: Queues | None = None
+        self.topics: Topics | None = None
 
-    def _builtin(self, target: Target) -> Buckets | Queues | None:
+    def _builtin(self, target: Target) -> Buckets | Queues | Topics | None:
         """The built-in service ``target`` is in (no external endpoint for its service), else None."""
         if target.service == "s3" and self._endpoints["s3"] is None:
             return self.buckets
         if target.service == "sqs" and self._endpoints["sqs"] is None and target.account in ("", self._account):
             return self.queues
+        if target.service == "sns" and self._endpoints["sns"] is None and target.account in ("", self._account):
+            return self.topics
         return None
 
-    async def _send_builtin(self, target: Target, service: Buckets | Queues, message: Message) -> None:
-        if isinstance(service, Buckets):
+    async def _send_builtin(self, target: Target, service: Buckets | Queues | Topics, message: Message) -> None:
+        if target.service == "s3":
+            assert isinstance(service, Buckets)
             await service.write(target.resource, _object_key(message.record_facts()[0]), message.body)
+        elif target.service == "sns":
+            await cast(Topics, service).send(target.resource, message.body, message.attributes)
         else:
-            await service.send(target.resource, message.body, message.attributes, message.fifo)
+            await cast(Queues, service).send(target.resource, message.body, message.attributes, message.fifo)
 
     def check_form(self, arn: str, *, usage: str) -> Target:
         """Raise InvalidParameterValue unless ``arn`` is a destination this server can deliver to as far as can
@@ -269,7 +289,7 @@ class Destinations:
         target = self.check_form(arn, usage=usage)
         builtin = self._builtin(target)
         if builtin is not None and not await builtin.exists(target.resource):
-            action = "PutObject" if target.service == "s3" else "SendMessage"
+            action = {"s3": "PutObject", "sqs": "SendMessage"}.get(target.service, "Publish")
             raise InvalidParameterValue(
                 f"The function's execution role does not have permissions to call {action} on {arn}"
             )
@@ -283,7 +303,7 @@ class Destinations:
                 async with asyncio.timeout(self._timeout_s):
                     await self._send_builtin(target, builtin, message)
             except TimeoutError:
-                kind = "object store" if target.service == "s3" else "queue service"
+                kind = {"s3": "object store", "sqs": "queue service"}.get(target.service, "topic service")
                 raise DeliveryError(f"the {kind} did not keep it within {self._timeout_s:g} s") from None
             return
         if target is None or self._endpoints.get(target.service) is None:

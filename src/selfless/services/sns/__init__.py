@@ -1,0 +1,1 @@
+"""The built-in SNS-compatible topic service."""
