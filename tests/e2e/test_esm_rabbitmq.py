@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import base64
 import json
+import signal
 import subprocess
 import time
 from collections.abc import Iterator
@@ -546,6 +547,35 @@ def test_the_aws_cli_makes_an_amazon_mq_mapping(mq_server: Server, lam: Any, rec
         assert refused.returncode != 0
         assert "InvalidParameterValueException" in refused.stderr and "BASIC_AUTH" in refused.stderr
         aws(mq_server, "lambda", "delete-event-source-mapping", "--uuid", mapping["UUID"])
+
+
+def test_a_batch_under_kill_9_comes_back_from_the_broker(tmp_path: Path) -> None:
+    srv = start_server(tmp_path, {"SELFLESS_MQ_BROKERS": brokers_env()})
+    with rabbit_queue() as (queue, channel):
+        try:
+            lam = srv.client()
+            function = deploy(lam, RECORDER, Timeout=30)
+            mapping_id = create(lam, function, queue)["UUID"]
+            wait_for("the consumer", lambda: counts(channel, queue)[1] == 1)
+            publish(channel, queue, ["slow"])
+            wait_for("the message out", lambda: counts(channel, queue)[0] == 0)
+            srv.stop(signal.SIGKILL)
+        finally:
+            if srv.process.poll() is None:
+                srv.stop(signal.SIGKILL)
+        # Never acknowledged: the broker has it again once the connection is gone.
+        wait_for("the message back on the queue", lambda: counts(channel, queue) == (1, 0))
+        again = start_server(tmp_path, {"SELFLESS_MQ_BROKERS": brokers_env()})
+        try:
+
+            def handled() -> bool:
+                return any(b["bodies"] == ["slow"] and b["redelivered"] == [True] for b in batches(again, function))
+
+            wait_for("the message handled after the restart", handled, timeout=90)
+            wait_for("acknowledged", lambda: counts(channel, queue) == (0, 1))
+            again.client().delete_event_source_mapping(UUID=mapping_id)
+        finally:
+            assert again.stop() == 0, again.log()
 
 
 def test_mappings_outlive_a_restart(tmp_path: Path) -> None:
