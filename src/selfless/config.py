@@ -103,6 +103,11 @@ class Settings:
     sqs_endpoint: str | None = None
     sns_endpoint: str | None = None
     events_endpoint: str | None = None
+    # RabbitMQ brokers that event source mappings of Amazon MQ broker ARNs consume (SELFLESS_MQ_BROKERS:
+    # comma-separated ``name-or-ARN=amqp[s]://user:password@host:port[/vhost]``): a broker name or whole ARN ->
+    # its AMQP URL, credentials included (selfless has no Secrets Manager: BASIC_AUTH's secret ARN is kept, the
+    # URL's user and password are used). A mapping of a broker not named here is refused.
+    mq_brokers: Mapping[str, str] = dataclasses.field(default_factory=dict)
     # What environments of the linux sandbox reach outside (see sandbox/network.py and the README): "public"
     # (the outside world, not the host, link-local or private ranges), "private" (private ranges too), "none".
     egress: str = "public"
@@ -221,6 +226,7 @@ class Settings:
             if url is not None and not _is_http_url(str(url)):
                 raise SettingsError(f"{env} must be an http:// or https:// URL, got {url!r}")
             endpoints[f"{service}_endpoint"] = None if url is None else str(url)
+        mq_brokers = _mq_brokers(str(environ.get("SELFLESS_MQ_BROKERS", "")))
         interpreters: dict[str, str] = {}
         for entry in str(environ.get("SELFLESS_PYTHON_RUNTIMES", "")).split(","):
             if entry.strip():
@@ -257,6 +263,7 @@ class Settings:
             sqs_endpoint=endpoints["sqs_endpoint"],
             sns_endpoint=endpoints["sns_endpoint"],
             events_endpoint=endpoints["events_endpoint"],
+            mq_brokers=mq_brokers,
             async_retry_delay_s=retry_delay,
             egress=egress,
             sandbox_network=str(network),
@@ -291,6 +298,29 @@ def _is_http_url(value: str) -> bool:
         return parts.scheme in ("http", "https") and bool(parts.hostname) and (parts.port is None or parts.port > 0)
     except ValueError:  # a bad port, or brackets that do not close
         return False
+
+
+def _mq_brokers(text: str) -> dict[str, str]:
+    """SELFLESS_MQ_BROKERS: ``name-or-ARN=amqp[s]://...`` entries, comma-separated (an AMQP URL has no comma)."""
+    brokers: dict[str, str] = {}
+    for entry in text.split(","):
+        if not entry.strip():
+            continue
+        key, _, url = entry.partition("=")
+        key, url = key.strip(), url.strip()
+        try:
+            parts = urlsplit(url)
+            ok = parts.scheme in ("amqp", "amqps") and bool(parts.hostname) and (parts.port is None or parts.port > 0)
+        except ValueError:
+            ok = False
+        if not key or not ok:
+            # Never echo the entry: its URL holds a password.
+            raise SettingsError(
+                f"SELFLESS_MQ_BROKERS entries are name-or-ARN=amqp[s]://user:password@host[:port][/vhost]; "
+                f"entry {len(brokers) + 1} ({key or 'no name'}) is not"
+            )
+        brokers[key] = url
+    return brokers
 
 
 def mem_info_mb(field: str, path: str = "/proc/meminfo") -> int | None:

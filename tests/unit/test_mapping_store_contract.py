@@ -71,3 +71,26 @@ def test_put_list_replace_delete_and_reopen(make: Callable[[], Awaitable[tuple[M
         await base.close()
 
     asyncio.run(scenario())
+
+
+def test_an_amazon_mq_mapping_keeps_its_queue_and_access_configurations(
+    make: Callable[[], Awaitable[tuple[MappingStore, SqliteStore]]],
+) -> None:
+    mq = mapping(
+        "mq",
+        event_source_arn="arn:aws:mq:us-east-1:000000000000:broker:b:b-1234",
+        response_types=(),
+        max_concurrency=None,
+        queues=("orders",),
+        access=(("BASIC_AUTH", "arn:aws:secretsmanager:us-east-1:000000000000:secret:s"), ("VIRTUAL_HOST", "/v")),
+    )
+
+    async def scenario() -> None:
+        store, base = await make()
+        await store.put_mapping(mq)
+        await base.close()
+        again, base = await make()
+        assert await again.list_mappings() == [mq]
+        await base.close()
+
+    asyncio.run(scenario())

@@ -35,6 +35,7 @@ string pattern) can match, and a pattern that expects the other format drops the
 
 from __future__ import annotations
 
+import base64
 import dataclasses
 import ipaddress
 import json
@@ -352,10 +353,32 @@ def sqs_accepts(patterns: Sequence[str]) -> Callable[[Mapping[str, Any]], bool]:
     return accepts
 
 
-def _body_format_fits(pattern: Pattern, body_is_json: bool) -> bool:
-    """A ``body`` pattern object needs a JSON body; a ``body`` rule list (a plain string pattern) needs one that
-    is not. A pattern without ``body`` filters on the other members only."""
-    test = pattern.field("body")
+def mq_accepts(patterns: Sequence[str]) -> Callable[[Mapping[str, Any]], bool]:
+    """A test of Amazon MQ messages (the event's message objects) against the mapping's patterns (OR-ed):
+    ``data`` is filtered on as what its base64 decodes to, the JSON object when it is one, else the text, as
+    Lambda does for MQ; the other members (``basicProperties``, ``redelivered``) as they are."""
+    compiled = [compile_pattern(p) for p in patterns]
+
+    def accepts(message: Mapping[str, Any]) -> bool:
+        parsed: Any = None
+        text: str | None = None
+        try:
+            text = base64.b64decode(str(message.get("data") or "")).decode()
+            parsed = loads(text)
+        except ValueError:  # not UTF-8 (UnicodeDecodeError) or not JSON
+            parsed = None
+        is_json = isinstance(parsed, dict)
+        event = dict(message)
+        event["data"] = parsed if is_json else text
+        return any(_body_format_fits(p, is_json, "data") and p.matches(event) for p in compiled)
+
+    return accepts
+
+
+def _body_format_fits(pattern: Pattern, body_is_json: bool, field: str = "body") -> bool:
+    """A ``body`` (``field``) pattern object needs a JSON body; a ``body`` rule list (a plain string pattern)
+    needs one that is not. A pattern without ``body`` filters on the other members only."""
+    test = pattern.field(field)
     if test is None:
         return True
     return isinstance(test, Pattern) == body_is_json

@@ -31,6 +31,8 @@ class EventSourceMapping:
     max_concurrency: int | None = None  # ScalingConfig.MaximumConcurrency
     filters: tuple[str, ...] = ()  # FilterCriteria: each filter's Pattern, as given
     tags: dict[str, str] = dataclasses.field(default_factory=dict)
+    queues: tuple[str, ...] = ()  # Queues (Amazon MQ: one queue name)
+    access: tuple[tuple[str, str], ...] = ()  # SourceAccessConfigurations: (Type, URI) pairs, as given
 
     def replace(self, **changes: Any) -> EventSourceMapping:
         return dataclasses.replace(self, **changes)
@@ -39,6 +41,8 @@ class EventSourceMapping:
         doc = dataclasses.asdict(self)
         doc["response_types"] = list(self.response_types)
         doc["filters"] = list(self.filters)
+        doc["queues"] = list(self.queues)
+        doc["access"] = [list(pair) for pair in self.access]
         return json.dumps(doc, separators=(",", ":"))
 
     @classmethod
@@ -46,6 +50,8 @@ class EventSourceMapping:
         doc = json.loads(text)
         doc["response_types"] = tuple(doc.get("response_types") or ())
         doc["filters"] = tuple(doc.get("filters") or ())
+        doc["queues"] = tuple(doc.get("queues") or ())
+        doc["access"] = tuple((str(t), str(u)) for t, u in doc.get("access") or ())
         known = {f.name for f in dataclasses.fields(cls)}
         return cls(**{k: v for k, v in doc.items() if k in known})
 

@@ -23,12 +23,21 @@ way (it must exist, else the same refusal; a refusal of the endpoint's, e.g. of 
 InvalidParameterValueException with SQS's code and message), and a poller whose calls fail says why in
 LastProcessingResult (``PROBLEM: Error occurred while ReceiveMessage. SQS Error Code: ...``).
 
+RabbitMQ queues: a mapping whose EventSourceArn is an Amazon MQ broker ARN (``arn:aws:mq:<region>:<account>:
+broker:<name>:<id>``) consumes the queue its Queues names on that broker (``events.rabbitmq``), by Lambda's rules
+for Amazon MQ for RabbitMQ: exactly one queue; SourceAccessConfigurations with one BASIC_AUTH secret ARN and at
+most one VIRTUAL_HOST; BatchSize 1-10,000, 100 by default, with no batching window needed above 10; no
+FunctionResponseTypes, ScalingConfig or stream-, Kafka- or DocumentDB-only parameters. The broker must be one of
+``Settings.mq_brokers`` (refused at creation otherwise); whether it can be reached shows in LastProcessingResult
+and StateTransitionReason once the mapping runs. One mapping per broker, queue and function. The kind of a
+mapping (SQS or MQ) is its ARN's.
+
 Tags: Create's Tags, and TagResource / UntagResource / ListTags on the mapping's ARN
 (``arn:aws:lambda:<region>:<account>:event-source-mapping:<UUID>``, EventSourceMappingArn in every answer), with
 the functions' rules (50 at most, no ``aws:`` keys). An ARN that names no mapping here (another region's or
 account's included) is ResourceNotFoundException, as Get words it.
 
-Not offered yet: mappings of other sources (Kinesis, DynamoDB, Kafka, MQ).
+Not offered yet: mappings of other sources (Kinesis, DynamoDB, Kafka, ActiveMQ).
 """
 
 from __future__ import annotations
@@ -43,9 +52,10 @@ from typing import Any
 
 from selfless.config import Settings
 from selfless.errors import InvalidParameterValue, ResourceConflict, ResourceNotFound, UnsupportedOperation
-from selfless.events import filtering
+from selfless.events import filtering, rabbitmq
 from selfless.events.mapping_store import EventSourceMapping, MappingStore
 from selfless.events.poller import NO_RECORDS, QueuePoller
+from selfless.events.rabbitmq import RabbitPoller
 from selfless.events.sqs import MappableQueues, SourceUnavailable
 from selfless.functions import FunctionRegistry, check_tags
 from selfless.invocation.inflight import Outcome
@@ -79,6 +89,15 @@ _NOT_FOR_SQS = (
     "DocumentDBEventSourceConfig",
     "ProvisionedPollerConfig",
 )
+
+# Amazon MQ takes Queues and SourceAccessConfigurations, and none of SQS's own (Lambda's list for MQ).
+_NOT_FOR_MQ = (
+    *(name for name in _NOT_FOR_SQS if name not in ("Queues", "SourceAccessConfigurations")),
+    "FunctionResponseTypes",
+    "ScalingConfig",
+)
+_MQ_ACCESS_TYPES = ("BASIC_AUTH", "VIRTUAL_HOST")
+_SECRET_ARN = re.compile(r"^arn:aws[a-zA-Z-]*:secretsmanager:[a-z0-9-]+:\d{12}:secret:.+$")
 
 # (function, event payload, invoked ARN) -> the invocation's outcome (``InvocationService.run``).
 RunBatch = Callable[[Function, bytes, str], Awaitable[Outcome]]
@@ -117,7 +136,8 @@ class EventSourceMappings:
         self._clock = clock
         self._mappings: dict[str, EventSourceMapping] = {}  # by UUID, in creation order
         self._results: dict[str, str] = {}
-        self._pollers: dict[str, QueuePoller] = {}
+        self._reasons: dict[str, str] = {}  # StateTransitionReason a running consumer reports (in memory)
+        self._pollers: dict[str, QueuePoller | RabbitPoller] = {}
         self._settling: set[asyncio.Task[None]] = set()
         self._lock = asyncio.Lock()
         self._settle_locks: dict[str, asyncio.Lock] = {}
@@ -157,19 +177,27 @@ class EventSourceMappings:
             raise InvalidParameterValue(
                 "Unrecognized event source, must be kafka or MQ type event source if event source arn is not specified."
             )
-        _, fifo = await self._queue_of(str(source))
-        self._refuse_unsupported(params)
+        mq = rabbitmq.MQ_ARN.match(str(source)) is not None
+        queues: tuple[str, ...] = ()
+        access: tuple[tuple[str, str], ...] = ()
+        fifo = False
+        if mq:
+            queues, access = self._mq_source(str(source), params)
+        else:
+            _, fifo = await self._queue_of(str(source))
+            self._refuse_unsupported(params)
         filters = filtering.criteria(params.get("FilterCriteria"))
         function_arn = self._function_arn(str(params["FunctionName"]))
         tags = dict(params.get("Tags") or {})
         check_tags(tags)
         async with self._lock:
             for other in self._mappings.values():
-                if other.event_source_arn == source and other.function_arn == function_arn:
-                    raise _duplicate(str(source), function_arn, other.uuid)
-            batch_size = params.get("BatchSize") or DEFAULT_BATCH_SIZE
+                if other.event_source_arn == source and other.function_arn == function_arn and other.queues == queues:
+                    raise _duplicate(str(source), function_arn, other.uuid, queues)
+            batch_size = params.get("BatchSize") or (rabbitmq.DEFAULT_BATCH_SIZE if mq else DEFAULT_BATCH_SIZE)
             window = params.get("MaximumBatchingWindowInSeconds")
-            self._check_batching(batch_size, window or 0, fifo)
+            if not mq:
+                self._check_batching(batch_size, window or 0, fifo)
             enabled = params.get("Enabled", True)
             mapping = EventSourceMapping(
                 uuid=str(uuid.uuid4()),
@@ -186,6 +214,8 @@ class EventSourceMappings:
                 max_concurrency=(params.get("ScalingConfig") or {}).get("MaximumConcurrency"),
                 filters=filters,
                 tags=tags,
+                queues=queues,
+                access=access,
             )
             await self._store.put_mapping(mapping)
             self._mappings[mapping.uuid] = mapping
@@ -219,9 +249,16 @@ class EventSourceMappings:
             mapping = self._mappings.get(mapping_id)
             if mapping is None or mapping.state == "Deleting":
                 raise _not_found()
-            self._refuse_unsupported(params)
-            _, fifo = await self._queue_of(mapping.event_source_arn)
+            mq = _is_mq(mapping)
             changes: dict[str, Any] = {}
+            fifo = False
+            if mq:
+                _refuse(params, _NOT_FOR_MQ, "Amazon MQ")
+                if params.get("SourceAccessConfigurations") is not None:
+                    changes["access"] = _mq_access(params["SourceAccessConfigurations"])
+            else:
+                self._refuse_unsupported(params)
+                _, fifo = await self._queue_of(mapping.event_source_arn)
             if params.get("FunctionName"):
                 function_arn = self._function_arn(str(params["FunctionName"]))
                 for other in self._mappings.values():
@@ -229,8 +266,9 @@ class EventSourceMappings:
                         other.uuid != mapping.uuid
                         and other.event_source_arn == mapping.event_source_arn
                         and other.function_arn == function_arn
+                        and other.queues == mapping.queues
                     ):
-                        raise _duplicate(mapping.event_source_arn, function_arn, other.uuid)
+                        raise _duplicate(mapping.event_source_arn, function_arn, other.uuid, mapping.queues)
                 changes["function_arn"] = function_arn
             if "BatchSize" in params:
                 changes["batch_size"] = params["BatchSize"]
@@ -247,7 +285,8 @@ class EventSourceMappings:
                 changes["enabled"] = bool(params["Enabled"])
                 state = "Enabling" if params["Enabled"] else "Disabling"
             updated = mapping.replace(**changes, state=state, reason=USER_INITIATED, last_modified=self._clock())
-            self._check_batching(updated.batch_size, updated.window_s, fifo)
+            if not mq:
+                self._check_batching(updated.batch_size, updated.window_s, fifo)
             await self._store.put_mapping(updated)
             self._mappings[mapping_id] = updated
         self._settle_later(mapping_id)
@@ -305,8 +344,8 @@ class EventSourceMappings:
         found = _SQS_ARN.match(arn)
         if found is None:
             raise UnsupportedOperation(
-                f"selfless maps SQS queues only so far; {arn} is not one (Kinesis, DynamoDB, Kafka and MQ are not "
-                "supported yet)"
+                f"selfless maps SQS queues and Amazon MQ (RabbitMQ) brokers so far; {arn} is neither (Kinesis, "
+                "DynamoDB and Kafka are not supported yet)"
             )
         queue = self._queues.queue_of(arn, found.group("region"), found.group("account"))
         if queue is None:
@@ -321,9 +360,22 @@ class EventSourceMappings:
 
     @staticmethod
     def _refuse_unsupported(params: Mapping[str, Any]) -> None:
-        for name in _NOT_FOR_SQS:
-            if params.get(name) not in (None, [], {}):
-                raise InvalidParameterValue(f"{name} is not valid for SQS event sources.")
+        _refuse(params, _NOT_FOR_SQS, "SQS")
+
+    def _mq_source(self, arn: str, params: Mapping[str, Any]) -> tuple[tuple[str, ...], tuple[tuple[str, str], ...]]:
+        """The queue and access configurations of a mapping of an Amazon MQ broker, by Lambda's rules; the
+        broker must be one of ``Settings.mq_brokers``."""
+        queues = tuple(str(q) for q in params.get("Queues") or ())
+        if len(queues) != 1:
+            raise InvalidParameterValue("Queues is required for Amazon MQ event sources: one queue name.")
+        _refuse(params, _NOT_FOR_MQ, "Amazon MQ")
+        access = _mq_access(params.get("SourceAccessConfigurations"))
+        if rabbitmq.broker_url(self._settings.mq_brokers, arn) is None:
+            raise InvalidParameterValue(
+                f"The broker {arn} does not exist or you do not have access to it (selfless reaches the brokers that "
+                "SELFLESS_MQ_BROKERS names)."
+            )
+        return queues, access
 
     @staticmethod
     def _check_batching(batch_size: int, window_s: int, fifo: bool) -> None:
@@ -354,6 +406,7 @@ class EventSourceMappings:
             poller = self._pollers.pop(mapping_id, None)
             if poller is not None:
                 await poller.stop(self._settings.shutdown_timeout_s)
+            self._reasons.pop(mapping_id, None)
             async with self._lock:
                 mapping = self._mappings.get(mapping_id)
                 if mapping is None or self._closed:
@@ -371,6 +424,9 @@ class EventSourceMappings:
                     self._start_poller(final)
 
     def _start_poller(self, mapping: EventSourceMapping) -> None:
+        if _is_mq(mapping):
+            self._start_consumer(mapping)
+            return
         found = _SQS_ARN.match(mapping.event_source_arn)
         assert found is not None
         # Checked when the mapping was made; a queue that cannot be named now (the server's queue setting
@@ -402,6 +458,44 @@ class EventSourceMappings:
         self._pollers[mapping_id] = poller
         poller.start()
 
+    def _start_consumer(self, mapping: EventSourceMapping) -> None:
+        """The RabbitMQ consumer of an Amazon MQ mapping; a broker no longer configured is said, not consumed."""
+        mapping_id = mapping.uuid
+        url = rabbitmq.broker_url(self._settings.mq_brokers, mapping.event_source_arn)
+        if url is None:
+            self._results[mapping_id] = f"PROBLEM: The broker {mapping.event_source_arn} is not in SELFLESS_MQ_BROKERS"
+            self._reasons[mapping_id] = rabbitmq.CONFIG_NOT_VALID
+            return
+
+        async def invoke(payload: bytes) -> Outcome:
+            fn, invoked = self._registry.for_invoke(mapping.function_arn)
+            return await self._run(fn, payload, invoked)
+
+        def on_result(result: str) -> None:
+            self._results[mapping_id] = result
+
+        def on_reason(reason: str) -> None:
+            if reason == USER_INITIATED:
+                self._reasons.pop(mapping_id, None)
+            else:
+                self._reasons[mapping_id] = reason
+
+        poller = RabbitPoller(
+            mapping_id=mapping_id,
+            url=url,
+            queue=mapping.queues[0],
+            vhost=rabbitmq.vhost_of(url, dict(mapping.access).get("VIRTUAL_HOST")),
+            event_source_arn=mapping.event_source_arn,
+            invoke=invoke,
+            batch_size=mapping.batch_size,
+            window_s=mapping.window_s,
+            on_result=on_result,
+            on_reason=on_reason,
+            accepts=filtering.mq_accepts(mapping.filters) if mapping.filters else None,
+        )
+        self._pollers[mapping_id] = poller
+        poller.start()
+
     # -- the wire shape -------------------------------------------------------------------------------------
 
     def doc(self, mapping: EventSourceMapping) -> dict[str, Any]:
@@ -416,10 +510,14 @@ class EventSourceMappings:
             "LastModified": mapping.last_modified,
             "LastProcessingResult": self._results.get(mapping.uuid, mapping.last_result),
             "State": mapping.state,
-            "StateTransitionReason": mapping.reason,
+            "StateTransitionReason": self._reasons.get(mapping.uuid, mapping.reason),
             "FunctionResponseTypes": list(mapping.response_types),
             "EventSourceMappingArn": f"arn:aws:lambda:{s.region}:{s.account_id}:event-source-mapping:{mapping.uuid}",
         }
+        if _is_mq(mapping):
+            del doc["FunctionResponseTypes"]
+            doc["Queues"] = list(mapping.queues)
+            doc["SourceAccessConfigurations"] = [{"Type": t, "URI": u} for t, u in mapping.access]
         if mapping.filters:
             doc["FilterCriteria"] = filtering.criteria_doc(mapping.filters)
         if mapping.max_concurrency:
@@ -432,7 +530,48 @@ class EventSourceMappings:
         return poller.workers if poller is not None else 0
 
 
-def _duplicate(source: str, function_arn: str, existing: str) -> ResourceConflict:
+def _is_mq(mapping: EventSourceMapping) -> bool:
+    return rabbitmq.MQ_ARN.match(mapping.event_source_arn) is not None
+
+
+def _refuse(params: Mapping[str, Any], names: tuple[str, ...], kind: str) -> None:
+    for name in names:
+        if params.get(name) not in (None, [], {}):
+            raise InvalidParameterValue(f"{name} is not valid for {kind} event sources.")
+
+
+def _mq_access(value: Any) -> tuple[tuple[str, str], ...]:
+    """SourceAccessConfigurations of an Amazon MQ for RabbitMQ mapping: exactly one BASIC_AUTH (a Secrets Manager
+    secret ARN) and at most one VIRTUAL_HOST."""
+    pairs: list[tuple[str, str]] = []
+    for item in value or ():
+        kind, uri = str(item.get("Type") or ""), str(item.get("URI") or "")
+        if kind not in _MQ_ACCESS_TYPES:
+            raise InvalidParameterValue(
+                f"Unsupported SourceAccessConfiguration Type {kind} for Amazon MQ event sources: "
+                "use BASIC_AUTH and VIRTUAL_HOST."
+            )
+        if any(k == kind for k, _ in pairs):
+            raise InvalidParameterValue(f"Only one {kind} SourceAccessConfiguration is allowed.")
+        if kind == "BASIC_AUTH" and not _SECRET_ARN.match(uri):
+            raise InvalidParameterValue(f"The BASIC_AUTH URI must be a Secrets Manager secret ARN, got {uri}.")
+        if not uri:
+            raise InvalidParameterValue(f"The {kind} SourceAccessConfiguration needs a URI.")
+        pairs.append((kind, uri))
+    if not any(k == "BASIC_AUTH" for k, _ in pairs):
+        raise InvalidParameterValue(
+            "SourceAccessConfigurations must contain a BASIC_AUTH secret for Amazon MQ event sources."
+        )
+    return tuple(pairs)
+
+
+def _duplicate(source: str, function_arn: str, existing: str, queues: tuple[str, ...] = ()) -> ResourceConflict:
+    if queues:
+        return ResourceConflict(
+            f'An event source mapping with MQ arn (" {source} "), queue (" {queues[0]} ") and function '
+            f'(" {_short(function_arn)} ") already exists. Please update or delete the existing mapping with UUID '
+            f"{existing}"
+        )
     return ResourceConflict(
         f'An event source mapping with SQS arn (" {source} ") and function (" {_short(function_arn)} ") already '
         f"exists. Please update or delete the existing mapping with UUID {existing}"
