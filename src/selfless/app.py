@@ -59,6 +59,7 @@ from selfless.sandbox.environment import Environment, wait_for_releases
 from selfless.sandbox.linux import LinuxBackend, SandboxUnavailable
 from selfless.sandbox.pool import EnvironmentPool
 from selfless.services.eventbridge.api import EventsApi
+from selfless.services.eventbridge.destinations import BuiltinBuses
 from selfless.services.eventbridge.service import Rules
 from selfless.services.eventbridge.sqlite import SqliteRuleStore
 from selfless.services.s3.api import S3Api
@@ -294,6 +295,9 @@ class App:
         )
         self.schedules.on_change = self.scheduler.changed
         self.rules.on_change = self.scheduler.changed
+        self.event_bus = EventBus(self.rule_store, targets, self.events, settings.account_id, settings.region)
+        if settings.events_endpoint is None:  # else bus destinations go to that endpoint's buses
+            self.destinations.buses = BuiltinBuses(self.event_bus)
         self.front = FrontDoor(
             SigV4Verifier(self.keyring, settings.region),
             self.lambda_api,
@@ -304,9 +308,7 @@ class App:
             s3=S3Api(self.s3),
             sqs=SqsApi(self.sqs),
             scheduler=SchedulerApi(self.schedules),
-            events=EventsApi(
-                self.rules, EventBus(self.rule_store, targets, self.events, settings.account_id, settings.region)
-            ),
+            events=EventsApi(self.rules, self.event_bus),
             sns=self.sns_api,
         )
         self.http = self._http_server(

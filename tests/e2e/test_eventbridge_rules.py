@@ -375,3 +375,46 @@ def test_put_events_reaches_the_rules_whose_pattern_matches(server: Server, even
     time.sleep(1.0)
     assert len(records(server, recorder)) == 1  # its event has no total over 100: not matched
     events.delete_rule(Name=name, Force=True)
+
+
+ECHO = """def handler(event, context):
+    return {"echo": event}
+"""
+
+
+def test_function_results_on_the_default_bus_reach_matching_rules(events: Any, lam: Any, sqs: Any) -> None:
+    """A destination naming the built-in default bus puts Lambda's invocation record on it (source lambda,
+    detail-type "Lambda Function Invocation Result - Success", the function as the resource), where rules match
+    it as any event; another bus is refused as Lambda refuses a destination it cannot reach."""
+    function = deploy(lam, ECHO)
+    account = account_of(lam, function)
+    bus = f"arn:aws:events:us-east-1:{account}:event-bus/default"
+    with pytest.raises(ClientError) as caught:
+        lam.put_function_event_invoke_config(
+            FunctionName=function,
+            DestinationConfig={"OnSuccess": {"Destination": bus.replace("/default", "/custom")}},
+        )
+    status, code, message = code_of(caught)
+    assert (status, code) == (400, "InvalidParameterValueException") and "call PutEvents" in message
+    name = unique("results")
+    pattern = {
+        "source": ["lambda"],
+        "detail-type": ["Lambda Function Invocation Result - Success"],
+        "resources": [{"prefix": fn_arn(account, function)}],
+    }
+    rule_arn = events.put_rule(Name=name, EventPattern=json.dumps(pattern))["RuleArn"]
+    url, queue_arn = queue(sqs)
+    let_events_send(sqs, url, queue_arn, rule_arn)
+    events.put_targets(Rule=name, Targets=[{"Id": "q", "Arn": queue_arn}])
+    lam.put_function_event_invoke_config(FunctionName=function, DestinationConfig={"OnSuccess": {"Destination": bus}})
+
+    lam.invoke(FunctionName=function, InvocationType="Event", Payload=json.dumps({"order": 7}))
+    (message,) = receive(sqs, url, 1)
+    event = json.loads(message["Body"])
+    assert (event["source"], event["detail-type"]) == ("lambda", "Lambda Function Invocation Result - Success")
+    assert event["resources"] == [fn_arn(account, function) + ":$LATEST"]
+    record = event["detail"]
+    assert record["requestPayload"] == {"order": 7} and record["responsePayload"] == {"echo": {"order": 7}}
+    assert record["requestContext"]["condition"] == "Success"
+    events.remove_targets(Rule=name, Ids=["q"])
+    events.delete_rule(Name=name)

@@ -17,13 +17,14 @@ Each service is reached at an endpoint of its own (``Settings.sqs_endpoint``, ``
 finds none). A destination whose service has no endpoint is refused when it is configured, naming the
 setting: selfless never accepts a destination it cannot deliver to.
 
-Buckets, queues and topics are the exception: without their endpoint setting they are the built-in services'
-(``Buckets``, ``Queues``, ``Topics``). Buckets are the built-in object store's, written
-in-process through the same atomic write as a PutObject, so the bucket's own notifications fire for the record
-(``s3:ObjectCreated:Put``, by ``lambda.amazonaws.com``). Such a destination is accepted only while its bucket
-exists, and refused otherwise in Lambda's words for a destination it cannot reach: "The function's execution
-role does not have permissions to call PutObject on arn:aws:s3:::BUCKET". Queues and topics likewise (a
-SendMessage / Publish in-process; SendMessage / Publish in the refusal; FIFO topics are not destinations).
+Buckets, queues, topics and the default event bus are the exception: without their endpoint setting they are the
+built-in services' (``Buckets``, ``Queues``, ``Topics``, ``Buses``). Buckets are the built-in object store's,
+written in-process through the same atomic write as a PutObject, so the bucket's own notifications fire for the
+record (``s3:ObjectCreated:Put``, by ``lambda.amazonaws.com``). Such a destination is accepted only while its bucket
+exists, and refused otherwise in Lambda's words for a destination it cannot reach: "The function's execution role
+does not have permissions to call PutObject on arn:aws:s3:::BUCKET". Queues, topics and the bus likewise (a
+SendMessage / Publish / PutEvents in-process, and in the refusal; FIFO topics are not destinations, and the default
+bus is the only bus).
 
 Each delivery is an event in the durable queue (``StoredEvent.target``), accepted in the transaction that
 settled the event it reports on; ``Destinations.send`` makes one attempt, and the queue tries again, with
@@ -40,7 +41,7 @@ import re
 import threading
 import time
 import uuid
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any, Protocol, cast, runtime_checkable
 
 import botocore.exceptions
@@ -98,6 +99,17 @@ class Topics(Protocol):
     async def send(self, name: str, body: bytes, attributes: Mapping[str, str], subject: str | None = None) -> None:
         """Publish ``body`` with string ``attributes`` (and ``subject``, the message's Subject); raises
         DeliveryError when it was not kept."""
+        ...
+
+
+@runtime_checkable
+class Buses(Protocol):
+    """The built-in default event bus, as destinations put on it (``services.eventbridge.destinations``)."""
+
+    async def exists(self, name: str) -> bool: ...
+
+    async def put(self, name: str, source: str, detail_type: str, detail: str, resources: Sequence[str]) -> None:
+        """Put one event on the bus ``name`` (``event-bus/default``); raises DeliveryError when it was not kept."""
         ...
 
 
@@ -258,8 +270,9 @@ class Destinations:
         self.buckets: Buckets | None = None
         self.queues: Queues | None = None
         self.topics: Topics | None = None
+        self.buses: Buses | None = None
 
-    def _builtin(self, target: Target) -> Buckets | Queues | Topics | None:
+    def _builtin(self, target: Target) -> Buckets | Queues | Topics | Buses | None:
         """The built-in service ``target`` is in (no external endpoint for its service), else None."""
         if target.service == "s3" and self._endpoints["s3"] is None:
             return self.buckets
@@ -267,10 +280,18 @@ class Destinations:
             return self.queues
         if target.service == "sns" and self._endpoints["sns"] is None and target.account in ("", self._account):
             return self.topics
+        if target.service == "events" and self._endpoints["events"] is None and target.account in ("", self._account):
+            return self.buses
         return None
 
-    async def _send_builtin(self, target: Target, service: Buckets | Queues | Topics, message: Message) -> None:
-        if target.service == "s3":
+    async def _send_builtin(self, target: Target, service: Buckets | Queues | Topics | Buses, message: Message) -> None:
+        if target.service == "events":
+            function, success = message.record_facts()
+            await cast(Buses, service).put(
+                target.resource, "lambda", _detail_type(success), message.body.decode("utf-8", "replace"),
+                [function] if function else [],
+            )  # fmt: skip
+        elif target.service == "s3":
             assert isinstance(service, Buckets)
             await service.write(target.resource, _object_key(message.record_facts()[0]), message.body)
         elif target.service == "sns":
@@ -306,7 +327,7 @@ class Destinations:
         target = self.check_form(arn, usage=usage)
         builtin = self._builtin(target)
         if builtin is not None and not await builtin.exists(target.resource):
-            action = {"s3": "PutObject", "sqs": "SendMessage"}.get(target.service, "Publish")
+            action = {"s3": "PutObject", "sqs": "SendMessage", "events": "PutEvents"}.get(target.service, "Publish")
             raise InvalidParameterValue(
                 f"The function's execution role does not have permissions to call {action} on {arn}"
             )
@@ -320,7 +341,9 @@ class Destinations:
                 async with asyncio.timeout(self._timeout_s):
                     await self._send_builtin(target, builtin, message)
             except TimeoutError:
-                kind = {"s3": "object store", "sqs": "queue service"}.get(target.service, "topic service")
+                kind = {"s3": "object store", "sqs": "queue service", "events": "event bus"}.get(
+                    target.service, "topic service"
+                )
                 raise DeliveryError(f"the {kind} did not keep it within {self._timeout_s:g} s") from None
             return
         if target is None or self._endpoints.get(target.service) is None:
@@ -355,8 +378,7 @@ class Destinations:
                     Entries=[
                         {
                             "Source": "lambda",
-                            "DetailType": "Lambda Function Invocation Result - "
-                            + ("Success" if success else "Failure"),
+                            "DetailType": _detail_type(success),
                             "Detail": message.body.decode("utf-8", "replace"),
                             "Resources": [function] if function else [],
                             "EventBusName": target.arn,
@@ -416,6 +438,10 @@ def _fifo(message: Message) -> dict[str, str]:
     if message.fifo is None:
         return {}
     return {"MessageGroupId": message.fifo[0], "MessageDeduplicationId": message.fifo[1]}
+
+
+def _detail_type(success: bool) -> str:
+    return "Lambda Function Invocation Result - " + ("Success" if success else "Failure")
 
 
 def _object_key(function_arn: str) -> str:
