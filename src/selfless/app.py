@@ -278,13 +278,15 @@ class App:
         self.schedules = Schedules(self.schedule_store, settings.account_id, settings.region)
         self.rule_store = SqliteRuleStore(self.store)
         self.rules = Rules(self.rule_store, settings.account_id, settings.region)
-        # Scheduled runs' targets: functions, and the built-in queues (unless queues are an external service's).
+        # Scheduled runs' targets: functions, and the built-in queues and topics (unless they are an external
+        # service's).
         targets = Targets(
             self.registry,
             self.permissions,
             queues if settings.sqs_endpoint is None else None,
             settings.account_id,
             settings.region,
+            topics if settings.sns_endpoint is None else None,
         )
         self.scheduler = Scheduler(
             [

@@ -246,6 +246,18 @@ def _dumps(value: object) -> str:
     return json.dumps(value, separators=(",", ":"), ensure_ascii=False)
 
 
+def of_attributes(attributes: Mapping[str, str]) -> Policy:
+    """The policy in a queue's or topic's ``Policy`` attribute (its statements; none when it is absent or not
+    a policy document)."""
+    try:
+        statements = json.loads(attributes.get("Policy") or "{}").get("Statement") or []
+    except (ValueError, AttributeError):
+        statements = []
+    if isinstance(statements, dict):
+        statements = [statements]
+    return Policy(tuple(s for s in statements if isinstance(s, dict)), "")
+
+
 def allows_service(
     policy: Policy | None,
     service: str,

@@ -109,7 +109,7 @@ def test_rule_operations(events: Any, lam: Any) -> None:
         Targets=[
             {"Id": "a", "Arn": target_arn, "Input": '{"x": 1}'},
             {"Id": "b", "Arn": target_arn, "InputPath": "$.detail"},
-            {"Id": "bad", "Arn": "arn:aws:sns:us-east-1:123456789012:topic"},
+            {"Id": "bad", "Arn": "arn:aws:kinesis:us-east-1:123456789012:stream/s"},
         ],
     )
     assert answer["FailedEntryCount"] == 1
@@ -417,4 +417,48 @@ def test_function_results_on_the_default_bus_reach_matching_rules(events: Any, l
     assert record["requestPayload"] == {"order": 7} and record["responsePayload"] == {"echo": {"order": 7}}
     assert record["requestContext"]["condition"] == "Success"
     events.remove_targets(Rule=name, Ids=["q"])
+    events.delete_rule(Name=name)
+
+
+def test_rules_publish_to_topics_their_policy_lets_eventbridge_publish_to(
+    server: Server, events: Any, sqs: Any
+) -> None:
+    sns = server.client("sns")
+    name, source = unique("to-topic"), unique("orders")
+    rule_arn = events.put_rule(Name=name, EventPattern=json.dumps({"source": [source]}))["RuleArn"]
+    open_topic = sns.create_topic(Name=unique("open"))["TopicArn"]
+    statement = {
+        "Effect": "Allow",
+        "Principal": {"Service": "events.amazonaws.com"},
+        "Action": "sns:Publish",
+        "Resource": open_topic,
+        "Condition": {"ArnEquals": {"aws:SourceArn": rule_arn}},
+    }
+    sns.set_topic_attributes(
+        TopicArn=open_topic, AttributeName="Policy", AttributeValue=json.dumps({"Statement": [statement]})
+    )
+    closed_topic = sns.create_topic(Name=unique("closed"))["TopicArn"]  # SNS's default policy: owner only
+    fanned_url, fanned = queue(sqs)
+    sns.subscribe(TopicArn=open_topic, Protocol="sqs", Endpoint=fanned)
+    dlq_url, dlq = queue(sqs)
+    answer = events.put_targets(
+        Rule=name,
+        Targets=[
+            {"Id": "open", "Arn": open_topic},
+            {"Id": "closed", "Arn": closed_topic, "DeadLetterConfig": {"Arn": dlq}},
+            {"Id": "fifo", "Arn": open_topic + ".fifo"},
+        ],
+    )
+    assert answer["FailedEntryCount"] == 1 and answer["FailedEntries"][0]["TargetId"] == "fifo"
+
+    events.put_events(Entries=[{"Source": source, "DetailType": "Order Placed", "Detail": '{"id": 1}'}])
+    (message,) = receive(sqs, fanned_url, 1)
+    envelope = json.loads(message["Body"])
+    assert envelope["TopicArn"] == open_topic
+    event = json.loads(envelope["Message"])
+    assert (event["source"], event["detail-type"], event["detail"]) == (source, "Order Placed", {"id": 1})
+    (letter,) = receive(sqs, dlq_url, 1)
+    shown = {k: v["StringValue"] for k, v in letter["MessageAttributes"].items()}
+    assert shown["TARGET_ARN"] == closed_topic and shown["ERROR_CODE"] == "NO_PERMISSIONS"
+    events.remove_targets(Rule=name, Ids=["open", "closed"])
     events.delete_rule(Name=name)

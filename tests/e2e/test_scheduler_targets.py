@@ -1,6 +1,7 @@
-"""EventBridge Scheduler's queue targets and dead-letter queues with the unchanged boto3 clients: a schedule
-sends its Input to a queue (a FIFO queue with its MessageGroupId), and a run whose target function or queue does
-not exist goes to its DeadLetterConfig queue with the attributes AWS Scheduler sets."""
+"""EventBridge Scheduler's queue and topic targets and dead-letter queues with the unchanged boto3 clients: a
+schedule sends its Input to a queue (a FIFO queue with its MessageGroupId) or publishes it to a topic, and a run
+whose target function, queue or topic does not exist goes to its DeadLetterConfig queue with the attributes AWS
+Scheduler sets."""
 
 from __future__ import annotations
 
@@ -44,7 +45,8 @@ def test_targets_are_validated_as_aws_does(sch: Any, sqs: Any) -> None:
         ({"Arn": function, "SqsParameters": {"MessageGroupId": "g"}}, "SqsParameters is not supported"),
         ({"Arn": standard, "SqsParameters": {"MessageGroupId": "g"}}, "only supported for FIFO"),
         ({"Arn": function, "DeadLetterConfig": {"Arn": fifo}}, "failed to satisfy constraint"),  # the model says no
-        ({"Arn": f"arn:aws:sns:us-east-1:{account}:topic"}, "is not supported"),
+        ({"Arn": f"arn:aws:sns:us-east-1:{account}:topic.fifo"}, "sends to standard topics"),
+        ({"Arn": f"arn:aws:kinesis:us-east-1:{account}:stream/s"}, "is not supported"),
     ):
         with pytest.raises(ClientError) as exc:
             create(sch, unique("bad"), "rate(1 hour)", target)
@@ -61,14 +63,19 @@ def test_targets_are_validated_as_aws_does(sch: Any, sqs: Any) -> None:
     sch.delete_schedule(Name=name)
 
 
-def test_queue_targets_and_dead_letters(sch: Any, sqs: Any) -> None:
+def test_queue_and_topic_targets_and_dead_letters(server: Server, sch: Any, sqs: Any) -> None:
+    sns = server.client("sns")
     jobs_url, jobs = queue(sqs)
+    topic = sns.create_topic(Name=unique("nightly"))["TopicArn"]
+    fanned_url, fanned = queue(sqs)
+    sns.subscribe(TopicArn=topic, Protocol="sqs", Endpoint=fanned, Attributes={"RawMessageDelivery": "true"})
     fifo_url, fifo = queue(sqs, f"{unique('f')}.fifo", FifoQueue="true")
     dlq_url, dlq = queue(sqs)
     account = jobs.split(":")[4]
     missing_fn = f"arn:aws:lambda:us-east-1:{account}:function:{unique('gone')}"
     missing_queue = f"arn:aws:sqs:us-east-1:{account}:{unique('gone')}"
-    names = {k: unique(k) for k in ("queue", "fifo", "no-fn", "no-queue")}
+    missing_topic = f"arn:aws:sns:us-east-1:{account}:{unique('gone')}"
+    names = {k: unique(k) for k in ("queue", "fifo", "topic", "no-fn", "no-queue", "no-topic")}
     for margin in (4, 10, 25):
         when = ahead(margin)
         expression = f"at({when.strftime('%Y-%m-%dT%H:%M:%S')})"
@@ -79,6 +86,9 @@ def test_queue_targets_and_dead_letters(sch: Any, sqs: Any) -> None:
                                                  "DeadLetterConfig": {"Arn": dlq}})  # fmt: skip
         create(sch, names["no-queue"], expression, {"Arn": missing_queue, "Input": '{"job": "lost too"}',
                                                     "DeadLetterConfig": {"Arn": dlq}})  # fmt: skip
+        create(sch, names["topic"], expression, {"Arn": topic, "Input": '{"job": "fan out"}'})
+        create(sch, names["no-topic"], expression, {"Arn": missing_topic, "Input": '{"job": "lost three"}',
+                                                    "DeadLetterConfig": {"Arn": dlq}})  # fmt: skip
         if in_time(when):
             break
         for name in names.values():
@@ -86,14 +96,19 @@ def test_queue_targets_and_dead_letters(sch: Any, sqs: Any) -> None:
     else:
         pytest.fail("the server was too slow to make schedules a few seconds ahead")
     assert json.loads(receive(sqs, jobs_url, 1)[0]["Body"]) == {"job": "sweep"}
+    assert json.loads(receive(sqs, fanned_url, 1)[0]["Body"]) == {"job": "fan out"}  # through the topic
     got = sqs.receive_message(QueueUrl=fifo_url, WaitTimeSeconds=20, AttributeNames=["MessageGroupId"])
     (message,) = got["Messages"]
     assert json.loads(message["Body"]) == {"job": "fifo"}
     assert message["Attributes"]["MessageGroupId"] == "nightly"
-    dead = receive(sqs, dlq_url, 2)
+    dead = receive(sqs, dlq_url, 3)
     by_target = {m["MessageAttributes"]["TARGET_ARN"]["StringValue"]: m for m in dead}
-    assert set(by_target) == {missing_fn, missing_queue}
-    for target, name, body in ((missing_fn, names["no-fn"], "lost"), (missing_queue, names["no-queue"], "lost too")):
+    assert set(by_target) == {missing_fn, missing_queue, missing_topic}
+    for target, name, body in (
+        (missing_fn, names["no-fn"], "lost"),
+        (missing_queue, names["no-queue"], "lost too"),
+        (missing_topic, names["no-topic"], "lost three"),
+    ):
         letter = by_target[target]
         assert json.loads(letter["Body"]) == {"job": body}
         shown = {k: v["StringValue"] for k, v in letter["MessageAttributes"].items()}

@@ -1,11 +1,12 @@
 """Where a scheduled run goes: the target of an EventBridge Scheduler schedule or of an EventBridge rule, a
-Lambda function (an asynchronous invocation) or a queue of the built-in queue service (a message, a delivery
-``StoredEvent.target``), and whether it can go there now.
+Lambda function (an asynchronous invocation), a queue of the built-in queue service or a topic of the built-in
+topic service (a message, a delivery ``StoredEvent.target``), and whether it can go there now.
 
-``Targets.refusal`` is asked when a run is due: a function or queue that does not exist is refused, and for
-EventBridge rules (``principal`` ``events.amazonaws.com``) so is a function whose resource policy does not let
-EventBridge invoke it for that rule (``aws lambda add-permission --principal events.amazonaws.com
---source-arn RULE_ARN``), or a queue whose ``Policy`` does not let it ``sqs:SendMessage``, as AWS requires.
+``Targets.refusal`` is asked when a run is due: a function, queue or topic that does not exist is refused, and
+for EventBridge rules (``principal`` ``events.amazonaws.com``) so is a function whose resource policy does not
+let EventBridge invoke it for that rule (``aws lambda add-permission --principal events.amazonaws.com
+--source-arn RULE_ARN``), or a queue or topic whose ``Policy`` does not let it ``sqs:SendMessage`` /
+``sns:Publish``, as AWS requires.
 A schedule's own permissions are its RoleArn's, which selfless (without IAM) takes as given. A refused run
 goes straight to its dead-letter queue, without retries, as on AWS.
 
@@ -17,12 +18,10 @@ dead-letter queue too (``invocation.events``).
 from __future__ import annotations
 
 import dataclasses
-import json
-import re
 import time
 from collections.abc import Mapping
 
-from selfless import ids, policies
+from selfless import arns, ids, policies
 from selfless.errors import SelflessError
 from selfless.functions import FunctionRegistry
 from selfless.invocation.destinations import OnFailure, encode_options
@@ -31,24 +30,8 @@ from selfless.services.s3.functions import AttributeLookup
 from selfless.store.base import StoredEvent
 
 EVENTS_PRINCIPAL = "events.amazonaws.com"
-_LAMBDA_ARN = re.compile(
-    r"^arn:aws[a-zA-Z-]*:lambda:[a-z0-9-]+:\d{12}:function:(?P<name>[a-zA-Z0-9_-]+)(?::(?P<qualifier>[a-zA-Z0-9_$-]+))?$"
-)
-_SQS_ARN = re.compile(
-    r"^arn:aws[a-zA-Z-]*:sqs:(?P<region>[a-z0-9-]+):(?P<account>\d{12}):(?P<name>[a-zA-Z0-9_-]{1,80}(\.fifo)?)$"
-)
-
-
-def function_of(arn: str) -> tuple[str, str | None] | None:
-    """(name, qualifier) of a Lambda function, version or alias ARN; None when ``arn`` is not one."""
-    m = _LAMBDA_ARN.match(arn)
-    return None if m is None else (m.group("name"), m.group("qualifier"))
-
-
-def queue_of(arn: str) -> tuple[str, str, str] | None:
-    """(region, account, name) of an SQS queue ARN; None when ``arn`` is not one."""
-    m = _SQS_ARN.match(arn)
-    return None if m is None else (m.group("region"), m.group("account"), m.group("name"))
+function_of = arns.function_of  # kept here too: the schedule and rule loops ask this module
+queue_of = arns.queue_of
 
 
 @dataclasses.dataclass(frozen=True)
@@ -60,7 +43,8 @@ class Refusal:
 
 
 class Targets:
-    """``queues``: the built-in queue service (None: queues live in an external service, taken as given)."""
+    """``queues`` and ``topics``: the built-in queue and topic services (None: they live in an external service,
+    and targets there are taken as given)."""
 
     def __init__(
         self,
@@ -69,10 +53,12 @@ class Targets:
         queues: AttributeLookup | None,
         account_id: str,
         region: str,
+        topics: AttributeLookup | None = None,
     ) -> None:
         self._registry = registry
         self._permissions = permissions
         self.queues = queues
+        self.topics = topics
         self._account_id = account_id
         self._region = region
 
@@ -95,28 +81,26 @@ class Targets:
             if policies.allows_service(policy, principal, "lambda:InvokeFunction", **source):
                 return None
             return Refusal("denied", f"{principal} is not authorized to perform: lambda:InvokeFunction on {arn}")
-        found = queue_of(arn)
+        queue, topic = arns.queue_of(arn), arns.topic_of(arn)
+        found, service, kind, action = (
+            (queue, self.queues, "queue", "sqs:SendMessage")
+            if queue is not None
+            else (topic, self.topics, "topic", "sns:Publish")
+        )
         if found is None:
             return Refusal("missing", f"Target {arn} is not supported")
-        if self.queues is None:
+        if service is None:
             return None
         if found[:2] != (self._region, self._account_id):
-            return Refusal("missing", f"The queue {arn} does not exist")
-        attributes = await self.queues.attributes(found[2])
+            return Refusal("missing", f"The {kind} {arn} does not exist")
+        attributes = await service.attributes(found[2])
         if attributes is None:
-            return Refusal("missing", f"The queue {arn} does not exist")
+            return Refusal("missing", f"The {kind} {arn} does not exist")
         if principal is None:
             return None
-        try:
-            statements = json.loads(attributes.get("Policy") or "{}").get("Statement") or []
-        except (ValueError, AttributeError):
-            statements = []
-        if isinstance(statements, dict):
-            statements = [statements]
-        queue_policy = policies.Policy(tuple(s for s in statements if isinstance(s, dict)), "")
-        if policies.allows_service(queue_policy, principal, "sqs:SendMessage", **source):
+        if policies.allows_service(policies.of_attributes(attributes), principal, action, **source):
             return None
-        return Refusal("denied", f"{principal} is not authorized to perform: sqs:SendMessage on {arn}")
+        return Refusal("denied", f"{principal} is not authorized to perform: {action} on {arn}")
 
     @staticmethod
     def run(
@@ -127,7 +111,7 @@ class Targets:
         fifo_group: str | None = None,
         at: float | None = None,
     ) -> StoredEvent:
-        """The durable event of one run of a target (a function or queue ARN that ``refusal`` passed)."""
+        """The durable event of one run of a target (a function, queue or topic ARN that ``refusal`` passed)."""
         now = time.time() if at is None else at
         event_id = ids.request_id()
         function = function_of(arn)

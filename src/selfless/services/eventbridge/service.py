@@ -24,7 +24,7 @@ import time
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
-from selfless import json_limits
+from selfless import arns, json_limits
 from selfless.errors import ResourceNotFound, SelflessError, ValidationError
 from selfless.events import filtering
 from selfless.services.eventbridge.store import Rule, RuleStore
@@ -34,10 +34,6 @@ DEFAULT_BUS = "default"
 MAX_RULES = 300  # rules per event bus (AWS's default quota)
 MAX_TARGETS = 5  # targets per rule (AWS's limit)
 MAX_TAGS = 50  # tags per rule (AWS's limit)
-_LAMBDA_ARN = re.compile(
-    r"^arn:aws[a-zA-Z-]*:lambda:[a-z0-9-]+:\d{12}:function:(?P<name>[a-zA-Z0-9_-]+)(?::(?P<qualifier>[a-zA-Z0-9_$-]+))?$"
-)
-_SQS_ARN = re.compile(r"^arn:aws[a-zA-Z-]*:sqs:[a-z0-9-]+:\d{12}:(?P<name>[a-zA-Z0-9_-]{1,80}(\.fifo)?)$")
 _TOO_MANY = "The requested resource exceeds the maximum number allowed."
 # The members of PutRule kept as given.
 _KEPT = ("ScheduleExpression", "EventPattern", "State", "Description", "RoleArn")
@@ -285,9 +281,14 @@ class Rules:
 def _refusal(target: Mapping[str, Any]) -> str | None:
     """Why PutTargets does not take ``target`` (its FailedEntries' message), None when it does."""
     arn = str(target["Arn"])
-    queue = _SQS_ARN.match(arn)
-    if _LAMBDA_ARN.match(arn) is None and queue is None:
-        return f"Target {arn} is not supported: selfless's rules invoke Lambda functions and send to SQS queues."
+    queue, topic = arns.queue_of(arn), arns.topic_of(arn)
+    if arns.function_of(arn) is None and queue is None and topic is None:
+        return (
+            f"Target {arn} is not supported: selfless's rules invoke Lambda functions and send to SQS queues and "
+            "SNS topics."
+        )
+    if topic is not None and topic[2].endswith(".fifo"):
+        return f"Target {arn} is not supported: selfless's rules send to standard topics."
     if sum(target.get(k) is not None for k in _INPUTS) > 1:
         return "Only one of Input, InputPath, or InputTransformer must be provided."
     if target.get("Input") is not None:
@@ -307,12 +308,12 @@ def _refusal(target: Mapping[str, Any]) -> str | None:
     sqs = target.get("SqsParameters")
     if sqs is not None and queue is None:
         return f"SqsParameters is not supported for target {arn}."
-    if queue is not None and queue.group("name").endswith(".fifo") and not (sqs or {}).get("MessageGroupId"):
+    if queue is not None and queue[2].endswith(".fifo") and not (sqs or {}).get("MessageGroupId"):
         return f"Parameter(s) SqsParameters must be specified for target: {target['Id']}."
     dead_letter = (target.get("DeadLetterConfig") or {}).get("Arn")
     if dead_letter is not None:
-        found = _SQS_ARN.match(str(dead_letter))
-        if found is None or found.group("name").endswith(".fifo"):
+        found = arns.queue_of(str(dead_letter))
+        if found is None or found[2].endswith(".fifo"):
             return f"Parameter DeadLetterConfig.Arn {dead_letter} is not a standard SQS queue ARN."
     return None
 

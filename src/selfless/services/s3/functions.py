@@ -51,16 +51,6 @@ class AttributeLookup(Protocol):
     async def attributes(self, name: str) -> Mapping[str, str] | None: ...
 
 
-def _policy(attributes: Mapping[str, str]) -> policies.Policy:
-    try:
-        statements = json.loads(attributes.get("Policy") or "{}").get("Statement") or []
-    except (ValueError, AttributeError):
-        statements = []
-    if isinstance(statements, dict):
-        statements = [statements]
-    return policies.Policy(tuple(s for s in statements if isinstance(s, dict)), "")
-
-
 class NotificationFunctions:
     """``queues`` and ``topics``: the built-in queue and topic services (set by the composition root, which
     builds them after this); None when queues or topics are an external service's."""
@@ -101,7 +91,7 @@ class NotificationFunctions:
                     return refused
                 if attributes.get(fifo) == "true":
                     return f"{fifo_name} are not supported as destinations for event notifications"
-                allowed = policies.allows_service(_policy(attributes), S3_PRINCIPAL, action, **source)
+                allowed = policies.allows_service(policies.of_attributes(attributes), S3_PRINCIPAL, action, **source)
                 return None if allowed else refused
             try:
                 name, qualifier = self._registry.resolve(target.arn, None)

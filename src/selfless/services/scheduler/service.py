@@ -13,11 +13,11 @@ a run whose target is missing goes to the dead-letter queue.
 from __future__ import annotations
 
 import datetime as dt
-import re
 import time
 from collections.abc import Callable, Mapping
 from typing import Any
 
+from selfless import arns
 from selfless.errors import ResourceNotFound, SelflessError, ValidationError
 from selfless.services.scheduler import expressions
 from selfless.services.scheduler.store import Group, Schedule, ScheduleStore
@@ -28,10 +28,6 @@ _JUST_BEFORE_S = 0.001
 # valid group name, so never confused with one.
 _AFTER_DEFAULT = "*default"
 _TOKEN = "_ClientToken"  # kept in a schedule's document (never shown): CreateSchedule's idempotency token
-_LAMBDA_ARN = re.compile(
-    r"^arn:aws[a-zA-Z-]*:lambda:[a-z0-9-]+:\d{12}:function:(?P<name>[a-zA-Z0-9_-]+)(?::(?P<qualifier>[a-zA-Z0-9_$-]+))?$"
-)
-_SQS_ARN = re.compile(r"^arn:aws[a-zA-Z-]*:sqs:[a-z0-9-]+:\d{12}:(?P<name>[a-zA-Z0-9_-]{1,80}(\.fifo)?)$")
 # The members of CreateSchedule/UpdateSchedule kept as given.
 _KEPT = (
     "ScheduleExpression",
@@ -93,32 +89,35 @@ def next_due(doc: Mapping[str, Any], created: float, after: float) -> float | No
 
 
 def target_function(arn: str) -> tuple[str, str | None] | None:
-    m = _LAMBDA_ARN.match(arn)
-    return None if m is None else (m.group("name"), m.group("qualifier"))
+    return arns.function_of(arn)
 
 
 def _check_target(target: Mapping[str, Any]) -> None:
-    """A target selfless can run: a Lambda function or an SQS queue, with the parameters that kind takes."""
+    """A target selfless can run: a Lambda function, an SQS queue or a standard SNS topic, with the parameters
+    that kind takes."""
     arn = str(target["Arn"])
-    queue = _SQS_ARN.match(arn)
-    if target_function(arn) is None and queue is None:
+    queue, topic = arns.queue_of(arn), arns.topic_of(arn)
+    if arns.function_of(arn) is None and queue is None and topic is None:
         raise ValidationError(
-            f"Target Arn {arn} is not supported: selfless's scheduler runs Lambda functions and sends to SQS queues."
+            f"Target Arn {arn} is not supported: selfless's scheduler runs Lambda functions and sends to SQS queues "
+            "and SNS topics."
         )
+    if topic is not None and topic[2].endswith(".fifo"):
+        raise ValidationError(f"Target Arn {arn} is not supported: selfless's scheduler sends to standard topics.")
     for key in ("EcsParameters", "EventBridgeParameters", "KinesisParameters", "SageMakerPipelineParameters"):
         if target.get(key) is not None:
             raise ValidationError(f"{key} is not supported for target {arn}.")
     sqs = target.get("SqsParameters")
     if sqs is not None and queue is None:
         raise ValidationError(f"SqsParameters is not supported for target {arn}.")
-    if queue is not None and queue.group("name").endswith(".fifo") and not (sqs or {}).get("MessageGroupId"):
+    if queue is not None and queue[2].endswith(".fifo") and not (sqs or {}).get("MessageGroupId"):
         raise ValidationError("MessageGroupId is required for FIFO queue targets. Provide it in SqsParameters.")
-    if queue is not None and not queue.group("name").endswith(".fifo") and (sqs or {}).get("MessageGroupId"):
+    if queue is not None and not queue[2].endswith(".fifo") and (sqs or {}).get("MessageGroupId"):
         raise ValidationError("MessageGroupId is only supported for FIFO queue targets.")
     dead_letter = (target.get("DeadLetterConfig") or {}).get("Arn")
     if dead_letter is not None:
-        found = _SQS_ARN.match(str(dead_letter))
-        if found is None or found.group("name").endswith(".fifo"):
+        found = arns.queue_of(str(dead_letter))
+        if found is None or found[2].endswith(".fifo"):
             raise ValidationError(f"DeadLetterConfig Arn {dead_letter} is not a standard SQS queue ARN.")
 
 
