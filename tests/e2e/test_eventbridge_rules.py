@@ -13,6 +13,7 @@ from botocore.exceptions import ClientError
 
 from tests.conftest import Server, deploy, unique
 from tests.e2e.test_awscli import aws
+from tests.e2e.test_s3 import client as s3_client
 from tests.e2e.test_s3_notifications import records, wait_records
 
 RECORDER = """import json
@@ -461,4 +462,37 @@ def test_rules_publish_to_topics_their_policy_lets_eventbridge_publish_to(
     shown = {k: v["StringValue"] for k, v in letter["MessageAttributes"].items()}
     assert shown["TARGET_ARN"] == closed_topic and shown["ERROR_CODE"] == "NO_PERMISSIONS"
     events.remove_targets(Rule=name, Ids=["open", "closed"])
+    events.delete_rule(Name=name)
+
+
+def test_bucket_events_on_the_default_bus_reach_matching_rules(server: Server, events: Any, sqs: Any) -> None:
+    """A bucket's EventBridgeConfiguration puts every object event on the default bus in S3's EventBridge shape
+    (Object Created / Object Deleted, the key as it is), where a rule's pattern picks them."""
+    s3 = s3_client(server)
+    bucket = unique("to-bus")
+    s3.create_bucket(Bucket=bucket)
+    s3.put_bucket_notification_configuration(Bucket=bucket, NotificationConfiguration={"EventBridgeConfiguration": {}})
+    assert s3.get_bucket_notification_configuration(Bucket=bucket)["EventBridgeConfiguration"] == {}
+    name = unique("bucket-events")
+    pattern = {"source": ["aws.s3"], "detail": {"bucket": {"name": [bucket]}, "object": {"key": [{"prefix": "in/"}]}}}
+    rule_arn = events.put_rule(Name=name, EventPattern=json.dumps(pattern))["RuleArn"]
+    url, queue_arn = queue(sqs)
+    let_events_send(sqs, url, queue_arn, rule_arn)
+    events.put_targets(Rule=name, Targets=[{"Id": "q", "Arn": queue_arn}])
+
+    etag = s3.put_object(Bucket=bucket, Key="in/red flower.jpg", Body=b"jpeg")["ETag"].strip('"')
+    s3.put_object(Bucket=bucket, Key="elsewhere.txt", Body=b"not matched by the rule")
+    s3.delete_object(Bucket=bucket, Key="in/red flower.jpg")
+    got = [json.loads(m["Body"]) for m in receive(sqs, url, 2)]
+    created, deleted = sorted(got, key=lambda e: e["detail-type"])
+    assert (created["source"], created["detail-type"]) == ("aws.s3", "Object Created")
+    assert created["resources"] == [f"arn:aws:s3:::{bucket}"]
+    detail = created["detail"]
+    assert detail["bucket"] == {"name": bucket} and detail["reason"] == "PutObject"
+    assert detail["object"]["key"] == "in/red flower.jpg" and detail["object"]["etag"] == etag
+    assert detail["object"]["size"] == 4 and detail["object"]["sequencer"]
+    assert deleted["detail-type"] == "Object Deleted"
+    assert deleted["detail"]["reason"] == "DeleteObject" and deleted["detail"]["deletion-type"] == "Permanently Deleted"
+    assert "Messages" not in sqs.receive_message(QueueUrl=url, WaitTimeSeconds=1)
+    events.remove_targets(Rule=name, Ids=["q"])
     events.delete_rule(Name=name)

@@ -136,7 +136,7 @@ def test_missing_function_or_events_is_malformed_xml() -> None:
         assert caught.value.code == "MalformedXML"
 
 
-def test_topic_configurations_parse_and_eventbridge_is_refused_clearly() -> None:
+def test_topic_and_eventbridge_configurations_parse() -> None:
     topic = "arn:aws:sns:us-east-1:123456789012:t"
     doc = {
         "QueueConfigurations": [{"QueueArn": "arn:aws:sqs:us-east-1:123456789012:q", "Events": ["s3:ObjectRemoved:*"]}],
@@ -147,9 +147,12 @@ def test_topic_configurations_parse_and_eventbridge_is_refused_clearly() -> None
     assert notify.stored(doc, (queue, found))["TopicConfigurations"] == [
         {"TopicArn": topic, "Events": ["s3:ObjectCreated:*"], "Id": "t"}
     ]
-    with pytest.raises(NotificationError) as caught:
-        notify.parse({"EventBridgeConfiguration": {}})
-    assert "not supported yet" in caught.value.message
+    # An EventBridge configuration beside them: every object event, no overlap with the others, shown as {}.
+    with_bus = {**doc, "EventBridgeConfiguration": {}}
+    parsed = notify.parse(with_bus)
+    assert [t.kind for t in parsed] == ["queue", "topic", "bus"]
+    assert parsed[2].matches("s3:ObjectCreated:Copy", "any/key") and parsed[2].matches("s3:ObjectRemoved:Delete", "k")
+    assert notify.stored(with_bus, parsed)["EventBridgeConfiguration"] == {}
 
 
 def test_queue_configurations_parse_beside_functions_and_overlap_with_them() -> None:

@@ -9,7 +9,7 @@ import asyncio
 import json
 import time
 
-from selfless.invocation.destinations import OnFailure, decode_options, encode_options, subject_of
+from selfless.invocation.destinations import OnFailure, decode_options, encode_options, extras_of
 from selfless.invocation.events import AsyncInvoker
 from selfless.store.base import StoredEvent
 from tests.unit.test_async_events import Destinations, Registry, Store, invoker
@@ -35,7 +35,8 @@ def test_the_options_round_trip_and_are_not_message_attributes() -> None:
     assert decode_options(None) == ({}, None, None)
     with_subject = encode_options({"A": "1"}, None, None, subject="Amazon S3 Notification")
     assert decode_options(with_subject) == ({"A": "1"}, None, None)  # the subject is not an attribute
-    assert subject_of(with_subject) == "Amazon S3 Notification" and subject_of(encoded) is None
+    assert extras_of(with_subject) == ("Amazon S3 Notification", False) and extras_of(encoded) == (None, False)
+    assert extras_of(encode_options(None, None, None, entry=True)) == (None, True)
 
 
 def test_a_fifo_run_is_sent_with_its_group() -> None:

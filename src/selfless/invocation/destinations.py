@@ -154,6 +154,8 @@ class Message:
     fifo: tuple[str, str] | None = None
     # A topic message's Subject (S3's notifications have one).
     subject: str | None = None
+    # ``body`` is a whole PutEvents entry (Source, DetailType, Detail, Resources) for a bus, not a record.
+    entry: bool = False
 
     def record_facts(self) -> tuple[str, bool]:
         """The function ARN an invocation record is about, and whether it reports a success."""
@@ -168,6 +170,7 @@ class Message:
 FIFO_KEY = "@fifo"
 ON_FAILURE_KEY = "@onFailure"
 SUBJECT_KEY = "@subject"
+ENTRY_KEY = "@entry"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -206,12 +209,16 @@ def encode_options(
     fifo: tuple[str, str] | None,
     on_failure: OnFailure | None,
     subject: str | None = None,
+    entry: bool = False,
 ) -> str | None:
     """``StoredEvent.attributes`` for a message's attributes and the durable queue's instructions (and a
-    topic message's ``subject``, read back by ``subject_of``)."""
+    topic message's ``subject``, or ``entry``: the body is a whole PutEvents entry; both read back by
+    ``extras_of``)."""
     doc: dict[str, Any] = dict(attributes or {})
     if subject is not None:
         doc[SUBJECT_KEY] = subject
+    if entry:
+        doc[ENTRY_KEY] = True
     if fifo is not None:
         doc[FIFO_KEY] = list(fifo)
     if on_failure is not None:
@@ -225,6 +232,7 @@ def decode_options(encoded: str | None) -> tuple[dict[str, str], tuple[str, str]
     fifo = doc.pop(FIFO_KEY, None)
     on_failure = doc.pop(ON_FAILURE_KEY, None)
     doc.pop(SUBJECT_KEY, None)
+    doc.pop(ENTRY_KEY, None)
     return (
         {str(k): str(v) for k, v in doc.items()},
         None if fifo is None else (str(fifo[0]), str(fifo[1])),
@@ -232,10 +240,12 @@ def decode_options(encoded: str | None) -> tuple[dict[str, str], tuple[str, str]
     )
 
 
-def subject_of(encoded: str | None) -> str | None:
-    """The topic message's Subject that ``encode_options`` wrote, if any."""
-    subject = json.loads(encoded).get(SUBJECT_KEY) if encoded else None
-    return None if subject is None else str(subject)
+def extras_of(encoded: str | None) -> tuple[str | None, bool]:
+    """The topic message's Subject (None: none) and whether the body is a PutEvents entry, as
+    ``encode_options`` wrote them."""
+    doc = json.loads(encoded) if encoded else {}
+    subject = doc.get(SUBJECT_KEY)
+    return (None if subject is None else str(subject)), bool(doc.get(ENTRY_KEY))
 
 
 def dead_letter_attributes(request_id: str, status: int, error_message: str) -> dict[str, str]:
@@ -286,11 +296,8 @@ class Destinations:
 
     async def _send_builtin(self, target: Target, service: Buckets | Queues | Topics | Buses, message: Message) -> None:
         if target.service == "events":
-            function, success = message.record_facts()
-            await cast(Buses, service).put(
-                target.resource, "lambda", _detail_type(success), message.body.decode("utf-8", "replace"),
-                [function] if function else [],
-            )  # fmt: skip
+            source, detail_type, detail, resources = _entry(message)
+            await cast(Buses, service).put(target.resource, source, detail_type, detail, resources)
         elif target.service == "s3":
             assert isinstance(service, Buckets)
             await service.write(target.resource, _object_key(message.record_facts()[0]), message.body)
@@ -373,14 +380,14 @@ class Destinations:
                     **subject,
                 )
             elif target.service == "events":
-                function, success = message.record_facts()
+                source, detail_type, detail, resources = _entry(message)
                 result = self._client("events").put_events(
                     Entries=[
                         {
-                            "Source": "lambda",
-                            "DetailType": _detail_type(success),
-                            "Detail": message.body.decode("utf-8", "replace"),
-                            "Resources": [function] if function else [],
+                            "Source": source,
+                            "DetailType": detail_type,
+                            "Detail": detail,
+                            "Resources": resources,
                             "EventBusName": target.arn,
                         }
                     ]
@@ -440,8 +447,18 @@ def _fifo(message: Message) -> dict[str, str]:
     return {"MessageGroupId": message.fifo[0], "MessageDeduplicationId": message.fifo[1]}
 
 
-def _detail_type(success: bool) -> str:
-    return "Lambda Function Invocation Result - " + ("Success" if success else "Failure")
+def _entry(message: Message) -> tuple[str, str, str, list[str]]:
+    """(Source, DetailType, Detail, Resources) of the event a bus delivery puts: the entry the message carries
+    (an S3 notification's), else Lambda's invocation record as Lambda puts it."""
+    if message.entry:
+        try:
+            doc = json.loads(message.body)
+            return str(doc["Source"]), str(doc["DetailType"]), str(doc["Detail"]), [str(r) for r in doc["Resources"]]
+        except (ValueError, KeyError, TypeError) as exc:
+            raise DeliveryError(f"not an event entry: {exc}") from None
+    function, success = message.record_facts()
+    detail_type = "Lambda Function Invocation Result - " + ("Success" if success else "Failure")
+    return "lambda", detail_type, message.body.decode("utf-8", "replace"), [function] if function else []
 
 
 def _object_key(function_arn: str) -> str:

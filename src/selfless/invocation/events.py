@@ -50,7 +50,7 @@ from selfless.invocation.destinations import (
     dead_letter_attributes,
     decode_options,
     encode_options,
-    subject_of,
+    extras_of,
 )
 from selfless.invocation.inflight import Outcome
 from selfless.models import Function
@@ -447,8 +447,8 @@ class AsyncInvoker:
         assert target is not None
         attributes, fifo, on_failure = decode_options(event.attributes)
         try:
-            subject = subject_of(event.attributes)
-            await self._destinations.send(Message(target, event.payload, attributes, fifo, subject))
+            subject, entry = extras_of(event.attributes)
+            await self._destinations.send(Message(target, event.payload, attributes, fifo, subject, entry))
         except DeliveryError as exc:
             event = event.replace(attempts=event.attempts + 1, last_error=str(exc)[:500])
             if on_failure is not None:

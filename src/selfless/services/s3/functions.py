@@ -15,7 +15,10 @@ S3 checks each destination when a configuration is put:
   attribute must let ``s3.amazonaws.com`` call ``SNS:Publish`` for this bucket (and account); with
   ``SELFLESS_SNS_ENDPOINT`` set, a well-formed topic ARN is taken as given.
 
-A function's event is an asynchronous invocation; a queue's or topic's is a delivery (``StoredEvent.target``)
+An EventBridgeConfiguration needs no check: every event goes to the account's default bus (the built-in one,
+or ``SELFLESS_EVENTS_ENDPOINT``'s), as a PutEvents entry (``notify.bus_entry``).
+
+A function's event is an asynchronous invocation; a queue's, topic's or bus's is a delivery (``StoredEvent.target``)
 of S3's event document as the message body (a topic's with the Subject "Amazon S3 Notification", as S3 sends
 it), retried by the durable queue until the queue or topic has it. All commit with the change that sent them.
 """
@@ -63,6 +66,7 @@ class NotificationFunctions:
             "queue": f"arn:aws:sqs:{region}:{account_id}:",
             "topic": f"arn:aws:sns:{region}:{account_id}:",
         }
+        self._bus_arn = f"arn:aws:events:{region}:{account_id}:event-bus/default"
         self.queues: AttributeLookup | None = None
         self.topics: AttributeLookup | None = None
 
@@ -82,6 +86,8 @@ class NotificationFunctions:
         }
 
         def why(target: Target) -> str | None:
+            if target.kind == "bus":
+                return None  # the account's default bus: always there
             if target.kind in rules:
                 service_prefix, refused, fifo, fifo_name, action = rules[target.kind]
                 if services[target.kind] is None:  # an external service's: taken as given
@@ -113,6 +119,11 @@ class NotificationFunctions:
         now = time.time()
         out = []
         for target, payload in matched:
+            if target.kind == "bus":
+                options = encode_options(None, None, None, entry=True)
+                bus = self._bus_arn
+                out.append(StoredEvent(ids.request_id(), "", None, payload, None, now, target=bus, attributes=options))
+                continue
             if target.kind in ("queue", "topic"):
                 out.append(_delivery(target.kind, target.arn, payload, now))
                 continue

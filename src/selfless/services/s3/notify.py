@@ -19,7 +19,8 @@ What S3 checks and selfless checks alike:
   ``Unable to validate the following destination configurations``, naming each failed destination.
 
 Queue and topic configurations name queues and topics of the built-in services (or of the external ones
-the endpoint settings name); an EventBridge configuration is refused until S3's events reach the bus.
+the endpoint settings name). An EventBridge configuration sends every object event to the default event bus,
+in EventBridge's shape (``bus_entry``), where rules match it.
 """
 
 from __future__ import annotations
@@ -87,7 +88,8 @@ class NotificationError(Exception):
 class Target:
     """One LambdaFunctionConfiguration (``kind`` "function": ``arn`` the function's, maybe qualified),
     QueueConfiguration (``kind`` "queue": ``arn`` the queue's) or TopicConfiguration (``kind`` "topic"):
-    its id, event types and key filter ("" when a rule is absent)."""
+    its id, event types and key filter ("" when a rule is absent); or the EventBridgeConfiguration (``kind``
+    "bus", no id or ARN: every object event goes to the account's default bus)."""
 
     id: str
     arn: str
@@ -127,12 +129,6 @@ def _generated_id() -> str:
 def parse(doc: Mapping[str, Any]) -> tuple[Target, ...]:
     """The function targets of a NotificationConfiguration; raises NotificationError as S3 refuses it.
     Targets without an Id get a generated one (see :func:`stored`)."""
-    if doc.get("EventBridgeConfiguration") is not None:  # present, even empty, turns it on
-        raise NotificationError(
-            "EventBridgeConfiguration is not supported yet: LambdaFunctionConfigurations, QueueConfigurations "
-            "and TopicConfigurations are delivered",
-            [("EventBridgeConfiguration", "EventBridge")],
-        )
     configs = [(c, kind) for name, kind in _KINDS.items() for c in doc.get(name) or []]
     if len(configs) > _MAX_CONFIGURATIONS:
         raise NotificationError(f"A bucket takes at most {_MAX_CONFIGURATIONS} notification configurations")
@@ -153,6 +149,8 @@ def parse(doc: Mapping[str, Any]) -> tuple[Target, ...]:
                     "Configurations overlap. Configurations on the same bucket cannot share a common event type.",
                     [("Event", ", ".join(sorted(set(a.events) | set(b.events))))],
                 )
+    if doc.get("EventBridgeConfiguration") is not None:  # present, even empty, turns it on: every event goes
+        targets.append(Target("", "", (_CREATED_ALL, _REMOVED_ALL), kind="bus"))
     return tuple(targets)
 
 
@@ -207,13 +205,15 @@ def stored(doc: Mapping[str, Any], targets: Sequence[Target]) -> dict[str, Any]:
     Id (generated where none was given) and its filter rules named ``Prefix``/``Suffix``."""
     given = [(name, config) for name in _KINDS for config in doc.get(name) or []]
     out: dict[str, Any] = {}
-    for (name, config), target in zip(given, targets, strict=True):
+    for (name, config), target in zip(given, [t for t in targets if t.kind != "bus"], strict=True):
         shown = {**config, "Id": target.id}
         rules = [{"Name": n, "Value": v} for n, v in (("Prefix", target.prefix), ("Suffix", target.suffix)) if v]
         if config.get("Filter"):
             # S3 gives the rules back capitalized, whatever case they were put in.
             shown["Filter"] = {"Key": {"FilterRules": rules}}
         out.setdefault(name, []).append(shown)
+    if any(t.kind == "bus" for t in targets):
+        out["EventBridgeConfiguration"] = {}
     return out
 
 
@@ -303,6 +303,52 @@ def event_payload(record: Mapping[str, Any]) -> bytes:
     return json.dumps({"Records": [record]}, separators=(",", ":")).encode()
 
 
+_CREATED_ALL = "s3:ObjectCreated:*"
+_REMOVED_ALL = "s3:ObjectRemoved:*"
+# EventBridge's "reason" for each event type S3 sends it.
+_REASONS = {
+    "s3:ObjectCreated:Put": "PutObject",
+    "s3:ObjectCreated:Post": "POST Object",
+    "s3:ObjectCreated:Copy": "CopyObject",
+    "s3:ObjectCreated:CompleteMultipartUpload": "CompleteMultipartUpload",
+    "s3:ObjectRemoved:Delete": "DeleteObject",
+    "s3:ObjectRemoved:DeleteMarkerCreated": "DeleteObject",
+}
+
+
+def bus_entry(event: ObjectEvent, owner_id: str, sequencer: str) -> bytes:
+    """The PutEvents entry S3 puts on the default bus for ``event`` (source ``aws.s3``, detail-type ``Object
+    Created`` / ``Object Deleted``, the bucket's ARN as resource; the key as it is, not form-encoded)."""
+    created = event.event_name.startswith("s3:ObjectCreated:")
+    obj: dict[str, Any] = {"key": event.key}
+    if event.size is not None:
+        obj["size"] = event.size
+    if event.etag is not None:
+        obj["etag"] = event.etag
+    if event.version_id is not None:
+        obj["version-id"] = event.version_id
+    obj["sequencer"] = sequencer
+    detail: dict[str, Any] = {
+        "version": "0",
+        "bucket": {"name": event.bucket},
+        "object": obj,
+        "request-id": event.request_id,
+        "requester": owner_id,
+        "source-ip-address": event.source_ip,
+        "reason": _REASONS.get(event.event_name, "PutObject"),
+    }
+    if not created:
+        marker = event.event_name == "s3:ObjectRemoved:DeleteMarkerCreated"
+        detail["deletion-type"] = "Delete Marker Created" if marker else "Permanently Deleted"
+    entry = {
+        "Source": "aws.s3",
+        "DetailType": "Object Created" if created else "Object Deleted",
+        "Detail": json.dumps(detail, separators=(",", ":")),
+        "Resources": [f"arn:aws:s3:::{event.bucket}"],
+    }
+    return json.dumps(entry, separators=(",", ":")).encode()
+
+
 @dataclasses.dataclass(frozen=True)
 class ObjectEvent:
     """What happened to an object, for the notifications it matches: ``event_name`` with its ``s3:`` prefix;
@@ -336,6 +382,9 @@ def matching_payloads(
     stamp = time.time() if at is None else at
     for target in targets:
         if not target.matches(event.event_name, event.key):
+            continue
+        if target.kind == "bus":
+            out.append((target, bus_entry(event, owner_id, sequencer.next())))
             continue
         record = event_record(
             event_name=event.event_name,
