@@ -30,14 +30,11 @@ SendMessage-to-handler-start p50 <= 10 ms with no batching window.
 from __future__ import annotations
 
 import argparse
-import io
 import json
-import sqlite3
 import sys
 import tempfile
 import threading
 import time
-import zipfile
 from pathlib import Path
 from typing import Any
 
@@ -52,13 +49,14 @@ from invoke import (
     ROLE,
     SECRET_ACCESS_KEY,
     SelflessServer,
+    handler_zip,
     lambda_client,
     machine_info,
     percentile,
     wait_configured,
     wait_until,
 )
-from sqs import server_cpu
+from sqs import floor, server_cpu
 
 FUNCTION = "bench-esm"
 HANDLER_SOURCE = '''"""Benchmark handler: prints when it started for each record that carries a send time."""
@@ -75,15 +73,6 @@ def handler(event, context):
 '''
 
 
-def handler_zip() -> bytes:
-    buf = io.BytesIO()
-    with zipfile.ZipFile(buf, "w", zipfile.ZIP_DEFLATED) as zf:
-        info = zipfile.ZipInfo("app.py", date_time=(2024, 1, 1, 0, 0, 0))
-        info.external_attr = 0o644 << 16
-        zf.writestr(info, HANDLER_SOURCE)
-    return buf.getvalue()
-
-
 def client(service: str, port: int) -> Any:
     return boto3.client(
         service,
@@ -93,28 +82,6 @@ def client(service: str, port: int) -> Any:
         aws_secret_access_key=SECRET_ACCESS_KEY,
         config=Config(retries={"max_attempts": 1}, connect_timeout=10, read_timeout=60, max_pool_connections=32),
     )
-
-
-def commit_floor(data_dir: Path, seconds: float) -> float:
-    """Rows per second, committed 10 per durable transaction."""
-    path = data_dir / "bench-esm-floor.db"
-    db = sqlite3.connect(path, isolation_level=None)
-    try:
-        db.execute("PRAGMA journal_mode=WAL")
-        db.execute("PRAGMA synchronous=FULL")
-        db.execute("CREATE TABLE m (id INTEGER PRIMARY KEY, body BLOB)")
-        rows = 0
-        start = time.perf_counter()
-        while time.perf_counter() - start < seconds:
-            db.execute("BEGIN IMMEDIATE")
-            db.executemany("INSERT INTO m (body) VALUES (?)", [(b"x" * 64,) for _ in range(10)])
-            db.execute("COMMIT")
-            rows += 10
-        return rows / (time.perf_counter() - start)
-    finally:
-        db.close()
-        for suffix in ("", "-wal", "-shm"):
-            Path(f"{path}{suffix}").unlink(missing_ok=True)
 
 
 def sqs_event(n: int) -> bytes:
@@ -262,13 +229,13 @@ def main(argv: list[str] | None = None) -> int:
                 Runtime="python3.11",
                 Role=ROLE,
                 Handler="app.handler",
-                Code={"ZipFile": handler_zip()},
+                Code={"ZipFile": handler_zip(HANDLER_SOURCE)},
                 Timeout=30,
                 MemorySize=1769,  # one full vCPU, as bench/invoke.py gives its functions
             )
             wait_configured(lam, FUNCTION)
             result: dict[str, Any] = {"machine": machine_info(), "args": vars(args) | {"json": None}}
-            floor_rows = commit_floor(data_dir, args.floor_seconds)
+            floor_rows = floor(data_dir, args.floor_seconds, 64)
             result["floor_commit_msgs_s"] = floor_rows / 2
             result["floor_invoke_msgs_s"] = invoke_floor(port, args.floor_seconds, args.concurrency) * 10
 

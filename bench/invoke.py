@@ -362,12 +362,13 @@ def clean_python(venv_dir: Path) -> tuple[Path, str]:
 # ---------------------------------------------------------------------------------------------- deploy
 
 
-def handler_zip() -> bytes:
+def handler_zip(source: str = HANDLER_SOURCE) -> bytes:
+    """A zip of ``app.py`` holding ``source`` (the echo handler by default)."""
     buf = io.BytesIO()
     with zipfile.ZipFile(buf, "w", zipfile.ZIP_DEFLATED) as zf:
         info = zipfile.ZipInfo("app.py", date_time=(2024, 1, 1, 0, 0, 0))
         info.external_attr = 0o644 << 16
-        zf.writestr(info, HANDLER_SOURCE)
+        zf.writestr(info, source)
     return buf.getvalue()
 
 
