@@ -74,8 +74,8 @@ _MESSAGE_INDEXES = (
     # (the in-flight quota, a FIFO queue's blocked groups) without the delayed or never-received ones, and a
     # send does not write to it.
     "CREATE INDEX IF NOT EXISTS sqs_messages_received ON sqs_messages(queue, visible_at) WHERE receive_count > 0",
-    # Retention: the oldest messages of a queue found without reading the others.
-    "CREATE INDEX IF NOT EXISTS sqs_messages_by_age ON sqs_messages(queue, sent)",
+    # Retention reads the (queue, seq) index (EXPIRE_SQL): an index by age cost every send and delete a write.
+    "DROP INDEX IF EXISTS sqs_messages_by_age",
 )
 _MESSAGE_COLUMNS = (
     "seq, queue, message_id, body, sent, visible_at, doc, group_id, dedup_id, receive_count, first_received, receipt"
@@ -102,8 +102,15 @@ IN_FLIGHT_SQL = (
     "SELECT COUNT(*) FROM (SELECT 1 FROM sqs_messages INDEXED BY sqs_messages_received"
     " WHERE queue = ? AND visible_at > ? AND receive_count > 0 LIMIT ?)"
 )
-# Retention: the expired messages of a queue, found by age.
-EXPIRE_SQL = "DELETE FROM sqs_messages WHERE queue = ? AND sent < ?"
+# Retention: the expired messages of a queue (parameters: the queue, the oldest ``sent`` kept), off the (queue,
+# seq) index: seq grows with the time a message was sent, so the expired ones are the oldest seqs, up to the
+# first one kept, and only those are read. A message sent a moment before one of a lower seq (or before a step
+# back of the clock) is left, and dropped when a receive or a move reads it: no expired message is returned.
+EXPIRE_SQL = (
+    "DELETE FROM sqs_messages WHERE seq IN (SELECT seq FROM sqs_messages INDEXED BY sqs_messages_by_queue"
+    " WHERE queue = ?1 AND sent < ?2 AND seq < COALESCE((SELECT seq FROM sqs_messages INDEXED BY"
+    " sqs_messages_by_queue WHERE queue = ?1 AND sent >= ?2 ORDER BY seq LIMIT 1), 9223372036854775807))"
+)
 
 
 def _queue_of(row: tuple[Any, ...]) -> Queue:
@@ -307,6 +314,9 @@ class SqliteQueueStore:
                     if len(taken) >= limit:
                         break
                     m = _message_of(row)
+                    if m.sent < expire_before:  # one EXPIRE_SQL left behind a lower seq: dropped, never returned
+                        db.execute("DELETE FROM sqs_messages WHERE seq = ?", (m.seq,))
+                        continue
                     if fifo and m.group_id in blocked:
                         continue
                     if redrive is not None and m.receive_count >= redrive.max_receives:
@@ -504,6 +514,9 @@ class SqliteQueueStore:
                 found: Message | None = None
                 for candidate in db.execute(MOVE_SQL, (task.source, now, task.last_seq)):  # as far as needed
                     m = _message_of(candidate)
+                    if m.sent < now - retention:  # as in a receive: dropped, never moved
+                        db.execute("DELETE FROM sqs_messages WHERE seq = ?", (m.seq,))
+                        continue
                     if m.group_id is None or m.group_id not in blocked:
                         found = m
                         break
