@@ -321,6 +321,27 @@ def test_a_move_task_drops_expired_messages_instead_of_moving_them(make: Any) ->
     run(scenario)
 
 
+def test_an_expired_message_behind_a_kept_one_is_neither_received_nor_moved(make: Any) -> None:
+    """id3 was sent before id2 but stored after it: retention stops at id2 (kept), yet a receive or a move that
+    reads id3 drops it."""
+
+    async def scenario() -> None:
+        store, base = await make()
+        await store.create_queue(queue("dlq", MessageRetentionPeriod="60"))
+        await store.create_queue(queue("dest"))
+        await store.send("dlq", [msg(1, sent=100), msg(2, sent=150, delay=100), msg(3, sent=110)], 0)
+        assert await store.start_move(task(destination="dest"), 10) is not None
+        assert await store.move_one("t1", 200, "x", PREFIX) == (Step.DONE, None)  # id2 is delayed, id3 expired
+        assert await store.counts("dlq", 200) == (0, 0, 1) and await store.counts("dest", 200) == (0, 0, 0)
+        await store.create_queue(queue())
+        await store.send("q", [msg(4, sent=150, delay=100), msg(5, sent=110)], 0)
+        assert await store.receive("q", 200, 10, 30, tokens(10), False, 140) == []
+        assert await store.counts("q", 200) == (0, 0, 1)
+        await base.close()
+
+    run(scenario)
+
+
 def test_cancel_is_exact_and_the_history_is_bounded(make: Any) -> None:
     async def scenario() -> None:
         store, base = await make()
