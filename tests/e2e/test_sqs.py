@@ -4,6 +4,7 @@ a dead-letter queue, and durability across kill -9."""
 
 from __future__ import annotations
 
+import base64
 import concurrent.futures
 import hashlib
 import json
@@ -154,6 +155,28 @@ def test_send_receive_delete_with_attributes_and_checksums(sqs: Any, queue: str)
     assert all_attrs["ApproximateNumberOfMessages"] == all_attrs["ApproximateNumberOfMessagesNotVisible"] == "0"
     with pytest.raises(sqs.exceptions.ReceiptHandleIsInvalid):
         sqs.delete_message(QueueUrl=queue, ReceiptHandle="forged")
+
+
+def test_a_handle_of_the_earlier_format_is_refused_cleanly(sqs: Any, queue: str) -> None:
+    """Handles once named the message by its id (queue, message id, token); handles now carry its seq. One of
+    the old shape, even with the message's real id and token, is ReceiptHandleIsInvalid and changes nothing."""
+    sqs.send_message(QueueUrl=queue, MessageBody="kept")
+    (m,) = sqs.receive_message(QueueUrl=queue, VisibilityTimeout=1)["Messages"]
+    name, seq, token = base64.urlsafe_b64decode(m["ReceiptHandle"]).decode().split("\n")
+    assert seq.isdigit()
+    old = base64.urlsafe_b64encode(f"{name}\n{m['MessageId']}\n{token}".encode()).decode()
+    for bad in (old, base64.urlsafe_b64encode(f"{name}\n-1\n{token}".encode()).decode()):
+        with pytest.raises(sqs.exceptions.ReceiptHandleIsInvalid):
+            sqs.delete_message(QueueUrl=queue, ReceiptHandle=bad)
+        with pytest.raises(sqs.exceptions.ReceiptHandleIsInvalid):
+            sqs.change_message_visibility(QueueUrl=queue, ReceiptHandle=bad, VisibilityTimeout=0)
+        deleted = sqs.delete_message_batch(QueueUrl=queue, Entries=[{"Id": "a", "ReceiptHandle": bad}])
+        assert [f["Code"] for f in deleted["Failed"]] == ["ReceiptHandleIsInvalid"]
+    deadline = time.monotonic() + 30
+    while "Messages" not in (again := sqs.receive_message(QueueUrl=queue, WaitTimeSeconds=1)):
+        assert time.monotonic() < deadline
+    assert [x["Body"] for x in again["Messages"]] == ["kept"]  # not deleted by the old handle
+    sqs.delete_message(QueueUrl=queue, ReceiptHandle=again["Messages"][0]["ReceiptHandle"])
 
 
 def test_message_limits_and_bad_parameters(sqs: Any, queue: str) -> None:

@@ -1,11 +1,13 @@
 """Attacks on the built-in queue service: more long-polling receives than the server lets wait (each one past
 the bound is refused at once, never queued, and the waiting ones end by their deadline or a send), messages and
 batches past the size limits, a body that is not JSON, a query-protocol form of endless fields, more message
-move tasks than may run at once and an endless history of them, and a queue policy grown without end by
-AddPermission. The server stays healthy throughout."""
+move tasks than may run at once and an endless history of them, a queue policy grown without end by
+AddPermission, and forged receipt handles (a seq past SQLite's integers, signs, spaces, another queue's name).
+The server stays healthy throughout."""
 
 from __future__ import annotations
 
+import base64
 import concurrent.futures
 import json
 import time
@@ -203,4 +205,37 @@ def test_add_permission_cannot_grow_a_policy_without_end(bounded: Server) -> Non
     policy = sqs.get_queue_attributes(QueueUrl=url, AttributeNames=["Policy"])["Attributes"]["Policy"]
     assert added > 50 and len(json.loads(policy)["Statement"]) == added and len(policy) <= 20_480
     sqs.send_message(QueueUrl=url, MessageBody="still fine")
+    assert healthy(bounded)
+
+
+def test_forged_receipt_handles_are_refused_and_change_nothing(bounded: Server) -> None:
+    """A handle is the service's own format (queue name, message seq, receipt token): forged ones, with a seq
+    no SQLite integer holds or not a plain number, are ReceiptHandleIsInvalid (never a 500), and the message
+    stays in flight for its real handle."""
+    sqs: Any = bounded.client("sqs")
+    url = sqs.create_queue(QueueName="forged")["QueueUrl"]
+    sqs.send_message(QueueUrl=url, MessageBody="real")
+    (m,) = sqs.receive_message(QueueUrl=url, VisibilityTimeout=60)["Messages"]
+    name, seq, token = base64.urlsafe_b64decode(m["ReceiptHandle"]).decode().split("\n")
+    forged = [
+        f"{name}\n{'9' * 40}\n{token}",
+        f"{name}\n{'9' * 19}\n{token}",
+        f"{name}\n-{seq}\n{token}",
+        f"{name}\n {seq}\n{token}",
+        f"{name}\n{seq}_0\n{token}",
+        f"{name}\n\u0663\n{token}",  # a digit, but not an ASCII one
+        f"other\n{seq}\n{token}",
+        f"{name}\n{seq}\n{token}\nmore",
+    ]
+    for text in forged:
+        handle = base64.urlsafe_b64encode(text.encode()).decode()
+        code, status, _ = error_of(sqs.delete_message, QueueUrl=url, ReceiptHandle=handle)
+        assert (code, status) == ("ReceiptHandleIsInvalid", 400), text
+        code, status, _ = error_of(
+            sqs.change_message_visibility, QueueUrl=url, ReceiptHandle=handle, VisibilityTimeout=0
+        )
+        assert (code, status) == ("ReceiptHandleIsInvalid", 400), text
+    attributes = sqs.get_queue_attributes(QueueUrl=url, AttributeNames=["All"])["Attributes"]
+    assert attributes["ApproximateNumberOfMessagesNotVisible"] == "1"
+    sqs.delete_message(QueueUrl=url, ReceiptHandle=m["ReceiptHandle"])
     assert healthy(bounded)

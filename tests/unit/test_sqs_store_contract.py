@@ -98,15 +98,18 @@ def test_receipts_must_be_the_latest(make: Any) -> None:
     async def scenario() -> None:
         store, base = await make()
         await store.create_queue(queue())
-        await store.send("q", [msg(1)], 0)
-        await store.receive("q", 100, 1, 10, ["old"], False, 0)
+        (sent,) = await store.send("q", [msg(1)], 0)
+        (got,) = await store.receive("q", 100, 1, 10, ["old"], False, 0)
+        assert got.seq == sent.seq  # messages are addressed by their seq
         await store.receive("q", 111, 1, 10, ["new"], False, 0)
-        assert await store.change_visibility("q", [("id1", "old", 200)], 112) == [Outcome.STALE]
-        assert await store.delete("q", [("id1", "old")]) == [Outcome.STALE]
-        assert await store.change_visibility("q", [("id1", "new", 112)], 112) == [Outcome.DONE]
-        assert await store.change_visibility("q", [("id1", "new", 150)], 113) == [Outcome.NOT_IN_FLIGHT]
-        assert await store.delete("q", [("id1", "new")]) == [Outcome.DONE]
-        assert await store.delete("q", [("id1", "new")]) == [Outcome.GONE]
+        one = sent.seq
+        assert await store.change_visibility("q", [(one, "old", 200)], 112) == [Outcome.STALE]
+        assert await store.delete("q", [(one, "old")]) == [Outcome.STALE]
+        assert await store.delete("other", [(one, "new")]) == [Outcome.GONE]  # another queue's seq
+        assert await store.change_visibility("q", [(one, "new", 112)], 112) == [Outcome.DONE]
+        assert await store.change_visibility("q", [(one, "new", 150)], 113) == [Outcome.NOT_IN_FLIGHT]
+        assert await store.delete("q", [(one, "new")]) == [Outcome.DONE]
+        assert await store.delete("q", [(one, "new")]) == [Outcome.GONE]
         await base.close()
 
     run(scenario)
@@ -116,9 +119,9 @@ def test_batches_answer_each_handle(make: Any) -> None:
     async def scenario() -> None:
         store, base = await make()
         await store.create_queue(queue())
-        await store.send("q", [msg(1), msg(2), msg(3)], 0)
+        s1, s2, s3 = (s.seq for s in await store.send("q", [msg(1), msg(2), msg(3)], 0))
         await store.receive("q", 100, 3, 30, ["a", "b", "c"], False, 0)
-        changes = [("id1", "a", 100), ("id2", "wrong", 100), ("nope", "x", 100), ("id3", "c", 200)]
+        changes = [(s1, "a", 100.0), (s2, "wrong", 100.0), (s3 + 1000, "x", 100.0), (s3, "c", 200.0)]
         assert await store.change_visibility("q", changes, 101) == [
             Outcome.DONE,
             Outcome.STALE,
@@ -126,7 +129,7 @@ def test_batches_answer_each_handle(make: Any) -> None:
             Outcome.DONE,
         ]
         assert await store.counts("q", 101) == (1, 2, 0)
-        handles = [("id2", "b"), ("id3", "stale"), ("id3", "c"), ("id3", "c")]
+        handles = [(s2, "b"), (s3, "stale"), (s3, "c"), (s3, "c")]
         assert await store.delete("q", handles) == [Outcome.DONE, Outcome.STALE, Outcome.DONE, Outcome.GONE]
         assert await store.counts("q", 101) == (1, 0, 0)
         await base.close()
@@ -162,7 +165,7 @@ def test_fifo_groups_and_deduplication(make: Any) -> None:
         assert [m.message_id for m in first] == ["id1"]
         rest = await store.receive("f.fifo", 100, 10, 30, tokens(10), True, 0)
         assert [m.message_id for m in rest] == ["id3"]  # group a is blocked by id1 in flight
-        assert await store.delete("f.fifo", [("id1", "t")]) == [Outcome.DONE]
+        assert await store.delete("f.fifo", [(first[0].seq, "t")]) == [Outcome.DONE]
         assert [m.message_id for m in await store.receive("f.fifo", 100, 10, 30, tokens(10), True, 0)] == ["id2"]
         # The window: an id remembered past its message's deletion, forgotten once older than dedup_since.
         assert (await store.send("f.fifo", [msg(5, group="a", dedup="d1")], 0))[0].duplicate
@@ -177,10 +180,11 @@ def test_redrive_and_retention(make: Any) -> None:
         store, base = await make()
         await store.create_queue(queue())
         await store.create_queue(queue("dlq"))
-        await store.send("q", [msg(1), msg(2, sent=10)], 0)
+        await store.send("q", [msg(0, sent=20), msg(1), msg(2, sent=10)], 0)
         redrive = Redrive(1, "dlq", "arn:q")
         got = await store.receive("q", 100, 10, 0, tokens(10), False, 50, redrive)
-        assert [m.message_id for m in got] == ["id1"]  # id2 was past its retention
+        assert [m.message_id for m in got] == ["id1"]  # id0 and id2 (behind id1 in seq) were past their retention
+        assert await store.counts("q", 100) == (1, 0, 0)
         assert await store.receive("q", 101, 10, 0, tokens(10), False, 50, redrive) == []
         moved = await store.receive("dlq", 101, 10, 30, tokens(10), False, 0)
         assert [(m.message_id, m.source_arn) for m in moved] == [("id1", "arn:q")]
@@ -317,6 +321,27 @@ def test_a_move_task_drops_expired_messages_instead_of_moving_them(make: Any) ->
     run(scenario)
 
 
+def test_an_expired_message_behind_a_kept_one_is_neither_received_nor_moved(make: Any) -> None:
+    """id3 was sent before id2 but stored after it: retention stops at id2 (kept), yet a receive or a move that
+    reads id3 drops it."""
+
+    async def scenario() -> None:
+        store, base = await make()
+        await store.create_queue(queue("dlq", MessageRetentionPeriod="60"))
+        await store.create_queue(queue("dest"))
+        await store.send("dlq", [msg(1, sent=100), msg(2, sent=150, delay=100), msg(3, sent=110)], 0)
+        assert await store.start_move(task(destination="dest"), 10) is not None
+        assert await store.move_one("t1", 200, "x", PREFIX) == (Step.DONE, None)  # id2 is delayed, id3 expired
+        assert await store.counts("dlq", 200) == (0, 0, 1) and await store.counts("dest", 200) == (0, 0, 0)
+        await store.create_queue(queue())
+        await store.send("q", [msg(4, sent=150, delay=100), msg(5, sent=110)], 0)
+        assert await store.receive("q", 200, 10, 30, tokens(10), False, 140) == []
+        assert await store.counts("q", 200) == (0, 0, 1)
+        await base.close()
+
+    run(scenario)
+
+
 def test_cancel_is_exact_and_the_history_is_bounded(make: Any) -> None:
     async def scenario() -> None:
         store, base = await make()
@@ -357,16 +382,89 @@ def test_a_running_task_survives_a_reopen(make: Any) -> None:
     run(scenario)
 
 
+# The messages table as the first versions made it: a UNIQUE (indexed) message id.
+_OLD_MESSAGES = """
+CREATE TABLE sqs_messages (
+    seq            INTEGER PRIMARY KEY AUTOINCREMENT,
+    queue          TEXT NOT NULL,
+    message_id     TEXT NOT NULL UNIQUE,
+    body           TEXT NOT NULL,
+    sent           REAL NOT NULL,
+    visible_at     REAL NOT NULL,
+    doc            TEXT NOT NULL,
+    group_id       TEXT,
+    dedup_id       TEXT,
+    receive_count  INTEGER NOT NULL DEFAULT 0,
+    first_received REAL,
+    receipt        TEXT
+);
+CREATE INDEX sqs_messages_by_queue ON sqs_messages(queue, seq);
+CREATE INDEX sqs_messages_by_age ON sqs_messages(queue, sent);
+"""
+
+
+def test_a_database_of_the_earlier_schema_is_rebuilt_with_its_messages(tmp_path: Path) -> None:
+    """Opening a database whose messages table indexes message ids rebuilds it without that index: every
+    message kept (seq, id, body, receive state, document), the seq counter not reset (a seq is never handed
+    out twice, FIFO sequence numbers keep growing), and the store works on it; a second open changes nothing."""
+    path = tmp_path / "meta.db"
+    db = sqlite3.connect(path)
+    db.executescript(_OLD_MESSAGES)
+    doc = '{"md5_body":"m","sender":"s","attributes":{"a":{"DataType":"String","StringValue":"v"}}}'
+    db.executemany(
+        "INSERT INTO sqs_messages(seq, queue, message_id, body, sent, visible_at, doc, group_id, dedup_id,"
+        " receive_count, first_received, receipt) VALUES (?,?,?,?,?,?,?,?,?,?,?,?)",
+        [
+            (1, "q", "id1", "one", 100.0, 100.0, doc, None, None, 0, None, None),
+            (2, "q", "id2", "two", 101.0, 500.0, doc, None, None, 1, 101.0, "tok"),
+            (3, "q", "id3", "three", 102.0, 102.0, doc, None, None, 0, None, None),
+        ],
+    )
+    db.execute("UPDATE sqlite_sequence SET seq = 7 WHERE name = 'sqs_messages'")  # seqs 4-7 sent and deleted
+    db.commit()
+    db.close()
+
+    async def scenario() -> None:
+        store, base = await _sqlite(tmp_path)
+        await store.create_queue(queue())
+        assert await store.counts("q", 200) == (2, 1, 0)
+        assert await store.change_visibility("q", [(2, "tok", 200.0)], 150) == [Outcome.DONE]  # by seq now
+        got = await store.receive("q", 200, 10, 30, tokens(10), False, 0)
+        assert [(m.seq, m.message_id, m.body, m.receive_count) for m in got] == [
+            (1, "id1", "one", 1),
+            (2, "id2", "two", 2),
+            (3, "id3", "three", 1),
+        ]
+        assert got[0].attributes == {"a": {"DataType": "String", "StringValue": "v"}} and got[0].md5_body == "m"
+        assert (await store.send("q", [msg(9)], 0))[0].seq == 8
+        assert await store.delete("q", [(1, "t0")]) == [Outcome.DONE]
+        await base.close()
+        store, base = await _sqlite(tmp_path)  # a second open: nothing to rebuild, nothing lost
+        assert await store.counts("q", 200) == (1, 2, 0) and await store.counts("q", 10_000) == (3, 0, 0)
+        assert (await store.send("q", [msg(10)], 0))[0].seq == 9
+        await base.close()
+
+    run(scenario)
+    db = sqlite3.connect(path)
+    indexes = {row[1]: row[3] for row in db.execute("PRAGMA index_list(sqs_messages)")}
+    db.close()
+    assert "u" not in indexes.values(), indexes
+    assert {"sqs_messages_by_queue", "sqs_messages_received"} <= set(indexes), indexes
+
+
 def test_the_sqlite_store_reads_a_deep_queue_without_sorting_or_scanning_it() -> None:
     """A receive takes the first visible messages in sending order straight off an index, retention finds
     the expired ones by age, and the in-flight count reads received messages only: none reads (or sorts)
     every message of a deep queue."""
     db = sqlite3.connect(":memory:")
     db.executescript(queue_sqlite._SCHEMA)
+    for statement in queue_sqlite._MESSAGE_INDEXES:
+        db.execute(statement)
     receive = db.execute("EXPLAIN QUERY PLAN " + queue_sqlite.RECEIVE_SQL, ("q", 1.0)).fetchall()
     assert not any("TEMP B-TREE" in str(row) for row in receive), receive
     expire = db.execute("EXPLAIN QUERY PLAN " + queue_sqlite.EXPIRE_SQL, ("q", 1.0)).fetchall()
-    assert any("sqs_messages_by_age" in str(row) for row in expire), expire
+    assert all("SCAN sqs_messages" not in str(row) or "INDEX" in str(row) for row in expire), expire
+    assert any("sqs_messages_by_queue (queue=? AND seq<?)" in str(row) for row in expire), expire
     in_flight = db.execute("EXPLAIN QUERY PLAN " + queue_sqlite.IN_FLIGHT_SQL, ("q", 1.0, 10)).fetchall()
     assert any("sqs_messages_received" in str(row) for row in in_flight), in_flight
     move = db.execute("EXPLAIN QUERY PLAN " + queue_sqlite.MOVE_SQL, ("q", 1.0, 5)).fetchall()

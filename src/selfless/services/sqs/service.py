@@ -814,7 +814,7 @@ class QueueService:
                 future.set_result(None)
 
     def _received(self, queue: Queue, m: Message, system: set[str], names: list[str]) -> dict[str, Any]:
-        handle = base64.urlsafe_b64encode(f"{queue.name}\n{m.message_id}\n{m.receipt}".encode()).decode()
+        handle = base64.urlsafe_b64encode(f"{queue.name}\n{m.seq}\n{m.receipt}".encode()).decode()
         out: dict[str, Any] = {
             "MessageId": m.message_id,
             "ReceiptHandle": handle,
@@ -1021,16 +1021,19 @@ class QueueService:
 
     # -- after receiving -------------------------------------------------------------------------------------
 
-    def _handle(self, queue: Queue, handle: Any) -> tuple[str, str]:
+    def _handle(self, queue: Queue, handle: Any) -> tuple[int, str]:
+        """A receipt handle's (message seq, receipt token): the service's own opaque format, the queue's name,
+        the message's seq and the token of its receive. Anything else (a handle of an earlier version, which
+        named the message by its id) is ReceiptHandleIsInvalid."""
         if not isinstance(handle, str) or not handle:
             raise E.missing_parameter("ReceiptHandle")
         try:
-            name, message_id, token = base64.urlsafe_b64decode(handle.encode()).decode().split("\n")
+            name, seq, token = base64.urlsafe_b64decode(handle.encode()).decode().split("\n")
         except (binascii.Error, ValueError, UnicodeError):
             raise E.receipt_invalid(handle) from None
-        if name != queue.name or not message_id or not token:
+        if name != queue.name or not (seq.isascii() and seq.isdigit() and len(seq) <= 18) or not token:
             raise E.receipt_invalid(handle)
-        return message_id, token
+        return int(seq), token
 
     async def delete_message(self, p: Mapping[str, Any], call: Call) -> dict[str, Any]:
         queue = await self._queue(p)
@@ -1041,7 +1044,7 @@ class QueueService:
     async def delete_message_batch(self, p: Mapping[str, Any], call: Call) -> dict[str, Any]:
         queue = await self._queue(p)
         successful, failed = [], []
-        handles: list[tuple[str, str]] = []
+        handles: list[tuple[int, str]] = []
         for entry in _batch_entries(p.get("Entries")):
             try:
                 handles.append(self._handle(queue, entry.get("ReceiptHandle")))
@@ -1052,9 +1055,9 @@ class QueueService:
             await self._store.delete(queue.name, handles)  # one commit for the batch
         return {"Successful": successful, "Failed": failed}
 
-    def _change(self, queue: Queue, entry: Mapping[str, Any], now: float) -> tuple[str, str, float]:
+    def _change(self, queue: Queue, entry: Mapping[str, Any], now: float) -> tuple[int, str, float]:
         """The store's change for one ChangeMessageVisibility entry (the entry's refusal raised)."""
-        message_id, token = self._handle(queue, entry.get("ReceiptHandle"))
+        seq, token = self._handle(queue, entry.get("ReceiptHandle"))
         seconds = entry.get("VisibilityTimeout")
         if seconds is None:
             raise E.missing_parameter("VisibilityTimeout")
@@ -1062,7 +1065,7 @@ class QueueService:
             raise E.invalid_parameter(
                 f"Value {seconds} for parameter VisibilityTimeout is invalid. Reason: Must be between 0 and 43200."
             )
-        return message_id, token, now + seconds
+        return seq, token, now + seconds
 
     @staticmethod
     def _check_change(outcome: Outcome, entry: Mapping[str, Any]) -> None:
@@ -1082,7 +1085,7 @@ class QueueService:
     async def change_message_visibility_batch(self, p: Mapping[str, Any], call: Call) -> dict[str, Any]:
         queue, now = await self._queue(p), self._clock()
         failed: list[dict[str, Any]] = []
-        valid: list[tuple[Mapping[str, Any], tuple[str, str, float]]] = []
+        valid: list[tuple[Mapping[str, Any], tuple[int, str, float]]] = []
         entries = _batch_entries(p.get("Entries"))
         for entry in entries:
             try:

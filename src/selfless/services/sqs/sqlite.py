@@ -12,18 +12,13 @@ from typing import Any
 from selfless.services.sqs.store import InFlightLimit, Message, MoveTask, Outcome, Queue, Redrive, Sent, Step
 from selfless.store.sqlite import SqliteStore, transaction
 
-_SCHEMA = """
-CREATE TABLE IF NOT EXISTS sqs_queues (
-    name       TEXT PRIMARY KEY,
-    created    REAL NOT NULL,
-    modified   REAL NOT NULL,
-    attributes TEXT NOT NULL,
-    tags       TEXT NOT NULL
-);
-CREATE TABLE IF NOT EXISTS sqs_messages (
+_MESSAGES_TABLE = """
+CREATE TABLE IF NOT EXISTS {name} (
+    -- Messages are addressed by seq (receipt handles carry it): message ids are random UUIDs, and an index on
+    -- them cost a random B-tree page per message sent (databases of earlier versions are rebuilt on open).
     seq            INTEGER PRIMARY KEY AUTOINCREMENT,
     queue          TEXT NOT NULL,
-    message_id     TEXT NOT NULL UNIQUE,
+    message_id     TEXT NOT NULL,
     body           TEXT NOT NULL,
     sent           REAL NOT NULL,
     visible_at     REAL NOT NULL,
@@ -34,14 +29,17 @@ CREATE TABLE IF NOT EXISTS sqs_messages (
     first_received REAL,
     receipt        TEXT
 );
-CREATE INDEX IF NOT EXISTS sqs_messages_by_queue ON sqs_messages(queue, seq);
--- Messages received at least once, by when they are visible again: the in-flight ones are a range of it (the
--- in-flight quota, a FIFO queue's blocked groups) without the delayed or never-received ones, and a send
--- does not write to it.
-CREATE INDEX IF NOT EXISTS sqs_messages_received ON sqs_messages(queue, visible_at) WHERE receive_count > 0;
+"""
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS sqs_queues (
+    name       TEXT PRIMARY KEY,
+    created    REAL NOT NULL,
+    modified   REAL NOT NULL,
+    attributes TEXT NOT NULL,
+    tags       TEXT NOT NULL
+);
+{messages}
 DROP INDEX IF EXISTS sqs_messages_by_visibility;
--- Retention: the oldest messages of a queue found without reading the others.
-CREATE INDEX IF NOT EXISTS sqs_messages_by_age ON sqs_messages(queue, sent);
 -- A FIFO queue's deduplication ids, kept for their window even after their message is deleted.
 CREATE TABLE IF NOT EXISTS sqs_dedup (
     queue      TEXT NOT NULL,
@@ -68,7 +66,20 @@ CREATE TABLE IF NOT EXISTS sqs_move_tasks (
 );
 CREATE INDEX IF NOT EXISTS sqs_move_tasks_by_source ON sqs_move_tasks(source);
 CREATE INDEX IF NOT EXISTS sqs_move_tasks_by_status ON sqs_move_tasks(status);
-"""
+""".replace("{messages}", _MESSAGES_TABLE.format(name="sqs_messages"))
+# The messages table's indexes, made after any rebuild of the table (``_rebuild_messages``).
+_MESSAGE_INDEXES = (
+    "CREATE INDEX IF NOT EXISTS sqs_messages_by_queue ON sqs_messages(queue, seq)",
+    # Messages received at least once, by when they are visible again: the in-flight ones are a range of it
+    # (the in-flight quota, a FIFO queue's blocked groups) without the delayed or never-received ones, and a
+    # send does not write to it.
+    "CREATE INDEX IF NOT EXISTS sqs_messages_received ON sqs_messages(queue, visible_at) WHERE receive_count > 0",
+    # Retention reads the (queue, seq) index (EXPIRE_SQL): an index by age cost every send and delete a write.
+    "DROP INDEX IF EXISTS sqs_messages_by_age",
+)
+_MESSAGE_COLUMNS = (
+    "seq, queue, message_id, body, sent, visible_at, doc, group_id, dedup_id, receive_count, first_received, receipt"
+)
 _TASK_COLUMNS = "task_id, source, destination, rate, started, status, to_move, moved, failure, last_seq"
 _NO_QUEUE = "AWS.SimpleQueueService.NonExistentQueue"
 _DEFAULT_RETENTION_S = 345_600
@@ -91,8 +102,15 @@ IN_FLIGHT_SQL = (
     "SELECT COUNT(*) FROM (SELECT 1 FROM sqs_messages INDEXED BY sqs_messages_received"
     " WHERE queue = ? AND visible_at > ? AND receive_count > 0 LIMIT ?)"
 )
-# Retention: the expired messages of a queue, found by age.
-EXPIRE_SQL = "DELETE FROM sqs_messages WHERE queue = ? AND sent < ?"
+# Retention: the expired messages of a queue (parameters: the queue, the oldest ``sent`` kept), off the (queue,
+# seq) index: seq grows with the time a message was sent, so the expired ones are the oldest seqs, up to the
+# first one kept, and only those are read. A message sent a moment before one of a lower seq (or before a step
+# back of the clock) is left, and dropped when a receive or a move reads it: no expired message is returned.
+EXPIRE_SQL = (
+    "DELETE FROM sqs_messages WHERE seq IN (SELECT seq FROM sqs_messages INDEXED BY sqs_messages_by_queue"
+    " WHERE queue = ?1 AND sent < ?2 AND seq < COALESCE((SELECT seq FROM sqs_messages INDEXED BY"
+    " sqs_messages_by_queue WHERE queue = ?1 AND sent >= ?2 ORDER BY seq LIMIT 1), 9223372036854775807))"
+)
 
 
 def _queue_of(row: tuple[Any, ...]) -> Queue:
@@ -139,6 +157,25 @@ def _doc(m: Message) -> str:
     return json.dumps(doc, separators=(",", ":"))
 
 
+def _rebuild_messages(db: sqlite3.Connection) -> None:
+    """A messages table of an earlier version (a UNIQUE message id, indexed) rebuilt without that index, in
+    the caller's transaction: every message kept with its seq, and the seq counter kept where it was (FIFO
+    sequence numbers and move tasks' ``last_seq`` stay valid; no seq is handed out twice)."""
+    if not any(row[3] == "u" for row in db.execute("PRAGMA index_list(sqs_messages)")):
+        return
+    counter = db.execute("SELECT seq FROM sqlite_sequence WHERE name = 'sqs_messages'").fetchone()
+    db.execute("DROP TABLE IF EXISTS sqs_messages_rebuilt")
+    db.execute(_MESSAGES_TABLE.format(name="sqs_messages_rebuilt"))
+    db.execute(
+        f"INSERT INTO sqs_messages_rebuilt({_MESSAGE_COLUMNS}) SELECT {_MESSAGE_COLUMNS} FROM sqs_messages ORDER BY seq"
+    )
+    db.execute("DROP TABLE sqs_messages")  # its indexes with it; the caller makes them again
+    db.execute("ALTER TABLE sqs_messages_rebuilt RENAME TO sqs_messages")
+    if counter is not None:
+        db.execute("DELETE FROM sqlite_sequence WHERE name = 'sqs_messages'")
+        db.execute("INSERT INTO sqlite_sequence(name, seq) VALUES ('sqs_messages', ?)", (counter[0],))
+
+
 def _task_of(row: tuple[Any, ...]) -> MoveTask:
     return MoveTask(*row)
 
@@ -148,7 +185,14 @@ class SqliteQueueStore:
         self._store = store
 
     async def open(self) -> None:
-        await self._store.call(lambda db: db.executescript(_SCHEMA) and None)
+        def q(db: sqlite3.Connection) -> None:
+            db.executescript(_SCHEMA)
+            with transaction(db):
+                _rebuild_messages(db)
+                for statement in _MESSAGE_INDEXES:
+                    db.execute(statement)
+
+        await self._store.call(q)
 
     async def create_queue(self, queue: Queue) -> Queue:
         def q(db: sqlite3.Connection) -> Queue:
@@ -270,6 +314,9 @@ class SqliteQueueStore:
                     if len(taken) >= limit:
                         break
                     m = _message_of(row)
+                    if m.sent < expire_before:  # one EXPIRE_SQL left behind a lower seq: dropped, never returned
+                        db.execute("DELETE FROM sqs_messages WHERE seq = ?", (m.seq,))
+                        continue
                     if fifo and m.group_id in blocked:
                         continue
                     if redrive is not None and m.receive_count >= redrive.max_receives:
@@ -310,31 +357,29 @@ class SqliteQueueStore:
             (redrive.target, now, _doc(moved), dedup, m.seq),
         )
 
-    async def delete(self, queue: str, handles: Sequence[tuple[str, str]]) -> list[Outcome]:
-        def one(db: sqlite3.Connection, message_id: str, receipt: str) -> Outcome:
-            row = db.execute(
-                "SELECT receipt FROM sqs_messages WHERE queue = ? AND message_id = ?", (queue, message_id)
-            ).fetchone()
+    async def delete(self, queue: str, handles: Sequence[tuple[int, str]]) -> list[Outcome]:
+        def one(db: sqlite3.Connection, seq: int, receipt: str) -> Outcome:
+            row = db.execute("SELECT receipt FROM sqs_messages WHERE seq = ? AND queue = ?", (seq, queue)).fetchone()
             if row is None:
                 return Outcome.GONE
             if row[0] != receipt:
                 return Outcome.STALE
-            db.execute("DELETE FROM sqs_messages WHERE queue = ? AND message_id = ?", (queue, message_id))
+            db.execute("DELETE FROM sqs_messages WHERE seq = ?", (seq,))
             return Outcome.DONE
 
         def q(db: sqlite3.Connection) -> list[Outcome]:
             with transaction(db):
-                return [one(db, message_id, receipt) for message_id, receipt in handles]
+                return [one(db, seq, receipt) for seq, receipt in handles]
 
         return await self._store.grouped(q)
 
     async def change_visibility(
-        self, queue: str, changes: Sequence[tuple[str, str, float]], now: float
+        self, queue: str, changes: Sequence[tuple[int, str, float]], now: float
     ) -> list[Outcome]:
-        def one(db: sqlite3.Connection, message_id: str, receipt: str, visible_at: float) -> Outcome:
+        def one(db: sqlite3.Connection, seq: int, receipt: str, visible_at: float) -> Outcome:
             row = db.execute(
-                "SELECT receipt, visible_at, receive_count FROM sqs_messages WHERE queue = ? AND message_id = ?",
-                (queue, message_id),
+                "SELECT receipt, visible_at, receive_count FROM sqs_messages WHERE seq = ? AND queue = ?",
+                (seq, queue),
             ).fetchone()
             if row is None:
                 return Outcome.GONE
@@ -342,10 +387,7 @@ class SqliteQueueStore:
                 return Outcome.STALE
             if row[1] <= now or row[2] == 0:
                 return Outcome.NOT_IN_FLIGHT
-            db.execute(
-                "UPDATE sqs_messages SET visible_at = ? WHERE queue = ? AND message_id = ?",
-                (visible_at, queue, message_id),
-            )
+            db.execute("UPDATE sqs_messages SET visible_at = ? WHERE seq = ?", (visible_at, seq))
             return Outcome.DONE
 
         def q(db: sqlite3.Connection) -> list[Outcome]:
@@ -472,6 +514,9 @@ class SqliteQueueStore:
                 found: Message | None = None
                 for candidate in db.execute(MOVE_SQL, (task.source, now, task.last_seq)):  # as far as needed
                     m = _message_of(candidate)
+                    if m.sent < now - retention:  # as in a receive: dropped, never moved
+                        db.execute("DELETE FROM sqs_messages WHERE seq = ?", (m.seq,))
+                        continue
                     if m.group_id is None or m.group_id not in blocked:
                         found = m
                         break

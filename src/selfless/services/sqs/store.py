@@ -31,7 +31,8 @@ class Queue:
 
 @dataclasses.dataclass(frozen=True)
 class Message:
-    """One message. ``seq`` orders a queue's messages (the FIFO sequence number); ``visible_at`` is when it
+    """One message. ``seq`` orders a queue's messages (the FIFO sequence number) and addresses the message
+    (receipt handles carry it); ``visible_at`` is when it
     may next be received (its delay, or the end of its visibility window); ``receipt`` is the token of its
     latest receive (a handle that carries another is stale)."""
 
@@ -156,15 +157,15 @@ class QueueStore(Protocol):
         is read, never more than that many rows, before any is taken; a receive may end a little past it)."""
         ...
 
-    async def delete(self, queue: str, handles: Sequence[tuple[str, str]]) -> list[Outcome]:
-        """Delete each (message id, receipt token) whose token is the message's current one, all in one commit
+    async def delete(self, queue: str, handles: Sequence[tuple[int, str]]) -> list[Outcome]:
+        """Delete each (message seq, receipt token) whose token is the message's current one, all in one commit
         (a batch of ten is one durable write, not ten); the i-th outcome is the i-th handle's."""
         ...
 
     async def change_visibility(
-        self, queue: str, changes: Sequence[tuple[str, str, float]], now: float
+        self, queue: str, changes: Sequence[tuple[int, str, float]], now: float
     ) -> list[Outcome]:
-        """Set each in-flight (message id, receipt token, visible at) message's visibility, in one commit; the
+        """Set each in-flight (message seq, receipt token, visible at) message's visibility, in one commit; the
         i-th outcome is the i-th change's."""
         ...
 
