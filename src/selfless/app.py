@@ -38,6 +38,7 @@ from selfless.events.sqs import BuiltinQueueSource
 from selfless.events.targets import Targets
 from selfless.events.webhooks import Webhooks
 from selfless.function_urls.configs import FunctionUrls
+from selfless.function_urls.serving import FunctionUrlServer
 from selfless.functions import FunctionRegistry
 from selfless.httpserver import ConnectionBudget, Handler, HttpServer
 from selfless.invocation.destinations import Destinations
@@ -313,6 +314,7 @@ class App:
             scheduler=SchedulerApi(self.schedules),
             events=EventsApi(self.rules, self.event_bus),
             sns=self.sns_api,
+            function_urls=FunctionUrlServer(settings, self.function_urls, self.invocations, self.permissions),
         )
         self.http = self._http_server(
             self.front.handle,

@@ -2,14 +2,24 @@
 
 from __future__ import annotations
 
+import base64
+import http.client
+import json
 import re
-from collections.abc import Callable
+import time
+import urllib.parse
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from typing import Any
 
 import pytest
+from botocore.auth import SigV4Auth
+from botocore.awsrequest import AWSRequest
+from botocore.credentials import Credentials
 from botocore.exceptions import ClientError, ParamValidationError
 
-from tests.conftest import make_zip
+from tests.conftest import ACCESS_KEY, SECRET_KEY, Server, deploy, make_zip
+from tests.e2e.test_awscli import aws
 
 ECHO = "def handler(event, context):\n    return event\n"
 URL = re.compile(r"http://([a-z0-9]{32})\.lambda-url\.us-east-1\.localhost:(\d+)/")
@@ -145,3 +155,344 @@ def test_errors(lam: Any, lam_unvalidated: Any, make_function: Callable[..., str
         lam.update_function_url_config(FunctionName=name, InvokeMode="RESPONSE_STREAM")
     assert error_code(exc) == "InvalidParameterValueException"
     assert lam.get_function_url_config(FunctionName=name)["InvokeMode"] == "BUFFERED"
+
+
+# -- serving -----------------------------------------------------------------------------------------------
+
+ROUTES = """
+import base64, json
+
+
+def handler(event, context):
+    path = event["rawPath"]
+    if path.startswith("/echo"):
+        return {"statusCode": 200, "headers": {"content-type": "application/json"}, "body": json.dumps(event)}
+    if path == "/status":
+        return {
+            "statusCode": 201,
+            "headers": {"x-custom": "yes", "content-type": "text/plain", "Access-Control-Allow-Origin": "https://x.example"},
+            "cookies": ["a=1; Path=/", "b=2"],
+            "body": "created",
+        }
+    if path == "/b64":
+        body = base64.b64encode(bytes(range(256))).decode()
+        return {"statusCode": 200, "headers": {"content-type": "image/png"}, "body": body, "isBase64Encoded": True}
+    if path == "/bare":
+        return {"k": [1, 2]}
+    if path == "/string":
+        return "hello"
+    if path == "/error":
+        raise ValueError("boom")
+    if path == "/big":
+        return "x" * (7 * 1024 * 1024)
+    return event
+"""
+
+
+@dataclass
+class Answer:
+    status: int
+    headers: list[tuple[str, str]]
+    body: bytes
+
+    def header(self, name: str) -> str | None:
+        found = [v for k, v in self.headers if k.lower() == name.lower()]
+        return found[0] if found else None
+
+    def all(self, name: str) -> list[str]:
+        return [v for k, v in self.headers if k.lower() == name.lower()]
+
+    def json(self) -> Any:
+        return json.loads(self.body)
+
+
+def call(
+    server: Server,
+    method: str,
+    target: str,
+    *,
+    host: str | None = None,
+    body: bytes = b"",
+    headers: list[tuple[str, str]] | None = None,
+) -> Answer:
+    """One plain HTTP request to the server (``host``: the Host header to send, for the virtual-host form)."""
+    conn = http.client.HTTPConnection("127.0.0.1", server.port, timeout=120)
+    try:
+        conn.putrequest(method, target, skip_host=host is not None, skip_accept_encoding=True)
+        if host is not None:
+            conn.putheader("Host", host)
+        for name, value in headers or []:
+            conn.putheader(name, value)
+        conn.putheader("Content-Length", str(len(body)))
+        conn.endheaders(body)
+        response = conn.getresponse()
+        return Answer(response.status, response.getheaders(), response.read())
+    finally:
+        conn.close()
+
+
+def signed_headers(url: str, method: str = "GET", body: bytes = b"", service: str = "lambda") -> list[tuple[str, str]]:
+    request = AWSRequest(method=method, url=url, data=body)
+    SigV4Auth(Credentials(ACCESS_KEY, SECRET_KEY), service, "us-east-1").add_auth(request)
+    return [(k, v) for k, v in request.headers.items() if k.lower() != "host"]
+
+
+def host_of(url: str) -> str:
+    return urllib.parse.urlsplit(url).netloc
+
+
+def url_id(url: str) -> str:
+    return urllib.parse.urlsplit(url).hostname.split(".")[0]  # type: ignore[union-attr]
+
+
+def make_public(lam: Any, name: str, **qualified: str) -> None:
+    """The two statements a public (AuthType NONE) URL needs since October 2025."""
+    lam.add_permission(
+        FunctionName=name,
+        StatementId="url",
+        Action="lambda:InvokeFunctionUrl",
+        Principal="*",
+        FunctionUrlAuthType="NONE",
+        **qualified,
+    )
+    lam.add_permission(
+        FunctionName=name,
+        StatementId="invoke",
+        Action="lambda:InvokeFunction",
+        Principal="*",
+        InvokedViaFunctionUrl=True,
+        **qualified,
+    )
+
+
+@pytest.fixture(scope="module")
+def public(lam: Any) -> Iterator[str]:
+    """A function serving ROUTES on a public URL with a CORS configuration; its URL."""
+    name = deploy(lam, ROUTES)
+    url = lam.create_function_url_config(
+        FunctionName=name,
+        AuthType="NONE",
+        Cors={
+            "AllowOrigins": ["https://app.example"],
+            "AllowMethods": ["GET", "POST"],
+            "AllowHeaders": ["x-token"],
+            "ExposeHeaders": ["x-custom"],
+            "MaxAge": 300,
+        },
+    )["FunctionUrl"]
+    make_public(lam, name)
+    yield str(url)
+    lam.delete_function(FunctionName=name)
+
+
+def test_none_needs_both_public_statements(server: Server, lam: Any, make_function: Callable[..., str]) -> None:
+    name = make_function(ROUTES)
+    url = lam.create_function_url_config(FunctionName=name, AuthType="NONE")["FunctionUrl"]
+    forbidden = call(server, "GET", "/echo", host=host_of(url))
+    assert forbidden.status == 403
+    assert forbidden.json()["Message"].startswith("Forbidden")
+    lam.add_permission(
+        FunctionName=name,
+        StatementId="url",
+        Action="lambda:InvokeFunctionUrl",
+        Principal="*",
+        FunctionUrlAuthType="NONE",
+    )
+    assert call(server, "GET", "/echo", host=host_of(url)).status == 403  # lambda:InvokeFunction is missing
+    lam.add_permission(
+        FunctionName=name,
+        StatementId="invoke",
+        Action="lambda:InvokeFunction",
+        Principal="*",
+        InvokedViaFunctionUrl=True,
+    )
+    assert call(server, "GET", "/echo", host=host_of(url)).status == 200
+    assert call(server, "GET", f"/lambda-url/{url_id(url)}/echo").status == 200
+    # A statement for AuthType AWS_IAM does not open a URL whose AuthType is NONE.
+    lam.remove_permission(FunctionName=name, StatementId="url")
+    lam.add_permission(
+        FunctionName=name,
+        StatementId="url",
+        Action="lambda:InvokeFunctionUrl",
+        Principal="*",
+        FunctionUrlAuthType="AWS_IAM",
+    )
+    assert call(server, "GET", "/echo", host=host_of(url)).status == 403
+    # An unknown URL id is not found; a deleted URL stops answering.
+    assert call(server, "GET", "/lambda-url/" + "0" * 32 + "/").status == 404
+    lam.delete_function_url_config(FunctionName=name)
+    assert call(server, "GET", f"/lambda-url/{url_id(url)}/echo").status == 404
+
+
+def test_aws_iam_needs_a_lambda_signature(server: Server, lam: Any, make_function: Callable[..., str]) -> None:
+    name = make_function(ROUTES)
+    url = lam.create_function_url_config(FunctionName=name, AuthType="AWS_IAM")["FunctionUrl"]
+    make_public(lam, name)  # a public policy does not make an AWS_IAM URL public
+    unsigned = call(server, "GET", "/echo", host=host_of(url))
+    assert unsigned.status == 403
+    assert unsigned.json()["Message"].startswith("Forbidden")
+    body = b'{"x": 1}'
+    headers = [*signed_headers(url.rstrip("/") + "/echo?q=1", "POST", body), ("Content-Type", "application/json")]
+    answer = call(server, "POST", "/echo?q=1", host=host_of(url), body=body, headers=headers)
+    assert answer.status == 200, answer.body
+    event = answer.json()
+    iam = event["requestContext"]["authorizer"]["iam"]
+    assert iam["accessKey"] == ACCESS_KEY
+    assert iam["accountId"] == "000000000000"
+    assert {"callerId", "userArn", "userId"} <= set(iam)
+    assert event["body"] == '{"x": 1}'
+    # Signed for another service, or with a body that is not the one signed: refused.
+    other = signed_headers(url.rstrip("/") + "/echo", service="s3")
+    assert call(server, "GET", "/echo", host=host_of(url), headers=other).status == 403
+    tampered = signed_headers(url.rstrip("/") + "/echo", "POST", b"one")
+    assert call(server, "POST", "/echo", host=host_of(url), body=b"two", headers=tampered).status == 403
+    # The path form, signed as sent.
+    path_url = f"{server.endpoint}/lambda-url/{url_id(url)}/echo"
+    assert call(server, "GET", f"/lambda-url/{url_id(url)}/echo", headers=signed_headers(path_url)).status == 200
+
+
+def test_the_event_is_payload_format_2(server: Server, public: str) -> None:
+    answer = call(
+        server,
+        "POST",
+        "/echo/a%20b?a=1&a=2&b=&c=x%20y",
+        host=host_of(public),
+        body="héllo".encode(),
+        headers=[
+            ("Content-Type", "text/plain; charset=utf-8"),
+            ("X-Multi", "one"),
+            ("X-Multi", "two"),
+            ("Cookie", "s=1; t=2"),
+            ("User-Agent", "furl-test/1"),
+        ],
+    )
+    assert answer.status == 200, answer.body
+    event = answer.json()
+    assert event["version"] == "2.0"
+    assert event["routeKey"] == "$default"
+    assert event["rawPath"] == "/echo/a%20b"
+    assert event["rawQueryString"] == "a=1&a=2&b=&c=x%20y"
+    assert event["queryStringParameters"] == {"a": "1,2", "b": "", "c": "x y"}
+    assert event["cookies"] == ["s=1", "t=2"]
+    assert event["headers"]["x-multi"] == "one,two"
+    assert event["headers"]["content-type"] == "text/plain; charset=utf-8"
+    assert "cookie" not in event["headers"]
+    assert all(k == k.lower() for k in event["headers"])
+    assert event["body"] == "héllo"
+    assert event["isBase64Encoded"] is False
+    assert "pathParameters" not in event and "stageVariables" not in event
+    context = event["requestContext"]
+    uid = url_id(public)
+    assert context["apiId"] == uid == context["domainPrefix"]
+    assert context["domainName"] == f"{uid}.lambda-url.us-east-1.localhost"
+    assert context["accountId"] == "anonymous"
+    assert "authorizer" not in context
+    assert context["http"] == {
+        "method": "POST",
+        "path": "/echo/a b",
+        "protocol": "HTTP/1.1",
+        "sourceIp": "127.0.0.1",
+        "userAgent": "furl-test/1",
+    }
+    assert context["routeKey"] == "$default" and context["stage"] == "$default"
+    assert re.fullmatch(r"\d\d/[A-Z][a-z]{2}/\d{4}:\d\d:\d\d:\d\d \+0000", context["time"])
+    assert abs(context["timeEpoch"] / 1000 - time.time()) < 300
+    assert context["requestId"]
+
+    # A binary body travels base64-encoded; no body, no query: those members are absent.
+    binary = bytes(range(256))
+    event = call(
+        server,
+        "PUT",
+        f"/lambda-url/{uid}/echo",
+        body=binary,
+        headers=[("Content-Type", "application/octet-stream")],
+    ).json()
+    assert event["isBase64Encoded"] is True
+    assert base64.b64decode(event["body"]) == binary
+    assert event["rawPath"] == "/echo"
+    event = call(server, "GET", f"/lambda-url/{uid}/echo").json()
+    assert "body" not in event and "queryStringParameters" not in event and "cookies" not in event
+    assert event["rawQueryString"] == ""
+
+
+def test_response_mapping(server: Server, public: str) -> None:
+    host = host_of(public)
+    status = call(server, "GET", "/status", host=host)
+    assert status.status == 201
+    assert status.body == b"created"
+    assert status.header("x-custom") == "yes"
+    assert status.header("content-type") == "text/plain"
+    assert status.all("set-cookie") == ["a=1; Path=/", "b=2"]
+
+    b64 = call(server, "GET", "/b64", host=host)
+    assert b64.status == 200
+    assert b64.body == bytes(range(256))
+    assert b64.header("content-type") == "image/png"
+
+    bare = call(server, "GET", "/bare", host=host)
+    assert bare.status == 200
+    assert bare.header("content-type") == "application/json"
+    assert json.loads(bare.body) == {"k": [1, 2]}
+
+    text = call(server, "GET", "/string", host=host)
+    assert (text.status, text.body, text.header("content-type")) == (200, b"hello", "application/json")
+
+    error = call(server, "GET", "/error", host=host)
+    assert error.status == 502
+    assert error.body == b"Internal Server Error"
+
+
+def test_cors(server: Server, public: str) -> None:
+    host = host_of(public)
+    preflight = call(
+        server,
+        "OPTIONS",
+        "/status",
+        host=host,
+        headers=[("Origin", "https://app.example"), ("Access-Control-Request-Method", "POST")],
+    )
+    assert preflight.status == 200
+    assert preflight.header("access-control-allow-origin") == "https://app.example"
+    assert preflight.header("access-control-allow-methods") == "GET,POST"
+    assert preflight.header("access-control-allow-headers") == "x-token"
+    assert preflight.header("access-control-max-age") == "300"
+    other = call(
+        server,
+        "OPTIONS",
+        "/status",
+        host=host,
+        headers=[("Origin", "https://other.example"), ("Access-Control-Request-Method", "POST")],
+    )
+    assert other.status == 200 and other.header("access-control-allow-origin") is None
+
+    # On a response: the URL's CORS headers, in place of those the function set itself.
+    answer = call(server, "GET", "/status", host=host, headers=[("Origin", "https://app.example")])
+    assert answer.all("access-control-allow-origin") == ["https://app.example"]
+    assert answer.header("access-control-expose-headers") == "x-custom"
+    answer = call(server, "GET", "/status", host=host, headers=[("Origin", "https://other.example")])
+    assert answer.header("access-control-allow-origin") is None
+
+
+def test_aws_cli(server: Server, lam: Any, make_function: Callable[..., str]) -> None:
+    name = make_function(ROUTES)
+    created = json.loads(
+        aws(server, "lambda", "create-function-url-config", "--function-name", name, "--auth-type", "NONE").stdout
+    )
+    url = created["FunctionUrl"]
+    assert URL.fullmatch(url)
+    aws(
+        server, "lambda", "add-permission", "--function-name", name, "--statement-id", "url",
+        "--action", "lambda:InvokeFunctionUrl", "--principal", "*", "--function-url-auth-type", "NONE",
+    )  # fmt: skip
+    aws(
+        server, "lambda", "add-permission", "--function-name", name, "--statement-id", "invoke",
+        "--action", "lambda:InvokeFunction", "--principal", "*", "--invoked-via-function-url",
+    )  # fmt: skip
+    answer = call(server, "GET", "/string", host=host_of(url))
+    assert (answer.status, answer.body) == (200, b"hello")
+    listed = json.loads(aws(server, "lambda", "list-function-url-configs", "--function-name", name).stdout)
+    assert [c["FunctionUrl"] for c in listed["FunctionUrlConfigs"]] == [url]
+    aws(server, "lambda", "delete-function-url-config", "--function-name", name)
+    missing = aws(server, "lambda", "get-function-url-config", "--function-name", name, check=False)
+    assert missing.returncode != 0 and "ResourceNotFoundException" in missing.stderr
