@@ -265,9 +265,15 @@ def make_public(lam: Any, name: str, **qualified: str) -> None:
     )
 
 
+@dataclass
+class Public:
+    name: str
+    url: str
+
+
 @pytest.fixture(scope="module")
-def public(lam: Any) -> Iterator[str]:
-    """A function serving ROUTES on a public URL with a CORS configuration; its URL."""
+def public(lam: Any) -> Iterator[Public]:
+    """A function serving ROUTES on a public URL with a CORS configuration."""
     name = deploy(lam, ROUTES)
     url = lam.create_function_url_config(
         FunctionName=name,
@@ -281,7 +287,7 @@ def public(lam: Any) -> Iterator[str]:
         },
     )["FunctionUrl"]
     make_public(lam, name)
-    yield str(url)
+    yield Public(name, str(url))
     lam.delete_function(FunctionName=name)
 
 
@@ -351,12 +357,12 @@ def test_aws_iam_needs_a_lambda_signature(server: Server, lam: Any, make_functio
     assert call(server, "GET", f"/lambda-url/{url_id(url)}/echo", headers=signed_headers(path_url)).status == 200
 
 
-def test_the_event_is_payload_format_2(server: Server, public: str) -> None:
+def test_the_event_is_payload_format_2(server: Server, public: Public) -> None:
     answer = call(
         server,
         "POST",
         "/echo/a%20b?a=1&a=2&b=&c=x%20y",
-        host=host_of(public),
+        host=host_of(public.url),
         body="héllo".encode(),
         headers=[
             ("Content-Type", "text/plain; charset=utf-8"),
@@ -382,7 +388,7 @@ def test_the_event_is_payload_format_2(server: Server, public: str) -> None:
     assert event["isBase64Encoded"] is False
     assert "pathParameters" not in event and "stageVariables" not in event
     context = event["requestContext"]
-    uid = url_id(public)
+    uid = url_id(public.url)
     assert context["apiId"] == uid == context["domainPrefix"]
     assert context["domainName"] == f"{uid}.lambda-url.us-east-1.localhost"
     assert context["accountId"] == "anonymous"
@@ -416,8 +422,8 @@ def test_the_event_is_payload_format_2(server: Server, public: str) -> None:
     assert event["rawQueryString"] == ""
 
 
-def test_response_mapping(server: Server, public: str) -> None:
-    host = host_of(public)
+def test_response_mapping(server: Server, public: Public) -> None:
+    host = host_of(public.url)
     status = call(server, "GET", "/status", host=host)
     assert status.status == 201
     assert status.body == b"created"
@@ -436,15 +442,15 @@ def test_response_mapping(server: Server, public: str) -> None:
     assert json.loads(bare.body) == {"k": [1, 2]}
 
     text = call(server, "GET", "/string", host=host)
-    assert (text.status, text.body, text.header("content-type")) == (200, b"hello", "application/json")
+    assert (text.status, text.body, text.header("content-type")) == (200, b'"hello"', "application/json")
 
     error = call(server, "GET", "/error", host=host)
     assert error.status == 502
     assert error.body == b"Internal Server Error"
 
 
-def test_cors(server: Server, public: str) -> None:
-    host = host_of(public)
+def test_cors(server: Server, public: Public) -> None:
+    host = host_of(public.url)
     preflight = call(
         server,
         "OPTIONS",
@@ -474,6 +480,16 @@ def test_cors(server: Server, public: str) -> None:
     assert answer.header("access-control-allow-origin") is None
 
 
+def test_throttled_and_deactivated(server: Server, lam: Any, public: Public) -> None:
+    """AWS's way to deactivate a URL: reserved concurrency 0, every request then 429."""
+    lam.put_function_concurrency(FunctionName=public.name, ReservedConcurrentExecutions=0)
+    try:
+        assert call(server, "GET", "/bare", host=host_of(public.url)).status == 429
+    finally:
+        lam.delete_function_concurrency(FunctionName=public.name)
+    assert call(server, "GET", "/bare", host=host_of(public.url)).status == 200
+
+
 def test_aws_cli(server: Server, lam: Any, make_function: Callable[..., str]) -> None:
     name = make_function(ROUTES)
     created = json.loads(
@@ -490,7 +506,7 @@ def test_aws_cli(server: Server, lam: Any, make_function: Callable[..., str]) ->
         "--action", "lambda:InvokeFunction", "--principal", "*", "--invoked-via-function-url",
     )  # fmt: skip
     answer = call(server, "GET", "/string", host=host_of(url))
-    assert (answer.status, answer.body) == (200, b"hello")
+    assert (answer.status, answer.body) == (200, b'"hello"')
     listed = json.loads(aws(server, "lambda", "list-function-url-configs", "--function-name", name).stdout)
     assert [c["FunctionUrl"] for c in listed["FunctionUrlConfigs"]] == [url]
     aws(server, "lambda", "delete-function-url-config", "--function-name", name)

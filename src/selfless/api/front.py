@@ -29,7 +29,7 @@ from selfless.api.lambda_api import CodeUrls, LambdaApi
 from selfless.api.logs_api import LogsApi
 from selfless.api.payload import Payload, open_payload
 from selfless.errors import AuthError, UnsupportedOperation
-from selfless.function_urls.serving import is_function_url
+from selfless.function_urls.serving import is_function_url, too_large_for_url
 from selfless.httpserver import Request, Response
 from selfless.observability.metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
 from selfless.observability.metrics import Metrics
@@ -234,6 +234,8 @@ class FrontDoor:
         return await self._s3.handle(request, caller, request_id, payload)
 
     def too_large(self, request: Request) -> Response:
+        if self._function_urls is not None and is_function_url(request.headers.get("host"), request.path):
+            return too_large_for_url()
         return self._lambda.too_large(request)
 
 

@@ -81,6 +81,11 @@ def _address(request: Request) -> tuple[str, str] | None:
     return found.group(1), found.group(2) or "/"
 
 
+def too_large_for_url() -> Response:
+    """AWS's answer to a request body past the 6 MB an invocation takes."""
+    return _error(413, b'{"Message":"Request Entity Too Large"}')
+
+
 def _error(status: int, body: bytes, content_type: str = "application/json") -> Response:
     return Response(status, body, [("x-amzn-RequestId", ids.request_id())], content_type=content_type)
 
@@ -105,7 +110,7 @@ class FunctionUrlServer:
         if cors and request.method == "OPTIONS" and "access-control-request-method" in request.headers:
             return _preflight(cors, request.headers)
         if len(request.body) > MAX_SYNC_PAYLOAD:
-            return _error(413, b'{"Message":"Request Entity Too Large"}')
+            return too_large_for_url()
         caller: Caller | None = None
         if config.auth_type == "AWS_IAM":
             try:
@@ -120,7 +125,7 @@ class FunctionUrlServer:
         event = self._event(config, url_id, path, request, caller, request_id)
         payload = json.dumps(event, separators=(",", ":"), ensure_ascii=False).encode()
         if len(payload) > MAX_SYNC_PAYLOAD:  # a binary body grows by a third as base64
-            return _error(413, b'{"Message":"Request Entity Too Large"}')
+            return too_large_for_url()
         invoke = InvokeRequest(
             config.function_name,
             config.qualifier or None,
@@ -134,7 +139,7 @@ class FunctionUrlServer:
         except TooManyRequests:
             return _error(429, b'{"Message":"Rate Exceeded."}')
         except RequestTooLarge:
-            return _error(413, b'{"Message":"Request Entity Too Large"}')
+            return too_large_for_url()
         except SelflessError:
             return _error(502, b"Internal Server Error", "text/plain")
         if result.function_error is not None:
@@ -241,7 +246,8 @@ def _as_text(body: bytes, content_type: str | None) -> str | None:
 def _mapped(payload: bytes) -> Response:
     """The HTTP response for a function's result, as AWS infers it: an object with ``statusCode`` gives the
     status, ``headers``, ``cookies`` (Set-Cookie each), ``body`` (base64-decoded when ``isBase64Encoded``);
-    any other JSON value is a 200 of ``application/json`` whose body is that value (a string's text). A
+    any other JSON value is a 200 of ``application/json`` whose body is that value's JSON (a string with
+    its quotes). A
     result that cannot be read that way is AWS's 502."""
     bad = _error(502, b"Internal Server Error", "text/plain")
     try:
@@ -249,8 +255,7 @@ def _mapped(payload: bytes) -> Response:
     except ValueError:
         return bad
     if not (isinstance(value, dict) and "statusCode" in value):
-        if isinstance(value, str):
-            return Response(200, value.encode(), content_type="application/json")
+        # The output itself, as JSON: a string keeps its quotes (AWS's "Hello, world!" answers 15 bytes).
         return Response(200, payload, content_type="application/json")
     status = value["statusCode"]
     if isinstance(status, bool) or not isinstance(status, int) or not 100 <= status <= 599:
@@ -337,9 +342,21 @@ def _preflight(cors: Mapping[str, Any], headers: Mapping[str, str]) -> Response:
     return response
 
 
+# Which response header each Cors member sets (AllowMethods, AllowHeaders and MaxAge answer preflights).
+_CORS_HEADERS = {
+    "AllowOrigins": "access-control-allow-origin",
+    "ExposeHeaders": "access-control-expose-headers",
+    "AllowCredentials": "access-control-allow-credentials",
+}
+
+
 def _add_cors(response: Response, cors: Mapping[str, Any], origin: str | None) -> None:
-    """The URL's CORS headers on a function's response, in place of any the function set itself."""
-    response.headers = [(k, v) for k, v in response.headers if not k.lower().startswith("access-control-")]
+    """The URL's CORS headers on a function's response. AWS: "If there are conflicting headers, the
+    configured CORS headers on the function URL take precedence", so the function's own headers of the
+    kinds the configuration sets are dropped (even when this origin is not allowed: the configuration
+    decides)."""
+    configured = {header for member, header in _CORS_HEADERS.items() if cors.get(member) is not None}
+    response.headers = [(k, v) for k, v in response.headers if k.lower() not in configured]
     allowed = _origin_allowed(cors, origin)
     if allowed is None:
         return
