@@ -10,6 +10,7 @@ import time
 import urllib.parse
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -18,7 +19,7 @@ from botocore.awsrequest import AWSRequest
 from botocore.credentials import Credentials
 from botocore.exceptions import ClientError, ParamValidationError
 
-from tests.conftest import ACCESS_KEY, SECRET_KEY, Server, deploy, make_zip
+from tests.conftest import ACCESS_KEY, SECRET_KEY, Server, deploy, make_zip, start_server
 from tests.e2e.test_awscli import aws
 
 ECHO = "def handler(event, context):\n    return event\n"
@@ -512,3 +513,47 @@ def test_aws_cli(server: Server, lam: Any, make_function: Callable[..., str]) ->
     aws(server, "lambda", "delete-function-url-config", "--function-name", name)
     missing = aws(server, "lambda", "get-function-url-config", "--function-name", name, check=False)
     assert missing.returncode != 0 and "ResourceNotFoundException" in missing.stderr
+
+
+def test_alias_url_runs_the_alias_with_its_policy(server: Server, lam: Any, make_function: Callable[..., str]) -> None:
+    name = make_function(ROUTES)
+    lam.publish_version(FunctionName=name)
+    lam.create_alias(FunctionName=name, Name="live", FunctionVersion="1")
+    url = lam.create_function_url_config(FunctionName=name, Qualifier="live", AuthType="NONE")["FunctionUrl"]
+    make_public(lam, name)  # the function's policy: not the alias's
+    assert call(server, "GET", "/echo", host=host_of(url)).status == 403
+    make_public(lam, name, Qualifier="live")
+    answer = call(server, "GET", "/echo", host=host_of(url))
+    assert answer.status == 200
+    assert answer.json()["requestContext"]["apiId"] == url_id(url)
+
+
+def test_a_bucket_named_lambda_url_stays_reachable(server: Server) -> None:
+    """The path form yields to requests signed for S3 (path-style addressing of a bucket of that name)."""
+    s3 = server.client("s3")
+    s3.create_bucket(Bucket="lambda-url")
+    key = "a" * 32 + "/object.txt"
+    s3.put_object(Bucket="lambda-url", Key=key, Body=b"kept")
+    assert s3.get_object(Bucket="lambda-url", Key=key)["Body"].read() == b"kept"
+    s3.delete_object(Bucket="lambda-url", Key=key)
+    s3.delete_bucket(Bucket="lambda-url")
+
+
+def test_urls_survive_a_restart(tmp_path: Path) -> None:
+    srv = start_server(tmp_path)
+    try:
+        lam = srv.client()
+        name = deploy(lam, ROUTES)
+        url = lam.create_function_url_config(FunctionName=name, AuthType="NONE")["FunctionUrl"]
+        make_public(lam, name)
+    finally:
+        assert srv.stop() == 0, srv.log()
+    srv = start_server(tmp_path)
+    try:
+        lam = srv.client()
+        again = lam.get_function_url_config(FunctionName=name)["FunctionUrl"]
+        assert url_id(again) == url_id(url)
+        answer = call(srv, "GET", f"/lambda-url/{url_id(url)}/bare")
+        assert answer.status == 200, answer.body
+    finally:
+        assert srv.stop() == 0, srv.log()

@@ -92,3 +92,24 @@ def test_unknown_url_ids(server: Server) -> None:
         answer = call(server, "GET", f"/lambda-url/{i:032d}/", host=None)
         assert answer.status == 404
     assert call(server, "GET", "/health").status == 200
+
+
+FRAMER = """
+def handler(event, context):
+    headers = {"Content-Length": "1", "Transfer-Encoding": "chunked", "x-ok": "yes"}
+    if event["rawPath"] == "/wide":
+        headers["x-wide"] = "\\u20ac"
+    return {"statusCode": 200, "headers": headers, "body": "hello"}
+"""
+
+
+def test_a_function_cannot_frame_the_response(server: Server, lam: Any, make_function: Callable[..., str]) -> None:
+    """Content-Length and Transfer-Encoding are the server's to write (else the body a client reads would be
+    the function's choice: request smuggling towards a proxy); a header HTTP cannot carry is AWS's 502."""
+    url = public_url(lam, make_function(FRAMER))
+    answer = call(server, "GET", "/", host=host_of(url))
+    assert (answer.status, answer.body, answer.header("x-ok")) == (200, b"hello", "yes")
+    assert answer.all("content-length") == ["5"]
+    assert answer.all("transfer-encoding") == []
+    assert call(server, "GET", "/wide", host=host_of(url)).status == 502
+    assert call(server, "GET", "/", host=host_of(url)).status == 200  # the connection and server are fine

@@ -29,7 +29,7 @@ from selfless.api.lambda_api import CodeUrls, LambdaApi
 from selfless.api.logs_api import LogsApi
 from selfless.api.payload import Payload, open_payload
 from selfless.errors import AuthError, UnsupportedOperation
-from selfless.function_urls.serving import is_function_url, too_large_for_url
+from selfless.function_urls.serving import is_function_url, too_large_for_url, url_form
 from selfless.httpserver import Request, Response
 from selfless.observability.metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
 from selfless.observability.metrics import Metrics
@@ -195,10 +195,14 @@ class FrontDoor:
         unsigned form POSTed to a bucket) or is addressed to a bucket's virtual host."""
         if self._s3 is None:
             return False
-        if self._function_urls is not None and is_function_url(headers.get("host"), url):
+        # A function URL's Host is the URL's alone; its path form yields to a request signed for S3 (a
+        # path-style request to a bucket named lambda-url).
+        form = url_form(headers.get("host"), url) if self._function_urls is not None else None
+        if form == "host":
             return False
         authorization = headers.get("authorization")
-        if authorization is None and method == "POST" and _is_upload_form(url, headers, self._s3.bucket_from_host):
+        upload = form is None and authorization is None and method == "POST"
+        if upload and _is_upload_form(url, headers, self._s3.bucket_from_host):
             return True
         if authorization is not None:
             # The warm Invoke path passes here: a substring test first, the regex only for a likely S3 scope.
@@ -208,6 +212,8 @@ class FrontDoor:
             found = _SCOPED_SERVICE.search(urllib.parse.unquote(query)) if "Credential" in query else None
         if found is not None and found.group(1) == "s3":
             return True
+        if form is not None:
+            return False
         if authorization is None and "AWSAccessKeyId=" in url and "Signature=" in url:
             return True  # a URL presigned with S3's older query signature
         host = headers.get("host")

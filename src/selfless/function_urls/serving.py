@@ -51,11 +51,14 @@ from selfless.policies import Policy
 PATH_PREFIX = "/lambda-url/"
 _HOST = re.compile(r"([a-z0-9]{32})\.lambda-url\.[a-z0-9-]+\.localhost(?::\d+)?", re.IGNORECASE)
 _PATH = re.compile(r"/lambda-url/([a-z0-9]{32})(/.*)?", re.DOTALL)
+_PATH_FORM = re.compile(r"/lambda-url/[a-z0-9]{32}(?:[/?]|$)")
 # AWS's words, which its troubleshooting guides quote.
 _FORBIDDEN = (
     b'{"Message":"Forbidden. For troubleshooting Function URL authorization issues, see: '
     b'https://docs.aws.amazon.com/lambda/latest/dg/urls-auth.html"}'
 )
+# Headers that frame the HTTP response, which the server writes itself: a function's are dropped.
+_FRAMING = frozenset({"content-length", "transfer-encoding", "connection", "keep-alive", "upgrade"})
 _TEXT_TYPES = re.compile(r"(text/.*|.*[/+](json|xml|javascript)|application/x-www-form-urlencoded)(;.*)?", re.I)
 
 
@@ -65,9 +68,17 @@ class Policies(Protocol):
     def policy(self, name: str, qualifier: str | None) -> Policy | None: ...
 
 
-def is_function_url(host: str | None, path: str) -> bool:
-    """Whether a request (its Host and raw path) is addressed to a function URL, in either form."""
-    return (host is not None and _HOST.fullmatch(host) is not None) or path.startswith(PATH_PREFIX)
+def url_form(host: str | None, target: str) -> str | None:
+    """How a request (its Host, and its raw path or request target) is addressed to a function URL: "host",
+    "path", or None when it is not."""
+    # Substring tests first: every request's head passes here (the warm Invoke path too).
+    if host is not None and ".lambda-url." in host and _HOST.fullmatch(host) is not None:
+        return "host"
+    return "path" if target.startswith(PATH_PREFIX) and _PATH_FORM.match(target) else None
+
+
+def is_function_url(host: str | None, target: str) -> bool:
+    return url_form(host, target) is not None
 
 
 def _address(request: Request) -> tuple[str, str] | None:
@@ -270,9 +281,10 @@ def _mapped(payload: bytes) -> Response:
         text = _header_text(header)
         if text is None or not _token(str(name)):
             return bad
-        if str(name).lower() == "content-type":
+        lower = str(name).lower()
+        if lower == "content-type":
             content_type = text
-        else:
+        elif lower not in _FRAMING:
             headers.append((str(name), text))
     for cookie in cookies:
         text = _header_text(cookie)
@@ -297,14 +309,20 @@ def _mapped(payload: bytes) -> Response:
 
 def _header_text(value: object) -> str | None:
     """A header value as text (numbers and booleans as JSON writes them); None when it is not one, or holds
-    a line break (which would split the response)."""
+    a line break (which would split the response) or a character HTTP headers cannot carry."""
     if isinstance(value, bool):
         text = "true" if value else "false"
     elif isinstance(value, int | float | str):
         text = str(value)
     else:
         return None
-    return None if "\r" in text or "\n" in text else text
+    if "\r" in text or "\n" in text:
+        return None
+    try:
+        text.encode("latin-1")  # what HTTP/1.1 headers carry (the server writes them so)
+    except UnicodeEncodeError:
+        return None
+    return text
 
 
 def _token(name: str) -> bool:
