@@ -184,6 +184,9 @@ def handler(event, context):
         return "hello"
     if path == "/error":
         raise ValueError("boom")
+    if path == "/sleep":
+        import time
+        time.sleep(30)
     if path == "/big":
         return "x" * (7 * 1024 * 1024)
     return event
@@ -448,6 +451,9 @@ def test_response_mapping(server: Server, public: Public) -> None:
     error = call(server, "GET", "/error", host=host)
     assert error.status == 502
     assert error.body == b"Internal Server Error"
+    assert len(error.all("x-amzn-requestid")) == 1
+    timeout = call(server, "GET", "/sleep", host=host)  # past the function's 3 s
+    assert (timeout.status, timeout.body) == (502, b"Internal Server Error")
 
 
 def test_cors(server: Server, public: Public) -> None:

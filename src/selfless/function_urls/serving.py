@@ -57,6 +57,7 @@ _FORBIDDEN = (
     b'{"Message":"Forbidden. For troubleshooting Function URL authorization issues, see: '
     b'https://docs.aws.amazon.com/lambda/latest/dg/urls-auth.html"}'
 )
+_TOO_LARGE = b'{"Message":"Request Entity Too Large"}'
 # Headers that frame the HTTP response, which the server writes itself: a function's are dropped.
 _FRAMING = frozenset({"content-length", "transfer-encoding", "connection", "keep-alive", "upgrade"})
 _TEXT_TYPES = re.compile(r"(text/.*|.*[/+](json|xml|javascript)|application/x-www-form-urlencoded)(;.*)?", re.I)
@@ -94,11 +95,13 @@ def _address(request: Request) -> tuple[str, str] | None:
 
 def too_large_for_url() -> Response:
     """AWS's answer to a request body past the 6 MB an invocation takes."""
-    return _error(413, b'{"Message":"Request Entity Too Large"}')
+    response = _error(413, _TOO_LARGE)
+    response.headers.append(("x-amzn-RequestId", ids.request_id()))
+    return response
 
 
 def _error(status: int, body: bytes, content_type: str = "application/json") -> Response:
-    return Response(status, body, [("x-amzn-RequestId", ids.request_id())], content_type=content_type)
+    return Response(status, body, content_type=content_type)
 
 
 class FunctionUrlServer:
@@ -111,7 +114,14 @@ class FunctionUrlServer:
         self._permissions = permissions
 
     async def serve(self, request: Request, verifier: SigV4Verifier) -> Response:
-        """The answer to one request to a function URL (``is_function_url`` chose it)."""
+        """The answer to one request to a function URL (``is_function_url`` chose it), with its request id
+        (the invocation's, when there is one)."""
+        request_id = ids.request_id()
+        response = await self._serve(request, verifier, request_id)
+        response.headers.append(("x-amzn-RequestId", request_id))
+        return response
+
+    async def _serve(self, request: Request, verifier: SigV4Verifier, request_id: str) -> Response:
         address = _address(request)
         config = self._urls.by_id(address[0]) if address is not None else None
         if address is None or config is None:
@@ -121,7 +131,7 @@ class FunctionUrlServer:
         if cors and request.method == "OPTIONS" and "access-control-request-method" in request.headers:
             return _preflight(cors, request.headers)
         if len(request.body) > MAX_SYNC_PAYLOAD:
-            return too_large_for_url()
+            return _error(413, _TOO_LARGE)
         caller: Caller | None = None
         if config.auth_type == "AWS_IAM":
             try:
@@ -132,11 +142,10 @@ class FunctionUrlServer:
                 return _error(403, _FORBIDDEN)
         elif not self._public(config):
             return _error(403, _FORBIDDEN)
-        request_id = ids.request_id()
         event = self._event(config, url_id, path, request, caller, request_id)
         payload = json.dumps(event, separators=(",", ":"), ensure_ascii=False).encode()
         if len(payload) > MAX_SYNC_PAYLOAD:  # a binary body grows by a third as base64
-            return too_large_for_url()
+            return _error(413, _TOO_LARGE)
         invoke = InvokeRequest(
             config.function_name,
             config.qualifier or None,
@@ -150,14 +159,13 @@ class FunctionUrlServer:
         except TooManyRequests:
             return _error(429, b'{"Message":"Rate Exceeded."}')
         except RequestTooLarge:
-            return too_large_for_url()
+            return _error(413, _TOO_LARGE)
         except SelflessError:
             return _error(502, b"Internal Server Error", "text/plain")
         if result.function_error is not None:
             response = _error(502, b"Internal Server Error", "text/plain")
         else:
             response = _mapped(result.payload)
-        response.headers.append(("x-amzn-RequestId", request_id))
         if cors:
             _add_cors(response, cors, request.headers.get("origin"))
         return response
@@ -342,7 +350,7 @@ def _origin_allowed(cors: Mapping[str, Any], origin: str | None) -> str | None:
 def _preflight(cors: Mapping[str, Any], headers: Mapping[str, str]) -> Response:
     """AWS's answer to a CORS preflight: 200, with the Access-Control-Allow-* headers when the origin and
     method are allowed (without them, the browser refuses the request)."""
-    response = Response(200, b"", [("x-amzn-RequestId", ids.request_id())], content_type=None)
+    response = Response(200, b"", content_type=None)
     origin = _origin_allowed(cors, headers.get("origin"))
     method = headers.get("access-control-request-method", "").upper()
     methods = [m.upper() for m in cors.get("AllowMethods") or []]
