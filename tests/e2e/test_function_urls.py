@@ -440,6 +440,9 @@ def test_response_mapping(server: Server, public: Public) -> None:
     assert b64.body == bytes(range(256))
     assert b64.header("content-type") == "image/png"
 
+    head = call(server, "HEAD", "/status", host=host)
+    assert (head.status, head.body, head.header("content-length")) == (201, b"", "7")
+
     bare = call(server, "GET", "/bare", host=host)
     assert bare.status == 200
     assert bare.header("content-type") == "application/json"

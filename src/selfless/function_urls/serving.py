@@ -119,6 +119,8 @@ class FunctionUrlServer:
         request_id = ids.request_id()
         response = await self._serve(request, verifier, request_id)
         response.headers.append(("x-amzn-RequestId", request_id))
+        if request.method == "HEAD":  # the length the body would have, and no body
+            response.length, response.body = len(response.body), b""
         return response
 
     async def _serve(self, request: Request, verifier: SigV4Verifier, request_id: str) -> Response:
