@@ -21,6 +21,7 @@ from botocore.exceptions import ClientError, ParamValidationError
 
 from tests.conftest import ACCESS_KEY, SECRET_KEY, Server, deploy, make_zip, start_server
 from tests.e2e.test_awscli import aws
+from tests.e2e.test_wire_exactness import problems
 
 ECHO = "def handler(event, context):\n    return event\n"
 URL = re.compile(r"http://([a-z0-9]{32})\.lambda-url\.us-east-1\.localhost:(\d+)/")
@@ -566,3 +567,49 @@ def test_urls_survive_a_restart(tmp_path: Path) -> None:
         assert answer.status == 200, answer.body
     finally:
         assert srv.stop() == 0, srv.log()
+
+
+def test_every_answer_fits_the_model(server: Server, make_function: Callable[..., str]) -> None:
+    """The raw bodies of every URL configuration operation (and their errors) fit botocore's shapes."""
+    lam = server.client()
+    seen: list[tuple[str, list[str]]] = []
+
+    def check(response_dict: dict[str, Any], operation_model: Any, **_: Any) -> None:
+        body = response_dict.get("body") or b""
+        if "FunctionUrl" not in operation_model.name or not body:
+            return
+        doc = json.loads(body)
+        if response_dict["status_code"] < 300:
+            seen.append((operation_model.name, problems(operation_model.output_shape, doc, operation_model.name)))
+        else:
+            code = response_dict["headers"].get("x-amzn-ErrorType", "").split(":")[0]
+            shapes = {e.name: e for e in operation_model.error_shapes}
+            allowed = {"Type", "message", "Message", "__type"} | set(shapes[code].members if code in shapes else [])
+            seen.append((operation_model.name, [f"{code}: {k}" for k in doc if k not in allowed]))
+
+    lam.meta.events.register("before-parse.lambda.*", check)
+    name = make_function(ECHO)
+    cors = {
+        "AllowCredentials": True,
+        "AllowHeaders": ["x-a"],
+        "AllowMethods": ["*"],
+        "AllowOrigins": ["*"],
+        "ExposeHeaders": ["x-b"],
+        "MaxAge": 10,
+    }
+    lam.create_function_url_config(FunctionName=name, AuthType="AWS_IAM", Cors=cors)
+    lam.get_function_url_config(FunctionName=name)
+    lam.update_function_url_config(FunctionName=name, AuthType="NONE")
+    lam.list_function_url_configs(FunctionName=name, MaxItems=1)
+    with pytest.raises(ClientError):
+        lam.create_function_url_config(FunctionName=name, AuthType="NONE")
+    lam.delete_function_url_config(FunctionName=name)
+    with pytest.raises(ClientError):
+        lam.get_function_url_config(FunctionName=name)
+    assert {op for op, _ in seen} == {
+        "CreateFunctionUrlConfig",
+        "GetFunctionUrlConfig",
+        "UpdateFunctionUrlConfig",
+        "ListFunctionUrlConfigs",
+    }
+    assert [p for _, found in seen for p in found] == []
