@@ -37,6 +37,8 @@ from selfless.events.schedules import Scheduler, ScheduleTimetable
 from selfless.events.sqs import BuiltinQueueSource
 from selfless.events.targets import Targets
 from selfless.events.webhooks import Webhooks
+from selfless.function_urls.configs import FunctionUrls
+from selfless.function_urls.serving import FunctionUrlServer
 from selfless.functions import FunctionRegistry
 from selfless.httpserver import ConnectionBudget, Handler, HttpServer
 from selfless.invocation.destinations import Destinations
@@ -211,6 +213,8 @@ class App:
             self.code_signing,
         )
         self.lambda_api.lineage_of = self._lineage_of
+        self.function_urls = FunctionUrls(settings, self.store, self.registry)
+        self.lambda_api.function_urls = self.function_urls
         self.webhooks = Webhooks(self.store, self.registry, self.events)
         self.s3_meta = SqliteObjectMetadata(self.store)
         self.s3_notifications = NotificationFunctions(
@@ -312,6 +316,7 @@ class App:
             scheduler=SchedulerApi(self.schedules),
             events=EventsApi(self.rules, self.event_bus),
             sns=self.sns_api,
+            function_urls=FunctionUrlServer(settings, self.function_urls, self.invocations, self.permissions),
         )
         self.http = self._http_server(
             self.front.handle,
@@ -334,6 +339,8 @@ class App:
             name, _, qualifier = qualified_name.partition(":")
             self.permissions.forget(name, qualifier or None)
             self.event_configs.forget(name, qualifier or None)
+            if not qualifier:
+                self.function_urls.forget(name, None)
         self.pool.retire(qualified_name, generation)
         self.backend.retire(qualified_name, generation)
 
@@ -365,6 +372,7 @@ class App:
         except ResourceNotFound:
             self.permissions.forget(function_name, alias)
             self.event_configs.forget(function_name, alias)
+            self.function_urls.forget(function_name, alias)
 
     def _new_environment(self, function: Function, env_id: str, provisioned: bool = False) -> Environment:
         runtime = self.runtimes.get(function.runtime or "")
@@ -425,6 +433,7 @@ class App:
         self.pool.start()
         await self.provisioned.load()
         await self.event_configs.load()
+        await self.function_urls.load()
         await self.webhooks.load()
         await self.s3_meta.open()
         await self.sqs_store.open()

@@ -100,6 +100,11 @@ class Permissions:
             await self._save(resource, policy)
             await self._functions.new_revision(name, qualifier)
 
+    def policy(self, name: str, qualifier: str | None) -> Policy | None:
+        """The policy of a function (``qualifier`` None) or of one version or alias of it, as evaluated when
+        it is invoked (a function URL's access); None when it has none."""
+        return self._policies.get(f"function:{name}:{qualifier}" if qualifier else f"function:{name}")
+
     def forget(self, name: str, qualifier: str | None = None) -> None:
         """A function (every policy of it) or one version or alias of it went away; the store deleted its
         policies in the same transaction."""

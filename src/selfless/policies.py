@@ -278,6 +278,15 @@ def allows_service(
     return any(_grants(statement, service, action, context) for statement in policy.statements)
 
 
+def allows_anyone(policy: Policy | None, action: str, context: Mapping[str, str]) -> bool:
+    """Whether ``policy`` lets everyone (principal ``*``) do ``action``, its conditions evaluated against
+    ``context`` ({lower-case condition key: value}); a statement with any other condition key grants nothing,
+    as for ``allows_service``."""
+    if policy is None:
+        return False
+    return any(_grants(statement, "", action, context) for statement in policy.statements)
+
+
 def _grants(statement: Mapping[str, Any], service: str, action: str, context: Mapping[str, str | None]) -> bool:
     if statement.get("Effect") != "Allow":
         return False
@@ -309,9 +318,15 @@ def _glob(pattern: object, value: str) -> bool:
     return re.fullmatch(regex, value, re.DOTALL) is not None
 
 
+def _bool(pattern: str, value: str) -> bool:
+    """IAM compares booleans as strings, without case (AddPermission writes "true" / "false")."""
+    return pattern.lower() == value.lower()
+
+
 _OPERATORS = {
     "StringEquals": lambda pattern, value: pattern == value,
     "StringLike": _glob,
     "ArnEquals": lambda pattern, value: pattern == value,
     "ArnLike": _glob,
+    "Bool": _bool,
 }

@@ -4,7 +4,9 @@ Requests are routed by the service named in their SigV4 credential scope, the wa
 Nothing past ``/health`` and a signed download link is reachable without a valid signature, with one exception
 that carries its signature in its body: S3's browser-based upload (an unsigned ``POST /bucket`` of
 ``multipart/form-data``), whose form holds a policy signed with an access key; the front door hands it, body
-streaming, to the object store with the verifier that checks that signature. A request whose
+streaming, to the object store with the verifier that checks that signature; and function URLs (by Host
+``<url-id>.lambda-url.<region>.localhost``, or by path ``/lambda-url/<url-id>/``), which are public or
+signed as their configuration says (``selfless.function_urls.serving``). A request whose
 signature fails is answered in its service's protocol (JSON 1.1 for CloudWatch Logs and EventBridge, JSON 1.0 for SQS,
 REST-JSON otherwise),
 so that the SDK raises the right exception.
@@ -27,6 +29,7 @@ from selfless.api.lambda_api import CodeUrls, LambdaApi
 from selfless.api.logs_api import LogsApi
 from selfless.api.payload import Payload, open_payload
 from selfless.errors import AuthError, UnsupportedOperation
+from selfless.function_urls.serving import is_function_url, too_large_for_url, url_form
 from selfless.httpserver import Request, Response
 from selfless.observability.metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
 from selfless.observability.metrics import Metrics
@@ -65,6 +68,12 @@ class TopicApi(Protocol):
         ...
 
 
+class FunctionUrlApi(Protocol):
+    """What the front door needs of function URLs (``selfless.function_urls.serving.FunctionUrlServer``)."""
+
+    async def serve(self, request: Request, verifier: SigV4Verifier) -> Response: ...
+
+
 class ObjectStoreApi(Protocol):
     """What the front door needs of the S3 service (``selfless.services.s3.api.S3Api``)."""
 
@@ -97,7 +106,9 @@ class FrontDoor:
         scheduler: SchedulerApi | None = None,
         events: SchedulerApi | None = None,
         sns: TopicApi | None = None,
+        function_urls: FunctionUrlApi | None = None,
     ) -> None:
+        self._function_urls = function_urls
         self._sns = sns
         self._scheduler = scheduler
         self._events = events
@@ -124,6 +135,8 @@ class FrontDoor:
         path = request.path
         if request.stream is not None:
             return self._object_store(request)
+        if self._function_urls is not None and is_function_url(request.headers.get("host"), path):
+            return self._function_urls.serve(request, self._verifier)  # public, or signed as configured
         if request.method == "GET":
             if path == "/health":
                 if not self.ready:
@@ -182,8 +195,14 @@ class FrontDoor:
         unsigned form POSTed to a bucket) or is addressed to a bucket's virtual host."""
         if self._s3 is None:
             return False
+        # A function URL's Host is the URL's alone; its path form yields to a request signed for S3 (a
+        # path-style request to a bucket named lambda-url).
+        form = url_form(headers.get("host"), url) if self._function_urls is not None else None
+        if form == "host":
+            return False
         authorization = headers.get("authorization")
-        if authorization is None and method == "POST" and _is_upload_form(url, headers, self._s3.bucket_from_host):
+        upload = form is None and authorization is None and method == "POST"
+        if upload and _is_upload_form(url, headers, self._s3.bucket_from_host):
             return True
         if authorization is not None:
             # The warm Invoke path passes here: a substring test first, the regex only for a likely S3 scope.
@@ -193,6 +212,8 @@ class FrontDoor:
             found = _SCOPED_SERVICE.search(urllib.parse.unquote(query)) if "Credential" in query else None
         if found is not None and found.group(1) == "s3":
             return True
+        if form is not None:
+            return False
         if authorization is None and "AWSAccessKeyId=" in url and "Signature=" in url:
             return True  # a URL presigned with S3's older query signature
         host = headers.get("host")
@@ -219,6 +240,8 @@ class FrontDoor:
         return await self._s3.handle(request, caller, request_id, payload)
 
     def too_large(self, request: Request) -> Response:
+        if self._function_urls is not None and is_function_url(request.headers.get("host"), request.path):
+            return too_large_for_url()
         return self._lambda.too_large(request)
 
 

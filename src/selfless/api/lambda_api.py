@@ -40,6 +40,7 @@ from selfless.errors import (
 )
 from selfless.events import mappings as esm
 from selfless.events.mappings import EventSourceMappings
+from selfless.function_urls.configs import FunctionUrls
 from selfless.functions import MAX_ZIPPED, FunctionRegistry
 from selfless.httpserver import Request, Response
 from selfless.invocation.events import AsyncInvoker, EventInvokeConfigs
@@ -152,6 +153,8 @@ class LambdaApi:
         self._permissions = permissions
         # Event source mappings: set by the composition root, which builds them after the queue service.
         self.mappings: EventSourceMappings | None = None
+        # Function URL configurations: set by the composition root, which also serves them (front door).
+        self.function_urls: FunctionUrls | None = None
         self._provisioned = provisioned
         self._layers = layers
         self._settings = settings
@@ -223,6 +226,11 @@ class LambdaApi:
             "UpdateEventSourceMapping": self._update_event_source_mapping,
             "DeleteEventSourceMapping": self._delete_event_source_mapping,
             "ListEventSourceMappings": self._list_event_source_mappings,
+            "CreateFunctionUrlConfig": self._create_function_url_config,
+            "GetFunctionUrlConfig": self._get_function_url_config,
+            "UpdateFunctionUrlConfig": self._update_function_url_config,
+            "DeleteFunctionUrlConfig": self._delete_function_url_config,
+            "ListFunctionUrlConfigs": self._list_function_url_configs,
         }
 
     def handle(
@@ -805,6 +813,38 @@ class LambdaApi:
         paging = {**params, "MaxItems": params.get("MaxItems") or 100}
         chosen, marker = _page(found, lambda doc: str(doc["UUID"]), paging)
         doc: dict[str, Any] = {"EventSourceMappings": chosen}
+        if marker is not None:
+            doc["NextMarker"] = marker
+        return _json(doc)
+
+    # -- function URLs ----------------------------------------------------------------------------------------
+
+    def _urls(self) -> FunctionUrls:
+        if self.function_urls is None:
+            raise UnsupportedOperation("Function URLs are not available on this server")
+        return self.function_urls
+
+    async def _create_function_url_config(self, params: dict[str, Any], request: Request) -> Response:
+        urls = self._urls()
+        config = await urls.create(params["FunctionName"], params.get("Qualifier"), params)
+        return _json(urls.shown(config, modified=False), 201)
+
+    async def _get_function_url_config(self, params: dict[str, Any], request: Request) -> Response:
+        urls = self._urls()
+        return _json(urls.shown(urls.get(params["FunctionName"], params.get("Qualifier"))))
+
+    async def _update_function_url_config(self, params: dict[str, Any], request: Request) -> Response:
+        urls = self._urls()
+        return _json(urls.shown(await urls.update(params["FunctionName"], params.get("Qualifier"), params)))
+
+    async def _delete_function_url_config(self, params: dict[str, Any], request: Request) -> Response:
+        await self._urls().delete(params["FunctionName"], params.get("Qualifier"))
+        return Response(204, b"", content_type=None)
+
+    async def _list_function_url_configs(self, params: dict[str, Any], request: Request) -> Response:
+        urls = self._urls()
+        chosen, marker = _page(urls.list(params["FunctionName"]), lambda c: c.url_id, params)
+        doc: dict[str, Any] = {"FunctionUrlConfigs": [urls.shown(c) for c in chosen]}
         if marker is not None:
             doc["NextMarker"] = marker
         return _json(doc)

@@ -120,6 +120,12 @@ class MetadataStore(Protocol):
     async def put_event_invoke_config(self, name: str, qualifier: str, doc: dict[str, Any] | None) -> None:
         """A function's (or version's, alias's) asynchronous invocation configuration; None removes it."""
 
+    async def list_function_url_configs(self) -> list[dict[str, Any]]: ...
+
+    async def put_function_url_config(self, name: str, qualifier: str, doc: dict[str, Any] | None) -> None:
+        """A function's (``qualifier`` "") or alias's function URL configuration; None removes it. Deleting
+        the function, or the alias, deletes it in the same transaction."""
+
     async def list_code_signing_configs(self) -> list[CodeSigningConfig]: ...
 
     async def put_code_signing_config(self, config: CodeSigningConfig) -> None:

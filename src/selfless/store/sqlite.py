@@ -84,6 +84,12 @@ CREATE TABLE IF NOT EXISTS event_invoke_configs (
     doc       TEXT NOT NULL,
     PRIMARY KEY (name, qualifier)
 );
+CREATE TABLE IF NOT EXISTS function_url_configs (
+    name      TEXT NOT NULL,
+    qualifier TEXT NOT NULL,
+    doc       TEXT NOT NULL,
+    PRIMARY KEY (name, qualifier)
+);
 """
 
 
@@ -297,6 +303,7 @@ class SqliteStore:
                 db.execute("DELETE FROM aliases WHERE name = ?", (name,))
                 db.execute("DELETE FROM provisioned WHERE name = ?", (name,))
                 db.execute("DELETE FROM event_invoke_configs WHERE name = ?", (name,))
+                db.execute("DELETE FROM function_url_configs WHERE name = ?", (name,))
                 # Its policies: "function:<name>" and "function:<name>:<qualifier>" (see selfless.permissions).
                 db.execute(
                     "DELETE FROM policies WHERE resource = ? OR substr(resource, 1, ?) = ?",
@@ -378,6 +385,7 @@ class SqliteStore:
                 db.execute("DELETE FROM provisioned WHERE name = ? AND qualifier = ?", (name, alias))
                 db.execute("DELETE FROM policies WHERE resource = ?", (f"function:{name}:{alias}",))
                 db.execute("DELETE FROM event_invoke_configs WHERE name = ? AND qualifier = ?", (name, alias))
+                db.execute("DELETE FROM function_url_configs WHERE name = ? AND qualifier = ?", (name, alias))
 
         await self._run(q)
 
@@ -567,6 +575,29 @@ class SqliteStore:
         await self._run(
             lambda: self._db().execute("DELETE FROM code_signing_configs WHERE id = ?", (config_id,)) and None
         )
+
+    async def list_function_url_configs(self) -> list[dict[str, Any]]:
+        def q() -> list[dict[str, Any]]:
+            rows = self._db().execute("SELECT doc FROM function_url_configs ORDER BY name, qualifier").fetchall()
+            return [json.loads(doc) for (doc,) in rows]
+
+        return await self._run(q)
+
+    async def put_function_url_config(self, name: str, qualifier: str, doc: dict[str, Any] | None) -> None:
+        text = None if doc is None else json.dumps(doc, separators=(",", ":"))
+
+        def q() -> None:
+            db = self._db()
+            if text is None:
+                db.execute("DELETE FROM function_url_configs WHERE name = ? AND qualifier = ?", (name, qualifier))
+            else:
+                db.execute(
+                    "INSERT INTO function_url_configs(name, qualifier, doc) VALUES (?, ?, ?)"
+                    " ON CONFLICT(name, qualifier) DO UPDATE SET doc=excluded.doc",
+                    (name, qualifier, text),
+                )
+
+        await self._run(q)
 
     async def list_webhook_triggers(self) -> list[dict[str, Any]]:
         def q() -> list[dict[str, Any]]:
